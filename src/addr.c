@@ -1,0 +1,2 @@
+/* addr: placeholder until the module lands. */
+extern int cp_placeholder_addr;

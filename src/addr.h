@@ -1,0 +1,38 @@
+/* Addresses, durations, percentages and booleans as written in the config. */
+#ifndef CP_ADDR_H
+#define CP_ADDR_H
+
+#include <sys/socket.h>
+#include <stdint.h>
+
+#define ADDR_TEXT_MAX 128
+
+struct addr {
+	char text[ADDR_TEXT_MAX];     /* as written: "127.0.0.1:8080", "unix:/run/x" */
+	int family;                   /* AF_INET, AF_INET6 or AF_UNIX */
+	int wildcard;                 /* written as "*:PORT" (bound to 0.0.0.0) */
+	socklen_t len;
+	struct sockaddr_storage ss;
+};
+
+/* Flags for addr_parse. */
+#define ADDR_ALLOW_WILDCARD 0x1       /* "*:PORT", for listeners */
+
+/*
+ * Parse HOST:PORT, [IPv6]:PORT, *:PORT or unix:/path; host names are resolved
+ * here. 0 on success, -1 with *cause (allocated) on error.
+ */
+int addr_parse(const char *, int, struct addr *, char **);
+/* Do two listen addresses collide (same address, or "*:P" against any HOST:P)? */
+int addr_overlap(const struct addr *, const struct addr *);
+/* Format a socket address as "127.0.0.1:5", "[::1]:5" or "unix:/path". */
+const char *addr_format(const struct sockaddr *, socklen_t, char *, size_t);
+
+/* "250ms", "1.5s", "5m", "1h", bare seconds. Milliseconds out; 0 or -1+cause. */
+int parse_duration(const char *, uint64_t *, char **);
+/* "50", "12.5", "50%": 0..100. */
+int parse_percent(const char *, double *, char **);
+/* yes/no, true/false, on/off, 1/0. */
+int parse_bool(const char *, int *, char **);
+
+#endif

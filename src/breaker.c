@@ -1,0 +1,2 @@
+/* breaker: placeholder until the module lands. */
+extern int cp_placeholder_breaker;

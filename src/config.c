@@ -1,0 +1,2 @@
+/* config: placeholder until the module lands. */
+extern int cp_placeholder_config;

@@ -1,0 +1,2 @@
+/* daemon: placeholder until the module lands. */
+extern int cp_placeholder_daemon;

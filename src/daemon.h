@@ -1,0 +1,3 @@
+#ifndef CP_DAEMON_H
+#define CP_DAEMON_H
+#endif

@@ -1,0 +1,2 @@
+/* listener: placeholder until the module lands. */
+extern int cp_placeholder_listener;

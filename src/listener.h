@@ -1,0 +1,3 @@
+#ifndef CP_LISTENER_H
+#define CP_LISTENER_H
+#endif

@@ -1,0 +1,2 @@
+/* notify: placeholder until the module lands. */
+extern int cp_placeholder_notify;

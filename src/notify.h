@@ -1,0 +1,3 @@
+#ifndef CP_NOTIFY_H
+#define CP_NOTIFY_H
+#endif

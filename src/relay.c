@@ -1,0 +1,2 @@
+/* relay: placeholder until the module lands. */
+extern int cp_placeholder_relay;

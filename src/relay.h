@@ -1,0 +1,3 @@
+#ifndef CP_RELAY_H
+#define CP_RELAY_H
+#endif

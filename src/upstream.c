@@ -1,0 +1,2 @@
+/* upstream: placeholder until the module lands. */
+extern int cp_placeholder_upstream;

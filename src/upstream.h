@@ -1,0 +1,3 @@
+#ifndef CP_UPSTREAM_H
+#define CP_UPSTREAM_H
+#endif

@@ -1,0 +1,19 @@
+/* Small helpers shared by every module: monotonic time and allocation. */
+#ifndef CP_UTIL_H
+#define CP_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CP_UNUSED __attribute__((unused))
+#define CP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+uint64_t util_now_ms(void);
+double util_wall_now(void);
+void *xmalloc(size_t);
+void *xcalloc(size_t, size_t);
+void *xrealloc(void *, size_t);
+char *xstrdup(const char *);
+int xasprintf(char **, const char *, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

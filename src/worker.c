@@ -1,0 +1,2 @@
+/* worker: placeholder until the module lands. */
+extern int cp_placeholder_worker;

@@ -1,0 +1,3 @@
+/* placeholder */
+#include "harness.h"
+extern int cp_placeholder_harness;

@@ -1,0 +1,3 @@
+#ifndef CP_HARNESS_H
+#define CP_HARNESS_H
+#endif
