@@ -1,2 +1,400 @@
-/* daemon: placeholder until the module lands. */
-extern int cp_placeholder_daemon;
+/*
+ * The daemon's lifecycle. Start: upstreams and their breakers, every
+ * listener bound (a failure here is a clean exit 1), workers spawned, then
+ * READY=1. Run: the main thread handles signals, breaker timers, reject
+ * summaries and the watchdog. Stop: stop accepting, let relays finish for
+ * up to shutdown_timeout, reset the rest, exit 0.
+ */
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "daemon.h"
+#include "listener.h"
+#include "log.h"
+#include "notify.h"
+#include "upstream.h"
+#include "util.h"
+#include "worker.h"
+
+/* Route libevent's own messages into our log. */
+static void
+daemon_libevent_log(int severity, const char *msg)
+{
+	char q[512];
+
+	log_msg(severity == EVENT_LOG_ERR ? LOG_LEVEL_ERROR :
+		severity == EVENT_LOG_WARN ? LOG_LEVEL_WARNING :
+		LOG_LEVEL_DEBUG,
+	    "event=libevent message=%s", log_quote(q, sizeof(q), msg));
+}
+
+/* Find a running upstream by name. */
+struct upstream *
+daemon_upstream(struct daemon *d, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < d->nupstreams; i++)
+		if (strcmp(d->upstreams[i]->name, name) == 0)
+			return d->upstreams[i];
+	return NULL;
+}
+
+/* A one-line summary for the service manager: "3 upstreams, 1 open". */
+static void
+daemon_notify_status(struct daemon *d, const char *prefix)
+{
+	struct breaker_stats st;
+	unsigned open = 0;
+	size_t i;
+
+	for (i = 0; i < d->nupstreams; i++) {
+		breaker_snapshot(d->upstreams[i]->breaker, util_now_ms(), &st);
+		if (st.state == BREAKER_OPEN || st.state == BREAKER_FORCED_OPEN)
+			open++;
+	}
+	notify_sendf("%sSTATUS=%zu upstream%s, %u open", prefix,
+	    d->nupstreams, d->nupstreams == 1 ? "" : "s", open);
+}
+
+/* Post a command to every worker. */
+static void
+daemon_post_all(struct daemon *d, unsigned cmd)
+{
+	unsigned i;
+
+	for (i = 0; i < d->nworkers; i++)
+		worker_post(d->workers[i], cmd);
+}
+
+/* Begin the stop: listeners shut, relays drain, a timer bounds the wait. */
+static void
+daemon_stop(struct daemon *d, const char *reason)
+{
+	struct timeval tv;
+	uint64_t ms = d->conf->shutdown_timeout_ms;
+	size_t i;
+
+	if (atomic_load(&d->phase) != DAEMON_RUNNING) {
+		/* A second signal: do not wait any longer. */
+		atomic_store(&d->phase, DAEMON_CLOSING);
+		daemon_post_all(d, WORKER_CMD_CLOSE_ALL);
+		return;
+	}
+	atomic_store(&d->phase, DAEMON_DRAINING);
+	d->stop_reason = reason;
+	notify_send("STOPPING=1");
+	log_info("event=stopping reason=%s shutdown_timeout=%" PRIu64 ".%03"
+		 PRIu64, reason, ms / 1000, ms % 1000);
+	/*
+	 * shutdown() makes a listening socket refuse new clients at once
+	 * without freeing its descriptor, which workers may still be polling;
+	 * it is closed after they have all ended.
+	 */
+	for (i = 0; i < d->nlisteners; i++)
+		shutdown(d->listeners[i]->fd, SHUT_RDWR);
+	daemon_post_all(d, WORKER_CMD_STOP_ACCEPT);
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(d->drain_ev, &tv);
+}
+
+/* SIGTERM, SIGINT: stop; SIGHUP: reload. */
+static void
+daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)what;
+	switch (sig) {
+	case SIGTERM:
+		daemon_stop(d, "SIGTERM");
+		break;
+	case SIGINT:
+		daemon_stop(d, "SIGINT");
+		break;
+	case SIGHUP:
+		log_errorx("event=reload result=error error=\"reload is not "
+			   "supported yet; restart to apply a new config\"");
+		break;
+	}
+}
+
+/* shutdown_timeout has passed: reset what is left. */
+static void
+daemon_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)fd;
+	(void)what;
+	atomic_store(&d->phase, DAEMON_CLOSING);
+	daemon_post_all(d, WORKER_CMD_CLOSE_ALL);
+}
+
+/* A worker has ended; when all have, the main loop ends too. */
+static void
+daemon_worker_exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)fd;
+	(void)what;
+	if (atomic_load(&d->workers_running) == 0)
+		event_base_loopbreak(d->base);
+}
+
+/* Once a second: the reject summaries. */
+static void
+daemon_summary_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	uint64_t now = util_now_ms();
+	size_t i;
+
+	(void)fd;
+	(void)what;
+	for (i = 0; i < d->nupstreams; i++)
+		upstream_reject_summary_flush(d->upstreams[i], now);
+}
+
+/* Tell the service manager we are alive. */
+static void
+daemon_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	notify_send("WATCHDOG=1");
+}
+
+/* Write the pid file. */
+static int
+daemon_write_pidfile(const char *path, char **cause)
+{
+	FILE *f;
+
+	f = fopen(path, "w");
+	if (f == NULL) {
+		xasprintf(cause, "pidfile %s: %s", path, strerror(errno));
+		return -1;
+	}
+	fprintf(f, "%ld\n", (long)getpid());
+	if (fclose(f) != 0) {
+		xasprintf(cause, "pidfile %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Create the upstreams of the config and link their backups. */
+static void
+daemon_make_upstreams(struct daemon *d, uint64_t now)
+{
+	const struct config *conf = d->conf;
+	const struct upstream_conf *uc;
+	size_t i;
+
+	d->nupstreams = conf->nupstreams;
+	d->upstreams = xcalloc(conf->nupstreams, sizeof(*d->upstreams));
+	for (i = 0; i < conf->nupstreams; i++)
+		d->upstreams[i] = upstream_new(d, &conf->upstreams[i],
+		    d->nworkers, now);
+	for (i = 0; i < conf->nupstreams; i++) {
+		uc = &conf->upstreams[i];
+		if (uc->backup_index >= 0)
+			d->upstreams[i]->backup =
+			    d->upstreams[uc->backup_index];
+	}
+}
+
+/* Bind every listen address of every upstream. */
+static int
+daemon_bind(struct daemon *d, char **cause)
+{
+	const struct upstream_conf *uc;
+	struct listener *l;
+	size_t i, j, n = 0;
+
+	for (i = 0; i < d->conf->nupstreams; i++)
+		n += d->conf->upstreams[i].nlisten;
+	d->listeners = xcalloc(n, sizeof(*d->listeners));
+	for (i = 0; i < d->conf->nupstreams; i++) {
+		uc = &d->conf->upstreams[i];
+		for (j = 0; j < uc->nlisten; j++) {
+			l = listener_open(&uc->listen[j], d->upstreams[i],
+			    d->nworkers, cause);
+			if (l == NULL)
+				return -1;
+			d->listeners[d->nlisteners++] = l;
+			log_info("event=listen upstream=%s addr=%s", uc->name,
+			    uc->listen[j].text);
+		}
+	}
+	return 0;
+}
+
+/* Start everything; on failure, -1 with *cause and nothing left running. */
+int
+daemon_start(struct daemon **dp, struct config *conf, const char *pidfile,
+    char **cause)
+{
+	struct daemon *d;
+	struct timeval tv;
+	uint64_t now = util_now_ms(), wd;
+	unsigned i;
+	size_t j;
+
+	*dp = NULL;
+	signal(SIGPIPE, SIG_IGN);
+	event_set_log_callback(daemon_libevent_log);
+	if (evthread_use_pthreads() == -1) {
+		xasprintf(cause, "libevent has no thread support");
+		return -1;
+	}
+	d = xcalloc(1, sizeof(*d));
+	d->conf = conf;
+	d->start_ms = now;
+	atomic_init(&d->phase, DAEMON_RUNNING);
+	atomic_init(&d->workers_running, 0);
+	d->base = event_base_new();
+	if (d->base == NULL) {
+		xasprintf(cause, "cannot create the main event base");
+		goto fail;
+	}
+	d->nworkers = conf->workers;
+	log_info("event=start version=%s workers=%u upstreams=%zu",
+	    PACKAGE_VERSION, d->nworkers, conf->nupstreams);
+
+	daemon_make_upstreams(d, now);
+	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
+	for (i = 0; i < d->nworkers; i++) {
+		d->workers[i] = worker_new(d, i, cause);
+		if (d->workers[i] == NULL)
+			goto fail;
+	}
+	if (daemon_bind(d, cause) != 0)
+		goto fail;
+	for (j = 0; j < d->nlisteners; j++)
+		for (i = 0; i < d->nworkers; i++)
+			listener_attach(d->listeners[j], d->workers[i]);
+
+	d->sig_term = evsignal_new(d->base, SIGTERM, daemon_signal_cb, d);
+	d->sig_int = evsignal_new(d->base, SIGINT, daemon_signal_cb, d);
+	d->sig_hup = evsignal_new(d->base, SIGHUP, daemon_signal_cb, d);
+	evsignal_add(d->sig_term, NULL);
+	evsignal_add(d->sig_int, NULL);
+	evsignal_add(d->sig_hup, NULL);
+	d->drain_ev = evtimer_new(d->base, daemon_drain_cb, d);
+	d->worker_exit_ev = event_new(d->base, -1, 0, daemon_worker_exit_cb, d);
+	d->summary_ev = event_new(d->base, -1, EV_PERSIST, daemon_summary_cb,
+	    d);
+	tv.tv_sec = 1;
+	tv.tv_usec = 0;
+	event_add(d->summary_ev, &tv);
+	if ((wd = notify_watchdog_usec()) != 0) {
+		d->watchdog_ev = event_new(d->base, -1, EV_PERSIST,
+		    daemon_watchdog_cb, d);
+		tv.tv_sec = (time_t)(wd / 2 / 1000000);
+		tv.tv_usec = (suseconds_t)(wd / 2 % 1000000);
+		event_add(d->watchdog_ev, &tv);
+	}
+
+	if (pidfile != NULL) {
+		if (daemon_write_pidfile(pidfile, cause) != 0)
+			goto fail;
+		d->pidfile = pidfile;
+	}
+	for (i = 0; i < d->nworkers; i++) {
+		atomic_fetch_add(&d->workers_running, 1);
+		if (worker_spawn(d->workers[i], cause) != 0) {
+			atomic_fetch_sub(&d->workers_running, 1);
+			/* Those already running are stopped by daemon_free. */
+			goto fail;
+		}
+		d->nspawned++;
+	}
+	for (j = 0; j < d->nupstreams; j++)
+		upstream_tick(d->upstreams[j], now);
+	daemon_notify_status(d, "READY=1\n");
+	*dp = d;
+	return 0;
+
+fail:
+	daemon_free(d);
+	return -1;
+}
+
+/* Run until every worker has ended; returns the exit status. */
+int
+daemon_run(struct daemon *d)
+{
+	uint64_t drained = 0, closed = 0;
+	unsigned i;
+
+	event_base_dispatch(d->base);
+	for (i = 0; i < d->nworkers; i++) {
+		worker_join(d->workers[i]);
+		drained += d->workers[i]->drained;
+		closed += d->workers[i]->closed;
+	}
+	d->nspawned = 0;
+	log_info("event=stop reason=%s drained=%" PRIu64 " closed=%" PRIu64,
+	    d->stop_reason != NULL ? d->stop_reason : "unknown", drained,
+	    closed);
+	return 0;
+}
+
+/* Free everything; workers still running are stopped first. */
+void
+daemon_free(struct daemon *d)
+{
+	unsigned i;
+	size_t j;
+
+	if (d == NULL)
+		return;
+	for (i = 0; i < d->nspawned; i++) {
+		worker_post(d->workers[i], WORKER_CMD_CLOSE_ALL);
+		worker_join(d->workers[i]);
+	}
+	d->nspawned = 0;
+	for (j = 0; j < d->nlisteners; j++)
+		listener_free(d->listeners[j]);
+	free(d->listeners);
+	for (i = 0; i < d->nworkers && d->workers != NULL; i++)
+		worker_free(d->workers[i]);
+	free(d->workers);
+	for (j = 0; j < d->nupstreams; j++)
+		upstream_free(d->upstreams[j]);
+	free(d->upstreams);
+	if (d->pidfile != NULL)
+		unlink(d->pidfile);
+	if (d->sig_term != NULL)
+		event_free(d->sig_term);
+	if (d->sig_int != NULL)
+		event_free(d->sig_int);
+	if (d->sig_hup != NULL)
+		event_free(d->sig_hup);
+	if (d->drain_ev != NULL)
+		event_free(d->drain_ev);
+	if (d->worker_exit_ev != NULL)
+		event_free(d->worker_exit_ev);
+	if (d->summary_ev != NULL)
+		event_free(d->summary_ev);
+	if (d->watchdog_ev != NULL)
+		event_free(d->watchdog_ev);
+	if (d->base != NULL)
+		event_base_free(d->base);
+	free(d);
+}

@@ -1,3 +1,64 @@
+/*
+ * The daemon's lifecycle: start (bind, spawn workers), run, drain and stop.
+ * The main thread owns signals, breaker timers and the reject summaries;
+ * worker threads own listeners' accept events and relays.
+ */
 #ifndef CP_DAEMON_H
 #define CP_DAEMON_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct event;
+struct event_base;
+struct listener;
+struct upstream;
+struct worker;
+
+enum daemon_phase {
+	DAEMON_RUNNING,
+	DAEMON_DRAINING,     /* listeners closed, relays finishing */
+	DAEMON_CLOSING,      /* relays being reset, workers exiting */
+};
+
+struct daemon {
+	const struct config *conf;
+	struct event_base *base;
+	const char *pidfile;
+
+	struct upstream **upstreams;
+	size_t nupstreams;
+	struct listener **listeners;
+	size_t nlisteners;
+	struct worker **workers;
+	unsigned nworkers;
+	unsigned nspawned;               /* worker threads not yet joined */
+
+	_Atomic int phase;
+	const char *stop_reason;
+	_Atomic unsigned workers_running;
+	struct event *sig_term, *sig_int, *sig_hup;
+	struct event *summary_ev;
+	struct event *drain_ev;          /* shutdown_timeout */
+	struct event *worker_exit_ev;    /* a worker finished */
+	struct event *watchdog_ev;
+	uint64_t start_ms;
+};
+
+/*
+ * Bind every listener and start the workers. On failure returns -1 with
+ * *cause set (the daemon exits 1 with it).
+ */
+int daemon_start(struct daemon **, struct config *, const char *pidfile,
+    char **cause);
+/* Run until stopped; returns the exit status. */
+int daemon_run(struct daemon *);
+void daemon_free(struct daemon *);
+
+/* Find a running upstream by name. */
+struct upstream *daemon_upstream(struct daemon *, const char *);
+
 #endif

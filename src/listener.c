@@ -1,2 +1,220 @@
-/* listener: placeholder until the module lands. */
-extern int cp_placeholder_listener;
+/*
+ * One listening socket for one address of one upstream. Bound by the main
+ * thread at start; each worker accepts from it with its own event. Running
+ * out of file descriptors pauses that worker's accepts for a moment (the
+ * clients wait in the backlog) and is logged at most once a second.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "daemon.h"
+#include "listener.h"
+#include "log.h"
+#include "relay.h"
+#include "upstream.h"
+#include "util.h"
+#include "worker.h"
+
+#define LISTENER_BACKLOG 4096
+#define LISTENER_ACCEPT_BATCH 64
+#define LISTENER_PAUSE_MS 100
+
+static _Atomic uint64_t listener_shortage_logged;
+
+/* Remove a stale unix socket file nobody listens on. */
+static void
+listener_unlink_stale(const struct addr *a)
+{
+	const struct sockaddr_un *sun = (const struct sockaddr_un *)&a->ss;
+	struct stat sb;
+	int fd, rc;
+
+	if (stat(sun->sun_path, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+		return;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return;
+	rc = connect(fd, (const struct sockaddr *)&a->ss, a->len);
+	close(fd);
+	if (rc == -1 && errno == ECONNREFUSED)
+		unlink(sun->sun_path);
+}
+
+/* Bind and listen on an address. */
+struct listener *
+listener_open(const struct addr *a, struct upstream *up, unsigned nworkers,
+    char **cause)
+{
+	struct listener *l;
+	int fd, on = 1;
+
+	if (a->family == AF_UNIX)
+		listener_unlink_stale(a);
+	fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		xasprintf(cause, "listen %s: socket: %s", a->text,
+		    strerror(errno));
+		return NULL;
+	}
+	if (a->family != AF_UNIX)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (a->family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1 ||
+	    listen(fd, LISTENER_BACKLOG) == -1) {
+		xasprintf(cause, "listen %s: %s", a->text, strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	l = xcalloc(1, sizeof(*l));
+	l->addr = *a;
+	l->up = up;
+	l->fd = fd;
+	l->nslots = nworkers;
+	l->slots = xcalloc(nworkers, sizeof(*l->slots));
+	return l;
+}
+
+/* Re-arm accepts after a pause for a shortage of descriptors. */
+static void
+listener_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener_slot *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (!s->worker->draining)
+		event_add(s->accept_ev, NULL);
+}
+
+/* Pause accepts briefly: the process or system is out of descriptors. */
+static void
+listener_pause(struct listener_slot *s, int error)
+{
+	struct timeval tv = { 0, LISTENER_PAUSE_MS * 1000 };
+	uint64_t second = util_now_ms() / 1000, last;
+
+	event_del(s->accept_ev);
+	event_add(s->resume_ev, &tv);
+	last = atomic_load(&listener_shortage_logged);
+	if (last != second &&
+	    atomic_compare_exchange_strong(&listener_shortage_logged, &last,
+		second))
+		log_errorx("event=accept_paused upstream=%s addr=%s error=%s "
+			   "pause_ms=%d",
+		    s->listener->up->name, s->listener->addr.text,
+		    error == EMFILE ? "EMFILE" :
+		    error == ENFILE ? "ENFILE" : "ENOMEM", LISTENER_PAUSE_MS);
+}
+
+/* Accept what is waiting, up to a batch, and hand each client on. */
+static void
+listener_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener_slot *s = arg;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int cfd, i;
+
+	(void)what;
+	for (i = 0; i < LISTENER_ACCEPT_BATCH; i++) {
+		len = sizeof(ss);
+		cfd = accept4(fd, (struct sockaddr *)&ss, &len,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd == -1) {
+			switch (errno) {
+			case EINTR:
+			case ECONNABORTED:
+			case EPROTO:
+				continue;
+			case EMFILE:
+			case ENFILE:
+			case ENOBUFS:
+			case ENOMEM:
+				listener_pause(s, errno);
+				return;
+			case EAGAIN:
+				return;
+			default:
+				log_warnx("event=accept_error upstream=%s "
+					  "addr=%s error=%d",
+				    s->listener->up->name,
+				    s->listener->addr.text, errno);
+				return;
+			}
+		}
+		relay_accept(s->worker, s->listener->up, cfd,
+		    (struct sockaddr *)&ss, len);
+	}
+}
+
+/* Create and arm a worker's accept event. */
+void
+listener_attach(struct listener *l, struct worker *w)
+{
+	struct listener_slot *s = &l->slots[w->id];
+
+	s->listener = l;
+	s->worker = w;
+	s->accept_ev = event_new(w->base, l->fd, EV_READ | EV_PERSIST,
+	    listener_accept_cb, s);
+	s->resume_ev = evtimer_new(w->base, listener_resume_cb, s);
+	if (s->accept_ev == NULL || s->resume_ev == NULL)
+		fatalx("out of memory");
+	event_add(s->accept_ev, NULL);
+}
+
+/* Stop a worker's accepts; runs in that worker. */
+void
+listener_detach(struct listener *l, struct worker *w)
+{
+	struct listener_slot *s = &l->slots[w->id];
+
+	if (s->accept_ev != NULL)
+		event_del(s->accept_ev);
+	if (s->resume_ev != NULL)
+		event_del(s->resume_ev);
+}
+
+/* Close the socket; unix socket files are removed. */
+void
+listener_close(struct listener *l)
+{
+	if (l->fd == -1)
+		return;
+	close(l->fd);
+	l->fd = -1;
+	if (l->addr.family == AF_UNIX)
+		unlink(((struct sockaddr_un *)&l->addr.ss)->sun_path);
+}
+
+/* Free a listener whose workers have ended. */
+void
+listener_free(struct listener *l)
+{
+	unsigned i;
+
+	if (l == NULL)
+		return;
+	listener_close(l);
+	for (i = 0; i < l->nslots; i++) {
+		if (l->slots[i].accept_ev != NULL)
+			event_free(l->slots[i].accept_ev);
+		if (l->slots[i].resume_ev != NULL)
+			event_free(l->slots[i].resume_ev);
+	}
+	free(l->slots);
+	free(l);
+}

@@ -1,3 +1,41 @@
+/*
+ * One listening socket for one address of one upstream. Bound by the main
+ * thread at start; every worker watches it with its own accept event. On a
+ * shortage of file descriptors a worker pauses its accepts briefly.
+ */
 #ifndef CP_LISTENER_H
 #define CP_LISTENER_H
+
+#include "addr.h"
+
+struct event;
+struct upstream;
+struct worker;
+
+struct listener_slot {
+	struct listener *listener;
+	struct worker *worker;
+	struct event *accept_ev;
+	struct event *resume_ev;
+};
+
+struct listener {
+	struct addr addr;
+	struct upstream *up;
+	int fd;
+	struct listener_slot *slots;    /* one per worker */
+	unsigned nslots;
+};
+
+/* Bind and listen; -1 with *cause on failure. */
+struct listener *listener_open(const struct addr *, struct upstream *,
+    unsigned nworkers, char **cause);
+/* Create and arm the accept event of a worker (before it runs). */
+void listener_attach(struct listener *, struct worker *);
+/* Stop a worker's accepts (in that worker's thread). */
+void listener_detach(struct listener *, struct worker *);
+/* Close the socket (main thread, after every worker detached). */
+void listener_close(struct listener *);
+void listener_free(struct listener *);
+
 #endif

@@ -1,7 +1,119 @@
-/* placeholder */
-int main(void);
-int
-main(void)
+/*
+ * circuitproxyd: the command line, start-up and exit codes (SPEC.md 2).
+ * It always runs in the foreground; a supervisor keeps it running.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+
+#ifndef CP_CONFIG_PATH
+#define CP_CONFIG_PATH "/etc/circuitproxy.ini"
+#endif
+
+static const char usage_text[] =
+    "usage: circuitproxyd [-c FILE] [-t] [-l LEVEL] [-p PIDFILE] [-V] [-h]\n"
+    "  -c, --config FILE      config file (default: " CP_CONFIG_PATH ")\n"
+    "  -t, --test             check the config and exit\n"
+    "  -l, --log-level LEVEL  debug|info|notice|warning|error\n"
+    "  -p, --pidfile FILE     write the pid there; removed on clean exit\n"
+    "  -V, --version          print the version and exit\n"
+    "  -h, --help             print this help and exit\n";
+
+/* Print the usage to a stream and exit with a status. */
+static void __attribute__((noreturn))
+usage(FILE *f, int status)
 {
-	return 0;
+	fputs(usage_text, f);
+	exit(status);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "test", no_argument, NULL, 't' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "pidfile", required_argument, NULL, 'p' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *path = CP_CONFIG_PATH, *pidfile = NULL;
+	struct config_errors errs = { NULL, 0 };
+	enum log_level level = LOG_LEVEL_INFO;
+	int ch, test = 0, level_set = 0, status;
+	struct config *conf;
+	struct daemon *d;
+	char *cause = NULL, q[1024];
+	size_t i;
+
+	while ((ch = getopt_long(argc, argv, "c:tl:p:Vh", longopts, NULL)) !=
+	    -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			test = 1;
+			break;
+		case 'l':
+			if (log_level_parse(optarg, &level) != 0) {
+				fprintf(stderr,
+				    "circuitproxyd: unknown log level '%s' "
+				    "(debug|info|notice|warning|error)\n",
+				    optarg);
+				return EX_USAGE;
+			}
+			level_set = 1;
+			break;
+		case 'p':
+			pidfile = optarg;
+			break;
+		case 'V':
+			printf("circuitproxyd %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout, 0);
+		default:
+			usage(stderr, EX_USAGE);
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "circuitproxyd: unexpected argument '%s'\n",
+		    argv[optind]);
+		usage(stderr, EX_USAGE);
+	}
+
+	conf = config_load(path, &errs);
+	if (conf == NULL) {
+		for (i = 0; i < errs.n; i++)
+			fprintf(stderr, "%s\n", errs.v[i].msg);
+		config_errors_clear(&errs);
+		return EX_CONFIG;
+	}
+	if (test) {
+		printf("%s: ok\n", path);
+		config_free(conf);
+		return 0;
+	}
+
+	log_init(level_set ? level : conf->log_level, conf->log_target);
+	if (daemon_start(&d, conf, pidfile, &cause) != 0) {
+		log_errorx("event=exit status=1 error=%s",
+		    log_quote(q, sizeof(q), cause));
+		free(cause);
+		config_free(conf);
+		return 1;
+	}
+	status = daemon_run(d);
+	daemon_free(d);
+	config_free(conf);
+	return status;
 }

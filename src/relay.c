@@ -1,2 +1,685 @@
-/* relay: placeholder until the module lands. */
-extern int cp_placeholder_relay;
+/*
+ * One client from accept to close: admission through the breaker (with
+ * failover to a backup and the overload limit), the non-blocking connect
+ * under connect_timeout, the byte relay both ways, and the end.
+ *
+ * The data path uses plain persistent read events and one scratch buffer per
+ * worker: bytes read are written straight to the other side. Only what the
+ * other side cannot take right now is kept, in a buffer allocated for the
+ * occasion; meanwhile the source is not read (backpressure), so memory per
+ * relay is bounded by one read, and an idle relay holds no buffer at all.
+ * Write events are armed only while such a remainder waits.
+ */
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "relay.h"
+#include "upstream.h"
+#include "util.h"
+#include "worker.h"
+
+/* How long an http503-rejected client may take to close its side. */
+#define RELAY_LINGER_MS 2000
+/* Reads per wakeup before giving other relays their turn. */
+#define RELAY_READS_PER_WAKEUP 4
+
+enum relay_phase {
+	RELAY_CONNECTING,
+	RELAY_RELAYING,
+	RELAY_LINGERING,        /* http503 sent, waiting for the client's FIN */
+};
+
+/* One direction: bytes read from src, written to dst. */
+struct relay_dir {
+	int src, dst;
+	struct event *rev;      /* src readable */
+	struct event *wev;      /* dst writable, armed only with a remainder */
+	char *buf;              /* the remainder dst could not take yet */
+	size_t off, len;
+	bool eof;               /* src sent its FIN */
+	bool done;              /* FIN passed on: dst's write side shut */
+	enum upstream_counter counter;
+};
+
+struct relay {
+	LIST_ENTRY(relay) entry;
+	struct worker *w;
+	struct upstream *up;            /* whose server (a backup after failover) */
+	enum relay_phase phase;
+	int cfd, sfd;
+	struct breaker_ticket ticket;
+	bool outcome_pending;           /* attempt not yet recorded */
+	bool server_spoke;              /* the server has sent a byte */
+	bool counted_active;
+	uint64_t start_ms;              /* connect began */
+	uint64_t connected_ms;
+	uint64_t last_active_ms;
+	struct relay_dir c2s, s2c;
+	struct event cev_r, cev_w, sev_r, sev_w, timer;
+	char client[64];
+};
+
+/* Why a relay ends. */
+enum relay_end {
+	RELAY_END_DONE,         /* both directions finished */
+	RELAY_END_RESET,        /* a reset, an error or a failed attempt */
+	RELAY_END_IDLE,         /* idle_timeout */
+	RELAY_END_SHUTDOWN,     /* shutdown_timeout */
+};
+
+static const char *relay_end_names[] = { "done", "reset", "idle", "shutdown" };
+
+static void relay_close(struct relay *, enum relay_end);
+static void relay_forward(struct relay *, struct relay_dir *);
+
+/* Close a socket so the peer sees a reset (RST) rather than a FIN. */
+static void
+relay_close_rst(int fd)
+{
+	struct linger lg = { 1, 0 };
+
+	if (fd == -1)
+		return;
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+/* Set a timeval from milliseconds. */
+static struct timeval *
+relay_tv(struct timeval *tv, uint64_t ms)
+{
+	tv->tv_sec = (time_t)(ms / 1000);
+	tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	return tv;
+}
+
+/* Map a connect errno to the breaker's error kinds. */
+static enum breaker_error
+relay_connect_error(int error)
+{
+	switch (error) {
+	case ECONNREFUSED:
+	case ENOENT:            /* unix socket path gone */
+		return BREAKER_ERR_REFUSED;
+	case ETIMEDOUT:
+		return BREAKER_ERR_TIMEOUT;
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case EHOSTDOWN:
+	case ENETDOWN:
+		return BREAKER_ERR_UNREACHABLE;
+	default:
+		return BREAKER_ERR_OTHER;
+	}
+}
+
+/* Is this errno a local shortage rather than the server's fault? */
+static bool
+relay_is_shortage(int error)
+{
+	return error == EMFILE || error == ENFILE || error == ENOBUFS ||
+	    error == ENOMEM;
+}
+
+/* Record the pending attempt's outcome once. */
+static void
+relay_record(struct relay *r, bool success, enum breaker_error err)
+{
+	if (!r->outcome_pending)
+		return;
+	r->outcome_pending = false;
+	breaker_record(r->up->breaker, &r->ticket, success, err, util_now_ms());
+}
+
+/* Log a failed attempt. */
+static void
+relay_log_fail(struct relay *r, enum breaker_error err, uint64_t elapsed_ms)
+{
+	log_warnx("event=connect_fail upstream=%s server=%s client=%s "
+		  "error=%s elapsed_ms=%" PRIu64,
+	    r->up->name, r->up->conf->server.text, r->client,
+	    breaker_error_name(err), elapsed_ms);
+}
+
+/* Count a rejected client as overload (not the server's fault) and reset it. */
+static void
+relay_reject_overload(struct worker *w, struct upstream *up, int fd,
+    const char *client)
+{
+	upstream_count(up, w->id, UC_rejected_overload_total, 1);
+	if (upstream_reject_log_allowed(up, util_now_ms()))
+		log_notice("event=reject upstream=%s client=%s reason=overload "
+			   "max_connections=%u",
+		    up->name, client, up->conf->max_connections);
+	relay_close_rst(fd);
+}
+
+/* The whole and only way out: release both sides, timers and counters. */
+static void
+relay_close(struct relay *r, enum relay_end why)
+{
+	struct worker *w = r->w;
+
+	if (r->outcome_pending)
+		relay_record(r, true, BREAKER_ERR_OTHER);
+	event_del(&r->cev_r);
+	event_del(&r->cev_w);
+	event_del(&r->timer);
+	if (r->sfd != -1) {
+		event_del(&r->sev_r);
+		event_del(&r->sev_w);
+	}
+	if (why == RELAY_END_RESET || why == RELAY_END_SHUTDOWN) {
+		relay_close_rst(r->cfd);
+		relay_close_rst(r->sfd);
+	} else {
+		close(r->cfd);
+		if (r->sfd != -1)
+			close(r->sfd);
+	}
+	free(r->c2s.buf);
+	free(r->s2c.buf);
+	if (r->counted_active)
+		atomic_fetch_sub(&r->up->active, 1);
+	if (log_enabled(LOG_LEVEL_DEBUG))
+		log_debug("event=close upstream=%s client=%s reason=%s",
+		    r->up->name, r->client, relay_end_names[why]);
+	LIST_REMOVE(r, entry);
+	free(r);
+	worker_relay_gone(w);
+}
+
+/* Reset every relay of a worker: the shutdown timeout has passed. */
+void
+relay_close_all(struct worker *w)
+{
+	struct relay *r;
+
+	w->draining = false;
+	while ((r = LIST_FIRST(&w->relays)) != NULL) {
+		w->closed++;
+		relay_close(r, RELAY_END_SHUTDOWN);
+	}
+}
+
+/* A direction is finished: pass the FIN on; end the relay when both are. */
+static void
+relay_dir_finish(struct relay *r, struct relay_dir *d)
+{
+	d->done = true;
+	shutdown(d->dst, SHUT_WR);
+	if (r->c2s.done && r->s2c.done)
+		relay_close(r, RELAY_END_DONE);
+}
+
+/* The server closed or reset before its first byte: maybe an early close. */
+static bool
+relay_early_close(struct relay *r)
+{
+	if (!r->outcome_pending || r->server_spoke)
+		return false;
+	relay_record(r, false, BREAKER_ERR_EARLY_CLOSE);
+	relay_log_fail(r, BREAKER_ERR_EARLY_CLOSE,
+	    util_now_ms() - r->start_ms);
+	relay_close(r, RELAY_END_RESET);
+	return true;
+}
+
+/* The source of a direction is readable: forward what it has. */
+static void
+relay_forward(struct relay *r, struct relay_dir *d)
+{
+	char *buf = r->w->scratch;
+	size_t cap = r->w->scratch_len;
+	ssize_t n, m;
+	int i;
+
+	for (i = 0; i < RELAY_READS_PER_WAKEUP; i++) {
+		n = recv(d->src, buf, cap, 0);
+		if (n > 0) {
+			upstream_count(r->up, r->w->id, d->counter,
+			    (uint64_t)n);
+			if (d == &r->s2c && !r->server_spoke) {
+				r->server_spoke = true;
+				relay_record(r, true, BREAKER_ERR_OTHER);
+			}
+			if (r->up->conf->idle_timeout_ms != 0)
+				r->last_active_ms = util_now_ms();
+			m = send(d->dst, buf, (size_t)n, MSG_NOSIGNAL);
+			if (m == -1) {
+				if (errno != EAGAIN && errno != EINTR) {
+					relay_close(r, RELAY_END_RESET);
+					return;
+				}
+				m = 0;
+			}
+			if (m < n) {
+				/* Keep the rest; stop reading until it is gone. */
+				d->len = (size_t)(n - m);
+				d->off = 0;
+				d->buf = xmalloc(d->len);
+				memcpy(d->buf, buf + m, d->len);
+				event_del(d->rev);
+				event_add(d->wev, NULL);
+				return;
+			}
+			if ((size_t)n < cap)
+				return;
+			continue;
+		}
+		if (n == 0) {
+			if (d == &r->s2c && relay_early_close(r))
+				return;
+			d->eof = true;
+			event_del(d->rev);
+			relay_dir_finish(r, d);
+			return;
+		}
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		if (d == &r->s2c && relay_early_close(r))
+			return;
+		relay_close(r, RELAY_END_RESET);
+		return;
+	}
+}
+
+/* The destination of a direction can take more: write the remainder. */
+static void
+relay_flush(struct relay *r, struct relay_dir *d)
+{
+	ssize_t m;
+
+	m = send(d->dst, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
+	if (m == -1) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		relay_close(r, RELAY_END_RESET);
+		return;
+	}
+	d->off += (size_t)m;
+	if (d->off < d->len)
+		return;
+	free(d->buf);
+	d->buf = NULL;
+	d->off = d->len = 0;
+	event_del(d->wev);
+	if (d->eof)
+		relay_dir_finish(r, d);
+	else
+		event_add(d->rev, NULL);
+}
+
+/* Client readable. */
+static void
+relay_client_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = arg;
+	char buf[512];
+	ssize_t n;
+
+	(void)what;
+	if (r->phase == RELAY_LINGERING) {
+		/* Discard whatever the rejected client still sends. */
+		n = recv(fd, buf, sizeof(buf), 0);
+		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR))
+			relay_close(r, RELAY_END_DONE);
+		return;
+	}
+	relay_forward(r, &r->c2s);
+}
+
+/* Server readable. */
+static void
+relay_server_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	relay_forward(arg, &((struct relay *)arg)->s2c);
+}
+
+/* Client writable: the server's remainder can go on. */
+static void
+relay_client_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	relay_flush(arg, &((struct relay *)arg)->s2c);
+}
+
+/* Server writable: the client's remainder can go on. */
+static void
+relay_server_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	relay_flush(arg, &((struct relay *)arg)->c2s);
+}
+
+/* Arm the relay's timer for the nearest of its deadlines, if any. */
+static void
+relay_timer_arm(struct relay *r, uint64_t now)
+{
+	const struct upstream_conf *uc = r->up->conf;
+	uint64_t due = 0, t;
+	struct timeval tv;
+
+	if (r->outcome_pending)
+		due = r->connected_ms + uc->connect_timeout_ms;
+	if (uc->idle_timeout_ms != 0) {
+		t = r->last_active_ms + uc->idle_timeout_ms;
+		if (due == 0 || t < due)
+			due = t;
+	}
+	if (due == 0)
+		return;
+	event_add(&r->timer, relay_tv(&tv, due > now ? due - now : 0));
+}
+
+/*
+ * The relay's timer: the early-close window has passed (the attempt counts
+ * as a success), or the relay may have been idle too long.
+ */
+static void
+relay_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = arg;
+	const struct upstream_conf *uc = r->up->conf;
+	uint64_t now = util_now_ms();
+
+	(void)fd;
+	(void)what;
+	if (r->phase == RELAY_LINGERING) {
+		relay_close(r, RELAY_END_DONE);
+		return;
+	}
+	if (r->outcome_pending && now >= r->connected_ms + uc->connect_timeout_ms)
+		relay_record(r, true, BREAKER_ERR_OTHER);
+	if (uc->idle_timeout_ms != 0 &&
+	    now >= r->last_active_ms + uc->idle_timeout_ms) {
+		log_info("event=idle_timeout upstream=%s client=%s idle_ms=%"
+			 PRIu64, r->up->name, r->client, uc->idle_timeout_ms);
+		relay_close(r, RELAY_END_IDLE);
+		return;
+	}
+	relay_timer_arm(r, now);
+}
+
+/* The server accepted: judge the attempt and start relaying. */
+static void
+relay_connected(struct relay *r, uint64_t now)
+{
+	const struct upstream_conf *uc = r->up->conf;
+	struct event_base *base = r->w->base;
+	uint64_t took = now - r->start_ms;
+
+	r->connected_ms = now;
+	r->last_active_ms = now;
+	if (uc->slow_connect_ms != 0 && took > uc->slow_connect_ms) {
+		relay_record(r, false, BREAKER_ERR_SLOW);
+		relay_log_fail(r, BREAKER_ERR_SLOW, took);
+	} else if (!uc->failure_on_early_close)
+		relay_record(r, true, BREAKER_ERR_OTHER);
+
+	r->phase = RELAY_RELAYING;
+	r->c2s = (struct relay_dir){ .src = r->cfd, .dst = r->sfd,
+		.rev = &r->cev_r, .wev = &r->sev_w,
+		.counter = UC_bytes_sent_total };
+	r->s2c = (struct relay_dir){ .src = r->sfd, .dst = r->cfd,
+		.rev = &r->sev_r, .wev = &r->cev_w,
+		.counter = UC_bytes_received_total };
+	event_assign(&r->sev_w, base, r->sfd, EV_WRITE | EV_PERSIST,
+	    relay_server_write_cb, r);
+	event_add(&r->cev_r, NULL);
+	event_add(&r->sev_r, NULL);
+	relay_timer_arm(r, now);
+}
+
+/* The connect finished one way or the other, or connect_timeout passed. */
+static void
+relay_connect_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = arg;
+	uint64_t now = util_now_ms();
+	enum breaker_error kind;
+	socklen_t len = sizeof(int);
+	int error = 0;
+
+	if (what & EV_TIMEOUT)
+		kind = BREAKER_ERR_TIMEOUT;
+	else {
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == -1)
+			error = errno;
+		if (error == 0) {
+			relay_connected(r, now);
+			return;
+		}
+		kind = relay_connect_error(error);
+	}
+	relay_record(r, false, kind);
+	relay_log_fail(r, kind, now - r->start_ms);
+	relay_close(r, RELAY_END_RESET);
+}
+
+/* Open the connection to the server. */
+static void
+relay_connect(struct relay *r)
+{
+	const struct addr *sa = &r->up->conf->server;
+	struct event_base *base = r->w->base;
+	struct timeval tv;
+	enum breaker_error kind;
+	int on = 1, error;
+
+	r->sfd = socket(sa->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (r->sfd == -1) {
+		error = errno;
+		/* Not the server's fault: give the ticket back. */
+		breaker_cancel(r->up->breaker, &r->ticket);
+		r->outcome_pending = false;
+		upstream_count(r->up, r->w->id, UC_rejected_overload_total, 1);
+		log_errorx("event=reject upstream=%s client=%s reason=overload "
+			   "error=%s",
+		    r->up->name, r->client,
+		    relay_is_shortage(error) ? "fd_shortage" : "socket");
+		relay_close(r, RELAY_END_RESET);
+		return;
+	}
+	if (sa->family != AF_UNIX)
+		setsockopt(r->sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	event_assign(&r->sev_r, base, r->sfd, EV_READ | EV_PERSIST,
+	    relay_server_read_cb, r);
+	event_assign(&r->sev_w, base, r->sfd, EV_WRITE, relay_connect_cb, r);
+	if (connect(r->sfd, (const struct sockaddr *)&sa->ss, sa->len) == 0) {
+		relay_connected(r, util_now_ms());
+		return;
+	}
+	if (errno == EINPROGRESS) {
+		event_add(&r->sev_w, relay_tv(&tv, r->up->conf->connect_timeout_ms));
+		return;
+	}
+	error = errno;
+	if (relay_is_shortage(error) || error == EAGAIN) {
+		breaker_cancel(r->up->breaker, &r->ticket);
+		r->outcome_pending = false;
+		upstream_count(r->up, r->w->id, UC_rejected_overload_total, 1);
+		relay_close(r, RELAY_END_RESET);
+		return;
+	}
+	kind = relay_connect_error(error);
+	relay_record(r, false, kind);
+	relay_log_fail(r, kind, 0);
+	relay_close(r, RELAY_END_RESET);
+}
+
+/* Allocate a relay for a client, owned by the worker. */
+static struct relay *
+relay_new(struct worker *w, struct upstream *up, int cfd, const char *client)
+{
+	struct relay *r;
+
+	r = xcalloc(1, sizeof(*r));
+	r->w = w;
+	r->up = up;
+	r->cfd = cfd;
+	r->sfd = -1;
+	snprintf(r->client, sizeof(r->client), "%s", client);
+	event_assign(&r->cev_r, w->base, cfd, EV_READ | EV_PERSIST,
+	    relay_client_read_cb, r);
+	event_assign(&r->cev_w, w->base, cfd, EV_WRITE | EV_PERSIST,
+	    relay_client_write_cb, r);
+	evtimer_assign(&r->timer, w->base, relay_timer_cb, r);
+	LIST_INSERT_HEAD(&w->relays, r, entry);
+	w->nrelays++;
+	return r;
+}
+
+/*
+ * Answer a rejected client with an HTTP 503, shut our side, and wait (a
+ * little) for the client to close its side, so it reads the reply rather
+ * than a reset.
+ */
+static void
+relay_reply_503(struct worker *w, struct upstream *up, int fd,
+    const char *client, int64_t retry_ms)
+{
+	static const char body[] = "503 Service Unavailable\n";
+	struct timeval tv;
+	struct relay *r;
+	char reply[256];
+	int64_t secs;
+	int n;
+
+	if (retry_ms < 0)
+		retry_ms = (int64_t)up->conf->breaker.recovery_timeout_ms;
+	secs = (retry_ms + 999) / 1000;
+	n = snprintf(reply, sizeof(reply),
+	    "HTTP/1.1 503 Service Unavailable\r\n"
+	    "Content-Type: text/plain\r\n"
+	    "Content-Length: %zu\r\n"
+	    "Retry-After: %" PRId64 "\r\n"
+	    "Connection: close\r\n"
+	    "\r\n%s",
+	    sizeof(body) - 1, secs, body);
+	if (send(fd, reply, (size_t)n, MSG_NOSIGNAL) != n) {
+		relay_close_rst(fd);
+		return;
+	}
+	shutdown(fd, SHUT_WR);
+	r = relay_new(w, up, fd, client);
+	r->phase = RELAY_LINGERING;
+	event_add(&r->cev_r, NULL);
+	event_add(&r->timer, relay_tv(&tv, RELAY_LINGER_MS));
+}
+
+/* Turn a client away as the breaker decided: log, then reset or 503. */
+static void
+relay_reject(struct worker *w, struct upstream *up, int fd,
+    const struct breaker_ticket *t, const char *client)
+{
+	static const char *states[] = {
+		[BREAKER_REJECT_OPEN] = "open",
+		[BREAKER_REJECT_HALF_OPEN] = "half_open",
+		[BREAKER_REJECT_FORCED_OPEN] = "forced_open",
+	};
+	char retry[32];
+
+	if (upstream_reject_log_allowed(up, util_now_ms()))
+		log_notice("event=reject upstream=%s client=%s state=%s "
+			   "retry_after=%s",
+		    up->name, client, states[t->verdict],
+		    upstream_fmt_retry(retry, sizeof(retry), t->retry_after_ms));
+	if (up->conf->reject == REJECT_HTTP503)
+		relay_reply_503(w, up, fd, client, t->retry_after_ms);
+	else
+		relay_close_rst(fd);
+}
+
+/* Take a slot under max_connections; false if the upstream is full. */
+static bool
+relay_take_slot(struct upstream *up)
+{
+	unsigned max = up->conf->max_connections;
+
+	if (atomic_fetch_add(&up->active, 1) < max || max == 0)
+		return true;
+	atomic_fetch_sub(&up->active, 1);
+	return false;
+}
+
+/* Take an accepted client: admit it, fail it over, or turn it away. */
+void
+relay_accept(struct worker *w, struct upstream *up, int fd,
+    const struct sockaddr *sa, socklen_t salen)
+{
+	struct upstream *target = up, *b;
+	struct breaker_ticket t, bt;
+	struct relay *r;
+	char client[64], retry[32];
+	uint64_t now = util_now_ms();
+	int on = 1;
+
+	addr_format(sa, salen, client, sizeof(client));
+	upstream_count(up, w->id, UC_connections_total, 1);
+	breaker_admit(up->breaker, now, &t);
+	if (!t.admitted) {
+		/* Down the chain of backups, to the first that admits. */
+		for (b = up->backup; b != NULL; b = b->backup) {
+			breaker_admit(b->breaker, now, &bt);
+			if (!bt.admitted)
+				continue;
+			if (!relay_take_slot(b)) {
+				breaker_cancel(b->breaker, &bt);
+				upstream_count(b, w->id,
+				    UC_rejected_overload_total, 1);
+				continue;
+			}
+			upstream_count(up, w->id, UC_failover_total, 1);
+			log_notice("event=failover upstream=%s backup=%s "
+				   "client=%s state=%s",
+			    up->name, b->name, client,
+			    breaker_state_name(t.state));
+			target = b;
+			t = bt;
+			goto admitted;
+		}
+		relay_reject(w, up, fd, &t, client);
+		return;
+	}
+	if (t.verdict != BREAKER_ADMITTED &&
+	    upstream_reject_log_allowed(up, now))
+		log_notice("event=reject upstream=%s client=%s state=%s "
+			   "retry_after=%s dry_run=yes",
+		    up->name, client, breaker_state_name(t.state),
+		    upstream_fmt_retry(retry, sizeof(retry), t.retry_after_ms));
+	if (!relay_take_slot(up)) {
+		breaker_cancel(up->breaker, &t);
+		relay_reject_overload(w, up, fd, client);
+		return;
+	}
+
+admitted:
+	if (sa->sa_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	r = relay_new(w, target, fd, client);
+	r->counted_active = true;
+	r->ticket = t;
+	r->outcome_pending = true;
+	r->start_ms = now;
+	relay_connect(r);
+}

@@ -1,3 +1,19 @@
+/*
+ * One client: admission through the breaker, the connect to the server, the
+ * relay of bytes both ways, and its end. relay_close() is the only way out.
+ */
 #ifndef CP_RELAY_H
 #define CP_RELAY_H
+
+#include <sys/socket.h>
+
+struct upstream;
+struct worker;
+
+/* Take an accepted client of an upstream's listener. */
+void relay_accept(struct worker *, struct upstream *, int fd,
+    const struct sockaddr *, socklen_t);
+/* Reset every relay of a worker (shutdown timeout). */
+void relay_close_all(struct worker *);
+
 #endif

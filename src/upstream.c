@@ -1,2 +1,237 @@
-/* upstream: placeholder until the module lands. */
-extern int cp_placeholder_upstream;
+/*
+ * A running upstream: its breaker, per-worker counters, the breaker's timer
+ * on the main thread, the state log lines and the reject-log limiter.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "upstream.h"
+#include "util.h"
+
+/* Format milliseconds as seconds with three decimals, "none" if -1. */
+const char *
+upstream_fmt_retry(char *buf, size_t len, int64_t ms)
+{
+	if (ms < 0)
+		snprintf(buf, len, "none");
+	else
+		snprintf(buf, len, "%" PRId64 ".%03" PRId64, ms / 1000,
+		    ms % 1000);
+	return buf;
+}
+
+/*
+ * Log a breaker transition and arm its timer. Runs under the breaker's lock,
+ * so one upstream's state lines come out in the order of its transitions.
+ */
+static void
+upstream_transition(const struct breaker_transition *t, void *arg)
+{
+	struct upstream *up = arg;
+	enum log_level level = LOG_LEVEL_INFO;
+	char retry[32], extra[128] = "";
+
+	switch (t->to) {
+	case BREAKER_OPEN:
+		level = LOG_LEVEL_WARNING;
+		if (t->reason == BREAKER_REASON_CONSECUTIVE)
+			snprintf(extra, sizeof(extra), " failures=%u",
+			    t->consecutive_failures);
+		else if (t->reason == BREAKER_REASON_RATE)
+			snprintf(extra, sizeof(extra),
+			    " failures=%u attempts=%u", t->window_failures,
+			    t->window_attempts);
+		log_msg(level,
+		    "event=state upstream=%s from=%s to=%s reason=%s%s "
+		    "retry_after=%s",
+		    up->name, breaker_state_name(t->from),
+		    breaker_state_name(t->to), breaker_reason_name(t->reason),
+		    extra,
+		    upstream_fmt_retry(retry, sizeof(retry), t->retry_after_ms));
+		break;
+	case BREAKER_FORCED_OPEN:
+		log_msg(LOG_LEVEL_WARNING,
+		    "event=state upstream=%s from=%s to=%s reason=%s "
+		    "retry_after=%s",
+		    up->name, breaker_state_name(t->from),
+		    breaker_state_name(t->to), breaker_reason_name(t->reason),
+		    upstream_fmt_retry(retry, sizeof(retry), t->retry_after_ms));
+		break;
+	case BREAKER_FORCED_CLOSED:
+		log_msg(LOG_LEVEL_NOTICE,
+		    "event=state upstream=%s from=%s to=%s reason=%s",
+		    up->name, breaker_state_name(t->from),
+		    breaker_state_name(t->to), breaker_reason_name(t->reason));
+		break;
+	default:
+		if (t->reason == BREAKER_REASON_MANUAL)
+			log_msg(LOG_LEVEL_NOTICE,
+			    "event=state upstream=%s from=%s to=%s reason=%s",
+			    up->name, breaker_state_name(t->from),
+			    breaker_state_name(t->to),
+			    breaker_reason_name(t->reason));
+		else
+			log_msg(level, "event=state upstream=%s from=%s to=%s",
+			    up->name, breaker_state_name(t->from),
+			    breaker_state_name(t->to));
+		break;
+	}
+	upstream_tick_schedule(up);
+}
+
+/* Wake the main thread to (re)arm this breaker's timer. Any thread. */
+void
+upstream_tick_schedule(struct upstream *up)
+{
+	if (up->tick_ev != NULL)
+		event_active(up->tick_ev, EV_TIMEOUT, 0);
+}
+
+/* Apply due breaker timers, then arm the timer for the next one. */
+void
+upstream_tick(struct upstream *up, uint64_t now)
+{
+	struct timeval tv;
+	uint64_t next, wait;
+
+	breaker_tick(up->breaker, now);
+	next = breaker_next_deadline(up->breaker);
+	if (next == 0) {
+		evtimer_del(up->tick_ev);
+		return;
+	}
+	wait = next > now ? next - now : 0;
+	tv.tv_sec = (time_t)(wait / 1000);
+	tv.tv_usec = (suseconds_t)(wait % 1000) * 1000;
+	evtimer_add(up->tick_ev, &tv);
+}
+
+/* Main-thread timer callback for the breaker's deadlines. */
+static void
+upstream_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	upstream_tick(arg, util_now_ms());
+}
+
+/* Create the running upstream for a config section. */
+struct upstream *
+upstream_new(struct daemon *d, const struct upstream_conf *uc,
+    unsigned nworkers, uint64_t now)
+{
+	struct upstream *up;
+	uint64_t seed;
+
+	up = xcalloc(1, sizeof(*up));
+	snprintf(up->name, sizeof(up->name), "%s", uc->name);
+	up->conf = uc;
+	up->daemon = d;
+	seed = now ^ ((uint64_t)(uintptr_t)up << 16) ^ (uint64_t)getpid();
+	up->breaker = breaker_new(&uc->breaker, now, seed);
+	breaker_set_callback(up->breaker, upstream_transition, up);
+	up->ncounters = nworkers;
+	up->counters = aligned_alloc(64, sizeof(*up->counters) * nworkers);
+	if (up->counters == NULL)
+		fatalx("out of memory");
+	memset(up->counters, 0, sizeof(*up->counters) * nworkers);
+	atomic_init(&up->active, 0);
+	pthread_mutex_init(&up->rl_lock, NULL);
+	up->rl_since_ms = now;
+	if (d != NULL)
+		up->tick_ev = evtimer_new(d->base, upstream_tick_cb, up);
+	return up;
+}
+
+/* Free a running upstream (no relay may still point at it). */
+void
+upstream_free(struct upstream *up)
+{
+	if (up == NULL)
+		return;
+	if (up->tick_ev != NULL)
+		event_free(up->tick_ev);
+	breaker_free(up->breaker);
+	pthread_mutex_destroy(&up->rl_lock);
+	free(up->counters);
+	free(up);
+}
+
+/* Point the upstream at a new config section, keeping state and totals. */
+void
+upstream_set_conf(struct upstream *up, const struct upstream_conf *uc,
+    uint64_t now)
+{
+	up->conf = uc;
+	breaker_reconfigure(up->breaker, &uc->breaker, now);
+}
+
+/* Sum one counter over the workers. */
+uint64_t
+upstream_counter_sum(struct upstream *up, enum upstream_counter c)
+{
+	uint64_t sum = 0;
+	unsigned i;
+
+	for (i = 0; i < up->ncounters; i++)
+		sum += atomic_load_explicit(&up->counters[i].v[c],
+		    memory_order_relaxed);
+	return sum;
+}
+
+/*
+ * Allow log_rejects_per_second reject lines in each second; the rest are
+ * counted and reported by upstream_reject_summary_flush() once a second.
+ */
+bool
+upstream_reject_log_allowed(struct upstream *up, uint64_t now)
+{
+	unsigned limit = up->daemon->conf->log_rejects_per_second;
+	uint64_t second = now / 1000;
+	bool ok;
+
+	pthread_mutex_lock(&up->rl_lock);
+	if (second != up->rl_second) {
+		up->rl_second = second;
+		up->rl_logged = 0;
+	}
+	ok = up->rl_logged < limit;
+	if (ok)
+		up->rl_logged++;
+	else
+		up->rl_suppressed++;
+	pthread_mutex_unlock(&up->rl_lock);
+	return ok;
+}
+
+/*
+ * Called once a second: log how many rejects were summed since the last
+ * call, over the time since then.
+ */
+void
+upstream_reject_summary_flush(struct upstream *up, uint64_t now)
+{
+	uint64_t n, since;
+	char period[32];
+
+	pthread_mutex_lock(&up->rl_lock);
+	n = up->rl_suppressed;
+	since = up->rl_since_ms;
+	up->rl_since_ms = now;
+	up->rl_suppressed = 0;
+	pthread_mutex_unlock(&up->rl_lock);
+	if (n == 0)
+		return;
+	log_notice("event=reject_summary upstream=%s rejected=%" PRIu64
+		   " period=%s",
+	    up->name, n,
+	    upstream_fmt_retry(period, sizeof(period),
+		(int64_t)(now > since ? now - since : 0)));
+}

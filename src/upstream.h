@@ -1,3 +1,99 @@
+/*
+ * A running upstream: its breaker, its counters and its reject-log limiter.
+ * It outlives any one config: a reload keeps the upstream of a name that
+ * stays, with its breaker state and totals, and points it at the new
+ * upstream_conf.
+ */
 #ifndef CP_UPSTREAM_H
 #define CP_UPSTREAM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "breaker.h"
+#include "config.h"
+
+struct daemon;
+struct event;
+
+/*
+ * Counters kept per upstream, once: this list feeds the struct, the sums and
+ * (later) the JSON and Prometheus output.
+ */
+#define UPSTREAM_COUNTERS(X)                                                   \
+	X(connections_total)                                                   \
+	X(rejected_overload_total)                                             \
+	X(failover_total)                                                      \
+	X(bytes_sent_total)                                                    \
+	X(bytes_received_total)
+
+enum upstream_counter {
+#define UPSTREAM_COUNTER_ENUM(name) UC_##name,
+	UPSTREAM_COUNTERS(UPSTREAM_COUNTER_ENUM)
+#undef UPSTREAM_COUNTER_ENUM
+	UC_COUNT
+};
+
+/*
+ * One worker's share of the counters. Only that worker writes it (relaxed
+ * load+store, no locked instruction on the data path); readers sum them.
+ */
+struct upstream_counters {
+	_Atomic uint64_t v[UC_COUNT];
+} __attribute__((aligned(64)));
+
+struct upstream {
+	char name[UPSTREAM_NAME_MAX + 1];
+	const struct upstream_conf *conf;    /* in the running config */
+	struct upstream *backup;             /* resolved from conf->backup */
+	struct daemon *daemon;
+	struct breaker *breaker;
+	struct event *tick_ev;               /* main thread: breaker deadlines */
+
+	_Atomic unsigned active;             /* open relays, all workers */
+	struct upstream_counters *counters;  /* one per worker */
+	unsigned ncounters;
+
+	/* Reject lines allowed this second, and those summed instead. */
+	pthread_mutex_t rl_lock;
+	uint64_t rl_second;
+	unsigned rl_logged;
+	uint64_t rl_suppressed;
+	uint64_t rl_since_ms;                /* last summary flush */
+};
+
+struct upstream *upstream_new(struct daemon *, const struct upstream_conf *,
+    unsigned nworkers, uint64_t now_ms);
+void upstream_free(struct upstream *);
+void upstream_set_conf(struct upstream *, const struct upstream_conf *,
+    uint64_t now_ms);
+
+/* Add n to a counter from worker w (the only writer of that slot). */
+static inline void
+upstream_count(struct upstream *up, unsigned w, enum upstream_counter c,
+    uint64_t n)
+{
+	_Atomic uint64_t *p = &up->counters[w].v[c];
+
+	atomic_store_explicit(p,
+	    atomic_load_explicit(p, memory_order_relaxed) + n,
+	    memory_order_relaxed);
+}
+
+uint64_t upstream_counter_sum(struct upstream *, enum upstream_counter);
+
+/* May this reject get its own log line (else it is summed)? */
+bool upstream_reject_log_allowed(struct upstream *, uint64_t now_ms);
+/* Log the reject_summary line if rejects were summed. */
+void upstream_reject_summary_flush(struct upstream *, uint64_t now_ms);
+/* Arm the breaker timer after a change (any thread). */
+void upstream_tick_schedule(struct upstream *);
+/* Apply due breaker timers and rearm (main thread). */
+void upstream_tick(struct upstream *, uint64_t now_ms);
+
+/* Format seconds with three decimals, or "none" for -1. */
+const char *upstream_fmt_retry(char *, size_t, int64_t);
+
 #endif

@@ -1,2 +1,178 @@
-/* worker: placeholder until the module lands. */
-extern int cp_placeholder_worker;
+/*
+ * Event-loop threads: each runs its own lock-free event base with its share
+ * of the accepts and its relays. The main thread posts commands through a
+ * pipe, so worker bases need no locking at all.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "daemon.h"
+#include "listener.h"
+#include "log.h"
+#include "relay.h"
+#include "util.h"
+#include "worker.h"
+
+#define WORKER_SCRATCH_LEN (64 * 1024)
+
+/* Run the commands posted by the main thread. */
+static void
+worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct daemon *d = w->daemon;
+	char buf[64];
+	unsigned cmd;
+	size_t i;
+
+	(void)what;
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	cmd = atomic_exchange(&w->cmd, 0);
+	if (cmd & WORKER_CMD_STOP_ACCEPT) {
+		for (i = 0; i < d->nlisteners; i++)
+			listener_detach(d->listeners[i], w);
+		w->draining = true;
+		event_del(w->ctl_ev);
+	}
+	if (cmd & WORKER_CMD_CLOSE_ALL) {
+		relay_close_all(w);
+		event_base_loopbreak(w->base);
+		return;
+	}
+	if (w->draining && w->nrelays == 0)
+		event_base_loopbreak(w->base);
+}
+
+/* Create a worker and its event base. */
+struct worker *
+worker_new(struct daemon *d, unsigned id, char **cause)
+{
+	struct event_config *cfg;
+	struct worker *w;
+
+	w = xcalloc(1, sizeof(*w));
+	w->id = id;
+	w->daemon = d;
+	LIST_INIT(&w->relays);
+	atomic_init(&w->cmd, 0);
+	w->scratch_len = WORKER_SCRATCH_LEN;
+	w->scratch = xmalloc(w->scratch_len);
+	w->ctl_pipe[0] = w->ctl_pipe[1] = -1;
+
+	cfg = event_config_new();
+	if (cfg == NULL)
+		fatalx("out of memory");
+	/* Only this thread touches the base: no locks needed. */
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+	w->base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	if (w->base == NULL) {
+		xasprintf(cause, "cannot create an event base for worker %u",
+		    id);
+		goto fail;
+	}
+	if (pipe(w->ctl_pipe) == -1) {
+		xasprintf(cause, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	evutil_make_socket_nonblocking(w->ctl_pipe[0]);
+	evutil_make_socket_nonblocking(w->ctl_pipe[1]);
+	evutil_make_socket_closeonexec(w->ctl_pipe[0]);
+	evutil_make_socket_closeonexec(w->ctl_pipe[1]);
+	w->ctl_ev = event_new(w->base, w->ctl_pipe[0], EV_READ | EV_PERSIST,
+	    worker_ctl_cb, w);
+	event_add(w->ctl_ev, NULL);
+	return w;
+
+fail:
+	worker_free(w);
+	return NULL;
+}
+
+/* The thread: run the loop, then tell the main thread. */
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct daemon *d = w->daemon;
+
+	event_base_dispatch(w->base);
+	atomic_fetch_sub(&d->workers_running, 1);
+	event_active(d->worker_exit_ev, EV_TIMEOUT, 0);
+	return NULL;
+}
+
+/* Start the worker's thread, with signals blocked (the main thread has them). */
+int
+worker_spawn(struct worker *w, char **cause)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&w->thread, NULL, worker_main, w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		xasprintf(cause, "cannot start worker %u: %s", w->id,
+		    strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+/* Post a command to the worker; any thread. */
+void
+worker_post(struct worker *w, unsigned cmd)
+{
+	char c = 1;
+
+	atomic_fetch_or(&w->cmd, cmd);
+	while (write(w->ctl_pipe[1], &c, 1) == -1 && errno == EINTR)
+		;
+}
+
+/* Wait for the worker's thread to end. */
+void
+worker_join(struct worker *w)
+{
+	pthread_join(w->thread, NULL);
+}
+
+/* Free a worker whose thread has ended. */
+void
+worker_free(struct worker *w)
+{
+	if (w == NULL)
+		return;
+	if (w->ctl_ev != NULL)
+		event_free(w->ctl_ev);
+	if (w->ctl_pipe[0] != -1)
+		close(w->ctl_pipe[0]);
+	if (w->ctl_pipe[1] != -1)
+		close(w->ctl_pipe[1]);
+	if (w->base != NULL)
+		event_base_free(w->base);
+	free(w->scratch);
+	free(w);
+}
+
+/* A relay ended: a draining worker leaves when its last relay is gone. */
+void
+worker_relay_gone(struct worker *w)
+{
+	w->nrelays--;
+	if (w->draining) {
+		w->drained++;
+		if (w->nrelays == 0)
+			event_base_loopbreak(w->base);
+	}
+}

@@ -1,3 +1,55 @@
+/*
+ * Event-loop threads. Each worker has its own event base (no locks inside
+ * it), its share of every listener's accepts, its relays and a scratch
+ * buffer; the main thread talks to it only through a pipe.
+ */
 #ifndef CP_WORKER_H
 #define CP_WORKER_H
+
+#include <sys/queue.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct daemon;
+struct event;
+struct event_base;
+struct relay;
+
+LIST_HEAD(relay_list, relay);
+
+/* Commands from the main thread, as bits in worker->cmd. */
+#define WORKER_CMD_STOP_ACCEPT 0x1   /* drain: stop accepting */
+#define WORKER_CMD_CLOSE_ALL 0x2     /* reset every relay and exit */
+
+struct worker {
+	unsigned id;
+	struct daemon *daemon;
+	struct event_base *base;
+	pthread_t thread;
+	int ctl_pipe[2];
+	struct event *ctl_ev;
+	_Atomic unsigned cmd;
+
+	struct relay_list relays;
+	unsigned nrelays;
+	bool draining;
+	uint64_t drained;      /* relays that finished during a drain */
+	uint64_t closed;       /* relays reset at shutdown */
+
+	char *scratch;         /* one read at a time passes through here */
+	size_t scratch_len;
+};
+
+struct worker *worker_new(struct daemon *, unsigned id, char **cause);
+int worker_spawn(struct worker *, char **cause);
+/* Post a command (main thread). */
+void worker_post(struct worker *, unsigned cmd);
+void worker_join(struct worker *);
+void worker_free(struct worker *);
+/* A relay of this worker has ended; exits the loop when drained. */
+void worker_relay_gone(struct worker *);
+
 #endif
