@@ -27,9 +27,13 @@ int addr_parse(const char *, int, struct addr *, char **);
 int addr_overlap(const struct addr *, const struct addr *);
 /* Format a socket address as "127.0.0.1:5", "[::1]:5" or "unix:/path". */
 const char *addr_format(const struct sockaddr *, socklen_t, char *, size_t);
+/* Is this a loopback address (127.0.0.0/8, ::1) or a unix socket? */
+int addr_is_local(const struct addr *);
 
 /* "250ms", "1.5s", "5m", "1h", bare seconds. Milliseconds out; 0 or -1+cause. */
 int parse_duration(const char *, uint64_t *, char **);
+/* Format milliseconds in the largest exact unit: "250ms", "30s", "10m", "0". */
+const char *format_duration(uint64_t, char *, size_t);
 /* "50", "12.5", "50%": 0..100. */
 int parse_percent(const char *, double *, char **);
 /* yes/no, true/false, on/off, 1/0. */

@@ -1,2 +1,1413 @@
-/* config: placeholder until the module lands. */
-extern int cp_placeholder_config;
+/*
+ * The configuration loader: an INI file read with inih into one immutable
+ * struct config, built whole, validated, then handed out (SPEC.md section 3).
+ *
+ * It works in two passes. The first reads the text line by line through our
+ * own inih reader, which counts lines, catches what inih would misread (an
+ * over-long line, a stray character, a section header) and keeps every
+ * key = value pair with its line. The second walks the pairs through the key
+ * table below, which drives parsing, defaults and [defaults] inheritance,
+ * then checks the rules that span keys and sections. Every error is kept
+ * as "FILE:LINE: message" and all of them are returned, sorted by line.
+ *
+ * Pure C: no libevent.
+ */
+#include <sys/stat.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#define WORKERS_MAX 256
+#define DURATION_MAX (7ULL * 24 * 3600 * 1000) /* 168h */
+#define WINDOW_MS_MIN 1000ULL
+#define WINDOW_MS_MAX (3600ULL * 1000)
+#define COUNT_MAX 1000000ULL
+
+/* clang-format off */
+static const char *const config_log_levels[] = {
+	"debug", "info", "notice", "warning", "error", NULL
+};
+static const char *const config_log_targets[] = { "stderr", "syslog", NULL };
+static const char *const config_rejects[] = { "reset", "http503", NULL };
+
+#define G(f) offsetof(struct config, f)
+#define U(f) offsetof(struct upstream_conf, f)
+#define B(f) offsetof(struct upstream_conf, breaker.f)
+
+/* Every key of SPEC.md section 3. Defaults are written as in the file. */
+static const struct config_key config_key_table[] = {
+	{ "log_level", CONFIG_SCOPE_GLOBAL, CONFIG_T_ENUM,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "info", G(log_level), 0,
+	    config_log_levels, "least severe level logged" },
+	{ "log_target", CONFIG_SCOPE_GLOBAL, CONFIG_T_ENUM,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "stderr", G(log_target), 0,
+	    config_log_targets, "where log lines go" },
+	{ "workers", CONFIG_SCOPE_GLOBAL, CONFIG_T_WORKERS, 0,
+	    1, WORKERS_MAX, "1", G(workers), G(workers_auto), NULL,
+	    "event-loop threads, or auto for one per CPU" },
+	{ "admin", CONFIG_SCOPE_GLOBAL, CONFIG_T_ADMIN, 0,
+	    0, 0, "", G(admin), G(admin_enabled), NULL,
+	    "admin HTTP endpoint address; empty = off" },
+	{ "admin_token", CONFIG_SCOPE_GLOBAL, CONFIG_T_STRING,
+	    CONFIG_KEY_RELOADABLE | CONFIG_KEY_SECRET, 0, 0, "",
+	    G(admin_token), 0, NULL,
+	    "bearer token every admin request but /health needs" },
+	{ "shutdown_timeout", CONFIG_SCOPE_GLOBAL, CONFIG_T_DURATION,
+	    CONFIG_KEY_RELOADABLE, 0, DURATION_MAX, "30s",
+	    G(shutdown_timeout_ms), 0, NULL,
+	    "how long a stop waits for open relays" },
+	{ "log_rejects_per_second", CONFIG_SCOPE_GLOBAL, CONFIG_T_UINT,
+	    CONFIG_KEY_RELOADABLE, 0, COUNT_MAX, "10",
+	    G(log_rejects_per_second), 0, NULL,
+	    "reject lines per upstream per second; more are summed" },
+	{ "state_file", CONFIG_SCOPE_GLOBAL, CONFIG_T_STRING, 0,
+	    0, 0, "", G(state_file), 0, NULL,
+	    "where breaker states are kept across restarts" },
+
+	{ "listen", CONFIG_SCOPE_UPSTREAM, CONFIG_T_LISTEN,
+	    CONFIG_KEY_RELOADABLE | CONFIG_KEY_NO_DEFAULTS |
+	    CONFIG_KEY_REPEATABLE, 0, 0, NULL, U(listen), U(nlisten), NULL,
+	    "address clients connect to; repeatable" },
+	{ "server", CONFIG_SCOPE_UPSTREAM, CONFIG_T_SERVER,
+	    CONFIG_KEY_RELOADABLE | CONFIG_KEY_NO_DEFAULTS, 0, 0, NULL,
+	    U(server), 0, NULL, "the backend server address" },
+	{ "backup", CONFIG_SCOPE_UPSTREAM, CONFIG_T_BACKUP,
+	    CONFIG_KEY_RELOADABLE | CONFIG_KEY_NO_DEFAULTS, 0, 0, NULL,
+	    U(backup), 0, NULL, "upstream used while this circuit is open" },
+	{ "connect_timeout", CONFIG_SCOPE_UPSTREAM, CONFIG_T_DURATION,
+	    CONFIG_KEY_RELOADABLE, 1, DURATION_MAX, "5s",
+	    U(connect_timeout_ms), 0, NULL,
+	    "how long a connect to the server may take" },
+	{ "idle_timeout", CONFIG_SCOPE_UPSTREAM, CONFIG_T_DURATION,
+	    CONFIG_KEY_RELOADABLE, 0, DURATION_MAX, "0",
+	    U(idle_timeout_ms), 0, NULL,
+	    "close a relay idle this long both ways; 0 = never" },
+	{ "max_connections", CONFIG_SCOPE_UPSTREAM, CONFIG_T_UINT,
+	    CONFIG_KEY_RELOADABLE, 0, COUNT_MAX, "0",
+	    U(max_connections), 0, NULL,
+	    "open relays allowed at once; 0 = no limit" },
+	{ "failure_threshold", CONFIG_SCOPE_UPSTREAM, CONFIG_T_UINT,
+	    CONFIG_KEY_RELOADABLE, 0, COUNT_MAX, "5",
+	    B(failure_threshold), 0, NULL,
+	    "consecutive failures that open the circuit; 0 = off" },
+	{ "failure_rate_threshold", CONFIG_SCOPE_UPSTREAM, CONFIG_T_PERCENT,
+	    CONFIG_KEY_RELOADABLE, 0, 100, "0",
+	    B(failure_rate_threshold), 0, NULL,
+	    "percent of failures in the window that opens it; 0 = off" },
+	{ "window", CONFIG_SCOPE_UPSTREAM, CONFIG_T_WINDOW,
+	    CONFIG_KEY_RELOADABLE, 1, COUNT_MAX, "20",
+	    B(window_ms), B(window_calls), NULL,
+	    "sliding window: N attempts, or a duration" },
+	{ "minimum_calls", CONFIG_SCOPE_UPSTREAM, CONFIG_T_UINT,
+	    CONFIG_KEY_RELOADABLE, 0, COUNT_MAX, "10",
+	    B(minimum_calls), 0, NULL,
+	    "attempts the window needs before the rate is judged" },
+	{ "recovery_timeout", CONFIG_SCOPE_UPSTREAM, CONFIG_T_DURATION,
+	    CONFIG_KEY_RELOADABLE, 1, DURATION_MAX, "30s",
+	    B(recovery_timeout_ms), 0, NULL,
+	    "how long open lasts before half_open" },
+	{ "recovery_backoff", CONFIG_SCOPE_UPSTREAM, CONFIG_T_FACTOR,
+	    CONFIG_KEY_RELOADABLE, 1, 100, "1",
+	    B(recovery_backoff), 0, NULL,
+	    "factor on the open duration after each failed trial" },
+	{ "recovery_timeout_max", CONFIG_SCOPE_UPSTREAM, CONFIG_T_DURATION,
+	    CONFIG_KEY_RELOADABLE, 1, DURATION_MAX, "10m",
+	    B(recovery_timeout_max_ms), 0, NULL,
+	    "cap for the backoff" },
+	{ "recovery_jitter", CONFIG_SCOPE_UPSTREAM, CONFIG_T_PERCENT,
+	    CONFIG_KEY_RELOADABLE, 0, 100, "0%",
+	    B(recovery_jitter), 0, NULL,
+	    "random spread on each open duration" },
+	{ "half_open_max_calls", CONFIG_SCOPE_UPSTREAM, CONFIG_T_UINT,
+	    CONFIG_KEY_RELOADABLE, 1, COUNT_MAX, "3",
+	    B(half_open_max_calls), 0, NULL,
+	    "trial connections per half_open period" },
+	{ "success_threshold", CONFIG_SCOPE_UPSTREAM, CONFIG_T_UINT,
+	    CONFIG_KEY_RELOADABLE, 1, COUNT_MAX, "2",
+	    B(success_threshold), 0, NULL,
+	    "trial successes that close the circuit" },
+	{ "failure_on_early_close", CONFIG_SCOPE_UPSTREAM, CONFIG_T_BOOL,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "no",
+	    U(failure_on_early_close), 0, NULL,
+	    "count a server that hangs up before its first byte" },
+	{ "slow_connect", CONFIG_SCOPE_UPSTREAM, CONFIG_T_DURATION,
+	    CONFIG_KEY_RELOADABLE, 0, DURATION_MAX, "0",
+	    U(slow_connect_ms), 0, NULL,
+	    "a connect slower than this is a failure; 0 = off" },
+	{ "reject", CONFIG_SCOPE_UPSTREAM, CONFIG_T_ENUM,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "reset", U(reject), 0,
+	    config_rejects, "how a turned-away client is told" },
+	{ "dry_run", CONFIG_SCOPE_UPSTREAM, CONFIG_T_BOOL,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "no", B(dry_run), 0, NULL,
+	    "run the breaker but never reject" },
+};
+/* clang-format on */
+
+#undef G
+#undef U
+#undef B
+
+#define CONFIG_NKEYS CP_ARRAY_LEN(config_key_table)
+
+enum config_section_kind {
+	CONFIG_SECTION_GLOBAL,
+	CONFIG_SECTION_DEFAULTS,
+	CONFIG_SECTION_UPSTREAM,
+	CONFIG_SECTION_IGNORED, /* unknown or badly named: skipped */
+};
+
+/* One key = value line, kept from the first pass. */
+struct config_pair {
+	char *key;
+	char *value;
+	int line;
+};
+
+/* One section header and the pairs under it. */
+struct config_section {
+	enum config_section_kind kind;
+	char name[UPSTREAM_NAME_MAX + 1];
+	int line;
+	int duplicate; /* an upstream name seen before */
+	struct config_pair *pairs;
+	size_t npairs;
+};
+
+/* The first pass: the text, where the reader is, and what it found. */
+struct config_parse {
+	const char *path;
+	const char *text;
+	size_t len;
+	size_t pos;
+	int line;
+	struct config_section *sections;
+	size_t nsections;
+	int current; /* section index, -1 before any */
+	struct config_errors *errs;
+};
+
+/* What the second pass knows about one upstream beyond its conf. */
+struct config_upinfo {
+	int seen[CONFIG_NKEYS]; /* line each key was set on, 0 unset */
+	int *listen_line;	/* line of each listen address */
+	int backup_of;		/* another upstream names it as backup */
+};
+
+/* Return the key table. */
+const struct config_key *
+config_keys(size_t *n)
+{
+	*n = CONFIG_NKEYS;
+	return config_key_table;
+}
+
+/* Find a key by name, or NULL. */
+const struct config_key *
+config_key_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < CONFIG_NKEYS; i++) {
+		if (strcmp(config_key_table[i].name, name) == 0)
+			return &config_key_table[i];
+	}
+	return NULL;
+}
+
+/* Add an error, as "FILE:LINE: message" or "FILE: message" at line 0. */
+static void __attribute__((format(printf, 4, 5)))
+config_error_add(struct config_errors *errs, const char *path, int line,
+    const char *fmt, ...)
+{
+	struct config_error *e;
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		fatalx("out of memory");
+	va_end(ap);
+	errs->v = xrealloc(errs->v, (errs->n + 1) * sizeof(*errs->v));
+	e = &errs->v[errs->n++];
+	e->line = line;
+	if (line > 0)
+		xasprintf(&e->msg, "%s:%d: %s", path, line, msg);
+	else
+		xasprintf(&e->msg, "%s: %s", path, msg);
+	free(msg);
+}
+
+/* Sort errors by line, keeping the order of those on the same line. */
+static void
+config_errors_sort(struct config_errors *errs)
+{
+	struct config_error e;
+	size_t i, j;
+
+	for (i = 1; i < errs->n; i++) {
+		e = errs->v[i];
+		for (j = i; j > 0 && errs->v[j - 1].line > e.line; j--)
+			errs->v[j] = errs->v[j - 1];
+		errs->v[j] = e;
+	}
+}
+
+/* Free every error message and the list itself. */
+void
+config_errors_clear(struct config_errors *errs)
+{
+	size_t i;
+
+	if (errs == NULL)
+		return;
+	for (i = 0; i < errs->n; i++)
+		free(errs->v[i].msg);
+	free(errs->v);
+	errs->v = NULL;
+	errs->n = 0;
+}
+
+/* Print each error on its own line. */
+void
+config_errors_print(const struct config_errors *errs, FILE *f)
+{
+	size_t i;
+
+	for (i = 0; i < errs->n; i++)
+		fprintf(f, "%s\n", errs->v[i].msg);
+}
+
+/* Is this a valid upstream name: [A-Za-z0-9_.-]{1,64}? */
+static int
+config_name_valid(const char *name)
+{
+	size_t n = strlen(name), i;
+
+	if (n == 0 || n > UPSTREAM_NAME_MAX)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (!isalnum((unsigned char)name[i]) &&
+		    strchr("_.-", name[i]) == NULL)
+			return 0;
+	}
+	return 1;
+}
+
+/* Start a new section from a "[...]" line; p points at the '['. */
+static void
+config_parse_section(struct config_parse *cp, const char *p)
+{
+	struct config_section *sec;
+	const char *close = strchr(p, ']'), *after, *name;
+	char text[256];
+	size_t len, i;
+
+	if (close == NULL) {
+		config_error_add(cp->errs, cp->path, cp->line,
+		    "unterminated section header '%s'", p);
+		cp->current = -1;
+		return;
+	}
+	after = close + 1;
+	while (isspace((unsigned char)*after))
+		after++;
+	if (*after != '\0' && *after != ';') {
+		config_error_add(cp->errs, cp->path, cp->line,
+		    "unexpected text after section header: '%s'", after);
+	}
+	p++;
+	while (p < close && isspace((unsigned char)*p))
+		p++;
+	len = (size_t)(close - p);
+	if (len >= sizeof(text))
+		len = sizeof(text) - 1;
+	while (len > 0 && isspace((unsigned char)p[len - 1]))
+		len--;
+	memcpy(text, p, len);
+	text[len] = '\0';
+
+	cp->sections =
+	    xrealloc(cp->sections, (cp->nsections + 1) * sizeof(*cp->sections));
+	sec = &cp->sections[cp->nsections];
+	memset(sec, 0, sizeof(*sec));
+	sec->line = cp->line;
+	cp->current = (int)cp->nsections++;
+
+	if (strcmp(text, "global") == 0)
+		sec->kind = CONFIG_SECTION_GLOBAL;
+	else if (strcmp(text, "defaults") == 0)
+		sec->kind = CONFIG_SECTION_DEFAULTS;
+	else if (strncmp(text, "upstream:", 9) == 0) {
+		name = text + 9;
+		if (!config_name_valid(name)) {
+			config_error_add(cp->errs, cp->path, cp->line,
+			    "invalid upstream name '%s' (1 to 64 letters, "
+			    "digits, '_', '.' or '-')",
+			    name);
+			sec->kind = CONFIG_SECTION_IGNORED;
+			return;
+		}
+		sec->kind = CONFIG_SECTION_UPSTREAM;
+		memcpy(sec->name, name, strlen(name) + 1);
+		for (i = 0; i + 1 < cp->nsections; i++) {
+			if (cp->sections[i].kind == CONFIG_SECTION_UPSTREAM &&
+			    !cp->sections[i].duplicate &&
+			    strcmp(cp->sections[i].name, name) == 0) {
+				config_error_add(cp->errs, cp->path, cp->line,
+				    "duplicate upstream '%s' (first defined "
+				    "on line %d)",
+				    name, cp->sections[i].line);
+				sec->duplicate = 1;
+				break;
+			}
+		}
+	} else {
+		config_error_add(cp->errs, cp->path, cp->line,
+		    "unknown section '[%s]' (expected [global], [defaults] "
+		    "or [upstream:NAME])",
+		    text);
+		sec->kind = CONFIG_SECTION_IGNORED;
+	}
+}
+
+/*
+ * Check a "key = value" line before inih sees it: inih splits at the first
+ * '=' or ':' and stops at an inline comment, so a key part holding either
+ * would be misread. 0 if the line is fine.
+ */
+static int
+config_check_pair(struct config_parse *cp, const char *p)
+{
+	const char *eq = strchr(p, '='), *k;
+
+	if (eq != NULL) {
+		for (k = p; k < eq; k++) {
+			if (*k == ':' ||
+			    (*k == ';' && k > p &&
+				isspace((unsigned char)k[-1])))
+				break;
+		}
+		if (k == eq && eq != p)
+			return 0;
+		if (eq == p) {
+			config_error_add(cp->errs, cp->path, cp->line,
+			    "missing key before '=': '%s'", p);
+			return -1;
+		}
+	}
+	config_error_add(cp->errs, cp->path, cp->line,
+	    "expected 'key = value' or '[section]': '%s'", p);
+	return -1;
+}
+
+/*
+ * inih's reader: hand over one line per call, counting lines so the handler
+ * knows where it is. Section headers are taken here (inih's own section
+ * buffer would cut long upstream names short) and lines inih would misread
+ * are reported and replaced by an empty line.
+ */
+static char *
+config_read_line(char *str, int num, void *arg)
+{
+	struct config_parse *cp = arg;
+	const char *start, *nl, *p;
+	size_t len, max = (size_t)num - 1;
+
+	if (cp->pos >= cp->len)
+		return NULL;
+	start = cp->text + cp->pos;
+	nl = memchr(start, '\n', cp->len - cp->pos);
+	len = nl != NULL ? (size_t)(nl - start) : cp->len - cp->pos;
+	cp->pos += len + (nl != NULL);
+	cp->line++;
+	str[0] = '\0';
+
+	if (len > 0 && start[len - 1] == '\r')
+		len--;
+	if (cp->line == 1 && len >= 3 &&
+	    memcmp(start, "\xEF\xBB\xBF", 3) == 0) {
+		start += 3;
+		len -= 3;
+	}
+	if (memchr(start, '\0', len) != NULL) {
+		config_error_add(
+		    cp->errs, cp->path, cp->line, "line contains a NUL byte");
+		return str;
+	}
+	if (len > max) {
+		config_error_add(cp->errs, cp->path, cp->line,
+		    "line too long (max %zu characters)", max);
+		return str;
+	}
+	memcpy(str, start, len);
+	str[len] = '\0';
+	while (len > 0 && isspace((unsigned char)str[len - 1]))
+		str[--len] = '\0';
+
+	for (p = str; isspace((unsigned char)*p); p++)
+		;
+	if (*p == '\0' || *p == ';' || *p == '#')
+		return str;
+	if (*p == '[') {
+		config_parse_section(cp, p);
+		str[0] = '\0';
+		return str;
+	}
+	if (config_check_pair(cp, p) != 0)
+		str[0] = '\0';
+	return str;
+}
+
+/* inih's handler: keep the pair, with its line, in the current section. */
+static int
+config_ini_handler(
+    void *arg, const char *section, const char *name, const char *value)
+{
+	struct config_parse *cp = arg;
+	struct config_section *sec;
+	struct config_pair *pair;
+
+	(void)section;
+	if (cp->current < 0) {
+		config_error_add(cp->errs, cp->path, cp->line,
+		    "key '%s' is outside of any section", name);
+		return 1;
+	}
+	sec = &cp->sections[cp->current];
+	if (sec->kind == CONFIG_SECTION_IGNORED)
+		return 1;
+	sec->pairs = xrealloc(sec->pairs, (sec->npairs + 1) * sizeof(*pair));
+	pair = &sec->pairs[sec->npairs++];
+	pair->key = xstrdup(name);
+	pair->value = xstrdup(value);
+	pair->line = cp->line;
+	return 1;
+}
+
+/* Free what the first pass kept. */
+static void
+config_parse_free(struct config_parse *cp)
+{
+	size_t i, j;
+
+	for (i = 0; i < cp->nsections; i++) {
+		for (j = 0; j < cp->sections[i].npairs; j++) {
+			free(cp->sections[i].pairs[j].key);
+			free(cp->sections[i].pairs[j].value);
+		}
+		free(cp->sections[i].pairs);
+	}
+	free(cp->sections);
+}
+
+/* Format a bound of a key for a message. */
+static const char *
+config_bound_format(uint64_t v, int duration, char *buf, size_t len)
+{
+	if (duration)
+		return format_duration(v, buf, len);
+	snprintf(buf, len, "%llu", (unsigned long long)v);
+	return buf;
+}
+
+/* Set *cause to "'VALUE' out of range (MIN..MAX)". */
+static int
+config_out_of_range(
+    const char *value, uint64_t min, uint64_t max, int duration, char **cause)
+{
+	char lo[32], hi[32];
+
+	xasprintf(cause, "'%s' out of range (%s..%s)", value,
+	    config_bound_format(min, duration, lo, sizeof(lo)),
+	    config_bound_format(max, duration, hi, sizeof(hi)));
+	return -1;
+}
+
+/* Parse a whole decimal number with no sign; -2 if it overflows. */
+static int
+config_parse_uint(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *p;
+
+	if (*s == '\0')
+		return -1;
+	for (p = s; *p != '\0'; p++) {
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		if (v > (UINT64_MAX - 9) / 10)
+			return -2;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/* Parse a decimal number with an optional fraction ("1", "1.5"). */
+static int
+config_parse_factor(const char *s, double *out)
+{
+	size_t n = strspn(s, "0123456789"), f;
+
+	if (n == 0 || n > 16)
+		return -1;
+	if (s[n] == '.') {
+		f = strspn(s + n + 1, "0123456789");
+		if (f == 0 || f > 16)
+			return -1;
+		n += 1 + f;
+	}
+	if (s[n] != '\0')
+		return -1;
+	*out = strtod(s, NULL);
+	return 0;
+}
+
+/* Set *cause to "invalid value 'V' (expected a, b or c)". */
+static int
+config_enum_invalid(const struct config_key *k, const char *value, char **cause)
+{
+	char list[256];
+	size_t i, o = 0;
+
+	list[0] = '\0';
+	for (i = 0; k->names[i] != NULL; i++) {
+		o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
+		    i == 0 ? "" : (k->names[i + 1] == NULL ? " or " : ", "),
+		    k->names[i]);
+		if (o >= sizeof(list))
+			break;
+	}
+	xasprintf(cause, "invalid value '%s' (expected %s)", value, list);
+	return -1;
+}
+
+/* Return the number of CPUs online, within 1..WORKERS_MAX. */
+static unsigned
+config_cpu_count(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		return 1;
+	if (n > WORKERS_MAX)
+		return WORKERS_MAX;
+	return (unsigned)n;
+}
+
+/*
+ * Parse one value into the struct a key lives in (struct config for global
+ * keys, struct upstream_conf for upstream ones). 0, or -1 with *cause.
+ */
+static int
+config_key_set(
+    const struct config_key *k, void *base, const char *value, char **cause)
+{
+	char *field = (char *)base + k->off;
+	struct upstream_conf *uc = base;
+	struct addr a;
+	uint64_t u;
+	double d;
+	int b, r;
+
+	*cause = NULL;
+	switch (k->type) {
+	case CONFIG_T_DURATION:
+		if (parse_duration(value, &u, cause) != 0)
+			return -1;
+		if (u < k->min || u > k->max)
+			return config_out_of_range(
+			    value, k->min, k->max, 1, cause);
+		*(uint64_t *)field = u;
+		return 0;
+	case CONFIG_T_WINDOW:
+		if (value[0] != '\0' &&
+		    value[strspn(value, "0123456789")] == '\0') {
+			if (config_parse_uint(value, &u) != 0 || u < k->min ||
+			    u > k->max)
+				return config_out_of_range(
+				    value, k->min, k->max, 0, cause);
+			*(unsigned *)((char *)base + k->off2) = (unsigned)u;
+			*(uint64_t *)field = 0;
+			return 0;
+		}
+		if (parse_duration(value, &u, cause) != 0) {
+			free(*cause);
+			xasprintf(cause,
+			    "invalid window '%s' (expected a "
+			    "number of attempts or a duration)",
+			    value);
+			return -1;
+		}
+		if (u < WINDOW_MS_MIN || u > WINDOW_MS_MAX)
+			return config_out_of_range(
+			    value, WINDOW_MS_MIN, WINDOW_MS_MAX, 1, cause);
+		*(unsigned *)((char *)base + k->off2) = 0;
+		*(uint64_t *)field = u;
+		return 0;
+	case CONFIG_T_PERCENT:
+		if (parse_percent(value, &d, cause) != 0)
+			return -1;
+		*(double *)field = d;
+		return 0;
+	case CONFIG_T_FACTOR:
+		if (config_parse_factor(value, &d) != 0) {
+			xasprintf(cause, "invalid number '%s'", value);
+			return -1;
+		}
+		if (d < (double)k->min || d > (double)k->max)
+			return config_out_of_range(
+			    value, k->min, k->max, 0, cause);
+		*(double *)field = d;
+		return 0;
+	case CONFIG_T_BOOL:
+		if (parse_bool(value, &b, cause) != 0)
+			return -1;
+		*(bool *)field = b;
+		return 0;
+	case CONFIG_T_UINT:
+		r = config_parse_uint(value, &u);
+		if (r == -1) {
+			xasprintf(cause, "invalid number '%s'", value);
+			return -1;
+		}
+		if (r != 0 || u < k->min || u > k->max)
+			return config_out_of_range(
+			    value, k->min, k->max, 0, cause);
+		*(unsigned *)field = (unsigned)u;
+		return 0;
+	case CONFIG_T_ENUM:
+		for (r = 0; k->names[r] != NULL; r++) {
+			if (strcmp(value, k->names[r]) == 0) {
+				memcpy(field, &r, sizeof(r));
+				return 0;
+			}
+		}
+		return config_enum_invalid(k, value, cause);
+	case CONFIG_T_WORKERS:
+		if (strcmp(value, "auto") == 0) {
+			*(unsigned *)field = config_cpu_count();
+			*(bool *)((char *)base + k->off2) = true;
+			return 0;
+		}
+		r = config_parse_uint(value, &u);
+		if (r == -1) {
+			xasprintf(cause,
+			    "invalid value '%s' (expected a "
+			    "number or auto)",
+			    value);
+			return -1;
+		}
+		if (r != 0 || u < k->min || u > k->max)
+			return config_out_of_range(
+			    value, k->min, k->max, 0, cause);
+		*(unsigned *)field = (unsigned)u;
+		*(bool *)((char *)base + k->off2) = false;
+		return 0;
+	case CONFIG_T_ADMIN:
+		if (value[0] == '\0') {
+			memset(field, 0, sizeof(struct addr));
+			*(bool *)((char *)base + k->off2) = false;
+			return 0;
+		}
+		if (addr_parse(value, 0, &a, cause) != 0)
+			return -1;
+		memcpy(field, &a, sizeof(a));
+		*(bool *)((char *)base + k->off2) = true;
+		return 0;
+	case CONFIG_T_STRING:
+		free(*(char **)field);
+		*(char **)field = value[0] == '\0' ? NULL : xstrdup(value);
+		return 0;
+	case CONFIG_T_LISTEN:
+		if (addr_parse(value, ADDR_ALLOW_WILDCARD, &a, cause) != 0)
+			return -1;
+		uc->listen = xrealloc(
+		    uc->listen, (uc->nlisten + 1) * sizeof(*uc->listen));
+		uc->listen[uc->nlisten++] = a;
+		return 0;
+	case CONFIG_T_SERVER:
+		if (addr_parse(value, 0, &a, cause) != 0)
+			return -1;
+		memcpy(field, &a, sizeof(a));
+		return 0;
+	case CONFIG_T_BACKUP:
+		free(*(char **)field);
+		*(char **)field = value[0] == '\0' ? NULL : xstrdup(value);
+		return 0;
+	}
+	fatalx("config: key %s has an unknown type", k->name);
+}
+
+/* Apply the default of every key of a scope to a struct. */
+static void
+config_defaults_apply(enum config_scope scope, void *base)
+{
+	const struct config_key *k;
+	char *cause;
+	size_t i;
+
+	for (i = 0; i < CONFIG_NKEYS; i++) {
+		k = &config_key_table[i];
+		if (k->scope != scope || k->def == NULL)
+			continue;
+		if (config_key_set(k, base, k->def, &cause) != 0)
+			fatalx(
+			    "config: bad default for %s: %s", k->name, cause);
+	}
+}
+
+/* Name a section as it is written, for messages. */
+static const char *
+config_section_label(const struct config_section *sec, char *buf, size_t len)
+{
+	switch (sec->kind) {
+	case CONFIG_SECTION_GLOBAL:
+		snprintf(buf, len, "[global]");
+		break;
+	case CONFIG_SECTION_DEFAULTS:
+		snprintf(buf, len, "[defaults]");
+		break;
+	default:
+		snprintf(buf, len, "[upstream:%s]", sec->name);
+		break;
+	}
+	return buf;
+}
+
+/*
+ * Apply the pairs of one section to base, recording in seen[] the line each
+ * key was set on (and for listen, each address's line in *lines).
+ */
+static void
+config_section_apply(struct config_parse *cp, const struct config_section *sec,
+    void *base, int *seen, int **lines)
+{
+	enum config_scope scope = sec->kind == CONFIG_SECTION_GLOBAL
+	    ? CONFIG_SCOPE_GLOBAL
+	    : CONFIG_SCOPE_UPSTREAM;
+	const struct config_pair *pair;
+	const struct config_key *k;
+	struct upstream_conf *uc = base;
+	char label[UPSTREAM_NAME_MAX + 16], *cause;
+	size_t i, ki;
+
+	config_section_label(sec, label, sizeof(label));
+	for (i = 0; i < sec->npairs; i++) {
+		pair = &sec->pairs[i];
+		k = config_key_find(pair->key);
+		if (k == NULL) {
+			config_error_add(cp->errs, cp->path, pair->line,
+			    "unknown key '%s' in %s", pair->key, label);
+			continue;
+		}
+		if (k->scope != scope) {
+			config_error_add(cp->errs, cp->path, pair->line,
+			    "unknown key '%s' in %s (it belongs in %s)",
+			    pair->key, label,
+			    k->scope == CONFIG_SCOPE_GLOBAL
+				? "[global]"
+				: "[defaults] or [upstream:NAME]");
+			continue;
+		}
+		if (sec->kind == CONFIG_SECTION_DEFAULTS &&
+		    (k->flags & CONFIG_KEY_NO_DEFAULTS)) {
+			config_error_add(cp->errs, cp->path, pair->line,
+			    "%s '%s' is not allowed in [defaults] (set it in "
+			    "each [upstream:NAME])",
+			    k->name, pair->value);
+			continue;
+		}
+		ki = (size_t)(k - config_key_table);
+		if (seen[ki] != 0 && !(k->flags & CONFIG_KEY_REPEATABLE)) {
+			config_error_add(cp->errs, cp->path, pair->line,
+			    "duplicate key '%s' in %s (first set on line %d)",
+			    k->name, label, seen[ki]);
+			continue;
+		}
+		if (config_key_set(k, base, pair->value, &cause) != 0) {
+			config_error_add(cp->errs, cp->path, pair->line,
+			    "%s: %s", k->name, cause);
+			free(cause);
+			continue;
+		}
+		if (seen[ki] == 0)
+			seen[ki] = pair->line;
+		if (k->type == CONFIG_T_LISTEN && lines != NULL) {
+			*lines =
+			    xrealloc(*lines, uc->nlisten * sizeof(**lines));
+			(*lines)[uc->nlisten - 1] = pair->line;
+		}
+	}
+}
+
+/* Free the allocated parts of one upstream. */
+static void
+config_upstream_free(struct upstream_conf *uc)
+{
+	free(uc->listen);
+	free(uc->backup);
+}
+
+/* Free a config. */
+void
+config_free(struct config *cfg)
+{
+	size_t i;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < cfg->nupstreams; i++)
+		config_upstream_free(&cfg->upstreams[i]);
+	free(cfg->upstreams);
+	free(cfg->admin_token);
+	free(cfg->state_file);
+	free(cfg->path);
+	free(cfg);
+}
+
+/* Find an upstream by name, or NULL. */
+const struct upstream_conf *
+config_find_upstream(const struct config *cfg, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->nupstreams; i++) {
+		if (strcmp(cfg->upstreams[i].name, name) == 0)
+			return &cfg->upstreams[i];
+	}
+	return NULL;
+}
+
+/* Return the index of a key in the table (it must exist). */
+static size_t
+config_key_index(const char *name)
+{
+	const struct config_key *k = config_key_find(name);
+
+	if (k == NULL)
+		fatalx("config: no key %s", name);
+	return (size_t)(k - config_key_table);
+}
+
+/*
+ * The line to blame for a rule about keys a and b of an upstream: the later
+ * of the lines they were set on, in the section or else in [defaults]; the
+ * section header if neither was set.
+ */
+static int
+config_rule_line(const struct upstream_conf *uc, const struct config_upinfo *ui,
+    const int *dseen, const char *a, const char *b)
+{
+	size_t ka = config_key_index(a), kb = config_key_index(b);
+	int la = ui->seen[ka] != 0 ? ui->seen[ka] : dseen[ka];
+	int lb = ui->seen[kb] != 0 ? ui->seen[kb] : dseen[kb];
+	int line = la > lb ? la : lb;
+
+	return line != 0 ? line : uc->line;
+}
+
+/* Check the breaker settings of one upstream against each other. */
+static void
+config_check_breaker(struct config_parse *cp, const struct upstream_conf *uc,
+    const struct config_upinfo *ui, const int *dseen)
+{
+	const struct breaker_conf *bc = &uc->breaker;
+	char a[32], b[32];
+
+	if (bc->success_threshold > bc->half_open_max_calls) {
+		config_error_add(cp->errs, cp->path,
+		    config_rule_line(uc, ui, dseen, "success_threshold",
+			"half_open_max_calls"),
+		    "upstream '%s': success_threshold %u is greater than "
+		    "half_open_max_calls %u",
+		    uc->name, bc->success_threshold, bc->half_open_max_calls);
+	}
+	if (bc->failure_threshold == 0 && bc->failure_rate_threshold == 0) {
+		config_error_add(cp->errs, cp->path,
+		    config_rule_line(uc, ui, dseen, "failure_threshold",
+			"failure_rate_threshold"),
+		    "upstream '%s': failure_threshold and "
+		    "failure_rate_threshold are both 0, so the circuit can "
+		    "never open",
+		    uc->name);
+	}
+	if (bc->recovery_timeout_max_ms < bc->recovery_timeout_ms) {
+		config_error_add(cp->errs, cp->path,
+		    config_rule_line(uc, ui, dseen, "recovery_timeout_max",
+			"recovery_timeout"),
+		    "upstream '%s': recovery_timeout_max %s is less than "
+		    "recovery_timeout %s",
+		    uc->name,
+		    format_duration(bc->recovery_timeout_max_ms, a, sizeof(a)),
+		    format_duration(bc->recovery_timeout_ms, b, sizeof(b)));
+	}
+	if (bc->failure_rate_threshold > 0 && bc->window_ms == 0 &&
+	    bc->minimum_calls > bc->window_calls) {
+		config_error_add(cp->errs, cp->path,
+		    config_rule_line(uc, ui, dseen, "minimum_calls", "window"),
+		    "upstream '%s': minimum_calls %u is greater than window "
+		    "%u, so failure_rate_threshold can never apply",
+		    uc->name, bc->minimum_calls, bc->window_calls);
+	}
+}
+
+/* Resolve backup names to indexes and report unknown names and cycles. */
+static void
+config_check_backups(
+    struct config_parse *cp, struct config *cfg, struct config_upinfo *info)
+{
+	size_t bk = config_key_index("backup"), i, j, n, steps;
+	struct upstream_conf *uc;
+	char *chain, *tmp;
+	int lowest;
+
+	for (i = 0; i < cfg->nupstreams; i++) {
+		uc = &cfg->upstreams[i];
+		uc->backup_index = -1;
+		if (uc->backup == NULL)
+			continue;
+		for (j = 0; j < cfg->nupstreams; j++) {
+			if (strcmp(cfg->upstreams[j].name, uc->backup) == 0)
+				break;
+		}
+		if (j == cfg->nupstreams) {
+			config_error_add(cp->errs, cp->path, info[i].seen[bk],
+			    "upstream '%s': backup '%s' is not a defined "
+			    "upstream",
+			    uc->name, uc->backup);
+			continue;
+		}
+		uc->backup_index = (int)j;
+		if (j != i)
+			info[j].backup_of = 1;
+	}
+
+	/* A cycle is reported once, at its first upstream in the file. */
+	n = cfg->nupstreams;
+	for (i = 0; i < n; i++) {
+		j = i;
+		lowest = 1;
+		for (steps = 0; steps < n; steps++) {
+			if (cfg->upstreams[j].backup_index < 0)
+				break;
+			j = (size_t)cfg->upstreams[j].backup_index;
+			if (j == i)
+				break;
+			if (j < i)
+				lowest = 0;
+		}
+		if (j != i || steps == n || !lowest ||
+		    cfg->upstreams[i].backup_index < 0)
+			continue;
+		chain = xstrdup(cfg->upstreams[i].name);
+		j = i;
+		do {
+			j = (size_t)cfg->upstreams[j].backup_index;
+			xasprintf(
+			    &tmp, "%s -> %s", chain, cfg->upstreams[j].name);
+			free(chain);
+			chain = tmp;
+		} while (j != i);
+		config_error_add(cp->errs, cp->path, info[i].seen[bk],
+		    "upstream '%s': backup cycle %s", cfg->upstreams[i].name,
+		    chain);
+		free(chain);
+	}
+}
+
+/* One address a socket will be bound to, for the overlap check. */
+struct config_bind {
+	const struct addr *addr;
+	const char *upstream; /* NULL for admin */
+	int line;
+};
+
+/* Describe a bound address for a message: "listen 'X' of upstream 'u'". */
+static void
+config_bind_describe(const struct config_bind *b, char *buf, size_t len)
+{
+	if (b->upstream == NULL)
+		snprintf(buf, len, "admin '%s'", b->addr->text);
+	else
+		snprintf(buf, len, "listen '%s' of upstream '%s'",
+		    b->addr->text, b->upstream);
+}
+
+/* Report every listen (or admin) address that collides with an earlier one. */
+static void
+config_check_binds(struct config_parse *cp, const struct config *cfg,
+    const struct config_upinfo *info, int admin_line)
+{
+	struct config_bind *v, *later, *earlier;
+	char desc[ADDR_TEXT_MAX + UPSTREAM_NAME_MAX + 32];
+	size_t n = 0, i, j, l;
+
+	for (i = 0; i < cfg->nupstreams; i++)
+		n += cfg->upstreams[i].nlisten;
+	v = xcalloc(n + 1, sizeof(*v));
+	n = 0;
+	if (cfg->admin_enabled) {
+		v[n].addr = &cfg->admin;
+		v[n].line = admin_line;
+		n++;
+	}
+	for (i = 0; i < cfg->nupstreams; i++) {
+		for (l = 0; l < cfg->upstreams[i].nlisten; l++) {
+			v[n].addr = &cfg->upstreams[i].listen[l];
+			v[n].upstream = cfg->upstreams[i].name;
+			v[n].line = info[i].listen_line[l];
+			n++;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		for (j = i + 1; j < n; j++) {
+			if (!addr_overlap(v[i].addr, v[j].addr))
+				continue;
+			later = v[i].line > v[j].line ? &v[i] : &v[j];
+			earlier = later == &v[i] ? &v[j] : &v[i];
+			config_bind_describe(earlier, desc, sizeof(desc));
+			if (later->upstream == NULL) {
+				config_error_add(cp->errs, cp->path,
+				    later->line,
+				    "admin '%s' overlaps %s "
+				    "(line %d)",
+				    later->addr->text, desc, earlier->line);
+			} else {
+				config_error_add(cp->errs, cp->path,
+				    later->line,
+				    "upstream '%s': listen '%s' "
+				    "overlaps %s (line %d)",
+				    later->upstream, later->addr->text, desc,
+				    earlier->line);
+			}
+		}
+	}
+	free(v);
+}
+
+/*
+ * The second pass: build the config from the sections, then check the rules
+ * that span keys and sections. Errors go to cp->errs.
+ */
+static struct config *
+config_build(struct config_parse *cp)
+{
+	struct config *cfg;
+	struct config_upinfo *info, scratch;
+	struct upstream_conf defaults, *uc, tmp;
+	int gseen[CONFIG_NKEYS], dseen[CONFIG_NKEYS];
+	const struct config_section *sec;
+	size_t i, n = 0, server = config_key_index("server");
+
+	cfg = xcalloc(1, sizeof(*cfg));
+	cfg->path = xstrdup(cp->path);
+	config_defaults_apply(CONFIG_SCOPE_GLOBAL, cfg);
+	memset(&defaults, 0, sizeof(defaults));
+	config_defaults_apply(CONFIG_SCOPE_UPSTREAM, &defaults);
+	defaults.backup_index = -1;
+	memset(gseen, 0, sizeof(gseen));
+	memset(dseen, 0, sizeof(dseen));
+
+	/* [global] and [defaults] first: upstreams inherit wherever they are. */
+	for (i = 0; i < cp->nsections; i++) {
+		sec = &cp->sections[i];
+		if (sec->kind == CONFIG_SECTION_GLOBAL)
+			config_section_apply(cp, sec, cfg, gseen, NULL);
+		else if (sec->kind == CONFIG_SECTION_DEFAULTS)
+			config_section_apply(cp, sec, &defaults, dseen, NULL);
+		else if (sec->kind == CONFIG_SECTION_UPSTREAM &&
+		    !sec->duplicate)
+			n++;
+	}
+
+	cfg->upstreams = xcalloc(n + 1, sizeof(*cfg->upstreams));
+	info = xcalloc(n + 1, sizeof(*info));
+	for (i = 0; i < cp->nsections; i++) {
+		sec = &cp->sections[i];
+		if (sec->kind != CONFIG_SECTION_UPSTREAM)
+			continue;
+		/* A duplicate is read for its errors, then dropped. */
+		if (sec->duplicate) {
+			tmp = defaults;
+			memset(&scratch, 0, sizeof(scratch));
+			config_section_apply(
+			    cp, sec, &tmp, scratch.seen, &scratch.listen_line);
+			config_upstream_free(&tmp);
+			free(scratch.listen_line);
+			continue;
+		}
+		uc = &cfg->upstreams[cfg->nupstreams];
+		*uc = defaults;
+		memcpy(uc->name, sec->name, sizeof(uc->name));
+		uc->line = sec->line;
+		config_section_apply(cp, sec, uc, info[cfg->nupstreams].seen,
+		    &info[cfg->nupstreams].listen_line);
+		cfg->nupstreams++;
+	}
+
+	config_check_backups(cp, cfg, info);
+	for (i = 0; i < cfg->nupstreams; i++) {
+		uc = &cfg->upstreams[i];
+		if (info[i].seen[server] == 0)
+			config_error_add(cp->errs, cp->path, uc->line,
+			    "upstream '%s': 'server' is not set", uc->name);
+		if (uc->nlisten == 0 && !info[i].backup_of)
+			config_error_add(cp->errs, cp->path, uc->line,
+			    "upstream '%s': 'listen' is not set and no other "
+			    "upstream names it as backup",
+			    uc->name);
+		config_check_breaker(cp, uc, &info[i], dseen);
+	}
+	config_check_binds(cp, cfg, info, gseen[config_key_index("admin")]);
+	if (cfg->admin_enabled && !addr_is_local(&cfg->admin) &&
+	    cfg->admin_token == NULL) {
+		config_error_add(cp->errs, cp->path,
+		    gseen[config_key_index("admin")],
+		    "admin '%s' is not a loopback address and admin_token is "
+		    "not set",
+		    cfg->admin.text);
+	}
+
+	for (i = 0; i < cfg->nupstreams; i++)
+		free(info[i].listen_line);
+	free(info);
+	return cfg;
+}
+
+/* Run both passes over a text; NULL and errors in *errs on failure. */
+static struct config *
+config_parse_text(
+    const char *path, const char *text, size_t len, struct config_errors *errs)
+{
+	struct config_errors local = {NULL, 0};
+	struct config_parse cp;
+	struct config *cfg;
+	int r;
+
+	if (errs == NULL)
+		errs = &local;
+	errs->v = NULL;
+	errs->n = 0;
+
+	memset(&cp, 0, sizeof(cp));
+	cp.path = path;
+	cp.text = text;
+	cp.len = len;
+	cp.current = -1;
+	cp.errs = errs;
+
+	/* Debian's inih reads these at run time: no silent line joining. */
+	ini_allow_multiline = false;
+	ini_allow_inline_comments = true;
+	ini_allow_bom = false;
+	ini_allow_realloc = false;
+	ini_allow_no_value = false;
+	ini_stop_on_first_error = false;
+
+	r = ini_parse_stream(config_read_line, &cp, config_ini_handler, &cp);
+	if (r > 0 && errs->n == 0)
+		config_error_add(errs, path, r, "cannot parse line");
+	cfg = config_build(&cp);
+	config_parse_free(&cp);
+
+	if (errs->n > 0) {
+		config_free(cfg);
+		config_errors_sort(errs);
+		if (errs == &local)
+			config_errors_clear(&local);
+		return NULL;
+	}
+	return cfg;
+}
+
+/* Load and validate a config from a string; path is for messages only. */
+struct config *
+config_load_string(
+    const char *path, const char *text, struct config_errors *errs)
+{
+	return config_parse_text(path, text, strlen(text), errs);
+}
+
+/* Load and validate a config file. */
+struct config *
+config_load(const char *path, struct config_errors *errs)
+{
+	struct config_errors local = {NULL, 0};
+	struct config *cfg;
+	struct stat sb;
+	size_t len = 0, size = 8192;
+	ssize_t r;
+	char *text;
+	int fd, saved;
+
+	if (errs == NULL)
+		errs = &local;
+	errs->v = NULL;
+	errs->n = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	saved = errno;
+	if (fd != -1 && fstat(fd, &sb) != 0) {
+		saved = errno;
+		close(fd);
+		fd = -1;
+	} else if (fd != -1 && S_ISDIR(sb.st_mode)) {
+		saved = EISDIR;
+		close(fd);
+		fd = -1;
+	}
+	if (fd == -1) {
+		config_error_add(
+		    errs, path, 0, "cannot open: %s", strerror(saved));
+		config_errors_clear(&local);
+		return NULL;
+	}
+	text = xmalloc(size);
+	for (;;) {
+		if (len == size)
+			text = xrealloc(text, size *= 2);
+		r = read(fd, text + len, size - len);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	if (r == -1) {
+		saved = errno;
+		close(fd);
+		free(text);
+		config_error_add(
+		    errs, path, 0, "cannot read: %s", strerror(saved));
+		config_errors_clear(&local);
+		return NULL;
+	}
+	close(fd);
+	cfg = config_parse_text(path, text, len, errs);
+	free(text);
+	return cfg;
+}
+
+/* Format a key's effective value as it could be written in the file. */
+const char *
+config_key_value(const struct config *cfg, const struct upstream_conf *uc,
+    const struct config_key *k, char *buf, size_t len)
+{
+	const char *base = k->scope == CONFIG_SCOPE_GLOBAL ? (const char *)cfg
+							   : (const char *)uc;
+	const char *field = base + k->off;
+	const char *s;
+	size_t i, o;
+	int e;
+
+	buf[0] = '\0';
+	switch (k->type) {
+	case CONFIG_T_DURATION:
+		format_duration(*(const uint64_t *)field, buf, len);
+		break;
+	case CONFIG_T_WINDOW:
+		if (*(const uint64_t *)field != 0)
+			format_duration(*(const uint64_t *)field, buf, len);
+		else
+			snprintf(buf, len, "%u",
+			    *(const unsigned *)(base + k->off2));
+		break;
+	case CONFIG_T_PERCENT:
+		snprintf(buf, len, "%g%%", *(const double *)field);
+		break;
+	case CONFIG_T_FACTOR:
+		snprintf(buf, len, "%g", *(const double *)field);
+		break;
+	case CONFIG_T_BOOL:
+		snprintf(buf, len, "%s", *(const bool *)field ? "yes" : "no");
+		break;
+	case CONFIG_T_UINT:
+		snprintf(buf, len, "%u", *(const unsigned *)field);
+		break;
+	case CONFIG_T_ENUM:
+		memcpy(&e, field, sizeof(e));
+		snprintf(buf, len, "%s", k->names[e]);
+		break;
+	case CONFIG_T_WORKERS:
+		if (*(const bool *)(base + k->off2))
+			snprintf(buf, len, "auto");
+		else
+			snprintf(buf, len, "%u", *(const unsigned *)field);
+		break;
+	case CONFIG_T_ADMIN:
+		if (*(const bool *)(base + k->off2))
+			snprintf(
+			    buf, len, "%s", ((const struct addr *)field)->text);
+		break;
+	case CONFIG_T_STRING:
+	case CONFIG_T_BACKUP:
+		s = *(char *const *)field;
+		if (s != NULL)
+			snprintf(buf, len, "%s",
+			    (k->flags & CONFIG_KEY_SECRET) ? "(hidden)" : s);
+		break;
+	case CONFIG_T_LISTEN:
+		for (i = 0, o = 0; i < uc->nlisten && o < len; i++) {
+			o += (size_t)snprintf(buf + o, len - o, "%s%s",
+			    i == 0 ? "" : ", ", uc->listen[i].text);
+		}
+		break;
+	case CONFIG_T_SERVER:
+		snprintf(buf, len, "%s", ((const struct addr *)field)->text);
+		break;
+	}
+	return buf;
+}
+
+/* Print the keys of one scope as "key = value" lines. */
+static void
+config_dump_scope(const struct config *cfg, const struct upstream_conf *uc,
+    enum config_scope scope, FILE *f)
+{
+	const struct config_key *k;
+	char buf[1024];
+	size_t i, l;
+
+	for (i = 0; i < CONFIG_NKEYS; i++) {
+		k = &config_key_table[i];
+		if (k->scope != scope)
+			continue;
+		if (k->type == CONFIG_T_LISTEN) {
+			for (l = 0; l < uc->nlisten; l++)
+				fprintf(f, "listen = %s\n", uc->listen[l].text);
+			continue;
+		}
+		config_key_value(cfg, uc, k, buf, sizeof(buf));
+		if (buf[0] == '\0')
+			fprintf(f, "%s =\n", k->name);
+		else
+			fprintf(f, "%s = %s\n", k->name, buf);
+	}
+}
+
+/* Print every effective key = value: [global], then each upstream. */
+void
+config_dump(const struct config *cfg, FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "[global]\n");
+	config_dump_scope(cfg, NULL, CONFIG_SCOPE_GLOBAL, f);
+	for (i = 0; i < cfg->nupstreams; i++) {
+		fprintf(f, "\n[upstream:%s]\n", cfg->upstreams[i].name);
+		config_dump_scope(
+		    cfg, &cfg->upstreams[i], CONFIG_SCOPE_UPSTREAM, f);
+	}
+}

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "addr.h"
 #include "breaker.h"
@@ -66,10 +67,64 @@ struct config_errors {
 	size_t n;
 };
 
+/* How a key's value is written, parsed and shown. */
+enum config_type {
+	CONFIG_T_DURATION,               /* uint64_t ms: "250ms", "1.5s", bare seconds */
+	CONFIG_T_WINDOW,                 /* bare count of attempts, or a duration */
+	CONFIG_T_PERCENT,                /* double 0..100: "12.5", "50%" */
+	CONFIG_T_FACTOR,                 /* double: "1", "1.5" */
+	CONFIG_T_BOOL,                   /* bool: yes/no, true/false, on/off, 1/0 */
+	CONFIG_T_UINT,                   /* unsigned */
+	CONFIG_T_ENUM,                   /* an int-sized enum; names in the key */
+	CONFIG_T_WORKERS,                /* unsigned, or "auto" */
+	CONFIG_T_ADMIN,                  /* struct addr; empty = off */
+	CONFIG_T_STRING,                 /* char *; empty = NULL */
+	CONFIG_T_LISTEN,                 /* struct addr, repeatable, "*:PORT" allowed */
+	CONFIG_T_SERVER,                 /* struct addr */
+	CONFIG_T_BACKUP,                 /* another upstream's name; empty = none */
+};
+
+enum config_scope {
+	CONFIG_SCOPE_GLOBAL,             /* [global], field of struct config */
+	CONFIG_SCOPE_UPSTREAM,           /* [defaults] or [upstream:NAME] */
+};
+
+#define CONFIG_KEY_RELOADABLE 0x1        /* SIGHUP applies it without a restart */
+#define CONFIG_KEY_NO_DEFAULTS 0x2       /* not allowed in [defaults] */
+#define CONFIG_KEY_REPEATABLE 0x4        /* may appear more than once */
+#define CONFIG_KEY_SECRET 0x8            /* never shown by config_dump */
+
+/* One row of the key table: everything the loader knows about a key. */
+struct config_key {
+	const char *name;
+	enum config_scope scope;
+	enum config_type type;
+	int flags;                       /* CONFIG_KEY_* */
+	uint64_t min, max;               /* bounds: ms for durations, counts else */
+	const char *def;                 /* default as written in the file; NULL none */
+	size_t off;                      /* field in struct config or upstream_conf */
+	size_t off2;                     /* window_calls, admin_enabled, workers_auto */
+	const char *const *names;        /* CONFIG_T_ENUM: NULL-terminated names */
+	const char *help;                /* one line for docs and "show config" */
+};
+
+/* The key table, read-only; *n is set to its length. */
+const struct config_key *config_keys(size_t *n);
+/* Find a key by name, or NULL. */
+const struct config_key *config_key_find(const char *);
+/* Format a key's effective value (up is ignored for global keys). */
+const char *config_key_value(const struct config *, const struct upstream_conf *,
+    const struct config_key *, char *, size_t);
+/* Print every effective key = value, [global] then each upstream. */
+void config_dump(const struct config *, FILE *);
+/* Print each error on its own line. */
+void config_errors_print(const struct config_errors *, FILE *);
+
 /*
  * Load and validate a file. On success returns the config; on failure NULL
  * and every error found in *errs (sorted by line). An unreadable file is
- * one error "FILE: cannot open: REASON" with line 0.
+ * one error "FILE: cannot open: REASON" with line 0. *errs is overwritten
+ * (it may be NULL); free it with config_errors_clear().
  */
 struct config *config_load(const char *path, struct config_errors *errs);
 /* The same from a string (path is used in messages only); for tests. */
