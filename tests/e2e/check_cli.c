@@ -1,7 +1,436 @@
-/* placeholder */
-int main(void);
+/*
+ * End-to-end stories of the command line (SPEC.md section 2) and of the
+ * start, listen and stop log lines (section 5): what an operator types and
+ * what the daemon answers, with its exit status.
+ */
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* A valid config: one upstream, listening on a free port. */
+static const char *
+good_config(void)
+{
+	return h_strf("[global]\n"
+		      "workers = 1\n"
+		      "admin =\n"
+		      "shutdown_timeout = 2s\n"
+		      "\n"
+		      "[upstream:api]\n"
+		      "listen = %s\n"
+		      "server = 127.0.0.1:9\n",
+	    h_free_addr4());
+}
+
+/* Where the example config is: $CP_SRCDIR, or $srcdir from make check. */
+static const char *
+example_config(void)
+{
+#ifdef CP_SRCDIR
+	return CP_SRCDIR "/conf/circuitproxy.ini";
+#else
+	const char *srcdir = getenv("srcdir");
+
+	return h_strf("%s/conf/circuitproxy.ini", srcdir ? srcdir : ".");
+#endif
+}
+
+/* -V and --version print the version alone, exit 0. */
+START_TEST(cli_version)
+{
+	struct h_run r;
+
+	h_run(&r, "-V");
+	h_assert(r.status == 0, "-V exited %d", r.status);
+	h_assert(strcmp(r.out, "circuitproxyd 0.1.0\n") == 0,
+	    "-V printed "
+	    "\"%s\"",
+	    r.out);
+	h_run(&r, "--version");
+	h_assert(r.status == 0, "--version exited %d", r.status);
+	h_assert(strcmp(r.out, "circuitproxyd 0.1.0\n") == 0,
+	    "--version printed \"%s\"", r.out);
+}
+END_TEST
+
+/* -h and --help print the usage on stdout, exit 0. */
+START_TEST(cli_help)
+{
+	static const char *opts[] = {"-h", "--help"};
+	struct h_run r;
+	size_t i;
+
+	for (i = 0; i < 2; i++) {
+		h_run(&r, opts[i]);
+		h_assert(r.status == 0, "%s exited %d", opts[i], r.status);
+		h_assert(strcasestr(r.out, "usage") != NULL,
+		    "%s: no usage on stdout: \"%s\"", opts[i], r.out);
+		h_assert(strstr(r.out, "--config") != NULL &&
+			strstr(r.out, "--test") != NULL &&
+			strstr(r.out, "--log-level") != NULL &&
+			strstr(r.out, "--pidfile") != NULL,
+		    "%s: an option is missing: \"%s\"", opts[i], r.out);
+		h_assert(r.err[0] == '\0', "%s wrote on stderr: \"%s\"",
+		    opts[i], r.err);
+	}
+}
+END_TEST
+
+/* A bad option, or -c without its file, is bad usage: exit 64. */
+START_TEST(cli_bad_option)
+{
+	struct h_run r;
+
+	h_run(&r, "-x");
+	h_assert(r.status == 64, "-x exited %d", r.status);
+	h_assert(r.err[0] != '\0', "-x: nothing on stderr");
+	h_run(&r, "--no-such-option");
+	h_assert(r.status == 64, "--no-such-option exited %d", r.status);
+	h_run(&r, "-c");
+	h_assert(r.status == 64, "-c without a file exited %d", r.status);
+}
+END_TEST
+
+/* -t on a good config: "FILE: ok" on stdout, exit 0. */
+START_TEST(cli_test_good)
+{
+	char *path = h_write_file("good.ini", good_config());
+	struct h_run r;
+
+	h_run(&r, "-t", "-c", path);
+	h_assert(r.status == 0, "exit %d, stderr \"%s\"", r.status, r.err);
+	h_assert(strcmp(r.out, h_strf("%s: ok\n", path)) == 0, "stdout \"%s\"",
+	    r.out);
+	h_assert(r.err[0] == '\0', "stderr \"%s\"", r.err);
+	h_run(&r, "--test", "--config", path);
+	h_assert(r.status == 0, "--test exited %d", r.status);
+}
+END_TEST
+
+/*
+ * -t on a config with five mistakes: each on its own "FILE:LINE: " line on
+ * stderr, at the right line, naming the key or the value; exit 78.
+ */
+START_TEST(cli_test_bad)
+{
+	static const struct {
+		int line;
+		const char *words[2];
+	} want[] = {
+	    {3, {"bogus_key", NULL}},	      /* unknown key */
+	    {8, {"connect_timeout", "fast"}}, /* bad duration */
+	    {10, {"server", NULL}},	      /* bravo has no server */
+	    {12, {"backup", "nosuch"}},	      /* unknown backup */
+	    {14, {"alpha", NULL}},	      /* duplicate upstream */
+	};
+	const char *text = h_strf("[global]\n"	    /* 1 */
+				  "workers = 1\n"   /* 2 */
+				  "bogus_key = 1\n" /* 3 */
+				  "\n"		    /* 4 */
+				  "[upstream:alpha]\n"
+				  "listen = %s\n"
+				  "server = 127.0.0.1:9\n"
+				  "connect_timeout = fast\n" /* 8 */
+				  "\n"
+				  "[upstream:bravo]\n" /* 10 */
+				  "listen = %s\n"
+				  "backup = nosuch\n" /* 12 */
+				  "\n"
+				  "[upstream:alpha]\n" /* 14 */
+				  "listen = %s\n"
+				  "server = 127.0.0.1:9\n",
+	    h_free_addr4(), h_free_addr4(), h_free_addr4());
+	char *path = h_write_file("bad.ini", text), *line, *prefix;
+	struct h_run r;
+	size_t i, k;
+
+	h_run(&r, "-t", "-c", path);
+	h_assert(r.status == 78, "exit %d; stderr:\n%s", r.status, r.err);
+	h_assert(r.out[0] == '\0', "stdout \"%s\"", r.out);
+	h_assert(h_count_lines(r.err) == 5, "%u error lines, 5 expected:\n%s",
+	    h_count_lines(r.err), r.err);
+	for (i = 0; i < 5; i++) {
+		line = h_line_at(r.err, (unsigned)i);
+		prefix = h_strf("%s:%d: ", path, want[i].line);
+		h_assert(strncmp(line, prefix, strlen(prefix)) == 0,
+		    "error %zu should start with \"%s\":\n%s", i + 1, prefix,
+		    r.err);
+		for (k = 0; k < 2 && want[i].words[k] != NULL; k++)
+			h_assert(strstr(line + strlen(prefix),
+				     want[i].words[k]) != NULL,
+			    "line %d does not name \"%s\": %s", want[i].line,
+			    want[i].words[k], line);
+	}
+
+	/* The same config at start: the same errors, exit 78. */
+	h_run(&r, "-c", path);
+	h_assert(
+	    r.status == 78, "starting on a bad config exited %d", r.status);
+	h_assert(strstr(r.err, h_strf("%s:3: ", path)) != NULL &&
+		strstr(r.err, h_strf("%s:14: ", path)) != NULL,
+	    "errors at start:\n%s", r.err);
+}
+END_TEST
+
+/* A config that does not exist: "FILE: cannot open: REASON", exit 78. */
+START_TEST(cli_test_missing)
+{
+	char *path = h_path("nonexistent.ini");
+	struct h_run r;
+
+	h_run(&r, "-t", "-c", path);
+	h_assert(r.status == 78, "-t exited %d", r.status);
+	h_assert(strcmp(r.err,
+		     h_strf("%s: cannot open: No such file or "
+			    "directory\n",
+			 path)) == 0,
+	    "stderr \"%s\"", r.err);
+	h_assert(r.out[0] == '\0', "stdout \"%s\"", r.out);
+
+	h_run(&r, "-c", path);
+	h_assert(r.status == 78, "starting exited %d", r.status);
+	h_assert(strstr(r.err,
+		     h_strf("%s: cannot open: No such file or "
+			    "directory",
+			 path)) != NULL,
+	    "stderr \"%s\"", r.err);
+}
+END_TEST
+
+/* The example config shipped in conf/ passes -t. */
+START_TEST(cli_example_config)
+{
+	const char *path = example_config();
+	struct h_run r;
+
+	h_assert(access(path, R_OK) == 0, "%s: %s", path, strerror(errno));
+	h_run(&r, "-t", "-c", path);
+	h_assert(r.status == 0, "exit %d, stderr:\n%s", r.status, r.err);
+	h_assert(strcmp(r.out, h_strf("%s: ok\n", path)) == 0, "stdout \"%s\"",
+	    r.out);
+}
+END_TEST
+
+/*
+ * Start on an address another process listens on: exit 1, never READY,
+ * and a line that names the address and says it is in use.
+ */
+START_TEST(cli_address_in_use)
+{
+	struct h_backend *taken = h_backend(H_ECHO);
+	struct h_daemon *d = h_daemon_spawn(h_strf("[global]\n"
+						   "admin =\n"
+						   "[upstream:api]\n"
+						   "listen = %s\n"
+						   "server = 127.0.0.1:9\n",
+	    h_backend_addr(taken)));
+	const char *addr = h_backend_addr(taken), *line;
+	bool named = false;
+	size_t i;
+	int st;
+
+	h_assert(!h_daemon_wait_ready(d, H_READY_MS),
+	    "READY=1 on an address "
+	    "in use");
+	st = h_daemon_wait_exit(d, H_STOP_MS);
+	h_assert(st == 1, "exit status %d, 1 expected", st);
+	for (i = 0; (line = h_log_line(d, i)) != NULL; i++)
+		if (strstr(line, addr) != NULL &&
+		    strcasestr(line, "in use") != NULL)
+			named = true;
+	h_assert(named, "no line names %s and says it is in use", addr);
+}
+END_TEST
+
+/* -p writes the pid; a clean stop removes the file. */
+START_TEST(cli_pidfile)
+{
+	char *pidfile = h_path("circuitproxyd.pid");
+	struct h_daemon *d = h_daemon_start(good_config(), "-p", pidfile);
+	char buf[32] = "";
+	FILE *f;
+
+	f = fopen(pidfile, "r");
+	h_assert(f != NULL, "no pidfile %s: %s", pidfile, strerror(errno));
+	h_assert(fgets(buf, sizeof(buf), f) != NULL, "empty pidfile");
+	fclose(f);
+	h_assert(atol(buf) == (long)h_daemon_pid(d),
+	    "pidfile says \"%s\", "
+	    "pid %ld",
+	    buf, (long)h_daemon_pid(d));
+	h_assert(h_daemon_stop(d) == 0, "exit status");
+	h_assert(access(pidfile, F_OK) == -1 && errno == ENOENT,
+	    "the pidfile is still there after a clean stop");
+}
+END_TEST
+
+/* -l takes a level name: debug starts, bogus is bad usage. */
+START_TEST(cli_log_level)
+{
+	struct h_daemon *d;
+	struct h_run r;
+
+	d = h_daemon_start(good_config(), "-l", "debug");
+	h_assert(h_daemon_stop(d) == 0, "-l debug: exit status");
+	d = h_daemon_start(good_config(), "--log-level", "warning");
+	h_assert(h_daemon_stop(d) == 0, "--log-level warning: exit status");
+	h_run(&r, "-l", "bogus", "-c", h_write_file("good.ini", good_config()));
+	h_assert(r.status == 64, "-l bogus exited %d", r.status);
+}
+END_TEST
+
+/* -l overrides the config's log_level: with -l error, no info line. */
+START_TEST(cli_log_level_overrides)
+{
+	struct h_daemon *d = h_daemon_start(good_config(), "-l", "error");
+
+	h_assert(h_daemon_stop(d) == 0, "exit status");
+	h_assert(h_count_log(d, "level=info") == 0,
+	    "%u info lines under -l error", h_count_log(d, "level=info"));
+}
+END_TEST
+
+/* The start line: version, workers and upstreams; a listen line each. */
+START_TEST(cli_start_and_listen_lines)
+{
+	const char *a1 = h_free_addr4(), *a2 = h_free_addr4();
+	const char *b1 = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("[global]\n"
+						   "workers = 2\n"
+						   "admin =\n"
+						   "shutdown_timeout = 2s\n"
+						   "[upstream:one]\n"
+						   "listen = %s\n"
+						   "listen = %s\n"
+						   "server = 127.0.0.1:9\n"
+						   "[upstream:two]\n"
+						   "listen = %s\n"
+						   "server = 127.0.0.1:9\n",
+	    a1, a2, b1));
+	int fd;
+
+	/* READY means every listener is bound: connects succeed at once. */
+	fd = h_connect_ok(a1);
+	close(fd);
+	fd = h_connect_ok(a2);
+	close(fd);
+	fd = h_connect_ok(b1);
+	close(fd);
+	h_expect_log(d, H_WAIT_MS, "level=info", "event=start", "version=0.1.0",
+	    "workers=2", "upstreams=2");
+	h_expect_log(d, H_WAIT_MS, "event=listen", "upstream=one",
+	    h_strf("addr=%s", a1));
+	h_expect_log(d, H_WAIT_MS, "event=listen", "upstream=one",
+	    h_strf("addr=%s", a2));
+	h_expect_log(d, H_WAIT_MS, "event=listen", "upstream=two",
+	    h_strf("addr=%s", b1));
+	h_assert(h_count_log(d, "event=listen") == 3,
+	    "%u listen lines for 3 "
+	    "listeners",
+	    h_count_log(d, "event=listen"));
+	h_assert(h_count_log(d, "event=start") == 1, "start lines");
+	h_assert(h_daemon_stop(d) == 0, "exit status");
+}
+END_TEST
+
+/* SIGTERM and SIGINT stop it cleanly: exit 0 and an event=stop line. */
+START_TEST(cli_stop_on_signals)
+{
+	struct h_daemon *d;
+	int st;
+
+	d = h_daemon_start(good_config());
+	st = h_daemon_stop(d);
+	h_assert(st == 0, "SIGTERM: exit %d", st);
+	h_expect_log(d, 0, "level=info", "event=stop", "reason=SIGTERM",
+	    "drained=", "closed=");
+
+	d = h_daemon_start(good_config());
+	h_daemon_signal(d, SIGINT);
+	st = h_daemon_wait_exit(d, H_STOP_MS);
+	h_assert(st == 0, "SIGINT: exit %d", st);
+	h_expect_log(d, 0, "event=stop", "reason=SIGINT");
+}
+END_TEST
+
+/*
+ * Every log line on stderr is an ISO-8601 timestamp, a space, then level=
+ * and event= first.
+ */
+START_TEST(cli_log_line_format)
+{
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("[global]\n"
+						   "admin =\n"
+						   "shutdown_timeout = 2s\n"
+						   "[upstream:api]\n"
+						   "listen = %s\n"
+						   "server = %s\n"
+						   "failure_threshold = 1\n",
+	    lis, h_free_addr4()));
+	const char *line;
+	regex_t re;
+	size_t i;
+	int fd;
+
+	fd = h_connect_ok(lis);
+	h_next_event(fd, H_WAIT_MS);
+	close(fd);
+	fd = h_connect_ok(lis);
+	h_next_event(fd, H_WAIT_MS);
+	close(fd);
+	h_expect_log(d, H_WAIT_MS, "event=reject");
+	h_assert(h_daemon_stop(d) == 0, "exit status");
+	h_assert(
+	    regcomp(&re,
+		"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+		"(\\.[0-9]+)?(Z|[+-][0-9]{2}:?[0-9]{2}) "
+		"level=(debug|info|notice|warning|error) event=[a-z_]+( |$)",
+		REG_EXTENDED | REG_NOSUB) == 0,
+	    "regcomp");
+	for (i = 0; (line = h_log_line(d, i)) != NULL; i++)
+		h_assert(regexec(&re, line, 0, NULL, 0) == 0,
+		    "line %zu is not \"TIMESTAMP level=L event=E ...\": %s", i,
+		    line);
+	regfree(&re);
+	h_assert(i >= 5, "only %zu lines", i);
+}
+END_TEST
+
+/* The suite. */
+static Suite *
+cli_suite(void)
+{
+	Suite *s = suite_create("cli");
+
+	H_TEST(s, cli_version);
+	H_TEST(s, cli_help);
+	H_TEST(s, cli_bad_option);
+	H_TEST(s, cli_test_good);
+	H_TEST(s, cli_test_bad);
+	H_TEST(s, cli_test_missing);
+	H_TEST(s, cli_example_config);
+	H_TEST(s, cli_address_in_use);
+	H_TEST(s, cli_pidfile);
+	H_TEST(s, cli_log_level);
+	H_TEST(s, cli_log_level_overrides);
+	H_TEST(s, cli_start_and_listen_lines);
+	H_TEST(s, cli_stop_on_signals);
+	H_TEST(s, cli_log_line_format);
+	return s;
+}
+
+/* Run the command-line stories. */
 int
 main(void)
 {
-	return 0;
+	return h_main(cli_suite());
 }

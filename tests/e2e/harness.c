@@ -1,3 +1,2212 @@
-/* placeholder */
+/*
+ * The end-to-end harness: spawns the daemon on a config snippet and keeps
+ * its log, runs backends as threads on real loopback sockets, and gives
+ * clients bounded connect, send and receive calls. Every wait is on a
+ * condition with a deadline. What a test creates is registered here and
+ * released by the fixture's teardown.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "harness.h"
-extern int cp_placeholder_harness;
+
+extern char **environ;
+
+#define H_MAX_PATTERNS 16
+#define H_MAX_DAEMONS 8
+#define H_MAX_BACKENDS 32
+#define H_MAX_CONNS 512
+#define H_MAX_ARGS 32
+#define H_MAX_PORTS 256
+#define H_BLACKHOLE_FILL 3
+#define H_REPLY_MAX (16u << 20)
+
+struct h_daemon {
+	pid_t pid;
+	bool exited;
+	int status;
+	char *config_path;
+	char *notify_path;
+	int notify_fd;
+	bool ready;
+	char *notes; /* every sd_notify datagram, one per line */
+	int log_fd;
+	pthread_t reader;
+	bool reader_joined;
+	bool verbose;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	char **lines;
+	size_t nlines;
+	size_t cap;
+	bool eof;
+};
+
+struct h_conn {
+	struct h_backend *b;
+	int fd;
+	enum h_kind kind;
+	pthread_t thread;
+};
+
+struct h_backend {
+	_Atomic int kind;
+	int family;
+	int lfd;
+	char addr[160];
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	bool accepting;
+	pthread_t acceptor;
+	int wake[2]; /* a byte here stops the acceptor alone */
+	int stop[2]; /* a byte here stops everything, and stays readable */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct h_conn *conns[H_MAX_CONNS];
+	size_t nconns;
+	unsigned accepted;
+	unsigned active;
+	char *banner;
+	int fill[H_BLACKHOLE_FILL];
+	bool stopped;
+};
+
+/* What the running test owns; released by h_teardown(). */
+static char *h_dir;
+static unsigned h_dir_seq;
+static unsigned h_file_seq;
+static void **h_allocs;
+static size_t h_nallocs, h_allocs_cap;
+static struct h_daemon *h_daemons[H_MAX_DAEMONS];
+static size_t h_ndaemons;
+static struct h_backend *h_backends[H_MAX_BACKENDS];
+static size_t h_nbackends;
+static int h_ports[H_MAX_PORTS];
+static size_t h_nports;
+
+static void h_daemon_free(struct h_daemon *);
+static void h_backend_free(struct h_backend *);
+
+/* Return monotonic time in milliseconds. */
+uint64_t
+h_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left until a deadline, at least 0. */
+static int
+h_left(uint64_t deadline)
+{
+	uint64_t now = h_now_ms();
+
+	return now >= deadline ? 0 : (int)(deadline - now);
+}
+
+/* Keep an allocation until the end of the test. */
+static void *
+h_track(void *p)
+{
+	if (p == NULL)
+		h_fail(H_WHERE, "out of memory");
+	if (h_nallocs == h_allocs_cap) {
+		h_allocs_cap = h_allocs_cap ? h_allocs_cap * 2 : 64;
+		h_allocs = realloc(h_allocs, h_allocs_cap * sizeof(*h_allocs));
+		if (h_allocs == NULL)
+			abort();
+	}
+	h_allocs[h_nallocs++] = p;
+	return p;
+}
+
+/* Format a string that lives until the end of the test. */
+char *
+h_strf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) == -1)
+		s = NULL;
+	va_end(ap);
+	return h_track(s);
+}
+
+/* Fail the test: dump every daemon's log on stderr, then abort with a tail. */
+void
+h_fail(const char *where, const char *fmt, ...)
+{
+	char msg[3500];
+	size_t i, n, first;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	n = r < 0 ? 0 : (size_t)r;
+	if (n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	for (i = 0; i < h_ndaemons; i++)
+		h_daemon_dump(h_daemons[i], where);
+	if (h_ndaemons > 0) {
+		struct h_daemon *d = h_daemons[h_ndaemons - 1];
+
+		pthread_mutex_lock(&d->mu);
+		first = d->nlines > 12 ? d->nlines - 12 : 0;
+		n += (size_t)snprintf(msg + n, sizeof(msg) - n,
+		    "\n--- last log lines of pid %d ---", (int)d->pid);
+		for (i = first; i < d->nlines && n < sizeof(msg) - 1; i++)
+			n += (size_t)snprintf(
+			    msg + n, sizeof(msg) - n, "\n%s", d->lines[i]);
+		pthread_mutex_unlock(&d->mu);
+	}
+	ck_abort_msg("%s: %s", where, msg);
+	abort();
+}
+
+/* Fail the test on a false assertion: its text, then the message. */
+void
+h_fail_cond(const char *where, const char *cond, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	h_fail(where, "'%s' failed: %s", cond, msg);
+}
+
+/* Make a directory and its parents. */
+static int
+h_mkdir_p(const char *path)
+{
+	char buf[PATH_MAX], *p;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -1;
+	for (p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) == -1 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(buf, 0755) == -1 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* Create this test's directory under $CP_TEST_TMPDIR, unique by pid. */
+const char *
+h_tmpdir(void)
+{
+	const char *base = getenv("CP_TEST_TMPDIR");
+
+	if (h_dir != NULL)
+		return h_dir;
+	if (base == NULL || *base == '\0')
+		base = "/tmp/circuitproxyd-e2e";
+	if (h_mkdir_p(base) == -1)
+		h_fail(H_WHERE, "mkdir -p %s: %s", base, strerror(errno));
+	if (asprintf(&h_dir, "%s/t%ld-%u", base, (long)getpid(), ++h_dir_seq) ==
+	    -1)
+		abort();
+	if (mkdir(h_dir, 0700) == -1)
+		h_fail(H_WHERE, "mkdir %s: %s", h_dir, strerror(errno));
+	return h_dir;
+}
+
+/* Return a path in the test's directory. */
+char *
+h_path(const char *name)
+{
+	return h_strf("%s/%s", h_tmpdir(), name);
+}
+
+/* Write a file in the test's directory; returns its path. */
+char *
+h_write_file(const char *name, const char *text)
+{
+	char *path = name[0] == '/' ? h_strf("%s", name) : h_path(name);
+	FILE *f = fopen(path, "w");
+
+	if (f == NULL)
+		h_fail(H_WHERE, "fopen %s: %s", path, strerror(errno));
+	fputs(text, f);
+	if (fclose(f) != 0)
+		h_fail(H_WHERE, "write %s: %s", path, strerror(errno));
+	return path;
+}
+
+/* Remove one entry of the test's directory tree. */
+static int
+h_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+/* Before each test: no SIGPIPE, a fresh directory. */
+static void
+h_setup(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	h_tmpdir();
+}
+
+/* After a test that passed: stop and free all it made, remove its files. */
+static void
+h_teardown(void)
+{
+	size_t i;
+
+	for (i = 0; i < h_nbackends; i++)
+		h_backend_free(h_backends[i]);
+	h_nbackends = 0;
+	for (i = 0; i < h_ndaemons; i++)
+		h_daemon_free(h_daemons[i]);
+	h_ndaemons = 0;
+	for (i = 0; i < h_nallocs; i++)
+		free(h_allocs[i]);
+	h_nallocs = 0;
+	h_nports = 0;
+	if (h_dir != NULL) {
+		nftw(h_dir, h_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		free(h_dir);
+		h_dir = NULL;
+	}
+}
+
+/* A test case of one test, with the harness fixture and a timeout. */
+TCase *
+h_tcase_new(const char *name)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_checked_fixture(tc, h_setup, h_teardown);
+	tcase_set_timeout(tc, H_TCASE_TIMEOUT);
+	return tc;
+}
+
+/* Run a suite; the exit status for make check. */
+int
+h_main(Suite *s)
+{
+	SRunner *sr;
+	int failed;
+
+	if (getenv("CIRCUITPROXYD") == NULL) {
+		fprintf(stderr,
+		    "CIRCUITPROXYD is not set: run under make "
+		    "check, or set it to the daemon's path\n");
+		return 99;
+	}
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+/* Parse "unix:/p", "[v6]:port" or "v4:port" into a socket address. */
+static int
+h_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[128];
+	const char *colon;
+	int port;
+
+	memset(ss, 0, sizeof(*ss));
+	if (strncmp(text, "unix:", 5) == 0) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+
+		if (strlen(text + 5) >= sizeof(sun->sun_path))
+			return -1;
+		sun->sun_family = AF_UNIX;
+		strcpy(sun->sun_path, text + 5);
+		*len = sizeof(*sun);
+		return 0;
+	}
+	colon = strrchr(text, ':');
+	if (colon == NULL || (size_t)(colon - text) >= sizeof(host))
+		return -1;
+	port = atoi(colon + 1);
+	if (text[0] == '[') {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		if (colon - text < 2 || colon[-1] != ']')
+			return -1;
+		memcpy(host, text + 1, (size_t)(colon - text - 2));
+		host[colon - text - 2] = '\0';
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return -1;
+		*len = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		memcpy(host, text, (size_t)(colon - text));
+		host[colon - text] = '\0';
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return -1;
+		*len = sizeof(*sin);
+	}
+	return 0;
+}
+
+/* Format a socket address as the daemon's logs do. */
+static void
+h_format_addr(const struct sockaddr *sa, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, ntohs(sin->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 =
+		    (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		snprintf(buf, len, "[%s]:%u", host, ntohs(sin6->sin6_port));
+	} else if (sa->sa_family == AF_UNIX)
+		snprintf(buf, len, "unix:%s",
+		    ((const struct sockaddr_un *)sa)->sun_path);
+	else
+		snprintf(buf, len, "?");
+}
+
+/* Bind a fresh socket to the loopback of a family, port 0 or given. */
+static int
+h_bind_loopback(int family, int port, bool reuse, struct sockaddr_storage *ss,
+    socklen_t *len)
+{
+	int fd, one = 1;
+
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_addr = in6addr_loopback;
+		sin6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sin->sin_port = htons((uint16_t)port);
+		*len = sizeof(*sin);
+	}
+	fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	if (family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (reuse)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)ss, *len) == -1 ||
+	    getsockname(fd, (struct sockaddr *)ss, len) == -1) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+/* Return the port of a bound inet socket address. */
+static int
+h_addr_port(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+}
+
+/*
+ * A listen address nobody uses now: the kernel picks a port for bind(0),
+ * which is closed again for the daemon to take (a tiny race, accepted).
+ * Ports are not handed out twice in one test.
+ */
+char *
+h_free_addr(int family)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int tries, fd, port;
+	size_t i;
+
+	if (family == AF_UNIX)
+		return h_strf("unix:%s/l%u.sock", h_tmpdir(), ++h_file_seq);
+	for (tries = 0; tries < 50; tries++) {
+		fd = h_bind_loopback(family, 0, false, &ss, &len);
+		if (fd == -1)
+			h_fail(H_WHERE, "bind to a free port: %s",
+			    strerror(errno));
+		port = h_addr_port(&ss);
+		close(fd);
+		for (i = 0; i < h_nports; i++)
+			if (h_ports[i] == port)
+				break;
+		if (i < h_nports)
+			continue;
+		if (h_nports < H_MAX_PORTS)
+			h_ports[h_nports++] = port;
+		if (family == AF_INET6)
+			return h_strf("[::1]:%d", port);
+		return h_strf("127.0.0.1:%d", port);
+	}
+	h_fail(H_WHERE, "no free port found");
+}
+
+/* Add one line to a daemon's log and wake its waiters. */
+static void
+h_daemon_add_line(struct h_daemon *d, const char *s, size_t len)
+{
+	char *line = malloc(len + 1);
+
+	if (line == NULL)
+		abort();
+	memcpy(line, s, len);
+	line[len] = '\0';
+	if (d->verbose)
+		fprintf(stderr, "[circuitproxyd %d] %s\n", (int)d->pid, line);
+	pthread_mutex_lock(&d->mu);
+	if (d->nlines == d->cap) {
+		d->cap = d->cap ? d->cap * 2 : 128;
+		d->lines = realloc(d->lines, d->cap * sizeof(*d->lines));
+		if (d->lines == NULL)
+			abort();
+	}
+	d->lines[d->nlines++] = line;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* The reader thread: split the daemon's stdout and stderr into lines. */
+static void *
+h_daemon_reader(void *arg)
+{
+	struct h_daemon *d = arg;
+	char buf[8192], *part = NULL;
+	size_t plen = 0, pcap = 0, start, i;
+	ssize_t n;
+
+	for (;;) {
+		n = read(d->log_fd, buf, sizeof(buf));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		start = 0;
+		for (i = 0; i < (size_t)n; i++) {
+			if (buf[i] != '\n')
+				continue;
+			if (plen == 0)
+				h_daemon_add_line(d, buf + start, i - start);
+			else {
+				if (plen + i - start > pcap) {
+					pcap = plen + i - start;
+					part = realloc(part, pcap);
+					if (part == NULL)
+						abort();
+				}
+				memcpy(part + plen, buf + start, i - start);
+				h_daemon_add_line(d, part, plen + i - start);
+				plen = 0;
+			}
+			start = i + 1;
+		}
+		if (start < (size_t)n) {
+			if (plen + (size_t)n - start > pcap) {
+				pcap = (plen + (size_t)n - start) * 2;
+				part = realloc(part, pcap);
+				if (part == NULL)
+					abort();
+			}
+			memcpy(part + plen, buf + start, (size_t)n - start);
+			plen += (size_t)n - start;
+		}
+	}
+	if (plen > 0)
+		h_daemon_add_line(d, part, plen);
+	free(part);
+	pthread_mutex_lock(&d->mu);
+	d->eof = true;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+	return NULL;
+}
+
+/* Build argv: optional $CP_TEST_WRAPPER words, the daemon, the arguments. */
+static size_t
+h_build_argv(const char **argv, size_t max, char **wrapbuf)
+{
+	const char *prog = getenv("CIRCUITPROXYD");
+	const char *wrap = getenv("CP_TEST_WRAPPER");
+	size_t n = 0;
+	char *w, *save = NULL;
+
+	if (prog == NULL)
+		h_fail(H_WHERE, "CIRCUITPROXYD is not set");
+	*wrapbuf = NULL;
+	if (wrap != NULL && *wrap != '\0') {
+		*wrapbuf = strdup(wrap);
+		for (w = strtok_r(*wrapbuf, " ", &save); w != NULL && n < max;
+		     w = strtok_r(NULL, " ", &save))
+			argv[n++] = w;
+	}
+	argv[n++] = prog;
+	return n;
+}
+
+/* The environment for a child: ours, minus service-manager variables. */
+static char **
+h_build_env(const char *notify)
+{
+	static const char *drop[] = {
+	    "NOTIFY_SOCKET=", "JOURNAL_STREAM=", "WATCHDOG_USEC=",
+	    "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES="};
+	size_t n = 0, i, k;
+	char **env;
+
+	while (environ[n] != NULL)
+		n++;
+	env = h_track(calloc(n + 2, sizeof(*env)));
+	for (i = 0, k = 0; i < n; i++) {
+		size_t j;
+
+		for (j = 0; j < sizeof(drop) / sizeof(drop[0]); j++)
+			if (strncmp(environ[i], drop[j], strlen(drop[j])) == 0)
+				break;
+		if (j == sizeof(drop) / sizeof(drop[0]))
+			env[k++] = environ[i];
+	}
+	if (notify != NULL)
+		env[k++] = h_strf("NOTIFY_SOCKET=%s", notify);
+	env[k] = NULL;
+	return env;
+}
+
+/*
+ * In the child, between fork and exec: only async-signal-safe calls. The
+ * daemon dies with the test (PR_SET_PDEATHSIG), even when the test fails
+ * and Check's child exits at once.
+ */
+static void
+h_child_exec(pid_t parent, int out, int err, const char **argv, char **env)
+{
+	int devnull = open("/dev/null", O_RDONLY);
+
+#ifdef __linux__
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
+#else
+	(void)parent;
+#endif
+	signal(SIGPIPE, SIG_DFL);
+	if (devnull != -1)
+		dup2(devnull, STDIN_FILENO);
+	dup2(out, STDOUT_FILENO);
+	dup2(err, STDERR_FILENO);
+	close_range(3, ~0u, 0);
+	execve(argv[0], (char *const *)argv, env);
+	write(STDERR_FILENO, "exec failed\n", 12);
+	_exit(127);
+}
+
+/* Spawn the daemon with "-c CONFIG" (if any) and more arguments. */
+static struct h_daemon *
+h_daemon_spawn_ap(const char *where, const char *config, va_list ap)
+{
+	const char *argv[H_MAX_ARGS + 8];
+	struct sockaddr_un sun;
+	struct h_daemon *d;
+	char *wrap, **env;
+	const char *a;
+	size_t n;
+	int p[2];
+	pid_t parent = getpid();
+
+	if (h_ndaemons == H_MAX_DAEMONS)
+		h_fail(where, "too many daemons in one test");
+	d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		abort();
+	pthread_mutex_init(&d->mu, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&d->cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	d->reader_joined = true;
+	d->log_fd = -1;
+	d->verbose = getenv("CP_TEST_VERBOSE") != NULL &&
+	    *getenv("CP_TEST_VERBOSE") != '\0';
+	h_daemons[h_ndaemons++] = d;
+
+	n = h_build_argv(argv, H_MAX_ARGS, &wrap);
+	h_track(wrap);
+	if (config != NULL) {
+		d->config_path = h_write_file(
+		    h_strf("circuitproxy-%u.ini", ++h_file_seq), config);
+		argv[n++] = "-c";
+		argv[n++] = d->config_path;
+	}
+	while ((a = va_arg(ap, const char *)) != NULL && n < H_MAX_ARGS)
+		argv[n++] = a;
+	argv[n] = NULL;
+
+	d->notify_path = h_path(h_strf("notify-%u.sock", ++h_file_seq));
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(d->notify_path) >= sizeof(sun.sun_path))
+		h_fail(where,
+		    "notify socket path too long: %s (set a "
+		    "shorter CP_TEST_TMPDIR)",
+		    d->notify_path);
+	strcpy(sun.sun_path, d->notify_path);
+	d->notify_fd =
+	    socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (d->notify_fd == -1 ||
+	    bind(d->notify_fd, (struct sockaddr *)&sun, sizeof(sun)) == -1)
+		h_fail(where, "notify socket %s: %s", d->notify_path,
+		    strerror(errno));
+	env = h_build_env(d->notify_path);
+
+	if (pipe2(p, O_CLOEXEC) == -1)
+		h_fail(where, "pipe: %s", strerror(errno));
+	d->pid = fork();
+	if (d->pid == -1)
+		h_fail(where, "fork: %s", strerror(errno));
+	if (d->pid == 0)
+		h_child_exec(parent, p[1], p[1], argv, env);
+	close(p[1]);
+	d->log_fd = p[0];
+	if (pthread_create(&d->reader, NULL, h_daemon_reader, d) != 0)
+		h_fail(where, "pthread_create failed");
+	d->reader_joined = false;
+	return d;
+}
+
+/* Spawn the daemon on a config text and extra arguments; do not wait. */
+struct h_daemon *
+h_daemon_spawn_args(const char *where, const char *config, ...)
+{
+	struct h_daemon *d;
+	va_list ap;
+
+	va_start(ap, config);
+	d = h_daemon_spawn_ap(where, config, ap);
+	va_end(ap);
+	return d;
+}
+
+/* Start the daemon and wait for READY=1; fail the test if it never comes. */
+struct h_daemon *
+h_daemon_start_args(const char *where, const char *config, ...)
+{
+	struct h_daemon *d;
+	va_list ap;
+
+	va_start(ap, config);
+	d = h_daemon_spawn_ap(where, config, ap);
+	va_end(ap);
+	if (!h_daemon_wait_ready(d, H_READY_MS)) {
+		if (d->exited)
+			h_fail(where,
+			    "the daemon exited with status %d "
+			    "before READY=1",
+			    d->status);
+		h_fail(where, "no READY=1 from the daemon within %d ms",
+		    H_READY_MS);
+	}
+	return d;
+}
+
+/* Read what has arrived on the notify socket; true if it said READY=1. */
+static void
+h_daemon_read_notify(struct h_daemon *d)
+{
+	char buf[4096], *line, *save = NULL;
+	ssize_t n;
+
+	while ((n = recv(d->notify_fd, buf, sizeof(buf) - 1, 0)) > 0) {
+		buf[n] = '\0';
+		for (line = strtok_r(buf, "\n", &save); line != NULL;
+		     line = strtok_r(NULL, "\n", &save)) {
+			char *old = d->notes;
+
+			if (strcmp(line, "READY=1") == 0)
+				d->ready = true;
+			if (asprintf(&d->notes, "%s%s\n", old ? old : "",
+				line) == -1)
+				abort();
+			free(old);
+		}
+	}
+}
+
+/* Reap the daemon if it has exited; true if it has. */
+static bool
+h_daemon_reap(struct h_daemon *d)
+{
+	int st;
+	pid_t r;
+
+	if (d->exited)
+		return true;
+	r = waitpid(d->pid, &st, WNOHANG);
+	if (r != d->pid)
+		return false;
+	d->exited = true;
+	if (WIFEXITED(st))
+		d->status = WEXITSTATUS(st);
+	else if (WIFSIGNALED(st))
+		d->status = 128 + WTERMSIG(st);
+	else
+		d->status = -1;
+	return true;
+}
+
+/*
+ * Wait for READY=1 on the notify socket, up to ms. Polls the socket in short
+ * slices so that a daemon that exits is noticed at once.
+ */
+bool
+h_daemon_wait_ready(struct h_daemon *d, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct pollfd pfd;
+
+	for (;;) {
+		h_daemon_read_notify(d);
+		if (d->ready)
+			return true;
+		if (h_daemon_reap(d)) {
+			h_daemon_read_notify(d);
+			return d->ready;
+		}
+		if (h_left(deadline) == 0)
+			return false;
+		pfd.fd = d->notify_fd;
+		pfd.events = POLLIN;
+		poll(&pfd, 1, h_left(deadline) < 20 ? h_left(deadline) : 20);
+	}
+}
+
+/* Wait until the log pipe is closed, up to ms; join the reader if so. */
+static void
+h_daemon_join_reader(struct h_daemon *d, int ms)
+{
+	struct timespec ts;
+	bool eof;
+
+	if (d->reader_joined)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&d->mu);
+	while (!d->eof)
+		if (pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT)
+			break;
+	eof = d->eof;
+	pthread_mutex_unlock(&d->mu);
+	if (eof) {
+		pthread_join(d->reader, NULL);
+		d->reader_joined = true;
+	}
+}
+
+/*
+ * Wait for the daemon to exit, up to ms: its exit code (128 + signal if
+ * killed), or -1 if it still runs. Its whole log is read by then.
+ */
+int
+h_daemon_wait_exit(struct h_daemon *d, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+
+	while (!h_daemon_reap(d)) {
+		if (h_left(deadline) == 0)
+			return -1;
+		poll(NULL, 0, 5);
+	}
+	h_daemon_join_reader(d, 2000);
+	return d->status;
+}
+
+/* Send a signal to the daemon. */
+void
+h_daemon_signal(struct h_daemon *d, int sig)
+{
+	if (!d->exited && kill(d->pid, sig) == -1)
+		h_fail(H_WHERE, "kill %d: %s", (int)d->pid, strerror(errno));
+}
+
+/* SIGTERM, then wait for the exit: its status. Fails if it does not exit. */
+int
+h_daemon_stop(struct h_daemon *d)
+{
+	int st;
+
+	if (d->exited)
+		return d->status;
+	h_daemon_signal(d, SIGTERM);
+	st = h_daemon_wait_exit(d, H_STOP_MS);
+	if (st == -1) {
+		h_daemon_dump(d, "stop");
+		kill(d->pid, SIGKILL);
+		h_daemon_wait_exit(d, H_STOP_MS);
+		h_fail(H_WHERE,
+		    "the daemon did not exit within %d ms of "
+		    "SIGTERM",
+		    H_STOP_MS);
+	}
+	return st;
+}
+
+/* Kill a daemon if it still runs, and free it. */
+static void
+h_daemon_free(struct h_daemon *d)
+{
+	size_t i;
+
+	if (d->pid > 0 && !d->exited) {
+		kill(d->pid, SIGKILL);
+		h_daemon_wait_exit(d, H_STOP_MS);
+	}
+	h_daemon_join_reader(d, 2000);
+	if (!d->reader_joined)
+		return; /* the reader may still touch it: leave it be */
+	if (d->log_fd != -1)
+		close(d->log_fd);
+	if (d->notify_fd > 0)
+		close(d->notify_fd);
+	for (i = 0; i < d->nlines; i++)
+		free(d->lines[i]);
+	free(d->lines);
+	free(d->notes);
+	pthread_mutex_destroy(&d->mu);
+	pthread_cond_destroy(&d->cv);
+	free(d);
+}
+
+/* Return the daemon's pid. */
+pid_t
+h_daemon_pid(const struct h_daemon *d)
+{
+	return d->pid;
+}
+
+/* Return the path of the daemon's config file. */
+const char *
+h_daemon_config(const struct h_daemon *d)
+{
+	return d->config_path;
+}
+
+/* Has the daemon sent this line (e.g. "STOPPING=1") on the notify socket? */
+bool
+h_daemon_notified(struct h_daemon *d, const char *what)
+{
+	const char *p;
+	size_t len = strlen(what);
+
+	h_daemon_read_notify(d);
+	for (p = d->notes; p != NULL && *p != '\0';) {
+		if (strncmp(p, what, len) == 0 && p[len] == '\n')
+			return true;
+		p = strchr(p, '\n');
+		if (p != NULL)
+			p++;
+	}
+	return false;
+}
+
+/* Print a daemon's whole log on stderr, for a failing test. */
+void
+h_daemon_dump(struct h_daemon *d, const char *why)
+{
+	size_t i;
+
+	pthread_mutex_lock(&d->mu);
+	fprintf(stderr, "=== %s: log of circuitproxyd pid %d (%s%s) ===\n", why,
+	    (int)d->pid, d->config_path ? "config " : "no config",
+	    d->config_path ? d->config_path : "");
+	for (i = 0; i < d->nlines; i++)
+		fprintf(stderr, "| %s\n", d->lines[i]);
+	fprintf(stderr, "=== end of log (%zu lines) ===\n", d->nlines);
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* Does a logfmt line hold this field (see harness.h for the rule)? */
+bool
+h_line_has(const char *line, const char *pat)
+{
+	size_t len = strlen(pat);
+	const char *p = line;
+
+	if (len == 0)
+		return true;
+	while ((p = strstr(p, pat)) != NULL) {
+		bool start = p == line || p[-1] == ' ';
+		bool end =
+		    pat[len - 1] == '=' || p[len] == '\0' || p[len] == ' ';
+
+		if (start && end)
+			return true;
+		p++;
+	}
+	return false;
+}
+
+/* Does a line hold every pattern? */
+static bool
+h_line_has_all(const char *line, const char **pats, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!h_line_has(line, pats[i]))
+			return false;
+	return true;
+}
+
+/* Collect a NULL-terminated list of patterns. */
+static size_t
+h_collect(const char **pats, va_list ap)
+{
+	size_t n = 0;
+	const char *p;
+
+	while ((p = va_arg(ap, const char *)) != NULL) {
+		if (n == H_MAX_PATTERNS)
+			h_fail(H_WHERE, "too many patterns");
+		pats[n++] = p;
+	}
+	return n;
+}
+
+/* Return how many lines the log holds now: a mark for the *_after calls. */
+size_t
+h_log_mark(struct h_daemon *d)
+{
+	size_t n;
+
+	pthread_mutex_lock(&d->mu);
+	n = d->nlines;
+	pthread_mutex_unlock(&d->mu);
+	return n;
+}
+
+/* Return line i of the log, or NULL. */
+const char *
+h_log_line(struct h_daemon *d, size_t i)
+{
+	const char *s = NULL;
+
+	pthread_mutex_lock(&d->mu);
+	if (i < d->nlines)
+		s = d->lines[i];
+	pthread_mutex_unlock(&d->mu);
+	return s;
+}
+
+/* Wait for a first match at or after line `from`; NULL on timeout or EOF. */
+static const char *
+h_wait_log_ap(
+    struct h_daemon *d, size_t from, int ms, const char **pats, size_t n)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	const char *found = NULL;
+	struct timespec ts;
+	size_t i = from;
+
+	ts.tv_sec = (time_t)(deadline / 1000);
+	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	pthread_mutex_lock(&d->mu);
+	for (;;) {
+		for (; i < d->nlines; i++)
+			if (h_line_has_all(d->lines[i], pats, n)) {
+				found = d->lines[i];
+				goto out;
+			}
+		if (d->eof)
+			break;
+		if (pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT) {
+			for (; i < d->nlines; i++)
+				if (h_line_has_all(d->lines[i], pats, n)) {
+					found = d->lines[i];
+					goto out;
+				}
+			break;
+		}
+	}
+out:
+	pthread_mutex_unlock(&d->mu);
+	return found;
+}
+
+/* Wait up to ms for a line from `from` on holding every pattern. */
+const char *
+h_wait_log_v(struct h_daemon *d, size_t from, int ms, ...)
+{
+	const char *pats[H_MAX_PATTERNS];
+	size_t n;
+	va_list ap;
+
+	va_start(ap, ms);
+	n = h_collect(pats, ap);
+	va_end(ap);
+	return h_wait_log_ap(d, from, ms, pats, n);
+}
+
+/* Like h_wait_log_v, but fail the test (showing the log) on timeout. */
+const char *
+h_expect_log_v(const char *where, struct h_daemon *d, size_t from, int ms, ...)
+{
+	const char *pats[H_MAX_PATTERNS], *line;
+	char want[1024];
+	size_t n, i, o = 0;
+	va_list ap;
+
+	va_start(ap, ms);
+	n = h_collect(pats, ap);
+	va_end(ap);
+	line = h_wait_log_ap(d, from, ms, pats, n);
+	if (line != NULL)
+		return line;
+	want[0] = '\0';
+	for (i = 0; i < n && o < sizeof(want) - 1; i++)
+		o += (size_t)snprintf(
+		    want + o, sizeof(want) - o, "%s%s", i ? " " : "", pats[i]);
+	h_fail(where, "no log line with [%s] from line %zu within %d ms%s",
+	    want, from, ms, d->eof ? " (the daemon's log is closed)" : "");
+}
+
+/* Count the lines from `from` on that hold every pattern. */
+unsigned
+h_count_log_v(struct h_daemon *d, size_t from, ...)
+{
+	const char *pats[H_MAX_PATTERNS];
+	unsigned count = 0;
+	size_t n, i;
+	va_list ap;
+
+	va_start(ap, from);
+	n = h_collect(pats, ap);
+	va_end(ap);
+	pthread_mutex_lock(&d->mu);
+	for (i = from; i < d->nlines; i++)
+		if (h_line_has_all(d->lines[i], pats, n))
+			count++;
+	pthread_mutex_unlock(&d->mu);
+	return count;
+}
+
+/*
+ * Wait up to ms until at least `want` lines from `from` on hold every
+ * pattern; returns the count then (or at the deadline).
+ */
+unsigned
+h_wait_count_v(struct h_daemon *d, size_t from, unsigned want, int ms, ...)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	const char *pats[H_MAX_PATTERNS];
+	unsigned count = 0;
+	struct timespec ts;
+	size_t n, i = from;
+	va_list ap;
+
+	va_start(ap, ms);
+	n = h_collect(pats, ap);
+	va_end(ap);
+	ts.tv_sec = (time_t)(deadline / 1000);
+	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	pthread_mutex_lock(&d->mu);
+	for (;;) {
+		for (; i < d->nlines; i++)
+			if (h_line_has_all(d->lines[i], pats, n))
+				count++;
+		if (count >= want || d->eof)
+			break;
+		if (pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT) {
+			for (; i < d->nlines; i++)
+				if (h_line_has_all(d->lines[i], pats, n))
+					count++;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&d->mu);
+	return count;
+}
+
+/* The index of a line returned by a wait, for h_*_after; fails if unknown. */
+size_t
+h_log_index(struct h_daemon *d, const char *line)
+{
+	size_t i;
+
+	pthread_mutex_lock(&d->mu);
+	for (i = 0; i < d->nlines; i++)
+		if (d->lines[i] == line)
+			break;
+	pthread_mutex_unlock(&d->mu);
+	if (line == NULL || i == d->nlines)
+		h_fail(H_WHERE, "not a line of this daemon's log");
+	return i;
+}
+
+/* Wait up to ms for the log to grow past n lines; false if it did not. */
+bool
+h_log_wait_more(struct h_daemon *d, size_t n, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct timespec ts;
+	bool more;
+
+	ts.tv_sec = (time_t)(deadline / 1000);
+	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	pthread_mutex_lock(&d->mu);
+	while (d->nlines <= n && !d->eof)
+		if (pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT)
+			break;
+	more = d->nlines > n;
+	pthread_mutex_unlock(&d->mu);
+	return more;
+}
+
+/* Return the whole log as one string (lines joined by newlines). */
+char *
+h_log_text(struct h_daemon *d)
+{
+	size_t i, len = 1, o = 0;
+	char *s;
+
+	pthread_mutex_lock(&d->mu);
+	for (i = 0; i < d->nlines; i++)
+		len += strlen(d->lines[i]) + 1;
+	s = h_track(malloc(len));
+	for (i = 0; i < d->nlines; i++)
+		o += (size_t)sprintf(s + o, "%s\n", d->lines[i]);
+	s[o] = '\0';
+	pthread_mutex_unlock(&d->mu);
+	return s;
+}
+
+/* Copy the value of a logfmt key of a line into buf (unquoted); found? */
+bool
+h_log_value(const char *line, const char *key, char *buf, size_t len)
+{
+	char pat[128];
+	const char *p = line;
+	size_t o = 0, klen;
+
+	snprintf(pat, sizeof(pat), "%s=", key);
+	klen = strlen(pat);
+	for (;;) {
+		p = strstr(p, pat);
+		if (p == NULL)
+			return false;
+		if (p == line || p[-1] == ' ')
+			break;
+		p++;
+	}
+	p += klen;
+	if (len == 0)
+		return true;
+	if (*p == '"') {
+		for (p++; *p != '\0' && *p != '"'; p++) {
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			if (o + 1 < len)
+				buf[o++] = *p;
+		}
+	} else {
+		for (; *p != '\0' && *p != ' '; p++)
+			if (o + 1 < len)
+				buf[o++] = *p;
+	}
+	buf[o] = '\0';
+	return true;
+}
+
+/* The value of a key as a number, or NAN if absent or not a number. */
+double
+h_log_double(const char *line, const char *key)
+{
+	char buf[64], *end;
+	double v;
+
+	if (line == NULL || !h_log_value(line, key, buf, sizeof(buf)))
+		return NAN;
+	v = strtod(buf, &end);
+	if (end == buf || *end != '\0')
+		return NAN;
+	return v;
+}
+
+/* The ISO-8601 timestamp that starts a line, in ms since the epoch; or -1. */
+int64_t
+h_log_time_ms(const char *line)
+{
+	struct tm tm;
+	int y, mo, da, h, mi, s, used = 0;
+	int64_t ms = 0, t;
+	const char *p;
+
+	if (sscanf(line, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &da, &h, &mi, &s,
+		&used) != 6 ||
+	    used == 0)
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = da;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = s;
+	t = (int64_t)timegm(&tm) * 1000;
+	p = line + used;
+	if (*p == '.' || *p == ',') {
+		int64_t scale = 100;
+
+		for (p++; *p >= '0' && *p <= '9'; p++) {
+			ms += (*p - '0') * scale;
+			scale /= 10;
+		}
+	}
+	if (*p == '+' || *p == '-') {
+		int oh = 0, om = 0;
+
+		if (sscanf(p + 1, "%2d:%2d", &oh, &om) < 1 &&
+		    sscanf(p + 1, "%2d%2d", &oh, &om) < 1)
+			return -1;
+		t -= (*p == '+' ? 1 : -1) * ((int64_t)oh * 3600 + om * 60) *
+		    1000;
+	} else if (*p != 'Z')
+		return -1;
+	return t + ms;
+}
+
+/* Append bytes to a growable buffer. */
+static void
+h_buf_add(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+	if (*len + n + 1 > *cap) {
+		*cap = (*len + n + 1) * 2;
+		*buf = realloc(*buf, *cap);
+		if (*buf == NULL)
+			abort();
+	}
+	memcpy(*buf + *len, s, n);
+	*len += n;
+	(*buf)[*len] = '\0';
+}
+
+/* Run the daemon with arguments to its exit, capturing stdout and stderr. */
+void
+h_run_args(struct h_run *r, const char *first, ...)
+{
+	const char *argv[H_MAX_ARGS + 8], *a;
+	size_t n, olen = 0, ocap = 0, elen = 0, ecap = 0;
+	char *wrap, **env, buf[4096];
+	struct pollfd pfd[2];
+	uint64_t deadline = h_now_ms() + 2 * H_WAIT_MS;
+	int op[2], ep[2], st, open_fds = 2;
+	pid_t pid, parent = getpid();
+	va_list ap;
+
+	n = h_build_argv(argv, H_MAX_ARGS, &wrap);
+	h_track(wrap);
+	va_start(ap, first);
+	for (a = first; a != NULL && n < H_MAX_ARGS;
+	     a = va_arg(ap, const char *))
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+	env = h_build_env(NULL);
+	if (pipe2(op, O_CLOEXEC) == -1 || pipe2(ep, O_CLOEXEC) == -1)
+		h_fail(H_WHERE, "pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid == -1)
+		h_fail(H_WHERE, "fork: %s", strerror(errno));
+	if (pid == 0)
+		h_child_exec(parent, op[1], ep[1], argv, env);
+	close(op[1]);
+	close(ep[1]);
+	r->out = NULL;
+	r->err = NULL;
+	h_buf_add(&r->out, &olen, &ocap, "", 0);
+	h_buf_add(&r->err, &elen, &ecap, "", 0);
+	pfd[0].fd = op[0];
+	pfd[1].fd = ep[0];
+	pfd[0].events = pfd[1].events = POLLIN;
+	while (open_fds > 0 && h_left(deadline) > 0) {
+		int i;
+
+		if (poll(pfd, 2, h_left(deadline)) <= 0)
+			continue;
+		for (i = 0; i < 2; i++) {
+			ssize_t got;
+
+			if (pfd[i].fd == -1 || pfd[i].revents == 0)
+				continue;
+			got = read(pfd[i].fd, buf, sizeof(buf));
+			if (got > 0 && i == 0)
+				h_buf_add(
+				    &r->out, &olen, &ocap, buf, (size_t)got);
+			else if (got > 0)
+				h_buf_add(
+				    &r->err, &elen, &ecap, buf, (size_t)got);
+			else if (got == 0 || errno != EINTR) {
+				close(pfd[i].fd);
+				pfd[i].fd = -1;
+				open_fds--;
+			}
+		}
+	}
+	h_track(r->out);
+	h_track(r->err);
+	r->status = -1;
+	for (;;) {
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			r->status = WIFEXITED(st) ? WEXITSTATUS(st)
+						  : 128 + WTERMSIG(st);
+			break;
+		}
+		if (h_left(deadline) == 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			break;
+		}
+		poll(NULL, 0, 5);
+	}
+	if (pfd[0].fd != -1)
+		close(pfd[0].fd);
+	if (pfd[1].fd != -1)
+		close(pfd[1].fd);
+}
+
+/* Count the lines of a text (a last line without newline counts). */
+unsigned
+h_count_lines(const char *s)
+{
+	unsigned n = 0;
+
+	for (; *s != '\0'; s++)
+		if (*s == '\n' || s[1] == '\0')
+			n++;
+	return n;
+}
+
+/* Return line i (from 0) of a text without its newline, or NULL. */
+char *
+h_line_at(const char *s, unsigned i)
+{
+	const char *end;
+
+	while (i > 0 && s != NULL) {
+		s = strchr(s, '\n');
+		if (s != NULL)
+			s++;
+		i--;
+	}
+	if (s == NULL || *s == '\0')
+		return NULL;
+	end = strchr(s, '\n');
+	return h_strf("%.*s", (int)(end ? end - s : (ptrdiff_t)strlen(s)), s);
+}
+
+/* Make a descriptor non-blocking. */
+static void
+h_nonblock(int fd)
+{
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+/* Wait for events on a connection's fd, or the backend's stop; false on stop. */
+static bool
+h_conn_wait(struct h_conn *c, short events)
+{
+	struct pollfd pfd[2];
+
+	pfd[0].fd = c->fd;
+	pfd[0].events = events;
+	pfd[1].fd = c->b->stop[0];
+	pfd[1].events = POLLIN;
+	for (;;) {
+		if (poll(pfd, 2, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		if (pfd[1].revents != 0)
+			return false;
+		if (pfd[0].revents != 0)
+			return true;
+	}
+}
+
+/* Read some bytes from a connection: >0, 0 at EOF, -1 on error or stop. */
+static ssize_t
+h_conn_read(struct h_conn *c, char *buf, size_t len)
+{
+	ssize_t n;
+
+	for (;;) {
+		if (!h_conn_wait(c, POLLIN))
+			return -1;
+		n = recv(c->fd, buf, len, 0);
+		if (n >= 0)
+			return n;
+		if (errno != EAGAIN && errno != EINTR)
+			return -1;
+	}
+}
+
+/* Write all bytes to a connection; false on error or stop. */
+static bool
+h_conn_write(struct h_conn *c, const char *buf, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = send(c->fd, buf, len, MSG_NOSIGNAL);
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n == -1 && errno != EAGAIN && errno != EINTR)
+			return false;
+		if (!h_conn_wait(c, POLLOUT))
+			return false;
+	}
+	return true;
+}
+
+/* Serve one accepted connection the way its kind says. */
+static void *
+h_conn_main(void *arg)
+{
+	struct h_conn *c = arg;
+	struct h_backend *b = c->b;
+	char buf[65536], *all = NULL;
+	size_t alen = 0, acap = 0;
+	struct linger lg = {1, 0};
+	ssize_t n;
+
+	switch (c->kind) {
+	case H_ECHO:
+		while ((n = h_conn_read(c, buf, sizeof(buf))) > 0)
+			if (!h_conn_write(c, buf, (size_t)n))
+				break;
+		if (n == 0)
+			shutdown(c->fd, SHUT_WR);
+		break;
+	case H_REPLY_EOF:
+		while ((n = h_conn_read(c, buf, sizeof(buf))) > 0)
+			if (alen + (size_t)n <= H_REPLY_MAX)
+				h_buf_add(&all, &alen, &acap, buf, (size_t)n);
+		if (n == 0 && b->banner != NULL)
+			h_conn_write(c, b->banner, strlen(b->banner));
+		else if (n == 0 && alen > 0)
+			h_conn_write(c, all, alen);
+		break;
+	case H_BANNER:
+		if (b->banner != NULL)
+			h_conn_write(c, b->banner, strlen(b->banner));
+		while (h_conn_read(c, buf, sizeof(buf)) > 0)
+			;
+		break;
+	case H_RESET:
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		break;
+	case H_SILENT:
+		while (h_conn_read(c, buf, sizeof(buf)) > 0)
+			;
+		break;
+	default:
+		break;
+	}
+	free(all);
+	close(c->fd);
+	c->fd = -1;
+	pthread_mutex_lock(&b->mu);
+	b->active--;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+	return NULL;
+}
+
+/* The acceptor thread: a connection thread per client, up to a bound. */
+static void *
+h_backend_acceptor(void *arg)
+{
+	struct h_backend *b = arg;
+	struct pollfd pfd[3];
+	pthread_attr_t attr;
+	struct h_conn *c;
+	int fd;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	pfd[0].fd = b->lfd;
+	pfd[1].fd = b->wake[0];
+	pfd[2].fd = b->stop[0];
+	pfd[0].events = pfd[1].events = pfd[2].events = POLLIN;
+	for (;;) {
+		if (poll(pfd, 3, -1) == -1 && errno != EINTR)
+			break;
+		if (pfd[1].revents != 0 || pfd[2].revents != 0)
+			break;
+		if (pfd[0].revents == 0)
+			continue;
+		fd = accept4(b->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd == -1)
+			continue;
+		c = calloc(1, sizeof(*c));
+		if (c == NULL)
+			abort();
+		c->b = b;
+		c->fd = fd;
+		c->kind = (enum h_kind)atomic_load(&b->kind);
+		pthread_mutex_lock(&b->mu);
+		b->accepted++;
+		if (b->nconns < H_MAX_CONNS &&
+		    pthread_create(&c->thread, &attr, h_conn_main, c) == 0) {
+			b->conns[b->nconns++] = c;
+			b->active++;
+		} else {
+			close(fd);
+			free(c);
+		}
+		pthread_cond_broadcast(&b->cv);
+		pthread_mutex_unlock(&b->mu);
+	}
+	pthread_attr_destroy(&attr);
+	return NULL;
+}
+
+/* Bind the backend's socket to its address (the first time: a new one). */
+static void
+h_backend_bind(struct h_backend *b, bool again)
+{
+	int one = 1;
+
+	if (b->family == AF_UNIX) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&b->ss;
+
+		if (!again) {
+			char *p = h_path(h_strf("b%u.sock", ++h_file_seq));
+
+			memset(&b->ss, 0, sizeof(b->ss));
+			sun->sun_family = AF_UNIX;
+			if (strlen(p) >= sizeof(sun->sun_path))
+				h_fail(H_WHERE, "path too long: %s", p);
+			strcpy(sun->sun_path, p);
+			b->sslen = sizeof(*sun);
+		}
+		unlink(sun->sun_path);
+		b->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (b->lfd == -1 ||
+		    bind(b->lfd, (struct sockaddr *)&b->ss, b->sslen) == -1)
+			h_fail(H_WHERE, "bind %s: %s", sun->sun_path,
+			    strerror(errno));
+	} else if (!again) {
+		b->lfd = h_bind_loopback(b->family, 0, true, &b->ss, &b->sslen);
+		if (b->lfd == -1)
+			h_fail(H_WHERE, "bind a backend: %s", strerror(errno));
+	} else {
+		b->lfd = socket(b->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (b->family == AF_INET6)
+			setsockopt(b->lfd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+			    sizeof(one));
+		setsockopt(b->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(b->lfd, (struct sockaddr *)&b->ss, b->sslen) == -1)
+			h_fail(
+			    H_WHERE, "rebind %s: %s", b->addr, strerror(errno));
+	}
+	h_format_addr((struct sockaddr *)&b->ss, b->addr, sizeof(b->addr));
+}
+
+/* Listen and start accepting. */
+static void
+h_backend_listen(struct h_backend *b)
+{
+	if (listen(b->lfd, 128) == -1)
+		h_fail(H_WHERE, "listen %s: %s", b->addr, strerror(errno));
+	h_nonblock(b->lfd);
+	if (pthread_create(&b->acceptor, NULL, h_backend_acceptor, b) != 0)
+		h_fail(H_WHERE, "pthread_create failed");
+	b->accepting = true;
+}
+
+/* Stop accepting (connections already accepted go on). */
+static void
+h_backend_unlisten(struct h_backend *b)
+{
+	char c = 0;
+
+	if (!b->accepting)
+		return;
+	if (write(b->wake[1], &c, 1) != 1)
+		abort();
+	pthread_join(b->acceptor, NULL);
+	if (read(b->wake[0], &c, 1) != 1)
+		abort();
+	b->accepting = false;
+}
+
+/*
+ * The blackhole: listen(fd, 0) lets one connection wait in the accept queue
+ * (Linux refuses a SYN once the queue holds more than the backlog). Fill it
+ * with a connection nobody accepts, plus a few more whose SYNs are dropped:
+ * every later SYN is dropped too, so a connect to it neither succeeds nor
+ * fails until its own timeout. The first filler must be established before
+ * the others are sent, so that it is the one that takes the slot.
+ */
+static void
+h_backend_blackhole(struct h_backend *b)
+{
+	struct pollfd pfd;
+	int i;
+
+	if (b->family != AF_INET && b->family != AF_INET6)
+		h_fail(H_WHERE, "a blackhole needs an inet family");
+	if (listen(b->lfd, 0) == -1)
+		h_fail(H_WHERE, "listen: %s", strerror(errno));
+	for (i = 0; i < H_BLACKHOLE_FILL; i++) {
+		b->fill[i] = socket(
+		    b->family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (b->fill[i] == -1)
+			h_fail(H_WHERE, "socket: %s", strerror(errno));
+		if (connect(b->fill[i], (struct sockaddr *)&b->ss, b->sslen) ==
+			-1 &&
+		    errno != EINPROGRESS)
+			h_fail(
+			    H_WHERE, "fill the blackhole: %s", strerror(errno));
+		if (i > 0)
+			continue;
+		pfd.fd = b->fill[0];
+		pfd.events = POLLOUT;
+		if (poll(&pfd, 1, H_WAIT_MS) != 1)
+			h_fail(H_WHERE,
+			    "the blackhole's first filler did not "
+			    "connect");
+	}
+}
+
+/* Start a backend of a kind on the loopback of a family (or a unix path). */
+struct h_backend *
+h_backend_new(enum h_kind kind, int family)
+{
+	struct h_backend *b;
+	int i;
+
+	if (h_nbackends == H_MAX_BACKENDS)
+		h_fail(H_WHERE, "too many backends in one test");
+	b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		abort();
+	pthread_mutex_init(&b->mu, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&b->cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	for (i = 0; i < H_BLACKHOLE_FILL; i++)
+		b->fill[i] = -1;
+	b->family = family;
+	b->lfd = -1;
+	atomic_store(&b->kind, (int)kind);
+	if (pipe2(b->wake, O_CLOEXEC) == -1 || pipe2(b->stop, O_CLOEXEC) == -1)
+		h_fail(H_WHERE, "pipe: %s", strerror(errno));
+	h_backends[h_nbackends++] = b;
+	h_backend_bind(b, false);
+	if (kind == H_BLACKHOLE)
+		h_backend_blackhole(b);
+	else if (kind != H_REFUSE)
+		h_backend_listen(b);
+	return b;
+}
+
+/*
+ * Change what the backend does. Between listening kinds it applies to the
+ * next connection; to H_REFUSE the listener is closed and the address bound
+ * again without listening; from H_REFUSE it starts listening.
+ */
+void
+h_backend_set_kind(struct h_backend *b, enum h_kind kind)
+{
+	enum h_kind cur = (enum h_kind)atomic_load(&b->kind);
+
+	if (cur == H_BLACKHOLE || kind == H_BLACKHOLE)
+		h_fail(H_WHERE, "a blackhole stays a blackhole");
+	if (cur == kind)
+		return;
+	atomic_store(&b->kind, (int)kind);
+	if (kind == H_REFUSE) {
+		h_backend_unlisten(b);
+		close(b->lfd);
+		h_backend_bind(b, true);
+	} else if (cur == H_REFUSE)
+		h_backend_listen(b);
+}
+
+/* Set what H_BANNER sends first and H_REPLY_EOF sends after EOF. */
+void
+h_backend_set_banner(struct h_backend *b, const char *text)
+{
+	b->banner = h_strf("%s", text);
+}
+
+/* Return the address text for a config's "server =" line. */
+const char *
+h_backend_addr(const struct h_backend *b)
+{
+	return b->addr;
+}
+
+/* How many connections the backend has accepted. */
+unsigned
+h_backend_accepted(struct h_backend *b)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&b->mu);
+	n = b->accepted;
+	pthread_mutex_unlock(&b->mu);
+	return n;
+}
+
+/* How many connections the backend holds open now. */
+unsigned
+h_backend_active(struct h_backend *b)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&b->mu);
+	n = b->active;
+	pthread_mutex_unlock(&b->mu);
+	return n;
+}
+
+/* Wait until a counter of the backend reaches n; false on timeout. */
+static bool
+h_backend_wait(struct h_backend *b, const unsigned *counter, unsigned n, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct timespec ts;
+	bool ok;
+
+	ts.tv_sec = (time_t)(deadline / 1000);
+	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	pthread_mutex_lock(&b->mu);
+	while (*counter < n)
+		if (pthread_cond_timedwait(&b->cv, &b->mu, &ts) == ETIMEDOUT)
+			break;
+	ok = *counter >= n;
+	pthread_mutex_unlock(&b->mu);
+	return ok;
+}
+
+/* Wait until the backend has accepted n connections in all. */
+bool
+h_backend_wait_accepted(struct h_backend *b, unsigned n, int ms)
+{
+	return h_backend_wait(b, &b->accepted, n, ms);
+}
+
+/* Wait until the backend holds n connections open at once. */
+bool
+h_backend_wait_active(struct h_backend *b, unsigned n, int ms)
+{
+	return h_backend_wait(b, &b->active, n, ms);
+}
+
+/* Stop the backend: no more accepting; its connections are closed. */
+void
+h_backend_stop(struct h_backend *b)
+{
+	char c = 0;
+	size_t i;
+	int k;
+
+	if (b->stopped)
+		return;
+	b->stopped = true;
+	if (write(b->stop[1], &c, 1) != 1)
+		abort();
+	if (b->accepting)
+		pthread_join(b->acceptor, NULL);
+	b->accepting = false;
+	for (i = 0; i < b->nconns; i++) {
+		pthread_join(b->conns[i]->thread, NULL);
+		free(b->conns[i]);
+	}
+	b->nconns = 0;
+	for (k = 0; k < H_BLACKHOLE_FILL; k++)
+		if (b->fill[k] != -1)
+			close(b->fill[k]);
+	if (b->lfd != -1)
+		close(b->lfd);
+	b->lfd = -1;
+	if (b->family == AF_UNIX)
+		unlink(((struct sockaddr_un *)&b->ss)->sun_path);
+}
+
+/* Stop and free a backend. */
+static void
+h_backend_free(struct h_backend *b)
+{
+	h_backend_stop(b);
+	close(b->wake[0]);
+	close(b->wake[1]);
+	close(b->stop[0]);
+	close(b->stop[1]);
+	pthread_mutex_destroy(&b->mu);
+	pthread_cond_destroy(&b->cv);
+	free(b);
+}
+
+/* Name an outcome, for messages. */
+const char *
+h_outcome_name(enum h_outcome o)
+{
+	static const char *names[] = {
+	    "data", "eof", "reset", "timeout", "refused", "error"};
+
+	return (unsigned)o < sizeof(names) / sizeof(names[0]) ? names[o] : "?";
+}
+
+/* Connect to an address within ms: a non-blocking fd, or -1 with errno. */
+int
+h_connect(const char *addr, int ms)
+{
+	struct sockaddr_storage ss;
+	struct pollfd pfd;
+	socklen_t len, elen = sizeof(int);
+	int fd, err = 0;
+
+	if (h_parse_addr(addr, &ss, &len) == -1)
+		h_fail(H_WHERE, "bad address %s", addr);
+	fd =
+	    socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&ss, len) == 0)
+		return fd;
+	if (errno != EINPROGRESS && errno != EAGAIN) {
+		err = errno;
+		goto fail;
+	}
+	pfd.fd = fd;
+	pfd.events = POLLOUT;
+	if (poll(&pfd, 1, ms) != 1) {
+		err = ETIMEDOUT;
+		goto fail;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == -1)
+		err = errno;
+	if (err == 0)
+		return fd;
+fail:
+	close(fd);
+	errno = err;
+	return -1;
+}
+
+/* Connect or fail the test. */
+int
+h_connect_ok_at(const char *where, const char *addr)
+{
+	int fd = h_connect(addr, H_WAIT_MS);
+
+	if (fd == -1)
+		h_fail(where, "connect to %s: %s", addr, strerror(errno));
+	return fd;
+}
+
+/* The local address of a socket, as the daemon logs a client. */
+char *
+h_sock_name(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char buf[160];
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+		return h_strf("?");
+	h_format_addr((struct sockaddr *)&ss, buf, sizeof(buf));
+	return h_strf("%s", buf);
+}
+
+/* Send every byte within ms: 0, or -1 with errno (ETIMEDOUT at the end). */
+int
+h_send_all(int fd, const void *buf, size_t len, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	const char *p = buf;
+	struct pollfd pfd;
+	ssize_t n;
+
+	while (len > 0) {
+		n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n == -1 && errno != EAGAIN && errno != EINTR)
+			return -1;
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		if (h_left(deadline) == 0 ||
+		    poll(&pfd, 1, h_left(deadline)) == 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Map a failed recv to an outcome. */
+static enum h_outcome
+h_recv_error(void)
+{
+	return errno == ECONNRESET ? H_OUT_RESET : H_OUT_ERROR;
+}
+
+/* What happens first on a socket within ms; data is left unread. */
+enum h_outcome
+h_next_event(int fd, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct pollfd pfd;
+	ssize_t n;
+	char c;
+
+	for (;;) {
+		n = recv(fd, &c, 1, MSG_PEEK);
+		if (n > 0)
+			return H_OUT_DATA;
+		if (n == 0)
+			return H_OUT_EOF;
+		if (errno != EAGAIN && errno != EINTR)
+			return h_recv_error();
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (h_left(deadline) == 0 ||
+		    poll(&pfd, 1, h_left(deadline)) == 0)
+			return H_OUT_TIMEOUT;
+	}
+}
+
+/* Read exactly len bytes within ms: H_OUT_DATA, or what stopped it. */
+enum h_outcome
+h_recv_exact(int fd, void *buf, size_t len, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct pollfd pfd;
+	char *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		n = recv(fd, p, len, 0);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			return H_OUT_EOF;
+		if (errno != EAGAIN && errno != EINTR)
+			return h_recv_error();
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (h_left(deadline) == 0 ||
+		    poll(&pfd, 1, h_left(deadline)) == 0)
+			return H_OUT_TIMEOUT;
+	}
+	return H_OUT_DATA;
+}
+
+/*
+ * Read until the peer closes, within ms: returns how it ended (EOF, reset,
+ * timeout) with everything read before in *buf (NUL-terminated).
+ */
+enum h_outcome
+h_recv_all(int fd, char **buf, size_t *len, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	char chunk[16384], *all = NULL;
+	size_t alen = 0, acap = 0;
+	enum h_outcome out;
+	struct pollfd pfd;
+	ssize_t n;
+
+	h_buf_add(&all, &alen, &acap, "", 0);
+	for (;;) {
+		n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n > 0) {
+			h_buf_add(&all, &alen, &acap, chunk, (size_t)n);
+			continue;
+		}
+		if (n == 0) {
+			out = H_OUT_EOF;
+			break;
+		}
+		if (errno != EAGAIN && errno != EINTR) {
+			out = h_recv_error();
+			break;
+		}
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (h_left(deadline) == 0 ||
+		    poll(&pfd, 1, h_left(deadline)) == 0) {
+			out = H_OUT_TIMEOUT;
+			break;
+		}
+	}
+	*buf = h_track(all);
+	*len = alen;
+	return out;
+}
+
+/*
+ * One client that connects and waits for the first thing to happen, up to
+ * ms: the outcome, and the time from the connect call to it in *elapsed.
+ */
+enum h_outcome
+h_client_try(const char *addr, int ms, uint64_t *elapsed)
+{
+	uint64_t t0 = h_now_ms();
+	enum h_outcome out;
+	int fd;
+
+	fd = h_connect(addr, ms);
+	if (fd == -1)
+		out = errno == ECONNREFUSED ? H_OUT_REFUSED
+		    : errno == ETIMEDOUT    ? H_OUT_TIMEOUT
+					    : H_OUT_ERROR;
+	else {
+		out = h_next_event(fd, ms);
+		close(fd);
+	}
+	if (elapsed != NULL)
+		*elapsed = h_now_ms() - t0;
+	return out;
+}
+
+/* Connect, send a message and read the same bytes back; true if so. */
+bool
+h_echo_roundtrip(const char *addr, const char *msg, int ms)
+{
+	size_t len = strlen(msg);
+	char *back = h_track(calloc(1, len + 1));
+	bool ok;
+	int fd;
+
+	fd = h_connect(addr, ms);
+	if (fd == -1)
+		return false;
+	ok = h_send_all(fd, msg, len, ms) == 0 &&
+	    h_recv_exact(fd, back, len, ms) == H_OUT_DATA &&
+	    memcmp(back, msg, len) == 0;
+	close(fd);
+	return ok;
+}
+
+/* Close a client socket if open. */
+void
+h_close(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Seed a pseudo-random stream. */
+void
+h_rand_init(struct h_rand *r, uint64_t seed)
+{
+	r->s = seed != 0 ? seed : 0x9E3779B97F4A7C15ULL;
+	r->cur = 0;
+	r->used = 8;
+}
+
+/* Fill a buffer from a xorshift64* stream: the same seed, the same bytes. */
+void
+h_rand_fill(struct h_rand *r, void *buf, size_t len)
+{
+	unsigned char *p = buf;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (r->used == 8) {
+			r->s ^= r->s >> 12;
+			r->s ^= r->s << 25;
+			r->s ^= r->s >> 27;
+			r->cur = r->s * 0x2545F4914F6CDD1DULL;
+			r->used = 0;
+		}
+		p[i] = (unsigned char)(r->cur >> (8 * r->used++));
+	}
+}

@@ -1,3 +1,177 @@
+/*
+ * The end-to-end harness: the real daemon started on a config snippet and
+ * watched through its log lines, backends and clients on real sockets, all
+ * on 127.0.0.1, ::1 or unix paths in a temporary directory. Plain C and
+ * POSIX threads; every wait has a deadline and waits on its condition, never
+ * a blind sleep. Readiness is sd_notify READY=1 on a test socket.
+ */
 #ifndef CP_HARNESS_H
 #define CP_HARNESS_H
+
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#include <check.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Generous deadlines: sanitizers and valgrind on a loaded two-core box. */
+#define H_READY_MS 10000
+#define H_WAIT_MS 5000
+#define H_STOP_MS 10000
+#define H_TCASE_TIMEOUT 30
+
+/* Fixtures, temporary files and allocation tied to one test. */
+TCase *h_tcase_new(const char *);
+#define H_TEST(suite, fn)                                                      \
+	do {                                                                   \
+		TCase *h_tc_ = h_tcase_new(#fn);                               \
+		tcase_add_test(h_tc_, fn);                                     \
+		suite_add_tcase((suite), h_tc_);                               \
+	} while (0)
+int h_main(Suite *);
+const char *h_tmpdir(void);
+char *h_strf(const char *, ...) __attribute__((format(printf, 1, 2)));
+char *h_path(const char *);
+char *h_write_file(const char *, const char *);
+uint64_t h_now_ms(void);
+#define H_STR(x) H_STR2(x)
+#define H_STR2(x) #x
+#define H_WHERE __FILE__ ":" H_STR(__LINE__)
+void h_fail(const char *, const char *, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+void h_fail_cond(const char *, const char *, const char *, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
+/* Assert, failing with a message and the daemons' logs on stderr. */
+#define h_assert(cond, ...)                                                    \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			h_fail_cond(H_WHERE, #cond, __VA_ARGS__);              \
+	} while (0)
+
+/* Free listen addresses: "127.0.0.1:P", "[::1]:P" or "unix:DIR/lN.sock". */
+char *h_free_addr(int);
+#define h_free_addr4() h_free_addr(AF_INET)
+
+/* The daemon under test, its log captured line by line. */
+struct h_daemon;
+struct h_daemon *h_daemon_spawn_args(const char *, const char *, ...);
+#define h_daemon_spawn(...)                                                    \
+	h_daemon_spawn_args(H_WHERE, __VA_ARGS__, (const char *)NULL)
+struct h_daemon *h_daemon_start_args(const char *, const char *, ...);
+#define h_daemon_start(...)                                                    \
+	h_daemon_start_args(H_WHERE, __VA_ARGS__, (const char *)NULL)
+bool h_daemon_wait_ready(struct h_daemon *, int);
+int h_daemon_wait_exit(struct h_daemon *, int);
+int h_daemon_stop(struct h_daemon *);
+void h_daemon_signal(struct h_daemon *, int);
+pid_t h_daemon_pid(const struct h_daemon *);
+const char *h_daemon_config(const struct h_daemon *);
+bool h_daemon_notified(struct h_daemon *, const char *);
+void h_daemon_dump(struct h_daemon *, const char *);
+
+/*
+ * Log lines. A pattern matches a logfmt field: it starts the line or follows
+ * a space, and ends the field (a space or the end of the line follows)
+ * unless it ends in '=' ("retry_after=" matches any value). A line matches
+ * when it holds every pattern of a NULL-terminated list.
+ */
+size_t h_log_mark(struct h_daemon *);
+const char *h_log_line(struct h_daemon *, size_t);
+const char *h_wait_log_v(struct h_daemon *, size_t, int, ...);
+#define h_wait_log(d, ms, ...)                                                 \
+	h_wait_log_v((d), 0, (ms), __VA_ARGS__, (const char *)NULL)
+#define h_wait_log_after(d, mark, ms, ...)                                     \
+	h_wait_log_v((d), (mark), (ms), __VA_ARGS__, (const char *)NULL)
+const char *h_expect_log_v(const char *, struct h_daemon *, size_t, int, ...);
+#define h_expect_log(d, ms, ...)                                               \
+	h_expect_log_v(H_WHERE, (d), 0, (ms), __VA_ARGS__, (const char *)NULL)
+#define h_expect_log_after(d, mark, ms, ...)                                   \
+	h_expect_log_v(                                                        \
+	    H_WHERE, (d), (mark), (ms), __VA_ARGS__, (const char *)NULL)
+unsigned h_count_log_v(struct h_daemon *, size_t, ...);
+#define h_count_log(d, ...)                                                    \
+	h_count_log_v((d), 0, __VA_ARGS__, (const char *)NULL)
+#define h_count_log_after(d, mark, ...)                                        \
+	h_count_log_v((d), (mark), __VA_ARGS__, (const char *)NULL)
+unsigned h_wait_count_v(struct h_daemon *, size_t, unsigned, int, ...);
+#define h_wait_count(d, want, ms, ...)                                         \
+	h_wait_count_v((d), 0, (want), (ms), __VA_ARGS__, (const char *)NULL)
+#define h_wait_count_after(d, mark, want, ms, ...)                             \
+	h_wait_count_v(                                                        \
+	    (d), (mark), (want), (ms), __VA_ARGS__, (const char *)NULL)
+size_t h_log_index(struct h_daemon *, const char *);
+bool h_log_wait_more(struct h_daemon *, size_t, int);
+bool h_line_has(const char *, const char *);
+bool h_log_value(const char *, const char *, char *, size_t);
+double h_log_double(const char *, const char *);
+int64_t h_log_time_ms(const char *);
+char *h_log_text(struct h_daemon *);
+
+/* A command run to its end, its output captured (for -t, -V, -h...). */
+struct h_run {
+	int status; /* exit code, 128 + signal, or -1 on timeout */
+	char *out;  /* stdout, NUL-terminated */
+	char *err;  /* stderr */
+};
+void h_run_args(struct h_run *, const char *, ...);
+#define h_run(r, ...) h_run_args((r), __VA_ARGS__, (const char *)NULL)
+unsigned h_count_lines(const char *);
+char *h_line_at(const char *, unsigned);
+
+/* Backends: each a socket and (when listening) a thread per connection. */
+enum h_kind {
+	H_ECHO,	     /* echoes every byte back; FIN after the client's */
+	H_REPLY_EOF, /* reads until EOF, then sends back all it read, closes */
+	H_BANNER,    /* sends its banner at once, then reads until EOF */
+	H_CLOSE,     /* accepts and closes at once (FIN, no byte sent) */
+	H_RESET,     /* accepts and resets at once (RST, no byte sent) */
+	H_SILENT,    /* accepts, never sends, reads until EOF */
+	H_REFUSE,    /* a bound port with no listener: connect is refused */
+	H_BLACKHOLE, /* a full accept queue: SYNs dropped, connect times out */
+};
+struct h_backend;
+struct h_backend *h_backend_new(enum h_kind, int);
+#define h_backend(kind) h_backend_new((kind), AF_INET)
+void h_backend_set_kind(struct h_backend *, enum h_kind);
+void h_backend_set_banner(struct h_backend *, const char *);
+const char *h_backend_addr(const struct h_backend *);
+unsigned h_backend_accepted(struct h_backend *);
+unsigned h_backend_active(struct h_backend *);
+bool h_backend_wait_accepted(struct h_backend *, unsigned, int);
+bool h_backend_wait_active(struct h_backend *, unsigned, int);
+void h_backend_stop(struct h_backend *);
+
+/* Clients. Sockets are non-blocking; every call takes a deadline in ms. */
+enum h_outcome {
+	H_OUT_DATA,    /* bytes arrived */
+	H_OUT_EOF,     /* an orderly close */
+	H_OUT_RESET,   /* ECONNRESET */
+	H_OUT_TIMEOUT, /* nothing before the deadline */
+	H_OUT_REFUSED, /* connect refused */
+	H_OUT_ERROR,   /* anything else; errno tells */
+};
+const char *h_outcome_name(enum h_outcome);
+int h_connect(const char *, int);
+int h_connect_ok_at(const char *, const char *);
+#define h_connect_ok(addr) h_connect_ok_at(H_WHERE, (addr))
+char *h_sock_name(int);
+int h_send_all(int, const void *, size_t, int);
+enum h_outcome h_next_event(int, int);
+enum h_outcome h_recv_exact(int, void *, size_t, int);
+enum h_outcome h_recv_all(int, char **, size_t *, int);
+enum h_outcome h_client_try(const char *, int, uint64_t *);
+bool h_echo_roundtrip(const char *, const char *, int);
+void h_close(int);
+
+/* Deterministic pseudo-random bytes, to send and check large streams. */
+struct h_rand {
+	uint64_t s;
+	uint64_t cur;
+	unsigned used;
+};
+void h_rand_init(struct h_rand *, uint64_t);
+void h_rand_fill(struct h_rand *, void *, size_t);
+
 #endif
