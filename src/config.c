@@ -607,6 +607,45 @@ config_cpu_count(void)
 }
 
 /*
+ * Parse window: a bare number (even "1.5", which is then refused) counts
+ * attempts; a number with a unit is a duration.
+ */
+static int
+config_window_set(
+    const struct config_key *k, void *base, const char *value, char **cause)
+{
+	unsigned *calls = (unsigned *)((char *)base + k->off2);
+	uint64_t *ms = (uint64_t *)((char *)base + k->off);
+	uint64_t u;
+	int r;
+
+	*cause = NULL;
+	if (value[0] != '\0' && value[strspn(value, "0123456789.")] == '\0') {
+		r = config_parse_uint(value, &u);
+		if (r == 0 && u >= k->min && u <= k->max) {
+			*calls = (unsigned)u;
+			*ms = 0;
+			return 0;
+		}
+		if (r != -1)
+			return config_out_of_range(
+			    value, k->min, k->max, 0, cause);
+	} else if (parse_duration(value, &u, cause) == 0) {
+		if (u < WINDOW_MS_MIN || u > WINDOW_MS_MAX)
+			return config_out_of_range(
+			    value, WINDOW_MS_MIN, WINDOW_MS_MAX, 1, cause);
+		*calls = 0;
+		*ms = u;
+		return 0;
+	}
+	free(*cause);
+	xasprintf(cause,
+	    "invalid value '%s' (expected a number of attempts or a duration)",
+	    value);
+	return -1;
+}
+
+/*
  * Parse one value into the struct a key lives in (struct config for global
  * keys, struct upstream_conf for upstream ones). 0, or -1 with *cause.
  */
@@ -632,30 +671,7 @@ config_key_set(
 		*(uint64_t *)field = u;
 		return 0;
 	case CONFIG_T_WINDOW:
-		if (value[0] != '\0' &&
-		    value[strspn(value, "0123456789")] == '\0') {
-			if (config_parse_uint(value, &u) != 0 || u < k->min ||
-			    u > k->max)
-				return config_out_of_range(
-				    value, k->min, k->max, 0, cause);
-			*(unsigned *)((char *)base + k->off2) = (unsigned)u;
-			*(uint64_t *)field = 0;
-			return 0;
-		}
-		if (parse_duration(value, &u, cause) != 0) {
-			free(*cause);
-			xasprintf(cause,
-			    "invalid window '%s' (expected a "
-			    "number of attempts or a duration)",
-			    value);
-			return -1;
-		}
-		if (u < WINDOW_MS_MIN || u > WINDOW_MS_MAX)
-			return config_out_of_range(
-			    value, WINDOW_MS_MIN, WINDOW_MS_MAX, 1, cause);
-		*(unsigned *)((char *)base + k->off2) = 0;
-		*(uint64_t *)field = u;
-		return 0;
+		return config_window_set(k, base, value, cause);
 	case CONFIG_T_PERCENT:
 		if (parse_percent(value, &d, cause) != 0)
 			return -1;
@@ -836,14 +852,15 @@ config_section_apply(struct config_parse *cp, const struct config_section *sec,
 			    k->name, label, seen[ki]);
 			continue;
 		}
+		/* Set even if the value is bad: "not set" would be noise. */
+		if (seen[ki] == 0)
+			seen[ki] = pair->line;
 		if (config_key_set(k, base, pair->value, &cause) != 0) {
 			config_error_add(cp->errs, cp->path, pair->line,
 			    "%s: %s", k->name, cause);
 			free(cause);
 			continue;
 		}
-		if (seen[ki] == 0)
-			seen[ki] = pair->line;
 		if (k->type == CONFIG_T_LISTEN && lines != NULL) {
 			*lines =
 			    xrealloc(*lines, uc->nlisten * sizeof(**lines));
@@ -1110,6 +1127,7 @@ config_build(struct config_parse *cp)
 	int gseen[CONFIG_NKEYS], dseen[CONFIG_NKEYS];
 	const struct config_section *sec;
 	size_t i, n = 0, server = config_key_index("server");
+	size_t listen = config_key_index("listen");
 
 	cfg = xcalloc(1, sizeof(*cfg));
 	cfg->path = xstrdup(cp->path);
@@ -1163,7 +1181,7 @@ config_build(struct config_parse *cp)
 		if (info[i].seen[server] == 0)
 			config_error_add(cp->errs, cp->path, uc->line,
 			    "upstream '%s': 'server' is not set", uc->name);
-		if (uc->nlisten == 0 && !info[i].backup_of)
+		if (info[i].seen[listen] == 0 && !info[i].backup_of)
 			config_error_add(cp->errs, cp->path, uc->line,
 			    "upstream '%s': 'listen' is not set and no other "
 			    "upstream names it as backup",
