@@ -313,10 +313,18 @@ config_parse_section(struct config_parse *cp, const char *p)
 	char text[256];
 	size_t len, i;
 
+	cp->sections =
+	    xrealloc(cp->sections, (cp->nsections + 1) * sizeof(*cp->sections));
+	sec = &cp->sections[cp->nsections];
+	memset(sec, 0, sizeof(*sec));
+	sec->line = cp->line;
+	sec->kind = CONFIG_SECTION_IGNORED;
+	cp->current = (int)cp->nsections++;
+
+	/* The keys under a header we cannot use are skipped, not reported. */
 	if (close == NULL) {
 		config_error_add(cp->errs, cp->path, cp->line,
 		    "unterminated section header '%s'", p);
-		cp->current = -1;
 		return;
 	}
 	after = close + 1;
@@ -337,13 +345,6 @@ config_parse_section(struct config_parse *cp, const char *p)
 	memcpy(text, p, len);
 	text[len] = '\0';
 
-	cp->sections =
-	    xrealloc(cp->sections, (cp->nsections + 1) * sizeof(*cp->sections));
-	sec = &cp->sections[cp->nsections];
-	memset(sec, 0, sizeof(*sec));
-	sec->line = cp->line;
-	cp->current = (int)cp->nsections++;
-
 	if (strcmp(text, "global") == 0)
 		sec->kind = CONFIG_SECTION_GLOBAL;
 	else if (strcmp(text, "defaults") == 0)
@@ -355,7 +356,6 @@ config_parse_section(struct config_parse *cp, const char *p)
 			    "invalid upstream name '%s' (1 to 64 letters, "
 			    "digits, '_', '.' or '-')",
 			    name);
-			sec->kind = CONFIG_SECTION_IGNORED;
 			return;
 		}
 		sec->kind = CONFIG_SECTION_UPSTREAM;
@@ -377,7 +377,6 @@ config_parse_section(struct config_parse *cp, const char *p)
 		    "unknown section '[%s]' (expected [global], [defaults] "
 		    "or [upstream:NAME])",
 		    text);
-		sec->kind = CONFIG_SECTION_IGNORED;
 	}
 }
 

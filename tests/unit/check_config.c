@@ -213,6 +213,7 @@ static const struct {
     {"18446744073709551h", 0, "duration '18446744073709551h' is too long"},
 };
 
+/* Check one duration row. */
 START_TEST(test_duration)
 {
 	uint64_t ms = 12345;
@@ -248,6 +249,7 @@ static const struct {
     {5400000, "90m"},
 };
 
+/* Check one format_duration row. */
 START_TEST(test_format_duration)
 {
 	char buf[32];
@@ -284,6 +286,7 @@ static const struct {
     {"50%%", 0, "invalid percentage '50%%'"},
 };
 
+/* Check one percentage row. */
 START_TEST(test_percent)
 {
 	char *cause = NULL;
@@ -323,6 +326,7 @@ static const struct {
     {"y", -1},
 };
 
+/* Check one boolean row. */
 START_TEST(test_bool)
 {
 	char *cause = NULL, *want;
@@ -366,6 +370,7 @@ static const struct {
 	"unix:/run/circuitproxy/admin.sock"},
 };
 
+/* Parse one good address and format it back. */
 START_TEST(test_addr_good)
 {
 	char *cause = NULL, buf[ADDR_TEXT_MAX + 8];
@@ -435,6 +440,7 @@ static const struct {
     {LONG40 LONG40 LONG40 LONG40 ":1", 0, "address longer than 127 characters"},
 };
 
+/* Refuse one bad address with its exact cause. */
 START_TEST(test_addr_bad)
 {
 	char *cause = NULL;
@@ -495,6 +501,7 @@ static const struct {
     {"*:80", "unix:/run/a", 0},
 };
 
+/* Check one pair of listen addresses. */
 START_TEST(test_overlap)
 {
 	struct addr a, b;
@@ -525,6 +532,7 @@ static const struct {
     {"[::ffff:10.0.0.1]:1", 0},
 };
 
+/* Check whether one address counts as loopback. */
 START_TEST(test_local)
 {
 	char *cause;
@@ -764,6 +772,7 @@ static const struct {
     {BASE "[global]\nworkers = 3\n", NULL, "workers", 3, NULL},
 };
 
+/* Load one good config and check its value. */
 START_TEST(test_good)
 {
 	struct config *cfg = test_load_ok(good_rows[_i].ini);
@@ -795,7 +804,7 @@ static const struct {
     {"[global]\nworkers ; = 2\n", 2,
 	"expected 'key = value' or '[section]': 'workers ; = 2'"},
     {"[global]\n= 5\n", 2, "missing key before '=': '= 5'"},
-    {"[global\n", 1, "unterminated section header '[global'"},
+    {"[global\nworkers = 2\n", 1, "unterminated section header '[global'"},
     {"[global] junk\n", 1, "unexpected text after section header: 'junk'"},
     {"workers = 2\n[global]\n", 1, "key 'workers' is outside of any section"},
     {"[foo]\nx = 1\ny = 2\n", 1,
@@ -1011,6 +1020,7 @@ static const struct {
 	"admin_token is not set"},
 };
 
+/* Load one bad config and check its only error. */
 START_TEST(test_bad)
 {
 	struct config_errors errs;
@@ -1317,6 +1327,7 @@ static const struct {
     {"dry_run", CONFIG_SCOPE_UPSTREAM},
 };
 
+/* Find one key of SPEC.md in the table. */
 START_TEST(test_key_table)
 {
 	const struct config_key *k = config_key_find(key_rows[_i].name);
