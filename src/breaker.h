@@ -29,12 +29,12 @@ enum breaker_error {
 };
 
 enum breaker_reason {
-	BREAKER_REASON_NONE,              /* time-driven: open->half_open, force expiry */
+	BREAKER_REASON_NONE,              /* time-driven: open->half_open */
 	BREAKER_REASON_CONSECUTIVE,       /* "consecutive_failures" */
 	BREAKER_REASON_RATE,              /* "failure_rate" */
 	BREAKER_REASON_HALF_OPEN_FAILURE, /* "half_open_failure" */
 	BREAKER_REASON_SUCCESS,           /* half_open -> closed on success_threshold */
-	BREAKER_REASON_MANUAL,            /* "manual": force-open/force-closed/reset */
+	BREAKER_REASON_MANUAL,            /* "manual": force-open/force-closed/reset, force expiry */
 	BREAKER_REASON_COUNT
 };
 
@@ -75,7 +75,12 @@ struct breaker_ticket {
 	int64_t retry_after_ms;          /* at a reject: until it leaves open; -1 none */
 };
 
-/* Passed to the transition callback, which runs under the breaker's lock. */
+/*
+ * Passed to the transition callback, which runs under the breaker's lock (so
+ * an upstream's log lines come out in event order) in whichever thread made
+ * the change. The callback must not call into the same breaker: it would
+ * deadlock.
+ */
 struct breaker_transition {
 	enum breaker_state from;
 	enum breaker_state to;
@@ -83,7 +88,7 @@ struct breaker_transition {
 	unsigned consecutive_failures;
 	unsigned window_attempts;
 	unsigned window_failures;
-	int64_t retry_after_ms;          /* when to = open/forced_open; -1 none */
+	int64_t retry_after_ms;          /* breaker_retry_after() in state to */
 	uint64_t now_ms;
 };
 
@@ -93,7 +98,7 @@ typedef void (*breaker_transition_cb)(const struct breaker_transition *, void *)
 struct breaker_stats {
 	enum breaker_state state;
 	uint64_t state_since_ms;         /* monotonic */
-	int64_t retry_after_ms;          /* -1 unless open (or forced with a lifetime) */
+	int64_t retry_after_ms;          /* as breaker_retry_after() */
 	uint64_t recovery_timeout_ms;    /* the current (or next) open duration */
 	unsigned consecutive_failures;
 	unsigned window_attempts;
