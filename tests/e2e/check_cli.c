@@ -298,9 +298,14 @@ START_TEST(cli_log_level_overrides)
 }
 END_TEST
 
-/* The start line: version, workers and upstreams; a listen line each. */
+/*
+ * The start line gives version, workers and upstreams; each listener has
+ * its listen line; and READY=1 means every listener is bound, so clients
+ * on each address are relayed at once.
+ */
 START_TEST(cli_start_and_listen_lines)
 {
+	struct h_backend *s1 = h_backend(H_ECHO), *s2 = h_backend(H_ECHO);
 	const char *a1 = h_free_addr4(), *a2 = h_free_addr4();
 	const char *b1 = h_free_addr4();
 	struct h_daemon *d = h_daemon_start(h_strf("[global]\n"
@@ -310,54 +315,58 @@ START_TEST(cli_start_and_listen_lines)
 						   "[upstream:one]\n"
 						   "listen = %s\n"
 						   "listen = %s\n"
-						   "server = 127.0.0.1:9\n"
+						   "server = %s\n"
 						   "[upstream:two]\n"
 						   "listen = %s\n"
-						   "server = 127.0.0.1:9\n",
-	    a1, a2, b1));
-	int fd;
+						   "server = %s\n",
+	    a1, a2, h_backend_addr(s1), b1, h_backend_addr(s2)));
 
-	/* READY means every listener is bound: connects succeed at once. */
-	fd = h_connect_ok(a1);
-	close(fd);
-	fd = h_connect_ok(a2);
-	close(fd);
-	fd = h_connect_ok(b1);
-	close(fd);
+	h_assert(h_echo_roundtrip(a1, "one", H_WAIT_MS), "via %s", a1);
+	h_assert(h_echo_roundtrip(a2, "one again", H_WAIT_MS), "via %s", a2);
+	h_assert(h_echo_roundtrip(b1, "two", H_WAIT_MS), "via %s", b1);
 	h_expect_log(d, H_WAIT_MS, "level=info", "event=start", "version=0.1.0",
 	    "workers=2", "upstreams=2");
-	h_expect_log(d, H_WAIT_MS, "event=listen", "upstream=one",
+	h_expect_log(d, H_WAIT_MS, "level=info", "event=listen", "upstream=one",
 	    h_strf("addr=%s", a1));
 	h_expect_log(d, H_WAIT_MS, "event=listen", "upstream=one",
 	    h_strf("addr=%s", a2));
 	h_expect_log(d, H_WAIT_MS, "event=listen", "upstream=two",
 	    h_strf("addr=%s", b1));
 	h_assert(h_count_log(d, "event=listen") == 3,
-	    "%u listen lines for 3 "
-	    "listeners",
-	    h_count_log(d, "event=listen"));
-	h_assert(h_count_log(d, "event=start") == 1, "start lines");
+	    "%u listen lines for 3 listeners", h_count_log(d, "event=listen"));
+	h_assert(h_count_log(d, "event=start") == 1, "%u start lines",
+	    h_count_log(d, "event=start"));
 	h_assert(h_daemon_stop(d) == 0, "exit status");
 }
 END_TEST
 
-/* SIGTERM and SIGINT stop it cleanly: exit 0 and an event=stop line. */
+/*
+ * SIGTERM and SIGINT stop it cleanly: exit 0 and an event=stop line. A
+ * quiet stop says nothing at warning level or above.
+ */
 START_TEST(cli_stop_on_signals)
 {
-	struct h_daemon *d;
+	struct h_daemon *d1, *d2;
+	unsigned warn;
 	int st;
 
-	d = h_daemon_start(good_config());
-	st = h_daemon_stop(d);
+	d1 = h_daemon_start(good_config());
+	st = h_daemon_stop(d1);
 	h_assert(st == 0, "SIGTERM: exit %d", st);
-	h_expect_log(d, 0, "level=info", "event=stop", "reason=SIGTERM",
+	h_expect_log(d1, 0, "level=info", "event=stop", "reason=SIGTERM",
 	    "drained=", "closed=");
 
-	d = h_daemon_start(good_config());
-	h_daemon_signal(d, SIGINT);
-	st = h_daemon_wait_exit(d, H_STOP_MS);
+	d2 = h_daemon_start(good_config());
+	h_daemon_signal(d2, SIGINT);
+	st = h_daemon_wait_exit(d2, H_STOP_MS);
 	h_assert(st == 0, "SIGINT: exit %d", st);
-	h_expect_log(d, 0, "event=stop", "reason=SIGINT");
+	h_expect_log(d2, 0, "event=stop", "reason=SIGINT");
+
+	warn = h_count_log(d1, "level=warning") +
+	    h_count_log(d1, "level=error") + h_count_log(d2, "level=warning") +
+	    h_count_log(d2, "level=error");
+	h_assert(
+	    warn == 0, "%u warning or error lines in two quiet stops", warn);
 }
 END_TEST
 
@@ -379,14 +388,9 @@ START_TEST(cli_log_line_format)
 	const char *line;
 	regex_t re;
 	size_t i;
-	int fd;
 
-	fd = h_connect_ok(lis);
-	h_next_event(fd, H_WAIT_MS);
-	close(fd);
-	fd = h_connect_ok(lis);
-	h_next_event(fd, H_WAIT_MS);
-	close(fd);
+	h_client_try(lis, H_WAIT_MS, NULL, NULL);
+	h_client_try(lis, H_WAIT_MS, NULL, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=reject");
 	h_assert(h_daemon_stop(d) == 0, "exit status");
 	h_assert(

@@ -136,7 +136,7 @@ static void *
 h_track(void *p)
 {
 	if (p == NULL)
-		h_fail(H_WHERE, "out of memory");
+		return NULL;
 	if (h_nallocs == h_allocs_cap) {
 		h_allocs_cap = h_allocs_cap ? h_allocs_cap * 2 : 64;
 		h_allocs = realloc(h_allocs, h_allocs_cap * sizeof(*h_allocs));
@@ -145,6 +145,17 @@ h_track(void *p)
 	}
 	h_allocs[h_nallocs++] = p;
 	return p;
+}
+
+/* Allocate zeroed memory that lives until the end of the test. */
+static void *
+h_alloc(size_t n)
+{
+	void *p = calloc(1, n);
+
+	if (p == NULL)
+		h_fail(H_WHERE, "out of memory");
+	return h_track(p);
 }
 
 /* Format a string that lives until the end of the test. */
@@ -156,7 +167,7 @@ h_strf(const char *fmt, ...)
 
 	va_start(ap, fmt);
 	if (vasprintf(&s, fmt, ap) == -1)
-		s = NULL;
+		h_fail(H_WHERE, "out of memory");
 	va_end(ap);
 	return h_track(s);
 }
@@ -615,7 +626,7 @@ h_build_env(const char *notify)
 
 	while (environ[n] != NULL)
 		n++;
-	env = h_track(calloc(n + 2, sizeof(*env)));
+	env = h_alloc((n + 2) * sizeof(*env));
 	for (i = 0, k = 0; i < n; i++) {
 		size_t j;
 
@@ -1239,7 +1250,7 @@ h_log_text(struct h_daemon *d)
 	pthread_mutex_lock(&d->mu);
 	for (i = 0; i < d->nlines; i++)
 		len += strlen(d->lines[i]) + 1;
-	s = h_track(malloc(len));
+	s = h_alloc(len);
 	for (i = 0; i < d->nlines; i++)
 		o += (size_t)sprintf(s + o, "%s\n", d->lines[i]);
 	s[o] = '\0';
@@ -1937,15 +1948,22 @@ h_outcome_name(enum h_outcome o)
 	return (unsigned)o < sizeof(names) / sizeof(names[0]) ? names[o] : "?";
 }
 
-/* Connect to an address within ms: a non-blocking fd, or -1 with errno. */
+/*
+ * Connect to an address within ms: a non-blocking fd, or -1 with errno.
+ * The local address goes to *name (if given) as soon as the kernel picks
+ * it, so a client that the daemon resets before the connect is seen to
+ * complete (-1, ECONNRESET) can still be found in the log.
+ */
 int
-h_connect(const char *addr, int ms)
+h_connect_name(const char *addr, int ms, char **name)
 {
 	struct sockaddr_storage ss;
 	struct pollfd pfd;
 	socklen_t len, elen = sizeof(int);
 	int fd, err = 0;
 
+	if (name != NULL)
+		*name = NULL;
 	if (h_parse_addr(addr, &ss, &len) == -1)
 		h_fail(H_WHERE, "bad address %s", addr);
 	fd =
@@ -1953,11 +1971,13 @@ h_connect(const char *addr, int ms)
 	if (fd == -1)
 		return -1;
 	if (connect(fd, (struct sockaddr *)&ss, len) == 0)
-		return fd;
+		goto done;
 	if (errno != EINPROGRESS && errno != EAGAIN) {
 		err = errno;
 		goto fail;
 	}
+	if (name != NULL)
+		*name = h_sock_name(fd);
 	pfd.fd = fd;
 	pfd.events = POLLOUT;
 	if (poll(&pfd, 1, ms) != 1) {
@@ -1966,12 +1986,23 @@ h_connect(const char *addr, int ms)
 	}
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == -1)
 		err = errno;
-	if (err == 0)
-		return fd;
+	if (err != 0)
+		goto fail;
+done:
+	if (name != NULL && *name == NULL)
+		*name = h_sock_name(fd);
+	return fd;
 fail:
 	close(fd);
 	errno = err;
 	return -1;
+}
+
+/* Connect to an address within ms: a non-blocking fd, or -1 with errno. */
+int
+h_connect(const char *addr, int ms)
+{
+	return h_connect_name(addr, ms, NULL);
 }
 
 /* Connect or fail the test. */
@@ -2131,22 +2162,38 @@ h_recv_all(int fd, char **buf, size_t *len, int ms)
 	return out;
 }
 
+/* The outcome of a failed connect. */
+static enum h_outcome
+h_connect_outcome(int err)
+{
+	switch (err) {
+	case ECONNREFUSED:
+		return H_OUT_REFUSED;
+	case ECONNRESET:
+		return H_OUT_RESET;
+	case ETIMEDOUT:
+		return H_OUT_TIMEOUT;
+	default:
+		return H_OUT_ERROR;
+	}
+}
+
 /*
  * One client that connects and waits for the first thing to happen, up to
- * ms: the outcome, and the time from the connect call to it in *elapsed.
+ * ms: the outcome, the time from the connect call to it in *elapsed, and
+ * the client's address in *name (both may be NULL). A reset that comes
+ * before the connect is seen to complete is a reset too.
  */
 enum h_outcome
-h_client_try(const char *addr, int ms, uint64_t *elapsed)
+h_client_try(const char *addr, int ms, uint64_t *elapsed, char **name)
 {
 	uint64_t t0 = h_now_ms();
 	enum h_outcome out;
 	int fd;
 
-	fd = h_connect(addr, ms);
+	fd = h_connect_name(addr, ms, name);
 	if (fd == -1)
-		out = errno == ECONNREFUSED ? H_OUT_REFUSED
-		    : errno == ETIMEDOUT    ? H_OUT_TIMEOUT
-					    : H_OUT_ERROR;
+		out = h_connect_outcome(errno);
 	else {
 		out = h_next_event(fd, ms);
 		close(fd);
@@ -2161,7 +2208,7 @@ bool
 h_echo_roundtrip(const char *addr, const char *msg, int ms)
 {
 	size_t len = strlen(msg);
-	char *back = h_track(calloc(1, len + 1));
+	char *back = h_alloc(len + 1);
 	bool ok;
 	int fd;
 

@@ -154,6 +154,7 @@ enum h_outcome {
 };
 const char *h_outcome_name(enum h_outcome);
 int h_connect(const char *, int);
+int h_connect_name(const char *, int, char **);
 int h_connect_ok_at(const char *, const char *);
 #define h_connect_ok(addr) h_connect_ok_at(H_WHERE, (addr))
 char *h_sock_name(int);
@@ -161,7 +162,7 @@ int h_send_all(int, const void *, size_t, int);
 enum h_outcome h_next_event(int, int);
 enum h_outcome h_recv_exact(int, void *, size_t, int);
 enum h_outcome h_recv_all(int, char **, size_t *, int);
-enum h_outcome h_client_try(const char *, int, uint64_t *);
+enum h_outcome h_client_try(const char *, int, uint64_t *, char **);
 bool h_echo_roundtrip(const char *, const char *, int);
 void h_close(int);
 
