@@ -147,6 +147,10 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 				return;
 			case EAGAIN:
 				return;
+			case EINVAL:
+				/* Shut by the main thread: the daemon is stopping. */
+				event_del(s->accept_ev);
+				return;
 			default:
 				log_warnx("event=accept_error upstream=%s "
 					  "addr=%s error=%d",

@@ -145,7 +145,7 @@ relay_record(struct relay *r, bool success, enum breaker_error err)
 	breaker_record(r->up->breaker, &r->ticket, success, err, util_now_ms());
 }
 
-/* Log a failed attempt. */
+/* Log a failed attempt (before recording it, so the state line follows). */
 static void
 relay_log_fail(struct relay *r, enum breaker_error err, uint64_t elapsed_ms)
 {
@@ -232,9 +232,9 @@ relay_early_close(struct relay *r)
 {
 	if (!r->outcome_pending || r->server_spoke)
 		return false;
-	relay_record(r, false, BREAKER_ERR_EARLY_CLOSE);
 	relay_log_fail(r, BREAKER_ERR_EARLY_CLOSE,
 	    util_now_ms() - r->start_ms);
+	relay_record(r, false, BREAKER_ERR_EARLY_CLOSE);
 	relay_close(r, RELAY_END_RESET);
 	return true;
 }
@@ -430,8 +430,8 @@ relay_connected(struct relay *r, uint64_t now)
 	r->connected_ms = now;
 	r->last_active_ms = now;
 	if (uc->slow_connect_ms != 0 && took > uc->slow_connect_ms) {
-		relay_record(r, false, BREAKER_ERR_SLOW);
 		relay_log_fail(r, BREAKER_ERR_SLOW, took);
+		relay_record(r, false, BREAKER_ERR_SLOW);
 	} else if (!uc->failure_on_early_close)
 		relay_record(r, true, BREAKER_ERR_OTHER);
 
@@ -470,8 +470,8 @@ relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		kind = relay_connect_error(error);
 	}
-	relay_record(r, false, kind);
 	relay_log_fail(r, kind, now - r->start_ms);
+	relay_record(r, false, kind);
 	relay_close(r, RELAY_END_RESET);
 }
 
@@ -522,8 +522,8 @@ relay_connect(struct relay *r)
 		return;
 	}
 	kind = relay_connect_error(error);
-	relay_record(r, false, kind);
 	relay_log_fail(r, kind, 0);
+	relay_record(r, false, kind);
 	relay_close(r, RELAY_END_RESET);
 }
 
