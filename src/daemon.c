@@ -276,6 +276,9 @@ daemon_start(struct daemon **dp, struct config *conf, const char *pidfile,
 	log_info("event=start version=%s workers=%u upstreams=%zu",
 	    PACKAGE_VERSION, d->nworkers, conf->nupstreams);
 
+	if (conf->admin_enabled)
+		log_warnx("event=admin addr=%s error=\"the admin endpoint is not "
+			  "available in this release\"", conf->admin.text);
 	daemon_make_upstreams(d, now);
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
 	for (i = 0; i < d->nworkers; i++) {
