@@ -342,9 +342,7 @@ h_main(Suite *s)
 	int failed;
 
 	if (getenv("CIRCUITPROXYD") == NULL) {
-		fprintf(stderr,
-		    "CIRCUITPROXYD is not set: run under make "
-		    "check, or set it to the daemon's path\n");
+		fprintf(stderr, "CIRCUITPROXYD is not set: run make check\n");
 		return 99;
 	}
 	sr = srunner_create(s);
@@ -719,9 +717,7 @@ h_daemon_spawn_ap(const char *where, const char *config, va_list ap)
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (strlen(d->notify_path) >= sizeof(sun.sun_path))
-		h_fail(where,
-		    "notify socket path too long: %s (set a "
-		    "shorter CP_TEST_TMPDIR)",
+		h_fail(where, "path too long: %s (shorten CP_TEST_TMPDIR)",
 		    d->notify_path);
 	strcpy(sun.sun_path, d->notify_path);
 	d->notify_fd =
@@ -772,9 +768,7 @@ h_daemon_start_args(const char *where, const char *config, ...)
 	va_end(ap);
 	if (!h_daemon_wait_ready(d, H_READY_MS)) {
 		if (d->exited)
-			h_fail(where,
-			    "the daemon exited with status %d "
-			    "before READY=1",
+			h_fail(where, "the daemon exited %d before READY=1",
 			    d->status);
 		h_fail(where, "no READY=1 from the daemon within %d ms",
 		    H_READY_MS);
@@ -921,10 +915,7 @@ h_daemon_stop(struct h_daemon *d)
 		h_daemon_dump(d, "stop");
 		kill(d->pid, SIGKILL);
 		h_daemon_wait_exit(d, H_STOP_MS);
-		h_fail(H_WHERE,
-		    "the daemon did not exit within %d ms of "
-		    "SIGTERM",
-		    H_STOP_MS);
+		h_fail(H_WHERE, "no exit within %d ms of SIGTERM", H_STOP_MS);
 	}
 	return st;
 }
@@ -960,6 +951,25 @@ pid_t
 h_daemon_pid(const struct h_daemon *d)
 {
 	return d->pid;
+}
+
+/* The daemon's resident memory in KiB (Linux /proc), or -1 if unknown. */
+long
+h_daemon_rss_kb(const struct h_daemon *d)
+{
+	char path[64], line[256];
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)d->pid);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
 }
 
 /* Return the path of the daemon's config file. */
@@ -1591,6 +1601,9 @@ h_conn_main(void *arg)
 		while (h_conn_read(c, buf, sizeof(buf)) > 0)
 			;
 		break;
+	case H_STALL:
+		h_conn_wait(c, 0); /* wakes on a hangup or error only */
+		break;
 	default:
 		break;
 	}
@@ -1756,9 +1769,8 @@ h_backend_blackhole(struct h_backend *b)
 		pfd.fd = b->fill[0];
 		pfd.events = POLLOUT;
 		if (poll(&pfd, 1, H_WAIT_MS) != 1)
-			h_fail(H_WHERE,
-			    "the blackhole's first filler did not "
-			    "connect");
+			h_fail(
+			    H_WHERE, "the blackhole's filler did not connect");
 	}
 }
 
@@ -1891,6 +1903,25 @@ bool
 h_backend_wait_active(struct h_backend *b, unsigned n, int ms)
 {
 	return h_backend_wait(b, &b->active, n, ms);
+}
+
+/* Wait until the backend holds no connection open; false on timeout. */
+bool
+h_backend_wait_idle(struct h_backend *b, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct timespec ts;
+	bool ok;
+
+	ts.tv_sec = (time_t)(deadline / 1000);
+	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	pthread_mutex_lock(&b->mu);
+	while (b->active > 0)
+		if (pthread_cond_timedwait(&b->cv, &b->mu, &ts) == ETIMEDOUT)
+			break;
+	ok = b->active == 0;
+	pthread_mutex_unlock(&b->mu);
+	return ok;
 }
 
 /* Stop the backend: no more accepting; its connections are closed. */

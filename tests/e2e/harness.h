@@ -67,6 +67,7 @@ int h_daemon_wait_exit(struct h_daemon *, int);
 int h_daemon_stop(struct h_daemon *);
 void h_daemon_signal(struct h_daemon *, int);
 pid_t h_daemon_pid(const struct h_daemon *);
+long h_daemon_rss_kb(const struct h_daemon *);
 const char *h_daemon_config(const struct h_daemon *);
 bool h_daemon_notified(struct h_daemon *, const char *);
 void h_daemon_dump(struct h_daemon *, const char *);
@@ -128,6 +129,7 @@ enum h_kind {
 	H_CLOSE,     /* accepts and closes at once (FIN, no byte sent) */
 	H_RESET,     /* accepts and resets at once (RST, no byte sent) */
 	H_SILENT,    /* accepts, never sends, reads until EOF */
+	H_STALL,     /* accepts, never reads nor sends, until closed */
 	H_REFUSE,    /* a bound port with no listener: connect is refused */
 	H_BLACKHOLE, /* a full accept queue: SYNs dropped, connect times out */
 };
@@ -141,6 +143,7 @@ unsigned h_backend_accepted(struct h_backend *);
 unsigned h_backend_active(struct h_backend *);
 bool h_backend_wait_accepted(struct h_backend *, unsigned, int);
 bool h_backend_wait_active(struct h_backend *, unsigned, int);
+bool h_backend_wait_idle(struct h_backend *, int);
 void h_backend_stop(struct h_backend *);
 
 /* Clients. Sockets are non-blocking; every call takes a deadline in ms. */
