@@ -928,6 +928,10 @@ START_TEST(test_force_again)
 	ck_assert_int_eq(state(b, T0 + 100000), BREAKER_FORCED_OPEN);
 	breaker_force_closed(b, 0, T0 + 100000);
 	ck_assert_int_eq(l.n, 2);
+	/* An absurd lifetime is clamped, not wrapped round. */
+	breaker_force_open(b, UINT64_MAX, T0 + 100000);
+	ck_assert_int_gt(breaker_retry_after(b, T0 + 100000), 0);
+	ck_assert_uint_gt(breaker_next_deadline(b), T0 + 100000);
 	breaker_free(b);
 }
 END_TEST
