@@ -26,6 +26,9 @@
 #include "util.h"
 #include "worker.h"
 
+static void daemon_reload(struct daemon *);
+static void daemon_notify_status(struct daemon *, const char *);
+
 /* Route libevent's own messages into our log. */
 static void
 daemon_libevent_log(int severity, const char *msg)
@@ -109,6 +112,258 @@ daemon_stop(struct daemon *d, const char *reason)
 	evtimer_add(d->drain_ev, &tv);
 }
 
+/* Free a retired config and its upstreams. */
+static void
+daemon_retired_free(struct daemon_retired *rt)
+{
+	size_t i;
+
+	for (i = 0; i < rt->nupstreams; i++)
+		upstream_free(rt->upstreams[i]);
+	free(rt->upstreams);
+	config_free(rt->conf);
+	free(rt);
+}
+
+/* Free the retired configs nobody can reach any more. */
+static void
+daemon_retired_collect(struct daemon *d)
+{
+	struct daemon_retired **p = &d->retired, *rt;
+	size_t i;
+
+	while ((rt = *p) != NULL) {
+		for (i = 0; rt->seen && i < rt->nupstreams; i++)
+			if (atomic_load_explicit(&rt->upstreams[i]->refs,
+				memory_order_acquire) != 0)
+				break;
+		if (!rt->seen || i < rt->nupstreams) {
+			p = &rt->next;
+			continue;
+		}
+		*p = rt->next;
+		daemon_retired_free(rt);
+	}
+}
+
+/* Find the listener already bound to an address, or NULL. */
+static struct listener *
+daemon_find_listener(struct daemon *d, const struct addr *a)
+{
+	size_t i;
+
+	for (i = 0; i < d->nlisteners; i++)
+		if (listener_same_addr(d->listeners[i], a))
+			return d->listeners[i];
+	return NULL;
+}
+
+/* Is this listener in the array? */
+static bool
+daemon_has_listener(struct listener **v, size_t n, struct listener *l)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (v[i] == l)
+			return true;
+	return false;
+}
+
+/* Log why a reload was refused, and carry on with the running config. */
+static void
+daemon_reload_fail(const char *msg)
+{
+	char q[1024];
+
+	log_errorx("event=reload result=error error=%s",
+	    log_quote(q, sizeof(q), msg));
+}
+
+/*
+ * Reload: load the file beside the running config; if it is good, bind the
+ * new addresses (any failure leaves everything as it was), then swap: kept
+ * upstreams keep their breakers and totals, kept addresses their sockets,
+ * dropped upstreams finish their relays. Workers apply the listener
+ * changes and acknowledge; daemon_reload_done() finishes.
+ */
+static void
+daemon_reload(struct daemon *d)
+{
+	struct config *conf, *old = d->conf;
+	struct config_errors errs = { NULL, 0 };
+	struct upstream **ups, *up;
+	struct listener **ls, *l;
+	struct daemon_reload *rl;
+	struct daemon_retired *rt;
+	const struct upstream_conf *uc;
+	uint64_t now = util_now_ms();
+	size_t i, j, n, nls = 0, nnew = 0;
+	char *cause = NULL;
+	bool *created;
+
+	if (atomic_load(&d->phase) != DAEMON_RUNNING)
+		return;
+	if (d->reload != NULL) {
+		daemon_reload_fail("a reload is already in progress");
+		return;
+	}
+	notify_send("RELOADING=1");
+	conf = config_load(d->conf_path, &errs);
+	if (conf == NULL) {
+		for (i = 0; i < errs.n; i++)
+			daemon_reload_fail(errs.v[i].msg);
+		config_errors_clear(&errs);
+		daemon_notify_status(d, "READY=1\n");
+		return;
+	}
+	if (conf->workers != d->nworkers) {
+		log_warnx("event=reload key=workers value=%u running=%u "
+			  "error=\"workers changes at the next restart\"",
+		    conf->workers, d->nworkers);
+		conf->workers = d->nworkers;
+	}
+
+	/* The new upstream set: kept ones by name, new ones created. */
+	ups = xcalloc(conf->nupstreams, sizeof(*ups));
+	created = xcalloc(conf->nupstreams, sizeof(*created));
+	for (i = 0; i < conf->nupstreams; i++) {
+		uc = &conf->upstreams[i];
+		if ((ups[i] = daemon_upstream(d, uc->name)) == NULL) {
+			ups[i] = upstream_new(d, conf, uc, d->nworkers, now);
+			created[i] = true;
+		}
+	}
+	/* The new listener set: kept sockets, and new ones bound now. */
+	for (i = 0, n = 0; i < conf->nupstreams; i++)
+		n += conf->upstreams[i].nlisten;
+	ls = xcalloc(n, sizeof(*ls));
+	rl = xcalloc(1, sizeof(*rl));
+	rl->added = xcalloc(n, sizeof(*rl->added));
+	for (i = 0; i < conf->nupstreams; i++) {
+		uc = &conf->upstreams[i];
+		for (j = 0; j < uc->nlisten; j++) {
+			if ((l = daemon_find_listener(d, &uc->listen[j])) == NULL) {
+				l = listener_open(&uc->listen[j], ups[i],
+				    d->nworkers, &cause);
+				if (l == NULL)
+					goto fail;
+				rl->added[rl->nadded++] = l;
+			}
+			ls[nls++] = l;
+		}
+	}
+
+	/* Nothing can fail from here: swap. */
+	for (i = 0; i < conf->nupstreams; i++) {
+		uc = &conf->upstreams[i];
+		if (!created[i])
+			upstream_set_conf(ups[i], conf, uc, now);
+		atomic_store(&ups[i]->backup,
+		    uc->backup_index >= 0 ? ups[uc->backup_index] : NULL);
+	}
+	for (i = 0; i < conf->nupstreams; i++)
+		for (j = 0; j < conf->upstreams[i].nlisten; j++) {
+			l = daemon_find_listener(d, &conf->upstreams[i].listen[j]);
+			if (l != NULL)
+				atomic_store(&l->up, ups[i]);
+		}
+	rl->removed = xcalloc(d->nlisteners, sizeof(*rl->removed));
+	for (i = 0; i < d->nlisteners; i++) {
+		l = d->listeners[i];
+		if (daemon_has_listener(ls, nls, l))
+			continue;
+		/* Refuse new clients now; closed when the workers let go. */
+		shutdown(l->fd, SHUT_RDWR);
+		rl->removed[rl->nremoved++] = l;
+	}
+	rt = xcalloc(1, sizeof(*rt));
+	rt->conf = old;
+	rt->upstreams = xcalloc(d->nupstreams, sizeof(*rt->upstreams));
+	for (i = 0; i < d->nupstreams; i++) {
+		up = d->upstreams[i];
+		if (config_find_upstream(conf, up->name) == NULL) {
+			evtimer_del(up->tick_ev);
+			rt->upstreams[rt->nupstreams++] = up;
+		}
+	}
+	rt->next = d->retired;
+	d->retired = rt;
+	for (i = 0; i < rl->nadded; i++)
+		log_info("event=listen upstream=%s addr=%s",
+		    atomic_load(&rl->added[i]->up)->name,
+		    rl->added[i]->addr.text);
+	for (i = 0; i < rl->nremoved; i++)
+		log_info("event=unlisten upstream=%s addr=%s",
+		    atomic_load(&rl->removed[i]->up)->name,
+		    rl->removed[i]->addr.text);
+	for (i = 0; i < conf->nupstreams; i++)
+		nnew += created[i];
+
+	free(d->listeners);
+	d->listeners = ls;
+	d->nlisteners = nls;
+	free(d->upstreams);
+	d->upstreams = ups;
+	d->nupstreams = conf->nupstreams;
+	d->conf = conf;
+	free(created);
+	log_init(d->log_level_override >= 0 ?
+		(enum log_level)d->log_level_override : conf->log_level,
+	    conf->log_target);
+	for (i = 0; i < d->nupstreams; i++)
+		upstream_tick(d->upstreams[i], now);
+
+	d->reload = rl;
+	atomic_store(&d->reload_pending, d->nworkers);
+	for (i = 0; i < d->nworkers; i++)
+		worker_post(d->workers[i], WORKER_CMD_RELOAD);
+	log_info("event=reload result=ok upstreams=%zu added=%zu removed=%zu",
+	    d->nupstreams, nnew, rt->nupstreams);
+	return;
+
+fail:
+	daemon_reload_fail(cause);
+	free(cause);
+	for (i = 0; i < rl->nadded; i++)
+		listener_free(rl->added[i]);
+	for (i = 0; i < conf->nupstreams; i++)
+		if (created[i])
+			upstream_free(ups[i]);
+	free(rl->added);
+	free(rl);
+	free(ls);
+	free(ups);
+	free(created);
+	config_free(conf);
+	daemon_notify_status(d, "READY=1\n");
+}
+
+/* Every worker has applied the reload: close what they let go. */
+static void
+daemon_reload_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	struct daemon_reload *rl = d->reload;
+	struct daemon_retired *rt;
+	size_t i;
+
+	(void)fd;
+	(void)what;
+	if (rl == NULL)
+		return;
+	for (i = 0; i < rl->nremoved; i++)
+		listener_free(rl->removed[i]);
+	free(rl->removed);
+	free(rl->added);
+	free(rl);
+	d->reload = NULL;
+	for (rt = d->retired; rt != NULL; rt = rt->next)
+		rt->seen = true;
+	daemon_retired_collect(d);
+	daemon_notify_status(d, "READY=1\n");
+}
+
 /* SIGTERM, SIGINT: stop; SIGHUP: reload. */
 static void
 daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -124,8 +379,7 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 		daemon_stop(d, "SIGINT");
 		break;
 	case SIGHUP:
-		log_errorx("event=reload result=error error=\"reload is not "
-			   "supported yet; restart to apply a new config\"");
+		daemon_reload(d);
 		break;
 	}
 }
@@ -166,6 +420,7 @@ daemon_summary_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	for (i = 0; i < d->nupstreams; i++)
 		upstream_reject_summary_flush(d->upstreams[i], now);
+	daemon_retired_collect(d);
 }
 
 /* Tell the service manager we are alive. */
@@ -208,13 +463,13 @@ daemon_make_upstreams(struct daemon *d, uint64_t now)
 	d->nupstreams = conf->nupstreams;
 	d->upstreams = xcalloc(conf->nupstreams, sizeof(*d->upstreams));
 	for (i = 0; i < conf->nupstreams; i++)
-		d->upstreams[i] = upstream_new(d, &conf->upstreams[i],
+		d->upstreams[i] = upstream_new(d, conf, &conf->upstreams[i],
 		    d->nworkers, now);
 	for (i = 0; i < conf->nupstreams; i++) {
 		uc = &conf->upstreams[i];
 		if (uc->backup_index >= 0)
-			d->upstreams[i]->backup =
-			    d->upstreams[uc->backup_index];
+			atomic_store(&d->upstreams[i]->backup,
+			    d->upstreams[uc->backup_index]);
 	}
 }
 
@@ -246,8 +501,8 @@ daemon_bind(struct daemon *d, char **cause)
 
 /* Start everything; on failure, -1 with *cause and nothing left running. */
 int
-daemon_start(struct daemon **dp, struct config *conf, const char *pidfile,
-    char **cause)
+daemon_start(struct daemon **dp, struct config *conf, const char *path,
+    int level_override, const char *pidfile, char **cause)
 {
 	struct daemon *d;
 	struct timeval tv;
@@ -260,10 +515,13 @@ daemon_start(struct daemon **dp, struct config *conf, const char *pidfile,
 	event_set_log_callback(daemon_libevent_log);
 	if (evthread_use_pthreads() == -1) {
 		xasprintf(cause, "libevent has no thread support");
+		config_free(conf);
 		return -1;
 	}
 	d = xcalloc(1, sizeof(*d));
 	d->conf = conf;
+	d->conf_path = path;
+	d->log_level_override = level_override;
 	d->start_ms = now;
 	atomic_init(&d->phase, DAEMON_RUNNING);
 	atomic_init(&d->workers_running, 0);
@@ -290,7 +548,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *pidfile,
 		goto fail;
 	for (j = 0; j < d->nlisteners; j++)
 		for (i = 0; i < d->nworkers; i++)
-			listener_attach(d->listeners[j], d->workers[i]);
+			worker_listen(d->workers[i], d->listeners[j]);
 
 	d->sig_term = evsignal_new(d->base, SIGTERM, daemon_signal_cb, d);
 	d->sig_int = evsignal_new(d->base, SIGINT, daemon_signal_cb, d);
@@ -300,6 +558,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *pidfile,
 	evsignal_add(d->sig_hup, NULL);
 	d->drain_ev = evtimer_new(d->base, daemon_drain_cb, d);
 	d->worker_exit_ev = event_new(d->base, -1, 0, daemon_worker_exit_cb, d);
+	d->reload_done_ev = event_new(d->base, -1, 0, daemon_reload_done_cb, d);
 	d->summary_ev = event_new(d->base, -1, EV_PERSIST, daemon_summary_cb,
 	    d);
 	tv.tv_sec = 1;
@@ -372,6 +631,19 @@ daemon_free(struct daemon *d)
 		worker_join(d->workers[i]);
 	}
 	d->nspawned = 0;
+	if (d->reload != NULL) {
+		for (j = 0; j < d->reload->nremoved; j++)
+			listener_free(d->reload->removed[j]);
+		free(d->reload->removed);
+		free(d->reload->added);
+		free(d->reload);
+	}
+	while (d->retired != NULL) {
+		struct daemon_retired *rt = d->retired;
+
+		d->retired = rt->next;
+		daemon_retired_free(rt);
+	}
 	for (j = 0; j < d->nlisteners; j++)
 		listener_free(d->listeners[j]);
 	free(d->listeners);
@@ -397,7 +669,10 @@ daemon_free(struct daemon *d)
 		event_free(d->summary_ev);
 	if (d->watchdog_ev != NULL)
 		event_free(d->watchdog_ev);
+	if (d->reload_done_ev != NULL)
+		event_free(d->reload_done_ev);
 	if (d->base != NULL)
 		event_base_free(d->base);
+	config_free(d->conf);
 	free(d);
 }

@@ -24,8 +24,31 @@ enum daemon_phase {
 	DAEMON_CLOSING,      /* relays being reset, workers exiting */
 };
 
+/* What a reload asks of the workers; read-only while they apply it. */
+struct daemon_reload {
+	struct listener **added;
+	size_t nadded;
+	struct listener **removed;
+	size_t nremoved;
+};
+
+/*
+ * A config replaced by a reload, with the upstreams it dropped: freed once
+ * every worker has seen the new one and the last relay of those upstreams
+ * has ended.
+ */
+struct daemon_retired {
+	struct daemon_retired *next;
+	struct config *conf;
+	struct upstream **upstreams;
+	size_t nupstreams;
+	bool seen;                       /* every worker has passed the swap */
+};
+
 struct daemon {
-	const struct config *conf;
+	struct config *conf;             /* owned; swapped by a reload */
+	const char *conf_path;
+	int log_level_override;          /* -l, or -1 */
 	struct event_base *base;
 	const char *pidfile;
 
@@ -46,14 +69,20 @@ struct daemon {
 	struct event *worker_exit_ev;    /* a worker finished */
 	struct event *watchdog_ev;
 	uint64_t start_ms;
+
+	struct daemon_reload *reload;    /* in progress, or NULL */
+	_Atomic unsigned reload_pending; /* workers yet to apply it */
+	struct event *reload_done_ev;
+	struct daemon_retired *retired;
 };
 
 /*
- * Bind every listener and start the workers. On failure returns -1 with
- * *cause set (the daemon exits 1 with it).
+ * Bind every listener and start the workers; the daemon owns the config
+ * from here on. On failure returns -1 with *cause set (the daemon exits 1
+ * with it). path is reread on SIGHUP; level_override is -l, or -1.
  */
-int daemon_start(struct daemon **, struct config *, const char *pidfile,
-    char **cause);
+int daemon_start(struct daemon **, struct config *, const char *path,
+    int level_override, const char *pidfile, char **cause);
 /* Run until stopped; returns the exit status. */
 int daemon_run(struct daemon *);
 void daemon_free(struct daemon *);

@@ -80,7 +80,7 @@ listener_open(const struct addr *a, struct upstream *up, unsigned nworkers,
 	}
 	l = xcalloc(1, sizeof(*l));
 	l->addr = *a;
-	l->up = up;
+	atomic_init(&l->up, up);
 	l->fd = fd;
 	l->nslots = nworkers;
 	l->slots = xcalloc(nworkers, sizeof(*l->slots));
@@ -114,7 +114,7 @@ listener_pause(struct listener_slot *s, int error)
 		second))
 		log_errorx("event=accept_paused upstream=%s addr=%s error=%s "
 			   "pause_ms=%d",
-		    s->listener->up->name, s->listener->addr.text,
+		    atomic_load(&s->listener->up)->name, s->listener->addr.text,
 		    error == EMFILE ? "EMFILE" :
 		    error == ENFILE ? "ENFILE" : "ENOMEM", LISTENER_PAUSE_MS);
 }
@@ -154,12 +154,12 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 			default:
 				log_warnx("event=accept_error upstream=%s "
 					  "addr=%s error=%d",
-				    s->listener->up->name,
+				    atomic_load(&s->listener->up)->name,
 				    s->listener->addr.text, errno);
 				return;
 			}
 		}
-		relay_accept(s->worker, s->listener->up, cfd,
+		relay_accept(s->worker, atomic_load(&s->listener->up), cfd,
 		    (struct sockaddr *)&ss, len);
 	}
 }
@@ -180,16 +180,25 @@ listener_attach(struct listener *l, struct worker *w)
 	event_add(s->accept_ev, NULL);
 }
 
-/* Stop a worker's accepts; runs in that worker. */
+/* Stop a worker's accepts and free its events; runs in that worker. */
 void
 listener_detach(struct listener *l, struct worker *w)
 {
 	struct listener_slot *s = &l->slots[w->id];
 
 	if (s->accept_ev != NULL)
-		event_del(s->accept_ev);
+		event_free(s->accept_ev);
 	if (s->resume_ev != NULL)
-		event_del(s->resume_ev);
+		event_free(s->resume_ev);
+	s->accept_ev = s->resume_ev = NULL;
+}
+
+/* Does this listener already serve that address? */
+int
+listener_same_addr(const struct listener *l, const struct addr *a)
+{
+	return l->addr.family == a->family && l->addr.len == a->len &&
+	    memcmp(&l->addr.ss, &a->ss, a->len) == 0;
 }
 
 /* Close the socket; unix socket files are removed. */

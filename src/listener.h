@@ -6,6 +6,8 @@
 #ifndef CP_LISTENER_H
 #define CP_LISTENER_H
 
+#include <stdatomic.h>
+
 #include "addr.h"
 
 struct event;
@@ -21,7 +23,7 @@ struct listener_slot {
 
 struct listener {
 	struct addr addr;
-	struct upstream *up;
+	_Atomic(struct upstream *) up;  /* a reload may hand it to another */
 	int fd;
 	struct listener_slot *slots;    /* one per worker */
 	unsigned nslots;
@@ -32,8 +34,10 @@ struct listener *listener_open(const struct addr *, struct upstream *,
     unsigned nworkers, char **cause);
 /* Create and arm the accept event of a worker (before it runs). */
 void listener_attach(struct listener *, struct worker *);
-/* Stop a worker's accepts (in that worker's thread). */
+/* Stop a worker's accepts and free its events (in that worker's thread). */
 void listener_detach(struct listener *, struct worker *);
+/* Does this listener already serve that address? */
+int listener_same_addr(const struct listener *, const struct addr *);
 /* Close the socket (main thread, after every worker detached). */
 void listener_close(struct listener *);
 void listener_free(struct listener *);

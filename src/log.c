@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +13,8 @@
 
 #include "log.h"
 
-static enum log_level log_level = LOG_LEVEL_INFO;
+/* Set by the main thread (start, reload), read by every thread. */
+static _Atomic int log_level = LOG_LEVEL_INFO;
 static enum log_target log_target = LOG_TARGET_STDERR;
 static int log_journal;
 
@@ -61,14 +63,16 @@ log_set_level(enum log_level level)
 enum log_level
 log_get_level(void)
 {
-	return log_level;
+	return (enum log_level)atomic_load_explicit(&log_level,
+	    memory_order_relaxed);
 }
 
 /* Would a line at this level be written? */
 int
 log_enabled(enum log_level level)
 {
-	return level >= log_level;
+	return (int)level >= atomic_load_explicit(&log_level,
+	    memory_order_relaxed);
 }
 
 /* Parse a level name; 0 on success, -1 if unknown. */
@@ -132,7 +136,7 @@ log_vmsg(enum log_level level, const char *fmt, va_list ap)
 	size_t n = 0, cap = sizeof(line) - 1;
 	int r;
 
-	if (level < log_level)
+	if (!log_enabled(level))
 		return;
 	if (log_target == LOG_TARGET_SYSLOG) {
 		r = snprintf(line, sizeof(line), "level=%s ",

@@ -105,15 +105,14 @@ main(int argc, char **argv)
 	}
 
 	log_init(level_set ? level : conf->log_level, conf->log_target);
-	if (daemon_start(&d, conf, pidfile, &cause) != 0) {
+	if (daemon_start(&d, conf, path, level_set ? (int)level : -1, pidfile,
+		&cause) != 0) {
 		log_errorx("event=exit status=1 error=%s",
 		    log_quote(q, sizeof(q), cause));
 		free(cause);
-		config_free(conf);
 		return 1;
 	}
 	status = daemon_run(d);
 	daemon_free(d);
-	config_free(conf);
 	return status;
 }

@@ -151,7 +151,7 @@ relay_log_fail(struct relay *r, enum breaker_error err, uint64_t elapsed_ms)
 {
 	log_warnx("event=connect_fail upstream=%s server=%s client=%s "
 		  "error=%s elapsed_ms=%" PRIu64,
-	    r->up->name, r->up->conf->server.text, r->client,
+	    r->up->name, upstream_conf(r->up)->server.text, r->client,
 	    breaker_error_name(err), elapsed_ms);
 }
 
@@ -164,7 +164,7 @@ relay_reject_overload(struct worker *w, struct upstream *up, int fd,
 	if (upstream_reject_log_allowed(up, util_now_ms()))
 		log_notice("event=reject upstream=%s client=%s reason=overload "
 			   "max_connections=%u",
-		    up->name, client, up->conf->max_connections);
+		    up->name, client, upstream_conf(up)->max_connections);
 	relay_close_rst(fd);
 }
 
@@ -195,6 +195,7 @@ relay_close(struct relay *r, enum relay_end why)
 	free(r->s2c.buf);
 	if (r->counted_active)
 		atomic_fetch_sub(&r->up->active, 1);
+	atomic_fetch_sub_explicit(&r->up->refs, 1, memory_order_release);
 	if (log_enabled(LOG_LEVEL_DEBUG))
 		log_debug("event=close upstream=%s client=%s reason=%s",
 		    r->up->name, r->client, relay_end_names[why]);
@@ -257,7 +258,7 @@ relay_forward(struct relay *r, struct relay_dir *d)
 				r->server_spoke = true;
 				relay_record(r, true, BREAKER_ERR_OTHER);
 			}
-			if (r->up->conf->idle_timeout_ms != 0)
+			if (upstream_conf(r->up)->idle_timeout_ms != 0)
 				r->last_active_ms = util_now_ms();
 			m = send(d->dst, buf, (size_t)n, MSG_NOSIGNAL);
 			if (m == -1) {
@@ -284,6 +285,9 @@ relay_forward(struct relay *r, struct relay_dir *d)
 		if (n == 0) {
 			if (d == &r->s2c && relay_early_close(r))
 				return;
+			/* A client that hangs up first ends its attempt well. */
+			if (d == &r->c2s)
+				relay_record(r, true, BREAKER_ERR_OTHER);
 			d->eof = true;
 			event_del(d->rev);
 			relay_dir_finish(r, d);
@@ -374,7 +378,7 @@ relay_server_write_cb(evutil_socket_t fd, short what, void *arg)
 static void
 relay_timer_arm(struct relay *r, uint64_t now)
 {
-	const struct upstream_conf *uc = r->up->conf;
+	const struct upstream_conf *uc = upstream_conf(r->up);
 	uint64_t due = 0, t;
 	struct timeval tv;
 
@@ -398,7 +402,7 @@ static void
 relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct relay *r = arg;
-	const struct upstream_conf *uc = r->up->conf;
+	const struct upstream_conf *uc = upstream_conf(r->up);
 	uint64_t now = util_now_ms();
 
 	(void)fd;
@@ -423,7 +427,7 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 relay_connected(struct relay *r, uint64_t now)
 {
-	const struct upstream_conf *uc = r->up->conf;
+	const struct upstream_conf *uc = upstream_conf(r->up);
 	struct event_base *base = r->w->base;
 	uint64_t took = now - r->start_ms;
 
@@ -479,7 +483,7 @@ relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 static void
 relay_connect(struct relay *r)
 {
-	const struct addr *sa = &r->up->conf->server;
+	const struct addr *sa = &upstream_conf(r->up)->server;
 	struct event_base *base = r->w->base;
 	struct timeval tv;
 	enum breaker_error kind;
@@ -510,7 +514,7 @@ relay_connect(struct relay *r)
 		return;
 	}
 	if (errno == EINPROGRESS) {
-		event_add(&r->sev_w, relay_tv(&tv, r->up->conf->connect_timeout_ms));
+		event_add(&r->sev_w, relay_tv(&tv, upstream_conf(r->up)->connect_timeout_ms));
 		return;
 	}
 	error = errno;
@@ -546,6 +550,7 @@ relay_new(struct worker *w, struct upstream *up, int cfd, const char *client)
 	evtimer_assign(&r->timer, w->base, relay_timer_cb, r);
 	LIST_INSERT_HEAD(&w->relays, r, entry);
 	w->nrelays++;
+	atomic_fetch_add_explicit(&up->refs, 1, memory_order_relaxed);
 	return r;
 }
 
@@ -566,7 +571,7 @@ relay_reply_503(struct worker *w, struct upstream *up, int fd,
 	int n;
 
 	if (retry_ms < 0)
-		retry_ms = (int64_t)up->conf->breaker.recovery_timeout_ms;
+		retry_ms = (int64_t)upstream_conf(up)->breaker.recovery_timeout_ms;
 	secs = (retry_ms + 999) / 1000;
 	n = snprintf(reply, sizeof(reply),
 	    "HTTP/1.1 503 Service Unavailable\r\n"
@@ -604,7 +609,7 @@ relay_reject(struct worker *w, struct upstream *up, int fd,
 			   "retry_after=%s",
 		    up->name, client, states[t->verdict],
 		    upstream_fmt_retry(retry, sizeof(retry), t->retry_after_ms));
-	if (up->conf->reject == REJECT_HTTP503)
+	if (upstream_conf(up)->reject == REJECT_HTTP503)
 		relay_reply_503(w, up, fd, client, t->retry_after_ms);
 	else
 		relay_close_rst(fd);
@@ -614,7 +619,7 @@ relay_reject(struct worker *w, struct upstream *up, int fd,
 static bool
 relay_take_slot(struct upstream *up)
 {
-	unsigned max = up->conf->max_connections;
+	unsigned max = upstream_conf(up)->max_connections;
 
 	if (atomic_fetch_add(&up->active, 1) < max || max == 0)
 		return true;
@@ -639,7 +644,7 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 	breaker_admit(up->breaker, now, &t);
 	if (!t.admitted) {
 		/* Down the chain of backups, to the first that admits. */
-		for (b = up->backup; b != NULL; b = b->backup) {
+		for (b = upstream_backup(up); b != NULL; b = upstream_backup(b)) {
 			breaker_admit(b->breaker, now, &bt);
 			if (!bt.admitted)
 				continue;

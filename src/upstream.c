@@ -124,15 +124,17 @@ upstream_tick_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Create the running upstream for a config section. */
 struct upstream *
-upstream_new(struct daemon *d, const struct upstream_conf *uc,
-    unsigned nworkers, uint64_t now)
+upstream_new(struct daemon *d, const struct config *conf,
+    const struct upstream_conf *uc, unsigned nworkers, uint64_t now)
 {
 	struct upstream *up;
 	uint64_t seed;
 
 	up = xcalloc(1, sizeof(*up));
 	snprintf(up->name, sizeof(up->name), "%s", uc->name);
-	up->conf = uc;
+	atomic_init(&up->conf, uc);
+	atomic_init(&up->backup, NULL);
+	atomic_init(&up->log_rejects_per_second, conf->log_rejects_per_second);
 	up->daemon = d;
 	seed = now ^ ((uint64_t)(uintptr_t)up << 16) ^ (uint64_t)getpid();
 	up->breaker = breaker_new(&uc->breaker, now, seed);
@@ -143,6 +145,7 @@ upstream_new(struct daemon *d, const struct upstream_conf *uc,
 		fatalx("out of memory");
 	memset(up->counters, 0, sizeof(*up->counters) * nworkers);
 	atomic_init(&up->active, 0);
+	atomic_init(&up->refs, 0);
 	pthread_mutex_init(&up->rl_lock, NULL);
 	up->rl_since_ms = now;
 	if (d != NULL)
@@ -166,10 +169,11 @@ upstream_free(struct upstream *up)
 
 /* Point the upstream at a new config section, keeping state and totals. */
 void
-upstream_set_conf(struct upstream *up, const struct upstream_conf *uc,
-    uint64_t now)
+upstream_set_conf(struct upstream *up, const struct config *conf,
+    const struct upstream_conf *uc, uint64_t now)
 {
-	up->conf = uc;
+	atomic_store_explicit(&up->conf, uc, memory_order_release);
+	atomic_store(&up->log_rejects_per_second, conf->log_rejects_per_second);
 	breaker_reconfigure(up->breaker, &uc->breaker, now);
 }
 
@@ -193,7 +197,8 @@ upstream_counter_sum(struct upstream *up, enum upstream_counter c)
 bool
 upstream_reject_log_allowed(struct upstream *up, uint64_t now)
 {
-	unsigned limit = up->daemon->conf->log_rejects_per_second;
+	unsigned limit = atomic_load_explicit(&up->log_rejects_per_second,
+	    memory_order_relaxed);
 	uint64_t second = now / 1000;
 	bool ok;
 

@@ -46,13 +46,19 @@ struct upstream_counters {
 
 struct upstream {
 	char name[UPSTREAM_NAME_MAX + 1];
-	const struct upstream_conf *conf;    /* in the running config */
-	struct upstream *backup;             /* resolved from conf->backup */
+	/*
+	 * Swapped by a reload while workers read them: read them through
+	 * upstream_conf() and upstream_backup().
+	 */
+	_Atomic(const struct upstream_conf *) conf;
+	_Atomic(struct upstream *) backup;
+	_Atomic unsigned log_rejects_per_second;
 	struct daemon *daemon;
 	struct breaker *breaker;
 	struct event *tick_ev;               /* main thread: breaker deadlines */
 
 	_Atomic unsigned active;             /* open relays, all workers */
+	_Atomic unsigned refs;               /* relays pointing here */
 	struct upstream_counters *counters;  /* one per worker */
 	unsigned ncounters;
 
@@ -64,11 +70,25 @@ struct upstream {
 	uint64_t rl_since_ms;                /* last summary flush */
 };
 
-struct upstream *upstream_new(struct daemon *, const struct upstream_conf *,
-    unsigned nworkers, uint64_t now_ms);
+struct upstream *upstream_new(struct daemon *, const struct config *,
+    const struct upstream_conf *, unsigned nworkers, uint64_t now_ms);
 void upstream_free(struct upstream *);
-void upstream_set_conf(struct upstream *, const struct upstream_conf *,
-    uint64_t now_ms);
+void upstream_set_conf(struct upstream *, const struct config *,
+    const struct upstream_conf *, uint64_t now_ms);
+
+/* The upstream's section of the running config. */
+static inline const struct upstream_conf *
+upstream_conf(struct upstream *up)
+{
+	return atomic_load_explicit(&up->conf, memory_order_acquire);
+}
+
+/* The upstream used while this one's circuit is open, or NULL. */
+static inline struct upstream *
+upstream_backup(struct upstream *up)
+{
+	return atomic_load_explicit(&up->backup, memory_order_acquire);
+}
 
 /* Add n to a counter from worker w (the only writer of that slot). */
 static inline void

@@ -22,25 +22,69 @@
 
 #define WORKER_SCRATCH_LEN (64 * 1024)
 
+/* Accept on a listener from now on. */
+void
+worker_listen(struct worker *w, struct listener *l)
+{
+	w->listeners = xrealloc(w->listeners,
+	    (w->nlisteners + 1) * sizeof(*w->listeners));
+	w->listeners[w->nlisteners++] = l;
+	listener_attach(l, w);
+}
+
+/* Stop accepting on a listener. */
+static void
+worker_unlisten(struct worker *w, struct listener *l)
+{
+	size_t i;
+
+	for (i = 0; i < w->nlisteners; i++) {
+		if (w->listeners[i] != l)
+			continue;
+		listener_detach(l, w);
+		w->listeners[i] = w->listeners[--w->nlisteners];
+		return;
+	}
+}
+
+/*
+ * Apply a reload's listener changes, then tell the main thread; once every
+ * worker has, no worker can still hold a pointer into the old config.
+ */
+static void
+worker_reload(struct worker *w)
+{
+	struct daemon *d = w->daemon;
+	struct daemon_reload *rl = d->reload;
+	size_t i;
+
+	for (i = 0; i < rl->nremoved; i++)
+		worker_unlisten(w, rl->removed[i]);
+	for (i = 0; i < rl->nadded; i++)
+		if (!w->draining)
+			worker_listen(w, rl->added[i]);
+	if (atomic_fetch_sub(&d->reload_pending, 1) == 1)
+		event_active(d->reload_done_ev, EV_TIMEOUT, 0);
+}
+
 /* Run the commands posted by the main thread. */
 static void
 worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	struct daemon *d = w->daemon;
 	char buf[64];
 	unsigned cmd;
-	size_t i;
 
 	(void)what;
 	while (read(fd, buf, sizeof(buf)) > 0)
 		;
 	cmd = atomic_exchange(&w->cmd, 0);
+	if (cmd & WORKER_CMD_RELOAD)
+		worker_reload(w);
 	if (cmd & WORKER_CMD_STOP_ACCEPT) {
-		for (i = 0; i < d->nlisteners; i++)
-			listener_detach(d->listeners[i], w);
+		while (w->nlisteners > 0)
+			worker_unlisten(w, w->listeners[0]);
 		w->draining = true;
-		event_del(w->ctl_ev);
 	}
 	if (cmd & WORKER_CMD_CLOSE_ALL) {
 		relay_close_all(w);
@@ -161,6 +205,7 @@ worker_free(struct worker *w)
 		close(w->ctl_pipe[1]);
 	if (w->base != NULL)
 		event_base_free(w->base);
+	free(w->listeners);
 	free(w->scratch);
 	free(w);
 }

@@ -23,6 +23,7 @@ LIST_HEAD(relay_list, relay);
 /* Commands from the main thread, as bits in worker->cmd. */
 #define WORKER_CMD_STOP_ACCEPT 0x1   /* drain: stop accepting */
 #define WORKER_CMD_CLOSE_ALL 0x2     /* reset every relay and exit */
+#define WORKER_CMD_RELOAD 0x4        /* apply daemon->reload's listener changes */
 
 struct worker {
 	unsigned id;
@@ -32,6 +33,9 @@ struct worker {
 	int ctl_pipe[2];
 	struct event *ctl_ev;
 	_Atomic unsigned cmd;
+
+	struct listener **listeners;  /* those this worker accepts on */
+	size_t nlisteners;
 
 	struct relay_list relays;
 	unsigned nrelays;
@@ -45,6 +49,8 @@ struct worker {
 
 struct worker *worker_new(struct daemon *, unsigned id, char **cause);
 int worker_spawn(struct worker *, char **cause);
+/* Accept on a listener (main thread before the worker runs, or the worker). */
+void worker_listen(struct worker *, struct listener *);
 /* Post a command (main thread). */
 void worker_post(struct worker *, unsigned cmd);
 void worker_join(struct worker *);
