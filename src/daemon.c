@@ -537,6 +537,10 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	if (conf->admin_enabled)
 		log_warnx("event=admin addr=%s error=\"the admin endpoint is not "
 			  "available in this release\"", conf->admin.text);
+	if (conf->state_file != NULL)
+		log_warnx("event=state_file path=%s error=\"state_file is not "
+			  "available in this release; breaker states start "
+			  "closed\"", conf->state_file);
 	daemon_make_upstreams(d, now);
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
 	for (i = 0; i < d->nworkers; i++) {
