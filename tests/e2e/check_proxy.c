@@ -51,19 +51,6 @@ config_api(const char *listen, const struct h_backend *server, const char *keys)
 	    global_section(1, 100), listen, h_backend_addr(server), keys);
 }
 
-/* A client the daemon must reset (a failed attempt or a reject). */
-static char *
-client_reset(const char *listen, int ms, uint64_t *elapsed)
-{
-	enum h_outcome out;
-	char *name;
-
-	out = h_client_try(listen, ms, elapsed, &name);
-	h_assert(out == H_OUT_RESET, "client %s: expected a reset, got %s",
-	    name, h_outcome_name(out));
-	return name;
-}
-
 /* Stop the daemon and check it exits 0. */
 static void
 stop_ok(struct h_daemon *d)
@@ -445,7 +432,7 @@ START_TEST(breaker_trips_on_refused)
 	int i;
 
 	for (i = 0; i < 3; i++) {
-		client = client_reset(lis, H_WAIT_MS, NULL);
+		client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
 		h_expect_log(d, H_WAIT_MS, "level=warning",
 		    "event=connect_fail", "upstream=api",
 		    h_strf("server=%s", h_backend_addr(srv)),
@@ -483,7 +470,7 @@ START_TEST(breaker_trips_on_timeout)
 	int i;
 
 	for (i = 0; i < 2; i++) {
-		client_reset(lis, H_WAIT_MS, &el);
+		h_client_expect_reset(lis, H_WAIT_MS, &el);
 		h_assert(el >= 190, "reset after %llu ms < connect_timeout",
 		    (unsigned long long)el);
 	}
@@ -516,10 +503,10 @@ START_TEST(breaker_open_rejects_fast)
 	double ra;
 	int i;
 
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
 	for (i = 0; i < 5; i++) {
-		client = client_reset(lis, H_WAIT_MS, &el);
+		client = h_client_expect_reset(lis, H_WAIT_MS, &el);
 		worst = el > worst ? el : worst;
 		line = h_expect_log(d, H_WAIT_MS, "level=notice",
 		    "event=reject", "upstream=api", h_strf("client=%s", client),
@@ -546,7 +533,7 @@ START_TEST(breaker_half_open_on_timer)
 	const char *open, *half;
 	int64_t gap;
 
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	open = h_expect_log(d, H_WAIT_MS, "level=warning", "event=state",
 	    "upstream=api", "to=open", "retry_after=0.300");
 	half = h_expect_log(d, H_WAIT_MS, "level=info", "event=state",
@@ -580,7 +567,7 @@ START_TEST(breaker_half_open_slots)
 	char *client;
 	int a, b, c;
 
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
 	h_backend_set_kind(srv, H_SILENT);
 	h_expect_log(
@@ -590,7 +577,7 @@ START_TEST(breaker_half_open_slots)
 	b = h_connect_ok(lis);
 	h_assert(h_backend_wait_accepted(srv, 2, H_WAIT_MS),
 	    "both trials reached the server: %u", h_backend_accepted(srv));
-	client = client_reset(lis, H_WAIT_MS, NULL);
+	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	line = h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=api",
 	    h_strf("client=%s", client), "state=half_open",
 	    "retry_after=0.000");
@@ -636,14 +623,14 @@ START_TEST(breaker_backoff)
 	double r1, r2, r3;
 	int64_t gap;
 
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	open1 =
 	    h_expect_log(d, H_WAIT_MS, "event=state", "from=closed", "to=open");
 	r1 = h_log_double(open1, "retry_after");
 	h_assert(fabs(r1 - 0.3) < 0.02, "first retry_after=%.3f", r1);
 	h_expect_log(d, H_WAIT_MS, "event=state", "to=half_open");
 
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	open2 = h_expect_log(d, H_WAIT_MS, "event=state", "from=half_open",
 	    "to=open", "reason=half_open_failure");
 	r2 = h_log_double(open2, "retry_after");
@@ -654,7 +641,7 @@ START_TEST(breaker_backoff)
 	gap = h_log_time_ms(half2) - h_log_time_ms(open2);
 	h_assert(gap >= 590, "the second open lasted %lld ms", (long long)gap);
 
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	open3 = h_expect_log_after(d, h_log_index(d, half2), H_WAIT_MS,
 	    "event=state", "from=half_open", "to=open",
 	    "reason=half_open_failure");
@@ -682,18 +669,18 @@ START_TEST(breaker_failure_rate)
 
 	h_assert(h_echo_roundtrip(lis, "ok 1", H_WAIT_MS), "first success");
 	h_backend_set_kind(srv, H_REFUSE);
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=connect_fail", "error=refused");
 	h_backend_set_kind(srv, H_ECHO);
 	h_assert(h_echo_roundtrip(lis, "ok 2", H_WAIT_MS), "second success");
 	h_assert(h_count_log(d, "event=state") == 0,
 	    "a state change after 3 attempts, below minimum_calls");
 	h_backend_set_kind(srv, H_REFUSE);
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "level=warning", "event=state",
 	    "upstream=api", "from=closed", "to=open", "reason=failure_rate",
 	    "retry_after=");
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(
 	    d, H_WAIT_MS, "event=reject", "upstream=api", "state=open");
 	h_assert(h_count_log(d, "event=connect_fail") == 2, "connect_fail");
@@ -726,7 +713,7 @@ START_TEST(breaker_backup_failover)
 	enum h_outcome out;
 	int fd;
 
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
 
 	fd = h_connect_ok(lis);
@@ -929,11 +916,11 @@ START_TEST(breaker_shared_by_workers)
 
 	h_expect_log(d, H_WAIT_MS, "event=start", "workers=2");
 	for (i = 0; i < 5; i++)
-		client_reset(lis, H_WAIT_MS, NULL);
+		h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open",
 	    "failures=5");
 	for (i = 0; i < 45; i++)
-		client_reset(lis, H_WAIT_MS, NULL);
+		h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	n = h_wait_count(
 	    d, 45, H_WAIT_MS, "event=reject", "upstream=api", "state=open");
 	h_assert(n == 45, "%u reject lines for 45 rejected clients", n);
@@ -959,8 +946,8 @@ START_TEST(breaker_dry_run)
 	enum h_outcome out;
 	int fd;
 
-	client_reset(lis, H_WAIT_MS, NULL);
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "from=closed",
 	    "to=open");
 	h_backend_set_kind(srv, H_ECHO);
@@ -996,11 +983,11 @@ START_TEST(breaker_early_close)
 	    "recovery_timeout = 30s\n"));
 	char *client;
 
-	client = client_reset(lis, H_WAIT_MS, NULL);
+	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=connect_fail", "upstream=api",
 	    h_strf("client=%s", client), "error=early_close");
 	h_backend_set_kind(srv, H_RESET);
-	client = client_reset(lis, H_WAIT_MS, NULL);
+	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=connect_fail", "upstream=api",
 	    h_strf("client=%s", client), "error=early_close");
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open",
@@ -1034,12 +1021,12 @@ START_TEST(breaker_reject_summary)
 	double v;
 	int k;
 
-	client_reset(lis, H_WAIT_MS, NULL);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
 	mark = h_log_mark(d);
 	t0 = h_now_ms();
 	for (k = 0; k < 50; k++)
-		client_reset(lis, H_WAIT_MS, NULL);
+		h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	secs = (h_now_ms() - t0) / 1000 + 1;
 
 	deadline = h_now_ms() + H_WAIT_MS;

@@ -590,6 +590,25 @@ h_daemon_reader(void *arg)
 	return NULL;
 }
 
+/* Find a program on $PATH (execve does not), before the fork. */
+static const char *
+h_which(const char *name)
+{
+	const char *path = getenv("PATH");
+	char *dirs, *dir, *save = NULL, *full;
+
+	if (strchr(name, '/') != NULL || path == NULL)
+		return name;
+	dirs = h_strf("%s", path);
+	for (dir = strtok_r(dirs, ":", &save); dir != NULL;
+	     dir = strtok_r(NULL, ":", &save)) {
+		full = h_strf("%s/%s", *dir ? dir : ".", name);
+		if (access(full, X_OK) == 0)
+			return full;
+	}
+	return name;
+}
+
 /* Build argv: optional $CP_TEST_WRAPPER words, the daemon, the arguments. */
 static size_t
 h_build_argv(const char **argv, size_t max, char **wrapbuf)
@@ -607,6 +626,8 @@ h_build_argv(const char **argv, size_t max, char **wrapbuf)
 		for (w = strtok_r(*wrapbuf, " ", &save); w != NULL && n < max;
 		     w = strtok_r(NULL, " ", &save))
 			argv[n++] = w;
+		if (n > 0)
+			argv[0] = h_which(argv[0]);
 	}
 	argv[n++] = prog;
 	return n;
@@ -2232,6 +2253,24 @@ h_client_try(const char *addr, int ms, uint64_t *elapsed, char **name)
 	if (elapsed != NULL)
 		*elapsed = h_now_ms() - t0;
 	return out;
+}
+
+/*
+ * A client the daemon must reset (a failed attempt or a reject): fails the
+ * test otherwise. Returns the client's address, as the daemon logs it.
+ */
+char *
+h_client_expect_reset_at(
+    const char *where, const char *addr, int ms, uint64_t *elapsed)
+{
+	enum h_outcome out;
+	char *name = NULL;
+
+	out = h_client_try(addr, ms, elapsed, &name);
+	if (out != H_OUT_RESET)
+		h_fail(where, "client %s of %s: expected a reset, got %s",
+		    name ? name : "?", addr, h_outcome_name(out));
+	return name;
 }
 
 /* Connect, send a message and read the same bytes back; true if so. */

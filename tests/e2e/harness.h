@@ -4,6 +4,13 @@
  * on 127.0.0.1, ::1 or unix paths in a temporary directory. Plain C and
  * POSIX threads; every wait has a deadline and waits on its condition, never
  * a blind sleep. Readiness is sd_notify READY=1 on a test socket.
+ *
+ * Environment: CIRCUITPROXYD, the daemon to test (set by make check);
+ * CP_TEST_TMPDIR, where each test makes its directory (removed when the
+ * test passes, kept for a look when it fails); CP_TEST_VERBOSE=1 echoes the
+ * daemon's log lines as they come; CP_TEST_WRAPPER="valgrind -q" runs the
+ * daemon under a wrapper (with CK_TIMEOUT_MULTIPLIER for Check's timeout).
+ * A daemon dies with its test (PR_SET_PDEATHSIG), even a failing one.
  */
 #ifndef CP_HARNESS_H
 #define CP_HARNESS_H
@@ -166,6 +173,9 @@ enum h_outcome h_next_event(int, int);
 enum h_outcome h_recv_exact(int, void *, size_t, int);
 enum h_outcome h_recv_all(int, char **, size_t *, int);
 enum h_outcome h_client_try(const char *, int, uint64_t *, char **);
+char *h_client_expect_reset_at(const char *, const char *, int, uint64_t *);
+#define h_client_expect_reset(addr, ms, elapsed)                               \
+	h_client_expect_reset_at(H_WHERE, (addr), (ms), (elapsed))
 bool h_echo_roundtrip(const char *, const char *, int);
 void h_close(int);
 
