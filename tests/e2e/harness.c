@@ -1164,6 +1164,7 @@ h_expect_log_v(const char *where, struct h_daemon *d, size_t from, int ms, ...)
 	char want[1024];
 	size_t n, i, o = 0;
 	va_list ap;
+	bool eof;
 
 	va_start(ap, ms);
 	n = h_collect(pats, ap);
@@ -1175,8 +1176,11 @@ h_expect_log_v(const char *where, struct h_daemon *d, size_t from, int ms, ...)
 	for (i = 0; i < n && o < sizeof(want) - 1; i++)
 		o += (size_t)snprintf(
 		    want + o, sizeof(want) - o, "%s%s", i ? " " : "", pats[i]);
+	pthread_mutex_lock(&d->mu);
+	eof = d->eof;
+	pthread_mutex_unlock(&d->mu);
 	h_fail(where, "no log line with [%s] from line %zu within %d ms%s",
-	    want, from, ms, d->eof ? " (the daemon's log is closed)" : "");
+	    want, from, ms, eof ? " (the daemon's log is closed)" : "");
 }
 
 /* Count the lines from `from` on that hold every pattern. */
