@@ -562,7 +562,6 @@ START_TEST(breaker_half_open_slots)
 	    "success_threshold = 2\n"
 	    "failure_on_early_close = yes\n"
 	    "connect_timeout = 1s\n"));
-	const char *line;
 	enum h_outcome out;
 	char *client;
 	int a, b, c;
@@ -578,7 +577,7 @@ START_TEST(breaker_half_open_slots)
 	h_assert(h_backend_wait_accepted(srv, 2, H_WAIT_MS),
 	    "both trials reached the server: %u", h_backend_accepted(srv));
 	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
-	line = h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=api",
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=api",
 	    h_strf("client=%s", client), "state=half_open",
 	    "retry_after=0.000");
 	h_assert(h_count_log(d, "event=state", "to=closed") == 0,
@@ -597,7 +596,6 @@ START_TEST(breaker_half_open_slots)
 	    "a client after closing was not relayed");
 	h_assert(h_count_log(d, "event=reject") == 1, "%u rejects",
 	    h_count_log(d, "event=reject"));
-	(void)line;
 	close(a);
 	close(b);
 	close(c);
@@ -827,7 +825,7 @@ START_TEST(relay_idle_timeout)
 	struct h_daemon *d =
 	    h_daemon_start(config_api(lis, echo, "idle_timeout = 300ms\n"));
 	uint64_t t0, closed_at = 0;
-	enum h_outcome out, idle_end = H_OUT_TIMEOUT;
+	enum h_outcome out;
 	char buf[4];
 	int idle, busy, pings = 0;
 
@@ -853,10 +851,9 @@ START_TEST(relay_idle_timeout)
 			continue;
 		}
 		out = h_next_event(idle, 100);
-		if (out == H_OUT_EOF || out == H_OUT_RESET) {
+		if (out == H_OUT_EOF || out == H_OUT_RESET)
 			closed_at = h_now_ms() - t0;
-			idle_end = out;
-		} else
+		else
 			h_assert(out == H_OUT_TIMEOUT, "idle: %s",
 			    h_outcome_name(out));
 	}
@@ -864,7 +861,6 @@ START_TEST(relay_idle_timeout)
 	h_assert(closed_at >= 250, "the idle relay was closed after %llu ms",
 	    (unsigned long long)closed_at);
 	h_assert(pings >= 10, "only %d pings", pings);
-	(void)idle_end;
 	close(idle);
 	close(busy);
 	stop_ok(d);
