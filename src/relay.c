@@ -472,6 +472,20 @@ relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 			relay_connected(r, now);
 			return;
 		}
+		if (error == ECONNRESET || error == EPIPE) {
+			/*
+			 * Established, then reset before we saw it: the
+			 * server hung up before a byte.
+			 */
+			if (upstream_conf(r->up)->failure_on_early_close) {
+				relay_log_fail(r, BREAKER_ERR_EARLY_CLOSE,
+				    now - r->start_ms);
+				relay_record(r, false, BREAKER_ERR_EARLY_CLOSE);
+			} else
+				relay_record(r, true, BREAKER_ERR_OTHER);
+			relay_close(r, RELAY_END_RESET);
+			return;
+		}
 		kind = relay_connect_error(error);
 	}
 	relay_log_fail(r, kind, now - r->start_ms);
