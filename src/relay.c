@@ -43,6 +43,19 @@ enum relay_phase {
 	RELAY_LINGERING,        /* http503 sent, waiting for the client's FIN */
 };
 
+/*
+ * A client's address, kept raw: it is formatted only for a log line, and
+ * most clients never get one.
+ */
+struct relay_peer {
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+		struct sockaddr_in6 sin6;
+	} u;
+	socklen_t len;
+};
+
 /* One direction: bytes read from src, written to dst. */
 struct relay_dir {
 	int src, dst;
@@ -70,8 +83,10 @@ struct relay {
 	uint64_t last_active_ms;
 	struct relay_dir c2s, s2c;
 	struct event cev_r, cev_w, sev_r, sev_w, timer;
-	char client[64];
+	struct relay_peer peer;
 };
+
+#define RELAY_PEER_STR_MAX 64
 
 /* Why a relay ends. */
 enum relay_end {
@@ -105,6 +120,23 @@ relay_tv(struct timeval *tv, uint64_t ms)
 	tv->tv_sec = (time_t)(ms / 1000);
 	tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	return tv;
+}
+
+/* Keep a client's address (a unix peer has no name worth keeping). */
+static void
+relay_peer_set(struct relay_peer *p, const struct sockaddr *sa, socklen_t len)
+{
+	if (sa->sa_family == AF_UNIX || len > sizeof(p->u))
+		len = sizeof(sa_family_t);
+	memcpy(&p->u, sa, len);
+	p->len = len;
+}
+
+/* Format a client's address for a log line. */
+static const char *
+relay_peer_str(const struct relay_peer *p, char *buf)
+{
+	return addr_format(&p->u.sa, p->len, buf, RELAY_PEER_STR_MAX);
 }
 
 /* Map a connect errno to the breaker's error kinds. */
@@ -149,22 +181,28 @@ relay_record(struct relay *r, bool success, enum breaker_error err)
 static void
 relay_log_fail(struct relay *r, enum breaker_error err, uint64_t elapsed_ms)
 {
+	char client[RELAY_PEER_STR_MAX];
+
 	log_warnx("event=connect_fail upstream=%s server=%s client=%s "
 		  "error=%s elapsed_ms=%" PRIu64,
-	    r->up->name, upstream_conf(r->up)->server.text, r->client,
+	    r->up->name, upstream_conf(r->up)->server.text,
+	    relay_peer_str(&r->peer, client),
 	    breaker_error_name(err), elapsed_ms);
 }
 
 /* Count a rejected client as overload (not the server's fault) and reset it. */
 static void
 relay_reject_overload(struct worker *w, struct upstream *up, int fd,
-    const char *client)
+    const struct relay_peer *peer)
 {
+	char client[RELAY_PEER_STR_MAX];
+
 	upstream_count(up, w->id, UC_rejected_overload_total, 1);
 	if (upstream_reject_log_allowed(up, util_now_ms()))
 		log_notice("event=reject upstream=%s client=%s reason=overload "
 			   "max_connections=%u",
-		    up->name, client, upstream_conf(up)->max_connections);
+		    up->name, relay_peer_str(peer, client),
+		    upstream_conf(up)->max_connections);
 	relay_close_rst(fd);
 }
 
@@ -196,9 +234,13 @@ relay_close(struct relay *r, enum relay_end why)
 	if (r->counted_active)
 		atomic_fetch_sub(&r->up->active, 1);
 	atomic_fetch_sub_explicit(&r->up->refs, 1, memory_order_release);
-	if (log_enabled(LOG_LEVEL_DEBUG))
+	if (log_enabled(LOG_LEVEL_DEBUG)) {
+		char client[RELAY_PEER_STR_MAX];
+
 		log_debug("event=close upstream=%s client=%s reason=%s",
-		    r->up->name, r->client, relay_end_names[why]);
+		    r->up->name, relay_peer_str(&r->peer, client),
+		    relay_end_names[why]);
+	}
 	LIST_REMOVE(r, entry);
 	free(r);
 	worker_relay_gone(w);
@@ -415,8 +457,11 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 		relay_record(r, true, BREAKER_ERR_OTHER);
 	if (uc->idle_timeout_ms != 0 &&
 	    now >= r->last_active_ms + uc->idle_timeout_ms) {
+		char client[RELAY_PEER_STR_MAX];
+
 		log_info("event=idle_timeout upstream=%s client=%s idle_ms=%"
-			 PRIu64, r->up->name, r->client, uc->idle_timeout_ms);
+			 PRIu64, r->up->name, relay_peer_str(&r->peer, client),
+		    uc->idle_timeout_ms);
 		relay_close(r, RELAY_END_IDLE);
 		return;
 	}
@@ -501,6 +546,7 @@ relay_connect(struct relay *r)
 	struct event_base *base = r->w->base;
 	struct timeval tv;
 	enum breaker_error kind;
+	char client[RELAY_PEER_STR_MAX];
 	int on = 1, error;
 
 	r->sfd = socket(sa->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -513,7 +559,7 @@ relay_connect(struct relay *r)
 		upstream_count(r->up, r->w->id, UC_rejected_overload_total, 1);
 		log_errorx("event=reject upstream=%s client=%s reason=overload "
 			   "error=%s",
-		    r->up->name, r->client,
+		    r->up->name, relay_peer_str(&r->peer, client),
 		    relay_is_shortage(error) ? "fd_shortage" : "socket");
 		relay_close(r, RELAY_END_RESET);
 		return;
@@ -547,7 +593,8 @@ relay_connect(struct relay *r)
 
 /* Allocate a relay for a client, owned by the worker. */
 static struct relay *
-relay_new(struct worker *w, struct upstream *up, int cfd, const char *client)
+relay_new(struct worker *w, struct upstream *up, int cfd,
+    const struct relay_peer *peer)
 {
 	struct relay *r;
 
@@ -556,7 +603,7 @@ relay_new(struct worker *w, struct upstream *up, int cfd, const char *client)
 	r->up = up;
 	r->cfd = cfd;
 	r->sfd = -1;
-	snprintf(r->client, sizeof(r->client), "%s", client);
+	r->peer = *peer;
 	event_assign(&r->cev_r, w->base, cfd, EV_READ | EV_PERSIST,
 	    relay_client_read_cb, r);
 	event_assign(&r->cev_w, w->base, cfd, EV_WRITE | EV_PERSIST,
@@ -575,7 +622,7 @@ relay_new(struct worker *w, struct upstream *up, int cfd, const char *client)
  */
 static void
 relay_reply_503(struct worker *w, struct upstream *up, int fd,
-    const char *client, int64_t retry_ms)
+    const struct relay_peer *peer, int64_t retry_ms)
 {
 	static const char body[] = "503 Service Unavailable\n";
 	struct timeval tv;
@@ -600,7 +647,7 @@ relay_reply_503(struct worker *w, struct upstream *up, int fd,
 		return;
 	}
 	shutdown(fd, SHUT_WR);
-	r = relay_new(w, up, fd, client);
+	r = relay_new(w, up, fd, peer);
 	r->phase = RELAY_LINGERING;
 	event_add(&r->cev_r, NULL);
 	event_add(&r->timer, relay_tv(&tv, RELAY_LINGER_MS));
@@ -609,22 +656,22 @@ relay_reply_503(struct worker *w, struct upstream *up, int fd,
 /* Turn a client away as the breaker decided: log, then reset or 503. */
 static void
 relay_reject(struct worker *w, struct upstream *up, int fd,
-    const struct breaker_ticket *t, const char *client)
+    const struct breaker_ticket *t, const struct relay_peer *peer)
 {
 	static const char *states[] = {
 		[BREAKER_REJECT_OPEN] = "open",
 		[BREAKER_REJECT_HALF_OPEN] = "half_open",
 		[BREAKER_REJECT_FORCED_OPEN] = "forced_open",
 	};
-	char retry[32];
+	char retry[32], client[RELAY_PEER_STR_MAX];
 
 	if (upstream_reject_log_allowed(up, util_now_ms()))
 		log_notice("event=reject upstream=%s client=%s state=%s "
 			   "retry_after=%s",
-		    up->name, client, states[t->verdict],
+		    up->name, relay_peer_str(peer, client), states[t->verdict],
 		    upstream_fmt_retry(retry, sizeof(retry), t->retry_after_ms));
 	if (upstream_conf(up)->reject == REJECT_HTTP503)
-		relay_reply_503(w, up, fd, client, t->retry_after_ms);
+		relay_reply_503(w, up, fd, peer, t->retry_after_ms);
 	else
 		relay_close_rst(fd);
 }
@@ -649,11 +696,12 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 	struct upstream *target = up, *b;
 	struct breaker_ticket t, bt;
 	struct relay *r;
-	char client[64], retry[32];
+	char client[RELAY_PEER_STR_MAX], retry[32];
+	struct relay_peer peer;
 	uint64_t now = util_now_ms();
 	int on = 1;
 
-	addr_format(sa, salen, client, sizeof(client));
+	relay_peer_set(&peer, sa, salen);
 	upstream_count(up, w->id, UC_connections_total, 1);
 	breaker_admit(up->breaker, now, &t);
 	if (!t.admitted) {
@@ -671,31 +719,32 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 			upstream_count(up, w->id, UC_failover_total, 1);
 			log_notice("event=failover upstream=%s backup=%s "
 				   "client=%s state=%s",
-			    up->name, b->name, client,
+			    up->name, b->name, relay_peer_str(&peer, client),
 			    breaker_state_name(t.state));
 			target = b;
 			t = bt;
 			goto admitted;
 		}
-		relay_reject(w, up, fd, &t, client);
+		relay_reject(w, up, fd, &t, &peer);
 		return;
 	}
 	if (t.verdict != BREAKER_ADMITTED &&
 	    upstream_reject_log_allowed(up, now))
 		log_notice("event=reject upstream=%s client=%s state=%s "
 			   "retry_after=%s dry_run=yes",
-		    up->name, client, breaker_state_name(t.state),
+		    up->name, relay_peer_str(&peer, client),
+		    breaker_state_name(t.state),
 		    upstream_fmt_retry(retry, sizeof(retry), t.retry_after_ms));
 	if (!relay_take_slot(up)) {
 		breaker_cancel(up->breaker, &t);
-		relay_reject_overload(w, up, fd, client);
+		relay_reject_overload(w, up, fd, &peer);
 		return;
 	}
 
 admitted:
 	if (sa->sa_family != AF_UNIX)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	r = relay_new(w, target, fd, client);
+	r = relay_new(w, target, fd, &peer);
 	r->counted_active = true;
 	r->ticket = t;
 	r->outcome_pending = true;
