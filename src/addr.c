@@ -81,8 +81,8 @@ addr_looks_ipv4(const char *host)
 
 /* Resolve a host (literal or name) into a->ss; the port is set later. */
 static int
-addr_resolve(
-    const char *s, const char *host, int v6only, struct addr *a, char **cause)
+addr_resolve(const char *s, const char *host, int v6only, struct addr *a,
+    char **cause)
 {
 	struct addrinfo hints, *res;
 	int error;
@@ -358,11 +358,11 @@ parse_duration(const char *s, uint64_t *ms, char **cause)
 		const char *name;
 		uint64_t ms;
 	} units[] = {
-	    {"ms", 1},
-	    {"s", 1000},
-	    {"m", 60 * 1000},
-	    {"h", 60 * 60 * 1000},
-	    {"", 1000},
+		{ "ms", 1 },
+		{ "s", 1000 },
+		{ "m", 60 * 1000 },
+		{ "h", 60 * 60 * 1000 },
+		{ "", 1000 },
 	};
 	uint64_t whole = 0, frac = 0, scale = 1, unit = 0, fracms;
 	const char *p = s;
@@ -466,8 +466,8 @@ parse_percent(const char *s, double *out, char **cause)
 int
 parse_bool(const char *s, int *out, char **cause)
 {
-	static const char *yes[] = {"yes", "true", "on", "1"};
-	static const char *no[] = {"no", "false", "off", "0"};
+	static const char *yes[] = { "yes", "true", "on", "1" };
+	static const char *no[] = { "no", "false", "off", "0" };
 	size_t i;
 
 	*cause = NULL;

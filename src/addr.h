@@ -8,15 +8,16 @@
 #define ADDR_TEXT_MAX 128
 
 struct addr {
-	char text[ADDR_TEXT_MAX];     /* as written: "127.0.0.1:8080", "unix:/run/x" */
-	int family;                   /* AF_INET, AF_INET6 or AF_UNIX */
-	int wildcard;                 /* written as "*:PORT" (bound to 0.0.0.0) */
+	char text
+	    [ADDR_TEXT_MAX]; /* as written: "127.0.0.1:8080", "unix:/run/x" */
+	int family;	     /* AF_INET, AF_INET6 or AF_UNIX */
+	int wildcard;	     /* written as "*:PORT" (bound to 0.0.0.0) */
 	socklen_t len;
 	struct sockaddr_storage ss;
 };
 
 /* Flags for addr_parse. */
-#define ADDR_ALLOW_WILDCARD 0x1       /* "*:PORT", for listeners */
+#define ADDR_ALLOW_WILDCARD 0x1 /* "*:PORT", for listeners */
 
 /*
  * Parse HOST:PORT, [IPv6]:PORT, *:PORT or unix:/path; host names are resolved

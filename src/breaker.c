@@ -80,12 +80,12 @@ struct breaker {
 	uint64_t opened_total;
 };
 
-static const char *breaker_state_names[] = {
-    "closed", "open", "half_open", "forced_open", "forced_closed"};
-static const char *breaker_error_names[] = {
-    "refused", "timeout", "unreachable", "early_close", "slow", "other"};
-static const char *breaker_reason_names[] = {"none", "consecutive_failures",
-    "failure_rate", "half_open_failure", "success", "manual"};
+static const char *breaker_state_names[] = { "closed", "open", "half_open",
+	"forced_open", "forced_closed" };
+static const char *breaker_error_names[] = { "refused", "timeout",
+	"unreachable", "early_close", "slow", "other" };
+static const char *breaker_reason_names[] = { "none", "consecutive_failures",
+	"failure_rate", "half_open_failure", "success", "manual" };
 
 /* Take the lock, or die: a mutex that fails is a broken invariant. */
 static void
@@ -377,8 +377,8 @@ breaker_apply_due(struct breaker *b, uint64_t now)
 	if (!b->has_deadline || now < b->deadline_ms)
 		return;
 	if (b->state == BREAKER_OPEN)
-		breaker_enter(
-		    b, BREAKER_HALF_OPEN, BREAKER_REASON_NONE, 0, now);
+		breaker_enter(b, BREAKER_HALF_OPEN, BREAKER_REASON_NONE, 0,
+		    now);
 	else
 		breaker_enter(b, BREAKER_CLOSED, BREAKER_REASON_MANUAL, 0, now);
 }
@@ -430,8 +430,8 @@ breaker_set_callback(struct breaker *b, breaker_transition_cb cb, void *arg)
  * judged from the next outcome on.
  */
 void
-breaker_reconfigure(
-    struct breaker *b, const struct breaker_conf *conf, uint64_t now_ms)
+breaker_reconfigure(struct breaker *b, const struct breaker_conf *conf,
+    uint64_t now_ms)
 {
 	bool reshape;
 
@@ -607,8 +607,8 @@ breaker_force_open(struct breaker *b, uint64_t lifetime_ms, uint64_t now_ms)
 	breaker_lock(b);
 	now_ms = breaker_clock(b, now_ms);
 	breaker_apply_due(b, now_ms);
-	breaker_enter(
-	    b, BREAKER_FORCED_OPEN, BREAKER_REASON_MANUAL, lifetime_ms, now_ms);
+	breaker_enter(b, BREAKER_FORCED_OPEN, BREAKER_REASON_MANUAL,
+	    lifetime_ms, now_ms);
 	breaker_unlock(b);
 }
 

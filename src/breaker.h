@@ -29,26 +29,26 @@ enum breaker_error {
 };
 
 enum breaker_reason {
-	BREAKER_REASON_NONE,              /* time-driven: open->half_open */
-	BREAKER_REASON_CONSECUTIVE,       /* "consecutive_failures" */
-	BREAKER_REASON_RATE,              /* "failure_rate" */
+	BREAKER_REASON_NONE,		  /* time-driven: open->half_open */
+	BREAKER_REASON_CONSECUTIVE,	  /* "consecutive_failures" */
+	BREAKER_REASON_RATE,		  /* "failure_rate" */
 	BREAKER_REASON_HALF_OPEN_FAILURE, /* "half_open_failure" */
-	BREAKER_REASON_SUCCESS,           /* half_open -> closed on success_threshold */
-	BREAKER_REASON_MANUAL,            /* "manual": force-open/force-closed/reset, force expiry */
+	BREAKER_REASON_SUCCESS, /* half_open -> closed on success_threshold */
+	BREAKER_REASON_MANUAL, /* "manual": force-open/force-closed/reset, force expiry */
 	BREAKER_REASON_COUNT
 };
 
 /* What a breaker is configured with (a part of struct upstream_conf). */
 struct breaker_conf {
-	unsigned failure_threshold;      /* consecutive failures; 0 = off */
-	double failure_rate_threshold;   /* percent, 0 = off */
-	unsigned window_calls;           /* window as N attempts (if window_ms == 0) */
-	uint64_t window_ms;              /* window as a duration; 0 = count window */
+	unsigned failure_threshold;    /* consecutive failures; 0 = off */
+	double failure_rate_threshold; /* percent, 0 = off */
+	unsigned window_calls; /* window as N attempts (if window_ms == 0) */
+	uint64_t window_ms;    /* window as a duration; 0 = count window */
 	unsigned minimum_calls;
 	uint64_t recovery_timeout_ms;
-	double recovery_backoff;         /* >= 1 */
+	double recovery_backoff; /* >= 1 */
 	uint64_t recovery_timeout_max_ms;
-	double recovery_jitter;          /* percent, 0..100 */
+	double recovery_jitter; /* percent, 0..100 */
 	unsigned half_open_max_calls;
 	unsigned success_threshold;
 	bool dry_run;
@@ -68,11 +68,11 @@ enum breaker_verdict {
  */
 struct breaker_ticket {
 	uint64_t generation;
-	enum breaker_state state;        /* the state it was admitted in */
-	enum breaker_verdict verdict;    /* != ADMITTED: rejected (or dry run) */
-	bool admitted;                   /* go on and connect (true in dry run) */
-	bool trial;                      /* holds a half_open slot */
-	int64_t retry_after_ms;          /* at a reject: until it leaves open; -1 none */
+	enum breaker_state state;     /* the state it was admitted in */
+	enum breaker_verdict verdict; /* != ADMITTED: rejected (or dry run) */
+	bool admitted;		      /* go on and connect (true in dry run) */
+	bool trial;		      /* holds a half_open slot */
+	int64_t retry_after_ms; /* at a reject: until it leaves open; -1 none */
 };
 
 /*
@@ -88,28 +88,29 @@ struct breaker_transition {
 	unsigned consecutive_failures;
 	unsigned window_attempts;
 	unsigned window_failures;
-	int64_t retry_after_ms;          /* breaker_retry_after() in state to */
+	int64_t retry_after_ms; /* breaker_retry_after() in state to */
 	uint64_t now_ms;
 };
 
-typedef void (*breaker_transition_cb)(const struct breaker_transition *, void *);
+typedef void (
+    *breaker_transition_cb)(const struct breaker_transition *, void *);
 
 /* A consistent snapshot for stats, admin and metrics. */
 struct breaker_stats {
 	enum breaker_state state;
-	uint64_t state_since_ms;         /* monotonic */
-	int64_t retry_after_ms;          /* as breaker_retry_after() */
-	uint64_t recovery_timeout_ms;    /* the current (or next) open duration */
+	uint64_t state_since_ms;      /* monotonic */
+	int64_t retry_after_ms;	      /* as breaker_retry_after() */
+	uint64_t recovery_timeout_ms; /* the current (or next) open duration */
 	unsigned consecutive_failures;
 	unsigned window_attempts;
 	unsigned window_failures;
-	double failure_rate;             /* 0..1, 0 on an empty window */
-	double success_rate;             /* 0..1, 1 on an empty window */
+	double failure_rate; /* 0..1, 0 on an empty window */
+	double success_rate; /* 0..1, 1 on an empty window */
 	uint64_t attempts_total;
 	uint64_t successes_total;
 	uint64_t failures_total;
 	uint64_t failures_by_error[BREAKER_ERR_COUNT];
-	uint64_t rejected_total;         /* open + half_open + forced_open */
+	uint64_t rejected_total; /* open + half_open + forced_open */
 	uint64_t rejected_open;
 	uint64_t rejected_half_open;
 	uint64_t rejected_forced_open;
@@ -118,17 +119,19 @@ struct breaker_stats {
 
 struct breaker;
 
-struct breaker *breaker_new(const struct breaker_conf *, uint64_t now_ms, uint64_t seed);
+struct breaker *breaker_new(const struct breaker_conf *, uint64_t now_ms,
+    uint64_t seed);
 void breaker_free(struct breaker *);
 void breaker_set_callback(struct breaker *, breaker_transition_cb, void *);
 /* Apply a reloaded config, keeping state and totals. */
-void breaker_reconfigure(struct breaker *, const struct breaker_conf *, uint64_t now_ms);
+void breaker_reconfigure(struct breaker *, const struct breaker_conf *,
+    uint64_t now_ms);
 
 /* Decide on one client. Fills *t; t->admitted says whether to connect. */
 void breaker_admit(struct breaker *, uint64_t now_ms, struct breaker_ticket *);
 /* Record the outcome of an admitted attempt (err ignored on success). */
-void breaker_record(struct breaker *, const struct breaker_ticket *, bool success,
-    enum breaker_error, uint64_t now_ms);
+void breaker_record(struct breaker *, const struct breaker_ticket *,
+    bool success, enum breaker_error, uint64_t now_ms);
 /* Give back an admitted ticket that never became an attempt (local shortage). */
 void breaker_cancel(struct breaker *, const struct breaker_ticket *);
 
@@ -140,11 +143,14 @@ uint64_t breaker_next_deadline(struct breaker *);
 int64_t breaker_retry_after(struct breaker *, uint64_t now_ms);
 
 /* Manual overrides; lifetime_ms 0 = until reset. */
-void breaker_force_open(struct breaker *, uint64_t lifetime_ms, uint64_t now_ms);
-void breaker_force_closed(struct breaker *, uint64_t lifetime_ms, uint64_t now_ms);
+void breaker_force_open(struct breaker *, uint64_t lifetime_ms,
+    uint64_t now_ms);
+void breaker_force_closed(struct breaker *, uint64_t lifetime_ms,
+    uint64_t now_ms);
 void breaker_reset(struct breaker *, uint64_t now_ms);
 
-void breaker_snapshot(struct breaker *, uint64_t now_ms, struct breaker_stats *);
+void breaker_snapshot(struct breaker *, uint64_t now_ms,
+    struct breaker_stats *);
 
 const char *breaker_state_name(enum breaker_state);
 const char *breaker_error_name(enum breaker_error);

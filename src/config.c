@@ -440,8 +440,8 @@ config_read_line(char *str, int num, void *arg)
 		len -= 3;
 	}
 	if (memchr(start, '\0', len) != NULL) {
-		config_error_add(
-		    cp->errs, cp->path, cp->line, "line contains a NUL byte");
+		config_error_add(cp->errs, cp->path, cp->line,
+		    "line contains a NUL byte");
 		return str;
 	}
 	if (len > max) {
@@ -470,8 +470,8 @@ config_read_line(char *str, int num, void *arg)
 
 /* inih's handler: keep the pair, with its line, in the current section. */
 static int
-config_ini_handler(
-    void *arg, const char *section, const char *name, const char *value)
+config_ini_handler(void *arg, const char *section, const char *name,
+    const char *value)
 {
 	struct config_parse *cp = arg;
 	struct config_section *sec;
@@ -522,8 +522,8 @@ config_bound_format(uint64_t v, int duration, char *buf, size_t len)
 
 /* Set *cause to "'VALUE' out of range (MIN..MAX)". */
 static int
-config_out_of_range(
-    const char *value, uint64_t min, uint64_t max, int duration, char **cause)
+config_out_of_range(const char *value, uint64_t min, uint64_t max, int duration,
+    char **cause)
 {
 	char lo[32], hi[32];
 
@@ -610,8 +610,8 @@ config_cpu_count(void)
  * attempts; a number with a unit is a duration.
  */
 static int
-config_window_set(
-    const struct config_key *k, void *base, const char *value, char **cause)
+config_window_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
 {
 	unsigned *calls = (unsigned *)((char *)base + k->off2);
 	uint64_t *ms = (uint64_t *)((char *)base + k->off);
@@ -627,12 +627,12 @@ config_window_set(
 			return 0;
 		}
 		if (r != -1)
-			return config_out_of_range(
-			    value, k->min, k->max, 0, cause);
+			return config_out_of_range(value, k->min, k->max, 0,
+			    cause);
 	} else if (parse_duration(value, &u, cause) == 0) {
 		if (u < WINDOW_MS_MIN || u > WINDOW_MS_MAX)
-			return config_out_of_range(
-			    value, WINDOW_MS_MIN, WINDOW_MS_MAX, 1, cause);
+			return config_out_of_range(value, WINDOW_MS_MIN,
+			    WINDOW_MS_MAX, 1, cause);
 		*calls = 0;
 		*ms = u;
 		return 0;
@@ -649,8 +649,8 @@ config_window_set(
  * keys, struct upstream_conf for upstream ones). 0, or -1 with *cause.
  */
 static int
-config_key_set(
-    const struct config_key *k, void *base, const char *value, char **cause)
+config_key_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
 {
 	char *field = (char *)base + k->off;
 	struct upstream_conf *uc = base;
@@ -665,8 +665,8 @@ config_key_set(
 		if (parse_duration(value, &u, cause) != 0)
 			return -1;
 		if (u < k->min || u > k->max)
-			return config_out_of_range(
-			    value, k->min, k->max, 1, cause);
+			return config_out_of_range(value, k->min, k->max, 1,
+			    cause);
 		*(uint64_t *)field = u;
 		return 0;
 	case CONFIG_T_WINDOW:
@@ -682,8 +682,8 @@ config_key_set(
 			return -1;
 		}
 		if (d < (double)k->min || d > (double)k->max)
-			return config_out_of_range(
-			    value, k->min, k->max, 0, cause);
+			return config_out_of_range(value, k->min, k->max, 0,
+			    cause);
 		*(double *)field = d;
 		return 0;
 	case CONFIG_T_BOOL:
@@ -698,8 +698,8 @@ config_key_set(
 			return -1;
 		}
 		if (r != 0 || u < k->min || u > k->max)
-			return config_out_of_range(
-			    value, k->min, k->max, 0, cause);
+			return config_out_of_range(value, k->min, k->max, 0,
+			    cause);
 		*(unsigned *)field = (unsigned)u;
 		return 0;
 	case CONFIG_T_ENUM:
@@ -725,8 +725,8 @@ config_key_set(
 			return -1;
 		}
 		if (r != 0 || u < k->min || u > k->max)
-			return config_out_of_range(
-			    value, k->min, k->max, 0, cause);
+			return config_out_of_range(value, k->min, k->max, 0,
+			    cause);
 		*(unsigned *)field = (unsigned)u;
 		*(bool *)((char *)base + k->off2) = false;
 		return 0;
@@ -748,8 +748,8 @@ config_key_set(
 	case CONFIG_T_LISTEN:
 		if (addr_parse(value, ADDR_ALLOW_WILDCARD, &a, cause) != 0)
 			return -1;
-		uc->listen = xrealloc(
-		    uc->listen, (uc->nlisten + 1) * sizeof(*uc->listen));
+		uc->listen = xrealloc(uc->listen,
+		    (uc->nlisten + 1) * sizeof(*uc->listen));
 		uc->listen[uc->nlisten++] = a;
 		return 0;
 	case CONFIG_T_SERVER:
@@ -778,8 +778,8 @@ config_defaults_apply(enum config_scope scope, void *base)
 		if (k->scope != scope || k->def == NULL)
 			continue;
 		if (config_key_set(k, base, k->def, &cause) != 0)
-			fatalx(
-			    "config: bad default for %s: %s", k->name, cause);
+			fatalx("config: bad default for %s: %s", k->name,
+			    cause);
 	}
 }
 
@@ -981,8 +981,8 @@ config_check_breaker(struct config_parse *cp, const struct upstream_conf *uc,
 
 /* Resolve backup names to indexes and report unknown names and cycles. */
 static void
-config_check_backups(
-    struct config_parse *cp, struct config *cfg, struct config_upinfo *info)
+config_check_backups(struct config_parse *cp, struct config *cfg,
+    struct config_upinfo *info)
 {
 	size_t bk = config_key_index("backup"), i, j, n, steps;
 	struct upstream_conf *uc;
@@ -1031,8 +1031,8 @@ config_check_backups(
 		j = i;
 		do {
 			j = (size_t)cfg->upstreams[j].backup_index;
-			xasprintf(
-			    &tmp, "%s -> %s", chain, cfg->upstreams[j].name);
+			xasprintf(&tmp, "%s -> %s", chain,
+			    cfg->upstreams[j].name);
 			free(chain);
 			chain = tmp;
 		} while (j != i);
@@ -1159,8 +1159,8 @@ config_build(struct config_parse *cp)
 		if (sec->duplicate) {
 			tmp = defaults;
 			memset(&scratch, 0, sizeof(scratch));
-			config_section_apply(
-			    cp, sec, &tmp, scratch.seen, &scratch.listen_line);
+			config_section_apply(cp, sec, &tmp, scratch.seen,
+			    &scratch.listen_line);
 			config_upstream_free(&tmp);
 			free(scratch.listen_line);
 			continue;
@@ -1205,10 +1205,10 @@ config_build(struct config_parse *cp)
 
 /* Run both passes over a text; NULL and errors in *errs on failure. */
 static struct config *
-config_parse_text(
-    const char *path, const char *text, size_t len, struct config_errors *errs)
+config_parse_text(const char *path, const char *text, size_t len,
+    struct config_errors *errs)
 {
-	struct config_errors local = {NULL, 0};
+	struct config_errors local = { NULL, 0 };
 	struct config_parse cp;
 	struct config *cfg;
 	int r;
@@ -1251,8 +1251,8 @@ config_parse_text(
 
 /* Load and validate a config from a string; path is for messages only. */
 struct config *
-config_load_string(
-    const char *path, const char *text, struct config_errors *errs)
+config_load_string(const char *path, const char *text,
+    struct config_errors *errs)
 {
 	return config_parse_text(path, text, strlen(text), errs);
 }
@@ -1261,7 +1261,7 @@ config_load_string(
 struct config *
 config_load(const char *path, struct config_errors *errs)
 {
-	struct config_errors local = {NULL, 0};
+	struct config_errors local = { NULL, 0 };
 	struct config *cfg;
 	struct stat sb;
 	size_t len = 0, size = 8192;
@@ -1286,8 +1286,8 @@ config_load(const char *path, struct config_errors *errs)
 		fd = -1;
 	}
 	if (fd == -1) {
-		config_error_add(
-		    errs, path, 0, "cannot open: %s", strerror(saved));
+		config_error_add(errs, path, 0, "cannot open: %s",
+		    strerror(saved));
 		config_errors_clear(&local);
 		return NULL;
 	}
@@ -1306,8 +1306,8 @@ config_load(const char *path, struct config_errors *errs)
 		saved = errno;
 		close(fd);
 		free(text);
-		config_error_add(
-		    errs, path, 0, "cannot read: %s", strerror(saved));
+		config_error_add(errs, path, 0, "cannot read: %s",
+		    strerror(saved));
 		config_errors_clear(&local);
 		return NULL;
 	}
@@ -1365,8 +1365,8 @@ config_key_value(const struct config *cfg, const struct upstream_conf *uc,
 		break;
 	case CONFIG_T_ADMIN:
 		if (*(const bool *)(base + k->off2))
-			snprintf(
-			    buf, len, "%s", ((const struct addr *)field)->text);
+			snprintf(buf, len, "%s",
+			    ((const struct addr *)field)->text);
 		break;
 	case CONFIG_T_STRING:
 	case CONFIG_T_BACKUP:
@@ -1424,7 +1424,7 @@ config_dump(const struct config *cfg, FILE *f)
 	config_dump_scope(cfg, NULL, CONFIG_SCOPE_GLOBAL, f);
 	for (i = 0; i < cfg->nupstreams; i++) {
 		fprintf(f, "\n[upstream:%s]\n", cfg->upstreams[i].name);
-		config_dump_scope(
-		    cfg, &cfg->upstreams[i], CONFIG_SCOPE_UPSTREAM, f);
+		config_dump_scope(cfg, &cfg->upstreams[i],
+		    CONFIG_SCOPE_UPSTREAM, f);
 	}
 }

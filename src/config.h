@@ -25,17 +25,17 @@ enum reject_mode {
 
 struct upstream_conf {
 	char name[UPSTREAM_NAME_MAX + 1];
-	int line;                        /* of its [upstream:NAME] header */
-	struct addr *listen;             /* nlisten entries */
+	int line;	     /* of its [upstream:NAME] header */
+	struct addr *listen; /* nlisten entries */
 	size_t nlisten;
 	struct addr server;
-	char *backup;                    /* NULL if none */
-	int backup_index;                /* index in config->upstreams, or -1 */
+	char *backup;	  /* NULL if none */
+	int backup_index; /* index in config->upstreams, or -1 */
 	uint64_t connect_timeout_ms;
-	uint64_t idle_timeout_ms;        /* 0 = never */
-	unsigned max_connections;        /* 0 = no limit */
+	uint64_t idle_timeout_ms; /* 0 = never */
+	unsigned max_connections; /* 0 = no limit */
 	bool failure_on_early_close;
-	uint64_t slow_connect_ms;        /* 0 = off */
+	uint64_t slow_connect_ms; /* 0 = off */
 	enum reject_mode reject;
 	struct breaker_conf breaker;
 };
@@ -44,14 +44,14 @@ struct config {
 	char *path;
 	enum log_level log_level;
 	enum log_target log_target;
-	unsigned workers;                /* resolved: "auto" is the CPU count */
+	unsigned workers; /* resolved: "auto" is the CPU count */
 	bool workers_auto;
 	bool admin_enabled;
 	struct addr admin;
-	char *admin_token;               /* NULL if unset */
+	char *admin_token; /* NULL if unset */
 	uint64_t shutdown_timeout_ms;
 	unsigned log_rejects_per_second;
-	char *state_file;                /* NULL if unset */
+	char *state_file; /* NULL if unset */
 	struct upstream_conf *upstreams;
 	size_t nupstreams;
 };
@@ -59,7 +59,7 @@ struct config {
 /* One error, as "FILE:LINE: message" (or "FILE: message" with line 0). */
 struct config_error {
 	int line;
-	char *msg;                       /* the full text, file and line included */
+	char *msg; /* the full text, file and line included */
 };
 
 struct config_errors {
@@ -69,43 +69,43 @@ struct config_errors {
 
 /* How a key's value is written, parsed and shown. */
 enum config_type {
-	CONFIG_T_DURATION,               /* uint64_t ms: "250ms", "1.5s", bare seconds */
-	CONFIG_T_WINDOW,                 /* bare count of attempts, or a duration */
-	CONFIG_T_PERCENT,                /* double 0..100: "12.5", "50%" */
-	CONFIG_T_FACTOR,                 /* double: "1", "1.5" */
-	CONFIG_T_BOOL,                   /* bool: yes/no, true/false, on/off, 1/0 */
-	CONFIG_T_UINT,                   /* unsigned */
-	CONFIG_T_ENUM,                   /* an int-sized enum; names in the key */
-	CONFIG_T_WORKERS,                /* unsigned, or "auto" */
-	CONFIG_T_ADMIN,                  /* struct addr; empty = off */
-	CONFIG_T_STRING,                 /* char *; empty = NULL */
-	CONFIG_T_LISTEN,                 /* struct addr, repeatable, "*:PORT" allowed */
-	CONFIG_T_SERVER,                 /* struct addr */
-	CONFIG_T_BACKUP,                 /* another upstream's name; empty = none */
+	CONFIG_T_DURATION, /* uint64_t ms: "250ms", "1.5s", bare seconds */
+	CONFIG_T_WINDOW,   /* bare count of attempts, or a duration */
+	CONFIG_T_PERCENT,  /* double 0..100: "12.5", "50%" */
+	CONFIG_T_FACTOR,   /* double: "1", "1.5" */
+	CONFIG_T_BOOL,	   /* bool: yes/no, true/false, on/off, 1/0 */
+	CONFIG_T_UINT,	   /* unsigned */
+	CONFIG_T_ENUM,	   /* an int-sized enum; names in the key */
+	CONFIG_T_WORKERS,  /* unsigned, or "auto" */
+	CONFIG_T_ADMIN,	   /* struct addr; empty = off */
+	CONFIG_T_STRING,   /* char *; empty = NULL */
+	CONFIG_T_LISTEN,   /* struct addr, repeatable, "*:PORT" allowed */
+	CONFIG_T_SERVER,   /* struct addr */
+	CONFIG_T_BACKUP,   /* another upstream's name; empty = none */
 };
 
 enum config_scope {
-	CONFIG_SCOPE_GLOBAL,             /* [global], field of struct config */
-	CONFIG_SCOPE_UPSTREAM,           /* [defaults] or [upstream:NAME] */
+	CONFIG_SCOPE_GLOBAL,   /* [global], field of struct config */
+	CONFIG_SCOPE_UPSTREAM, /* [defaults] or [upstream:NAME] */
 };
 
-#define CONFIG_KEY_RELOADABLE 0x1        /* SIGHUP applies it without a restart */
-#define CONFIG_KEY_NO_DEFAULTS 0x2       /* not allowed in [defaults] */
-#define CONFIG_KEY_REPEATABLE 0x4        /* may appear more than once */
-#define CONFIG_KEY_SECRET 0x8            /* never shown by config_dump */
+#define CONFIG_KEY_RELOADABLE 0x1  /* SIGHUP applies it without a restart */
+#define CONFIG_KEY_NO_DEFAULTS 0x2 /* not allowed in [defaults] */
+#define CONFIG_KEY_REPEATABLE 0x4  /* may appear more than once */
+#define CONFIG_KEY_SECRET 0x8	   /* never shown by config_dump */
 
 /* One row of the key table: everything the loader knows about a key. */
 struct config_key {
 	const char *name;
 	enum config_scope scope;
 	enum config_type type;
-	int flags;                       /* CONFIG_KEY_* */
-	uint64_t min, max;               /* bounds: ms for durations, counts else */
-	const char *def;                 /* default as written in the file; NULL none */
-	size_t off;                      /* field in struct config or upstream_conf */
-	size_t off2;                     /* window_calls, admin_enabled, workers_auto */
-	const char *const *names;        /* CONFIG_T_ENUM: NULL-terminated names */
-	const char *help;                /* one line for docs and "show config" */
+	int flags;	   /* CONFIG_KEY_* */
+	uint64_t min, max; /* bounds: ms for durations, counts else */
+	const char *def;   /* default as written in the file; NULL none */
+	size_t off;	   /* field in struct config or upstream_conf */
+	size_t off2;	   /* window_calls, admin_enabled, workers_auto */
+	const char *const *names; /* CONFIG_T_ENUM: NULL-terminated names */
+	const char *help;	  /* one line for docs and "show config" */
 };
 
 /* The key table, read-only; *n is set to its length. */
@@ -113,8 +113,8 @@ const struct config_key *config_keys(size_t *n);
 /* Find a key by name, or NULL. */
 const struct config_key *config_key_find(const char *);
 /* Format a key's effective value (up is ignored for global keys). */
-const char *config_key_value(const struct config *, const struct upstream_conf *,
-    const struct config_key *, char *, size_t);
+const char *config_key_value(const struct config *,
+    const struct upstream_conf *, const struct config_key *, char *, size_t);
 /* Print every effective key = value, [global] then each upstream. */
 void config_dump(const struct config *, FILE *);
 /* Print each error on its own line. */
@@ -134,6 +134,7 @@ void config_free(struct config *);
 void config_errors_clear(struct config_errors *);
 
 /* Find an upstream by name, or NULL. */
-const struct upstream_conf *config_find_upstream(const struct config *, const char *);
+const struct upstream_conf *config_find_upstream(const struct config *,
+    const char *);
 
 #endif

@@ -35,9 +35,9 @@ daemon_libevent_log(int severity, const char *msg)
 {
 	char q[512];
 
-	log_msg(severity == EVENT_LOG_ERR ? LOG_LEVEL_ERROR :
-		severity == EVENT_LOG_WARN ? LOG_LEVEL_WARNING :
-		LOG_LEVEL_DEBUG,
+	log_msg(severity == EVENT_LOG_ERR    ? LOG_LEVEL_ERROR
+		: severity == EVENT_LOG_WARN ? LOG_LEVEL_WARNING
+					     : LOG_LEVEL_DEBUG,
 	    "event=libevent message=%s", log_quote(q, sizeof(q), msg));
 }
 
@@ -66,8 +66,8 @@ daemon_notify_status(struct daemon *d, const char *prefix)
 		if (st.state == BREAKER_OPEN || st.state == BREAKER_FORCED_OPEN)
 			open++;
 	}
-	notify_sendf("%sSTATUS=%zu upstream%s, %u open", prefix,
-	    d->nupstreams, d->nupstreams == 1 ? "" : "s", open);
+	notify_sendf("%sSTATUS=%zu upstream%s, %u open", prefix, d->nupstreams,
+	    d->nupstreams == 1 ? "" : "s", open);
 }
 
 /* Post a command to every worker. */
@@ -97,8 +97,9 @@ daemon_stop(struct daemon *d, const char *reason)
 	atomic_store(&d->phase, DAEMON_DRAINING);
 	d->stop_reason = reason;
 	notify_send("STOPPING=1");
-	log_info("event=stopping reason=%s shutdown_timeout=%" PRIu64 ".%03"
-		 PRIu64, reason, ms / 1000, ms % 1000);
+	log_info("event=stopping reason=%s shutdown_timeout=%" PRIu64
+		 ".%03" PRIu64,
+	    reason, ms / 1000, ms % 1000);
 	/*
 	 * shutdown() makes a listening socket refuse new clients at once
 	 * without freeing its descriptor, which workers may still be polling;
@@ -243,7 +244,8 @@ daemon_reload(struct daemon *d)
 	for (i = 0; i < conf->nupstreams; i++) {
 		uc = &conf->upstreams[i];
 		for (j = 0; j < uc->nlisten; j++) {
-			if ((l = daemon_find_listener(d, &uc->listen[j])) == NULL) {
+			if ((l = daemon_find_listener(d, &uc->listen[j])) ==
+			    NULL) {
 				l = listener_open(&uc->listen[j], ups[i],
 				    d->nworkers, &cause);
 				if (l == NULL)
@@ -264,7 +266,8 @@ daemon_reload(struct daemon *d)
 	}
 	for (i = 0; i < conf->nupstreams; i++)
 		for (j = 0; j < conf->upstreams[i].nlisten; j++) {
-			l = daemon_find_listener(d, &conf->upstreams[i].listen[j]);
+			l = daemon_find_listener(d,
+			    &conf->upstreams[i].listen[j]);
 			if (l != NULL)
 				atomic_store(&l->up, ups[i]);
 		}
@@ -308,8 +311,9 @@ daemon_reload(struct daemon *d)
 	d->nupstreams = conf->nupstreams;
 	d->conf = conf;
 	free(created);
-	log_init(d->log_level_override >= 0 ?
-		(enum log_level)d->log_level_override : conf->log_level,
+	log_init(d->log_level_override >= 0
+		? (enum log_level)d->log_level_override
+		: conf->log_level,
 	    conf->log_target);
 	for (i = 0; i < d->nupstreams; i++)
 		upstream_tick(d->upstreams[i], now);
@@ -535,12 +539,15 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	    PACKAGE_VERSION, d->nworkers, conf->nupstreams);
 
 	if (conf->admin_enabled)
-		log_warnx("event=admin addr=%s error=\"the admin endpoint is not "
-			  "available in this release\"", conf->admin.text);
+		log_warnx("event=admin addr=%s error=\"the admin endpoint is "
+			  "not "
+			  "available in this release\"",
+		    conf->admin.text);
 	if (conf->state_file != NULL)
 		log_warnx("event=state_file path=%s error=\"state_file is not "
 			  "available in this release; breaker states start "
-			  "closed\"", conf->state_file);
+			  "closed\"",
+		    conf->state_file);
 	daemon_make_upstreams(d, now);
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
 	for (i = 0; i < d->nworkers; i++) {
@@ -563,14 +570,14 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	d->drain_ev = evtimer_new(d->base, daemon_drain_cb, d);
 	d->worker_exit_ev = event_new(d->base, -1, 0, daemon_worker_exit_cb, d);
 	d->reload_done_ev = event_new(d->base, -1, 0, daemon_reload_done_cb, d);
-	d->summary_ev = event_new(d->base, -1, EV_PERSIST, daemon_summary_cb,
-	    d);
+	d->summary_ev =
+	    event_new(d->base, -1, EV_PERSIST, daemon_summary_cb, d);
 	tv.tv_sec = 1;
 	tv.tv_usec = 0;
 	event_add(d->summary_ev, &tv);
 	if ((wd = notify_watchdog_usec()) != 0) {
-		d->watchdog_ev = event_new(d->base, -1, EV_PERSIST,
-		    daemon_watchdog_cb, d);
+		d->watchdog_ev =
+		    event_new(d->base, -1, EV_PERSIST, daemon_watchdog_cb, d);
 		tv.tv_sec = (time_t)(wd / 2 / 1000000);
 		tv.tv_usec = (suseconds_t)(wd / 2 % 1000000);
 		event_add(d->watchdog_ev, &tv);

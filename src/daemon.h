@@ -20,8 +20,8 @@ struct worker;
 
 enum daemon_phase {
 	DAEMON_RUNNING,
-	DAEMON_DRAINING,     /* listeners closed, relays finishing */
-	DAEMON_CLOSING,      /* relays being reset, workers exiting */
+	DAEMON_DRAINING, /* listeners closed, relays finishing */
+	DAEMON_CLOSING,	 /* relays being reset, workers exiting */
 };
 
 /* What a reload asks of the workers; read-only while they apply it. */
@@ -42,13 +42,13 @@ struct daemon_retired {
 	struct config *conf;
 	struct upstream **upstreams;
 	size_t nupstreams;
-	bool seen;                       /* every worker has passed the swap */
+	bool seen; /* every worker has passed the swap */
 };
 
 struct daemon {
-	struct config *conf;             /* owned; swapped by a reload */
+	struct config *conf; /* owned; swapped by a reload */
 	const char *conf_path;
-	int log_level_override;          /* -l, or -1 */
+	int log_level_override; /* -l, or -1 */
 	struct event_base *base;
 	const char *pidfile;
 
@@ -58,19 +58,19 @@ struct daemon {
 	size_t nlisteners;
 	struct worker **workers;
 	unsigned nworkers;
-	unsigned nspawned;               /* worker threads not yet joined */
+	unsigned nspawned; /* worker threads not yet joined */
 
 	_Atomic int phase;
 	const char *stop_reason;
 	_Atomic unsigned workers_running;
 	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *summary_ev;
-	struct event *drain_ev;          /* shutdown_timeout */
-	struct event *worker_exit_ev;    /* a worker finished */
+	struct event *drain_ev;	      /* shutdown_timeout */
+	struct event *worker_exit_ev; /* a worker finished */
 	struct event *watchdog_ev;
 	uint64_t start_ms;
 
-	struct daemon_reload *reload;    /* in progress, or NULL */
+	struct daemon_reload *reload;	 /* in progress, or NULL */
 	_Atomic unsigned reload_pending; /* workers yet to apply it */
 	struct event *reload_done_ev;
 	struct daemon_retired *retired;

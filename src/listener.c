@@ -115,8 +115,10 @@ listener_pause(struct listener_slot *s, int error)
 		log_errorx("event=accept_paused upstream=%s addr=%s error=%s "
 			   "pause_ms=%d",
 		    atomic_load(&s->listener->up)->name, s->listener->addr.text,
-		    error == EMFILE ? "EMFILE" :
-		    error == ENFILE ? "ENFILE" : "ENOMEM", LISTENER_PAUSE_MS);
+		    error == EMFILE	  ? "EMFILE"
+			: error == ENFILE ? "ENFILE"
+					  : "ENOMEM",
+		    LISTENER_PAUSE_MS);
 }
 
 /* Accept what is waiting, up to a batch, and hand each client on. */

@@ -23,9 +23,9 @@ struct listener_slot {
 
 struct listener {
 	struct addr addr;
-	_Atomic(struct upstream *) up;  /* a reload may hand it to another */
+	_Atomic(struct upstream *) up; /* a reload may hand it to another */
 	int fd;
-	struct listener_slot *slots;    /* one per worker */
+	struct listener_slot *slots; /* one per worker */
 	unsigned nslots;
 };
 

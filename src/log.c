@@ -18,12 +18,10 @@ static _Atomic int log_level = LOG_LEVEL_INFO;
 static enum log_target log_target = LOG_TARGET_STDERR;
 static int log_journal;
 
-static const char *log_level_names[] = {
-	"debug", "info", "notice", "warning", "error"
-};
-static const int log_level_prio[] = {
-	LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR
-};
+static const char *log_level_names[] = { "debug", "info", "notice", "warning",
+	"error" };
+static const int log_level_prio[] = { LOG_DEBUG, LOG_INFO, LOG_NOTICE,
+	LOG_WARNING, LOG_ERR };
 
 /* Is stderr the journal's stream (JOURNAL_STREAM is "DEV:INODE")? */
 static int
@@ -71,8 +69,8 @@ log_get_level(void)
 int
 log_enabled(enum log_level level)
 {
-	return (int)level >= atomic_load_explicit(&log_level,
-	    memory_order_relaxed);
+	return (int)level >=
+	    atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
 /* Parse a level name; 0 on success, -1 if unknown. */
@@ -81,7 +79,8 @@ log_level_parse(const char *s, enum log_level *out)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(log_level_names) / sizeof(log_level_names[0]); i++) {
+	for (i = 0; i < sizeof(log_level_names) / sizeof(log_level_names[0]);
+	     i++) {
 		if (strcmp(s, log_level_names[i]) == 0) {
 			*out = (enum log_level)i;
 			return 0;

@@ -26,8 +26,7 @@ static const char usage_text[] =
     "  -h, --help             print this help and exit\n";
 
 /* Print the usage to a stream and exit with a status. */
-static void __attribute__((noreturn))
-usage(FILE *f, int status)
+static void __attribute__((noreturn)) usage(FILE *f, int status)
 {
 	fputs(usage_text, f);
 	exit(status);
@@ -36,15 +35,13 @@ usage(FILE *f, int status)
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
+	static const struct option longopts[] = { { "config", required_argument,
+						      NULL, 'c' },
 		{ "test", no_argument, NULL, 't' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "pidfile", required_argument, NULL, 'p' },
 		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 }
-	};
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	const char *path = CP_CONFIG_PATH, *pidfile = NULL;
 	struct config_errors errs = { NULL, 0 };
 	enum log_level level = LOG_LEVEL_INFO;
@@ -54,8 +51,8 @@ main(int argc, char **argv)
 	char *cause = NULL, q[1024];
 	size_t i;
 
-	while ((ch = getopt_long(argc, argv, "c:tl:p:Vh", longopts, NULL)) !=
-	    -1) {
+	while (
+	    (ch = getopt_long(argc, argv, "c:tl:p:Vh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;

@@ -40,7 +40,7 @@
 enum relay_phase {
 	RELAY_CONNECTING,
 	RELAY_RELAYING,
-	RELAY_LINGERING,        /* http503 sent, waiting for the client's FIN */
+	RELAY_LINGERING, /* http503 sent, waiting for the client's FIN */
 };
 
 /*
@@ -59,26 +59,26 @@ struct relay_peer {
 /* One direction: bytes read from src, written to dst. */
 struct relay_dir {
 	int src, dst;
-	struct event *rev;      /* src readable */
-	struct event *wev;      /* dst writable, armed only with a remainder */
-	char *buf;              /* the remainder dst could not take yet */
+	struct event *rev; /* src readable */
+	struct event *wev; /* dst writable, armed only with a remainder */
+	char *buf;	   /* the remainder dst could not take yet */
 	size_t off, len;
-	bool eof;               /* src sent its FIN */
-	bool done;              /* FIN passed on: dst's write side shut */
+	bool eof;  /* src sent its FIN */
+	bool done; /* FIN passed on: dst's write side shut */
 	enum upstream_counter counter;
 };
 
 struct relay {
 	LIST_ENTRY(relay) entry;
 	struct worker *w;
-	struct upstream *up;            /* whose server (a backup after failover) */
+	struct upstream *up; /* whose server (a backup after failover) */
 	enum relay_phase phase;
 	int cfd, sfd;
 	struct breaker_ticket ticket;
-	bool outcome_pending;           /* attempt not yet recorded */
-	bool server_spoke;              /* the server has sent a byte */
+	bool outcome_pending; /* attempt not yet recorded */
+	bool server_spoke;    /* the server has sent a byte */
 	bool counted_active;
-	uint64_t start_ms;              /* connect began */
+	uint64_t start_ms; /* connect began */
 	uint64_t connected_ms;
 	uint64_t last_active_ms;
 	struct relay_dir c2s, s2c;
@@ -90,10 +90,10 @@ struct relay {
 
 /* Why a relay ends. */
 enum relay_end {
-	RELAY_END_DONE,         /* both directions finished */
-	RELAY_END_RESET,        /* a reset, an error or a failed attempt */
-	RELAY_END_IDLE,         /* idle_timeout */
-	RELAY_END_SHUTDOWN,     /* shutdown_timeout */
+	RELAY_END_DONE,	    /* both directions finished */
+	RELAY_END_RESET,    /* a reset, an error or a failed attempt */
+	RELAY_END_IDLE,	    /* idle_timeout */
+	RELAY_END_SHUTDOWN, /* shutdown_timeout */
 };
 
 static const char *relay_end_names[] = { "done", "reset", "idle", "shutdown" };
@@ -145,7 +145,7 @@ relay_connect_error(int error)
 {
 	switch (error) {
 	case ECONNREFUSED:
-	case ENOENT:            /* unix socket path gone */
+	case ENOENT: /* unix socket path gone */
 		return BREAKER_ERR_REFUSED;
 	case ETIMEDOUT:
 		return BREAKER_ERR_TIMEOUT;
@@ -186,8 +186,8 @@ relay_log_fail(struct relay *r, enum breaker_error err, uint64_t elapsed_ms)
 	log_warnx("event=connect_fail upstream=%s server=%s client=%s "
 		  "error=%s elapsed_ms=%" PRIu64,
 	    r->up->name, upstream_conf(r->up)->server.text,
-	    relay_peer_str(&r->peer, client),
-	    breaker_error_name(err), elapsed_ms);
+	    relay_peer_str(&r->peer, client), breaker_error_name(err),
+	    elapsed_ms);
 }
 
 /* Count a rejected client as overload (not the server's fault) and reset it. */
@@ -275,8 +275,7 @@ relay_early_close(struct relay *r)
 {
 	if (!r->outcome_pending || r->server_spoke)
 		return false;
-	relay_log_fail(r, BREAKER_ERR_EARLY_CLOSE,
-	    util_now_ms() - r->start_ms);
+	relay_log_fail(r, BREAKER_ERR_EARLY_CLOSE, util_now_ms() - r->start_ms);
 	relay_record(r, false, BREAKER_ERR_EARLY_CLOSE);
 	relay_close(r, RELAY_END_RESET);
 	return true;
@@ -453,14 +452,16 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 		relay_close(r, RELAY_END_DONE);
 		return;
 	}
-	if (r->outcome_pending && now >= r->connected_ms + uc->connect_timeout_ms)
+	if (r->outcome_pending &&
+	    now >= r->connected_ms + uc->connect_timeout_ms)
 		relay_record(r, true, BREAKER_ERR_OTHER);
 	if (uc->idle_timeout_ms != 0 &&
 	    now >= r->last_active_ms + uc->idle_timeout_ms) {
 		char client[RELAY_PEER_STR_MAX];
 
-		log_info("event=idle_timeout upstream=%s client=%s idle_ms=%"
-			 PRIu64, r->up->name, relay_peer_str(&r->peer, client),
+		log_info("event=idle_timeout upstream=%s client=%s "
+			 "idle_ms=%" PRIu64,
+		    r->up->name, relay_peer_str(&r->peer, client),
 		    uc->idle_timeout_ms);
 		relay_close(r, RELAY_END_IDLE);
 		return;
@@ -485,11 +486,15 @@ relay_connected(struct relay *r, uint64_t now)
 		relay_record(r, true, BREAKER_ERR_OTHER);
 
 	r->phase = RELAY_RELAYING;
-	r->c2s = (struct relay_dir){ .src = r->cfd, .dst = r->sfd,
-		.rev = &r->cev_r, .wev = &r->sev_w,
+	r->c2s = (struct relay_dir){ .src = r->cfd,
+		.dst = r->sfd,
+		.rev = &r->cev_r,
+		.wev = &r->sev_w,
 		.counter = UC_bytes_sent_total };
-	r->s2c = (struct relay_dir){ .src = r->sfd, .dst = r->cfd,
-		.rev = &r->sev_r, .wev = &r->cev_w,
+	r->s2c = (struct relay_dir){ .src = r->sfd,
+		.dst = r->cfd,
+		.rev = &r->sev_r,
+		.wev = &r->cev_w,
 		.counter = UC_bytes_received_total };
 	event_assign(&r->sev_w, base, r->sfd, EV_WRITE | EV_PERSIST,
 	    relay_server_write_cb, r);
@@ -549,8 +554,8 @@ relay_connect(struct relay *r)
 	char client[RELAY_PEER_STR_MAX];
 	int on = 1, error;
 
-	r->sfd = socket(sa->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0);
+	r->sfd =
+	    socket(sa->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (r->sfd == -1) {
 		error = errno;
 		/* Not the server's fault: give the ticket back. */
@@ -574,7 +579,8 @@ relay_connect(struct relay *r)
 		return;
 	}
 	if (errno == EINPROGRESS) {
-		event_add(&r->sev_w, relay_tv(&tv, upstream_conf(r->up)->connect_timeout_ms));
+		event_add(&r->sev_w,
+		    relay_tv(&tv, upstream_conf(r->up)->connect_timeout_ms));
 		return;
 	}
 	error = errno;
@@ -632,7 +638,8 @@ relay_reply_503(struct worker *w, struct upstream *up, int fd,
 	int n;
 
 	if (retry_ms < 0)
-		retry_ms = (int64_t)upstream_conf(up)->breaker.recovery_timeout_ms;
+		retry_ms =
+		    (int64_t)upstream_conf(up)->breaker.recovery_timeout_ms;
 	secs = (retry_ms + 999) / 1000;
 	n = snprintf(reply, sizeof(reply),
 	    "HTTP/1.1 503 Service Unavailable\r\n"
@@ -669,7 +676,8 @@ relay_reject(struct worker *w, struct upstream *up, int fd,
 		log_notice("event=reject upstream=%s client=%s state=%s "
 			   "retry_after=%s",
 		    up->name, relay_peer_str(peer, client), states[t->verdict],
-		    upstream_fmt_retry(retry, sizeof(retry), t->retry_after_ms));
+		    upstream_fmt_retry(retry, sizeof(retry),
+			t->retry_after_ms));
 	if (upstream_conf(up)->reject == REJECT_HTTP503)
 		relay_reply_503(w, up, fd, peer, t->retry_after_ms);
 	else
@@ -706,7 +714,8 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 	breaker_admit(up->breaker, now, &t);
 	if (!t.admitted) {
 		/* Down the chain of backups, to the first that admits. */
-		for (b = upstream_backup(up); b != NULL; b = upstream_backup(b)) {
+		for (b = upstream_backup(up); b != NULL;
+		     b = upstream_backup(b)) {
 			breaker_admit(b->breaker, now, &bt);
 			if (!bt.admitted)
 				continue;

@@ -54,7 +54,8 @@ upstream_transition(const struct breaker_transition *t, void *arg)
 		    up->name, breaker_state_name(t->from),
 		    breaker_state_name(t->to), breaker_reason_name(t->reason),
 		    extra,
-		    upstream_fmt_retry(retry, sizeof(retry), t->retry_after_ms));
+		    upstream_fmt_retry(retry, sizeof(retry),
+			t->retry_after_ms));
 		break;
 	case BREAKER_FORCED_OPEN:
 		log_msg(LOG_LEVEL_WARNING,
@@ -62,13 +63,14 @@ upstream_transition(const struct breaker_transition *t, void *arg)
 		    "retry_after=%s",
 		    up->name, breaker_state_name(t->from),
 		    breaker_state_name(t->to), breaker_reason_name(t->reason),
-		    upstream_fmt_retry(retry, sizeof(retry), t->retry_after_ms));
+		    upstream_fmt_retry(retry, sizeof(retry),
+			t->retry_after_ms));
 		break;
 	case BREAKER_FORCED_CLOSED:
 		log_msg(LOG_LEVEL_NOTICE,
-		    "event=state upstream=%s from=%s to=%s reason=%s",
-		    up->name, breaker_state_name(t->from),
-		    breaker_state_name(t->to), breaker_reason_name(t->reason));
+		    "event=state upstream=%s from=%s to=%s reason=%s", up->name,
+		    breaker_state_name(t->from), breaker_state_name(t->to),
+		    breaker_reason_name(t->reason));
 		break;
 	default:
 		if (t->reason == BREAKER_REASON_MANUAL)

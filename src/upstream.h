@@ -29,12 +29,14 @@ struct event;
 	X(bytes_sent_total)                                                    \
 	X(bytes_received_total)
 
+/* clang-format off */
 enum upstream_counter {
 #define UPSTREAM_COUNTER_ENUM(name) UC_##name,
 	UPSTREAM_COUNTERS(UPSTREAM_COUNTER_ENUM)
 #undef UPSTREAM_COUNTER_ENUM
 	UC_COUNT
 };
+/* clang-format on */
 
 /*
  * One worker's share of the counters. Only that worker writes it (relaxed
@@ -55,11 +57,11 @@ struct upstream {
 	_Atomic unsigned log_rejects_per_second;
 	struct daemon *daemon;
 	struct breaker *breaker;
-	struct event *tick_ev;               /* main thread: breaker deadlines */
+	struct event *tick_ev; /* main thread: breaker deadlines */
 
-	_Atomic unsigned active;             /* open relays, all workers */
-	_Atomic unsigned refs;               /* relays pointing here */
-	struct upstream_counters *counters;  /* one per worker */
+	_Atomic unsigned active;	    /* open relays, all workers */
+	_Atomic unsigned refs;		    /* relays pointing here */
+	struct upstream_counters *counters; /* one per worker */
 	unsigned ncounters;
 
 	/* Reject lines allowed this second, and those summed instead. */
@@ -67,7 +69,7 @@ struct upstream {
 	uint64_t rl_second;
 	unsigned rl_logged;
 	uint64_t rl_suppressed;
-	uint64_t rl_since_ms;                /* last summary flush */
+	uint64_t rl_since_ms; /* last summary flush */
 };
 
 struct upstream *upstream_new(struct daemon *, const struct config *,

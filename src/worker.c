@@ -26,8 +26,8 @@
 void
 worker_listen(struct worker *w, struct listener *l)
 {
-	w->listeners = xrealloc(w->listeners,
-	    (w->nlisteners + 1) * sizeof(*w->listeners));
+	w->listeners =
+	    xrealloc(w->listeners, (w->nlisteners + 1) * sizeof(*w->listeners));
 	w->listeners[w->nlisteners++] = l;
 	listener_attach(l, w);
 }

@@ -21,9 +21,9 @@ struct relay;
 LIST_HEAD(relay_list, relay);
 
 /* Commands from the main thread, as bits in worker->cmd. */
-#define WORKER_CMD_STOP_ACCEPT 0x1   /* drain: stop accepting */
-#define WORKER_CMD_CLOSE_ALL 0x2     /* reset every relay and exit */
-#define WORKER_CMD_RELOAD 0x4        /* apply daemon->reload's listener changes */
+#define WORKER_CMD_STOP_ACCEPT 0x1 /* drain: stop accepting */
+#define WORKER_CMD_CLOSE_ALL 0x2   /* reset every relay and exit */
+#define WORKER_CMD_RELOAD 0x4	   /* apply daemon->reload's listener changes */
 
 struct worker {
 	unsigned id;
@@ -34,16 +34,16 @@ struct worker {
 	struct event *ctl_ev;
 	_Atomic unsigned cmd;
 
-	struct listener **listeners;  /* those this worker accepts on */
+	struct listener **listeners; /* those this worker accepts on */
 	size_t nlisteners;
 
 	struct relay_list relays;
 	unsigned nrelays;
 	bool draining;
-	uint64_t drained;      /* relays that finished during a drain */
-	uint64_t closed;       /* relays reset at shutdown */
+	uint64_t drained; /* relays that finished during a drain */
+	uint64_t closed;  /* relays reset at shutdown */
 
-	char *scratch;         /* one read at a time passes through here */
+	char *scratch; /* one read at a time passes through here */
 	size_t scratch_len;
 };
 
