@@ -100,13 +100,8 @@ daemon_stop(struct daemon *d, const char *reason)
 	log_info("event=stopping reason=%s shutdown_timeout=%" PRIu64
 		 ".%03" PRIu64,
 	    reason, ms / 1000, ms % 1000);
-	/*
-	 * shutdown() makes a listening socket refuse new clients at once
-	 * without freeing its descriptor, which workers may still be polling;
-	 * it is closed after they have all ended.
-	 */
 	for (i = 0; i < d->nlisteners; i++)
-		shutdown(d->listeners[i]->fd, SHUT_RDWR);
+		listener_shutdown(d->listeners[i]);
 	daemon_post_all(d, WORKER_CMD_STOP_ACCEPT);
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
@@ -277,7 +272,7 @@ daemon_reload(struct daemon *d)
 		if (daemon_has_listener(ls, nls, l))
 			continue;
 		/* Refuse new clients now; closed when the workers let go. */
-		shutdown(l->fd, SHUT_RDWR);
+		listener_shutdown(l);
 		rl->removed[rl->nremoved++] = l;
 	}
 	rt = xcalloc(1, sizeof(*rt));

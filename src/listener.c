@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,36 +53,90 @@ listener_unlink_stale(const struct addr *a)
 		unlink(sun->sun_path);
 }
 
-/* Bind and listen on an address. */
+/* Open one listening socket; reuseport shares the address with siblings. */
+static int
+listener_socket(const struct addr *a, bool reuseport, bool do_listen,
+    char **cause)
+{
+	int fd, on = 1;
+
+	fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		xasprintf(cause, "listen %s: socket: %s", a->text,
+		    strerror(errno));
+		return -1;
+	}
+	if (a->family != AF_UNIX)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+#ifdef SO_REUSEPORT
+	if (reuseport &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == -1) {
+		xasprintf(cause, "listen %s: SO_REUSEPORT: %s", a->text,
+		    strerror(errno));
+		close(fd);
+		return -1;
+	}
+#else
+	(void)reuseport;
+#endif
+	if (a->family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1 ||
+	    (do_listen && listen(fd, LISTENER_BACKLOG) == -1)) {
+		xasprintf(cause, "listen %s: %s", a->text, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * Bind and listen on an address. A TCP address gets one socket per worker
+ * (SO_REUSEPORT): the kernel spreads new clients evenly over the workers,
+ * and no worker wakes for a client another one takes. A unix path has one
+ * socket, shared.
+ */
 struct listener *
 listener_open(const struct addr *a, struct upstream *up, unsigned nworkers,
     char **cause)
 {
 	struct listener *l;
-	int fd, on = 1;
+	unsigned i, nfds = 1;
+	int probe;
 
 	if (a->family == AF_UNIX)
 		listener_unlink_stale(a);
-	fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		xasprintf(cause, "listen %s: socket: %s", a->text,
-		    strerror(errno));
-		return NULL;
+#ifdef SO_REUSEPORT
+	if (a->family != AF_UNIX && nworkers > 1) {
+		/*
+		 * Sockets with SO_REUSEPORT would share the address with
+		 * another process that has it too; a plain bind first makes
+		 * an address in use an error, as it is for one worker.
+		 */
+		probe = listener_socket(a, false, false, cause);
+		if (probe == -1)
+			return NULL;
+		close(probe);
+		nfds = nworkers;
 	}
-	if (a->family != AF_UNIX)
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-	if (a->family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1 ||
-	    listen(fd, LISTENER_BACKLOG) == -1) {
-		xasprintf(cause, "listen %s: %s", a->text, strerror(errno));
-		close(fd);
-		return NULL;
-	}
+#else
+	(void)probe;
+#endif
 	l = xcalloc(1, sizeof(*l));
 	l->addr = *a;
 	atomic_init(&l->up, up);
-	l->fd = fd;
+	l->fds = xcalloc(nfds, sizeof(*l->fds));
+	for (i = 0; i < nfds; i++) {
+		l->fds[i] = listener_socket(a, nfds > 1, true, cause);
+		if (l->fds[i] == -1) {
+			while (i-- > 0)
+				close(l->fds[i]);
+			free(l->fds);
+			free(l);
+			return NULL;
+		}
+	}
+	l->nfds = nfds;
 	l->nslots = nworkers;
 	l->slots = xcalloc(nworkers, sizeof(*l->slots));
 	return l;
@@ -174,8 +229,8 @@ listener_attach(struct listener *l, struct worker *w)
 
 	s->listener = l;
 	s->worker = w;
-	s->accept_ev = event_new(w->base, l->fd, EV_READ | EV_PERSIST,
-	    listener_accept_cb, s);
+	s->accept_ev = event_new(w->base, l->fds[w->id % l->nfds],
+	    EV_READ | EV_PERSIST, listener_accept_cb, s);
 	s->resume_ev = evtimer_new(w->base, listener_resume_cb, s);
 	if (s->accept_ev == NULL || s->resume_ev == NULL)
 		fatalx("out of memory");
@@ -203,16 +258,35 @@ listener_same_addr(const struct listener *l, const struct addr *a)
 	    memcmp(&l->addr.ss, &a->ss, a->len) == 0;
 }
 
-/* Close the socket; unix socket files are removed. */
+/*
+ * Refuse new clients at once. shutdown() does that without freeing the
+ * descriptors, which workers may still be polling; they are closed when
+ * the workers have let go.
+ */
+void
+listener_shutdown(struct listener *l)
+{
+	unsigned i;
+
+	for (i = 0; i < l->nfds; i++)
+		if (l->fds[i] != -1)
+			shutdown(l->fds[i], SHUT_RDWR);
+}
+
+/* Close the sockets; a unix socket file is removed. */
 void
 listener_close(struct listener *l)
 {
-	if (l->fd == -1)
-		return;
-	close(l->fd);
-	l->fd = -1;
-	if (l->addr.family == AF_UNIX)
+	unsigned i;
+
+	for (i = 0; i < l->nfds; i++) {
+		if (l->fds[i] != -1)
+			close(l->fds[i]);
+		l->fds[i] = -1;
+	}
+	if (l->nfds > 0 && l->addr.family == AF_UNIX)
 		unlink(((struct sockaddr_un *)&l->addr.ss)->sun_path);
+	l->nfds = 0;
 }
 
 /* Free a listener whose workers have ended. */
@@ -231,5 +305,6 @@ listener_free(struct listener *l)
 			event_free(l->slots[i].resume_ev);
 	}
 	free(l->slots);
+	free(l->fds);
 	free(l);
 }

@@ -24,7 +24,8 @@ struct listener_slot {
 struct listener {
 	struct addr addr;
 	_Atomic(struct upstream *) up; /* a reload may hand it to another */
-	int fd;
+	int *fds;		       /* one per worker (TCP), or one */
+	unsigned nfds;
 	struct listener_slot *slots; /* one per worker */
 	unsigned nslots;
 };
@@ -38,7 +39,9 @@ void listener_attach(struct listener *, struct worker *);
 void listener_detach(struct listener *, struct worker *);
 /* Does this listener already serve that address? */
 int listener_same_addr(const struct listener *, const struct addr *);
-/* Close the socket (main thread, after every worker detached). */
+/* Refuse new clients at once (main thread). */
+void listener_shutdown(struct listener *);
+/* Close the sockets (main thread, after every worker detached). */
 void listener_close(struct listener *);
 void listener_free(struct listener *);
 
