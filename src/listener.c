@@ -9,6 +9,7 @@
 #include <sys/un.h>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <stdbool.h>
@@ -66,8 +67,11 @@ listener_socket(const struct addr *a, bool reuseport, bool do_listen,
 		    strerror(errno));
 		return -1;
 	}
-	if (a->family != AF_UNIX)
+	if (a->family != AF_UNIX) {
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+		/* Small writes go out at once; accepted sockets inherit it. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	}
 #ifdef SO_REUSEPORT
 	if (reuseport &&
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == -1) {

@@ -263,10 +263,14 @@ relay_close_all(struct worker *w)
 static void
 relay_dir_finish(struct relay *r, struct relay_dir *d)
 {
+	struct relay_dir *other = d == &r->c2s ? &r->s2c : &r->c2s;
+
 	d->done = true;
-	shutdown(d->dst, SHUT_WR);
-	if (r->c2s.done && r->s2c.done)
+	/* The last direction to finish needs no shutdown: close sends FIN. */
+	if (other->done)
 		relay_close(r, RELAY_END_DONE);
+	else
+		shutdown(d->dst, SHUT_WR);
 }
 
 /* The server closed or reset before its first byte: maybe an early close. */
@@ -707,7 +711,9 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 	char client[RELAY_PEER_STR_MAX], retry[32];
 	struct relay_peer peer;
 	uint64_t now = util_now_ms();
+#ifndef __linux__
 	int on = 1;
+#endif
 
 	relay_peer_set(&peer, sa, salen);
 	upstream_count(up, w->id, UC_connections_total, 1);
@@ -751,8 +757,11 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 	}
 
 admitted:
+#ifndef __linux__
+	/* Linux hands it down from the listening socket. */
 	if (sa->sa_family != AF_UNIX)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+#endif
 	r = relay_new(w, target, fd, &peer);
 	r->counted_active = true;
 	r->ticket = t;

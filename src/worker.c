@@ -114,8 +114,14 @@ worker_new(struct daemon *d, unsigned id, char **cause)
 	cfg = event_config_new();
 	if (cfg == NULL)
 		fatalx("out of memory");
-	/* Only this thread touches the base: no locks needed. */
-	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+	/*
+	 * Only this thread touches the base: no locks needed. The epoll
+	 * changelist folds the event changes of one loop turn into one
+	 * epoll_ctl per descriptor (a connect's write-then-read is one MOD);
+	 * its one hazard, descriptors cloned with dup(), does not arise here.
+	 */
+	event_config_set_flag(cfg,
+	    EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
 	w->base = event_base_new_with_config(cfg);
 	event_config_free(cfg);
 	if (w->base == NULL) {
