@@ -5,6 +5,7 @@
  * condition with a deadline. What a test creates is registered here and
  * released by the fixture's teardown.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -17,6 +18,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -43,6 +45,7 @@ extern char **environ;
 #define H_MAX_CONNS 512
 #define H_MAX_ARGS 32
 #define H_MAX_PORTS 256
+#define H_MAX_ENV 8
 #define H_BLACKHOLE_FILL 3
 #define H_REPLY_MAX (16u << 20)
 
@@ -54,7 +57,13 @@ struct h_daemon {
 	char *notify_path;
 	int notify_fd;
 	bool ready;
-	char *notes; /* every sd_notify datagram, one per line */
+	char **notes; /* every line of every sd_notify datagram, in order */
+	size_t nnotes;
+	size_t notes_cap;
+	pthread_t notifier; /* records the datagrams as they come */
+	bool notifier_running;
+	int notify_wake[2]; /* a byte here stops the notifier */
+	unsigned nofile;    /* the soft RLIMIT_NOFILE it was given, or 0 */
 	int log_fd;
 	pthread_t reader;
 	bool reader_joined;
@@ -633,9 +642,12 @@ h_build_argv(const char **argv, size_t max, char **wrapbuf)
 	return n;
 }
 
-/* The environment for a child: ours, minus service-manager variables. */
+/*
+ * The environment for a child: ours, minus service-manager variables, plus
+ * NOTIFY_SOCKET and the extra "NAME=value" entries (NULL-ended, or NULL).
+ */
 static char **
-h_build_env(const char *notify)
+h_build_env(const char *notify, const char *const *extra)
 {
 	static const char *drop[] = {
 	    "NOTIFY_SOCKET=", "JOURNAL_STREAM=", "WATCHDOG_USEC=",
@@ -645,7 +657,7 @@ h_build_env(const char *notify)
 
 	while (environ[n] != NULL)
 		n++;
-	env = h_alloc((n + 2) * sizeof(*env));
+	env = h_alloc((n + 2 + H_MAX_ENV) * sizeof(*env));
 	for (i = 0, k = 0; i < n; i++) {
 		size_t j;
 
@@ -657,6 +669,8 @@ h_build_env(const char *notify)
 	}
 	if (notify != NULL)
 		env[k++] = h_strf("NOTIFY_SOCKET=%s", notify);
+	for (i = 0; extra != NULL && i < H_MAX_ENV && extra[i] != NULL; i++)
+		env[k++] = h_strf("%s", extra[i]);
 	env[k] = NULL;
 	return env;
 }
@@ -667,9 +681,11 @@ h_build_env(const char *notify)
  * and Check's child exits at once.
  */
 static void
-h_child_exec(pid_t parent, int out, int err, const char **argv, char **env)
+h_child_exec(pid_t parent, int out, int err, const char **argv, char **env,
+    unsigned nofile)
 {
 	int devnull = open("/dev/null", O_RDONLY);
+	struct rlimit rl;
 
 #ifdef __linux__
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -679,6 +695,16 @@ h_child_exec(pid_t parent, int out, int err, const char **argv, char **env)
 	(void)parent;
 #endif
 	signal(SIGPIPE, SIG_DFL);
+	/*
+	 * Only the soft limit: a wrapper such as valgrind takes its own
+	 * descriptors between the soft and the hard one.
+	 */
+	if (nofile != 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = nofile;
+		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < nofile)
+			rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	if (devnull != -1)
 		dup2(devnull, STDIN_FILENO);
 	dup2(out, STDOUT_FILENO);
@@ -689,9 +715,79 @@ h_child_exec(pid_t parent, int out, int err, const char **argv, char **env)
 	_exit(127);
 }
 
+/* Record the lines of the datagrams waiting on the notify socket; locked. */
+static void
+h_daemon_drain_notify(struct h_daemon *d)
+{
+	char buf[4096], *line, *save = NULL;
+	ssize_t n;
+
+	while ((n = recv(d->notify_fd, buf, sizeof(buf) - 1, 0)) > 0) {
+		buf[n] = '\0';
+		for (line = strtok_r(buf, "\n", &save); line != NULL;
+		     line = strtok_r(NULL, "\n", &save)) {
+			if (strcmp(line, "READY=1") == 0)
+				d->ready = true;
+			if (d->nnotes == d->notes_cap) {
+				d->notes_cap =
+				    d->notes_cap ? d->notes_cap * 2 : 64;
+				d->notes = realloc(d->notes,
+				    d->notes_cap * sizeof(*d->notes));
+				if (d->notes == NULL)
+					abort();
+			}
+			d->notes[d->nnotes] = strdup(line);
+			if (d->notes[d->nnotes++] == NULL)
+				abort();
+		}
+		pthread_cond_broadcast(&d->cv);
+	}
+}
+
+/*
+ * The notifier thread: records every datagram as it comes, so that none is
+ * lost in a full socket queue and waiters wake at once. Tests read the
+ * socket too (under the same lock), to see what is already there.
+ */
+static void *
+h_daemon_notifier(void *arg)
+{
+	struct h_daemon *d = arg;
+	struct pollfd pfd[2];
+
+	pfd[0].fd = d->notify_fd;
+	pfd[1].fd = d->notify_wake[0];
+	pfd[0].events = pfd[1].events = POLLIN;
+	for (;;) {
+		pthread_mutex_lock(&d->mu);
+		h_daemon_drain_notify(d);
+		pthread_mutex_unlock(&d->mu);
+		if (poll(pfd, 2, -1) == -1 && errno != EINTR)
+			break;
+		if (pfd[1].revents != 0)
+			break;
+	}
+	return NULL;
+}
+
+/* Stop the notifier thread, keeping what it recorded. */
+static void
+h_daemon_stop_notifier(struct h_daemon *d)
+{
+	char c = 0;
+
+	if (!d->notifier_running)
+		return;
+	if (write(d->notify_wake[1], &c, 1) != 1)
+		abort();
+	pthread_join(d->notifier, NULL);
+	d->notifier_running = false;
+}
+
 /* Spawn the daemon with "-c CONFIG" (if any) and more arguments. */
 static struct h_daemon *
-h_daemon_spawn_ap(const char *where, const char *config, va_list ap)
+h_daemon_spawn_ap(const char *where, const struct h_opts *opts,
+    const char *config, va_list ap)
 {
 	const char *argv[H_MAX_ARGS + 8];
 	struct sockaddr_un sun;
@@ -718,6 +814,7 @@ h_daemon_spawn_ap(const char *where, const char *config, va_list ap)
 	}
 	d->reader_joined = true;
 	d->log_fd = -1;
+	d->notify_wake[0] = d->notify_wake[1] = -1;
 	d->verbose = getenv("CP_TEST_VERBOSE") != NULL &&
 	    *getenv("CP_TEST_VERBOSE") != '\0';
 	h_daemons[h_ndaemons++] = d;
@@ -747,16 +844,21 @@ h_daemon_spawn_ap(const char *where, const char *config, va_list ap)
 	    bind(d->notify_fd, (struct sockaddr *)&sun, sizeof(sun)) == -1)
 		h_fail(where, "notify socket %s: %s", d->notify_path,
 		    strerror(errno));
-	env = h_build_env(d->notify_path);
+	env = h_build_env(d->notify_path, opts != NULL ? opts->env : NULL);
+	d->nofile = opts != NULL ? opts->nofile : 0;
 
-	if (pipe2(p, O_CLOEXEC) == -1)
+	if (pipe2(p, O_CLOEXEC) == -1 || pipe2(d->notify_wake, O_CLOEXEC) == -1)
 		h_fail(where, "pipe: %s", strerror(errno));
 	d->pid = fork();
 	if (d->pid == -1)
 		h_fail(where, "fork: %s", strerror(errno));
 	if (d->pid == 0)
-		h_child_exec(parent, p[1], p[1], argv, env);
+		h_child_exec(parent, p[1], p[1], argv, env,
+		    opts != NULL ? opts->nofile : 0);
 	close(p[1]);
+	if (pthread_create(&d->notifier, NULL, h_daemon_notifier, d) != 0)
+		h_fail(where, "pthread_create failed");
+	d->notifier_running = true;
 	d->log_fd = p[0];
 	if (pthread_create(&d->reader, NULL, h_daemon_reader, d) != 0)
 		h_fail(where, "pthread_create failed");
@@ -772,9 +874,34 @@ h_daemon_spawn_args(const char *where, const char *config, ...)
 	va_list ap;
 
 	va_start(ap, config);
-	d = h_daemon_spawn_ap(where, config, ap);
+	d = h_daemon_spawn_ap(where, NULL, config, ap);
 	va_end(ap);
 	return d;
+}
+
+/* Spawn the daemon with options (limits, environment); do not wait. */
+struct h_daemon *
+h_daemon_spawn_opts_args(const char *where, const struct h_opts *opts,
+    const char *config, ...)
+{
+	struct h_daemon *d;
+	va_list ap;
+
+	va_start(ap, config);
+	d = h_daemon_spawn_ap(where, opts, config, ap);
+	va_end(ap);
+	return d;
+}
+
+/* Wait for READY=1 of a spawned daemon; fail the test if it never comes. */
+static void
+h_daemon_expect_ready(const char *where, struct h_daemon *d)
+{
+	if (h_daemon_wait_ready(d, H_READY_MS))
+		return;
+	if (d->exited)
+		h_fail(where, "the daemon exited %d before READY=1", d->status);
+	h_fail(where, "no READY=1 from the daemon within %d ms", H_READY_MS);
 }
 
 /* Start the daemon and wait for READY=1; fail the test if it never comes. */
@@ -785,39 +912,38 @@ h_daemon_start_args(const char *where, const char *config, ...)
 	va_list ap;
 
 	va_start(ap, config);
-	d = h_daemon_spawn_ap(where, config, ap);
+	d = h_daemon_spawn_ap(where, NULL, config, ap);
 	va_end(ap);
-	if (!h_daemon_wait_ready(d, H_READY_MS)) {
-		if (d->exited)
-			h_fail(where, "the daemon exited %d before READY=1",
-			    d->status);
-		h_fail(where, "no READY=1 from the daemon within %d ms",
-		    H_READY_MS);
-	}
+	h_daemon_expect_ready(where, d);
 	return d;
 }
 
-/* Read what has arrived on the notify socket; true if it said READY=1. */
-static void
-h_daemon_read_notify(struct h_daemon *d)
+/* Start the daemon with options and wait for READY=1, or fail the test. */
+struct h_daemon *
+h_daemon_start_opts_args(const char *where, const struct h_opts *opts,
+    const char *config, ...)
 {
-	char buf[4096], *line, *save = NULL;
-	ssize_t n;
+	struct h_daemon *d;
+	va_list ap;
 
-	while ((n = recv(d->notify_fd, buf, sizeof(buf) - 1, 0)) > 0) {
-		buf[n] = '\0';
-		for (line = strtok_r(buf, "\n", &save); line != NULL;
-		     line = strtok_r(NULL, "\n", &save)) {
-			char *old = d->notes;
+	va_start(ap, config);
+	d = h_daemon_spawn_ap(where, opts, config, ap);
+	va_end(ap);
+	h_daemon_expect_ready(where, d);
+	return d;
+}
 
-			if (strcmp(line, "READY=1") == 0)
-				d->ready = true;
-			if (asprintf(&d->notes, "%s%s\n", old ? old : "",
-				line) == -1)
-				abort();
-			free(old);
-		}
-	}
+/* Has READY=1 come? Reads what waits on the socket first. */
+static bool
+h_daemon_is_ready(struct h_daemon *d)
+{
+	bool ready;
+
+	pthread_mutex_lock(&d->mu);
+	h_daemon_drain_notify(d);
+	ready = d->ready;
+	pthread_mutex_unlock(&d->mu);
+	return ready;
 }
 
 /* Reap the daemon if it has exited; true if it has. */
@@ -843,29 +969,39 @@ h_daemon_reap(struct h_daemon *d)
 }
 
 /*
- * Wait for READY=1 on the notify socket, up to ms. Polls the socket in short
- * slices so that a daemon that exits is noticed at once.
+ * Wait for READY=1 on the notify socket, up to ms. Waits in short slices so
+ * that a daemon that exits is noticed at once.
  */
 bool
 h_daemon_wait_ready(struct h_daemon *d, int ms)
 {
 	uint64_t deadline = h_now_ms() + (uint64_t)ms;
-	struct pollfd pfd;
+	struct timespec ts;
+	uint64_t until;
 
 	for (;;) {
-		h_daemon_read_notify(d);
-		if (d->ready)
+		if (h_daemon_is_ready(d))
 			return true;
-		if (h_daemon_reap(d)) {
-			h_daemon_read_notify(d);
-			return d->ready;
-		}
+		if (h_daemon_reap(d))
+			return h_daemon_is_ready(d);
 		if (h_left(deadline) == 0)
 			return false;
-		pfd.fd = d->notify_fd;
-		pfd.events = POLLIN;
-		poll(&pfd, 1, h_left(deadline) < 20 ? h_left(deadline) : 20);
+		until = h_now_ms() +
+		    (h_left(deadline) < 20 ? (uint64_t)h_left(deadline) : 20);
+		ts.tv_sec = (time_t)(until / 1000);
+		ts.tv_nsec = (long)(until % 1000) * 1000000L;
+		pthread_mutex_lock(&d->mu);
+		if (!d->ready)
+			pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+		pthread_mutex_unlock(&d->mu);
 	}
+}
+
+/* Is the daemon still running (not exited)? */
+bool
+h_daemon_running(struct h_daemon *d)
+{
+	return !h_daemon_reap(d);
 }
 
 /* Wait until the log pipe is closed, up to ms; join the reader if so. */
@@ -951,6 +1087,7 @@ h_daemon_free(struct h_daemon *d)
 		kill(d->pid, SIGKILL);
 		h_daemon_wait_exit(d, H_STOP_MS);
 	}
+	h_daemon_stop_notifier(d);
 	h_daemon_join_reader(d, 2000);
 	if (!d->reader_joined)
 		return; /* the reader may still touch it: leave it be */
@@ -958,9 +1095,15 @@ h_daemon_free(struct h_daemon *d)
 		close(d->log_fd);
 	if (d->notify_fd > 0)
 		close(d->notify_fd);
+	if (d->notify_wake[0] != -1) {
+		close(d->notify_wake[0]);
+		close(d->notify_wake[1]);
+	}
 	for (i = 0; i < d->nlines; i++)
 		free(d->lines[i]);
 	free(d->lines);
+	for (i = 0; i < d->nnotes; i++)
+		free(d->notes[i]);
 	free(d->notes);
 	pthread_mutex_destroy(&d->mu);
 	pthread_cond_destroy(&d->cv);
@@ -993,6 +1136,35 @@ h_daemon_rss_kb(const struct h_daemon *d)
 	return kb;
 }
 
+/*
+ * How many descriptors the daemon holds (Linux /proc), or -1 if unknown.
+ * Those a wrapper such as valgrind keeps for itself, at the top of the
+ * range (from the daemon's limit up, or above 255), are not counted.
+ */
+int
+h_daemon_nfds(const struct h_daemon *d)
+{
+	char path[64];
+	struct dirent *e;
+	long fd, below = d->nofile != 0 && d->nofile < 256 ? d->nofile : 256;
+	int n = 0;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d->pid);
+	dir = opendir(path);
+	if (dir == NULL)
+		return -1;
+	while ((e = readdir(dir)) != NULL) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		fd = strtol(e->d_name, NULL, 10);
+		if (fd < below)
+			n++;
+	}
+	closedir(dir);
+	return n;
+}
+
 /* Return the path of the daemon's config file. */
 const char *
 h_daemon_config(const struct h_daemon *d)
@@ -1004,18 +1176,125 @@ h_daemon_config(const struct h_daemon *d)
 bool
 h_daemon_notified(struct h_daemon *d, const char *what)
 {
-	const char *p;
+	return h_count_notify(d, 0, what) > 0;
+}
+
+/* Does a notify line match: equal, or starting with a pattern ending '='? */
+static bool
+h_note_matches(const char *line, const char *what)
+{
 	size_t len = strlen(what);
 
-	h_daemon_read_notify(d);
-	for (p = d->notes; p != NULL && *p != '\0';) {
-		if (strncmp(p, what, len) == 0 && p[len] == '\n')
-			return true;
-		p = strchr(p, '\n');
-		if (p != NULL)
-			p++;
+	if (len > 0 && what[len - 1] == '=')
+		return strncmp(line, what, len) == 0;
+	return strcmp(line, what) == 0;
+}
+
+/* How many notify lines have come so far: a mark for the *_after calls. */
+size_t
+h_notify_mark(struct h_daemon *d)
+{
+	size_t n;
+
+	pthread_mutex_lock(&d->mu);
+	h_daemon_drain_notify(d);
+	n = d->nnotes;
+	pthread_mutex_unlock(&d->mu);
+	return n;
+}
+
+/* Return notify line i (e.g. "STATUS=1 upstream, 0 open"), or NULL. */
+const char *
+h_notify_line(struct h_daemon *d, size_t i)
+{
+	const char *s = NULL;
+
+	pthread_mutex_lock(&d->mu);
+	h_daemon_drain_notify(d);
+	if (i < d->nnotes)
+		s = d->notes[i];
+	pthread_mutex_unlock(&d->mu);
+	return s;
+}
+
+/* Count the notify lines from `from` on that match. */
+unsigned
+h_count_notify(struct h_daemon *d, size_t from, const char *what)
+{
+	unsigned n = 0;
+	size_t i;
+
+	pthread_mutex_lock(&d->mu);
+	h_daemon_drain_notify(d);
+	for (i = from; i < d->nnotes; i++)
+		if (h_note_matches(d->notes[i], what))
+			n++;
+	pthread_mutex_unlock(&d->mu);
+	return n;
+}
+
+/*
+ * Wait up to ms until `want` notify lines from `from` on match; returns the
+ * count then (or at the deadline, or when the daemon has exited).
+ */
+unsigned
+h_wait_notify_count(struct h_daemon *d, size_t from, const char *what,
+    unsigned want, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct timespec ts;
+	unsigned n = 0;
+	size_t i = from;
+	bool last = false;
+
+	ts.tv_sec = (time_t)(deadline / 1000);
+	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	pthread_mutex_lock(&d->mu);
+	for (;;) {
+		h_daemon_drain_notify(d);
+		for (; i < d->nnotes; i++)
+			if (h_note_matches(d->notes[i], what))
+				n++;
+		if (n >= want || last)
+			break;
+		/* After the exit (and the log's EOF) nothing more can come. */
+		if (d->eof ||
+		    pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT)
+			last = true;
 	}
-	return false;
+	pthread_mutex_unlock(&d->mu);
+	return n;
+}
+
+/*
+ * Wait up to ms for a notify line from `from` on that matches: its index
+ * (for a later h_wait_notify_after), or -1.
+ */
+long
+h_wait_notify_after(struct h_daemon *d, size_t from, const char *what, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct timespec ts;
+	long found = -1;
+	size_t i = from;
+	bool last = false;
+
+	ts.tv_sec = (time_t)(deadline / 1000);
+	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	pthread_mutex_lock(&d->mu);
+	for (;;) {
+		h_daemon_drain_notify(d);
+		for (; i < d->nnotes && found == -1; i++)
+			if (h_note_matches(d->notes[i], what))
+				found = (long)i;
+		if (found != -1 || last)
+			break;
+		if (d->eof ||
+		    pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT)
+			last = true;
+	}
+	pthread_mutex_unlock(&d->mu);
+	return found;
 }
 
 /* Print a daemon's whole log on stderr, for a failing test. */
@@ -1031,6 +1310,9 @@ h_daemon_dump(struct h_daemon *d, const char *why)
 	for (i = 0; i < d->nlines; i++)
 		fprintf(stderr, "| %s\n", d->lines[i]);
 	fprintf(stderr, "=== end of log (%zu lines) ===\n", d->nlines);
+	h_daemon_drain_notify(d);
+	for (i = 0; i < d->nnotes; i++)
+		fprintf(stderr, "| sd_notify: %s\n", d->notes[i]);
 	pthread_mutex_unlock(&d->mu);
 }
 
@@ -1424,14 +1706,14 @@ h_run_args(struct h_run *r, const char *first, ...)
 		argv[n++] = a;
 	va_end(ap);
 	argv[n] = NULL;
-	env = h_build_env(NULL);
+	env = h_build_env(NULL, NULL);
 	if (pipe2(op, O_CLOEXEC) == -1 || pipe2(ep, O_CLOEXEC) == -1)
 		h_fail(H_WHERE, "pipe: %s", strerror(errno));
 	pid = fork();
 	if (pid == -1)
 		h_fail(H_WHERE, "fork: %s", strerror(errno));
 	if (pid == 0)
-		h_child_exec(parent, op[1], ep[1], argv, env);
+		h_child_exec(parent, op[1], ep[1], argv, env, 0);
 	close(op[1]);
 	close(ep[1]);
 	r->out = NULL;

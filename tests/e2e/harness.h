@@ -70,14 +70,46 @@ struct h_daemon *h_daemon_start_args(const char *, const char *, ...);
 #define h_daemon_start(...)                                                    \
 	h_daemon_start_args(H_WHERE, __VA_ARGS__, (const char *)NULL)
 bool h_daemon_wait_ready(struct h_daemon *, int);
+bool h_daemon_running(struct h_daemon *);
 int h_daemon_wait_exit(struct h_daemon *, int);
 int h_daemon_stop(struct h_daemon *);
 void h_daemon_signal(struct h_daemon *, int);
 pid_t h_daemon_pid(const struct h_daemon *);
 long h_daemon_rss_kb(const struct h_daemon *);
+int h_daemon_nfds(const struct h_daemon *);
 const char *h_daemon_config(const struct h_daemon *);
-bool h_daemon_notified(struct h_daemon *, const char *);
 void h_daemon_dump(struct h_daemon *, const char *);
+
+/* What the daemon's child process gets beyond the usual. */
+struct h_opts {
+	unsigned nofile;    /* soft RLIMIT_NOFILE before exec; 0 = ours */
+	const char *env[8]; /* extra "NAME=value" entries, NULL-ended */
+};
+struct h_daemon *h_daemon_spawn_opts_args(const char *, const struct h_opts *,
+    const char *, ...);
+#define h_daemon_spawn_opts(opts, ...)                                         \
+	h_daemon_spawn_opts_args(H_WHERE, (opts), __VA_ARGS__,                 \
+	    (const char *)NULL)
+struct h_daemon *h_daemon_start_opts_args(const char *, const struct h_opts *,
+    const char *, ...);
+#define h_daemon_start_opts(opts, ...)                                         \
+	h_daemon_start_opts_args(H_WHERE, (opts), __VA_ARGS__,                 \
+	    (const char *)NULL)
+
+/*
+ * sd_notify: every line of every datagram on the test's NOTIFY_SOCKET is
+ * recorded in order, by a thread of its own. A pattern matches a line
+ * equal to it, or, when it ends in '=', any line it starts ("STATUS=").
+ */
+bool h_daemon_notified(struct h_daemon *, const char *);
+size_t h_notify_mark(struct h_daemon *);
+const char *h_notify_line(struct h_daemon *, size_t);
+unsigned h_count_notify(struct h_daemon *, size_t, const char *);
+unsigned h_wait_notify_count(struct h_daemon *, size_t, const char *, unsigned,
+    int);
+long h_wait_notify_after(struct h_daemon *, size_t, const char *, int);
+#define h_wait_notify(d, what, ms)                                             \
+	(h_wait_notify_after((d), 0, (what), (ms)) >= 0)
 
 /*
  * Log lines. A pattern matches a logfmt field: it starts the line or follows

@@ -1,0 +1,980 @@
+/*
+ * End-to-end stories of running the daemon (SPEC.md sections 2, 5, 6 and
+ * 8): reloads on SIGHUP, the drain on SIGTERM, the service manager's
+ * notifications and watchdog, running out of file descriptors, and a
+ * second instance. What an operator would check: the log lines, the
+ * sd_notify messages, the exit status, and clients that keep working.
+ */
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* What an open circuit may take to reset a client, valgrind included. */
+#define REJECT_MS 1000
+/* Clients, one after the other, while the kept address is reloaded. */
+#define HAMMER_CLIENTS 300
+#define HAMMER_RELOADS 5
+#define HAMMER_EVERY 40
+/* Idle relays the daemon has descriptors for, in the EMFILE stories. */
+#define FD_ROOM 10
+/* Clients that then wait in the backlog. */
+#define FD_WAITING 5
+/* Clients at once while the daemon has one descriptor left. */
+#define FD_BURST 20
+/* How long the daemon is kept out of descriptors. */
+#define FD_STARVE_MS 1500
+
+/* The [global] section: one worker, no admin, the given shutdown_timeout. */
+static const char *
+global_section(const char *shutdown_timeout)
+{
+	return h_strf("[global]\n"
+		      "log_level = info\n"
+		      "workers = 1\n"
+		      "admin =\n"
+		      "shutdown_timeout = %s\n"
+		      "log_rejects_per_second = 100\n"
+		      "\n",
+	    shutdown_timeout);
+}
+
+/* An upstream section from a listen address to a server, with more keys. */
+static const char *
+upstream(const char *name, const char *listen, const struct h_backend *server,
+    const char *keys)
+{
+	return h_strf("[upstream:%s]\n"
+		      "listen = %s\n"
+		      "server = %s\n"
+		      "%s\n",
+	    name, listen, h_backend_addr(server), keys);
+}
+
+/* Stop the daemon and check it exits 0. */
+static void
+stop_ok(struct h_daemon *d)
+{
+	int st = h_daemon_stop(d);
+
+	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
+}
+
+/*
+ * The operator's reload: write the new config over the daemon's file, send
+ * SIGHUP, and wait for RELOADING=1 then READY=1. Returns the log mark from
+ * before the signal, for the lines the reload wrote (lines from before may
+ * still be on their way there: count those over the whole log).
+ */
+static size_t
+reload_at(const char *where, struct h_daemon *d, const char *config)
+{
+	size_t lmark = h_log_mark(d), nmark = h_notify_mark(d);
+	long reloading, ready;
+
+	h_write_file(h_daemon_config(d), config);
+	h_daemon_signal(d, SIGHUP);
+	reloading = h_wait_notify_after(d, nmark, "RELOADING=1", H_WAIT_MS);
+	if (reloading < 0)
+		h_fail(where, "no RELOADING=1 within %d ms of SIGHUP",
+		    H_WAIT_MS);
+	ready =
+	    h_wait_notify_after(d, (size_t)reloading + 1, "READY=1", H_WAIT_MS);
+	if (ready < 0)
+		h_fail(where, "no READY=1 within %d ms of RELOADING=1",
+		    H_WAIT_MS);
+	return lmark;
+}
+#define reload(d, config) reload_at(H_WHERE, (d), (config))
+
+/* Send a message on an open relay and read the same bytes back. */
+static bool
+echo_on(int fd, const char *msg)
+{
+	size_t len = strlen(msg);
+	char back[256];
+
+	if (len > sizeof(back))
+		return false;
+	return h_send_all(fd, msg, len, H_WAIT_MS) == 0 &&
+	    h_recv_exact(fd, back, len, H_WAIT_MS) == H_OUT_DATA &&
+	    memcmp(back, msg, len) == 0;
+}
+
+/* Trip a circuit: `n` clients to a refusing server, then the open line. */
+static const char *
+trip(struct h_daemon *d, const char *lis, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	return h_expect_log(d, H_WAIT_MS, "level=warning", "event=state",
+	    "upstream=api", "from=closed", "to=open", "retry_after=");
+}
+
+/*
+ * A reload that adds an upstream: the new address listens and relays to
+ * its own server, the old one goes on relaying to its own, and the log
+ * says what changed.
+ */
+START_TEST(reload_adds_upstream)
+{
+	struct h_backend *api_srv = h_backend(H_ECHO);
+	struct h_backend *web_srv = h_backend(H_ECHO);
+	const char *api = h_free_addr4(), *web = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section("2s"),
+	    upstream("api", api, api_srv, "")));
+	enum h_outcome out;
+	size_t mark, nmark;
+
+	out = h_client_try(web, H_WAIT_MS, NULL, NULL);
+	h_assert(out == H_OUT_REFUSED, "%s before the reload: %s", web,
+	    h_outcome_name(out));
+
+	nmark = h_notify_mark(d);
+	mark = reload(d,
+	    h_strf("%s%s%s", global_section("2s"),
+		upstream("api", api, api_srv, ""),
+		upstream("web", web, web_srv, "")));
+	h_expect_log_after(d, mark, H_WAIT_MS, "level=info", "event=listen",
+	    "upstream=web", h_strf("addr=%s", web));
+	h_expect_log_after(d, mark, H_WAIT_MS, "level=info", "event=reload",
+	    "result=ok", "upstreams=2", "added=1", "removed=0");
+	h_assert(h_count_log(d, "event=listen", "upstream=api") == 1,
+	    "%u listen lines for api: the kept address was bound again",
+	    h_count_log(d, "event=listen", "upstream=api"));
+	h_assert(h_wait_notify_after(d, nmark, "STATUS=2 upstreams, 0 open",
+		     H_WAIT_MS) >= 0,
+	    "no STATUS=2 upstreams, 0 open after the reload");
+
+	h_assert(h_echo_roundtrip(web, "to web", H_WAIT_MS), "via %s", web);
+	h_assert(h_backend_accepted(web_srv) == 1, "web's server saw %u",
+	    h_backend_accepted(web_srv));
+	h_assert(h_echo_roundtrip(api, "to api", H_WAIT_MS), "via %s", api);
+	h_assert(h_backend_accepted(api_srv) == 1, "api's server saw %u",
+	    h_backend_accepted(api_srv));
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * A reload that removes an upstream: its address refuses new clients at
+ * once, while the relay opened before goes on both ways and finishes
+ * cleanly; the other upstream is untouched.
+ */
+START_TEST(reload_removes_upstream)
+{
+	struct h_backend *api_srv = h_backend(H_ECHO);
+	struct h_backend *old_srv = h_backend(H_ECHO);
+	const char *api = h_free_addr4(), *old = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s%s",
+	    global_section("2s"), upstream("api", api, api_srv, ""),
+	    upstream("old", old, old_srv, "")));
+	enum h_outcome out;
+	size_t mark, len;
+	char *rest;
+	int fd;
+
+	fd = h_connect_ok(old);
+	h_assert(echo_on(fd, "before"), "the relay to old before the reload");
+
+	mark = reload(d,
+	    h_strf("%s%s", global_section("2s"),
+		upstream("api", api, api_srv, "")));
+	h_expect_log_after(d, mark, H_WAIT_MS, "level=info", "event=unlisten",
+	    "upstream=old", h_strf("addr=%s", old));
+	h_expect_log_after(d, mark, H_WAIT_MS, "level=info", "event=reload",
+	    "result=ok", "upstreams=1", "added=0", "removed=1");
+	h_assert(h_count_log_after(d, mark, "event=unlisten") == 1,
+	    "%u unlisten lines", h_count_log_after(d, mark, "event=unlisten"));
+
+	out = h_client_try(old, H_WAIT_MS, NULL, NULL);
+	h_assert(out == H_OUT_REFUSED,
+	    "a new client of %s after the reload: %s", old,
+	    h_outcome_name(out));
+	h_assert(h_backend_accepted(old_srv) == 1,
+	    "old's server saw %u clients", h_backend_accepted(old_srv));
+
+	h_assert(echo_on(fd, "after the reload"),
+	    "the relay opened before the reload stopped relaying");
+	shutdown(fd, SHUT_WR);
+	out = h_recv_all(fd, &rest, &len, H_WAIT_MS);
+	h_assert(out == H_OUT_EOF && len == 0,
+	    "the old relay ended with %s after %zu more bytes",
+	    h_outcome_name(out), len);
+	close(fd);
+	h_assert(h_backend_wait_idle(old_srv, H_WAIT_MS),
+	    "old's server still holds the relay");
+
+	h_assert(h_echo_roundtrip(api, "api", H_WAIT_MS), "via %s", api);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * A reload with a bad config: each error is one result=error line naming
+ * FILE:LINE, as -t reports them; nothing of the new file is applied (its
+ * new address does not listen) and the old config relays on. Once the file
+ * is fixed, the next SIGHUP applies it.
+ */
+START_TEST(reload_bad_config)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	const char *api = h_free_addr4(), *fresh = h_free_addr4();
+	const char *good =
+	    h_strf("%s%s", global_section("2s"), upstream("api", api, srv, ""));
+	struct h_daemon *d = h_daemon_start(good);
+	const char *path = h_daemon_config(d);
+	/* Lines 10 and 11 are wrong. */
+	const char *bad = h_strf("[global]\n"
+				 "log_level = info\n"
+				 "workers = 1\n"
+				 "admin =\n"
+				 "shutdown_timeout = 2s\n"
+				 "\n"
+				 "[upstream:api]\n"
+				 "listen = %s\n"
+				 "server = %s\n"
+				 "timeout = 5s\n"
+				 "failure_threshold = lots\n"
+				 "[upstream:fresh]\n"
+				 "listen = %s\n"
+				 "server = %s\n",
+	    api, h_backend_addr(srv), fresh, h_backend_addr(srv));
+	const char *at10 = h_strf("%s:10: ", path),
+		   *at11 = h_strf("%s:11: ", path);
+	char value[1024], *want;
+	enum h_outcome out;
+	const char *line;
+	struct h_run r;
+	size_t mark, i;
+	unsigned n;
+
+	mark = reload(d, bad);
+	n = h_wait_count_after(d, mark, 2, H_WAIT_MS, "event=reload",
+	    "result=error");
+	h_assert(n == 2, "%u result=error lines for 2 errors", n);
+	for (i = mark; (line = h_log_line(d, i)) != NULL; i++) {
+		if (!h_line_has(line, "result=error"))
+			continue;
+		h_assert(h_line_has(line, "level=error"), "%s", line);
+		h_assert(h_log_value(line, "error", value, sizeof(value)), "%s",
+		    line);
+		h_assert(strncmp(value, at10, strlen(at10)) == 0 ||
+			strncmp(value, at11, strlen(at11)) == 0,
+		    "error=\"%s\" names neither %s nor %s", value, at10, at11);
+	}
+	h_run(&r, "-t", "-c", path);
+	h_assert(r.status == 78 && h_count_lines(r.err) == 2,
+	    "-t exited %d with:\n%s", r.status, r.err);
+	for (i = 0; i < 2; i++) {
+		want = h_line_at(r.err, (unsigned)i);
+		h_assert(h_wait_log_after(d, mark, 0, "event=reload",
+			     "result=error",
+			     h_strf("error=\"%s\"", want)) != NULL ||
+			h_wait_log_after(d, mark, 0, "event=reload",
+			    "result=error", h_strf("error=%s", want)) != NULL,
+		    "-t says \"%s\", the reload did not", want);
+	}
+	h_assert(h_count_log_after(d, mark, "result=ok") == 0,
+	    "a bad config was applied");
+	h_assert(h_count_log(d, "event=listen") == 1,
+	    "a bad config bound an address");
+
+	h_assert(h_echo_roundtrip(api, "still here", H_WAIT_MS),
+	    "the old config stopped relaying");
+	n = h_count_log_after(d, mark, "event=reload", "result=error");
+	h_assert(n == 2, "%u result=error lines for 2 errors", n);
+	out = h_client_try(fresh, H_WAIT_MS, NULL, NULL);
+	h_assert(out == H_OUT_REFUSED, "the bad config's %s: %s", fresh,
+	    h_outcome_name(out));
+
+	mark = reload(d,
+	    h_strf("%s%s%s", global_section("2s"),
+		upstream("api", api, srv, ""),
+		upstream("fresh", fresh, srv, "")));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok",
+	    "upstreams=2", "added=1");
+	h_assert(h_echo_roundtrip(fresh, "fixed", H_WAIT_MS),
+	    "the fixed config's %s", fresh);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * A reload keeps an upstream's breaker: an open circuit stays open (the
+ * next client is rejected at once, the server untouched) and its
+ * retry_after keeps counting down instead of starting again at 5.000.
+ */
+START_TEST(reload_keeps_breaker_state)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	const char *keys = "failure_threshold = 2\n"
+			   "recovery_timeout = 5s\n";
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section("2s"),
+	    upstream("api", lis, srv, keys)));
+	const char *open, *line;
+	char *client;
+	double before, after;
+	uint64_t el;
+	size_t mark;
+
+	open = trip(d, lis, 2);
+	h_assert(h_line_has(open, "retry_after=5.000"), "%s", open);
+	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	line = h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=api",
+	    h_strf("client=%s", client), "state=open", "retry_after=");
+	before = h_log_double(line, "retry_after");
+
+	/* Half a second on the clock, then the operator reloads. */
+	poll(NULL, 0, 500);
+	mark = reload(d,
+	    h_strf("%s%s", global_section("2s"),
+		upstream("api", lis, srv,
+		    h_strf("%sconnect_timeout = 4s\n", keys))));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok",
+	    "upstreams=1", "added=0", "removed=0");
+
+	client = h_client_expect_reset(lis, H_WAIT_MS, &el);
+	h_assert(el < REJECT_MS, "the rejected client waited %llu ms",
+	    (unsigned long long)el);
+	line = h_expect_log_after(d, mark, H_WAIT_MS, "level=notice",
+	    "event=reject", "upstream=api", h_strf("client=%s", client),
+	    "state=open", "retry_after=");
+	after = h_log_double(line, "retry_after");
+	h_assert(after > 0 && after <= before - 0.4,
+	    "retry_after=%.3f before the reload, %.3f after", before, after);
+	h_assert(h_count_log_after(d, mark, "event=state") == 0,
+	    "the breaker changed state on reload");
+	h_assert(h_count_log(d, "event=connect_fail") == 2,
+	    "the server was tried while open: %u connect_fail lines",
+	    h_count_log(d, "event=connect_fail"));
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * A reload applies a changed setting to a kept upstream: reject = reset
+ * becomes reject = http503, and the next client of the open circuit reads
+ * an HTTP 503 instead of a reset.
+ */
+START_TEST(reload_applies_reject_http503)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	const char *keys = "failure_threshold = 1\n"
+			   "recovery_timeout = 30s\n";
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section("2s"),
+	    upstream("api", lis, srv, h_strf("%sreject = reset\n", keys))));
+	const char *ra;
+	enum h_outcome out;
+	char *reply;
+	size_t len, mark;
+	int fd, secs;
+
+	trip(d, lis, 1);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
+
+	mark = reload(d,
+	    h_strf("%s%s", global_section("2s"),
+		upstream("api", lis, srv,
+		    h_strf("%sreject = http503\n", keys))));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+
+	fd = h_connect_ok(lis);
+	out = h_recv_all(fd, &reply, &len, H_WAIT_MS);
+	close(fd);
+	h_assert(out == H_OUT_EOF, "the reply ended with %s: \"%s\"",
+	    h_outcome_name(out), reply);
+	h_assert(strncmp(reply, "HTTP/1.1 503 Service Unavailable\r\n", 34) ==
+		0,
+	    "not a 503 after the reload: \"%s\"", reply);
+	ra = strcasestr(reply, "\r\nRetry-After:");
+	h_assert(ra != NULL, "no Retry-After: \"%s\"", reply);
+	secs = atoi(ra + 14);
+	h_assert(secs >= 1 && secs <= 30, "Retry-After: %d", secs);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reject", "upstream=api",
+	    "state=open");
+	stop_ok(d);
+}
+END_TEST
+
+struct hammer {
+	const char *addr;
+	atomic_uint done;
+	unsigned failed;
+	unsigned first_failed;
+	int first_errno;
+};
+
+/*
+ * One client after the other, each an echo round trip; count failures.
+ * Runs beside the test's thread, so it allocates nothing from the harness.
+ */
+static void *
+hammer_main(void *arg)
+{
+	struct hammer *h = arg;
+	char back[4];
+	unsigned i;
+	bool ok;
+	int fd;
+
+	for (i = 0; i < HAMMER_CLIENTS; i++) {
+		errno = 0;
+		fd = h_connect(h->addr, H_WAIT_MS);
+		ok = fd != -1 && h_send_all(fd, "ping", 4, H_WAIT_MS) == 0 &&
+		    h_recv_exact(fd, back, 4, H_WAIT_MS) == H_OUT_DATA &&
+		    memcmp(back, "ping", 4) == 0;
+		if (!ok && h->failed++ == 0) {
+			h->first_failed = i;
+			h->first_errno = errno;
+		}
+		h_close(fd);
+		atomic_store(&h->done, i + 1);
+	}
+	return NULL;
+}
+
+/* Wait (bounded) until the hammer has done n clients. */
+static bool
+hammer_wait(struct hammer *h, unsigned n)
+{
+	uint64_t deadline = h_now_ms() + 2 * H_WAIT_MS;
+
+	while (atomic_load(&h->done) < n && h_now_ms() < deadline)
+		poll(NULL, 0, 1);
+	return atomic_load(&h->done) >= n;
+}
+
+/*
+ * An address that stays keeps its socket: clients one after the other
+ * through five reloads (another upstream added and removed each time), and
+ * not one is refused or lost.
+ */
+START_TEST(reload_keeps_listening_socket)
+{
+	struct h_backend *srv = h_backend(H_ECHO),
+			 *side_srv = h_backend(H_ECHO);
+	const char *api = h_free_addr4(), *side = h_free_addr4();
+	const char *alone =
+	    h_strf("%s%s", global_section("2s"), upstream("api", api, srv, ""));
+	const char *both = h_strf("%s%s%s", global_section("2s"),
+	    upstream("api", api, srv, ""),
+	    upstream("side", side, side_srv, ""));
+	struct h_daemon *d = h_daemon_start(alone);
+	struct hammer h = { .addr = api };
+	pthread_t t;
+	size_t mark = h_log_mark(d);
+	unsigned i, at_last, n;
+
+	atomic_init(&h.done, 0);
+	h_assert(pthread_create(&t, NULL, hammer_main, &h) == 0, "thread");
+	for (i = 1; i <= HAMMER_RELOADS; i++) {
+		if (!hammer_wait(&h, i * HAMMER_EVERY))
+			break;
+		reload(d, i % 2 == 1 ? both : alone);
+	}
+	at_last = atomic_load(&h.done);
+	pthread_join(t, NULL);
+
+	h_assert(i > HAMMER_RELOADS, "the clients stalled before reload %u", i);
+	h_assert(h.failed == 0,
+	    "%u of %u clients failed through the reloads, the first (#%u): %s",
+	    h.failed, HAMMER_CLIENTS, h.first_failed, strerror(h.first_errno));
+	h_assert(at_last < HAMMER_CLIENTS,
+	    "the clients were all done before the last reload ended");
+	n = h_wait_count_after(d, mark, HAMMER_RELOADS, H_WAIT_MS,
+	    "event=reload", "result=ok");
+	h_assert(n == HAMMER_RELOADS, "%u reloads ok of %u", n, HAMMER_RELOADS);
+	h_assert(h_count_log(d, "event=listen", "upstream=api") == 1 &&
+		h_count_log(d, "event=unlisten", "upstream=api") == 0,
+	    "api's address was bound again");
+	h_assert(h_count_log(d, "event=listen", "upstream=side") == 3,
+	    "side listened %u times in 5 reloads",
+	    h_count_log(d, "event=listen", "upstream=side"));
+	h_assert(h_backend_accepted(srv) == HAMMER_CLIENTS,
+	    "the server saw %u clients of %u", h_backend_accepted(srv),
+	    HAMMER_CLIENTS);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * workers is not reloadable: a reload that changes it says so in a warning
+ * and applies the rest.
+ */
+START_TEST(reload_workers_not_reloadable)
+{
+	struct h_backend *srv = h_backend(H_ECHO), *web_srv = h_backend(H_ECHO);
+	const char *api = h_free_addr4(), *web = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section("2s"),
+	    upstream("api", api, srv, "")));
+	const char *two = h_strf("[global]\n"
+				 "workers = 2\n"
+				 "admin =\n"
+				 "shutdown_timeout = 2s\n"
+				 "\n%s%s",
+	    upstream("api", api, srv, ""), upstream("web", web, web_srv, ""));
+	size_t mark;
+
+	mark = reload(d, two);
+	h_expect_log_after(d, mark, H_WAIT_MS, "level=warning", "event=reload",
+	    "key=workers", "value=2", "running=1");
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok",
+	    "upstreams=2", "added=1");
+	h_assert(h_echo_roundtrip(web, "web", H_WAIT_MS), "via %s", web);
+	h_assert(h_echo_roundtrip(api, "api", H_WAIT_MS), "via %s", api);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * Connect until refused, closing at once what gets through: how many got
+ * through. The daemon logs event=stopping just before it shuts its
+ * listeners, so a client in that instant may still be taken (and drained).
+ * Tries are 10ms apart, for up to a second.
+ */
+static unsigned
+connect_until_refused(const char *lis)
+{
+	uint64_t deadline = h_now_ms() + 1000;
+	unsigned through = 0;
+	const char *last;
+	int fd;
+
+	for (;;) {
+		fd = h_connect(lis, H_WAIT_MS);
+		if (fd == -1 && errno == ECONNREFUSED)
+			return through;
+		last = fd == -1 ? strerror(errno) : "connected";
+		h_close(fd);
+		through++;
+		h_assert(h_now_ms() < deadline,
+		    "new clients not refused after %u tries in 1 s, the last: "
+		    "%s",
+		    through, last);
+		poll(NULL, 0, 10);
+	}
+}
+
+/*
+ * SIGTERM drains: STOPPING=1 and the stopping line, new clients refused at
+ * once, the relay in progress still relays both ways, and the daemon exits
+ * 0 as soon as that client is done: drained=1 closed=0.
+ */
+START_TEST(sigterm_drains)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s",
+	    global_section("10s"), upstream("api", lis, srv, "")));
+	enum h_outcome out;
+	size_t nmark, len;
+	const char *stop;
+	unsigned through;
+	double drained;
+	char *rest;
+	int fd, st;
+
+	fd = h_connect_ok(lis);
+	h_assert(echo_on(fd, "before"), "the relay before SIGTERM");
+
+	nmark = h_notify_mark(d);
+	h_daemon_signal(d, SIGTERM);
+	h_expect_log(d, H_WAIT_MS, "level=info", "event=stopping",
+	    "reason=SIGTERM", "shutdown_timeout=10.000");
+	h_assert(h_wait_notify_after(d, nmark, "STOPPING=1", H_WAIT_MS) >= 0,
+	    "no STOPPING=1 after SIGTERM");
+
+	through = connect_until_refused(lis);
+	h_assert(echo_on(fd, "during the drain"),
+	    "the relay stopped relaying during the drain");
+	h_assert(h_daemon_running(d), "the daemon left an open relay behind");
+
+	shutdown(fd, SHUT_WR);
+	out = h_recv_all(fd, &rest, &len, H_WAIT_MS);
+	h_assert(out == H_OUT_EOF && len == 0, "the relay ended with %s",
+	    h_outcome_name(out));
+	close(fd);
+	st = h_daemon_wait_exit(d, H_STOP_MS);
+	h_assert(st == 0, "exit status %d after the drain", st);
+	stop = h_expect_log(d, 0, "level=info", "event=stop", "reason=SIGTERM",
+	    "drained=", "closed=0");
+	drained = h_log_double(stop, "drained");
+	h_assert(drained >= 1 && drained <= 1 + through,
+	    "drained=%.0f with 1 relay open (and %u taken at the stop)",
+	    drained, through);
+	h_assert(h_backend_accepted(srv) <= 1 + through,
+	    "the server saw %u clients: a refused one got through",
+	    h_backend_accepted(srv));
+}
+END_TEST
+
+/*
+ * shutdown_timeout = 300ms with a relay that never ends: the daemon waits
+ * that long, resets the client, and exits 0 with closed=1.
+ */
+START_TEST(sigterm_shutdown_timeout)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s",
+	    global_section("300ms"), upstream("api", lis, srv, "")));
+	enum h_outcome out;
+	uint64_t t0, el;
+	int fd, st;
+
+	fd = h_connect_ok(lis);
+	h_assert(echo_on(fd, "idle from now on"), "the relay");
+
+	t0 = h_now_ms();
+	h_daemon_signal(d, SIGTERM);
+	st = h_daemon_wait_exit(d, H_STOP_MS);
+	el = h_now_ms() - t0;
+	h_assert(st == 0, "exit status %d", st);
+	h_assert(el >= 280, "exited %llu ms after SIGTERM, before the timeout",
+	    (unsigned long long)el);
+	h_expect_log(d, 0, "event=stopping", "shutdown_timeout=0.300");
+	h_expect_log(d, 0, "level=info", "event=stop", "reason=SIGTERM",
+	    "drained=0", "closed=1");
+	out = h_next_event(fd, H_WAIT_MS);
+	h_assert(out == H_OUT_RESET, "the idle client saw %s, not a reset",
+	    h_outcome_name(out));
+	close(fd);
+}
+END_TEST
+
+/*
+ * A second signal during the drain does not wait for shutdown_timeout
+ * (30s): the open relay is reset and the daemon exits 0 at once.
+ */
+START_TEST(sigterm_twice_exits_at_once)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s",
+	    global_section("30s"), upstream("api", lis, srv, "")));
+	enum h_outcome out;
+	uint64_t t0, el;
+	int fd, st;
+
+	fd = h_connect_ok(lis);
+	h_assert(echo_on(fd, "idle from now on"), "the relay");
+	h_daemon_signal(d, SIGTERM);
+	h_expect_log(d, H_WAIT_MS, "event=stopping", "reason=SIGTERM");
+	h_assert(h_daemon_wait_exit(d, 300) == -1,
+	    "the daemon did not wait for the open relay");
+
+	t0 = h_now_ms();
+	h_daemon_signal(d, SIGTERM);
+	st = h_daemon_wait_exit(d, H_STOP_MS);
+	el = h_now_ms() - t0;
+	h_assert(st == 0, "exit status %d after a second SIGTERM", st);
+	h_assert(el < 3000, "exited %llu ms after the second SIGTERM",
+	    (unsigned long long)el);
+	h_expect_log(d, 0, "event=stop", "reason=SIGTERM", "drained=0",
+	    "closed=1");
+	out = h_next_event(fd, H_WAIT_MS);
+	h_assert(out == H_OUT_RESET, "the open client saw %s, not a reset",
+	    h_outcome_name(out));
+	close(fd);
+}
+END_TEST
+
+/*
+ * WATCHDOG_USEC=200000: WATCHDOG=1 every 100ms, so three within a second
+ * (and not all at once). A WATCHDOG_PID naming another process turns it
+ * off.
+ */
+START_TEST(watchdog_pings)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	struct h_opts on = { .env = { "WATCHDOG_USEC=200000", NULL } };
+	struct h_opts other = { .env = { "WATCHDOG_USEC=200000",
+				    "WATCHDOG_PID=1", NULL } };
+	struct h_daemon *d = h_daemon_start_opts(&on,
+	    h_strf("%s%s", global_section("2s"),
+		upstream("api", h_free_addr4(), srv, "")));
+	struct h_daemon *quiet = h_daemon_start_opts(&other,
+	    h_strf("%s%s", global_section("2s"),
+		upstream("api", h_free_addr4(), srv, "")));
+	size_t mark = h_notify_mark(d);
+	uint64_t t0 = h_now_ms(), el;
+	unsigned n;
+
+	n = h_wait_notify_count(d, mark, "WATCHDOG=1", 3, 1000);
+	el = h_now_ms() - t0;
+	h_assert(n >= 3, "%u WATCHDOG=1 in 1 s with WATCHDOG_USEC=200000", n);
+	h_assert(el >= 150, "3 WATCHDOG=1 in %llu ms: faster than every 100ms",
+	    (unsigned long long)el);
+	n = h_count_notify(quiet, 0, "WATCHDOG=1");
+	h_assert(n == 0, "%u WATCHDOG=1 though WATCHDOG_PID is another pid", n);
+	stop_ok(d);
+	stop_ok(quiet);
+}
+END_TEST
+
+/*
+ * The descriptors the daemon holds at rest. It opens one for a moment to
+ * send each sd_notify message, so the count is taken when two readings
+ * 20ms apart agree.
+ */
+static int
+settled_nfds(struct h_daemon *d)
+{
+	int before = h_daemon_nfds(d), now, i;
+
+	for (i = 0; i < 50; i++) {
+		poll(NULL, 0, 20);
+		now = h_daemon_nfds(d);
+		if (now == before)
+			return now;
+		before = now;
+	}
+	h_fail(H_WHERE, "the daemon's descriptors never settled");
+}
+
+/*
+ * A daemon with room for exactly FD_ROOM relays (and `spare` descriptors
+ * more): as many descriptors as the same config takes at rest, plus two per
+ * relay, as RLIMIT_NOFILE.
+ */
+static struct h_daemon *
+start_with_room(const char *config, unsigned spare)
+{
+	struct h_daemon *probe = h_daemon_start(config);
+	struct h_opts opts = { 0 };
+	struct h_daemon *d;
+	int used = settled_nfds(probe), now;
+
+	h_assert(used > 0, "cannot count the daemon's descriptors");
+	stop_ok(probe);
+	opts.nofile = (unsigned)used + 2 * FD_ROOM + spare;
+	d = h_daemon_start_opts(&opts, config);
+	now = settled_nfds(d);
+	h_assert(now == used, "%d descriptors at rest, %d the first time", now,
+	    used);
+	return d;
+}
+
+/* Open the FD_ROOM idle relays the daemon has room for. */
+static void
+fill_room(const char *lis, int *fds)
+{
+	int i;
+
+	for (i = 0; i < FD_ROOM; i++) {
+		fds[i] = h_connect_ok(lis);
+		h_assert(echo_on(fds[i], "x"), "relay %d of %d", i + 1,
+		    FD_ROOM);
+	}
+}
+
+/*
+ * A new client is relayed within ms: tried again while it is reset (the
+ * relays just closed may not have given their descriptors back yet).
+ */
+static bool
+served_within(const char *lis, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+
+	while (!h_echo_roundtrip(lis, "after", ms))
+		if (h_now_ms() >= deadline)
+			return false;
+	return true;
+}
+
+/*
+ * Out of file descriptors: the next clients wait in the backlog while the
+ * daemon pauses accepting and says so (accept_paused, at most once a
+ * second); it never dies; once relays end, the waiting clients are served
+ * and new ones too. Under a wrapper such as valgrind, which keeps its own
+ * descriptors above the daemon's limit, the kernel's accept succeeds and
+ * the wrapper closes the client to report EMFILE: the waiting clients are
+ * lost there, so they are only checked without one.
+ */
+START_TEST(emfile_pauses_accepting)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	const char *lis = h_free_addr4();
+	const char *config =
+	    h_strf("%s%s", global_section("2s"), upstream("api", lis, srv, ""));
+	struct h_daemon *d = start_with_room(config, 0);
+	int fds[FD_ROOM], waiting[FD_WAITING], i;
+	enum h_outcome out;
+	uint64_t t0, secs;
+	const char *msg, *wrapper = getenv("CP_TEST_WRAPPER");
+	bool wrapped = wrapper != NULL && *wrapper != '\0';
+	size_t mark;
+	unsigned n;
+	char buf[8];
+
+	fill_room(lis, fds);
+	mark = h_log_mark(d);
+	t0 = h_now_ms();
+	for (i = 0; i < FD_WAITING; i++) {
+		waiting[i] = h_connect_ok(lis);
+		msg = h_strf("w%d", i);
+		h_assert(h_send_all(waiting[i], msg, strlen(msg), H_WAIT_MS) ==
+			0,
+		    "send");
+	}
+	h_expect_log_after(d, mark, H_WAIT_MS, "level=error",
+	    "event=accept_paused", "upstream=api", h_strf("addr=%s", lis),
+	    "error=EMFILE", "pause_ms=100");
+
+	/* Out of descriptors for a while: still alive, clients still waiting. */
+	poll(NULL, 0, FD_STARVE_MS);
+	for (i = 0; i < FD_WAITING && !wrapped; i++) {
+		out = h_next_event(waiting[i], 0);
+		h_assert(out == H_OUT_TIMEOUT,
+		    "waiting client %d saw %s while the daemon had no fd", i,
+		    h_outcome_name(out));
+	}
+	h_assert(h_daemon_running(d), "the daemon died out of descriptors");
+	secs = (h_now_ms() - t0 + 999) / 1000;
+	n = h_count_log_after(d, mark, "event=accept_paused");
+	h_assert(n <= secs + 1, "%u accept_paused lines in %llu s", n,
+	    (unsigned long long)secs);
+	h_assert(h_count_log_after(d, mark, "event=reject") == 0,
+	    "a client was turned away: %u reject lines",
+	    h_count_log_after(d, mark, "event=reject"));
+
+	for (i = 0; i < FD_ROOM; i++)
+		close(fds[i]);
+	for (i = 0; i < FD_WAITING && !wrapped; i++) {
+		msg = h_strf("w%d", i);
+		out = h_recv_exact(waiting[i], buf, strlen(msg), H_WAIT_MS);
+		h_assert(out == H_OUT_DATA &&
+			memcmp(buf, msg, strlen(msg)) == 0,
+		    "waiting client %d was not served once fds were free: %s",
+		    i, h_outcome_name(out));
+		close(waiting[i]);
+		waiting[i] = -1;
+	}
+	for (i = 0; i < FD_WAITING; i++)
+		h_close(waiting[i]);
+	h_assert(served_within(lis, H_WAIT_MS),
+	    "no new client relayed after the shortage");
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * Out of file descriptors but one: accept still succeeds, the server socket
+ * does not. Whatever happens to a burst of clients then (reset as overload,
+ * SPEC.md 4, or left waiting, SPEC.md 8), the daemon lives on, serves once
+ * fds are free, and its reject lines obey log_rejects_per_second (SPEC.md
+ * 5): no line per client while out of descriptors.
+ */
+START_TEST(emfile_one_fd_left)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	const char *lis = h_free_addr4();
+	const char *config = h_strf("[global]\n"
+				    "workers = 1\n"
+				    "admin =\n"
+				    "shutdown_timeout = 2s\n"
+				    "log_rejects_per_second = 2\n"
+				    "\n%s",
+	    upstream("api", lis, srv, ""));
+	struct h_daemon *d = start_with_room(config, 1);
+	int fds[FD_ROOM], i;
+	uint64_t t0, secs;
+	unsigned rejects;
+	size_t mark;
+
+	fill_room(lis, fds);
+	mark = h_log_mark(d);
+	t0 = h_now_ms();
+	for (i = 0; i < FD_BURST; i++)
+		h_client_try(lis, 200, NULL, NULL);
+	h_assert(h_daemon_running(d), "the daemon died out of descriptors");
+
+	for (i = 0; i < FD_ROOM; i++)
+		close(fds[i]);
+	h_assert(served_within(lis, H_WAIT_MS),
+	    "no new client relayed after the shortage");
+	rejects = h_count_log_after(d, mark, "event=reject");
+	secs = (h_now_ms() - t0 + 999) / 1000;
+	stop_ok(d);
+	h_assert(rejects <= 2 * (secs + 1),
+	    "%u reject lines in %llu s with log_rejects_per_second = 2",
+	    rejects, (unsigned long long)secs);
+}
+END_TEST
+
+/*
+ * A second instance on the same address: it never says READY=1, exits 1
+ * with one error line naming the address, and the first one serves on.
+ */
+START_TEST(second_instance_exits_1)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	const char *lis = h_free_addr4();
+	const char *config =
+	    h_strf("%s%s", global_section("2s"), upstream("api", lis, srv, ""));
+	struct h_daemon *first = h_daemon_start(config);
+	struct h_daemon *second = h_daemon_spawn(config);
+	const char *line;
+	int st;
+
+	h_assert(!h_daemon_wait_ready(second, H_READY_MS),
+	    "a second instance on %s said READY=1", lis);
+	st = h_daemon_wait_exit(second, H_STOP_MS);
+	h_assert(st == 1, "the second instance exited %d", st);
+	h_assert(h_count_log(second, "level=error") == 1,
+	    "%u error lines from the second instance",
+	    h_count_log(second, "level=error"));
+	line = h_expect_log(second, 0, "level=error");
+	h_assert(strstr(line, lis) != NULL && strcasestr(line, "in use"),
+	    "the error line does not name %s in use: %s", lis, line);
+	h_assert(h_echo_roundtrip(lis, "first", H_WAIT_MS),
+	    "the first instance stopped serving");
+	stop_ok(first);
+}
+END_TEST
+
+/* The suite. */
+static Suite *
+ops_suite(void)
+{
+	Suite *s = suite_create("ops");
+
+	H_TEST(s, reload_adds_upstream);
+	H_TEST(s, reload_removes_upstream);
+	H_TEST(s, reload_bad_config);
+	H_TEST(s, reload_keeps_breaker_state);
+	H_TEST(s, reload_applies_reject_http503);
+	H_TEST(s, reload_keeps_listening_socket);
+	H_TEST(s, reload_workers_not_reloadable);
+	H_TEST(s, sigterm_drains);
+	H_TEST(s, sigterm_shutdown_timeout);
+	H_TEST(s, sigterm_twice_exits_at_once);
+	H_TEST(s, watchdog_pings);
+	H_TEST(s, emfile_pauses_accepting);
+	H_TEST(s, emfile_one_fd_left);
+	H_TEST(s, second_instance_exits_1);
+	return s;
+}
+
+/* Run the operations stories. */
+int
+main(void)
+{
+	return h_main(ops_suite());
+}
