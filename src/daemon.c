@@ -96,13 +96,14 @@ daemon_stop(struct daemon *d, const char *reason)
 	}
 	atomic_store(&d->phase, DAEMON_DRAINING);
 	d->stop_reason = reason;
+	/* Refusing first: "stopping" then means no new client gets in. */
+	for (i = 0; i < d->nlisteners; i++)
+		listener_shutdown(d->listeners[i]);
+	daemon_post_all(d, WORKER_CMD_STOP_ACCEPT);
 	notify_send("STOPPING=1");
 	log_info("event=stopping reason=%s shutdown_timeout=%" PRIu64
 		 ".%03" PRIu64,
 	    reason, ms / 1000, ms % 1000);
-	for (i = 0; i < d->nlisteners; i++)
-		listener_shutdown(d->listeners[i]);
-	daemon_post_all(d, WORKER_CMD_STOP_ACCEPT);
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	evtimer_add(d->drain_ev, &tv);

@@ -158,13 +158,15 @@ listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 		event_add(s->accept_ev, NULL);
 }
 
-/* Pause accepts briefly: the process or system is out of descriptors. */
+/* Pause a worker's accepts briefly: out of descriptors or memory. */
 static void
-listener_pause(struct listener_slot *s, int error)
+listener_slot_pause(struct listener_slot *s, int error)
 {
 	struct timeval tv = { 0, LISTENER_PAUSE_MS * 1000 };
 	uint64_t second = util_now_ms() / 1000, last;
 
+	if (s->accept_ev == NULL)
+		return;
 	event_del(s->accept_ev);
 	event_add(s->resume_ev, &tv);
 	last = atomic_load(&listener_shortage_logged);
@@ -174,10 +176,7 @@ listener_pause(struct listener_slot *s, int error)
 		log_errorx("event=accept_paused upstream=%s addr=%s error=%s "
 			   "pause_ms=%d",
 		    atomic_load(&s->listener->up)->name, s->listener->addr.text,
-		    error == EMFILE	  ? "EMFILE"
-			: error == ENFILE ? "ENFILE"
-					  : "ENOMEM",
-		    LISTENER_PAUSE_MS);
+		    util_errno_name(error), LISTENER_PAUSE_MS);
 }
 
 /* Accept what is waiting, up to a batch, and hand each client on. */
@@ -204,7 +203,7 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 			case ENFILE:
 			case ENOBUFS:
 			case ENOMEM:
-				listener_pause(s, errno);
+				listener_slot_pause(s, errno);
 				return;
 			case EAGAIN:
 				return;
@@ -223,6 +222,13 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 		relay_accept(s->worker, atomic_load(&s->listener->up), cfd,
 		    (struct sockaddr *)&ss, len);
 	}
+}
+
+/* Pause a worker's accepts on this listener (in that worker's thread). */
+void
+listener_pause(struct listener *l, struct worker *w, int error)
+{
+	listener_slot_pause(&l->slots[w->id], error);
 }
 
 /* Create and arm a worker's accept event. */

@@ -39,6 +39,8 @@ void listener_attach(struct listener *, struct worker *);
 void listener_detach(struct listener *, struct worker *);
 /* Does this listener already serve that address? */
 int listener_same_addr(const struct listener *, const struct addr *);
+/* Pause a worker's accepts briefly, for a shortage (in that worker). */
+void listener_pause(struct listener *, struct worker *, int error);
 /* Refuse new clients at once (main thread). */
 void listener_shutdown(struct listener *);
 /* Close the sockets (main thread, after every worker detached). */

@@ -547,6 +547,30 @@ relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 	relay_close(r, RELAY_END_RESET);
 }
 
+/*
+ * No socket for the server: not the server's fault. The ticket is given
+ * back, the client is reset and counted as an overload, and when the
+ * process is out of descriptors this worker stops accepting for a moment
+ * (SPEC 8) rather than accept clients it can only reset.
+ */
+static void
+relay_shortage(struct relay *r, int error)
+{
+	char client[RELAY_PEER_STR_MAX];
+
+	breaker_cancel(r->up->breaker, &r->ticket);
+	r->outcome_pending = false;
+	upstream_count(r->up, r->w->id, UC_rejected_overload_total, 1);
+	if (upstream_reject_log_allowed(r->up, util_now_ms()))
+		log_warnx("event=reject upstream=%s client=%s reason=overload "
+			  "error=%s",
+		    r->up->name, relay_peer_str(&r->peer, client),
+		    util_errno_name(error));
+	if (error == EMFILE || error == ENFILE)
+		worker_pause_accept(r->w, error);
+	relay_close(r, RELAY_END_RESET);
+}
+
 /* Open the connection to the server. */
 static void
 relay_connect(struct relay *r)
@@ -555,22 +579,12 @@ relay_connect(struct relay *r)
 	struct event_base *base = r->w->base;
 	struct timeval tv;
 	enum breaker_error kind;
-	char client[RELAY_PEER_STR_MAX];
 	int on = 1, error;
 
 	r->sfd =
 	    socket(sa->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (r->sfd == -1) {
-		error = errno;
-		/* Not the server's fault: give the ticket back. */
-		breaker_cancel(r->up->breaker, &r->ticket);
-		r->outcome_pending = false;
-		upstream_count(r->up, r->w->id, UC_rejected_overload_total, 1);
-		log_errorx("event=reject upstream=%s client=%s reason=overload "
-			   "error=%s",
-		    r->up->name, relay_peer_str(&r->peer, client),
-		    relay_is_shortage(error) ? "fd_shortage" : "socket");
-		relay_close(r, RELAY_END_RESET);
+		relay_shortage(r, errno);
 		return;
 	}
 	if (sa->family != AF_UNIX)
@@ -589,10 +603,7 @@ relay_connect(struct relay *r)
 	}
 	error = errno;
 	if (relay_is_shortage(error) || error == EAGAIN) {
-		breaker_cancel(r->up->breaker, &r->ticket);
-		r->outcome_pending = false;
-		upstream_count(r->up, r->w->id, UC_rejected_overload_total, 1);
-		relay_close(r, RELAY_END_RESET);
+		relay_shortage(r, error);
 		return;
 	}
 	kind = relay_connect_error(error);

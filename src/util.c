@@ -1,5 +1,6 @@
 /* Small helpers shared by every module: monotonic time and allocation. */
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,26 @@ util_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Name the errno values of a resource shortage, for log lines. */
+const char *
+util_errno_name(int error)
+{
+	switch (error) {
+	case EMFILE:
+		return "EMFILE";
+	case ENFILE:
+		return "ENFILE";
+	case ENOBUFS:
+		return "ENOBUFS";
+	case ENOMEM:
+		return "ENOMEM";
+	case EAGAIN:
+		return "EAGAIN";
+	default:
+		return "other";
+	}
 }
 
 /* Return wall-clock time in seconds since the epoch. */

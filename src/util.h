@@ -9,6 +9,7 @@
 #define CP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 uint64_t util_now_ms(void);
+const char *util_errno_name(int);
 double util_wall_now(void);
 void *xmalloc(size_t);
 void *xcalloc(size_t, size_t);
