@@ -552,6 +552,33 @@ out:
 	breaker_unlock(b);
 }
 
+/*
+ * Take back the reject breaker_admit() counted for a ticket: the client was
+ * not turned away after all (a backup took it), or was another upstream's.
+ */
+void
+breaker_unreject(struct breaker *b, const struct breaker_ticket *t)
+{
+	breaker_lock(b);
+	switch (t->verdict) {
+	case BREAKER_REJECT_OPEN:
+		if (b->rejected_open > 0)
+			b->rejected_open--;
+		break;
+	case BREAKER_REJECT_HALF_OPEN:
+		if (b->rejected_half_open > 0)
+			b->rejected_half_open--;
+		break;
+	case BREAKER_REJECT_FORCED_OPEN:
+		if (b->rejected_forced_open > 0)
+			b->rejected_forced_open--;
+		break;
+	default:
+		break;
+	}
+	breaker_unlock(b);
+}
+
 /* Give back the half_open slot of a ticket that never became an attempt. */
 void
 breaker_cancel(struct breaker *b, const struct breaker_ticket *t)

@@ -134,6 +134,8 @@ void breaker_record(struct breaker *, const struct breaker_ticket *,
     bool success, enum breaker_error, uint64_t now_ms);
 /* Give back an admitted ticket that never became an attempt (local shortage). */
 void breaker_cancel(struct breaker *, const struct breaker_ticket *);
+/* Take back the reject counted for a ticket (the client went to a backup). */
+void breaker_unreject(struct breaker *, const struct breaker_ticket *);
 
 /* Apply time-driven transitions (open->half_open, force expiry). */
 void breaker_tick(struct breaker *, uint64_t now_ms);

@@ -27,7 +27,6 @@
 #include "worker.h"
 
 static void daemon_reload(struct daemon *);
-static void daemon_notify_status(struct daemon *, const char *);
 
 /* Route libevent's own messages into our log. */
 static void
@@ -54,7 +53,7 @@ daemon_upstream(struct daemon *d, const char *name)
 }
 
 /* A one-line summary for the service manager: "3 upstreams, 1 open". */
-static void
+void
 daemon_notify_status(struct daemon *d, const char *prefix)
 {
 	struct breaker_stats st;
@@ -115,8 +114,10 @@ daemon_retired_free(struct daemon_retired *rt)
 {
 	size_t i;
 
-	for (i = 0; i < rt->nupstreams; i++)
+	for (i = 0; i < rt->nupstreams; i++) {
+		upstream_reject_summary_flush(rt->upstreams[i], util_now_ms());
 		upstream_free(rt->upstreams[i]);
+	}
 	free(rt->upstreams);
 	config_free(rt->conf);
 	free(rt);

@@ -87,6 +87,8 @@ int daemon_start(struct daemon **, struct config *, const char *path,
 int daemon_run(struct daemon *);
 void daemon_free(struct daemon *);
 
+/* Tell the service manager (prefix, e.g. "READY=1\n") and the status. */
+void daemon_notify_status(struct daemon *, const char *prefix);
 /* Find a running upstream by name. */
 struct upstream *daemon_upstream(struct daemon *, const char *);
 

@@ -33,7 +33,20 @@
 #define LISTENER_ACCEPT_BATCH 64
 #define LISTENER_PAUSE_MS 100
 
+/* The second of the last such line, shared by every worker. */
 static _Atomic uint64_t listener_shortage_logged;
+static _Atomic uint64_t listener_error_logged;
+
+/* Is this the first line of its kind this second? */
+static bool
+listener_log_once_a_second(_Atomic uint64_t *last_second)
+{
+	uint64_t second = util_now_ms() / 1000, last;
+
+	last = atomic_load(last_second);
+	return last != second &&
+	    atomic_compare_exchange_strong(last_second, &last, second);
+}
 
 /* Remove a stale unix socket file nobody listens on. */
 static void
@@ -163,16 +176,12 @@ static void
 listener_slot_pause(struct listener_slot *s, int error)
 {
 	struct timeval tv = { 0, LISTENER_PAUSE_MS * 1000 };
-	uint64_t second = util_now_ms() / 1000, last;
 
 	if (s->accept_ev == NULL)
 		return;
 	event_del(s->accept_ev);
 	event_add(s->resume_ev, &tv);
-	last = atomic_load(&listener_shortage_logged);
-	if (last != second &&
-	    atomic_compare_exchange_strong(&listener_shortage_logged, &last,
-		second))
+	if (listener_log_once_a_second(&listener_shortage_logged))
 		log_errorx("event=accept_paused upstream=%s addr=%s error=%s "
 			   "pause_ms=%d",
 		    atomic_load(&s->listener->up)->name, s->listener->addr.text,
@@ -198,6 +207,13 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 			case EINTR:
 			case ECONNABORTED:
 			case EPROTO:
+			/* A client's network error surfacing here: next one. */
+			case ENETDOWN:
+			case ENETUNREACH:
+			case EHOSTDOWN:
+			case EHOSTUNREACH:
+			case ENOPROTOOPT:
+			case EOPNOTSUPP:
 				continue;
 			case EMFILE:
 			case ENFILE:
@@ -212,15 +228,22 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 				event_del(s->accept_ev);
 				return;
 			default:
-				log_warnx("event=accept_error upstream=%s "
-					  "addr=%s error=%d",
-				    atomic_load(&s->listener->up)->name,
-				    s->listener->addr.text, errno);
+				if (listener_log_once_a_second(
+					&listener_error_logged))
+					log_warnx("event=accept_error "
+						  "upstream=%s addr=%s "
+						  "error=%s",
+					    atomic_load(&s->listener->up)->name,
+					    s->listener->addr.text,
+					    strerror(errno));
 				return;
 			}
 		}
 		relay_accept(s->worker, atomic_load(&s->listener->up), cfd,
 		    (struct sockaddr *)&ss, len);
+		/* Out of descriptors for the server: wait in the backlog. */
+		if (!event_pending(s->accept_ev, EV_READ, NULL))
+			return;
 	}
 }
 

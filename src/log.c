@@ -15,8 +15,8 @@
 
 /* Set by the main thread (start, reload), read by every thread. */
 static _Atomic int log_level = LOG_LEVEL_INFO;
-static enum log_target log_target = LOG_TARGET_STDERR;
-static int log_journal;
+static _Atomic int log_target = LOG_TARGET_STDERR;
+static _Atomic int log_journal;
 
 static const char *log_level_names[] = { "debug", "info", "notice", "warning",
 	"error" };

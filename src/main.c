@@ -45,7 +45,7 @@ main(int argc, char **argv)
 	const char *path = CP_CONFIG_PATH, *pidfile = NULL;
 	struct config_errors errs = { NULL, 0 };
 	enum log_level level = LOG_LEVEL_INFO;
-	int ch, test = 0, level_set = 0, status;
+	int ch, test = 0, level_set = 0, to_syslog, status;
 	struct config *conf;
 	struct daemon *d;
 	char *cause = NULL, q[1024];
@@ -101,11 +101,15 @@ main(int argc, char **argv)
 		return 0;
 	}
 
+	to_syslog = conf->log_target == LOG_TARGET_SYSLOG;
 	log_init(level_set ? level : conf->log_level, conf->log_target);
 	if (daemon_start(&d, conf, path, level_set ? (int)level : -1, pidfile,
 		&cause) != 0) {
 		log_errorx("event=exit status=1 error=%s",
 		    log_quote(q, sizeof(q), cause));
+		/* Whoever started it from a shell sees why, syslog or not. */
+		if (to_syslog)
+			fprintf(stderr, "circuitproxyd: %s\n", cause);
 		free(cause);
 		return 1;
 	}

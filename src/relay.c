@@ -10,7 +10,11 @@
  * relay is bounded by one read, and an idle relay holds no buffer at all.
  * Write events are armed only while such a remainder waits.
  */
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#endif
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -34,6 +38,12 @@
 
 /* How long an http503-rejected client may take to close its side. */
 #define RELAY_LINGER_MS 2000
+/* relay->queued before the first look at the send queues. */
+#define RELAY_QUEUED_UNKNOWN UINT32_MAX
+/* http503-rejected clients a worker waits for at once. */
+#define RELAY_LINGER_MAX 1024
+/* Backups followed at most (a reload may briefly link them in a ring). */
+#define RELAY_BACKUP_HOPS 16
 /* Reads per wakeup before giving other relays their turn. */
 #define RELAY_READS_PER_WAKEUP 4
 
@@ -81,6 +91,7 @@ struct relay {
 	uint64_t start_ms; /* connect began */
 	uint64_t connected_ms;
 	uint64_t last_active_ms;
+	uint32_t queued; /* kernel send queues at the last look */
 	struct relay_dir c2s, s2c;
 	struct event cev_r, cev_w, sev_r, sev_w, timer;
 	struct relay_peer peer;
@@ -164,7 +175,7 @@ static bool
 relay_is_shortage(int error)
 {
 	return error == EMFILE || error == ENFILE || error == ENOBUFS ||
-	    error == ENOMEM;
+	    error == ENOMEM || error == EADDRNOTAVAIL;
 }
 
 /* Record the pending attempt's outcome once. */
@@ -211,9 +222,16 @@ static void
 relay_close(struct relay *r, enum relay_end why)
 {
 	struct worker *w = r->w;
+	struct upstream *up = r->up;
 
-	if (r->outcome_pending)
-		relay_record(r, true, BREAKER_ERR_OTHER);
+	if (r->outcome_pending) {
+		/* Cut short while connecting (shutdown): no outcome to tell. */
+		if (r->phase == RELAY_CONNECTING) {
+			breaker_cancel(up->breaker, &r->ticket);
+			r->outcome_pending = false;
+		} else
+			relay_record(r, true, BREAKER_ERR_OTHER);
+	}
 	event_del(&r->cev_r);
 	event_del(&r->cev_w);
 	event_del(&r->timer);
@@ -232,17 +250,23 @@ relay_close(struct relay *r, enum relay_end why)
 	free(r->c2s.buf);
 	free(r->s2c.buf);
 	if (r->counted_active)
-		atomic_fetch_sub(&r->up->active, 1);
-	atomic_fetch_sub_explicit(&r->up->refs, 1, memory_order_release);
+		atomic_fetch_sub(&up->active, 1);
+	if (r->phase == RELAY_LINGERING)
+		w->nlingering--;
 	if (log_enabled(LOG_LEVEL_DEBUG)) {
 		char client[RELAY_PEER_STR_MAX];
 
 		log_debug("event=close upstream=%s client=%s reason=%s",
-		    r->up->name, relay_peer_str(&r->peer, client),
+		    up->name, relay_peer_str(&r->peer, client),
 		    relay_end_names[why]);
 	}
 	LIST_REMOVE(r, entry);
 	free(r);
+	/*
+	 * Last: once refs is 0 the main thread may free a retired upstream,
+	 * so nothing here may touch up after this.
+	 */
+	atomic_fetch_sub_explicit(&up->refs, 1, memory_order_release);
 	worker_relay_gone(w);
 }
 
@@ -285,6 +309,26 @@ relay_early_close(struct relay *r)
 	return true;
 }
 
+/* Bytes moved: the relay is not idle (kept only with an idle_timeout). */
+static void
+relay_touch(struct relay *r)
+{
+	r->last_active_ms = util_now_ms();
+	r->queued = RELAY_QUEUED_UNKNOWN;
+}
+
+/*
+ * A write failed (a reset): the relay ends. A server that resets before its
+ * first byte is an early close, whichever side noticed first.
+ */
+static void
+relay_write_error(struct relay *r, struct relay_dir *d)
+{
+	if (d->dst == r->sfd && relay_early_close(r))
+		return;
+	relay_close(r, RELAY_END_RESET);
+}
+
 /* The source of a direction is readable: forward what it has. */
 static void
 relay_forward(struct relay *r, struct relay_dir *d)
@@ -304,11 +348,11 @@ relay_forward(struct relay *r, struct relay_dir *d)
 				relay_record(r, true, BREAKER_ERR_OTHER);
 			}
 			if (upstream_conf(r->up)->idle_timeout_ms != 0)
-				r->last_active_ms = util_now_ms();
+				relay_touch(r);
 			m = send(d->dst, buf, (size_t)n, MSG_NOSIGNAL);
 			if (m == -1) {
 				if (errno != EAGAIN && errno != EINTR) {
-					relay_close(r, RELAY_END_RESET);
+					relay_write_error(r, d);
 					return;
 				}
 				m = 0;
@@ -317,7 +361,10 @@ relay_forward(struct relay *r, struct relay_dir *d)
 				/* Keep the rest; stop reading until it is gone. */
 				d->len = (size_t)(n - m);
 				d->off = 0;
-				d->buf = xmalloc(d->len);
+				if ((d->buf = malloc(d->len)) == NULL) {
+					relay_close(r, RELAY_END_RESET);
+					return;
+				}
 				memcpy(d->buf, buf + m, d->len);
 				event_del(d->rev);
 				event_add(d->wev, NULL);
@@ -357,9 +404,12 @@ relay_flush(struct relay *r, struct relay_dir *d)
 	if (m == -1) {
 		if (errno == EAGAIN || errno == EINTR)
 			return;
-		relay_close(r, RELAY_END_RESET);
+		relay_write_error(r, d);
 		return;
 	}
+	/* Bytes delivered are activity, even while the source waits. */
+	if (m > 0 && upstream_conf(r->up)->idle_timeout_ms != 0)
+		relay_touch(r);
 	d->off += (size_t)m;
 	if (d->off < d->len)
 		return;
@@ -440,6 +490,44 @@ relay_timer_arm(struct relay *r, uint64_t now)
 }
 
 /*
+ * Bytes already written sit in the kernel's send queues and reach a slow
+ * reader long after our last write. When idle_timeout is due with bytes
+ * still queued, look again a little later: if the queues shrank, a peer is
+ * reading and the relay is not idle.
+ */
+static bool
+relay_peers_draining(struct relay *r, uint64_t now, uint64_t idle_ms)
+{
+#ifdef SIOCOUTQ
+	int cq = 0, sq = 0;
+	uint32_t queued, before = r->queued;
+
+	if (ioctl(r->cfd, SIOCOUTQ, &cq) == -1 ||
+	    ioctl(r->sfd, SIOCOUTQ, &sq) == -1)
+		return false;
+	queued = (uint32_t)cq + (uint32_t)sq;
+	r->queued = queued;
+	if (queued == 0)
+		return false;
+	if (before == RELAY_QUEUED_UNKNOWN) {
+		/* Look again in a quarter of the timeout (at most 1s). */
+		r->last_active_ms = now - idle_ms +
+		    (idle_ms / 4 < 1000 ? idle_ms / 4 + 1 : 1000);
+		return true;
+	}
+	if (queued < before) {
+		r->last_active_ms = now;
+		return true;
+	}
+#else
+	(void)r;
+	(void)now;
+	(void)idle_ms;
+#endif
+	return false;
+}
+
+/*
  * The relay's timer: the early-close window has passed (the attempt counts
  * as a success), or the relay may have been idle too long.
  */
@@ -460,7 +548,8 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 	    now >= r->connected_ms + uc->connect_timeout_ms)
 		relay_record(r, true, BREAKER_ERR_OTHER);
 	if (uc->idle_timeout_ms != 0 &&
-	    now >= r->last_active_ms + uc->idle_timeout_ms) {
+	    now >= r->last_active_ms + uc->idle_timeout_ms &&
+	    !relay_peers_draining(r, now, uc->idle_timeout_ms)) {
 		char client[RELAY_PEER_STR_MAX];
 
 		log_info("event=idle_timeout upstream=%s client=%s "
@@ -483,6 +572,7 @@ relay_connected(struct relay *r, uint64_t now)
 
 	r->connected_ms = now;
 	r->last_active_ms = now;
+	r->queued = RELAY_QUEUED_UNKNOWN;
 	if (uc->slow_connect_ms != 0 && took > uc->slow_connect_ms) {
 		relay_log_fail(r, BREAKER_ERR_SLOW, took);
 		relay_record(r, false, BREAKER_ERR_SLOW);
@@ -602,7 +692,12 @@ relay_connect(struct relay *r)
 		return;
 	}
 	error = errno;
-	if (relay_is_shortage(error) || error == EAGAIN) {
+	/*
+	 * EAGAIN: on TCP, no local port was free; on a unix socket, the
+	 * server's backlog is full, which is the server's fault.
+	 */
+	if (relay_is_shortage(error) ||
+	    (error == EAGAIN && sa->family != AF_UNIX)) {
 		relay_shortage(r, error);
 		return;
 	}
@@ -619,7 +714,9 @@ relay_new(struct worker *w, struct upstream *up, int cfd,
 {
 	struct relay *r;
 
-	r = xcalloc(1, sizeof(*r));
+	/* Short of memory: the caller resets this one client. */
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return NULL;
 	r->w = w;
 	r->up = up;
 	r->cfd = cfd;
@@ -669,7 +766,13 @@ relay_reply_503(struct worker *w, struct upstream *up, int fd,
 		return;
 	}
 	shutdown(fd, SHUT_WR);
-	r = relay_new(w, up, fd, peer);
+	/* Past the cap, a flood of rejects gets its 503 without the wait. */
+	if (w->nlingering >= RELAY_LINGER_MAX ||
+	    (r = relay_new(w, up, fd, peer)) == NULL) {
+		close(fd);
+		return;
+	}
+	w->nlingering++;
 	r->phase = RELAY_LINGERING;
 	event_add(&r->cev_r, NULL);
 	event_add(&r->timer, relay_tv(&tv, RELAY_LINGER_MS));
@@ -711,13 +814,55 @@ relay_take_slot(struct upstream *up)
 	return false;
 }
 
+/*
+ * The circuit of up turned a client away: follow its backups to the first
+ * whose breaker admits it and that has a free slot. On success *t becomes
+ * the backup's ticket and the client is a failover, not a reject: the
+ * rejects the breakers counted on the way are taken back.
+ */
+static struct upstream *
+relay_failover(struct worker *w, struct upstream *up, struct breaker_ticket *t,
+    const struct relay_peer *peer, uint64_t now)
+{
+	struct breaker_ticket bt;
+	struct upstream *b;
+	char client[RELAY_PEER_STR_MAX];
+	int hops = 0;
+
+	for (b = upstream_backup(up);
+	     b != NULL && b != up && hops < RELAY_BACKUP_HOPS;
+	     b = upstream_backup(b), hops++) {
+		breaker_admit(b->breaker, now, &bt);
+		if (!bt.admitted) {
+			/* Not b's client: up counts the reject, if any. */
+			breaker_unreject(b->breaker, &bt);
+			continue;
+		}
+		if (!relay_take_slot(b)) {
+			breaker_cancel(b->breaker, &bt);
+			upstream_count(b, w->id, UC_rejected_overload_total, 1);
+			continue;
+		}
+		breaker_unreject(up->breaker, t);
+		upstream_count(up, w->id, UC_failover_total, 1);
+		if (upstream_reject_log_allowed(up, now))
+			log_notice("event=failover upstream=%s backup=%s "
+				   "client=%s state=%s",
+			    up->name, b->name, relay_peer_str(peer, client),
+			    breaker_state_name(t->state));
+		*t = bt;
+		return b;
+	}
+	return NULL;
+}
+
 /* Take an accepted client: admit it, fail it over, or turn it away. */
 void
 relay_accept(struct worker *w, struct upstream *up, int fd,
     const struct sockaddr *sa, socklen_t salen)
 {
-	struct upstream *target = up, *b;
-	struct breaker_ticket t, bt;
+	struct upstream *target = up;
+	struct breaker_ticket t;
 	struct relay *r;
 	char client[RELAY_PEER_STR_MAX], retry[32];
 	struct relay_peer peer;
@@ -730,27 +875,8 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 	upstream_count(up, w->id, UC_connections_total, 1);
 	breaker_admit(up->breaker, now, &t);
 	if (!t.admitted) {
-		/* Down the chain of backups, to the first that admits. */
-		for (b = upstream_backup(up); b != NULL;
-		     b = upstream_backup(b)) {
-			breaker_admit(b->breaker, now, &bt);
-			if (!bt.admitted)
-				continue;
-			if (!relay_take_slot(b)) {
-				breaker_cancel(b->breaker, &bt);
-				upstream_count(b, w->id,
-				    UC_rejected_overload_total, 1);
-				continue;
-			}
-			upstream_count(up, w->id, UC_failover_total, 1);
-			log_notice("event=failover upstream=%s backup=%s "
-				   "client=%s state=%s",
-			    up->name, b->name, relay_peer_str(&peer, client),
-			    breaker_state_name(t.state));
-			target = b;
-			t = bt;
+		if ((target = relay_failover(w, up, &t, &peer, now)) != NULL)
 			goto admitted;
-		}
 		relay_reject(w, up, fd, &t, &peer);
 		return;
 	}
@@ -773,7 +899,12 @@ admitted:
 	if (sa->sa_family != AF_UNIX)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 #endif
-	r = relay_new(w, target, fd, &peer);
+	if ((r = relay_new(w, target, fd, &peer)) == NULL) {
+		breaker_cancel(target->breaker, &t);
+		atomic_fetch_sub(&target->active, 1);
+		relay_reject_overload(w, target, fd, &peer);
+		return;
+	}
 	r->counted_active = true;
 	r->ticket = t;
 	r->outcome_pending = true;

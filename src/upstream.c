@@ -119,9 +119,13 @@ upstream_tick(struct upstream *up, uint64_t now)
 static void
 upstream_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct upstream *up = arg;
+
 	(void)fd;
 	(void)what;
-	upstream_tick(arg, util_now_ms());
+	upstream_tick(up, util_now_ms());
+	/* Runs after every transition: keep systemctl status current. */
+	daemon_notify_status(up->daemon, "");
 }
 
 /* Create the running upstream for a config section. */

@@ -40,8 +40,9 @@ struct worker {
 	struct relay_list relays;
 	unsigned nrelays;
 	bool draining;
-	uint64_t drained; /* relays that finished during a drain */
-	uint64_t closed;  /* relays reset at shutdown */
+	uint64_t drained;    /* relays that finished during a drain */
+	uint64_t closed;     /* relays reset at shutdown */
+	unsigned nlingering; /* http503 rejects waiting for the client */
 
 	char *scratch; /* one read at a time passes through here */
 	size_t scratch_len;

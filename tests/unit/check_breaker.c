@@ -1069,6 +1069,39 @@ START_TEST(test_cancel)
 }
 END_TEST
 
+/* unreject takes back exactly the reject its ticket counted. */
+START_TEST(test_unreject)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker *b;
+	struct breaker_ticket t, ok;
+	struct breaker_stats st;
+
+	b = mk(&c, NULL);
+	ok = admit(b, T0);
+	breaker_unreject(b, &ok); /* admitted: nothing to take back */
+	trip(b, T0, 5);
+	t = admit(b, T0 + 1);
+	ck_assert_int_eq(t.verdict, BREAKER_REJECT_OPEN);
+	admit(b, T0 + 1);
+	breaker_snapshot(b, T0 + 1, &st);
+	ck_assert_uint_eq(st.rejected_open, 2);
+	breaker_unreject(b, &t);
+	breaker_snapshot(b, T0 + 1, &st);
+	ck_assert_uint_eq(st.rejected_open, 1);
+	ck_assert_uint_eq(st.rejected_total, 1);
+	ck_assert_int_eq(st.state, BREAKER_OPEN);
+
+	breaker_force_open(b, 0, T0 + 2);
+	t = admit(b, T0 + 2);
+	breaker_unreject(b, &t);
+	breaker_snapshot(b, T0 + 2, &st);
+	ck_assert_uint_eq(st.rejected_forced_open, 0);
+	ck_assert_uint_eq(st.rejected_total, 1);
+	breaker_free(b);
+}
+END_TEST
+
 /* The callback sees every change of a full cycle, in order. */
 START_TEST(test_callback_sequence)
 {
@@ -1894,6 +1927,7 @@ breaker_suite(void)
 	tcase_add_test(tc, test_reset_keeps_totals);
 	tcase_add_test(tc, test_dry_run);
 	tcase_add_test(tc, test_cancel);
+	tcase_add_test(tc, test_unreject);
 	tcase_add_test(tc, test_callback_sequence);
 	tcase_add_test(tc, test_retry_after_states);
 	tcase_add_test(tc, test_error_kinds);
