@@ -115,7 +115,7 @@ daemon_retired_free(struct daemon_retired *rt)
 	size_t i;
 
 	for (i = 0; i < rt->nupstreams; i++) {
-		upstream_reject_summary_flush(rt->upstreams[i], util_now_ms());
+		upstream_log_summary_flush(rt->upstreams[i], util_now_ms());
 		upstream_free(rt->upstreams[i]);
 	}
 	free(rt->upstreams);
@@ -179,6 +179,34 @@ daemon_reload_fail(const char *msg)
 }
 
 /*
+ * Warn about changed keys a reload cannot apply (workers, admin,
+ * state_file): the key table says which; they change at the next restart.
+ */
+static void
+daemon_reload_check_restart_keys(const struct config *old,
+    const struct config *conf)
+{
+	const struct config_key *keys;
+	char was[256], now[256], q[300], q2[300];
+	size_t i, n;
+
+	keys = config_keys(&n);
+	for (i = 0; i < n; i++) {
+		if (keys[i].scope != CONFIG_SCOPE_GLOBAL ||
+		    (keys[i].flags & CONFIG_KEY_RELOADABLE))
+			continue;
+		config_key_value(old, NULL, &keys[i], was, sizeof(was));
+		config_key_value(conf, NULL, &keys[i], now, sizeof(now));
+		if (strcmp(was, now) == 0)
+			continue;
+		log_warnx("event=reload key=%s value=%s running=%s "
+			  "error=\"%s changes at the next restart\"",
+		    keys[i].name, log_quote(q, sizeof(q), now),
+		    log_quote(q2, sizeof(q2), was), keys[i].name);
+	}
+}
+
+/*
  * Reload: load the file beside the running config; if it is good, bind the
  * new addresses (any failure leaves everything as it was), then swap: kept
  * upstreams keep their breakers and totals, kept addresses their sockets,
@@ -215,12 +243,8 @@ daemon_reload(struct daemon *d)
 		daemon_notify_status(d, "READY=1\n");
 		return;
 	}
-	if (conf->workers != d->nworkers) {
-		log_warnx("event=reload key=workers value=%u running=%u "
-			  "error=\"workers changes at the next restart\"",
-		    conf->workers, d->nworkers);
-		conf->workers = d->nworkers;
-	}
+	daemon_reload_check_restart_keys(old, conf);
+	conf->workers = d->nworkers;
 
 	/* The new upstream set: kept ones by name, new ones created. */
 	ups = xcalloc(conf->nupstreams, sizeof(*ups));
@@ -290,13 +314,9 @@ daemon_reload(struct daemon *d)
 	rt->next = d->retired;
 	d->retired = rt;
 	for (i = 0; i < rl->nadded; i++)
-		log_info("event=listen upstream=%s addr=%s",
-		    atomic_load(&rl->added[i]->up)->name,
-		    rl->added[i]->addr.text);
+		listener_log(rl->added[i], "listen");
 	for (i = 0; i < rl->nremoved; i++)
-		log_info("event=unlisten upstream=%s addr=%s",
-		    atomic_load(&rl->removed[i]->up)->name,
-		    rl->removed[i]->addr.text);
+		listener_log(rl->removed[i], "unlisten");
 	for (i = 0; i < conf->nupstreams; i++)
 		nnew += created[i];
 
@@ -420,7 +440,7 @@ daemon_summary_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	for (i = 0; i < d->nupstreams; i++)
-		upstream_reject_summary_flush(d->upstreams[i], now);
+		upstream_log_summary_flush(d->upstreams[i], now);
 	daemon_retired_collect(d);
 }
 
@@ -493,8 +513,7 @@ daemon_bind(struct daemon *d, char **cause)
 			if (l == NULL)
 				return -1;
 			d->listeners[d->nlisteners++] = l;
-			log_info("event=listen upstream=%s addr=%s", uc->name,
-			    uc->listen[j].text);
+			listener_log(l, "listen");
 		}
 	}
 	return 0;

@@ -188,6 +188,31 @@ listener_slot_pause(struct listener_slot *s, int error)
 		    util_errno_name(error), LISTENER_PAUSE_MS);
 }
 
+/* Log "event=EVENT upstream=NAME addr=ADDR" for a listener. */
+void
+listener_log(struct listener *l, const char *event)
+{
+	char addr[ADDR_TEXT_MAX + 8];
+
+	log_info("event=%s upstream=%s addr=%s", event,
+	    atomic_load(&l->up)->name,
+	    log_quote(addr, sizeof(addr), l->addr.text));
+}
+
+/* Log an unexpected accept error, once a second at most. */
+static void
+listener_log_error(struct listener_slot *s, int error)
+{
+	char addr[ADDR_TEXT_MAX + 8], msg[128];
+
+	if (!listener_log_once_a_second(&listener_error_logged))
+		return;
+	log_warnx("event=accept_error upstream=%s addr=%s error=%s",
+	    atomic_load(&s->listener->up)->name,
+	    log_quote(addr, sizeof(addr), s->listener->addr.text),
+	    log_quote(msg, sizeof(msg), strerror(error)));
+}
+
 /* Accept what is waiting, up to a batch, and hand each client on. */
 static void
 listener_accept_cb(evutil_socket_t fd, short what, void *arg)
@@ -228,14 +253,7 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 				event_del(s->accept_ev);
 				return;
 			default:
-				if (listener_log_once_a_second(
-					&listener_error_logged))
-					log_warnx("event=accept_error "
-						  "upstream=%s addr=%s "
-						  "error=%s",
-					    atomic_load(&s->listener->up)->name,
-					    s->listener->addr.text,
-					    strerror(errno));
+				listener_log_error(s, errno);
 				return;
 			}
 		}

@@ -41,6 +41,8 @@ void listener_detach(struct listener *, struct worker *);
 int listener_same_addr(const struct listener *, const struct addr *);
 /* Pause a worker's accepts briefly, for a shortage (in that worker). */
 void listener_pause(struct listener *, struct worker *, int error);
+/* Log "event=EVENT upstream=NAME addr=ADDR" for a listener. */
+void listener_log(struct listener *, const char *event);
 /* Refuse new clients at once (main thread). */
 void listener_shutdown(struct listener *);
 /* Close the sockets (main thread, after every worker detached). */

@@ -110,6 +110,7 @@ enum relay_end {
 static const char *relay_end_names[] = { "done", "reset", "idle", "shutdown" };
 
 static void relay_close(struct relay *, enum relay_end);
+static void relay_timer_arm(struct relay *, uint64_t);
 static void relay_forward(struct relay *, struct relay_dir *);
 
 /* Close a socket so the peer sees a reset (RST) rather than a FIN. */
@@ -192,11 +193,13 @@ relay_record(struct relay *r, bool success, enum breaker_error err)
 static void
 relay_log_fail(struct relay *r, enum breaker_error err, uint64_t elapsed_ms)
 {
-	char client[RELAY_PEER_STR_MAX];
+	char client[RELAY_PEER_STR_MAX], server[ADDR_TEXT_MAX + 8];
 
 	log_warnx("event=connect_fail upstream=%s server=%s client=%s "
 		  "error=%s elapsed_ms=%" PRIu64,
-	    r->up->name, upstream_conf(r->up)->server.text,
+	    r->up->name,
+	    log_quote(server, sizeof(server),
+		upstream_conf(r->up)->server.text),
 	    relay_peer_str(&r->peer, client), breaker_error_name(err),
 	    elapsed_ms);
 }
@@ -209,7 +212,7 @@ relay_reject_overload(struct worker *w, struct upstream *up, int fd,
 	char client[RELAY_PEER_STR_MAX];
 
 	upstream_count(up, w->id, UC_rejected_overload_total, 1);
-	if (upstream_reject_log_allowed(up, util_now_ms()))
+	if (upstream_log_allowed(up, UPSTREAM_LOG_REJECT, util_now_ms()))
 		log_notice("event=reject upstream=%s client=%s reason=overload "
 			   "max_connections=%u",
 		    up->name, relay_peer_str(peer, client),
@@ -315,6 +318,9 @@ relay_touch(struct relay *r)
 {
 	r->last_active_ms = util_now_ms();
 	r->queued = RELAY_QUEUED_UNKNOWN;
+	/* A reload may have set idle_timeout since this relay started. */
+	if (!evtimer_pending(&r->timer, NULL))
+		relay_timer_arm(r, r->last_active_ms);
 }
 
 /*
@@ -651,9 +657,9 @@ relay_shortage(struct relay *r, int error)
 	breaker_cancel(r->up->breaker, &r->ticket);
 	r->outcome_pending = false;
 	upstream_count(r->up, r->w->id, UC_rejected_overload_total, 1);
-	if (upstream_reject_log_allowed(r->up, util_now_ms()))
-		log_warnx("event=reject upstream=%s client=%s reason=overload "
-			  "error=%s",
+	if (upstream_log_allowed(r->up, UPSTREAM_LOG_REJECT, util_now_ms()))
+		log_notice("event=reject upstream=%s client=%s reason=overload "
+			   "error=%s",
 		    r->up->name, relay_peer_str(&r->peer, client),
 		    util_errno_name(error));
 	if (error == EMFILE || error == ENFILE)
@@ -674,7 +680,15 @@ relay_connect(struct relay *r)
 	r->sfd =
 	    socket(sa->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (r->sfd == -1) {
-		relay_shortage(r, errno);
+		error = errno;
+		if (relay_is_shortage(error)) {
+			relay_shortage(r, error);
+			return;
+		}
+		/* Say EAFNOSUPPORT: persistent, and worth opening the circuit. */
+		relay_log_fail(r, BREAKER_ERR_OTHER, 0);
+		relay_record(r, false, BREAKER_ERR_OTHER);
+		relay_close(r, RELAY_END_RESET);
 		return;
 	}
 	if (sa->family != AF_UNIX)
@@ -790,7 +804,7 @@ relay_reject(struct worker *w, struct upstream *up, int fd,
 	};
 	char retry[32], client[RELAY_PEER_STR_MAX];
 
-	if (upstream_reject_log_allowed(up, util_now_ms()))
+	if (upstream_log_allowed(up, UPSTREAM_LOG_REJECT, util_now_ms()))
 		log_notice("event=reject upstream=%s client=%s state=%s "
 			   "retry_after=%s",
 		    up->name, relay_peer_str(peer, client), states[t->verdict],
@@ -812,6 +826,22 @@ relay_take_slot(struct upstream *up)
 		return true;
 	atomic_fetch_sub(&up->active, 1);
 	return false;
+}
+
+/* dry_run: the line of a reject that was not carried out. */
+static void
+relay_log_dry_run(struct upstream *up, const struct breaker_ticket *t,
+    const struct relay_peer *peer, uint64_t now)
+{
+	char client[RELAY_PEER_STR_MAX], retry[32];
+
+	if (upstream_log_allowed(up, UPSTREAM_LOG_REJECT, now))
+		log_notice("event=reject upstream=%s client=%s state=%s "
+			   "retry_after=%s dry_run=yes",
+		    up->name, relay_peer_str(peer, client),
+		    breaker_state_name(t->state),
+		    upstream_fmt_retry(retry, sizeof(retry),
+			t->retry_after_ms));
 }
 
 /*
@@ -838,6 +868,8 @@ relay_failover(struct worker *w, struct upstream *up, struct breaker_ticket *t,
 			breaker_unreject(b->breaker, &bt);
 			continue;
 		}
+		if (bt.verdict != BREAKER_ADMITTED)
+			relay_log_dry_run(b, &bt, peer, now);
 		if (!relay_take_slot(b)) {
 			breaker_cancel(b->breaker, &bt);
 			upstream_count(b, w->id, UC_rejected_overload_total, 1);
@@ -845,7 +877,7 @@ relay_failover(struct worker *w, struct upstream *up, struct breaker_ticket *t,
 		}
 		breaker_unreject(up->breaker, t);
 		upstream_count(up, w->id, UC_failover_total, 1);
-		if (upstream_reject_log_allowed(up, now))
+		if (upstream_log_allowed(up, UPSTREAM_LOG_FAILOVER, now))
 			log_notice("event=failover upstream=%s backup=%s "
 				   "client=%s state=%s",
 			    up->name, b->name, relay_peer_str(peer, client),
@@ -864,7 +896,6 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 	struct upstream *target = up;
 	struct breaker_ticket t;
 	struct relay *r;
-	char client[RELAY_PEER_STR_MAX], retry[32];
 	struct relay_peer peer;
 	uint64_t now = util_now_ms();
 #ifndef __linux__
@@ -880,13 +911,8 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 		relay_reject(w, up, fd, &t, &peer);
 		return;
 	}
-	if (t.verdict != BREAKER_ADMITTED &&
-	    upstream_reject_log_allowed(up, now))
-		log_notice("event=reject upstream=%s client=%s state=%s "
-			   "retry_after=%s dry_run=yes",
-		    up->name, relay_peer_str(&peer, client),
-		    breaker_state_name(t.state),
-		    upstream_fmt_retry(retry, sizeof(retry), t.retry_after_ms));
+	if (t.verdict != BREAKER_ADMITTED)
+		relay_log_dry_run(up, &t, &peer, now);
 	if (!relay_take_slot(up)) {
 		breaker_cancel(up->breaker, &t);
 		relay_reject_overload(w, up, fd, &peer);

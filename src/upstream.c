@@ -197,52 +197,60 @@ upstream_counter_sum(struct upstream *up, enum upstream_counter c)
 }
 
 /*
- * Allow log_rejects_per_second reject lines in each second; the rest are
- * counted and reported by upstream_reject_summary_flush() once a second.
+ * Allow log_rejects_per_second lines of a kind in each second; the rest are
+ * counted and reported by upstream_log_summary_flush() once a second.
  */
 bool
-upstream_reject_log_allowed(struct upstream *up, uint64_t now)
+upstream_log_allowed(struct upstream *up, enum upstream_log_kind kind,
+    uint64_t now)
 {
 	unsigned limit = atomic_load_explicit(&up->log_rejects_per_second,
 	    memory_order_relaxed);
+	struct upstream_log_budget *b = &up->rl[kind];
 	uint64_t second = now / 1000;
 	bool ok;
 
 	pthread_mutex_lock(&up->rl_lock);
-	if (second != up->rl_second) {
-		up->rl_second = second;
-		up->rl_logged = 0;
+	if (second != b->second) {
+		b->second = second;
+		b->logged = 0;
 	}
-	ok = up->rl_logged < limit;
+	ok = b->logged < limit;
 	if (ok)
-		up->rl_logged++;
+		b->logged++;
 	else
-		up->rl_suppressed++;
+		b->suppressed++;
 	pthread_mutex_unlock(&up->rl_lock);
 	return ok;
 }
 
 /*
- * Called once a second: log how many rejects were summed since the last
- * call, over the time since then.
+ * Called once a second: log how many lines of each kind were summed since
+ * the last call, over the time since then.
  */
 void
-upstream_reject_summary_flush(struct upstream *up, uint64_t now)
+upstream_log_summary_flush(struct upstream *up, uint64_t now)
 {
-	uint64_t n, since;
+	uint64_t n[UPSTREAM_LOG_KINDS], since;
 	char period[32];
+	int k;
 
 	pthread_mutex_lock(&up->rl_lock);
-	n = up->rl_suppressed;
+	for (k = 0; k < UPSTREAM_LOG_KINDS; k++) {
+		n[k] = up->rl[k].suppressed;
+		up->rl[k].suppressed = 0;
+	}
 	since = up->rl_since_ms;
 	up->rl_since_ms = now;
-	up->rl_suppressed = 0;
 	pthread_mutex_unlock(&up->rl_lock);
-	if (n == 0)
-		return;
-	log_notice("event=reject_summary upstream=%s rejected=%" PRIu64
-		   " period=%s",
-	    up->name, n,
-	    upstream_fmt_retry(period, sizeof(period),
-		(int64_t)(now > since ? now - since : 0)));
+	upstream_fmt_retry(period, sizeof(period),
+	    (int64_t)(now > since ? now - since : 0));
+	if (n[UPSTREAM_LOG_REJECT] != 0)
+		log_notice("event=reject_summary upstream=%s rejected=%" PRIu64
+			   " period=%s",
+		    up->name, n[UPSTREAM_LOG_REJECT], period);
+	if (n[UPSTREAM_LOG_FAILOVER] != 0)
+		log_notice("event=failover_summary upstream=%s "
+			   "failovers=%" PRIu64 " period=%s",
+		    up->name, n[UPSTREAM_LOG_FAILOVER], period);
 }

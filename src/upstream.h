@@ -18,6 +18,13 @@
 struct daemon;
 struct event;
 
+/* Per-client lines under log_rejects_per_second, each with its summary. */
+enum upstream_log_kind {
+	UPSTREAM_LOG_REJECT,   /* summed in event=reject_summary rejected= */
+	UPSTREAM_LOG_FAILOVER, /* summed in event=failover_summary failovers= */
+	UPSTREAM_LOG_KINDS
+};
+
 /*
  * Counters kept per upstream, once: this list feeds the struct, the sums and
  * (later) the JSON and Prometheus output.
@@ -64,11 +71,13 @@ struct upstream {
 	struct upstream_counters *counters; /* one per worker */
 	unsigned ncounters;
 
-	/* Reject lines allowed this second, and those summed instead. */
+	/* Lines allowed this second, and those summed instead, per kind. */
 	pthread_mutex_t rl_lock;
-	uint64_t rl_second;
-	unsigned rl_logged;
-	uint64_t rl_suppressed;
+	struct upstream_log_budget {
+		uint64_t second;
+		unsigned logged;
+		uint64_t suppressed;
+	} rl[UPSTREAM_LOG_KINDS];
 	uint64_t rl_since_ms; /* last summary flush */
 };
 
@@ -107,9 +116,10 @@ upstream_count(struct upstream *up, unsigned w, enum upstream_counter c,
 uint64_t upstream_counter_sum(struct upstream *, enum upstream_counter);
 
 /* May this reject get its own log line (else it is summed)? */
-bool upstream_reject_log_allowed(struct upstream *, uint64_t now_ms);
-/* Log the reject_summary line if rejects were summed. */
-void upstream_reject_summary_flush(struct upstream *, uint64_t now_ms);
+bool upstream_log_allowed(struct upstream *, enum upstream_log_kind,
+    uint64_t now_ms);
+/* Log the summary lines of what was summed since the last call. */
+void upstream_log_summary_flush(struct upstream *, uint64_t now_ms);
 /* Arm the breaker timer after a change (any thread). */
 void upstream_tick_schedule(struct upstream *);
 /* Apply due breaker timers and rearm (main thread). */

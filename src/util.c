@@ -35,6 +35,8 @@ util_errno_name(int error)
 		return "ENOMEM";
 	case EAGAIN:
 		return "EAGAIN";
+	case EADDRNOTAVAIL:
+		return "EADDRNOTAVAIL";
 	default:
 		return "other";
 	}
