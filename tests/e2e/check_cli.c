@@ -240,6 +240,44 @@ START_TEST(cli_address_in_use)
 }
 END_TEST
 
+/*
+ * The same with log_target = syslog: the log lines go to syslog, but
+ * whoever started it from a shell still reads why on stderr, in one line
+ * that names the address and says it is in use.
+ */
+START_TEST(cli_address_in_use_syslog)
+{
+	struct h_backend *taken = h_backend(H_ECHO);
+	const char *addr = h_backend_addr(taken);
+	const char *path = h_write_file("syslog.ini",
+	    h_strf("[global]\n"
+		   "log_target = syslog\n"
+		   "admin =\n"
+		   "[upstream:api]\n"
+		   "listen = %s\n"
+		   "server = 127.0.0.1:9\n",
+		addr));
+	struct h_run r;
+	unsigned i, n;
+	bool named = false;
+	char *line;
+
+	h_run(&r, "-c", path);
+	h_assert(r.status == 1, "exit status %d, 1 expected; stderr:\n%s",
+	    r.status, r.err);
+	n = h_count_lines(r.err);
+	for (i = 0; i < n; i++) {
+		line = h_line_at(r.err, i);
+		if (strstr(line, addr) != NULL &&
+		    strcasestr(line, "in use") != NULL)
+			named = true;
+	}
+	h_assert(named, "no line on stderr names %s and says it is in use:\n%s",
+	    addr, r.err);
+	h_assert(n == 1, "%u lines on stderr, one expected:\n%s", n, r.err);
+}
+END_TEST
+
 /* -p writes the pid; a clean stop removes the file. */
 START_TEST(cli_pidfile)
 {
@@ -411,6 +449,7 @@ cli_suite(void)
 	H_TEST(s, cli_test_missing);
 	H_TEST(s, cli_example_config);
 	H_TEST(s, cli_address_in_use);
+	H_TEST(s, cli_address_in_use_syslog);
 	H_TEST(s, cli_pidfile);
 	H_TEST(s, cli_log_level);
 	H_TEST(s, cli_log_level_overrides);

@@ -34,6 +34,12 @@
 #define FD_BURST 20
 /* How long the daemon is kept out of descriptors. */
 #define FD_STARVE_MS 1500
+/*
+ * With one descriptor left, accepting pauses 100ms after each client it
+ * had to reset: in the first 250ms of a burst, at most 3 are reset.
+ */
+#define FD_BURST_WINDOW_MS 250
+#define FD_BURST_RESETS_MAX 3
 
 /* The [global] section: one worker, no admin, the given shutdown_timeout. */
 static const char *
@@ -728,6 +734,38 @@ START_TEST(watchdog_pings)
 END_TEST
 
 /*
+ * STATUS= follows the breaker, not only start and reload: when the circuit
+ * opens, the service manager is told "1 upstream, 1 open", and when it
+ * leaves open (half_open on the timer), "1 upstream, 0 open" again.
+ */
+START_TEST(notify_status_follows_breaker)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section("2s"),
+	    upstream("api", lis, srv,
+		"failure_threshold = 1\n"
+		"recovery_timeout = 500ms\n")));
+	size_t nmark;
+	long opened;
+
+	h_assert(h_wait_notify(d, "STATUS=1 upstream, 0 open", H_WAIT_MS),
+	    "no STATUS=1 upstream, 0 open at the start");
+	nmark = h_notify_mark(d);
+	trip(d, lis, 1);
+	opened = h_wait_notify_after(d, nmark, "STATUS=1 upstream, 1 open",
+	    H_WAIT_MS);
+	h_assert(opened >= 0, "no STATUS=1 upstream, 1 open once it opened");
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "from=open",
+	    "to=half_open");
+	h_assert(h_wait_notify_after(d, (size_t)opened + 1,
+		     "STATUS=1 upstream, 0 open", H_WAIT_MS) >= 0,
+	    "no STATUS=1 upstream, 0 open once it left open");
+	stop_ok(d);
+}
+END_TEST
+
+/*
  * The descriptors the daemon holds at rest. It opens one for a moment to
  * send each sd_notify message, so the count is taken when two readings
  * 20ms apart agree.
@@ -875,11 +913,52 @@ START_TEST(emfile_pauses_accepting)
 END_TEST
 
 /*
+ * Watch a burst of clients for ms: how many are reset (closed and set to
+ * -1 in fds); a client that sees anything else fails the test.
+ */
+static unsigned
+burst_resets(int *fds, int n, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms, now;
+	struct pollfd pfd[FD_BURST];
+	enum h_outcome out;
+	unsigned resets = 0;
+	int i, k, idx[FD_BURST];
+
+	for (;;) {
+		for (i = 0, k = 0; i < n; i++) {
+			if (fds[i] == -1)
+				continue;
+			pfd[k].fd = fds[i];
+			pfd[k].events = POLLIN;
+			idx[k++] = i;
+		}
+		now = h_now_ms();
+		if (k == 0 || now >= deadline ||
+		    poll(pfd, (nfds_t)k, (int)(deadline - now)) <= 0)
+			return resets;
+		for (i = 0; i < k; i++) {
+			if (pfd[i].revents == 0)
+				continue;
+			out = h_next_event(fds[idx[i]], 0);
+			h_assert(out == H_OUT_RESET,
+			    "a client of the burst saw %s, not a reset or a "
+			    "wait",
+			    h_outcome_name(out));
+			close(fds[idx[i]]);
+			fds[idx[i]] = -1;
+			resets++;
+		}
+	}
+}
+
+/*
  * Out of file descriptors but one: accept still succeeds, the server socket
- * does not. Whatever happens to a burst of clients then (reset as overload,
- * SPEC.md 4, or left waiting, SPEC.md 8), the daemon lives on, serves once
- * fds are free, and its reject lines obey log_rejects_per_second (SPEC.md
- * 5): no line per client while out of descriptors.
+ * does not. That client is reset as overload (SPEC.md 4) and accepting
+ * pauses (SPEC.md 8): the rest of a burst waits in the backlog, one client
+ * let in per pause, instead of every one being accepted and reset at once.
+ * The daemon lives on, serves once fds are free, and its reject lines obey
+ * log_rejects_per_second (SPEC.md 5): no line per client.
  */
 START_TEST(emfile_one_fd_left)
 {
@@ -893,18 +972,37 @@ START_TEST(emfile_one_fd_left)
 				    "\n%s",
 	    upstream("api", lis, srv, ""));
 	struct h_daemon *d = start_with_room(config, 1);
-	int fds[FD_ROOM], i;
-	uint64_t t0, secs;
-	unsigned rejects;
+	int fds[FD_ROOM], burst[FD_BURST], i;
+	unsigned resets = 0, rejects;
+	uint64_t t0, now, secs;
 	size_t mark;
 
 	fill_room(lis, fds);
 	mark = h_log_mark(d);
 	t0 = h_now_ms();
-	for (i = 0; i < FD_BURST; i++)
-		h_client_try(lis, 200, NULL, NULL);
+	for (i = 0; i < FD_BURST; i++) {
+		burst[i] = h_connect(lis, H_WAIT_MS);
+		if (burst[i] == -1) {
+			h_assert(errno == ECONNRESET,
+			    "client %d of the burst: %s", i, strerror(errno));
+			resets++;
+		}
+	}
+	now = h_now_ms();
+	if (now < t0 + FD_BURST_WINDOW_MS)
+		resets += burst_resets(burst, FD_BURST,
+		    (int)(t0 + FD_BURST_WINDOW_MS - now));
+	h_assert(resets <= FD_BURST_RESETS_MAX,
+	    "%u of %d clients reset in the first %d ms: they were not left "
+	    "in the backlog",
+	    resets, FD_BURST, FD_BURST_WINDOW_MS);
+	h_expect_log_after(d, mark, H_WAIT_MS, "level=error",
+	    "event=accept_paused", "upstream=api", h_strf("addr=%s", lis),
+	    "error=EMFILE");
 	h_assert(h_daemon_running(d), "the daemon died out of descriptors");
 
+	for (i = 0; i < FD_BURST; i++)
+		h_close(burst[i]);
 	for (i = 0; i < FD_ROOM; i++)
 		close(fds[i]);
 	h_assert(served_within(lis, H_WAIT_MS),
@@ -966,6 +1064,7 @@ ops_suite(void)
 	H_TEST(s, sigterm_shutdown_timeout);
 	H_TEST(s, sigterm_twice_exits_at_once);
 	H_TEST(s, watchdog_pings);
+	H_TEST(s, notify_status_follows_breaker);
 	H_TEST(s, emfile_pauses_accepting);
 	H_TEST(s, emfile_one_fd_left);
 	H_TEST(s, second_instance_exits_1);

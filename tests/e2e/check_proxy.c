@@ -25,6 +25,13 @@
 #define PARALLEL 100
 /* What an open circuit may take to reset a client, sanitizers included. */
 #define REJECT_MS 100
+/* The slow reader: the stream it is sent, and how it reads, for how long. */
+#define SLOW_STREAM (16u << 20)
+#define SLOW_READ 16384
+#define SLOW_EVERY_MS 50
+#define SLOW_FOR_MS 4000
+/* The longest it may wait for its next 16 KiB. */
+#define SLOW_GAP_MS 1000
 
 /* The [global] section shared by every story: one worker, no admin. */
 static const char *
@@ -86,8 +93,10 @@ START_TEST(harness_behaviours)
 	struct h_backend *closer = h_backend(H_CLOSE);
 	struct h_backend *resetter = h_backend(H_RESET);
 	struct h_backend *silent = h_backend(H_SILENT);
+	struct h_backend *late = h_backend(H_LATE_RST);
 	enum h_outcome out;
 	char buf[16], *all;
+	uint64_t el;
 	size_t len;
 	int fd;
 
@@ -114,14 +123,22 @@ START_TEST(harness_behaviours)
 	out = h_client_try(h_backend_addr(silent), 200, NULL, NULL);
 	h_assert(out == H_OUT_TIMEOUT, "silent: %s", h_outcome_name(out));
 	h_assert(h_backend_wait_accepted(silent, 1, H_WAIT_MS), "silent");
+	out = h_client_try(h_backend_addr(late), H_WAIT_MS, &el, NULL);
+	h_assert(out == H_OUT_RESET && el >= H_LATE_RST_MS - 50,
+	    "late reset: %s after %llu ms", h_outcome_name(out),
+	    (unsigned long long)el);
 }
 END_TEST
 
-/* The harness: refused, blackholed, and a backend switched between kinds. */
+/*
+ * The harness: refused, blackholed, and a backend switched between kinds.
+ * A unix blackhole checks itself: a probe's connect fails with EAGAIN.
+ */
 START_TEST(harness_refuse_blackhole)
 {
 	struct h_backend *refuse = h_backend(H_REFUSE);
 	struct h_backend *hole = h_backend(H_BLACKHOLE);
+	struct h_backend *uhole = h_backend_new(H_BLACKHOLE, AF_UNIX);
 	enum h_outcome out;
 	uint64_t t0, el;
 	int fd, i;
@@ -150,6 +167,8 @@ START_TEST(harness_refuse_blackhole)
 	h_backend_set_kind(refuse, H_ECHO);
 	h_assert(h_echo_roundtrip(h_backend_addr(refuse), "y", H_WAIT_MS),
 	    "refuse turned echo again");
+	h_assert(strncmp(h_backend_addr(uhole), "unix:", 5) == 0, "%s",
+	    h_backend_addr(uhole));
 }
 END_TEST
 
@@ -481,6 +500,42 @@ START_TEST(breaker_trips_on_timeout)
 	    "timeout lines: %u",
 	    h_count_log(d, "event=connect_fail", "error=timeout"));
 	h_assert(h_count_log(d, "event=connect_fail") == 2, "connect_fail");
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * A unix-socket server whose backlog is full (it stopped accepting): the
+ * connect fails at once with EAGAIN. That is the server's failure, not a
+ * local shortage: connect_fail error=other for each client, and the third
+ * opens the circuit; no client is counted as an overload reject.
+ */
+START_TEST(breaker_trips_on_unix_backlog_full)
+{
+	struct h_backend *srv = h_backend_new(H_BLACKHOLE, AF_UNIX);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(config_api(lis, srv,
+	    "failure_threshold = 3\n"
+	    "recovery_timeout = 30s\n"));
+	char *client;
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
+		h_expect_log(d, H_WAIT_MS, "level=warning",
+		    "event=connect_fail", "upstream=api",
+		    h_strf("server=%s", h_backend_addr(srv)),
+		    h_strf("client=%s", client), "error=other");
+	}
+	h_expect_log(d, H_WAIT_MS, "level=warning", "event=state",
+	    "upstream=api", "from=closed", "to=open",
+	    "reason=consecutive_failures", "failures=3");
+	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=api",
+	    h_strf("client=%s", client), "state=open");
+	h_assert(h_count_log(d, "reason=overload") == 0,
+	    "a full backlog was taken for a local shortage: %u overload lines",
+	    h_count_log(d, "reason=overload"));
 	stop_ok(d);
 }
 END_TEST
@@ -867,6 +922,69 @@ START_TEST(relay_idle_timeout)
 }
 END_TEST
 
+/*
+ * idle_timeout = 1s with a slow reader: the server sends a large stream and
+ * the client, its receive buffer small, reads 16 KiB every 50ms. Bytes
+ * reach the client all the time, even while the daemon has nothing new to
+ * write (the kernel's queues are full), so the relay is not idle. Once the
+ * client stops reading, the queues stop shrinking and idle_timeout closes
+ * the relay.
+ */
+START_TEST(relay_idle_timeout_slow_reader)
+{
+	struct h_backend *srv = h_backend(H_BANNER);
+	const char *lis = h_free_addr4();
+	char *stream = malloc(SLOW_STREAM + 1), buf[SLOW_READ], *client;
+	struct h_daemon *d;
+	enum h_outcome out;
+	uint64_t t0, now, stopped, el;
+	const char *line;
+	unsigned reads = 0;
+	int fd;
+
+	h_assert(stream != NULL, "malloc");
+	memset(stream, 'x', SLOW_STREAM);
+	stream[SLOW_STREAM] = '\0';
+	h_backend_set_banner(srv, stream);
+	free(stream);
+	d = h_daemon_start(config_api(lis, srv, "idle_timeout = 1s\n"));
+	fd = h_connect_rcvbuf(lis, SLOW_READ);
+	client = h_sock_name(fd);
+
+	t0 = h_now_ms();
+	while ((now = h_now_ms()) - t0 < SLOW_FOR_MS) {
+		out = h_recv_exact(fd, buf, sizeof(buf), SLOW_GAP_MS);
+		h_assert(out == H_OUT_DATA,
+		    "the slow reader saw %s within %d ms, after %llu ms and "
+		    "%u reads",
+		    h_outcome_name(out), SLOW_GAP_MS,
+		    (unsigned long long)(now - t0), reads);
+		reads++;
+		line = h_wait_log(d, 0, "event=idle_timeout");
+		h_assert(line == NULL,
+		    "a relay read steadily timed out after %llu ms: %s",
+		    (unsigned long long)(h_now_ms() - t0), line);
+		poll(NULL, 0, SLOW_EVERY_MS);
+	}
+	h_assert(reads >= SLOW_FOR_MS / SLOW_EVERY_MS / 4,
+	    "only %u reads of %d bytes in %d ms", reads, SLOW_READ,
+	    SLOW_FOR_MS);
+
+	/* The client stops reading: now the relay is idle. */
+	stopped = h_now_ms();
+	line = h_wait_log(d, 2 * H_WAIT_MS, "level=info", "event=idle_timeout",
+	    "upstream=api", h_strf("client=%s", client), "idle_ms=1000");
+	el = h_now_ms() - stopped;
+	h_assert(line != NULL,
+	    "a relay nobody reads was not closed within %llu ms",
+	    (unsigned long long)el);
+	h_assert(h_backend_wait_idle(srv, H_WAIT_MS),
+	    "the server side of the timed-out relay is still open");
+	close(fd);
+	stop_ok(d);
+}
+END_TEST
+
 /* Listeners on [::1] and on a unix socket relay like any other. */
 START_TEST(relay_ipv6_and_unix)
 {
@@ -995,6 +1113,65 @@ START_TEST(breaker_early_close)
 END_TEST
 
 /*
+ * failure_on_early_close, with the reset noticed by a write: the client
+ * floods a server that never reads, so the daemon holds bytes for it and
+ * waits to write them; then the server resets without having sent a byte.
+ * That is an early close as much as one noticed by a read: connect_fail
+ * error=early_close, and with failure_threshold = 1 the circuit opens.
+ */
+START_TEST(breaker_early_close_on_write)
+{
+	struct h_backend *srv = h_backend(H_LATE_RST);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(config_api(lis, srv,
+	    "failure_on_early_close = yes\n"
+	    "connect_timeout = 5s\n"
+	    "failure_threshold = 1\n"
+	    "recovery_timeout = 30s\n"));
+	char *chunk = calloc(1, CHUNK), *client;
+	bool stalled = false, ended = false;
+	struct pollfd pfd;
+	uint64_t deadline;
+	size_t sent = 0;
+	ssize_t n;
+	int fd;
+
+	h_assert(chunk != NULL, "malloc");
+	fd = h_connect_ok(lis);
+	client = h_sock_name(fd);
+	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS), "not relayed");
+	/* Flood until the daemon resets the client. */
+	deadline = h_now_ms() + H_LATE_RST_MS + H_WAIT_MS;
+	while (!ended && h_now_ms() < deadline) {
+		n = send(fd, chunk, CHUNK, MSG_NOSIGNAL);
+		if (n > 0) {
+			sent += (size_t)n;
+			continue;
+		}
+		if (n == -1 && errno != EAGAIN && errno != EINTR) {
+			ended = true;
+			break;
+		}
+		stalled = true;
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		poll(&pfd, 1, 50);
+	}
+	free(chunk);
+	h_assert(stalled, "the client's %zu bytes never backed up", sent);
+	h_assert(ended, "the client was never reset after sending %zu bytes",
+	    sent);
+	h_expect_log(d, H_WAIT_MS, "level=warning", "event=connect_fail",
+	    "upstream=api", h_strf("client=%s", client), "error=early_close");
+	h_expect_log(d, H_WAIT_MS, "level=warning", "event=state",
+	    "upstream=api", "from=closed", "to=open",
+	    "reason=consecutive_failures", "failures=1");
+	close(fd);
+	stop_ok(d);
+}
+END_TEST
+
+/*
  * log_rejects_per_second = 2: of 50 rejected clients only a few get their
  * own line; the others are summed in event=reject_summary lines, and
  * nothing is lost: individual + summarised = 50.
@@ -1071,9 +1248,11 @@ proxy_suite(void)
 	H_TEST(s, relay_backpressure);
 	H_TEST(s, relay_max_connections);
 	H_TEST(s, relay_idle_timeout);
+	H_TEST(s, relay_idle_timeout_slow_reader);
 	H_TEST(s, relay_ipv6_and_unix);
 	H_TEST(s, breaker_trips_on_refused);
 	H_TEST(s, breaker_trips_on_timeout);
+	H_TEST(s, breaker_trips_on_unix_backlog_full);
 	H_TEST(s, breaker_open_rejects_fast);
 	H_TEST(s, breaker_half_open_on_timer);
 	H_TEST(s, breaker_half_open_slots);
@@ -1085,6 +1264,7 @@ proxy_suite(void)
 	H_TEST(s, breaker_dry_run);
 	H_TEST(s, breaker_early_close);
 	H_TEST(s, breaker_early_close_client_first);
+	H_TEST(s, breaker_early_close_on_write);
 	H_TEST(s, breaker_reject_summary);
 	return s;
 }

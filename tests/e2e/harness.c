@@ -1867,6 +1867,20 @@ h_conn_write(struct h_conn *c, const char *buf, size_t len)
 	return true;
 }
 
+/* Let ms pass, or less if the backend stops, touching nothing on the fd. */
+static void
+h_conn_linger(struct h_conn *c, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct pollfd pfd;
+
+	pfd.fd = c->b->stop[0];
+	pfd.events = POLLIN;
+	while (h_left(deadline) > 0)
+		if (poll(&pfd, 1, h_left(deadline)) > 0)
+			return;
+}
+
 /* Serve one accepted connection the way its kind says. */
 static void *
 h_conn_main(void *arg)
@@ -1910,6 +1924,10 @@ h_conn_main(void *arg)
 		break;
 	case H_STALL:
 		h_conn_wait(c, 0); /* wakes on a hangup or error only */
+		break;
+	case H_LATE_RST:
+		h_conn_linger(c, H_LATE_RST_MS);
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		break;
 	default:
 		break;
@@ -2044,6 +2062,35 @@ h_backend_unlisten(struct h_backend *b)
 }
 
 /*
+ * A unix listener with backlog 0 and one connection nobody accepts: its
+ * queue is full, so a non-blocking connect fails at once with EAGAIN (a
+ * blocking one waits). Checked with a probe.
+ */
+static void
+h_backend_blackhole_unix(struct h_backend *b)
+{
+	int probe, err;
+
+	if (listen(b->lfd, 0) == -1)
+		h_fail(H_WHERE, "listen: %s", strerror(errno));
+	b->fill[0] =
+	    socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (b->fill[0] == -1 ||
+	    connect(b->fill[0], (struct sockaddr *)&b->ss, b->sslen) == -1)
+		h_fail(H_WHERE, "fill the unix blackhole: %s", strerror(errno));
+	probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (probe == -1)
+		h_fail(H_WHERE, "socket: %s", strerror(errno));
+	err = 0;
+	if (connect(probe, (struct sockaddr *)&b->ss, b->sslen) == -1)
+		err = errno;
+	close(probe);
+	if (err != EAGAIN)
+		h_fail(H_WHERE, "the unix blackhole took a probe: %s",
+		    err == 0 ? "connected" : strerror(err));
+}
+
+/*
  * The blackhole: listen(fd, 0) lets one connection wait in the accept queue
  * (Linux refuses a SYN once the queue holds more than the backlog). Fill it
  * with a connection nobody accepts, plus a few more whose SYNs are dropped:
@@ -2057,8 +2104,12 @@ h_backend_blackhole(struct h_backend *b)
 	struct pollfd pfd;
 	int i;
 
+	if (b->family == AF_UNIX) {
+		h_backend_blackhole_unix(b);
+		return;
+	}
 	if (b->family != AF_INET && b->family != AF_INET6)
-		h_fail(H_WHERE, "a blackhole needs an inet family");
+		h_fail(H_WHERE, "a blackhole needs an inet or unix family");
 	if (listen(b->lfd, 0) == -1)
 		h_fail(H_WHERE, "listen: %s", strerror(errno));
 	for (i = 0; i < H_BLACKHOLE_FILL; i++) {
@@ -2290,10 +2341,11 @@ h_outcome_name(enum h_outcome o)
  * Connect to an address within ms: a non-blocking fd, or -1 with errno.
  * The local address goes to *name (if given) as soon as the kernel picks
  * it, so a client that the daemon resets before the connect is seen to
- * complete (-1, ECONNRESET) can still be found in the log.
+ * complete (-1, ECONNRESET) can still be found in the log. A rcvbuf > 0 is
+ * the socket's SO_RCVBUF, set before the connect.
  */
-int
-h_connect_name(const char *addr, int ms, char **name)
+static int
+h_connect_buf(const char *addr, int ms, char **name, int rcvbuf)
 {
 	struct sockaddr_storage ss;
 	struct pollfd pfd;
@@ -2308,6 +2360,12 @@ h_connect_name(const char *addr, int ms, char **name)
 	    socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd == -1)
 		return -1;
+	if (rcvbuf > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) ==
+		-1) {
+		err = errno;
+		goto fail;
+	}
 	if (connect(fd, (struct sockaddr *)&ss, len) == 0)
 		goto done;
 	if (errno != EINPROGRESS && errno != EAGAIN) {
@@ -2336,11 +2394,33 @@ fail:
 	return -1;
 }
 
+/* Connect and name the client (see h_connect_buf). */
+int
+h_connect_name(const char *addr, int ms, char **name)
+{
+	return h_connect_buf(addr, ms, name, 0);
+}
+
 /* Connect to an address within ms: a non-blocking fd, or -1 with errno. */
 int
 h_connect(const char *addr, int ms)
 {
 	return h_connect_name(addr, ms, NULL);
+}
+
+/*
+ * Connect or fail the test, with SO_RCVBUF set to bytes before the connect
+ * (the kernel doubles it): a client whose every read opens the window, as
+ * a slow reader's does.
+ */
+int
+h_connect_rcvbuf_at(const char *where, const char *addr, int bytes)
+{
+	int fd = h_connect_buf(addr, H_WAIT_MS, NULL, bytes);
+
+	if (fd == -1)
+		h_fail(where, "connect to %s: %s", addr, strerror(errno));
+	return fd;
 }
 
 /* Connect or fail the test. */

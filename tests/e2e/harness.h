@@ -160,7 +160,11 @@ void h_run_args(struct h_run *, const char *, ...);
 unsigned h_count_lines(const char *);
 char *h_line_at(const char *, unsigned);
 
-/* Backends: each a socket and (when listening) a thread per connection. */
+/*
+ * Backends: each a socket and (when listening) a thread per connection.
+ * H_BLACKHOLE on a unix path is a full queue too: there a non-blocking
+ * connect fails at once with EAGAIN.
+ */
 enum h_kind {
 	H_ECHO,	     /* echoes every byte back; FIN after the client's */
 	H_REPLY_EOF, /* reads until EOF, then sends back all it read, closes */
@@ -171,7 +175,10 @@ enum h_kind {
 	H_STALL,     /* accepts, never reads nor sends, until closed */
 	H_REFUSE,    /* a bound port with no listener: connect is refused */
 	H_BLACKHOLE, /* a full accept queue: SYNs dropped, connect times out */
+	H_LATE_RST,  /* accepts, never reads nor sends, resets after a while */
 };
+/* How long H_LATE_RST waits before its reset. */
+#define H_LATE_RST_MS 500
 struct h_backend;
 struct h_backend *h_backend_new(enum h_kind, int);
 #define h_backend(kind) h_backend_new((kind), AF_INET)
@@ -199,6 +206,9 @@ int h_connect(const char *, int);
 int h_connect_name(const char *, int, char **);
 int h_connect_ok_at(const char *, const char *);
 #define h_connect_ok(addr) h_connect_ok_at(H_WHERE, (addr))
+int h_connect_rcvbuf_at(const char *, const char *, int);
+#define h_connect_rcvbuf(addr, bytes)                                          \
+	h_connect_rcvbuf_at(H_WHERE, (addr), (bytes))
 char *h_sock_name(int);
 int h_send_all(int, const void *, size_t, int);
 enum h_outcome h_next_event(int, int);
