@@ -516,9 +516,12 @@ relay_peers_draining(struct relay *r, uint64_t now, uint64_t idle_ms)
 	if (queued == 0)
 		return false;
 	if (before == RELAY_QUEUED_UNKNOWN) {
-		/* Look again in a quarter of the timeout (at most 1s). */
+		/*
+		 * Look again in half the timeout, at most 5s: a reader with
+		 * a large receive buffer opens its window only now and then.
+		 */
 		r->last_active_ms = now - idle_ms +
-		    (idle_ms / 4 < 1000 ? idle_ms / 4 + 1 : 1000);
+		    (idle_ms / 2 < 5000 ? idle_ms / 2 + 1 : 5000);
 		return true;
 	}
 	if (queued < before) {
