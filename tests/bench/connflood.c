@@ -209,7 +209,7 @@ static void
 cf_conn_close(struct cf *cf, int fd, int abort_it)
 {
 	if (abort_it) {
-		struct linger lg = {1, 0};
+		struct linger lg = { 1, 0 };
 
 		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 	}
@@ -226,8 +226,8 @@ cf_conn_start(struct cf *cf)
 	uint64_t t0;
 	int fd, one = 1;
 
-	fd = socket(
-	    cf->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(cf->ss.ss_family,
+	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return -1;
 	if (fd >= cf->nconns) {

@@ -62,7 +62,7 @@ END_TEST
 /* -h and --help print the usage on stdout, exit 0. */
 START_TEST(cli_help)
 {
-	static const char *opts[] = {"-h", "--help"};
+	static const char *opts[] = { "-h", "--help" };
 	struct h_run r;
 	size_t i;
 
@@ -123,11 +123,11 @@ START_TEST(cli_test_bad)
 		int line;
 		const char *words[2];
 	} want[] = {
-	    {3, {"bogus_key", NULL}},	      /* unknown key */
-	    {8, {"connect_timeout", "fast"}}, /* bad duration */
-	    {10, {"server", NULL}},	      /* bravo has no server */
-	    {12, {"backup", "nosuch"}},	      /* unknown backup */
-	    {14, {"alpha", NULL}},	      /* duplicate upstream */
+		{ 3, { "bogus_key", NULL } },	      /* unknown key */
+		{ 8, { "connect_timeout", "fast" } }, /* bad duration */
+		{ 10, { "server", NULL } },	      /* bravo has no server */
+		{ 12, { "backup", "nosuch" } },	      /* unknown backup */
+		{ 14, { "alpha", NULL } },	      /* duplicate upstream */
 	};
 	const char *text = h_strf("[global]\n"	    /* 1 */
 				  "workers = 1\n"   /* 2 */
@@ -170,8 +170,8 @@ START_TEST(cli_test_bad)
 
 	/* The same config at start: the same errors, exit 78. */
 	h_run(&r, "-c", path);
-	h_assert(
-	    r.status == 78, "starting on a bad config exited %d", r.status);
+	h_assert(r.status == 78, "starting on a bad config exited %d",
+	    r.status);
 	h_assert(strstr(r.err, h_strf("%s:3: ", path)) != NULL &&
 		strstr(r.err, h_strf("%s:14: ", path)) != NULL,
 	    "errors at start:\n%s", r.err);
@@ -187,8 +187,8 @@ START_TEST(cli_test_missing)
 	h_run(&r, "-t", "-c", path);
 	h_assert(r.status == 78, "-t exited %d", r.status);
 	want = h_strf("%s: cannot open: No such file or directory", path);
-	h_assert(
-	    strcmp(r.err, h_strf("%s\n", want)) == 0, "stderr \"%s\"", r.err);
+	h_assert(strcmp(r.err, h_strf("%s\n", want)) == 0, "stderr \"%s\"",
+	    r.err);
 	h_assert(r.out[0] == '\0', "stdout \"%s\"", r.out);
 
 	h_run(&r, "-c", path);
@@ -391,8 +391,8 @@ START_TEST(cli_stop_on_signals)
 	warn = h_count_log(d1, "level=warning") +
 	    h_count_log(d1, "level=error") + h_count_log(d2, "level=warning") +
 	    h_count_log(d2, "level=error");
-	h_assert(
-	    warn == 0, "%u warning or error lines in two quiet stops", warn);
+	h_assert(warn == 0, "%u warning or error lines in two quiet stops",
+	    warn);
 }
 END_TEST
 
@@ -419,12 +419,12 @@ START_TEST(cli_log_line_format)
 	h_client_try(lis, H_WAIT_MS, NULL, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=reject");
 	h_assert(h_daemon_stop(d) == 0, "exit status");
-	h_assert(
-	    regcomp(&re,
-		"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
-		"(\\.[0-9]+)?(Z|[+-][0-9]{2}:?[0-9]{2}) "
-		"level=(debug|info|notice|warning|error) event=[a-z_]+( |$)",
-		REG_EXTENDED | REG_NOSUB) == 0,
+	h_assert(regcomp(&re,
+		     "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+		     "(\\.[0-9]+)?(Z|[+-][0-9]{2}:?[0-9]{2}) "
+		     "level=(debug|info|notice|warning|error) event=[a-z_]+( "
+		     "|$)",
+		     REG_EXTENDED | REG_NOSUB) == 0,
 	    "regcomp");
 	for (i = 0; (line = h_log_line(d, i)) != NULL; i++)
 		h_assert(regexec(&re, line, 0, NULL, 0) == 0,

@@ -80,8 +80,8 @@ START_TEST(harness_echo)
 	    "echo on %s", h_backend_addr(b6));
 	h_assert(h_echo_roundtrip(h_backend_addr(bu), "hellou", H_WAIT_MS),
 	    "echo on %s", h_backend_addr(bu));
-	h_assert(
-	    h_backend_accepted(b) == 1, "accepted %u", h_backend_accepted(b));
+	h_assert(h_backend_accepted(b) == 1, "accepted %u",
+	    h_backend_accepted(b));
 }
 END_TEST
 
@@ -236,7 +236,7 @@ START_TEST(relay_large_both_ways)
 	struct h_backend *echo = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d = h_daemon_start(config_api(lis, echo, ""));
-	struct writer w = {.seed = 42, .len = BIG_LEN};
+	struct writer w = { .seed = 42, .len = BIG_LEN };
 	char *got = malloc(CHUNK), *want = malloc(CHUNK);
 	enum h_outcome out;
 	struct h_rand r;
@@ -301,8 +301,8 @@ START_TEST(relay_many_parallel)
 		memset(msg, 'a' + i % 26, sizeof(msg));
 		snprintf(msg, sizeof(msg), "client %03d ", i);
 		out = h_recv_exact(fd[i], back, sizeof(back), H_WAIT_MS);
-		h_assert(
-		    out == H_OUT_DATA, "client %d: %s", i, h_outcome_name(out));
+		h_assert(out == H_OUT_DATA, "client %d: %s", i,
+		    h_outcome_name(out));
 		h_assert(memcmp(back, msg, sizeof(msg)) == 0,
 		    "client %d got another client's bytes", i);
 	}
@@ -376,8 +376,8 @@ START_TEST(relay_backpressure)
 			sent += (size_t)n;
 			continue;
 		}
-		h_assert(
-		    n == -1 && errno == EAGAIN, "send: %s", strerror(errno));
+		h_assert(n == -1 && errno == EAGAIN, "send: %s",
+		    strerror(errno));
 		pfd.fd = fd;
 		pfd.events = POLLOUT;
 		if (poll(&pfd, 1, 1000) == 0) {
@@ -386,8 +386,8 @@ START_TEST(relay_backpressure)
 		}
 	}
 	rss1 = h_daemon_rss_kb(d);
-	h_assert(
-	    stalled, "%zu MiB went to a server that reads nothing", sent >> 20);
+	h_assert(stalled, "%zu MiB went to a server that reads nothing",
+	    sent >> 20);
 	h_assert(sent < (128u << 20), "%zu MiB went in before the stall",
 	    sent >> 20);
 	if (rss0 > 0 && rss1 > 0)
@@ -624,8 +624,8 @@ START_TEST(breaker_half_open_slots)
 	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
 	h_backend_set_kind(srv, H_SILENT);
-	h_expect_log(
-	    d, H_WAIT_MS, "event=state", "upstream=api", "to=half_open");
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api",
+	    "to=half_open");
 
 	a = h_connect_ok(lis);
 	b = h_connect_ok(lis);
@@ -641,11 +641,11 @@ START_TEST(breaker_half_open_slots)
 	h_expect_log(d, H_WAIT_MS, "level=info", "event=state", "upstream=api",
 	    "from=half_open", "to=closed");
 	out = h_next_event(a, 0);
-	h_assert(
-	    out == H_OUT_TIMEOUT, "trial A ended: %s", h_outcome_name(out));
+	h_assert(out == H_OUT_TIMEOUT, "trial A ended: %s",
+	    h_outcome_name(out));
 	out = h_next_event(b, 0);
-	h_assert(
-	    out == H_OUT_TIMEOUT, "trial B ended: %s", h_outcome_name(out));
+	h_assert(out == H_OUT_TIMEOUT, "trial B ended: %s",
+	    h_outcome_name(out));
 	c = h_connect_ok(lis);
 	h_assert(h_backend_wait_accepted(srv, 3, H_WAIT_MS),
 	    "a client after closing was not relayed");
@@ -689,8 +689,8 @@ START_TEST(breaker_backoff)
 	r2 = h_log_double(open2, "retry_after");
 	h_assert(fabs(r2 - 2 * r1) < 0.03, "second retry_after=%.3f after %.3f",
 	    r2, r1);
-	half2 = h_expect_log_after(
-	    d, h_log_index(d, open2), H_WAIT_MS, "event=state", "to=half_open");
+	half2 = h_expect_log_after(d, h_log_index(d, open2), H_WAIT_MS,
+	    "event=state", "to=half_open");
 	gap = h_log_time_ms(half2) - h_log_time_ms(open2);
 	h_assert(gap >= 590, "the second open lasted %lld ms", (long long)gap);
 
@@ -734,8 +734,8 @@ START_TEST(breaker_failure_rate)
 	    "upstream=api", "from=closed", "to=open", "reason=failure_rate",
 	    "retry_after=");
 	h_client_expect_reset(lis, H_WAIT_MS, NULL);
-	h_expect_log(
-	    d, H_WAIT_MS, "event=reject", "upstream=api", "state=open");
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=api",
+	    "state=open");
 	h_assert(h_count_log(d, "event=connect_fail") == 2, "connect_fail");
 	stop_ok(d);
 }
@@ -813,8 +813,8 @@ START_TEST(breaker_reject_http503)
 	close(fd);
 	h_assert(out == H_OUT_EOF, "the 503 ended with %s, not EOF: \"%s\"",
 	    h_outcome_name(out), reply);
-	h_assert(
-	    strncmp(reply, "HTTP/1.1 503 Service Unavailable\r\n", 34) == 0,
+	h_assert(strncmp(reply, "HTTP/1.1 503 Service Unavailable\r\n", 34) ==
+		0,
 	    "status line: \"%s\"", reply);
 	h_assert(strstr(reply, "\r\n\r\n") != NULL, "no end of headers");
 	ra = strcasestr(reply, "\r\nRetry-After:");
@@ -823,8 +823,8 @@ START_TEST(breaker_reject_http503)
 	h_assert(secs >= 29 && secs <= 30, "Retry-After: %d", secs);
 	h_assert(strcasestr(reply, "\r\nConnection: close\r\n") != NULL,
 	    "no Connection: close: \"%s\"", reply);
-	h_expect_log(
-	    d, H_WAIT_MS, "event=reject", "upstream=api", "state=open");
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=api",
+	    "state=open");
 	stop_ok(d);
 }
 END_TEST
@@ -1035,8 +1035,8 @@ START_TEST(breaker_shared_by_workers)
 	    "failures=5");
 	for (i = 0; i < 45; i++)
 		h_client_expect_reset(lis, H_WAIT_MS, NULL);
-	n = h_wait_count(
-	    d, 45, H_WAIT_MS, "event=reject", "upstream=api", "state=open");
+	n = h_wait_count(d, 45, H_WAIT_MS, "event=reject", "upstream=api",
+	    "state=open");
 	h_assert(n == 45, "%u reject lines for 45 rejected clients", n);
 	h_assert(h_count_log(d, "event=connect_fail") == 5,
 	    "%u connect_fail lines", h_count_log(d, "event=connect_fail"));

@@ -206,8 +206,8 @@ h_fail(const char *where, const char *fmt, ...)
 		n += (size_t)snprintf(msg + n, sizeof(msg) - n,
 		    "\n--- last log lines of pid %d ---", (int)d->pid);
 		for (i = first; i < d->nlines && n < sizeof(msg) - 1; i++)
-			n += (size_t)snprintf(
-			    msg + n, sizeof(msg) - n, "\n%s", d->lines[i]);
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "\n%s",
+			    d->lines[i]);
 		pthread_mutex_unlock(&d->mu);
 	}
 	ck_abort_msg("%s: %s", where, msg);
@@ -649,9 +649,9 @@ h_build_argv(const char **argv, size_t max, char **wrapbuf)
 static char **
 h_build_env(const char *notify, const char *const *extra)
 {
-	static const char *drop[] = {
-	    "NOTIFY_SOCKET=", "JOURNAL_STREAM=", "WATCHDOG_USEC=",
-	    "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES="};
+	static const char *drop[] = { "NOTIFY_SOCKET=", "JOURNAL_STREAM=",
+		"WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=",
+		"LISTEN_FDNAMES=" };
 	size_t n = 0, i, k;
 	char **env;
 
@@ -822,8 +822,9 @@ h_daemon_spawn_ap(const char *where, const struct h_opts *opts,
 	n = h_build_argv(argv, H_MAX_ARGS, &wrap);
 	h_track(wrap);
 	if (config != NULL) {
-		d->config_path = h_write_file(
-		    h_strf("circuitproxy-%u.ini", ++h_file_seq), config);
+		d->config_path =
+		    h_write_file(h_strf("circuitproxy-%u.ini", ++h_file_seq),
+			config);
 		argv[n++] = "-c";
 		argv[n++] = d->config_path;
 	}
@@ -1391,8 +1392,8 @@ h_log_line(struct h_daemon *d, size_t i)
 
 /* Wait for a first match at or after line `from`; NULL on timeout or EOF. */
 static const char *
-h_wait_log_ap(
-    struct h_daemon *d, size_t from, int ms, const char **pats, size_t n)
+h_wait_log_ap(struct h_daemon *d, size_t from, int ms, const char **pats,
+    size_t n)
 {
 	uint64_t deadline = h_now_ms() + (uint64_t)ms;
 	const char *found = NULL;
@@ -1456,8 +1457,8 @@ h_expect_log_v(const char *where, struct h_daemon *d, size_t from, int ms, ...)
 		return line;
 	want[0] = '\0';
 	for (i = 0; i < n && o < sizeof(want) - 1; i++)
-		o += (size_t)snprintf(
-		    want + o, sizeof(want) - o, "%s%s", i ? " " : "", pats[i]);
+		o += (size_t)snprintf(want + o, sizeof(want) - o, "%s%s",
+		    i ? " " : "", pats[i]);
 	pthread_mutex_lock(&d->mu);
 	eof = d->eof;
 	pthread_mutex_unlock(&d->mu);
@@ -1735,11 +1736,11 @@ h_run_args(struct h_run *r, const char *first, ...)
 				continue;
 			got = read(pfd[i].fd, buf, sizeof(buf));
 			if (got > 0 && i == 0)
-				h_buf_add(
-				    &r->out, &olen, &ocap, buf, (size_t)got);
+				h_buf_add(&r->out, &olen, &ocap, buf,
+				    (size_t)got);
 			else if (got > 0)
-				h_buf_add(
-				    &r->err, &elen, &ecap, buf, (size_t)got);
+				h_buf_add(&r->err, &elen, &ecap, buf,
+				    (size_t)got);
 			else if (got == 0 || errno != EINTR) {
 				close(pfd[i].fd);
 				pfd[i].fd = -1;
@@ -1889,7 +1890,7 @@ h_conn_main(void *arg)
 	struct h_backend *b = c->b;
 	char buf[65536], *all = NULL;
 	size_t alen = 0, acap = 0;
-	struct linger lg = {1, 0};
+	struct linger lg = { 1, 0 };
 	ssize_t n;
 
 	switch (c->kind) {
@@ -2027,8 +2028,8 @@ h_backend_bind(struct h_backend *b, bool again)
 			    sizeof(one));
 		setsockopt(b->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (bind(b->lfd, (struct sockaddr *)&b->ss, b->sslen) == -1)
-			h_fail(
-			    H_WHERE, "rebind %s: %s", b->addr, strerror(errno));
+			h_fail(H_WHERE, "rebind %s: %s", b->addr,
+			    strerror(errno));
 	}
 	h_format_addr((struct sockaddr *)&b->ss, b->addr, sizeof(b->addr));
 }
@@ -2113,22 +2114,22 @@ h_backend_blackhole(struct h_backend *b)
 	if (listen(b->lfd, 0) == -1)
 		h_fail(H_WHERE, "listen: %s", strerror(errno));
 	for (i = 0; i < H_BLACKHOLE_FILL; i++) {
-		b->fill[i] = socket(
-		    b->family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		b->fill[i] = socket(b->family,
+		    SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (b->fill[i] == -1)
 			h_fail(H_WHERE, "socket: %s", strerror(errno));
 		if (connect(b->fill[i], (struct sockaddr *)&b->ss, b->sslen) ==
 			-1 &&
 		    errno != EINPROGRESS)
-			h_fail(
-			    H_WHERE, "fill the blackhole: %s", strerror(errno));
+			h_fail(H_WHERE, "fill the blackhole: %s",
+			    strerror(errno));
 		if (i > 0)
 			continue;
 		pfd.fd = b->fill[0];
 		pfd.events = POLLOUT;
 		if (poll(&pfd, 1, H_WAIT_MS) != 1)
-			h_fail(
-			    H_WHERE, "the blackhole's filler did not connect");
+			h_fail(H_WHERE,
+			    "the blackhole's filler did not connect");
 	}
 }
 
@@ -2331,8 +2332,8 @@ h_backend_free(struct h_backend *b)
 const char *
 h_outcome_name(enum h_outcome o)
 {
-	static const char *names[] = {
-	    "data", "eof", "reset", "timeout", "refused", "error"};
+	static const char *names[] = { "data", "eof", "reset", "timeout",
+		"refused", "error" };
 
 	return (unsigned)o < sizeof(names) / sizeof(names[0]) ? names[o] : "?";
 }
@@ -2626,8 +2627,8 @@ h_client_try(const char *addr, int ms, uint64_t *elapsed, char **name)
  * test otherwise. Returns the client's address, as the daemon logs it.
  */
 char *
-h_client_expect_reset_at(
-    const char *where, const char *addr, int ms, uint64_t *elapsed)
+h_client_expect_reset_at(const char *where, const char *addr, int ms,
+    uint64_t *elapsed)
 {
 	enum h_outcome out;
 	char *name = NULL;

@@ -128,8 +128,8 @@ const char *h_expect_log_v(const char *, struct h_daemon *, size_t, int, ...);
 #define h_expect_log(d, ms, ...)                                               \
 	h_expect_log_v(H_WHERE, (d), 0, (ms), __VA_ARGS__, (const char *)NULL)
 #define h_expect_log_after(d, mark, ms, ...)                                   \
-	h_expect_log_v(                                                        \
-	    H_WHERE, (d), (mark), (ms), __VA_ARGS__, (const char *)NULL)
+	h_expect_log_v(H_WHERE, (d), (mark), (ms), __VA_ARGS__,                \
+	    (const char *)NULL)
 unsigned h_count_log_v(struct h_daemon *, size_t, ...);
 #define h_count_log(d, ...)                                                    \
 	h_count_log_v((d), 0, __VA_ARGS__, (const char *)NULL)
@@ -139,8 +139,8 @@ unsigned h_wait_count_v(struct h_daemon *, size_t, unsigned, int, ...);
 #define h_wait_count(d, want, ms, ...)                                         \
 	h_wait_count_v((d), 0, (want), (ms), __VA_ARGS__, (const char *)NULL)
 #define h_wait_count_after(d, mark, want, ms, ...)                             \
-	h_wait_count_v(                                                        \
-	    (d), (mark), (want), (ms), __VA_ARGS__, (const char *)NULL)
+	h_wait_count_v((d), (mark), (want), (ms), __VA_ARGS__,                 \
+	    (const char *)NULL)
 size_t h_log_index(struct h_daemon *, const char *);
 bool h_log_wait_more(struct h_daemon *, size_t, int);
 bool h_line_has(const char *, const char *);

@@ -111,12 +111,12 @@ ck_tr(const struct trlog *l, int i, enum breaker_state from,
     enum breaker_state to, enum breaker_reason reason)
 {
 	ck_assert_int_gt(l->n, i);
-	ck_assert_str_eq(
-	    breaker_state_name(l->tr[i].from), breaker_state_name(from));
-	ck_assert_str_eq(
-	    breaker_state_name(l->tr[i].to), breaker_state_name(to));
-	ck_assert_str_eq(
-	    breaker_reason_name(l->tr[i].reason), breaker_reason_name(reason));
+	ck_assert_str_eq(breaker_state_name(l->tr[i].from),
+	    breaker_state_name(from));
+	ck_assert_str_eq(breaker_state_name(l->tr[i].to),
+	    breaker_state_name(to));
+	ck_assert_str_eq(breaker_reason_name(l->tr[i].reason),
+	    breaker_reason_name(reason));
 }
 
 /* Trip a breaker with the default config open at now. */
@@ -136,27 +136,27 @@ START_TEST(test_names)
 	ck_assert_str_eq(breaker_state_name(BREAKER_CLOSED), "closed");
 	ck_assert_str_eq(breaker_state_name(BREAKER_OPEN), "open");
 	ck_assert_str_eq(breaker_state_name(BREAKER_HALF_OPEN), "half_open");
-	ck_assert_str_eq(
-	    breaker_state_name(BREAKER_FORCED_OPEN), "forced_open");
-	ck_assert_str_eq(
-	    breaker_state_name(BREAKER_FORCED_CLOSED), "forced_closed");
+	ck_assert_str_eq(breaker_state_name(BREAKER_FORCED_OPEN),
+	    "forced_open");
+	ck_assert_str_eq(breaker_state_name(BREAKER_FORCED_CLOSED),
+	    "forced_closed");
 	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_REFUSED), "refused");
 	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_TIMEOUT), "timeout");
-	ck_assert_str_eq(
-	    breaker_error_name(BREAKER_ERR_UNREACHABLE), "unreachable");
-	ck_assert_str_eq(
-	    breaker_error_name(BREAKER_ERR_EARLY_CLOSE), "early_close");
+	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_UNREACHABLE),
+	    "unreachable");
+	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_EARLY_CLOSE),
+	    "early_close");
 	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_SLOW), "slow");
 	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_OTHER), "other");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_NONE), "none");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_CONSECUTIVE),
 	    "consecutive_failures");
-	ck_assert_str_eq(
-	    breaker_reason_name(BREAKER_REASON_RATE), "failure_rate");
+	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_RATE),
+	    "failure_rate");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_HALF_OPEN_FAILURE),
 	    "half_open_failure");
-	ck_assert_str_eq(
-	    breaker_reason_name(BREAKER_REASON_SUCCESS), "success");
+	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_SUCCESS),
+	    "success");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_MANUAL), "manual");
 	ck_assert_str_eq(breaker_state_name(BREAKER_STATE_COUNT), "unknown");
 	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_COUNT), "unknown");
@@ -737,7 +737,7 @@ START_TEST(test_jitter_ends)
 {
 	struct breaker_conf c = conf_default();
 	struct breaker *b;
-	int seen[3] = {0, 0, 0};
+	int seen[3] = { 0, 0, 0 };
 	int64_t r;
 	int i;
 
@@ -827,8 +827,8 @@ START_TEST(test_forced_open)
 	struct breaker_stats st;
 
 	breaker_force_open(b, 0, T0);
-	ck_tr(
-	    &l, 0, BREAKER_CLOSED, BREAKER_FORCED_OPEN, BREAKER_REASON_MANUAL);
+	ck_tr(&l, 0, BREAKER_CLOSED, BREAKER_FORCED_OPEN,
+	    BREAKER_REASON_MANUAL);
 	ck_assert_int_eq(l.tr[0].retry_after_ms, -1);
 	t = admit(b, T0 + 1000000000);
 	ck_assert(!t.admitted);
@@ -841,8 +841,8 @@ START_TEST(test_forced_open)
 	ck_assert_uint_eq(st.rejected_forced_open, 1);
 	ck_assert_uint_eq(st.rejected_total, 1);
 	breaker_reset(b, T0 + 1000000001);
-	ck_tr(
-	    &l, 1, BREAKER_FORCED_OPEN, BREAKER_CLOSED, BREAKER_REASON_MANUAL);
+	ck_tr(&l, 1, BREAKER_FORCED_OPEN, BREAKER_CLOSED,
+	    BREAKER_REASON_MANUAL);
 	ck_assert(admit(b, T0 + 1000000001).admitted);
 	breaker_free(b);
 }
@@ -866,8 +866,8 @@ START_TEST(test_forced_open_lifetime)
 	ck_assert_int_eq(breaker_retry_after(b, T0 + 59999), 1);
 	breaker_tick(b, T0 + 60000);
 	ck_assert_int_eq(l.n, 2);
-	ck_tr(
-	    &l, 1, BREAKER_FORCED_OPEN, BREAKER_CLOSED, BREAKER_REASON_MANUAL);
+	ck_tr(&l, 1, BREAKER_FORCED_OPEN, BREAKER_CLOSED,
+	    BREAKER_REASON_MANUAL);
 	ck_assert_uint_eq(breaker_next_deadline(b), 0);
 	breaker_snapshot(b, T0 + 60000, &st);
 	ck_assert_uint_eq(st.window_attempts, 0);
@@ -888,8 +888,8 @@ START_TEST(test_forced_closed)
 
 	trip(b, T0, 5);
 	breaker_force_closed(b, 5000, T0 + 1);
-	ck_tr(
-	    &l, 1, BREAKER_OPEN, BREAKER_FORCED_CLOSED, BREAKER_REASON_MANUAL);
+	ck_tr(&l, 1, BREAKER_OPEN, BREAKER_FORCED_CLOSED,
+	    BREAKER_REASON_MANUAL);
 	ck_assert_int_eq(l.tr[1].retry_after_ms, -1);
 	for (i = 0; i < 50; i++)
 		rec_fail(b, T0 + 2, BREAKER_ERR_SLOW);
@@ -1111,23 +1111,23 @@ START_TEST(test_callback_sequence)
 		int64_t retry_after;
 		uint64_t now;
 	} want[] = {
-	    {BREAKER_CLOSED, BREAKER_OPEN, BREAKER_REASON_RATE, 1000, T0},
-	    {BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_REASON_NONE, 0,
-		T0 + 1000},
-	    {BREAKER_HALF_OPEN, BREAKER_OPEN, BREAKER_REASON_HALF_OPEN_FAILURE,
-		3000, T0 + 1001},
-	    {BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_REASON_NONE, 0,
-		T0 + 4001},
-	    {BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_SUCCESS, -1,
-		T0 + 4002},
-	    {BREAKER_CLOSED, BREAKER_FORCED_OPEN, BREAKER_REASON_MANUAL, 7000,
-		T0 + 5000},
-	    {BREAKER_FORCED_OPEN, BREAKER_CLOSED, BREAKER_REASON_MANUAL, -1,
-		T0 + 12000},
-	    {BREAKER_CLOSED, BREAKER_FORCED_CLOSED, BREAKER_REASON_MANUAL, -1,
-		T0 + 12001},
-	    {BREAKER_FORCED_CLOSED, BREAKER_CLOSED, BREAKER_REASON_MANUAL, -1,
-		T0 + 12002},
+		{ BREAKER_CLOSED, BREAKER_OPEN, BREAKER_REASON_RATE, 1000, T0 },
+		{ BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_REASON_NONE, 0,
+		    T0 + 1000 },
+		{ BREAKER_HALF_OPEN, BREAKER_OPEN,
+		    BREAKER_REASON_HALF_OPEN_FAILURE, 3000, T0 + 1001 },
+		{ BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_REASON_NONE, 0,
+		    T0 + 4001 },
+		{ BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_SUCCESS, -1,
+		    T0 + 4002 },
+		{ BREAKER_CLOSED, BREAKER_FORCED_OPEN, BREAKER_REASON_MANUAL,
+		    7000, T0 + 5000 },
+		{ BREAKER_FORCED_OPEN, BREAKER_CLOSED, BREAKER_REASON_MANUAL,
+		    -1, T0 + 12000 },
+		{ BREAKER_CLOSED, BREAKER_FORCED_CLOSED, BREAKER_REASON_MANUAL,
+		    -1, T0 + 12001 },
+		{ BREAKER_FORCED_CLOSED, BREAKER_CLOSED, BREAKER_REASON_MANUAL,
+		    -1, T0 + 12002 },
 	};
 	struct breaker_conf c = conf_default();
 	struct trlog l;
@@ -1428,7 +1428,7 @@ m_retry(struct model *m, uint64_t now)
 static struct m_ticket
 m_admit(struct model *m, uint64_t now)
 {
-	struct m_ticket t = {0, BREAKER_ADMITTED, false};
+	struct m_ticket t = { 0, BREAKER_ADMITTED, false };
 
 	m_time(m, now);
 	t.period = m->period;
@@ -1515,11 +1515,11 @@ rndn(uint64_t *s, unsigned n)
 static struct breaker_conf
 m_random_conf(uint64_t *s)
 {
-	static const double rates[] = {0, 0, 25, 50, 60, 100};
-	static const uint64_t wms[] = {1, 7, 20, 100, 1000, 5000};
-	static const uint64_t rts[] = {0, 1, 100, 1000};
-	static const double backoffs[] = {1, 1.5, 2, 3};
-	static const uint64_t caps[] = {1, 500, 5000, 60000};
+	static const double rates[] = { 0, 0, 25, 50, 60, 100 };
+	static const uint64_t wms[] = { 1, 7, 20, 100, 1000, 5000 };
+	static const uint64_t rts[] = { 0, 1, 100, 1000 };
+	static const double backoffs[] = { 1, 1.5, 2, 3 };
+	static const uint64_t caps[] = { 1, 500, 5000, 60000 };
 	struct breaker_conf c;
 
 	memset(&c, 0, sizeof(c));
@@ -1647,10 +1647,10 @@ m_sequence(uint64_t *s, int seq, int nsteps)
 				break;
 			if (n == M_POOL) {
 				/* the oldest is never heard of again */
-				memmove(
-				    bt, bt + 1, sizeof(bt[0]) * (M_POOL - 1));
-				memmove(
-				    mt, mt + 1, sizeof(mt[0]) * (M_POOL - 1));
+				memmove(bt, bt + 1,
+				    sizeof(bt[0]) * (M_POOL - 1));
+				memmove(mt, mt + 1,
+				    sizeof(mt[0]) * (M_POOL - 1));
 				n--;
 			}
 			bt[n] = t;
@@ -1793,8 +1793,8 @@ hammer_run(void *arg)
 			breaker_cancel(h->b, &t);
 			h->cancels++;
 		} else if (bad && r < 9) {
-			breaker_record(
-			    h->b, &t, false, BREAKER_ERR_TIMEOUT, now);
+			breaker_record(h->b, &t, false, BREAKER_ERR_TIMEOUT,
+			    now);
 			h->failures++;
 		} else {
 			breaker_record(h->b, &t, true, BREAKER_ERR_OTHER, now);
@@ -1815,8 +1815,8 @@ stats_sane(const struct breaker_stats *st)
 	for (e = 0; e < BREAKER_ERR_COUNT; e++)
 		sum += st->failures_by_error[e];
 	ck_assert_uint_eq(sum, st->failures_total);
-	ck_assert_uint_eq(
-	    st->attempts_total, st->successes_total + st->failures_total);
+	ck_assert_uint_eq(st->attempts_total,
+	    st->successes_total + st->failures_total);
 	ck_assert_uint_eq(st->rejected_total,
 	    st->rejected_open + st->rejected_half_open +
 		st->rejected_forced_open);
@@ -1834,7 +1834,7 @@ stats_sane(const struct breaker_stats *st)
 START_TEST(test_concurrency)
 {
 	static struct hammer h[H_THREADS];
-	struct chain ch = {0, 0, 0, BREAKER_CLOSED};
+	struct chain ch = { 0, 0, 0, BREAKER_CLOSED };
 	pthread_t th[H_THREADS];
 	atomic_uint_fast64_t clock = T0 * 4;
 	struct breaker_conf c = conf_default();
@@ -1852,8 +1852,9 @@ START_TEST(test_concurrency)
 		h[i].b = b;
 		h[i].clock = &clock;
 		h[i].seed = 0x1234567 + (uint64_t)i;
-		ck_assert_int_eq(
-		    pthread_create(&th[i], NULL, hammer_run, &h[i]), 0);
+		ck_assert_int_eq(pthread_create(&th[i], NULL, hammer_run,
+				     &h[i]),
+		    0);
 	}
 	for (k = 0; k < 2000; k++) {
 		breaker_snapshot(b, atomic_load(&clock) / 4, &st);
@@ -1875,8 +1876,8 @@ START_TEST(test_concurrency)
 	ck_assert_uint_eq(st.failures_total, bad);
 	ck_assert_uint_eq(st.failures_by_error[BREAKER_ERR_TIMEOUT], bad);
 	ck_assert_uint_eq(st.rejected_total, rejected);
-	ck_assert_uint_eq(
-	    st.attempts_total + cancels + st.rejected_total, admits);
+	ck_assert_uint_eq(st.attempts_total + cancels + st.rejected_total,
+	    admits);
 	/* The transitions form one chain, and every entry into open counts. */
 	ck_assert_int_eq(ch.broken, 0);
 	ck_assert_int_eq(ch.last, st.state);

@@ -183,34 +183,36 @@ static const struct {
 	uint64_t ms;
 	const char *cause;
 } duration_rows[] = {
-    {"0", 0, NULL},
-    {"250ms", 250, NULL},
-    {"1.5s", 1500, NULL},
-    {"5m", 300000, NULL},
-    {"1h", 3600000, NULL},
-    {"30", 30000, NULL},
-    {"0.25", 250, NULL},
-    {"2.5m", 150000, NULL},
-    {"0.001s", 1, NULL},
-    {"1.25h", 4500000, NULL},
-    {"007s", 7000, NULL},
-    {"0ms", 0, NULL},
-    {"5x", 0, "invalid duration '5x'"},
-    {"", 0, "invalid duration ''"},
-    {"-1s", 0, "invalid duration '-1s'"},
-    {"+1s", 0, "invalid duration '+1s'"},
-    {".5s", 0, "invalid duration '.5s'"},
-    {"5.s", 0, "invalid duration '5.s'"},
-    {"5 s", 0, "invalid duration '5 s'"},
-    {"1m30s", 0, "invalid duration '1m30s'"},
-    {"5S", 0, "invalid duration '5S'"},
-    {"ms", 0, "invalid duration 'ms'"},
-    {"1d", 0, "invalid duration '1d'"},
-    {"1.5ms", 0, "invalid duration '1.5ms': finer than 1ms"},
-    {"0.0001s", 0, "invalid duration '0.0001s': finer than 1ms"},
-    {"1.0000000001s", 0, "invalid duration '1.0000000001s'"},
-    {"99999999999999999999", 0, "duration '99999999999999999999' is too long"},
-    {"18446744073709551h", 0, "duration '18446744073709551h' is too long"},
+	{ "0", 0, NULL },
+	{ "250ms", 250, NULL },
+	{ "1.5s", 1500, NULL },
+	{ "5m", 300000, NULL },
+	{ "1h", 3600000, NULL },
+	{ "30", 30000, NULL },
+	{ "0.25", 250, NULL },
+	{ "2.5m", 150000, NULL },
+	{ "0.001s", 1, NULL },
+	{ "1.25h", 4500000, NULL },
+	{ "007s", 7000, NULL },
+	{ "0ms", 0, NULL },
+	{ "5x", 0, "invalid duration '5x'" },
+	{ "", 0, "invalid duration ''" },
+	{ "-1s", 0, "invalid duration '-1s'" },
+	{ "+1s", 0, "invalid duration '+1s'" },
+	{ ".5s", 0, "invalid duration '.5s'" },
+	{ "5.s", 0, "invalid duration '5.s'" },
+	{ "5 s", 0, "invalid duration '5 s'" },
+	{ "1m30s", 0, "invalid duration '1m30s'" },
+	{ "5S", 0, "invalid duration '5S'" },
+	{ "ms", 0, "invalid duration 'ms'" },
+	{ "1d", 0, "invalid duration '1d'" },
+	{ "1.5ms", 0, "invalid duration '1.5ms': finer than 1ms" },
+	{ "0.0001s", 0, "invalid duration '0.0001s': finer than 1ms" },
+	{ "1.0000000001s", 0, "invalid duration '1.0000000001s'" },
+	{ "99999999999999999999", 0,
+	    "duration '99999999999999999999' is too long" },
+	{ "18446744073709551h", 0,
+	    "duration '18446744073709551h' is too long" },
 };
 
 /* Check one duration row. */
@@ -238,15 +240,15 @@ static const struct {
 	uint64_t ms;
 	const char *out;
 } format_duration_rows[] = {
-    {0, "0"},
-    {1, "1ms"},
-    {250, "250ms"},
-    {1500, "1500ms"},
-    {30000, "30s"},
-    {90000, "90s"},
-    {600000, "10m"},
-    {3600000, "1h"},
-    {5400000, "90m"},
+	{ 0, "0" },
+	{ 1, "1ms" },
+	{ 250, "250ms" },
+	{ 1500, "1500ms" },
+	{ 30000, "30s" },
+	{ 90000, "90s" },
+	{ 600000, "10m" },
+	{ 3600000, "1h" },
+	{ 5400000, "90m" },
 };
 
 /* Check one format_duration row. */
@@ -254,8 +256,8 @@ START_TEST(test_format_duration)
 {
 	char buf[32];
 
-	ck_assert_str_eq(
-	    format_duration(format_duration_rows[_i].ms, buf, sizeof(buf)),
+	ck_assert_str_eq(format_duration(format_duration_rows[_i].ms, buf,
+			     sizeof(buf)),
 	    format_duration_rows[_i].out);
 }
 END_TEST
@@ -266,24 +268,24 @@ static const struct {
 	double v;
 	const char *cause;
 } percent_rows[] = {
-    {"50", 50, NULL},
-    {"12.5", 12.5, NULL},
-    {"50%", 50, NULL},
-    {"0", 0, NULL},
-    {"0%", 0, NULL},
-    {"100", 100, NULL},
-    {"100%", 100, NULL},
-    {"0.01", 0.01, NULL},
-    {"150", 0, "'150' out of range (0..100)"},
-    {"100.5%", 0, "'100.5%' out of range (0..100)"},
-    {"-5", 0, "invalid percentage '-5'"},
-    {"5.%", 0, "invalid percentage '5.%'"},
-    {"abc", 0, "invalid percentage 'abc'"},
-    {"50 %", 0, "invalid percentage '50 %'"},
-    {"%", 0, "invalid percentage '%'"},
-    {"", 0, "invalid percentage ''"},
-    {"1e2", 0, "invalid percentage '1e2'"},
-    {"50%%", 0, "invalid percentage '50%%'"},
+	{ "50", 50, NULL },
+	{ "12.5", 12.5, NULL },
+	{ "50%", 50, NULL },
+	{ "0", 0, NULL },
+	{ "0%", 0, NULL },
+	{ "100", 100, NULL },
+	{ "100%", 100, NULL },
+	{ "0.01", 0.01, NULL },
+	{ "150", 0, "'150' out of range (0..100)" },
+	{ "100.5%", 0, "'100.5%' out of range (0..100)" },
+	{ "-5", 0, "invalid percentage '-5'" },
+	{ "5.%", 0, "invalid percentage '5.%'" },
+	{ "abc", 0, "invalid percentage 'abc'" },
+	{ "50 %", 0, "invalid percentage '50 %'" },
+	{ "%", 0, "invalid percentage '%'" },
+	{ "", 0, "invalid percentage ''" },
+	{ "1e2", 0, "invalid percentage '1e2'" },
+	{ "50%%", 0, "invalid percentage '50%%'" },
 };
 
 /* Check one percentage row. */
@@ -310,20 +312,20 @@ static const struct {
 	const char *in;
 	int v; /* -1: invalid */
 } bool_rows[] = {
-    {"yes", 1},
-    {"no", 0},
-    {"true", 1},
-    {"false", 0},
-    {"on", 1},
-    {"off", 0},
-    {"1", 1},
-    {"0", 0},
-    {"YES", 1},
-    {"Off", 0},
-    {"maybe", -1},
-    {"", -1},
-    {"2", -1},
-    {"y", -1},
+	{ "yes", 1 },
+	{ "no", 0 },
+	{ "true", 1 },
+	{ "false", 0 },
+	{ "on", 1 },
+	{ "off", 0 },
+	{ "1", 1 },
+	{ "0", 0 },
+	{ "YES", 1 },
+	{ "Off", 0 },
+	{ "maybe", -1 },
+	{ "", -1 },
+	{ "2", -1 },
+	{ "y", -1 },
 };
 
 /* Check one boolean row. */
@@ -358,16 +360,16 @@ static const struct {
 	int wildcard;
 	const char *formatted;
 } addr_good_rows[] = {
-    {"127.0.0.1:8080", 0, AF_INET, 8080, 0, "127.0.0.1:8080"},
-    {"10.1.2.3:1", 0, AF_INET, 1, 0, "10.1.2.3:1"},
-    {"0.0.0.0:65535", 0, AF_INET, 65535, 0, "0.0.0.0:65535"},
-    {"[::1]:5", 0, AF_INET6, 5, 0, "[::1]:5"},
-    {"[::]:443", 0, AF_INET6, 443, 0, "[::]:443"},
-    {"[2001:db8::10]:80", 0, AF_INET6, 80, 0, "[2001:db8::10]:80"},
-    {"*:8080", ADDR_ALLOW_WILDCARD, AF_INET, 8080, 1, "0.0.0.0:8080"},
-    {"unix:/tmp/cp.sock", 0, AF_UNIX, 0, 0, "unix:/tmp/cp.sock"},
-    {"unix:/run/circuitproxy/admin.sock", ADDR_ALLOW_WILDCARD, AF_UNIX, 0, 0,
-	"unix:/run/circuitproxy/admin.sock"},
+	{ "127.0.0.1:8080", 0, AF_INET, 8080, 0, "127.0.0.1:8080" },
+	{ "10.1.2.3:1", 0, AF_INET, 1, 0, "10.1.2.3:1" },
+	{ "0.0.0.0:65535", 0, AF_INET, 65535, 0, "0.0.0.0:65535" },
+	{ "[::1]:5", 0, AF_INET6, 5, 0, "[::1]:5" },
+	{ "[::]:443", 0, AF_INET6, 443, 0, "[::]:443" },
+	{ "[2001:db8::10]:80", 0, AF_INET6, 80, 0, "[2001:db8::10]:80" },
+	{ "*:8080", ADDR_ALLOW_WILDCARD, AF_INET, 8080, 1, "0.0.0.0:8080" },
+	{ "unix:/tmp/cp.sock", 0, AF_UNIX, 0, 0, "unix:/tmp/cp.sock" },
+	{ "unix:/run/circuitproxy/admin.sock", ADDR_ALLOW_WILDCARD, AF_UNIX, 0,
+	    0, "unix:/run/circuitproxy/admin.sock" },
 };
 
 /* Parse one good address and format it back. */
@@ -385,8 +387,8 @@ START_TEST(test_addr_good)
 	ck_assert_uint_eq(test_port(&a), addr_good_rows[_i].port);
 	ck_assert_int_eq(a.wildcard, addr_good_rows[_i].wildcard);
 	ck_assert_int_eq(a.ss.ss_family, a.family);
-	ck_assert_str_eq(
-	    addr_format((struct sockaddr *)&a.ss, a.len, buf, sizeof(buf)),
+	ck_assert_str_eq(addr_format((struct sockaddr *)&a.ss, a.len, buf,
+			     sizeof(buf)),
 	    addr_good_rows[_i].formatted);
 }
 END_TEST
@@ -399,45 +401,48 @@ static const struct {
 	int flags;
 	const char *cause;
 } addr_bad_rows[] = {
-    {"127.0.0.1", 0,
-	"invalid address '127.0.0.1' (expected HOST:PORT, [IPv6]:PORT "
-	"or unix:/path)"},
-    {"127.0.0.1", ADDR_ALLOW_WILDCARD,
-	"invalid address '127.0.0.1' (expected *:PORT, HOST:PORT, "
-	"[IPv6]:PORT or unix:/path)"},
-    {"", 0,
-	"invalid address '' (expected HOST:PORT, [IPv6]:PORT or "
-	"unix:/path)"},
-    {":80", 0,
-	"invalid address ':80' (expected HOST:PORT, [IPv6]:PORT or "
-	"unix:/path)"},
-    {"127.0.0.1:0", 0, "invalid port in '127.0.0.1:0' (expected 1..65535)"},
-    {"127.0.0.1:65536", 0,
-	"invalid port in '127.0.0.1:65536' (expected 1..65535)"},
-    {"127.0.0.1:http", 0,
-	"invalid port in '127.0.0.1:http' (expected 1..65535)"},
-    {"127.0.0.1:", 0, "invalid port in '127.0.0.1:' (expected 1..65535)"},
-    {"127.0.0.1:-1", 0, "invalid port in '127.0.0.1:-1' (expected 1..65535)"},
-    {"127.0.0.1:080800", 0,
-	"invalid port in '127.0.0.1:080800' (expected 1..65535)"},
-    {"*:80", 0, "invalid address '*:80': '*' is only allowed in listen"},
-    {"::1:80", 0,
-	"invalid address '::1:80': write an IPv6 address in brackets, as "
-	"[::1]:PORT"},
-    {"[::1]", 0, "invalid address '[::1]' (expected [IPv6]:PORT)"},
-    {"[::1]80", 0, "invalid address '[::1]80' (expected [IPv6]:PORT)"},
-    {"[::1:80", 0, "invalid address '[::1:80' (expected [IPv6]:PORT)"},
-    {"[1.2.3.4]:80", 0, "invalid IPv6 address in '[1.2.3.4]:80'"},
-    {"[]:80", 0, "invalid address '[]:80': empty host"},
-    {"256.1.1.1:80", 0, "invalid IPv4 address in '256.1.1.1:80'"},
-    {"1.2.3:80", 0, "invalid IPv4 address in '1.2.3:80'"},
-    {"unix:", 0, "invalid address 'unix:': empty socket path"},
-    {"unix:run/x.sock", 0,
-	"invalid address 'unix:run/x.sock': socket path must be absolute"},
-    {"unix:/" LONG40 LONG40 LONG40, 0,
-	"invalid address 'unix:/" LONG40 LONG40 LONG40
-	"': socket path longer than 107 bytes"},
-    {LONG40 LONG40 LONG40 LONG40 ":1", 0, "address longer than 127 characters"},
+	{ "127.0.0.1", 0,
+	    "invalid address '127.0.0.1' (expected HOST:PORT, [IPv6]:PORT "
+	    "or unix:/path)" },
+	{ "127.0.0.1", ADDR_ALLOW_WILDCARD,
+	    "invalid address '127.0.0.1' (expected *:PORT, HOST:PORT, "
+	    "[IPv6]:PORT or unix:/path)" },
+	{ "", 0,
+	    "invalid address '' (expected HOST:PORT, [IPv6]:PORT or "
+	    "unix:/path)" },
+	{ ":80", 0,
+	    "invalid address ':80' (expected HOST:PORT, [IPv6]:PORT or "
+	    "unix:/path)" },
+	{ "127.0.0.1:0", 0,
+	    "invalid port in '127.0.0.1:0' (expected 1..65535)" },
+	{ "127.0.0.1:65536", 0,
+	    "invalid port in '127.0.0.1:65536' (expected 1..65535)" },
+	{ "127.0.0.1:http", 0,
+	    "invalid port in '127.0.0.1:http' (expected 1..65535)" },
+	{ "127.0.0.1:", 0, "invalid port in '127.0.0.1:' (expected 1..65535)" },
+	{ "127.0.0.1:-1", 0,
+	    "invalid port in '127.0.0.1:-1' (expected 1..65535)" },
+	{ "127.0.0.1:080800", 0,
+	    "invalid port in '127.0.0.1:080800' (expected 1..65535)" },
+	{ "*:80", 0, "invalid address '*:80': '*' is only allowed in listen" },
+	{ "::1:80", 0,
+	    "invalid address '::1:80': write an IPv6 address in brackets, as "
+	    "[::1]:PORT" },
+	{ "[::1]", 0, "invalid address '[::1]' (expected [IPv6]:PORT)" },
+	{ "[::1]80", 0, "invalid address '[::1]80' (expected [IPv6]:PORT)" },
+	{ "[::1:80", 0, "invalid address '[::1:80' (expected [IPv6]:PORT)" },
+	{ "[1.2.3.4]:80", 0, "invalid IPv6 address in '[1.2.3.4]:80'" },
+	{ "[]:80", 0, "invalid address '[]:80': empty host" },
+	{ "256.1.1.1:80", 0, "invalid IPv4 address in '256.1.1.1:80'" },
+	{ "1.2.3:80", 0, "invalid IPv4 address in '1.2.3:80'" },
+	{ "unix:", 0, "invalid address 'unix:': empty socket path" },
+	{ "unix:run/x.sock", 0,
+	    "invalid address 'unix:run/x.sock': socket path must be absolute" },
+	{ "unix:/" LONG40 LONG40 LONG40, 0,
+	    "invalid address 'unix:/" LONG40 LONG40 LONG40
+	    "': socket path longer than 107 bytes" },
+	{ LONG40 LONG40 LONG40 LONG40 ":1", 0,
+	    "address longer than 127 characters" },
 };
 
 /* Refuse one bad address with its exact cause. */
@@ -468,8 +473,8 @@ START_TEST(test_addr_resolve)
 	ck_assert_str_eq(a.text, "localhost:80");
 
 	ck_assert_int_eq(addr_parse("nosuch.invalid:80", 0, &a, &cause), -1);
-	ck_assert_msg(
-	    strncmp(cause, "cannot resolve 'nosuch.invalid': ", 33) == 0 &&
+	ck_assert_msg(strncmp(cause, "cannot resolve 'nosuch.invalid': ", 33) ==
+		    0 &&
 		strlen(cause) > 33,
 	    "cause: %s", cause);
 	free(cause);
@@ -481,24 +486,24 @@ static const struct {
 	const char *a, *b;
 	int overlap;
 } overlap_rows[] = {
-    {"*:80", "127.0.0.1:80", 1},
-    {"127.0.0.1:80", "*:80", 1},
-    {"*:80", "[::1]:80", 1},
-    {"*:80", "*:80", 1},
-    {"*:80", "*:81", 0},
-    {"*:80", "127.0.0.1:81", 0},
-    {"127.0.0.1:80", "127.0.0.1:80", 1},
-    {"127.0.0.1:80", "127.0.0.2:80", 0},
-    {"127.0.0.1:80", "127.0.0.1:81", 0},
-    {"0.0.0.0:80", "10.0.0.1:80", 1},
-    {"[::]:80", "[::1]:80", 1},
-    {"[::1]:80", "[::1]:80", 1},
-    {"[::1]:80", "[::2]:80", 0},
-    {"[::1]:80", "127.0.0.1:80", 0},
-    {"unix:/run/a", "unix:/run/a", 1},
-    {"unix:/run/a", "unix:/run/b", 0},
-    {"unix:/run/a", "127.0.0.1:80", 0},
-    {"*:80", "unix:/run/a", 0},
+	{ "*:80", "127.0.0.1:80", 1 },
+	{ "127.0.0.1:80", "*:80", 1 },
+	{ "*:80", "[::1]:80", 1 },
+	{ "*:80", "*:80", 1 },
+	{ "*:80", "*:81", 0 },
+	{ "*:80", "127.0.0.1:81", 0 },
+	{ "127.0.0.1:80", "127.0.0.1:80", 1 },
+	{ "127.0.0.1:80", "127.0.0.2:80", 0 },
+	{ "127.0.0.1:80", "127.0.0.1:81", 0 },
+	{ "0.0.0.0:80", "10.0.0.1:80", 1 },
+	{ "[::]:80", "[::1]:80", 1 },
+	{ "[::1]:80", "[::1]:80", 1 },
+	{ "[::1]:80", "[::2]:80", 0 },
+	{ "[::1]:80", "127.0.0.1:80", 0 },
+	{ "unix:/run/a", "unix:/run/a", 1 },
+	{ "unix:/run/a", "unix:/run/b", 0 },
+	{ "unix:/run/a", "127.0.0.1:80", 0 },
+	{ "*:80", "unix:/run/a", 0 },
 };
 
 /* Check one pair of listen addresses. */
@@ -507,10 +512,12 @@ START_TEST(test_overlap)
 	struct addr a, b;
 	char *cause;
 
-	ck_assert_int_eq(
-	    addr_parse(overlap_rows[_i].a, ADDR_ALLOW_WILDCARD, &a, &cause), 0);
-	ck_assert_int_eq(
-	    addr_parse(overlap_rows[_i].b, ADDR_ALLOW_WILDCARD, &b, &cause), 0);
+	ck_assert_int_eq(addr_parse(overlap_rows[_i].a, ADDR_ALLOW_WILDCARD, &a,
+			     &cause),
+	    0);
+	ck_assert_int_eq(addr_parse(overlap_rows[_i].b, ADDR_ALLOW_WILDCARD, &b,
+			     &cause),
+	    0);
 	ck_assert_int_eq(addr_overlap(&a, &b), overlap_rows[_i].overlap);
 }
 END_TEST
@@ -520,16 +527,16 @@ static const struct {
 	const char *in;
 	int local;
 } local_rows[] = {
-    {"127.0.0.1:1", 1},
-    {"127.9.9.9:1", 1},
-    {"[::1]:1", 1},
-    {"[::ffff:127.0.0.1]:1", 1},
-    {"unix:/run/x.sock", 1},
-    {"10.0.0.1:1", 0},
-    {"0.0.0.0:1", 0},
-    {"*:1", 0},
-    {"[::]:1", 0},
-    {"[::ffff:10.0.0.1]:1", 0},
+	{ "127.0.0.1:1", 1 },
+	{ "127.9.9.9:1", 1 },
+	{ "[::1]:1", 1 },
+	{ "[::ffff:127.0.0.1]:1", 1 },
+	{ "unix:/run/x.sock", 1 },
+	{ "10.0.0.1:1", 0 },
+	{ "0.0.0.0:1", 0 },
+	{ "*:1", 0 },
+	{ "[::]:1", 0 },
+	{ "[::ffff:10.0.0.1]:1", 0 },
 };
 
 /* Check whether one address counts as loopback. */
@@ -538,8 +545,9 @@ START_TEST(test_local)
 	char *cause;
 	struct addr a;
 
-	ck_assert_int_eq(
-	    addr_parse(local_rows[_i].in, ADDR_ALLOW_WILDCARD, &a, &cause), 0);
+	ck_assert_int_eq(addr_parse(local_rows[_i].in, ADDR_ALLOW_WILDCARD, &a,
+			     &cause),
+	    0);
 	ck_assert_int_eq(addr_is_local(&a), local_rows[_i].local);
 }
 END_TEST
@@ -556,8 +564,8 @@ START_TEST(test_addr_format)
 	sin.sin_family = AF_INET;
 	sin.sin_port = htons(51234);
 	sin.sin_addr.s_addr = htonl(0x7f000001);
-	ck_assert_str_eq(
-	    addr_format((struct sockaddr *)&sin, sizeof(sin), buf, sizeof(buf)),
+	ck_assert_str_eq(addr_format((struct sockaddr *)&sin, sizeof(sin), buf,
+			     sizeof(buf)),
 	    "127.0.0.1:51234");
 
 	/* An unnamed unix peer: accept() gives just the family. */
@@ -567,22 +575,24 @@ START_TEST(test_addr_format)
 			     sizeof(sa_family_t), buf, sizeof(buf)),
 	    "unix");
 	memcpy(sun.sun_path, "/run/x", 7);
-	ck_assert_str_eq(
-	    addr_format((struct sockaddr *)&sun,
-		(socklen_t)(offsetof(struct sockaddr_un, sun_path) + 7), buf,
-		sizeof(buf)),
+	ck_assert_str_eq(addr_format((struct sockaddr *)&sun,
+			     (socklen_t)(offsetof(struct sockaddr_un,
+					     sun_path) +
+				 7),
+			     buf, sizeof(buf)),
 	    "unix:/run/x");
 
 	memset(&ss, 0, sizeof(ss));
 	ss.ss_family = AF_APPLETALK;
-	ck_assert_str_eq(
-	    addr_format((struct sockaddr *)&ss, sizeof(ss), buf, sizeof(buf)),
+	ck_assert_str_eq(addr_format((struct sockaddr *)&ss, sizeof(ss), buf,
+			     sizeof(buf)),
 	    "unknown");
 	ck_assert_str_eq(addr_format(NULL, 0, buf, sizeof(buf)), "unknown");
 
 	/* A short buffer truncates, never overflows. */
-	ck_assert_str_eq(
-	    addr_format((struct sockaddr *)&sin, sizeof(sin), buf, 6), "127.0");
+	ck_assert_str_eq(addr_format((struct sockaddr *)&sin, sizeof(sin), buf,
+			     6),
+	    "127.0");
 }
 END_TEST
 
@@ -594,182 +604,199 @@ static const struct {
 	double num;
 	const char *str; /* non-NULL: compare a string */
 } good_rows[] = {
-    /* Upstream keys and their units. */
-    {UP("connect_timeout = 250ms\n"), "a", "connect_timeout_ms", 250, NULL},
-    {UP("connect_timeout = 1.5s\n"), "a", "connect_timeout_ms", 1500, NULL},
-    {UP("connect_timeout = 2\n"), "a", "connect_timeout_ms", 2000, NULL},
-    {UP("idle_timeout = 5m\n"), "a", "idle_timeout_ms", 300000, NULL},
-    {UP("idle_timeout = 0\n"), "a", "idle_timeout_ms", 0, NULL},
-    {UP("slow_connect = 1h\n"), "a", "slow_connect_ms", 3600000, NULL},
-    {UP("max_connections = 100\n"), "a", "max_connections", 100, NULL},
-    {UP("max_connections = 1000000\n"), "a", "max_connections", 1000000, NULL},
-    {UP("failure_threshold = 0\nfailure_rate_threshold = 50\n"), "a",
-	"failure_threshold", 0, NULL},
-    {UP("failure_threshold = 1\n"), "a", "failure_threshold", 1, NULL},
-    {UP("failure_rate_threshold = 12.5\n"), "a", "failure_rate_threshold", 12.5,
-	NULL},
-    {UP("failure_rate_threshold = 50%\n"), "a", "failure_rate_threshold", 50,
-	NULL},
-    {UP("window = 100\n"), "a", "window_calls", 100, NULL},
-    {UP("window = 100\n"), "a", "window_ms", 0, NULL},
-    {UP("window = 60s\n"), "a", "window_ms", 60000, NULL},
-    {UP("window = 60s\n"), "a", "window_calls", 0, NULL},
-    {UP("window = 1.5m\n"), "a", "window_ms", 90000, NULL},
-    {UP("window = 1h\n"), "a", "window_ms", 3600000, NULL},
-    {UP("minimum_calls = 0\n"), "a", "minimum_calls", 0, NULL},
-    {UP("failure_rate_threshold = 50\nwindow = 10\n"), "a", "minimum_calls", 10,
-	NULL},
-    {UP("failure_rate_threshold = 50\nwindow = 30s\nminimum_calls = "
-	"500\n"),
-	"a", "minimum_calls", 500, NULL},
-    {UP("recovery_timeout = 1s\n"), "a", "recovery_timeout_ms", 1000, NULL},
-    {UP("recovery_timeout = 10m\n"), "a", "recovery_timeout_ms", 600000, NULL},
-    {UP("recovery_backoff = 1.5\n"), "a", "recovery_backoff", 1.5, NULL},
-    {UP("recovery_backoff = 2\n"), "a", "recovery_backoff", 2, NULL},
-    {UP("recovery_timeout_max = 1h\n"), "a", "recovery_timeout_max_ms", 3600000,
-	NULL},
-    {UP("recovery_timeout = 30s\nrecovery_timeout_max = 30s\n"), "a",
-	"recovery_timeout_max_ms", 30000, NULL},
-    {UP("recovery_jitter = 10%\n"), "a", "recovery_jitter", 10, NULL},
-    {UP("recovery_jitter = 0.5\n"), "a", "recovery_jitter", 0.5, NULL},
-    {UP("half_open_max_calls = 10\n"), "a", "half_open_max_calls", 10, NULL},
-    {UP("success_threshold = 3\n"), "a", "success_threshold", 3, NULL},
-    {UP("half_open_max_calls = 1\nsuccess_threshold = 1\n"), "a",
-	"success_threshold", 1, NULL},
-    {UP("failure_on_early_close = yes\n"), "a", "failure_on_early_close", 1,
-	NULL},
-    {UP("failure_on_early_close = on\n"), "a", "failure_on_early_close", 1,
-	NULL},
-    {UP("failure_on_early_close = false\n"), "a", "failure_on_early_close", 0,
-	NULL},
-    {UP("dry_run = true\n"), "a", "dry_run", 1, NULL},
-    {UP("dry_run = 0\n"), "a", "dry_run", 0, NULL},
-    {UP("reject = http503\n"), "a", "reject", REJECT_HTTP503, NULL},
-    {UP("reject = reset\n"), "a", "reject", REJECT_RESET, NULL},
+	/* Upstream keys and their units. */
+	{ UP("connect_timeout = 250ms\n"), "a", "connect_timeout_ms", 250,
+	    NULL },
+	{ UP("connect_timeout = 1.5s\n"), "a", "connect_timeout_ms", 1500,
+	    NULL },
+	{ UP("connect_timeout = 2\n"), "a", "connect_timeout_ms", 2000, NULL },
+	{ UP("idle_timeout = 5m\n"), "a", "idle_timeout_ms", 300000, NULL },
+	{ UP("idle_timeout = 0\n"), "a", "idle_timeout_ms", 0, NULL },
+	{ UP("slow_connect = 1h\n"), "a", "slow_connect_ms", 3600000, NULL },
+	{ UP("max_connections = 100\n"), "a", "max_connections", 100, NULL },
+	{ UP("max_connections = 1000000\n"), "a", "max_connections", 1000000,
+	    NULL },
+	{ UP("failure_threshold = 0\nfailure_rate_threshold = 50\n"), "a",
+	    "failure_threshold", 0, NULL },
+	{ UP("failure_threshold = 1\n"), "a", "failure_threshold", 1, NULL },
+	{ UP("failure_rate_threshold = 12.5\n"), "a", "failure_rate_threshold",
+	    12.5, NULL },
+	{ UP("failure_rate_threshold = 50%\n"), "a", "failure_rate_threshold",
+	    50, NULL },
+	{ UP("window = 100\n"), "a", "window_calls", 100, NULL },
+	{ UP("window = 100\n"), "a", "window_ms", 0, NULL },
+	{ UP("window = 60s\n"), "a", "window_ms", 60000, NULL },
+	{ UP("window = 60s\n"), "a", "window_calls", 0, NULL },
+	{ UP("window = 1.5m\n"), "a", "window_ms", 90000, NULL },
+	{ UP("window = 1h\n"), "a", "window_ms", 3600000, NULL },
+	{ UP("minimum_calls = 0\n"), "a", "minimum_calls", 0, NULL },
+	{ UP("failure_rate_threshold = 50\nwindow = 10\n"), "a",
+	    "minimum_calls", 10, NULL },
+	{ UP("failure_rate_threshold = 50\nwindow = 30s\nminimum_calls = "
+	     "500\n"),
+	    "a", "minimum_calls", 500, NULL },
+	{ UP("recovery_timeout = 1s\n"), "a", "recovery_timeout_ms", 1000,
+	    NULL },
+	{ UP("recovery_timeout = 10m\n"), "a", "recovery_timeout_ms", 600000,
+	    NULL },
+	{ UP("recovery_backoff = 1.5\n"), "a", "recovery_backoff", 1.5, NULL },
+	{ UP("recovery_backoff = 2\n"), "a", "recovery_backoff", 2, NULL },
+	{ UP("recovery_timeout_max = 1h\n"), "a", "recovery_timeout_max_ms",
+	    3600000, NULL },
+	{ UP("recovery_timeout = 30s\nrecovery_timeout_max = 30s\n"), "a",
+	    "recovery_timeout_max_ms", 30000, NULL },
+	{ UP("recovery_jitter = 10%\n"), "a", "recovery_jitter", 10, NULL },
+	{ UP("recovery_jitter = 0.5\n"), "a", "recovery_jitter", 0.5, NULL },
+	{ UP("half_open_max_calls = 10\n"), "a", "half_open_max_calls", 10,
+	    NULL },
+	{ UP("success_threshold = 3\n"), "a", "success_threshold", 3, NULL },
+	{ UP("half_open_max_calls = 1\nsuccess_threshold = 1\n"), "a",
+	    "success_threshold", 1, NULL },
+	{ UP("failure_on_early_close = yes\n"), "a", "failure_on_early_close",
+	    1, NULL },
+	{ UP("failure_on_early_close = on\n"), "a", "failure_on_early_close", 1,
+	    NULL },
+	{ UP("failure_on_early_close = false\n"), "a", "failure_on_early_close",
+	    0, NULL },
+	{ UP("dry_run = true\n"), "a", "dry_run", 1, NULL },
+	{ UP("dry_run = 0\n"), "a", "dry_run", 0, NULL },
+	{ UP("reject = http503\n"), "a", "reject", REJECT_HTTP503, NULL },
+	{ UP("reject = reset\n"), "a", "reject", REJECT_RESET, NULL },
 
-    /* Addresses. */
-    {BASE, "a", "listen0", 0, "127.0.0.1:8080"},
-    {BASE, "a", "listen0.port", 8080, NULL},
-    {BASE, "a", "listen0.family", AF_INET, NULL},
-    {BASE, "a", "server", 0, "127.0.0.1:9090"},
-    {BASE, "a", "server.port", 9090, NULL},
-    {UP("listen = [::1]:8081\n"), "a", "nlisten", 2, NULL},
-    {UP("listen = [::1]:8081\n"), "a", "listen1", 0, "[::1]:8081"},
-    {"[upstream:a]\nlisten = *:7000\nserver = [::1]:9090\n", "a",
-	"listen0.wildcard", 1, NULL},
-    {"[upstream:a]\nlisten = *:7000\nserver = [::1]:9090\n", "a",
-	"server.family", AF_INET6, NULL},
-    {"[upstream:a]\nlisten = unix:/run/a.sock\nserver = "
-     "unix:/run/b.sock\n",
-	"a", "server.family", AF_UNIX, NULL},
-    {"[upstream:a]\nlisten = unix:/run/a.sock\nlisten = *:80\nserver "
-     "= localhost:9090\n",
-	"a", "server.port", 9090, NULL},
+	/* Addresses. */
+	{ BASE, "a", "listen0", 0, "127.0.0.1:8080" },
+	{ BASE, "a", "listen0.port", 8080, NULL },
+	{ BASE, "a", "listen0.family", AF_INET, NULL },
+	{ BASE, "a", "server", 0, "127.0.0.1:9090" },
+	{ BASE, "a", "server.port", 9090, NULL },
+	{ UP("listen = [::1]:8081\n"), "a", "nlisten", 2, NULL },
+	{ UP("listen = [::1]:8081\n"), "a", "listen1", 0, "[::1]:8081" },
+	{ "[upstream:a]\nlisten = *:7000\nserver = [::1]:9090\n", "a",
+	    "listen0.wildcard", 1, NULL },
+	{ "[upstream:a]\nlisten = *:7000\nserver = [::1]:9090\n", "a",
+	    "server.family", AF_INET6, NULL },
+	{ "[upstream:a]\nlisten = unix:/run/a.sock\nserver = "
+	  "unix:/run/b.sock\n",
+	    "a", "server.family", AF_UNIX, NULL },
+	{ "[upstream:a]\nlisten = unix:/run/a.sock\nlisten = *:80\nserver "
+	  "= localhost:9090\n",
+	    "a", "server.port", 9090, NULL },
 
-    /* Syntax: comments, spaces, line endings. */
-    {UP("connect_timeout = 7s ; the inline comment\n"), "a",
-	"connect_timeout_ms", 7000, NULL},
-    {UP("connect_timeout=   8s   \n"), "a", "connect_timeout_ms", 8000, NULL},
-    {UP("  connect_timeout = 9s\n"), "a", "connect_timeout_ms", 9000, NULL},
-    {UP("; connect_timeout = 1s\n# connect_timeout = 2s\n  ; x\n"), "a",
-	"connect_timeout_ms", 5000, NULL},
-    {"[upstream:a]\r\nlisten = 127.0.0.1:8080\r\nserver = "
-     "127.0.0.1:9090\r\nconnect_timeout = 3s\r\n",
-	"a", "connect_timeout_ms", 3000, NULL},
-    {"\xEF\xBB\xBF" BASE, "a", "server.port", 9090, NULL},
-    {"[ upstream:a ]   ; a comment\nlisten = 127.0.0.1:8080\nserver = "
-     "127.0.0.1:9090\n",
-	"a", "line", 1, NULL},
-    {"\n\n" BASE, "a", "line", 3, NULL},
-    {"", NULL, "nupstreams", 0, NULL},
-    {"; only a comment\n", NULL, "workers", 1, NULL},
-    {"[upstream:" LONG40 "012345678901234567890123]\nlisten = "
-     "127.0.0.1:1\nserver = 127.0.0.1:2\n",
-	LONG40 "012345678901234567890123", "name", 0,
-	LONG40 "012345678901234567890123"},
-    {"[upstream:A-z_0.9]\nlisten = 127.0.0.1:1\nserver = 127.0.0.1:2\n",
-	"A-z_0.9", "server.port", 2, NULL},
+	/* Syntax: comments, spaces, line endings. */
+	{ UP("connect_timeout = 7s ; the inline comment\n"), "a",
+	    "connect_timeout_ms", 7000, NULL },
+	{ UP("connect_timeout=   8s   \n"), "a", "connect_timeout_ms", 8000,
+	    NULL },
+	{ UP("  connect_timeout = 9s\n"), "a", "connect_timeout_ms", 9000,
+	    NULL },
+	{ UP("; connect_timeout = 1s\n# connect_timeout = 2s\n  ; x\n"), "a",
+	    "connect_timeout_ms", 5000, NULL },
+	{ "[upstream:a]\r\nlisten = 127.0.0.1:8080\r\nserver = "
+	  "127.0.0.1:9090\r\nconnect_timeout = 3s\r\n",
+	    "a", "connect_timeout_ms", 3000, NULL },
+	{ "\xEF\xBB\xBF" BASE, "a", "server.port", 9090, NULL },
+	{ "[ upstream:a ]   ; a comment\nlisten = 127.0.0.1:8080\nserver = "
+	  "127.0.0.1:9090\n",
+	    "a", "line", 1, NULL },
+	{ "\n\n" BASE, "a", "line", 3, NULL },
+	{ "", NULL, "nupstreams", 0, NULL },
+	{ "; only a comment\n", NULL, "workers", 1, NULL },
+	{ "[upstream:" LONG40 "012345678901234567890123]\nlisten = "
+	  "127.0.0.1:1\nserver = 127.0.0.1:2\n",
+	    LONG40 "012345678901234567890123", "name", 0,
+	    LONG40 "012345678901234567890123" },
+	{ "[upstream:A-z_0.9]\nlisten = 127.0.0.1:1\nserver = 127.0.0.1:2\n",
+	    "A-z_0.9", "server.port", 2, NULL },
 
-    /* [defaults], before or after the upstreams, and overrides. */
-    {"[defaults]\nconnect_timeout = 3s\n" BASE, "a", "connect_timeout_ms", 3000,
-	NULL},
-    {BASE "[defaults]\nconnect_timeout = 3s\n", "a", "connect_timeout_ms", 3000,
-	NULL},
-    {"[defaults]\nconnect_timeout = 3s\n" UP("connect_timeout = 4s\n"), "a",
-	"connect_timeout_ms", 4000, NULL},
-    {UP("connect_timeout = 4s\n") "[defaults]\nconnect_timeout = 3s\n", "a",
-	"connect_timeout_ms", 4000, NULL},
-    {BASE "[defaults]\nwindow = 2m\n", "a", "window_ms", 120000, NULL},
-    {"[defaults]\nwindow = 2m\n" UP("window = 50\n"), "a", "window_ms", 0,
-	NULL},
-    {"[defaults]\nwindow = 2m\n" UP("window = 50\n"), "a", "window_calls", 50,
-	NULL},
-    {BASE "[defaults]\nreject = http503\n[upstream:b]\nlisten = "
-	  "127.0.0.1:8081\nserver = 127.0.0.1:9090\n",
-	"b", "reject", REJECT_HTTP503, NULL},
-    {BASE "[defaults]\nreject = http503\n[upstream:b]\nlisten = "
-	  "127.0.0.1:8081\nserver = 127.0.0.1:9090\n",
-	"a", "reject", REJECT_HTTP503, NULL},
-    {"[defaults]\nfailure_threshold = 0\nfailure_rate_threshold = 25\n"
-     "[defaults]\ndry_run = yes\n" BASE,
-	"a", "dry_run", 1, NULL},
-    {"[defaults]\nfailure_threshold = 0\nfailure_rate_threshold = 25\n"
-     "[defaults]\ndry_run = yes\n" BASE,
-	"a", "failure_rate_threshold", 25, NULL},
-    {"[defaults]\nsuccess_threshold = 5\n" UP("half_open_max_calls = 5\n"), "a",
-	"success_threshold", 5, NULL},
+	/* [defaults], before or after the upstreams, and overrides. */
+	{ "[defaults]\nconnect_timeout = 3s\n" BASE, "a", "connect_timeout_ms",
+	    3000, NULL },
+	{ BASE "[defaults]\nconnect_timeout = 3s\n", "a", "connect_timeout_ms",
+	    3000, NULL },
+	{ "[defaults]\nconnect_timeout = 3s\n" UP("connect_timeout = 4s\n"),
+	    "a", "connect_timeout_ms", 4000, NULL },
+	{ UP("connect_timeout = 4s\n") "[defaults]\nconnect_timeout = 3s\n",
+	    "a", "connect_timeout_ms", 4000, NULL },
+	{ BASE "[defaults]\nwindow = 2m\n", "a", "window_ms", 120000, NULL },
+	{ "[defaults]\nwindow = 2m\n" UP("window = 50\n"), "a", "window_ms", 0,
+	    NULL },
+	{ "[defaults]\nwindow = 2m\n" UP("window = 50\n"), "a", "window_calls",
+	    50, NULL },
+	{ BASE "[defaults]\nreject = http503\n[upstream:b]\nlisten = "
+	       "127.0.0.1:8081\nserver = 127.0.0.1:9090\n",
+	    "b", "reject", REJECT_HTTP503, NULL },
+	{ BASE "[defaults]\nreject = http503\n[upstream:b]\nlisten = "
+	       "127.0.0.1:8081\nserver = 127.0.0.1:9090\n",
+	    "a", "reject", REJECT_HTTP503, NULL },
+	{ "[defaults]\nfailure_threshold = 0\nfailure_rate_threshold = 25\n"
+	  "[defaults]\ndry_run = yes\n" BASE,
+	    "a", "dry_run", 1, NULL },
+	{ "[defaults]\nfailure_threshold = 0\nfailure_rate_threshold = 25\n"
+	  "[defaults]\ndry_run = yes\n" BASE,
+	    "a", "failure_rate_threshold", 25, NULL },
+	{ "[defaults]\nsuccess_threshold = 5\n" UP("half_open_max_calls = 5\n"),
+	    "a", "success_threshold", 5, NULL },
 
-    /* Backups. */
-    {UP("backup = b\n") "[upstream:b]\nserver = 127.0.0.1:9091\n", "a",
-	"backup_index", 1, NULL},
-    {UP("backup = b\n") "[upstream:b]\nserver = 127.0.0.1:9091\n", "a",
-	"backup", 0, "b"},
-    {UP("backup = b\n") "[upstream:b]\nserver = 127.0.0.1:9091\n", "b",
-	"backup_index", -1, NULL},
-    {UP("backup = b\n") "[upstream:b]\nserver = 127.0.0.1:9091\n", "b",
-	"nlisten", 0, NULL},
-    {"[upstream:c]\nserver = 127.0.0.1:3\n" UP(
-	 "backup = b\n") "[upstream:b]\nserver = 127.0.0.1:2\nbackup = c\n",
-	"b", "backup_index", 0, NULL},
-    {"[upstream:c]\nserver = 127.0.0.1:3\n" UP(
-	 "backup = b\n") "[upstream:b]\nserver = 127.0.0.1:2\nbackup = c\n",
-	"a", "backup_index", 2, NULL},
-    {UP("backup =\n"), "a", "backup_index", -1, NULL},
-    {UP("backup =\n"), "a", "backup", 0, ""},
+	/* Backups. */
+	{ UP("backup = b\n") "[upstream:b]\nserver = 127.0.0.1:9091\n", "a",
+	    "backup_index", 1, NULL },
+	{ UP("backup = b\n") "[upstream:b]\nserver = 127.0.0.1:9091\n", "a",
+	    "backup", 0, "b" },
+	{ UP("backup = b\n") "[upstream:b]\nserver = 127.0.0.1:9091\n", "b",
+	    "backup_index", -1, NULL },
+	{ UP("backup = b\n") "[upstream:b]\nserver = 127.0.0.1:9091\n", "b",
+	    "nlisten", 0, NULL },
+	{ "[upstream:c]\nserver = 127.0.0.1:3\n" UP(
+	      "backup = b\n") "[upstream:b]\nserver = 127.0.0.1:2\nbackup = "
+			      "c\n",
+	    "b", "backup_index", 0, NULL },
+	{ "[upstream:c]\nserver = 127.0.0.1:3\n" UP(
+	      "backup = b\n") "[upstream:b]\nserver = 127.0.0.1:2\nbackup = "
+			      "c\n",
+	    "a", "backup_index", 2, NULL },
+	{ UP("backup =\n"), "a", "backup_index", -1, NULL },
+	{ UP("backup =\n"), "a", "backup", 0, "" },
 
-    /* [global]. */
-    {"[global]\nlog_level = debug\n", NULL, "log_level", LOG_LEVEL_DEBUG, NULL},
-    {"[global]\nlog_level = warning\n", NULL, "log_level", LOG_LEVEL_WARNING,
-	NULL},
-    {"[global]\nlog_level = error\n", NULL, "log_level", LOG_LEVEL_ERROR, NULL},
-    {"[global]\nlog_target = syslog\n", NULL, "log_target", LOG_TARGET_SYSLOG,
-	NULL},
-    {"[global]\nworkers = 4\n", NULL, "workers", 4, NULL},
-    {"[global]\nworkers = 256\n", NULL, "workers", 256, NULL},
-    {"[global]\nworkers = 4\n", NULL, "workers_auto", 0, NULL},
-    {"[global]\nworkers = auto\n", NULL, "workers_auto", 1, NULL},
-    {"[global]\nshutdown_timeout = 0\n", NULL, "shutdown_timeout_ms", 0, NULL},
-    {"[global]\nshutdown_timeout = 45s\n", NULL, "shutdown_timeout_ms", 45000,
-	NULL},
-    {"[global]\nlog_rejects_per_second = 0\n", NULL, "log_rejects_per_second",
-	0, NULL},
-    {"[global]\nadmin = 127.0.0.1:9901\n", NULL, "admin_enabled", 1, NULL},
-    {"[global]\nadmin = 127.0.0.1:9901\n", NULL, "admin.port", 9901, NULL},
-    {"[global]\nadmin = 127.0.0.1:9901\n", NULL, "admin", 0, "127.0.0.1:9901"},
-    {"[global]\nadmin = [::1]:9901\n", NULL, "admin.family", AF_INET6, NULL},
-    {"[global]\nadmin =\n", NULL, "admin_enabled", 0, NULL},
-    {"[global]\nadmin = unix:/run/cp/admin.sock\n", NULL, "admin.family",
-	AF_UNIX, NULL},
-    {"[global]\nadmin = 10.0.0.1:9901\nadmin_token = s3cret\n", NULL,
-	"admin_enabled", 1, NULL},
-    {"[global]\nadmin = 10.0.0.1:9901\nadmin_token = s3cret\n", NULL,
-	"admin_token", 0, "s3cret"},
-    {"[global]\nadmin_token =\n", NULL, "admin_token", 0, ""},
-    {"[global]\nstate_file = /var/lib/circuitproxy/state\n", NULL, "state_file",
-	0, "/var/lib/circuitproxy/state"},
-    {"[global]\nworkers = 2\n[global]\nlog_level = notice\n", NULL, "log_level",
-	LOG_LEVEL_NOTICE, NULL},
-    {BASE "[global]\nworkers = 3\n", NULL, "workers", 3, NULL},
+	/* [global]. */
+	{ "[global]\nlog_level = debug\n", NULL, "log_level", LOG_LEVEL_DEBUG,
+	    NULL },
+	{ "[global]\nlog_level = warning\n", NULL, "log_level",
+	    LOG_LEVEL_WARNING, NULL },
+	{ "[global]\nlog_level = error\n", NULL, "log_level", LOG_LEVEL_ERROR,
+	    NULL },
+	{ "[global]\nlog_target = syslog\n", NULL, "log_target",
+	    LOG_TARGET_SYSLOG, NULL },
+	{ "[global]\nworkers = 4\n", NULL, "workers", 4, NULL },
+	{ "[global]\nworkers = 256\n", NULL, "workers", 256, NULL },
+	{ "[global]\nworkers = 4\n", NULL, "workers_auto", 0, NULL },
+	{ "[global]\nworkers = auto\n", NULL, "workers_auto", 1, NULL },
+	{ "[global]\nshutdown_timeout = 0\n", NULL, "shutdown_timeout_ms", 0,
+	    NULL },
+	{ "[global]\nshutdown_timeout = 45s\n", NULL, "shutdown_timeout_ms",
+	    45000, NULL },
+	{ "[global]\nlog_rejects_per_second = 0\n", NULL,
+	    "log_rejects_per_second", 0, NULL },
+	{ "[global]\nadmin = 127.0.0.1:9901\n", NULL, "admin_enabled", 1,
+	    NULL },
+	{ "[global]\nadmin = 127.0.0.1:9901\n", NULL, "admin.port", 9901,
+	    NULL },
+	{ "[global]\nadmin = 127.0.0.1:9901\n", NULL, "admin", 0,
+	    "127.0.0.1:9901" },
+	{ "[global]\nadmin = [::1]:9901\n", NULL, "admin.family", AF_INET6,
+	    NULL },
+	{ "[global]\nadmin =\n", NULL, "admin_enabled", 0, NULL },
+	{ "[global]\nadmin = unix:/run/cp/admin.sock\n", NULL, "admin.family",
+	    AF_UNIX, NULL },
+	{ "[global]\nadmin = 10.0.0.1:9901\nadmin_token = s3cret\n", NULL,
+	    "admin_enabled", 1, NULL },
+	{ "[global]\nadmin = 10.0.0.1:9901\nadmin_token = s3cret\n", NULL,
+	    "admin_token", 0, "s3cret" },
+	{ "[global]\nadmin_token =\n", NULL, "admin_token", 0, "" },
+	{ "[global]\nstate_file = /var/lib/circuitproxy/state\n", NULL,
+	    "state_file", 0, "/var/lib/circuitproxy/state" },
+	{ "[global]\nworkers = 2\n[global]\nlog_level = notice\n", NULL,
+	    "log_level", LOG_LEVEL_NOTICE, NULL },
+	{ BASE "[global]\nworkers = 3\n", NULL, "workers", 3, NULL },
 };
 
 /* Load one good config and check its value. */
@@ -778,12 +805,12 @@ START_TEST(test_good)
 	struct config *cfg = test_load_ok(good_rows[_i].ini);
 
 	if (good_rows[_i].str != NULL)
-		ck_assert_str_eq(
-		    test_sfield(cfg, good_rows[_i].up, good_rows[_i].field),
+		ck_assert_str_eq(test_sfield(cfg, good_rows[_i].up,
+				     good_rows[_i].field),
 		    good_rows[_i].str);
 	else
-		ck_assert_double_eq_tol(
-		    test_field(cfg, good_rows[_i].up, good_rows[_i].field),
+		ck_assert_double_eq_tol(test_field(cfg, good_rows[_i].up,
+					    good_rows[_i].field),
 		    good_rows[_i].num, 1e-9);
 	config_free(cfg);
 }
@@ -797,227 +824,237 @@ static const struct {
 	int line;
 	const char *msg; /* without "t.ini:LINE: " */
 } bad_rows[] = {
-    /* Syntax and sections. */
-    {"garbage\n", 1, "expected 'key = value' or '[section]': 'garbage'"},
-    {"[global]\nworkers: 2\n", 2,
-	"expected 'key = value' or '[section]': 'workers: 2'"},
-    {"[global]\nworkers ; = 2\n", 2,
-	"expected 'key = value' or '[section]': 'workers ; = 2'"},
-    {"[global]\n= 5\n", 2, "missing key before '=': '= 5'"},
-    {"[global\nworkers = 2\n", 1, "unterminated section header '[global'"},
-    {"[global] junk\n", 1, "unexpected text after section header: 'junk'"},
-    {"workers = 2\n[global]\n", 1, "key 'workers' is outside of any section"},
-    {"[foo]\nx = 1\ny = 2\n", 1,
-	"unknown section '[foo]' (expected [global], [defaults] or "
-	"[upstream:NAME])"},
-    {"[Global]\n", 1,
-	"unknown section '[Global]' (expected [global], [defaults] or "
-	"[upstream:NAME])"},
-    {"[upstream:]\n", 1,
-	"invalid upstream name '' (1 to 64 letters, digits, '_', '.' or "
-	"'-')"},
-    {"[upstream:a b]\nserver = 127.0.0.1:1\n", 1,
-	"invalid upstream name 'a b' (1 to 64 letters, digits, '_', '.' "
-	"or '-')"},
-    {"[upstream:a/b]\n", 1,
-	"invalid upstream name 'a/b' (1 to 64 letters, digits, '_', '.' "
-	"or '-')"},
-    {"[upstream:" LONGNAME "]\n", 1,
-	"invalid upstream name '" LONGNAME "' (1 to 64 letters, digits, "
-	"'_', '.' or '-')"},
-    {BASE "[upstream:a]\nlisten = 127.0.0.1:8081\nserver = "
-	  "127.0.0.1:9090\n",
-	4, "duplicate upstream 'a' (first defined on line 1)"},
+	/* Syntax and sections. */
+	{ "garbage\n", 1, "expected 'key = value' or '[section]': 'garbage'" },
+	{ "[global]\nworkers: 2\n", 2,
+	    "expected 'key = value' or '[section]': 'workers: 2'" },
+	{ "[global]\nworkers ; = 2\n", 2,
+	    "expected 'key = value' or '[section]': 'workers ; = 2'" },
+	{ "[global]\n= 5\n", 2, "missing key before '=': '= 5'" },
+	{ "[global\nworkers = 2\n", 1,
+	    "unterminated section header '[global'" },
+	{ "[global] junk\n", 1,
+	    "unexpected text after section header: 'junk'" },
+	{ "workers = 2\n[global]\n", 1,
+	    "key 'workers' is outside of any section" },
+	{ "[foo]\nx = 1\ny = 2\n", 1,
+	    "unknown section '[foo]' (expected [global], [defaults] or "
+	    "[upstream:NAME])" },
+	{ "[Global]\n", 1,
+	    "unknown section '[Global]' (expected [global], [defaults] or "
+	    "[upstream:NAME])" },
+	{ "[upstream:]\n", 1,
+	    "invalid upstream name '' (1 to 64 letters, digits, '_', '.' or "
+	    "'-')" },
+	{ "[upstream:a b]\nserver = 127.0.0.1:1\n", 1,
+	    "invalid upstream name 'a b' (1 to 64 letters, digits, '_', '.' "
+	    "or '-')" },
+	{ "[upstream:a/b]\n", 1,
+	    "invalid upstream name 'a/b' (1 to 64 letters, digits, '_', '.' "
+	    "or '-')" },
+	{ "[upstream:" LONGNAME "]\n", 1,
+	    "invalid upstream name '" LONGNAME "' (1 to 64 letters, digits, "
+	    "'_', '.' or '-')" },
+	{ BASE "[upstream:a]\nlisten = 127.0.0.1:8081\nserver = "
+	       "127.0.0.1:9090\n",
+	    4, "duplicate upstream 'a' (first defined on line 1)" },
 
-    /* Keys. */
-    {"[global]\ntimeout = 5\n", 2, "unknown key 'timeout' in [global]"},
-    {UP("timeout = 5\n"), 4, "unknown key 'timeout' in [upstream:a]"},
-    {UP("Connect_timeout = 5s\n"), 4,
-	"unknown key 'Connect_timeout' in [upstream:a]"},
-    {UP("connect timeout = 5s\n"), 4,
-	"unknown key 'connect timeout' in [upstream:a]"},
-    {UP("workers = 2\n"), 4,
-	"unknown key 'workers' in [upstream:a] (it belongs in [global])"},
-    {"[global]\nconnect_timeout = 5s\n", 2,
-	"unknown key 'connect_timeout' in [global] (it belongs in "
-	"[defaults] or [upstream:NAME])"},
-    {"[defaults]\nadmin = 127.0.0.1:1\n", 2,
-	"unknown key 'admin' in [defaults] (it belongs in [global])"},
-    {"[defaults]\nlisten = 127.0.0.1:1\n" BASE, 2,
-	"listen '127.0.0.1:1' is not allowed in [defaults] (set it in "
-	"each [upstream:NAME])"},
-    {"[defaults]\nserver = 127.0.0.1:1\n" BASE, 2,
-	"server '127.0.0.1:1' is not allowed in [defaults] (set it in "
-	"each [upstream:NAME])"},
-    {BASE "[defaults]\nbackup = a\n", 5,
-	"backup 'a' is not allowed in [defaults] (set it in each "
-	"[upstream:NAME])"},
-    {UP("connect_timeout = 1s\nconnect_timeout = 2s\n"), 5,
-	"duplicate key 'connect_timeout' in [upstream:a] (first set on "
-	"line 4)"},
-    {UP("server = 127.0.0.1:1\n"), 4,
-	"duplicate key 'server' in [upstream:a] (first set on line 3)"},
-    {"[global]\nworkers = 1\n[global]\nworkers = 2\n", 4,
-	"duplicate key 'workers' in [global] (first set on line 2)"},
-    {"[defaults]\ndry_run = no\n" BASE "[defaults]\ndry_run = yes\n", 7,
-	"duplicate key 'dry_run' in [defaults] (first set on line 2)"},
+	/* Keys. */
+	{ "[global]\ntimeout = 5\n", 2, "unknown key 'timeout' in [global]" },
+	{ UP("timeout = 5\n"), 4, "unknown key 'timeout' in [upstream:a]" },
+	{ UP("Connect_timeout = 5s\n"), 4,
+	    "unknown key 'Connect_timeout' in [upstream:a]" },
+	{ UP("connect timeout = 5s\n"), 4,
+	    "unknown key 'connect timeout' in [upstream:a]" },
+	{ UP("workers = 2\n"), 4,
+	    "unknown key 'workers' in [upstream:a] (it belongs in [global])" },
+	{ "[global]\nconnect_timeout = 5s\n", 2,
+	    "unknown key 'connect_timeout' in [global] (it belongs in "
+	    "[defaults] or [upstream:NAME])" },
+	{ "[defaults]\nadmin = 127.0.0.1:1\n", 2,
+	    "unknown key 'admin' in [defaults] (it belongs in [global])" },
+	{ "[defaults]\nlisten = 127.0.0.1:1\n" BASE, 2,
+	    "listen '127.0.0.1:1' is not allowed in [defaults] (set it in "
+	    "each [upstream:NAME])" },
+	{ "[defaults]\nserver = 127.0.0.1:1\n" BASE, 2,
+	    "server '127.0.0.1:1' is not allowed in [defaults] (set it in "
+	    "each [upstream:NAME])" },
+	{ BASE "[defaults]\nbackup = a\n", 5,
+	    "backup 'a' is not allowed in [defaults] (set it in each "
+	    "[upstream:NAME])" },
+	{ UP("connect_timeout = 1s\nconnect_timeout = 2s\n"), 5,
+	    "duplicate key 'connect_timeout' in [upstream:a] (first set on "
+	    "line 4)" },
+	{ UP("server = 127.0.0.1:1\n"), 4,
+	    "duplicate key 'server' in [upstream:a] (first set on line 3)" },
+	{ "[global]\nworkers = 1\n[global]\nworkers = 2\n", 4,
+	    "duplicate key 'workers' in [global] (first set on line 2)" },
+	{ "[defaults]\ndry_run = no\n" BASE "[defaults]\ndry_run = yes\n", 7,
+	    "duplicate key 'dry_run' in [defaults] (first set on line 2)" },
 
-    /* Values. */
-    {UP("connect_timeout = 5x\n"), 4, "connect_timeout: invalid duration '5x'"},
-    {UP("connect_timeout =\n"), 4, "connect_timeout: invalid duration ''"},
-    {UP("connect_timeout = 0\n"), 4,
-	"connect_timeout: '0' out of range (1ms..168h)"},
-    {UP("connect_timeout = 200h\n"), 4,
-	"connect_timeout: '200h' out of range (1ms..168h)"},
-    {UP("connect_timeout = 5s # note\n"), 4,
-	"connect_timeout: invalid duration '5s # note'"},
-    {UP("connect_timeout = 5s;note\n"), 4,
-	"connect_timeout: invalid duration '5s;note'"},
-    {UP("idle_timeout = -1\n"), 4, "idle_timeout: invalid duration '-1'"},
-    {UP("slow_connect = 1.5ms\n"), 4,
-	"slow_connect: invalid duration '1.5ms': finer than 1ms"},
-    {UP("max_connections = 1000001\n"), 4,
-	"max_connections: '1000001' out of range (0..1000000)"},
-    {UP("max_connections = 99999999999999999999999\n"), 4,
-	"max_connections: '99999999999999999999999' out of range "
-	"(0..1000000)"},
-    {UP("max_connections = -1\n"), 4, "max_connections: invalid number '-1'"},
-    {UP("failure_threshold = 5.5\n"), 4,
-	"failure_threshold: invalid number '5.5'"},
-    {UP("failure_threshold = five\n"), 4,
-	"failure_threshold: invalid number 'five'"},
-    {UP("failure_rate_threshold = 101\n"), 4,
-	"failure_rate_threshold: '101' out of range (0..100)"},
-    {UP("failure_rate_threshold = x\n"), 4,
-	"failure_rate_threshold: invalid percentage 'x'"},
-    {UP("window = 0\n"), 4, "window: '0' out of range (1..1000000)"},
-    {UP("window = 500ms\n"), 4, "window: '500ms' out of range (1s..1h)"},
-    {UP("window = 2h\n"), 4, "window: '2h' out of range (1s..1h)"},
-    {UP("window = 1.5\n"), 4,
-	"window: invalid value '1.5' (expected a number of attempts or a "
-	"duration)"},
-    {UP("window = -1\n"), 4,
-	"window: invalid value '-1' (expected a number of attempts or a "
-	"duration)"},
-    {UP("minimum_calls = x\n"), 4, "minimum_calls: invalid number 'x'"},
-    {UP("recovery_timeout = 0\n"), 4,
-	"recovery_timeout: '0' out of range (1ms..168h)"},
-    {UP("recovery_backoff = 0.5\n"), 4,
-	"recovery_backoff: '0.5' out of range (1..100)"},
-    {UP("recovery_backoff = 101\n"), 4,
-	"recovery_backoff: '101' out of range (1..100)"},
-    {UP("recovery_backoff = x\n"), 4, "recovery_backoff: invalid number 'x'"},
-    {UP("recovery_timeout_max = 0\n"), 4,
-	"recovery_timeout_max: '0' out of range (1ms..168h)"},
-    {UP("recovery_jitter = 120%\n"), 4,
-	"recovery_jitter: '120%' out of range (0..100)"},
-    {UP("half_open_max_calls = 0\n"), 4,
-	"half_open_max_calls: '0' out of range (1..1000000)"},
-    {UP("success_threshold = 0\n"), 4,
-	"success_threshold: '0' out of range (1..1000000)"},
-    {UP("failure_on_early_close = maybe\n"), 4,
-	"failure_on_early_close: invalid boolean 'maybe' (expected "
-	"yes/no, true/false, on/off or 1/0)"},
-    {UP("dry_run = 2\n"), 4,
-	"dry_run: invalid boolean '2' (expected yes/no, true/false, "
-	"on/off or 1/0)"},
-    {UP("reject = drop\n"), 4,
-	"reject: invalid value 'drop' (expected reset or http503)"},
-    {"[global]\nlog_level = loud\n", 2,
-	"log_level: invalid value 'loud' (expected debug, info, notice, "
-	"warning or error)"},
-    {"[global]\nlog_level = INFO\n", 2,
-	"log_level: invalid value 'INFO' (expected debug, info, notice, "
-	"warning or error)"},
-    {"[global]\nlog_target = file\n", 2,
-	"log_target: invalid value 'file' (expected stderr or syslog)"},
-    {"[global]\nworkers = 0\n", 2, "workers: '0' out of range (1..256)"},
-    {"[global]\nworkers = 257\n", 2, "workers: '257' out of range (1..256)"},
-    {"[global]\nworkers = many\n", 2,
-	"workers: invalid value 'many' (expected a number or auto)"},
-    {"[global]\nshutdown_timeout = 1d\n", 2,
-	"shutdown_timeout: invalid duration '1d'"},
-    {"[global]\nlog_rejects_per_second = lots\n", 2,
-	"log_rejects_per_second: invalid number 'lots'"},
-    {"[global]\nadmin = nohostport\n", 2,
-	"admin: invalid address 'nohostport' (expected HOST:PORT, "
-	"[IPv6]:PORT or unix:/path)"},
-    {"[global]\nadmin = *:9901\n", 2,
-	"admin: invalid address '*:9901': '*' is only allowed in listen"},
-    {"[upstream:a]\nlisten = 127.0.0.1\nserver = 127.0.0.1:9090\n"
-     "listen = 127.0.0.1:1\n",
-	2,
-	"listen: invalid address '127.0.0.1' (expected *:PORT, HOST:PORT, "
-	"[IPv6]:PORT or unix:/path)"},
-    {"[upstream:a]\nlisten = 127.0.0.1:1\nserver = *:80\n", 3,
-	"server: invalid address '*:80': '*' is only allowed in listen"},
-    {"[upstream:a]\nlisten = 127.0.0.1:1\nserver = 127.0.0.1:99999\n", 3,
-	"server: invalid port in '127.0.0.1:99999' (expected 1..65535)"},
+	/* Values. */
+	{ UP("connect_timeout = 5x\n"), 4,
+	    "connect_timeout: invalid duration '5x'" },
+	{ UP("connect_timeout =\n"), 4,
+	    "connect_timeout: invalid duration ''" },
+	{ UP("connect_timeout = 0\n"), 4,
+	    "connect_timeout: '0' out of range (1ms..168h)" },
+	{ UP("connect_timeout = 200h\n"), 4,
+	    "connect_timeout: '200h' out of range (1ms..168h)" },
+	{ UP("connect_timeout = 5s # note\n"), 4,
+	    "connect_timeout: invalid duration '5s # note'" },
+	{ UP("connect_timeout = 5s;note\n"), 4,
+	    "connect_timeout: invalid duration '5s;note'" },
+	{ UP("idle_timeout = -1\n"), 4, "idle_timeout: invalid duration '-1'" },
+	{ UP("slow_connect = 1.5ms\n"), 4,
+	    "slow_connect: invalid duration '1.5ms': finer than 1ms" },
+	{ UP("max_connections = 1000001\n"), 4,
+	    "max_connections: '1000001' out of range (0..1000000)" },
+	{ UP("max_connections = 99999999999999999999999\n"), 4,
+	    "max_connections: '99999999999999999999999' out of range "
+	    "(0..1000000)" },
+	{ UP("max_connections = -1\n"), 4,
+	    "max_connections: invalid number '-1'" },
+	{ UP("failure_threshold = 5.5\n"), 4,
+	    "failure_threshold: invalid number '5.5'" },
+	{ UP("failure_threshold = five\n"), 4,
+	    "failure_threshold: invalid number 'five'" },
+	{ UP("failure_rate_threshold = 101\n"), 4,
+	    "failure_rate_threshold: '101' out of range (0..100)" },
+	{ UP("failure_rate_threshold = x\n"), 4,
+	    "failure_rate_threshold: invalid percentage 'x'" },
+	{ UP("window = 0\n"), 4, "window: '0' out of range (1..1000000)" },
+	{ UP("window = 500ms\n"), 4, "window: '500ms' out of range (1s..1h)" },
+	{ UP("window = 2h\n"), 4, "window: '2h' out of range (1s..1h)" },
+	{ UP("window = 1.5\n"), 4,
+	    "window: invalid value '1.5' (expected a number of attempts or a "
+	    "duration)" },
+	{ UP("window = -1\n"), 4,
+	    "window: invalid value '-1' (expected a number of attempts or a "
+	    "duration)" },
+	{ UP("minimum_calls = x\n"), 4, "minimum_calls: invalid number 'x'" },
+	{ UP("recovery_timeout = 0\n"), 4,
+	    "recovery_timeout: '0' out of range (1ms..168h)" },
+	{ UP("recovery_backoff = 0.5\n"), 4,
+	    "recovery_backoff: '0.5' out of range (1..100)" },
+	{ UP("recovery_backoff = 101\n"), 4,
+	    "recovery_backoff: '101' out of range (1..100)" },
+	{ UP("recovery_backoff = x\n"), 4,
+	    "recovery_backoff: invalid number 'x'" },
+	{ UP("recovery_timeout_max = 0\n"), 4,
+	    "recovery_timeout_max: '0' out of range (1ms..168h)" },
+	{ UP("recovery_jitter = 120%\n"), 4,
+	    "recovery_jitter: '120%' out of range (0..100)" },
+	{ UP("half_open_max_calls = 0\n"), 4,
+	    "half_open_max_calls: '0' out of range (1..1000000)" },
+	{ UP("success_threshold = 0\n"), 4,
+	    "success_threshold: '0' out of range (1..1000000)" },
+	{ UP("failure_on_early_close = maybe\n"), 4,
+	    "failure_on_early_close: invalid boolean 'maybe' (expected "
+	    "yes/no, true/false, on/off or 1/0)" },
+	{ UP("dry_run = 2\n"), 4,
+	    "dry_run: invalid boolean '2' (expected yes/no, true/false, "
+	    "on/off or 1/0)" },
+	{ UP("reject = drop\n"), 4,
+	    "reject: invalid value 'drop' (expected reset or http503)" },
+	{ "[global]\nlog_level = loud\n", 2,
+	    "log_level: invalid value 'loud' (expected debug, info, notice, "
+	    "warning or error)" },
+	{ "[global]\nlog_level = INFO\n", 2,
+	    "log_level: invalid value 'INFO' (expected debug, info, notice, "
+	    "warning or error)" },
+	{ "[global]\nlog_target = file\n", 2,
+	    "log_target: invalid value 'file' (expected stderr or syslog)" },
+	{ "[global]\nworkers = 0\n", 2, "workers: '0' out of range (1..256)" },
+	{ "[global]\nworkers = 257\n", 2,
+	    "workers: '257' out of range (1..256)" },
+	{ "[global]\nworkers = many\n", 2,
+	    "workers: invalid value 'many' (expected a number or auto)" },
+	{ "[global]\nshutdown_timeout = 1d\n", 2,
+	    "shutdown_timeout: invalid duration '1d'" },
+	{ "[global]\nlog_rejects_per_second = lots\n", 2,
+	    "log_rejects_per_second: invalid number 'lots'" },
+	{ "[global]\nadmin = nohostport\n", 2,
+	    "admin: invalid address 'nohostport' (expected HOST:PORT, "
+	    "[IPv6]:PORT or unix:/path)" },
+	{ "[global]\nadmin = *:9901\n", 2,
+	    "admin: invalid address '*:9901': '*' is only allowed in listen" },
+	{ "[upstream:a]\nlisten = 127.0.0.1\nserver = 127.0.0.1:9090\n"
+	  "listen = 127.0.0.1:1\n",
+	    2,
+	    "listen: invalid address '127.0.0.1' (expected *:PORT, HOST:PORT, "
+	    "[IPv6]:PORT or unix:/path)" },
+	{ "[upstream:a]\nlisten = 127.0.0.1:1\nserver = *:80\n", 3,
+	    "server: invalid address '*:80': '*' is only allowed in listen" },
+	{ "[upstream:a]\nlisten = 127.0.0.1:1\nserver = 127.0.0.1:99999\n", 3,
+	    "server: invalid port in '127.0.0.1:99999' (expected 1..65535)" },
 
-    /* Rules over a whole section or several keys. */
-    {"[upstream:a]\nlisten = 127.0.0.1:8080\n", 1,
-	"upstream 'a': 'server' is not set"},
-    {"[upstream:a]\nserver = 127.0.0.1:9090\n", 1,
-	"upstream 'a': 'listen' is not set and no other upstream names it "
-	"as backup"},
-    {UP("backup = nope\n"), 4,
-	"upstream 'a': backup 'nope' is not a defined upstream"},
-    {UP("backup = a\n"), 4, "upstream 'a': backup cycle a -> a"},
-    {UP("backup = b\n") "[upstream:b]\nserver = 127.0.0.1:1\nbackup = a\n", 4,
-	"upstream 'a': backup cycle a -> b -> a"},
-    {"[upstream:c]\nserver = 127.0.0.1:3\nbackup = a\n" UP(
-	 "backup = b\n") "[upstream:b]\nserver = 127.0.0.1:2\nbackup = c\n",
-	3, "upstream 'c': backup cycle c -> a -> b -> c"},
-    {UP("success_threshold = 4\n"), 4,
-	"upstream 'a': success_threshold 4 is greater than "
-	"half_open_max_calls 3"},
-    {"[defaults]\nhalf_open_max_calls = 1\n" BASE, 2,
-	"upstream 'a': success_threshold 2 is greater than "
-	"half_open_max_calls 1"},
-    {UP("half_open_max_calls = 5\nsuccess_threshold = 6\n") "[defaults]\n"
-							    "half_open_max_"
-							    "calls = 9\n",
-	5,
-	"upstream 'a': success_threshold 6 is greater than "
-	"half_open_max_calls 5"},
-    {UP("failure_threshold = 0\n"), 4,
-	"upstream 'a': failure_threshold and failure_rate_threshold are "
-	"both 0, so the circuit can never open"},
-    {"[defaults]\nfailure_threshold = 0\n" BASE, 2,
-	"upstream 'a': failure_threshold and failure_rate_threshold are "
-	"both 0, so the circuit can never open"},
-    {UP("recovery_timeout = 20m\n"), 4,
-	"upstream 'a': recovery_timeout_max 10m is less than "
-	"recovery_timeout 20m"},
-    {UP("failure_rate_threshold = 50\nwindow = 5\n"), 5,
-	"upstream 'a': minimum_calls 10 is greater than window 5, so "
-	"failure_rate_threshold can never apply"},
-    {BASE "[upstream:b]\nlisten = *:8080\nserver = 127.0.0.1:9090\n", 5,
-	"upstream 'b': listen '*:8080' overlaps listen '127.0.0.1:8080' "
-	"of upstream 'a' (line 2)"},
-    {"[upstream:b]\nlisten = *:8080\nserver = 127.0.0.1:9090\n" BASE, 5,
-	"upstream 'a': listen '127.0.0.1:8080' overlaps listen '*:8080' "
-	"of upstream 'b' (line 2)"},
-    {UP("listen = 127.0.0.1:8080\n"), 4,
-	"upstream 'a': listen '127.0.0.1:8080' overlaps listen "
-	"'127.0.0.1:8080' of upstream 'a' (line 2)"},
-    {"[upstream:a]\nlisten = unix:/run/a\nlisten = unix:/run/a\nserver = "
-     "127.0.0.1:1\n",
-	3,
-	"upstream 'a': listen 'unix:/run/a' overlaps listen 'unix:/run/a' "
-	"of upstream 'a' (line 2)"},
-    {"[global]\nadmin = 127.0.0.1:8080\n" BASE, 4,
-	"upstream 'a': listen '127.0.0.1:8080' overlaps admin "
-	"'127.0.0.1:8080' (line 2)"},
-    {BASE "[global]\nadmin = 127.0.0.1:8080\n", 5,
-	"admin '127.0.0.1:8080' overlaps listen '127.0.0.1:8080' of "
-	"upstream 'a' (line 2)"},
-    {"[global]\nadmin = 0.0.0.0:9901\n", 2,
-	"admin '0.0.0.0:9901' is not a loopback address and admin_token "
-	"is not set"},
-    {"[global]\nadmin = [2001:db8::1]:9901\nadmin_token =\n", 2,
-	"admin '[2001:db8::1]:9901' is not a loopback address and "
-	"admin_token is not set"},
+	/* Rules over a whole section or several keys. */
+	{ "[upstream:a]\nlisten = 127.0.0.1:8080\n", 1,
+	    "upstream 'a': 'server' is not set" },
+	{ "[upstream:a]\nserver = 127.0.0.1:9090\n", 1,
+	    "upstream 'a': 'listen' is not set and no other upstream names it "
+	    "as backup" },
+	{ UP("backup = nope\n"), 4,
+	    "upstream 'a': backup 'nope' is not a defined upstream" },
+	{ UP("backup = a\n"), 4, "upstream 'a': backup cycle a -> a" },
+	{ UP("backup = b\n") "[upstream:b]\nserver = 127.0.0.1:1\nbackup = a\n",
+	    4, "upstream 'a': backup cycle a -> b -> a" },
+	{ "[upstream:c]\nserver = 127.0.0.1:3\nbackup = a\n" UP(
+	      "backup = b\n") "[upstream:b]\nserver = 127.0.0.1:2\nbackup = "
+			      "c\n",
+	    3, "upstream 'c': backup cycle c -> a -> b -> c" },
+	{ UP("success_threshold = 4\n"), 4,
+	    "upstream 'a': success_threshold 4 is greater than "
+	    "half_open_max_calls 3" },
+	{ "[defaults]\nhalf_open_max_calls = 1\n" BASE, 2,
+	    "upstream 'a': success_threshold 2 is greater than "
+	    "half_open_max_calls 1" },
+	{ UP("half_open_max_calls = 5\nsuccess_threshold = 6\n") "[defaults]\n"
+								 "half_open_"
+								 "max_"
+								 "calls = 9\n",
+	    5,
+	    "upstream 'a': success_threshold 6 is greater than "
+	    "half_open_max_calls 5" },
+	{ UP("failure_threshold = 0\n"), 4,
+	    "upstream 'a': failure_threshold and failure_rate_threshold are "
+	    "both 0, so the circuit can never open" },
+	{ "[defaults]\nfailure_threshold = 0\n" BASE, 2,
+	    "upstream 'a': failure_threshold and failure_rate_threshold are "
+	    "both 0, so the circuit can never open" },
+	{ UP("recovery_timeout = 20m\n"), 4,
+	    "upstream 'a': recovery_timeout_max 10m is less than "
+	    "recovery_timeout 20m" },
+	{ UP("failure_rate_threshold = 50\nwindow = 5\n"), 5,
+	    "upstream 'a': minimum_calls 10 is greater than window 5, so "
+	    "failure_rate_threshold can never apply" },
+	{ BASE "[upstream:b]\nlisten = *:8080\nserver = 127.0.0.1:9090\n", 5,
+	    "upstream 'b': listen '*:8080' overlaps listen '127.0.0.1:8080' "
+	    "of upstream 'a' (line 2)" },
+	{ "[upstream:b]\nlisten = *:8080\nserver = 127.0.0.1:9090\n" BASE, 5,
+	    "upstream 'a': listen '127.0.0.1:8080' overlaps listen '*:8080' "
+	    "of upstream 'b' (line 2)" },
+	{ UP("listen = 127.0.0.1:8080\n"), 4,
+	    "upstream 'a': listen '127.0.0.1:8080' overlaps listen "
+	    "'127.0.0.1:8080' of upstream 'a' (line 2)" },
+	{ "[upstream:a]\nlisten = unix:/run/a\nlisten = unix:/run/a\nserver = "
+	  "127.0.0.1:1\n",
+	    3,
+	    "upstream 'a': listen 'unix:/run/a' overlaps listen 'unix:/run/a' "
+	    "of upstream 'a' (line 2)" },
+	{ "[global]\nadmin = 127.0.0.1:8080\n" BASE, 4,
+	    "upstream 'a': listen '127.0.0.1:8080' overlaps admin "
+	    "'127.0.0.1:8080' (line 2)" },
+	{ BASE "[global]\nadmin = 127.0.0.1:8080\n", 5,
+	    "admin '127.0.0.1:8080' overlaps listen '127.0.0.1:8080' of "
+	    "upstream 'a' (line 2)" },
+	{ "[global]\nadmin = 0.0.0.0:9901\n", 2,
+	    "admin '0.0.0.0:9901' is not a loopback address and admin_token "
+	    "is not set" },
+	{ "[global]\nadmin = [2001:db8::1]:9901\nadmin_token =\n", 2,
+	    "admin '[2001:db8::1]:9901' is not a loopback address and "
+	    "admin_token is not set" },
 };
 
 /* Load one bad config and check its only error. */
@@ -1061,29 +1098,29 @@ START_TEST(test_many_errors)
 		int line;
 		const char *msg;
 	} want[] = {
-	    {2, "t.ini:2: workers: '0' out of range (1..256)"},
-	    {3, "t.ini:3: unknown key 'timeout' in [global]"},
-	    {4, "t.ini:4: upstream 'a': 'server' is not set"},
-	    {6,
-		"t.ini:6: upstream 'a': backup 'nope' is not a defined "
-		"upstream"},
-	    {7, "t.ini:7: connect_timeout: invalid duration '5x'"},
-	    {8, "t.ini:8: upstream 'b': 'server' is not set"},
-	    {9,
-		"t.ini:9: upstream 'b': listen '127.0.0.1:8080' overlaps "
-		"listen '*:8080' of upstream 'a' (line 5)"},
-	    {10,
-		"t.ini:10: expected 'key = value' or '[section]': "
-		"'junk'"},
-	    {11,
-		"t.ini:11: unknown section '[bogus]' (expected [global], "
-		"[defaults] or [upstream:NAME])"},
-	    {13,
-		"t.ini:13: upstream 'a': success_threshold 9 is greater "
-		"than half_open_max_calls 3"},
-	    {13,
-		"t.ini:13: upstream 'b': success_threshold 9 is greater "
-		"than half_open_max_calls 3"},
+		{ 2, "t.ini:2: workers: '0' out of range (1..256)" },
+		{ 3, "t.ini:3: unknown key 'timeout' in [global]" },
+		{ 4, "t.ini:4: upstream 'a': 'server' is not set" },
+		{ 6,
+		    "t.ini:6: upstream 'a': backup 'nope' is not a defined "
+		    "upstream" },
+		{ 7, "t.ini:7: connect_timeout: invalid duration '5x'" },
+		{ 8, "t.ini:8: upstream 'b': 'server' is not set" },
+		{ 9,
+		    "t.ini:9: upstream 'b': listen '127.0.0.1:8080' overlaps "
+		    "listen '*:8080' of upstream 'a' (line 5)" },
+		{ 10,
+		    "t.ini:10: expected 'key = value' or '[section]': "
+		    "'junk'" },
+		{ 11,
+		    "t.ini:11: unknown section '[bogus]' (expected [global], "
+		    "[defaults] or [upstream:NAME])" },
+		{ 13,
+		    "t.ini:13: upstream 'a': success_threshold 9 is greater "
+		    "than half_open_max_calls 3" },
+		{ 13,
+		    "t.ini:13: upstream 'b': success_threshold 9 is greater "
+		    "than half_open_max_calls 3" },
 	};
 	struct config_errors errs;
 	size_t i;
@@ -1139,8 +1176,8 @@ START_TEST(test_long_line)
 	xasprintf(&text, BASE "%s\nworkers = 1\n", value);
 	ck_assert_ptr_null(config_load_string("t.ini", text, &errs));
 	ck_assert_uint_eq(errs.n, 2);
-	ck_assert_str_eq(
-	    errs.v[0].msg, "t.ini:4: line too long (max 199 characters)");
+	ck_assert_str_eq(errs.v[0].msg,
+	    "t.ini:4: line too long (max 199 characters)");
 	ck_assert_int_eq(errs.v[0].line, 4);
 	ck_assert_str_eq(errs.v[1].msg,
 	    "t.ini:5: unknown key 'workers' in "
@@ -1297,34 +1334,34 @@ static const struct {
 	const char *name;
 	enum config_scope scope;
 } key_rows[] = {
-    {"log_level", CONFIG_SCOPE_GLOBAL},
-    {"log_target", CONFIG_SCOPE_GLOBAL},
-    {"workers", CONFIG_SCOPE_GLOBAL},
-    {"admin", CONFIG_SCOPE_GLOBAL},
-    {"admin_token", CONFIG_SCOPE_GLOBAL},
-    {"shutdown_timeout", CONFIG_SCOPE_GLOBAL},
-    {"log_rejects_per_second", CONFIG_SCOPE_GLOBAL},
-    {"state_file", CONFIG_SCOPE_GLOBAL},
-    {"listen", CONFIG_SCOPE_UPSTREAM},
-    {"server", CONFIG_SCOPE_UPSTREAM},
-    {"backup", CONFIG_SCOPE_UPSTREAM},
-    {"connect_timeout", CONFIG_SCOPE_UPSTREAM},
-    {"idle_timeout", CONFIG_SCOPE_UPSTREAM},
-    {"max_connections", CONFIG_SCOPE_UPSTREAM},
-    {"failure_threshold", CONFIG_SCOPE_UPSTREAM},
-    {"failure_rate_threshold", CONFIG_SCOPE_UPSTREAM},
-    {"window", CONFIG_SCOPE_UPSTREAM},
-    {"minimum_calls", CONFIG_SCOPE_UPSTREAM},
-    {"recovery_timeout", CONFIG_SCOPE_UPSTREAM},
-    {"recovery_backoff", CONFIG_SCOPE_UPSTREAM},
-    {"recovery_timeout_max", CONFIG_SCOPE_UPSTREAM},
-    {"recovery_jitter", CONFIG_SCOPE_UPSTREAM},
-    {"half_open_max_calls", CONFIG_SCOPE_UPSTREAM},
-    {"success_threshold", CONFIG_SCOPE_UPSTREAM},
-    {"failure_on_early_close", CONFIG_SCOPE_UPSTREAM},
-    {"slow_connect", CONFIG_SCOPE_UPSTREAM},
-    {"reject", CONFIG_SCOPE_UPSTREAM},
-    {"dry_run", CONFIG_SCOPE_UPSTREAM},
+	{ "log_level", CONFIG_SCOPE_GLOBAL },
+	{ "log_target", CONFIG_SCOPE_GLOBAL },
+	{ "workers", CONFIG_SCOPE_GLOBAL },
+	{ "admin", CONFIG_SCOPE_GLOBAL },
+	{ "admin_token", CONFIG_SCOPE_GLOBAL },
+	{ "shutdown_timeout", CONFIG_SCOPE_GLOBAL },
+	{ "log_rejects_per_second", CONFIG_SCOPE_GLOBAL },
+	{ "state_file", CONFIG_SCOPE_GLOBAL },
+	{ "listen", CONFIG_SCOPE_UPSTREAM },
+	{ "server", CONFIG_SCOPE_UPSTREAM },
+	{ "backup", CONFIG_SCOPE_UPSTREAM },
+	{ "connect_timeout", CONFIG_SCOPE_UPSTREAM },
+	{ "idle_timeout", CONFIG_SCOPE_UPSTREAM },
+	{ "max_connections", CONFIG_SCOPE_UPSTREAM },
+	{ "failure_threshold", CONFIG_SCOPE_UPSTREAM },
+	{ "failure_rate_threshold", CONFIG_SCOPE_UPSTREAM },
+	{ "window", CONFIG_SCOPE_UPSTREAM },
+	{ "minimum_calls", CONFIG_SCOPE_UPSTREAM },
+	{ "recovery_timeout", CONFIG_SCOPE_UPSTREAM },
+	{ "recovery_backoff", CONFIG_SCOPE_UPSTREAM },
+	{ "recovery_timeout_max", CONFIG_SCOPE_UPSTREAM },
+	{ "recovery_jitter", CONFIG_SCOPE_UPSTREAM },
+	{ "half_open_max_calls", CONFIG_SCOPE_UPSTREAM },
+	{ "success_threshold", CONFIG_SCOPE_UPSTREAM },
+	{ "failure_on_early_close", CONFIG_SCOPE_UPSTREAM },
+	{ "slow_connect", CONFIG_SCOPE_UPSTREAM },
+	{ "reject", CONFIG_SCOPE_UPSTREAM },
+	{ "dry_run", CONFIG_SCOPE_UPSTREAM },
 };
 
 /* Find one key of SPEC.md in the table. */
@@ -1379,12 +1416,12 @@ START_TEST(test_dump)
 	free(out);
 
 	k = config_key_find("listen");
-	ck_assert_str_eq(
-	    config_key_value(cfg, &cfg->upstreams[0], k, buf, sizeof(buf)),
+	ck_assert_str_eq(config_key_value(cfg, &cfg->upstreams[0], k, buf,
+			     sizeof(buf)),
 	    "127.0.0.1:8080, [::1]:8080");
 	k = config_key_find("connect_timeout");
-	ck_assert_str_eq(
-	    config_key_value(cfg, &cfg->upstreams[0], k, buf, sizeof(buf)),
+	ck_assert_str_eq(config_key_value(cfg, &cfg->upstreams[0], k, buf,
+			     sizeof(buf)),
 	    "5s");
 	ck_assert_ptr_null(config_key_find("timeout"));
 	config_free(cfg);
@@ -1477,22 +1514,22 @@ config_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("values");
-	tcase_add_loop_test(
-	    tc, test_duration, 0, (int)CP_ARRAY_LEN(duration_rows));
+	tcase_add_loop_test(tc, test_duration, 0,
+	    (int)CP_ARRAY_LEN(duration_rows));
 	tcase_add_loop_test(tc, test_format_duration, 0,
 	    (int)CP_ARRAY_LEN(format_duration_rows));
-	tcase_add_loop_test(
-	    tc, test_percent, 0, (int)CP_ARRAY_LEN(percent_rows));
+	tcase_add_loop_test(tc, test_percent, 0,
+	    (int)CP_ARRAY_LEN(percent_rows));
 	tcase_add_loop_test(tc, test_bool, 0, (int)CP_ARRAY_LEN(bool_rows));
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("addresses");
-	tcase_add_loop_test(
-	    tc, test_addr_good, 0, (int)CP_ARRAY_LEN(addr_good_rows));
-	tcase_add_loop_test(
-	    tc, test_addr_bad, 0, (int)CP_ARRAY_LEN(addr_bad_rows));
-	tcase_add_loop_test(
-	    tc, test_overlap, 0, (int)CP_ARRAY_LEN(overlap_rows));
+	tcase_add_loop_test(tc, test_addr_good, 0,
+	    (int)CP_ARRAY_LEN(addr_good_rows));
+	tcase_add_loop_test(tc, test_addr_bad, 0,
+	    (int)CP_ARRAY_LEN(addr_bad_rows));
+	tcase_add_loop_test(tc, test_overlap, 0,
+	    (int)CP_ARRAY_LEN(overlap_rows));
 	tcase_add_loop_test(tc, test_local, 0, (int)CP_ARRAY_LEN(local_rows));
 	tcase_add_test(tc, test_addr_format);
 	tcase_add_test(tc, test_addr_resolve);
