@@ -44,6 +44,8 @@
 #define RELAY_LINGER_MAX 1024
 /* Backups followed at most (a reload may briefly link them in a ring). */
 #define RELAY_BACKUP_HOPS 16
+/* How often a direction waiting for its destination checks its source. */
+#define RELAY_PAUSED_CHECK_MS 1000
 /* Reads per wakeup before giving other relays their turn. */
 #define RELAY_READS_PER_WAKEUP 4
 
@@ -374,6 +376,7 @@ relay_forward(struct relay *r, struct relay_dir *d)
 				memcpy(d->buf, buf + m, d->len);
 				event_del(d->rev);
 				event_add(d->wev, NULL);
+				relay_timer_arm(r, util_now_ms());
 				return;
 			}
 			if ((size_t)n < cap)
@@ -490,9 +493,44 @@ relay_timer_arm(struct relay *r, uint64_t now)
 		if (due == 0 || t < due)
 			due = t;
 	}
+	if (r->c2s.buf != NULL || r->s2c.buf != NULL) {
+		t = now + RELAY_PAUSED_CHECK_MS;
+		if (due == 0 || t < due)
+			due = t;
+	}
 	if (due == 0)
 		return;
 	event_add(&r->timer, relay_tv(&tv, due > now ? due - now : 0));
+}
+
+/*
+ * A paused source is not read, so nothing tells us when it resets: while a
+ * direction waits for its destination, the timer asks the source's socket
+ * now and then. True when the relay was closed.
+ */
+static bool
+relay_paused_source_gone(struct relay *r)
+{
+	struct relay_dir *d, *dirs[2] = { &r->c2s, &r->s2c };
+	socklen_t len;
+	int i, error;
+
+	for (i = 0; i < 2; i++) {
+		d = dirs[i];
+		if (d->buf == NULL)
+			continue;
+		error = 0;
+		len = sizeof(error);
+		if (getsockopt(d->src, SOL_SOCKET, SO_ERROR, &error, &len) ==
+			-1 ||
+		    error == 0)
+			continue;
+		if (d->src == r->sfd && relay_early_close(r))
+			return true;
+		relay_close(r, RELAY_END_RESET);
+		return true;
+	}
+	return false;
 }
 
 /*
@@ -553,6 +591,8 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 		relay_close(r, RELAY_END_DONE);
 		return;
 	}
+	if (relay_paused_source_gone(r))
+		return;
 	if (r->outcome_pending &&
 	    now >= r->connected_ms + uc->connect_timeout_ms)
 		relay_record(r, true, BREAKER_ERR_OTHER);

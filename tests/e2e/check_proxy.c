@@ -401,6 +401,56 @@ START_TEST(relay_backpressure)
 END_TEST
 
 /*
+ * A client that resets while its relay waits for a server that reads
+ * nothing: the daemon does not read the client then, yet it notices the
+ * reset within a few seconds and closes the server side too, instead of
+ * holding both sockets until the server reads (idle_timeout is off).
+ */
+START_TEST(relay_paused_client_reset)
+{
+	struct h_backend *srv = h_backend(H_STALL);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(config_api(lis, srv, ""));
+	struct linger lg = { 1, 0 };
+	char *chunk = calloc(1, 1 << 20);
+	size_t sent = 0, cap = 256u << 20;
+	struct pollfd pfd;
+	bool stalled = false;
+	uint64_t deadline;
+	ssize_t n;
+	int fd;
+
+	h_assert(chunk != NULL, "malloc");
+	fd = h_connect_ok(lis);
+	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS), "not relayed");
+	deadline = h_now_ms() + 2 * H_WAIT_MS;
+	while (sent < cap && h_now_ms() < deadline) {
+		n = send(fd, chunk, 1 << 20, MSG_NOSIGNAL);
+		if (n > 0) {
+			sent += (size_t)n;
+			continue;
+		}
+		h_assert(n == -1 && errno == EAGAIN, "send: %s",
+		    strerror(errno));
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		if (poll(&pfd, 1, 500) == 0) {
+			stalled = true;
+			break;
+		}
+	}
+	h_assert(stalled, "the stream never backed up");
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+	h_assert(h_backend_wait_idle(srv, 5000),
+	    "the server side is still open 5 s after the client's reset");
+	free(chunk);
+	h_backend_stop(srv);
+	stop_ok(d);
+}
+END_TEST
+
+/*
  * failure_on_early_close, the other way round: a client that closes
  * before the server has said anything ends the attempt as a success, even
  * though the server then closes without a byte.
@@ -1246,6 +1296,7 @@ proxy_suite(void)
 	H_TEST(s, relay_many_parallel);
 	H_TEST(s, relay_half_close);
 	H_TEST(s, relay_backpressure);
+	H_TEST(s, relay_paused_client_reset);
 	H_TEST(s, relay_max_connections);
 	H_TEST(s, relay_idle_timeout);
 	H_TEST(s, relay_idle_timeout_slow_reader);
