@@ -347,6 +347,35 @@ START_TEST(relay_half_close)
 END_TEST
 
 /*
+ * Send 1 MiB chunks (at most 256 MiB, for at most 2 * H_WAIT_MS) until
+ * no room comes for quiet_ms: true if the stream backed up like that.
+ */
+static bool
+send_until_stalled(int fd, int quiet_ms, size_t *sent)
+{
+	static char chunk[1 << 20];
+	uint64_t deadline = h_now_ms() + 2 * H_WAIT_MS;
+	struct pollfd pfd;
+	ssize_t n;
+
+	*sent = 0;
+	while (*sent < (256u << 20) && h_now_ms() < deadline) {
+		n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+		if (n > 0) {
+			*sent += (size_t)n;
+			continue;
+		}
+		h_assert(n == -1 && errno == EAGAIN, "send: %s",
+		    strerror(errno));
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		if (poll(&pfd, 1, quiet_ms) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
  * Backpressure: a server that never reads. The client's writes stall once
  * the kernel buffers on the way are full, because the daemon stops reading
  * the client; it does not buffer the stream, and its memory stays flat.
@@ -356,35 +385,15 @@ START_TEST(relay_backpressure)
 	struct h_backend *srv = h_backend(H_STALL);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d = h_daemon_start(config_api(lis, srv, ""));
-	size_t sent = 0, cap = 256u << 20;
-	char *chunk = calloc(1, 1 << 20);
+	size_t sent;
 	long rss0, rss1;
-	struct pollfd pfd;
-	bool stalled = false;
-	uint64_t deadline;
-	ssize_t n;
+	bool stalled;
 	int fd;
 
-	h_assert(chunk != NULL, "malloc");
 	fd = h_connect_ok(lis);
 	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS), "not relayed");
 	rss0 = h_daemon_rss_kb(d);
-	deadline = h_now_ms() + 2 * H_WAIT_MS;
-	while (sent < cap && h_now_ms() < deadline) {
-		n = send(fd, chunk, 1 << 20, MSG_NOSIGNAL);
-		if (n > 0) {
-			sent += (size_t)n;
-			continue;
-		}
-		h_assert(n == -1 && errno == EAGAIN, "send: %s",
-		    strerror(errno));
-		pfd.fd = fd;
-		pfd.events = POLLOUT;
-		if (poll(&pfd, 1, 1000) == 0) {
-			stalled = true; /* a whole second with no room */
-			break;
-		}
-	}
+	stalled = send_until_stalled(fd, 1000, &sent);
 	rss1 = h_daemon_rss_kb(d);
 	h_assert(stalled, "%zu MiB went to a server that reads nothing",
 	    sent >> 20);
@@ -394,7 +403,6 @@ START_TEST(relay_backpressure)
 		h_assert(rss1 - rss0 < 32 * 1024,
 		    "the daemon grew %ld KiB on a stalled stream", rss1 - rss0);
 	close(fd);
-	free(chunk);
 	h_backend_stop(srv);
 	stop_ok(d);
 }
@@ -412,39 +420,17 @@ START_TEST(relay_paused_client_reset)
 	const char *lis = h_free_addr4();
 	struct h_daemon *d = h_daemon_start(config_api(lis, srv, ""));
 	struct linger lg = { 1, 0 };
-	char *chunk = calloc(1, 1 << 20);
-	size_t sent = 0, cap = 256u << 20;
-	struct pollfd pfd;
-	bool stalled = false;
-	uint64_t deadline;
-	ssize_t n;
+	size_t sent;
 	int fd;
 
-	h_assert(chunk != NULL, "malloc");
 	fd = h_connect_ok(lis);
 	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS), "not relayed");
-	deadline = h_now_ms() + 2 * H_WAIT_MS;
-	while (sent < cap && h_now_ms() < deadline) {
-		n = send(fd, chunk, 1 << 20, MSG_NOSIGNAL);
-		if (n > 0) {
-			sent += (size_t)n;
-			continue;
-		}
-		h_assert(n == -1 && errno == EAGAIN, "send: %s",
-		    strerror(errno));
-		pfd.fd = fd;
-		pfd.events = POLLOUT;
-		if (poll(&pfd, 1, 500) == 0) {
-			stalled = true;
-			break;
-		}
-	}
-	h_assert(stalled, "the stream never backed up");
+	h_assert(send_until_stalled(fd, 500, &sent),
+	    "the stream never backed up (%zu MiB sent)", sent >> 20);
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
 	h_assert(h_backend_wait_idle(srv, 5000),
 	    "the server side is still open 5 s after the client's reset");
-	free(chunk);
 	h_backend_stop(srv);
 	stop_ok(d);
 }
