@@ -627,28 +627,30 @@ breaker_retry_after(struct breaker *b, uint64_t now_ms)
 	return r;
 }
 
-/* Force the circuit open until reset, or for lifetime_ms if not 0. */
-void
-breaker_force_open(struct breaker *b, uint64_t lifetime_ms, uint64_t now_ms)
+/* Enter a forced state until reset, or for lifetime_ms if not 0. */
+static void
+breaker_force(struct breaker *b, enum breaker_state state, uint64_t lifetime_ms,
+    uint64_t now_ms)
 {
 	breaker_lock(b);
 	now_ms = breaker_clock(b, now_ms);
 	breaker_apply_due(b, now_ms);
-	breaker_enter(b, BREAKER_FORCED_OPEN, BREAKER_REASON_MANUAL,
-	    lifetime_ms, now_ms);
+	breaker_enter(b, state, BREAKER_REASON_MANUAL, lifetime_ms, now_ms);
 	breaker_unlock(b);
+}
+
+/* Force the circuit open until reset, or for lifetime_ms if not 0. */
+void
+breaker_force_open(struct breaker *b, uint64_t lifetime_ms, uint64_t now_ms)
+{
+	breaker_force(b, BREAKER_FORCED_OPEN, lifetime_ms, now_ms);
 }
 
 /* Force the circuit closed until reset, or for lifetime_ms if not 0. */
 void
 breaker_force_closed(struct breaker *b, uint64_t lifetime_ms, uint64_t now_ms)
 {
-	breaker_lock(b);
-	now_ms = breaker_clock(b, now_ms);
-	breaker_apply_due(b, now_ms);
-	breaker_enter(b, BREAKER_FORCED_CLOSED, BREAKER_REASON_MANUAL,
-	    lifetime_ms, now_ms);
-	breaker_unlock(b);
+	breaker_force(b, BREAKER_FORCED_CLOSED, lifetime_ms, now_ms);
 }
 
 /* Back to closed with window, counts and backoff cleared; totals kept. */
