@@ -44,7 +44,7 @@
 #define RELAY_LINGER_MAX 1024
 /* Backups followed at most (a reload may briefly link them in a ring). */
 #define RELAY_BACKUP_HOPS 16
-/* How often a direction waiting for its destination checks its source. */
+/* How often a source that is not read (paused or finished) is checked. */
 #define RELAY_PAUSED_CHECK_MS 1000
 /* Reads per wakeup before giving other relays their turn. */
 #define RELAY_READS_PER_WAKEUP 4
@@ -296,10 +296,13 @@ relay_dir_finish(struct relay *r, struct relay_dir *d)
 
 	d->done = true;
 	/* The last direction to finish needs no shutdown: close sends FIN. */
-	if (other->done)
+	if (other->done) {
 		relay_close(r, RELAY_END_DONE);
-	else
-		shutdown(d->dst, SHUT_WR);
+		return;
+	}
+	shutdown(d->dst, SHUT_WR);
+	/* d->src is no longer read: the timer watches it for a reset. */
+	relay_timer_arm(r, util_now_ms());
 }
 
 /* The server closed or reset before its first byte: maybe an early close. */
@@ -478,6 +481,17 @@ relay_server_write_cb(evutil_socket_t fd, short what, void *arg)
 	relay_flush(arg, &((struct relay *)arg)->c2s);
 }
 
+/*
+ * Is the direction's source out of epoll: paused behind a remainder, or
+ * finished (a socket that sent its FIN stays readable, so watching it would
+ * spin)? Then only the timer can notice that it resets.
+ */
+static bool
+relay_dir_unwatched(const struct relay_dir *d)
+{
+	return d->buf != NULL || d->eof;
+}
+
 /* Arm the relay's timer for the nearest of its deadlines, if any. */
 static void
 relay_timer_arm(struct relay *r, uint64_t now)
@@ -493,7 +507,7 @@ relay_timer_arm(struct relay *r, uint64_t now)
 		if (due == 0 || t < due)
 			due = t;
 	}
-	if (r->c2s.buf != NULL || r->s2c.buf != NULL) {
+	if (relay_dir_unwatched(&r->c2s) || relay_dir_unwatched(&r->s2c)) {
 		t = now + RELAY_PAUSED_CHECK_MS;
 		if (due == 0 || t < due)
 			due = t;
@@ -504,9 +518,10 @@ relay_timer_arm(struct relay *r, uint64_t now)
 }
 
 /*
- * A paused source is not read, so nothing tells us when it resets: while a
- * direction waits for its destination, the timer asks the source's socket
- * now and then. True when the relay was closed.
+ * A paused or finished source is not read, so nothing tells us when it
+ * resets: meanwhile the timer asks the source's socket now and then (after
+ * a FIN, a reset shows only in SO_ERROR, as EPIPE). True when the relay
+ * was closed.
  */
 static bool
 relay_paused_source_gone(struct relay *r)
@@ -517,7 +532,7 @@ relay_paused_source_gone(struct relay *r)
 
 	for (i = 0; i < 2; i++) {
 		d = dirs[i];
-		if (d->buf == NULL)
+		if (!relay_dir_unwatched(d))
 			continue;
 		error = 0;
 		len = sizeof(error);

@@ -437,6 +437,64 @@ START_TEST(relay_paused_client_reset)
 END_TEST
 
 /*
+ * A client that sends its request, half-closes, then resets, in front of a
+ * server that says nothing: once the client's FIN has been read its socket
+ * is no longer read, yet the reset is noticed within a few seconds and the
+ * server side is closed too, instead of both sockets being held forever.
+ */
+START_TEST(relay_half_closed_client_reset)
+{
+	struct h_backend *srv = h_backend(H_STALL);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(config_api(lis, srv, ""));
+	struct linger lg = { 1, 0 };
+	int fd;
+
+	fd = h_connect_ok(lis);
+	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS), "not relayed");
+	h_assert(h_send_all(fd, "GET / HTTP/1.0\r\n\r\n", 18, H_WAIT_MS) == 0,
+	    "send");
+	h_assert(shutdown(fd, SHUT_WR) == 0, "shutdown");
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+	h_assert(h_backend_wait_idle(srv, 5000),
+	    "the server side is still open 5 s after the client's reset");
+	h_backend_stop(srv);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * The mirror story: a server that half-closes at once, then resets, in
+ * front of a client that says nothing. The client gets the FIN, then the
+ * reset passed on within a few seconds, not a relay held forever.
+ */
+START_TEST(relay_half_closed_server_reset)
+{
+	struct h_backend *srv = h_backend(H_HALF_RST);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(config_api(lis, srv, ""));
+	enum h_outcome out;
+	struct pollfd pfd;
+	int fd;
+
+	fd = h_connect_ok(lis);
+	out = h_next_event(fd, H_WAIT_MS);
+	h_assert(out == H_OUT_EOF, "the server's FIN came as %s",
+	    h_outcome_name(out));
+	/* After a FIN, a reset shows to poll(2) as a hangup. */
+	pfd.fd = fd;
+	pfd.events = 0;
+	h_assert(poll(&pfd, 1, H_LATE_RST_MS + 5000) == 1 &&
+		(pfd.revents & (POLLHUP | POLLERR)) != 0,
+	    "the client is still connected 5 s after the server's reset");
+	close(fd);
+	h_backend_stop(srv);
+	stop_ok(d);
+}
+END_TEST
+
+/*
  * failure_on_early_close, the other way round: a client that closes
  * before the server has said anything ends the attempt as a success, even
  * though the server then closes without a byte.
@@ -1283,6 +1341,8 @@ proxy_suite(void)
 	H_TEST(s, relay_half_close);
 	H_TEST(s, relay_backpressure);
 	H_TEST(s, relay_paused_client_reset);
+	H_TEST(s, relay_half_closed_client_reset);
+	H_TEST(s, relay_half_closed_server_reset);
 	H_TEST(s, relay_max_connections);
 	H_TEST(s, relay_idle_timeout);
 	H_TEST(s, relay_idle_timeout_slow_reader);

@@ -1926,6 +1926,9 @@ h_conn_main(void *arg)
 	case H_STALL:
 		h_conn_wait(c, 0); /* wakes on a hangup or error only */
 		break;
+	case H_HALF_RST:
+		shutdown(c->fd, SHUT_WR);
+		/* fall through */
 	case H_LATE_RST:
 		h_conn_linger(c, H_LATE_RST_MS);
 		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));

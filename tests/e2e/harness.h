@@ -176,8 +176,9 @@ enum h_kind {
 	H_REFUSE,    /* a bound port with no listener: connect is refused */
 	H_BLACKHOLE, /* a full accept queue: SYNs dropped, connect times out */
 	H_LATE_RST,  /* accepts, never reads nor sends, resets after a while */
+	H_HALF_RST,  /* accepts, sends its FIN at once, resets after a while */
 };
-/* How long H_LATE_RST waits before its reset. */
+/* How long H_LATE_RST and H_HALF_RST wait before their reset. */
 #define H_LATE_RST_MS 500
 struct h_backend;
 struct h_backend *h_backend_new(enum h_kind, int);
