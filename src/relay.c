@@ -230,7 +230,10 @@ relay_close(struct relay *r, enum relay_end why)
 	struct upstream *up = r->up;
 
 	if (r->outcome_pending) {
-		/* Cut short while connecting (shutdown): no outcome to tell. */
+		/*
+		 * Cut short while connecting (the client left, or
+		 * shutdown): the attempt has no outcome.
+		 */
 		if (r->phase == RELAY_CONNECTING) {
 			breaker_cancel(up->breaker, &r->ticket);
 			r->outcome_pending = false;
@@ -435,6 +438,28 @@ relay_flush(struct relay *r, struct relay_dir *d)
 		event_add(d->rev, NULL);
 }
 
+/*
+ * The client is readable while its server connect is in progress: if it
+ * went away (FIN or reset), the attempt ends with no outcome and a
+ * half_open trial slot is given back (SPEC 4). Bytes it sent wait for the
+ * server; the client is not watched again until then.
+ */
+static void
+relay_client_wait(struct relay *r)
+{
+	char c;
+	ssize_t n;
+
+	n = recv(r->cfd, &c, 1, MSG_PEEK);
+	if (n > 0) {
+		event_del(&r->cev_r);
+		return;
+	}
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	relay_close(r, RELAY_END_RESET);
+}
+
 /* Client readable. */
 static void
 relay_client_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -444,6 +469,10 @@ relay_client_read_cb(evutil_socket_t fd, short what, void *arg)
 	ssize_t n;
 
 	(void)what;
+	if (r->phase == RELAY_CONNECTING) {
+		relay_client_wait(r);
+		return;
+	}
 	if (r->phase == RELAY_LINGERING) {
 		/* Discard whatever the rejected client still sends. */
 		n = recv(fd, buf, sizeof(buf), 0);
@@ -761,6 +790,8 @@ relay_connect(struct relay *r)
 	if (errno == EINPROGRESS) {
 		event_add(&r->sev_w,
 		    relay_tv(&tv, upstream_conf(r->up)->connect_timeout_ms));
+		/* Meanwhile, notice a client that leaves. */
+		event_add(&r->cev_r, NULL);
 		return;
 	}
 	error = errno;

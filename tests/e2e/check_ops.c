@@ -909,6 +909,8 @@ START_TEST(emfile_pauses_accepting)
 	h_assert(served_within(lis, H_WAIT_MS),
 	    "no new client relayed after the shortage");
 	stop_ok(d);
+	if (wrapped)
+		h_skip("under %s the waiting clients are lost", wrapper);
 }
 END_TEST
 

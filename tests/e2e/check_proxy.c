@@ -196,6 +196,41 @@ START_TEST(harness_logfmt)
 }
 END_TEST
 
+/* The harness: a log line as logfmt fields, and patterns on them. */
+START_TEST(harness_fields)
+{
+	const char *line =
+	    "2026-11-28T19:18:52.250Z level=notice "
+	    "event=reject upstream=api client=127.0.0.1:5 "
+	    "state=open retry_after=29.412 msg=\"a \\\"b\\\" c\"";
+	const char *bad[] = { "level=info event=x key", "level=info event=\"x",
+		"level=info event=\"x\"y", "=v level=info" };
+	struct h_fields f;
+	size_t i;
+
+	h_assert(h_fields_parse(line, &f), "parse");
+	h_assert(f.n == 7 && strcmp(f.prefix, "2026-11-28T19:18:52.250Z") == 0,
+	    "%zu fields, prefix %s", f.n, f.prefix);
+	h_assert(strcmp(h_field(&f, "msg"), "a \"b\" c") == 0, "msg=%s",
+	    h_field(&f, "msg"));
+	h_assert(h_field(&f, "upstrea") == NULL, "a prefix of a key");
+	h_assert(h_fields_parse("<5>level=notice event=x", &f) &&
+		strcmp(f.prefix, "<5>") == 0 && f.n == 2,
+	    "journal prefix");
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		h_assert(!h_fields_parse(bad[i], &f), "parsed %s", bad[i]);
+	h_assert(h_value_matches("29.412", "#*.###"), "digits");
+	h_assert(!h_value_matches("29.41", "#*.###"), "two decimals");
+	h_assert(!h_value_matches("x9.412", "#*.###"), "a letter");
+	h_assert(h_value_matches("127.0.0.1:5", "127.0.0.1:*"), "a run");
+	h_assert(h_value_matches("", "*"), "empty run");
+	h_assert_fields(line, "event=reject", "state=open",
+	    "retry_after=##.###", "!reason", "client=");
+	h_assert_fields_only(line, "upstream=api", "client=", "state=open",
+	    "retry_after=", "msg=");
+}
+END_TEST
+
 struct writer {
 	int fd;
 	uint64_t seed;
@@ -399,12 +434,13 @@ START_TEST(relay_backpressure)
 	    sent >> 20);
 	h_assert(sent < (128u << 20), "%zu MiB went in before the stall",
 	    sent >> 20);
-	if (rss0 > 0 && rss1 > 0)
-		h_assert(rss1 - rss0 < 32 * 1024,
-		    "the daemon grew %ld KiB on a stalled stream", rss1 - rss0);
 	close(fd);
 	h_backend_stop(srv);
 	stop_ok(d);
+	if (rss0 <= 0 || rss1 <= 0)
+		h_skip("the daemon's RSS is not readable here");
+	h_assert(rss1 - rss0 < 32 * 1024,
+	    "the daemon grew %ld KiB on a stalled stream", rss1 - rss0);
 }
 END_TEST
 
@@ -748,6 +784,89 @@ START_TEST(breaker_half_open_slots)
 	close(a);
 	close(b);
 	close(c);
+	stop_ok(d);
+}
+END_TEST
+
+/* The [global] section of a story that reads debug lines. */
+static const char *
+global_debug(void)
+{
+	return "[global]\n"
+	       "log_level = debug\n"
+	       "workers = 1\n"
+	       "shutdown_timeout = 2s\n"
+	       "log_rejects_per_second = 100\n"
+	       "\n";
+}
+
+/*
+ * A client that leaves while its server connect is in progress ends the
+ * attempt with no outcome (SPEC 4). Closed, with failure_threshold = 1:
+ * the daemon closes the relay at once (event=close at debug level), with
+ * no connect_fail and no state change. Half_open with one trial slot: the
+ * slot of a trial that left is given back, so the next client is a trial
+ * (its connect times out and opens the circuit again), not a reject.
+ */
+START_TEST(breaker_client_leaves_during_connect)
+{
+	struct h_backend *srv = h_backend(H_BLACKHOLE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s"
+						   "[upstream:api]\n"
+						   "listen = %s\n"
+						   "server = %s\n"
+						   "connect_timeout = 2s\n"
+						   "failure_threshold = 1\n"
+						   "recovery_timeout = 300ms\n"
+						   "half_open_max_calls = 1\n"
+						   "success_threshold = 1\n",
+	    global_debug(), lis, h_backend_addr(srv)));
+	const char *line;
+	char *client;
+	uint64_t t0;
+	size_t at;
+	int fd;
+
+	fd = h_connect_name(lis, H_WAIT_MS, &client);
+	h_assert(fd != -1, "connect");
+	poll(NULL, 0, 100);
+	t0 = h_now_ms();
+	close(fd);
+	line = h_expect_log(d, H_WAIT_MS, "level=debug", "event=close",
+	    "upstream=api", h_strf("client=%s", client));
+	h_assert(h_now_ms() - t0 < 1000,
+	    "the relay was closed %llu ms after its client left",
+	    (unsigned long long)(h_now_ms() - t0));
+	at = h_log_index(d, line);
+	h_assert(h_count_log(d, "event=connect_fail") == 0,
+	    "a client that left was counted as a failure");
+	h_assert(h_count_log(d, "event=state") == 0, "the circuit moved");
+
+	/* Into half_open: a client whose connect times out opens it. */
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	h_expect_log_after(d, at, H_WAIT_MS, "event=state", "to=open");
+	h_expect_log_after(d, at, H_WAIT_MS, "event=state", "to=half_open");
+
+	fd = h_connect_name(lis, H_WAIT_MS, &client);
+	h_assert(fd != -1, "connect");
+	poll(NULL, 0, 100);
+	close(fd);
+	line = h_expect_log(d, H_WAIT_MS, "event=close", "upstream=api",
+	    h_strf("client=%s", client));
+	at = h_log_index(d, line);
+	h_assert(h_count_log(d, "event=connect_fail") == 1,
+	    "the trial that left was counted as a failure");
+
+	fd = h_connect_name(lis, H_WAIT_MS, &client);
+	h_assert(fd != -1, "connect");
+	h_expect_log_after(d, at, H_WAIT_MS, "event=connect_fail",
+	    h_strf("client=%s", client), "error=timeout");
+	h_expect_log_after(d, at, H_WAIT_MS, "event=state", "from=half_open",
+	    "to=open", "reason=half_open_failure");
+	h_assert(h_count_log(d, "event=reject") == 0,
+	    "the slot of the trial that left was not given back");
+	close(fd);
 	stop_ok(d);
 }
 END_TEST
@@ -1336,6 +1455,7 @@ proxy_suite(void)
 	H_TEST(s, harness_behaviours);
 	H_TEST(s, harness_refuse_blackhole);
 	H_TEST(s, harness_logfmt);
+	H_TEST(s, harness_fields);
 	H_TEST(s, relay_large_both_ways);
 	H_TEST(s, relay_many_parallel);
 	H_TEST(s, relay_half_close);
@@ -1353,6 +1473,7 @@ proxy_suite(void)
 	H_TEST(s, breaker_open_rejects_fast);
 	H_TEST(s, breaker_half_open_on_timer);
 	H_TEST(s, breaker_half_open_slots);
+	H_TEST(s, breaker_client_leaves_during_connect);
 	H_TEST(s, breaker_backoff);
 	H_TEST(s, breaker_failure_rate);
 	H_TEST(s, breaker_backup_failover);

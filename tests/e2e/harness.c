@@ -5,6 +5,7 @@
  * condition with a deadline. What a test creates is registered here and
  * released by the fixture's teardown.
  */
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -343,22 +344,54 @@ h_tcase_new(const char *name)
 	return tc;
 }
 
-/* Run a suite; the exit status for make check. */
+/*
+ * Skips, counted where every forked test process sees the same counter
+ * (h_main maps it before Check forks).
+ */
+static _Atomic unsigned *h_skipped;
+
+/* Say that a test cannot run here, and why; count it (see h_skip). */
+void
+h_skip_note(const char *where, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	printf("SKIP: %s: %s\n", where, msg);
+	fflush(stdout);
+	if (h_skipped != NULL)
+		atomic_fetch_add(h_skipped, 1);
+}
+
+/* Run a suite; the exit status for make check (77: all skipped). */
 int
 h_main(Suite *s)
 {
 	SRunner *sr;
-	int failed;
+	int failed, run;
+	unsigned skipped;
 
 	if (getenv("CIRCUITPROXYD") == NULL) {
 		fprintf(stderr, "CIRCUITPROXYD is not set: run make check\n");
 		return 99;
 	}
+	h_skipped = mmap(NULL, sizeof(*h_skipped), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (h_skipped == MAP_FAILED)
+		h_skipped = NULL;
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
+	run = srunner_ntests_run(sr);
 	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	skipped = h_skipped != NULL ? atomic_load(h_skipped) : 0;
+	printf("Skipped: %u of %d tests\n", skipped, run);
+	if (failed != 0)
+		return EXIT_FAILURE;
+	return run > 0 && skipped == (unsigned)run ? 77 : EXIT_SUCCESS;
 }
 
 /* Parse "unix:/p", "[v6]:port" or "v4:port" into a socket address. */
@@ -2696,4 +2729,146 @@ h_rand_fill(struct h_rand *r, void *buf, size_t len)
 		}
 		p[i] = (unsigned char)(r->cur >> (8 * r->used++));
 	}
+}
+
+/* Parse a log line into its logfmt fields; false if it is not logfmt. */
+bool
+h_fields_parse(const char *line, struct h_fields *f)
+{
+	const char *p = line, *k;
+	char *v;
+	size_t o;
+
+	memset(f, 0, sizeof(*f));
+	if (*p == '<' || (*p >= '0' && *p <= '9')) {
+		const char *end = *p == '<' ? strchr(p, '>') : strchr(p, ' ');
+
+		if (end == NULL || (size_t)(end - p) + 2 > sizeof(f->prefix))
+			return false;
+		if (*p == '<')
+			end++;
+		memcpy(f->prefix, p, (size_t)(end - p));
+		p = end;
+	}
+	for (;;) {
+		while (*p == ' ')
+			p++;
+		if (*p == '\0')
+			return f->n > 0;
+		if (f->n == H_MAX_FIELDS)
+			return false;
+		for (k = p; *p != '=' && *p != ' ' && *p != '\0'; p++)
+			;
+		if (*p != '=' || p == k)
+			return false;
+		f->key[f->n] = h_alloc((size_t)(p - k) + 1);
+		memcpy(f->key[f->n], k, (size_t)(p - k));
+		f->key[f->n][p - k] = '\0';
+		v = f->val[f->n] = h_alloc(strlen(++p) + 1);
+		o = 0;
+		if (*p == '"') {
+			for (p++; *p != '"'; p++) {
+				if (*p == '\0')
+					return false;
+				if (*p == '\\' && p[1] != '\0') {
+					p++;
+					v[o++] = *p == 'n' ? '\n' : *p;
+				} else
+					v[o++] = *p;
+			}
+			p++;
+			if (*p != ' ' && *p != '\0')
+				return false;
+		} else
+			while (*p != ' ' && *p != '\0')
+				v[o++] = *p++;
+		v[o] = '\0';
+		f->n++;
+	}
+}
+
+/* The value of a key of a parsed line, or NULL. */
+const char *
+h_field(const struct h_fields *f, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < f->n; i++)
+		if (strcmp(f->key[i], key) == 0)
+			return f->val[i];
+	return NULL;
+}
+
+/* Does a value match a pattern ('#' one digit, '*' any run)? */
+bool
+h_value_matches(const char *v, const char *pat)
+{
+	for (; *pat != '\0'; pat++, v++) {
+		if (*pat == '*') {
+			for (;; v++) {
+				if (h_value_matches(v, pat + 1))
+					return true;
+				if (*v == '\0')
+					return false;
+			}
+		}
+		if (*v == '\0')
+			return false;
+		if (*pat == '#' ? (*v < '0' || *v > '9') : *v != *pat)
+			return false;
+	}
+	return *v == '\0';
+}
+
+/* Check a line's fields against patterns (see harness.h); the line. */
+const char *
+h_assert_fields_v(const char *where, bool only, const char *line, ...)
+{
+	const char *pats[H_MAX_FIELDS * 2], *pat, *eq, *v;
+	struct h_fields f;
+	bool named[H_MAX_FIELDS] = { false };
+	size_t npats = 0, i, j, klen;
+	va_list ap;
+
+	if (line == NULL)
+		h_fail(where, "no log line to check the fields of");
+	va_start(ap, line);
+	while ((pat = va_arg(ap, const char *)) != NULL &&
+	    npats < sizeof(pats) / sizeof(pats[0]))
+		pats[npats++] = pat;
+	va_end(ap);
+	if (!h_fields_parse(line, &f))
+		h_fail(where, "not a logfmt line: %s", line);
+	if (f.n < 2 || strcmp(f.key[0], "level") != 0 ||
+	    strcmp(f.key[1], "event") != 0)
+		h_fail(where, "level= and event= do not come first: %s", line);
+	named[0] = named[1] = true;
+	for (i = 0; i < npats; i++) {
+		pat = pats[i];
+		if (pat[0] == '!') {
+			if (h_field(&f, pat + 1) != NULL)
+				h_fail(where, "%s has a %s= field", line,
+				    pat + 1);
+			continue;
+		}
+		eq = strchr(pat, '=');
+		klen = eq != NULL ? (size_t)(eq - pat) : strlen(pat);
+		for (j = 0; j < f.n; j++)
+			if (strlen(f.key[j]) == klen &&
+			    strncmp(f.key[j], pat, klen) == 0)
+				break;
+		if (j == f.n)
+			h_fail(where, "no field %.*s= in: %s", (int)klen, pat,
+			    line);
+		named[j] = true;
+		v = f.val[j];
+		if (eq != NULL && eq[1] != '\0' && !h_value_matches(v, eq + 1))
+			h_fail(where, "%.*s=%s, not %s, in: %s", (int)klen, pat,
+			    v, eq + 1, line);
+	}
+	for (j = 0; only && j < f.n; j++)
+		if (!named[j])
+			h_fail(where, "unexpected field %s=%s in: %s", f.key[j],
+			    f.val[j], line);
+	return line;
 }

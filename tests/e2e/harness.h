@@ -57,6 +57,31 @@ void h_fail_cond(const char *, const char *, const char *, ...)
 			h_fail_cond(H_WHERE, #cond, __VA_ARGS__);              \
 	} while (0)
 
+/*
+ * A test that cannot run here (a client program missing, /proc unreadable,
+ * a wrapper in the way) calls h_skip("why") in its body: it prints
+ * "SKIP: FILE:LINE: why" and returns. h_main() prints "Skipped: N of M
+ * tests" and exits 77 (automake's SKIP) when every test of the suite
+ * skipped, so a skip is never mistaken for a pass.
+ */
+void h_skip_note(const char *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+#define h_skip(...)                                                            \
+	do {                                                                   \
+		h_skip_note(H_WHERE, __VA_ARGS__);                             \
+		return;                                                        \
+	} while (0)
+
+/* Assert lo <= v <= hi (a timing, a count), failing with all three. */
+#define h_assert_between(v, lo, hi, what)                                      \
+	do {                                                                   \
+		double h_v_ = (double)(v), h_lo_ = (double)(lo),               \
+		       h_hi_ = (double)(hi);                                   \
+		if (!(h_v_ >= h_lo_ && h_v_ <= h_hi_))                         \
+			h_fail(H_WHERE, "%s = %g, not in [%g, %g]", (what),    \
+			    h_v_, h_lo_, h_hi_);                               \
+	} while (0)
+
 /* Free listen addresses: "127.0.0.1:P", "[::1]:P" or "unix:DIR/lN.sock". */
 char *h_free_addr(int);
 #define h_free_addr4() h_free_addr(AF_INET)
@@ -148,6 +173,34 @@ bool h_log_value(const char *, const char *, char *, size_t);
 double h_log_double(const char *, const char *);
 int64_t h_log_time_ms(const char *);
 char *h_log_text(struct h_daemon *);
+
+/*
+ * A log line as logfmt fields (after its timestamp or "<N>" prefix).
+ * h_assert_fields(line, patterns..., NULL) checks that the line parses,
+ * that level= and event= come first, and that every pattern holds:
+ * "key=value" the exact value; "key=" present (any value, maybe empty);
+ * "!key" absent. In a value '#' stands for one digit and '*' for any run
+ * of characters: "retry_after=#*.###" is seconds with three decimals.
+ * h_assert_fields_only also fails on a key that no pattern names. Both
+ * return the line.
+ */
+#define H_MAX_FIELDS 32
+struct h_fields {
+	char prefix[48]; /* "2026-...Z" or "<5>", as found */
+	size_t n;
+	char *key[H_MAX_FIELDS];
+	char *val[H_MAX_FIELDS]; /* unquoted */
+};
+bool h_fields_parse(const char *, struct h_fields *);
+const char *h_field(const struct h_fields *, const char *);
+bool h_value_matches(const char *, const char *);
+const char *h_assert_fields_v(const char *, bool, const char *, ...);
+#define h_assert_fields(line, ...)                                             \
+	h_assert_fields_v(H_WHERE, false, (line), __VA_ARGS__,                 \
+	    (const char *)NULL)
+#define h_assert_fields_only(line, ...)                                        \
+	h_assert_fields_v(H_WHERE, true, (line), __VA_ARGS__,                  \
+	    (const char *)NULL)
 
 /* A command run to its end, its output captured (for -t, -V, -h...). */
 struct h_run {
