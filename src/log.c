@@ -1,9 +1,28 @@
-/* Logging: one logfmt line per event to stderr (journal-aware) or syslog. */
+/*
+ * Logging: one logfmt line per event to stderr (journal-aware) or syslog.
+ *
+ * Logging never blocks its caller (SPEC 5): a worker or a breaker holding
+ * its lock writes a line with one non-blocking write when the sink takes
+ * it at once. Otherwise the line joins a queue, bounded to LOG_QUEUE_MAX
+ * bytes, that a thread of its own writes out as the sink drains; past the
+ * bound lines are dropped and counted, and one event=log_dropped line says
+ * how many once the queue is empty again. One lock orders every line, so
+ * lines leave in the order their callers wrote them.
+ */
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +31,13 @@
 #include <unistd.h>
 
 #include "log.h"
+
+/* Bytes of lines the queue may hold while the sink is stalled. */
+#define LOG_QUEUE_MAX (1u << 20)
+/* The longest line, its newline included. */
+#define LOG_LINE_MAX 2048
+/* How long the writer thread waits for the sink before looking again. */
+#define LOG_POLL_MS 200
 
 /* Set by the main thread (start, reload), read by every thread. */
 static _Atomic int log_level = LOG_LEVEL_INFO;
@@ -22,6 +48,161 @@ static const char *log_level_names[] = { "debug", "info", "notice", "warning",
 	"error" };
 static const int log_level_prio[] = { LOG_DEBUG, LOG_INFO, LOG_NOTICE,
 	LOG_WARNING, LOG_ERR };
+
+/* A line waiting for the sink; off bytes of it are already written. */
+struct log_rec {
+	struct log_rec *next;
+	size_t len, off;
+	char text[];
+};
+
+/* The sink and its queue; everything below is under log_mu. */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t log_cv = PTHREAD_COND_INITIALIZER;
+static struct log_rec *log_head, **log_tail = &log_head;
+static size_t log_queued;     /* bytes in the queue */
+static uint64_t log_dropped;  /* lines lost since the last log_dropped */
+static int log_fd = STDERR_FILENO; /* stderr, or a non-blocking reopening */
+static bool log_fd_send;	   /* a socket: send(MSG_DONTWAIT) */
+static bool log_fd_dgram;	   /* one line per datagram (syslog) */
+static bool log_thread_on, log_stopping;
+static uint64_t log_stop_deadline;
+static pthread_t log_thread;
+
+/* Milliseconds on the monotonic clock. */
+static uint64_t
+log_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A non-blocking datagram socket connected to the syslog daemon, or -1. */
+static int
+log_syslog_open(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX,
+		.sun_path = "/dev/log" };
+	int fd;
+
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * Give the sink what it takes at once: bytes written, or -1 (EAGAIN when
+ * it is full). Called with log_mu held; never blocks.
+ */
+static ssize_t
+log_sink_write(const char *buf, size_t len)
+{
+	ssize_t n;
+
+	/* No syslog daemon yet, or it restarted: look for it again. */
+	if (log_fd == -1 && (log_fd = log_syslog_open()) == -1) {
+		errno = ENOTCONN;
+		return -1;
+	}
+	do {
+		if (log_fd_send)
+			n = send(log_fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		else
+			n = write(log_fd, buf, len);
+	} while (n == -1 && errno == EINTR);
+	if (n == -1 && (errno == EWOULDBLOCK || errno == ENOBUFS))
+		errno = EAGAIN;
+	else if (n == -1 && log_fd_dgram && errno == ECONNREFUSED) {
+		close(log_fd);
+		log_fd = -1;
+	}
+	return n;
+}
+
+/* Append a line (or its unwritten rest) to the queue; locked. */
+static void
+log_queue_add(const char *buf, size_t len, bool bounded)
+{
+	struct log_rec *rec;
+
+	if (bounded && log_queued + len > LOG_QUEUE_MAX) {
+		log_dropped++;
+		return;
+	}
+	if ((rec = malloc(sizeof(*rec) + len)) == NULL) {
+		log_dropped++;
+		return;
+	}
+	rec->next = NULL;
+	rec->len = len;
+	rec->off = 0;
+	memcpy(rec->text, buf, len);
+	*log_tail = rec;
+	log_tail = &rec->next;
+	log_queued += len;
+	pthread_cond_signal(&log_cv);
+}
+
+/* Drop the queue's first line; locked. */
+static void
+log_queue_pop(void)
+{
+	struct log_rec *rec = log_head;
+
+	log_head = rec->next;
+	if (log_head == NULL)
+		log_tail = &log_head;
+	log_queued -= rec->len;
+	free(rec);
+}
+
+/*
+ * Write queued lines while the sink takes them; locked. True when the
+ * queue is empty. A sink that fails for good (EPIPE, EBADF) loses them.
+ */
+static bool
+log_queue_flush(void)
+{
+	struct log_rec *rec;
+	ssize_t n;
+
+	while ((rec = log_head) != NULL) {
+		n = log_sink_write(rec->text + rec->off, rec->len - rec->off);
+		if (n == -1 && errno == EAGAIN)
+			return false;
+		if (n > 0 && !log_fd_dgram &&
+		    rec->off + (size_t)n < rec->len) {
+			rec->off += (size_t)n;
+			continue;
+		}
+		log_queue_pop();
+	}
+	return true;
+}
+
+/* Write a whole line or queue it; locked. */
+static void
+log_put(const char *buf, size_t len)
+{
+	ssize_t n;
+
+	if (log_head != NULL && !log_queue_flush()) {
+		log_queue_add(buf, len, true);
+		return;
+	}
+	n = log_sink_write(buf, len);
+	if (n == -1 && errno == EAGAIN)
+		log_queue_add(buf, len, true);
+	else if (n > 0 && !log_fd_dgram && (size_t)n < len)
+		log_queue_add(buf + n, len - (size_t)n, false);
+}
 
 /* Is stderr the journal's stream (JOURNAL_STREAM is "DEV:INODE")? */
 static int
@@ -39,15 +220,190 @@ log_stderr_is_journal(void)
 	    (unsigned long long)sb.st_ino == ino;
 }
 
+/*
+ * Where stderr lines go without blocking: a socket (the journal) takes
+ * send(MSG_DONTWAIT); a pipe or a terminal is opened again non-blocking
+ * through /proc, so that the flag does not reach whoever shares the
+ * descriptor, or failing that set non-blocking itself. A file is written
+ * as it is.
+ */
+static int
+log_stderr_open(bool *use_send)
+{
+	struct stat sb;
+	int fd, fl;
+
+	*use_send = false;
+	if (fstat(STDERR_FILENO, &sb) != 0)
+		return STDERR_FILENO;
+	if (S_ISSOCK(sb.st_mode)) {
+		*use_send = true;
+		return STDERR_FILENO;
+	}
+	if (!S_ISFIFO(sb.st_mode) && !S_ISCHR(sb.st_mode))
+		return STDERR_FILENO;
+	fd = open("/proc/self/fd/2",
+	    O_WRONLY | O_APPEND | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd != -1)
+		return fd;
+	if ((fl = fcntl(STDERR_FILENO, F_GETFL)) != -1)
+		fcntl(STDERR_FILENO, F_SETFL, fl | O_NONBLOCK);
+	return STDERR_FILENO;
+}
+
+/* Format one line for the target in force; returns its length. */
+static size_t
+log_format(char *line, enum log_level level, const char *fmt, va_list ap)
+{
+	size_t n = 0, cap = LOG_LINE_MAX - 1;
+	int r;
+
+	if (log_target == LOG_TARGET_SYSLOG)
+		r = snprintf(line, cap, "<%d>circuitproxyd[%ld]: ",
+		    LOG_DAEMON | log_level_prio[level], (long)getpid());
+	else if (log_journal)
+		r = snprintf(line, cap, "<%d>", log_level_prio[level]);
+	else {
+		struct timespec ts;
+		struct tm tm;
+		char stamp[32];
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+		r = snprintf(line, cap, "%s.%03ldZ ", stamp,
+		    ts.tv_nsec / 1000000);
+	}
+	n = (size_t)r;
+	r = snprintf(line + n, cap - n, "level=%s ", log_level_names[level]);
+	n += (size_t)r;
+	r = vsnprintf(line + n, cap - n, fmt, ap);
+	if (r < 0)
+		r = 0;
+	n += (size_t)r;
+	if (n > cap)
+		n = cap;
+	if (log_target != LOG_TARGET_SYSLOG)
+		line[n++] = '\n';
+	return n;
+}
+
+/* printf-style log_format. */
+static size_t LOG_FMT(3, 4)
+    log_formatf(char *line, enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+	size_t n;
+
+	va_start(ap, fmt);
+	n = log_format(line, level, fmt, ap);
+	va_end(ap);
+	return n;
+}
+
+/*
+ * The writer thread: write the queue out as the sink drains, then say how
+ * many lines were lost. It ends at log_close(), once the queue is empty or
+ * the deadline passed.
+ */
+static void *
+log_writer_main(void *arg)
+{
+	char line[LOG_LINE_MAX];
+	struct pollfd pfd;
+	uint64_t lost;
+	size_t n;
+
+	(void)arg;
+	pthread_mutex_lock(&log_mu);
+	for (;;) {
+		while (log_head == NULL && log_dropped == 0 && !log_stopping)
+			pthread_cond_wait(&log_cv, &log_mu);
+		if (log_queue_flush() && log_dropped != 0) {
+			lost = log_dropped;
+			log_dropped = 0;
+			n = log_formatf(line, LOG_LEVEL_WARNING,
+			    "event=log_dropped lines=%" PRIu64, lost);
+			log_put(line, n);
+		}
+		if (log_stopping &&
+		    (log_head == NULL || log_now_ms() >= log_stop_deadline))
+			break;
+		if (log_head == NULL)
+			continue;
+		pfd.fd = log_fd;
+		pfd.events = POLLOUT;
+		pthread_mutex_unlock(&log_mu);
+		poll(&pfd, 1, LOG_POLL_MS);
+		pthread_mutex_lock(&log_mu);
+	}
+	pthread_mutex_unlock(&log_mu);
+	return NULL;
+}
+
+/* Start the writer thread once, with every signal blocked in it. */
+static void
+log_writer_start(void)
+{
+	sigset_t all, old;
+
+	if (log_thread_on)
+		return;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	log_thread_on =
+	    pthread_create(&log_thread, NULL, log_writer_main, NULL) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /* Set the level and target; may be called again after a reload. */
 void
 log_init(enum log_level level, enum log_target target)
 {
+	bool use_send = false, dgram = false;
+	int fd = -1;
+
 	log_level = level;
-	if (target == LOG_TARGET_SYSLOG && log_target != LOG_TARGET_SYSLOG)
-		openlog("circuitproxyd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	/* With no syslog daemon yet, fd is -1 and lines are lost, as syslog(3). */
+	if (target == LOG_TARGET_SYSLOG) {
+		fd = log_syslog_open();
+		use_send = dgram = true;
+	} else
+		fd = log_stderr_open(&use_send);
+	pthread_mutex_lock(&log_mu);
+	if (log_fd != STDERR_FILENO && log_fd != -1 && log_fd != fd)
+		close(log_fd);
+	log_fd = fd;
+	log_fd_send = use_send;
+	log_fd_dgram = dgram;
 	log_target = target;
-	log_journal = log_stderr_is_journal();
+	log_journal = target == LOG_TARGET_STDERR && log_stderr_is_journal();
+	log_writer_start();
+	pthread_mutex_unlock(&log_mu);
+}
+
+/*
+ * Write out what is queued, waiting at most ms for the sink, and stop the
+ * writer thread: the last thing before the process exits.
+ */
+void
+log_close(int ms)
+{
+	pthread_mutex_lock(&log_mu);
+	if (!log_thread_on) {
+		log_queue_flush();
+		pthread_mutex_unlock(&log_mu);
+		return;
+	}
+	log_stopping = true;
+	log_stop_deadline = log_now_ms() + (uint64_t)ms;
+	pthread_cond_signal(&log_cv);
+	pthread_mutex_unlock(&log_mu);
+	pthread_join(log_thread, NULL);
+	pthread_mutex_lock(&log_mu);
+	log_thread_on = false;
+	log_stopping = false;
+	pthread_mutex_unlock(&log_mu);
 }
 
 /* Change the level only. */
@@ -127,48 +483,19 @@ log_quote(char *buf, size_t len, const char *value)
 	return buf;
 }
 
-/* Write one line; a single write(2) keeps lines from threads whole. */
+/* Write one line, or queue it: never blocks (see the top of the file). */
 void
 log_vmsg(enum log_level level, const char *fmt, va_list ap)
 {
-	char line[2048];
-	size_t n = 0, cap = sizeof(line) - 1;
-	int r;
+	char line[LOG_LINE_MAX];
+	size_t n;
 
 	if (!log_enabled(level))
 		return;
-	if (log_target == LOG_TARGET_SYSLOG) {
-		r = snprintf(line, sizeof(line), "level=%s ",
-		    log_level_names[level]);
-		vsnprintf(line + r, sizeof(line) - (size_t)r, fmt, ap);
-		syslog(log_level_prio[level], "%s", line);
-		return;
-	}
-	if (log_journal)
-		r = snprintf(line, cap, "<%d>", log_level_prio[level]);
-	else {
-		struct timespec ts;
-		struct tm tm;
-		char stamp[32];
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		gmtime_r(&ts.tv_sec, &tm);
-		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-		r = snprintf(line, cap, "%s.%03ldZ ", stamp,
-		    ts.tv_nsec / 1000000);
-	}
-	n = (size_t)r;
-	r = snprintf(line + n, cap - n, "level=%s ", log_level_names[level]);
-	n += (size_t)r;
-	r = vsnprintf(line + n, cap - n, fmt, ap);
-	if (r < 0)
-		r = 0;
-	n += (size_t)r;
-	if (n > cap)
-		n = cap;
-	line[n++] = '\n';
-	while (write(STDERR_FILENO, line, n) == -1 && errno == EINTR)
-		;
+	n = log_format(line, level, fmt, ap);
+	pthread_mutex_lock(&log_mu);
+	log_put(line, n);
+	pthread_mutex_unlock(&log_mu);
 }
 
 /* Write one line at a level. */
@@ -194,5 +521,6 @@ fatalx(const char *fmt, ...)
 	va_end(ap);
 	log_msg(LOG_LEVEL_ERROR, "event=fatal error=%s",
 	    log_quote(q, sizeof(q), msg));
+	log_close(1000);
 	abort();
 }

@@ -12,6 +12,9 @@
 #include "daemon.h"
 #include "log.h"
 
+/* How long the last log lines may wait for a stalled sink at exit. */
+#define LOG_CLOSE_MS 2000
+
 #ifndef CP_CONFIG_PATH
 #define CP_CONFIG_PATH "/etc/circuitproxy.ini"
 #endif
@@ -111,9 +114,11 @@ main(int argc, char **argv)
 		if (to_syslog)
 			fprintf(stderr, "circuitproxyd: %s\n", cause);
 		free(cause);
+		log_close(LOG_CLOSE_MS);
 		return 1;
 	}
 	status = daemon_run(d);
 	daemon_free(d);
+	log_close(LOG_CLOSE_MS);
 	return status;
 }

@@ -75,6 +75,7 @@ struct h_daemon {
 	size_t nlines;
 	size_t cap;
 	bool eof;
+	bool log_stalled; /* the reader stops reading the log pipe */
 };
 
 struct h_conn {
@@ -587,6 +588,10 @@ h_daemon_reader(void *arg)
 	ssize_t n;
 
 	for (;;) {
+		pthread_mutex_lock(&d->mu);
+		while (d->log_stalled)
+			pthread_cond_wait(&d->cv, &d->mu);
+		pthread_mutex_unlock(&d->mu);
 		n = read(d->log_fd, buf, sizeof(buf));
 		if (n == -1 && errno == EINTR)
 			continue;
@@ -900,6 +905,19 @@ h_daemon_spawn_ap(const char *where, const struct h_opts *opts,
 	return d;
 }
 
+/*
+ * Stop reading the daemon's log pipe (stall), as a stalled journal would,
+ * or read it again. The pipe fills once the reader has read what it holds.
+ */
+void
+h_daemon_log_stall(struct h_daemon *d, bool stall)
+{
+	pthread_mutex_lock(&d->mu);
+	d->log_stalled = stall;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+}
+
 /* Spawn the daemon on a config text and extra arguments; do not wait. */
 struct h_daemon *
 h_daemon_spawn_args(const char *where, const char *config, ...)
@@ -1117,6 +1135,7 @@ h_daemon_free(struct h_daemon *d)
 {
 	size_t i;
 
+	h_daemon_log_stall(d, false);
 	if (d->pid > 0 && !d->exited) {
 		kill(d->pid, SIGKILL);
 		h_daemon_wait_exit(d, H_STOP_MS);

@@ -104,6 +104,7 @@ long h_daemon_rss_kb(const struct h_daemon *);
 int h_daemon_nfds(const struct h_daemon *);
 const char *h_daemon_config(const struct h_daemon *);
 void h_daemon_dump(struct h_daemon *, const char *);
+void h_daemon_log_stall(struct h_daemon *, bool);
 
 /* What the daemon's child process gets beyond the usual. */
 struct h_opts {
