@@ -246,8 +246,8 @@ addr_port(const struct addr *a)
 
 /*
  * Do two listen addresses collide? The same unix path, the same address and
- * port, "*:P" against any HOST:P, or an "any" address (0.0.0.0, [::])
- * against any address of its family on the same port.
+ * port, or an "any" address ("*", 0.0.0.0, [::]) against any address of its
+ * family on the same port.
  */
 int
 addr_overlap(const struct addr *a, const struct addr *b)
@@ -263,8 +263,7 @@ addr_overlap(const struct addr *a, const struct addr *b)
 	}
 	if (addr_port(a) != addr_port(b))
 		return 0;
-	if (a->wildcard || b->wildcard)
-		return 1;
+	/* "*:P" is 0.0.0.0 and "[::]:P" IPv6 only (IPV6_V6ONLY): per family. */
 	if (a->family != b->family)
 		return 0;
 	if (addr_is_any(a) || addr_is_any(b))

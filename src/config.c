@@ -194,6 +194,7 @@ struct config_parse {
 	struct config_section *sections;
 	size_t nsections;
 	int current; /* section index, -1 before any */
+	unsigned upstream_headers; /* "[upstream:...]" lines, good or bad */
 	struct config_errors *errs;
 };
 
@@ -350,6 +351,7 @@ config_parse_section(struct config_parse *cp, const char *p)
 	else if (strcmp(text, "defaults") == 0)
 		sec->kind = CONFIG_SECTION_DEFAULTS;
 	else if (strncmp(text, "upstream:", 9) == 0) {
+		cp->upstream_headers++;
 		name = text + 9;
 		if (!config_name_valid(name)) {
 			config_error_add(cp->errs, cp->path, cp->line,
@@ -1174,6 +1176,12 @@ config_build(struct config_parse *cp)
 		cfg->nupstreams++;
 	}
 
+	/* A file that proxies nothing is a mistake (an empty or wrong file). */
+	if (cp->upstream_headers == 0)
+		config_error_add(cp->errs, cp->path,
+		    cp->line > 0 ? cp->line : 1,
+		    "no upstream: add an [upstream:NAME] section with listen "
+		    "and server");
 	config_check_backups(cp, cfg, info);
 	for (i = 0; i < cfg->nupstreams; i++) {
 		uc = &cfg->upstreams[i];

@@ -178,6 +178,33 @@ START_TEST(cli_test_bad)
 }
 END_TEST
 
+/*
+ * A file with no upstream (empty, comments only) is an error, not a daemon
+ * that proxies nothing: -t and a start both exit 78 and say so.
+ */
+START_TEST(cli_test_no_upstream)
+{
+	const char *texts[] = { "", "; nothing yet\n[global]\nworkers = 1\n" };
+	char *path;
+	struct h_run r;
+	size_t i;
+
+	for (i = 0; i < 2; i++) {
+		path = h_write_file("empty.ini", texts[i]);
+		h_run(&r, "-t", "-c", path);
+		h_assert(r.status == 78, "-t exited %d on \"%s\"", r.status,
+		    texts[i]);
+		h_assert(h_count_lines(r.err) == 1 &&
+			strncmp(r.err,
+			    h_strf("%s:%d: no upstream", path, i == 0 ? 1 : 3),
+			    strlen(path) + 14) == 0,
+		    "stderr: %s", r.err);
+		h_run(&r, "-c", path);
+		h_assert(r.status == 78, "a start exited %d", r.status);
+	}
+}
+END_TEST
+
 /* A config that does not exist: "FILE: cannot open: REASON", exit 78. */
 START_TEST(cli_test_missing)
 {
@@ -446,6 +473,7 @@ cli_suite(void)
 	H_TEST(s, cli_bad_option);
 	H_TEST(s, cli_test_good);
 	H_TEST(s, cli_test_bad);
+	H_TEST(s, cli_test_no_upstream);
 	H_TEST(s, cli_test_missing);
 	H_TEST(s, cli_example_config);
 	H_TEST(s, cli_address_in_use);

@@ -1224,6 +1224,49 @@ START_TEST(relay_ipv6_and_unix)
 END_TEST
 
 /*
+ * "*:P" is IPv4 only and "[::1]:P" IPv6 (SPEC 3): one port, two upstreams,
+ * both accepted by -t and both served, each by its own server.
+ */
+START_TEST(relay_wildcard_v4_beside_v6)
+{
+	struct h_backend *e4 = h_backend(H_BANNER);
+	struct h_backend *e6 = h_backend(H_BANNER);
+	const char *l6 = h_free_addr(AF_INET6);
+	const char *port = strrchr(l6, ':') + 1;
+	const char *config = h_strf("%s"
+				    "[upstream:v4]\n"
+				    "listen = *:%s\n"
+				    "server = %s\n"
+				    "[upstream:v6]\n"
+				    "listen = %s\n"
+				    "server = %s\n",
+	    global_section(1, 100), port, h_backend_addr(e4), l6,
+	    h_backend_addr(e6));
+	struct h_daemon *d;
+	struct h_run r;
+	char buf[3];
+	int fd;
+
+	h_run(&r, "-t", "-c", h_write_file("wild.ini", config));
+	h_assert(r.status == 0, "-t exited %d: %s", r.status, r.err);
+	h_backend_set_banner(e4, "v4\n");
+	h_backend_set_banner(e6, "v6\n");
+	d = h_daemon_start(config);
+	fd = h_connect_ok(h_strf("127.0.0.1:%s", port));
+	h_assert(h_recv_exact(fd, buf, 3, H_WAIT_MS) == H_OUT_DATA &&
+		memcmp(buf, "v4\n", 3) == 0,
+	    "127.0.0.1:%s did not reach v4's server", port);
+	close(fd);
+	fd = h_connect_ok(l6);
+	h_assert(h_recv_exact(fd, buf, 3, H_WAIT_MS) == H_OUT_DATA &&
+		memcmp(buf, "v6\n", 3) == 0,
+	    "%s did not reach v6's server", l6);
+	close(fd);
+	stop_ok(d);
+}
+END_TEST
+
+/*
  * Two workers, one breaker: five failures in all open it, whichever
  * worker took them, and the next 45 clients are all rejected.
  */
@@ -1467,6 +1510,7 @@ proxy_suite(void)
 	H_TEST(s, relay_idle_timeout);
 	H_TEST(s, relay_idle_timeout_slow_reader);
 	H_TEST(s, relay_ipv6_and_unix);
+	H_TEST(s, relay_wildcard_v4_beside_v6);
 	H_TEST(s, breaker_trips_on_refused);
 	H_TEST(s, breaker_trips_on_timeout);
 	H_TEST(s, breaker_trips_on_unix_backlog_full);

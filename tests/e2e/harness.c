@@ -334,7 +334,7 @@ h_teardown(void)
 	}
 }
 
-/* A test case of one test, with the harness fixture and a timeout. */
+/* A test case of one test: the fixture, a timeout, its name as tag. */
 TCase *
 h_tcase_new(const char *name)
 {
@@ -342,6 +342,8 @@ h_tcase_new(const char *name)
 
 	tcase_add_checked_fixture(tc, h_setup, h_teardown);
 	tcase_set_timeout(tc, H_TCASE_TIMEOUT);
+	/* CK_INCLUDE_TAGS="a b" runs chosen stories (tests/mutate does). */
+	tcase_set_tags(tc, name);
 	return tc;
 }
 

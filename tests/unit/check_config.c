@@ -488,7 +488,11 @@ static const struct {
 } overlap_rows[] = {
 	{ "*:80", "127.0.0.1:80", 1 },
 	{ "127.0.0.1:80", "*:80", 1 },
-	{ "*:80", "[::1]:80", 1 },
+	{ "*:80", "[::1]:80", 0 },
+	{ "*:80", "[::]:80", 0 },
+	{ "[::]:80", "127.0.0.1:80", 0 },
+	{ "[::]:80", "[::]:80", 1 },
+	{ "*:80", "0.0.0.0:80", 1 },
 	{ "*:80", "*:80", 1 },
 	{ "*:80", "*:81", 0 },
 	{ "*:80", "127.0.0.1:81", 0 },
@@ -699,8 +703,6 @@ static const struct {
 	  "127.0.0.1:9090\n",
 	    "a", "line", 1, NULL },
 	{ "\n\n" BASE, "a", "line", 3, NULL },
-	{ "", NULL, "nupstreams", 0, NULL },
-	{ "; only a comment\n", NULL, "workers", 1, NULL },
 	{ "[upstream:" LONG40 "012345678901234567890123]\nlisten = "
 	  "127.0.0.1:1\nserver = 127.0.0.1:2\n",
 	    LONG40 "012345678901234567890123", "name", 0,
@@ -799,10 +801,28 @@ static const struct {
 	{ BASE "[global]\nworkers = 3\n", NULL, "workers", 3, NULL },
 };
 
+/*
+ * A row's text as a whole file: a row about [global] alone gets an upstream
+ * after it (a file with no upstream is an error of its own, see
+ * test_no_upstream); line numbers stay as written.
+ */
+static char *
+test_with_upstream(const char *ini)
+{
+	char *text;
+
+	if (strstr(ini, "upstream:") != NULL)
+		xasprintf(&text, "%s", ini);
+	else
+		xasprintf(&text, "%s\n" BASE, ini);
+	return text;
+}
+
 /* Load one good config and check its value. */
 START_TEST(test_good)
 {
-	struct config *cfg = test_load_ok(good_rows[_i].ini);
+	char *text = test_with_upstream(good_rows[_i].ini);
+	struct config *cfg = test_load_ok(text);
 
 	if (good_rows[_i].str != NULL)
 		ck_assert_str_eq(test_sfield(cfg, good_rows[_i].up,
@@ -813,6 +833,7 @@ START_TEST(test_good)
 					    good_rows[_i].field),
 		    good_rows[_i].num, 1e-9);
 	config_free(cfg);
+	free(text);
 }
 END_TEST
 
@@ -1064,7 +1085,10 @@ START_TEST(test_bad)
 	struct config *cfg;
 	char *want;
 
-	cfg = config_load_string("t.ini", bad_rows[_i].ini, &errs);
+	char *text = test_with_upstream(bad_rows[_i].ini);
+
+	cfg = config_load_string("t.ini", text, &errs);
+	free(text);
 	ck_assert_ptr_null(cfg);
 	ck_assert_msg(errs.n == 1, "%zu errors, first: %s", errs.n,
 	    errs.n > 0 ? errs.v[0].msg : "none");
@@ -1131,6 +1155,47 @@ START_TEST(test_many_errors)
 		ck_assert_str_eq(errs.v[i].msg, want[i].msg);
 	}
 	ck_assert_uint_eq(errs.n, CP_ARRAY_LEN(want));
+	config_errors_clear(&errs);
+}
+END_TEST
+
+/*
+ * A file with no upstream at all is an error (SPEC 3): empty, comments
+ * only, [global] alone. A badly named upstream is its own error, not this.
+ */
+START_TEST(test_no_upstream)
+{
+	static const struct {
+		const char *ini;
+		int line;
+	} rows[] = {
+		{ "", 1 },
+		{ "\n", 1 },
+		{ "; only a comment\n# and another\n", 2 },
+		{ "[global]\nworkers = 2\n", 2 },
+		{ "[defaults]\nconnect_timeout = 1s\n\n", 3 },
+	};
+	struct config_errors errs;
+	char *want;
+	size_t i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		ck_assert_ptr_null(
+		    config_load_string("t.ini", rows[i].ini, &errs));
+		ck_assert_msg(errs.n == 1, "%zu errors for \"%s\"", errs.n,
+		    rows[i].ini);
+		xasprintf(&want,
+		    "t.ini:%d: no upstream: add an [upstream:NAME] section "
+		    "with listen and server",
+		    rows[i].line);
+		ck_assert_str_eq(errs.v[0].msg, want);
+		free(want);
+		config_errors_clear(&errs);
+	}
+	ck_assert_ptr_null(
+	    config_load_string("t.ini", "[upstream:a b]\n", &errs));
+	ck_assert_uint_eq(errs.n, 1);
+	ck_assert_ptr_nonnull(strstr(errs.v[0].msg, "invalid upstream name"));
 	config_errors_clear(&errs);
 }
 END_TEST
@@ -1316,7 +1381,7 @@ END_TEST
 /* workers = auto is the number of CPUs online. */
 START_TEST(test_workers_auto)
 {
-	struct config *cfg = test_load_ok("[global]\nworkers = auto\n");
+	struct config *cfg = test_load_ok(BASE "[global]\nworkers = auto\n");
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 
 	if (n < 1)
@@ -1540,6 +1605,7 @@ config_suite(void)
 	tcase_add_loop_test(tc, test_bad, 0, (int)CP_ARRAY_LEN(bad_rows));
 	tcase_add_test(tc, test_many_errors);
 	tcase_add_test(tc, test_empty_upstream);
+	tcase_add_test(tc, test_no_upstream);
 	tcase_add_test(tc, test_long_line);
 	tcase_add_test(tc, test_load_file);
 	tcase_add_test(tc, test_cannot_open);
