@@ -707,6 +707,93 @@ breaker_snapshot(struct breaker *b, uint64_t now_ms, struct breaker_stats *st)
 	breaker_unlock(b);
 }
 
+/* Fill *sv with what a restart needs to take this breaker's state back. */
+void
+breaker_save(struct breaker *b, uint64_t now_ms, struct breaker_saved *sv)
+{
+	memset(sv, 0, sizeof(*sv));
+	breaker_lock(b);
+	now_ms = breaker_clock(b, now_ms);
+	breaker_apply_due(b, now_ms);
+	sv->state = b->state;
+	sv->age_ms = now_ms - b->state_since_ms;
+	/* Any deadline: a forced_closed lifetime has no retry_after. */
+	sv->remaining_ms = -1;
+	if (b->has_deadline)
+		sv->remaining_ms = b->deadline_ms > now_ms
+		    ? (int64_t)(b->deadline_ms - now_ms)
+		    : 0;
+	sv->open_ms = b->state == BREAKER_OPEN ? b->open_ms : 0;
+	sv->backoff_steps = b->backoff_steps;
+	breaker_unlock(b);
+}
+
+/*
+ * Take back a saved state. It starts a new period like any change, but it
+ * is no transition of this run: the caller logs it, the callback stays
+ * silent, and opened_total is not counted again.
+ */
+void
+breaker_restore(struct breaker *b, const struct breaker_saved *sv,
+    uint64_t now_ms)
+{
+	enum breaker_state to = sv->state;
+	uint64_t left = sv->remaining_ms > 0 ? (uint64_t)sv->remaining_ms : 0;
+
+	breaker_lock(b);
+	now_ms = breaker_clock(b, now_ms);
+	switch (to) {
+	case BREAKER_OPEN:
+		if (left == 0)
+			to = BREAKER_HALF_OPEN;
+		break;
+	case BREAKER_FORCED_OPEN:
+	case BREAKER_FORCED_CLOSED:
+		if (sv->remaining_ms == 0)
+			to = BREAKER_CLOSED;
+		break;
+	case BREAKER_CLOSED:
+	case BREAKER_HALF_OPEN:
+		break;
+	default:
+		breaker_unlock(b);
+		return;
+	}
+	b->state = to;
+	b->generation++;
+	b->has_deadline = false;
+	b->deadline_ms = 0;
+	b->consecutive = 0;
+	b->trials = 0;
+	b->trial_successes = 0;
+	b->backoff_steps = to == BREAKER_CLOSED ? 0 : sv->backoff_steps;
+	breaker_window_clear(b, now_ms);
+	switch (to) {
+	case BREAKER_OPEN:
+		b->open_ms = sv->open_ms >= left ? sv->open_ms : left;
+		b->has_deadline = true;
+		b->deadline_ms = now_ms + left;
+		break;
+	case BREAKER_FORCED_OPEN:
+	case BREAKER_FORCED_CLOSED:
+		if (sv->remaining_ms > 0) {
+			if (left > (uint64_t)BREAKER_FOREVER_MS)
+				left = (uint64_t)BREAKER_FOREVER_MS;
+			b->has_deadline = true;
+			b->deadline_ms = now_ms + left;
+		}
+		break;
+	default:
+		break;
+	}
+	/* The state's age carries over only when the state itself did. */
+	if (to == sv->state && sv->age_ms <= now_ms)
+		b->state_since_ms = now_ms - sv->age_ms;
+	else
+		b->state_since_ms = now_ms;
+	breaker_unlock(b);
+}
+
 /* Return the name of a state as the logs and STATS spell it. */
 const char *
 breaker_state_name(enum breaker_state s)
@@ -714,6 +801,20 @@ breaker_state_name(enum breaker_state s)
 	if ((unsigned)s >= BREAKER_STATE_COUNT)
 		return "unknown";
 	return breaker_state_names[s];
+}
+
+/* Find a state by its name: 0, or -1 if there is none of that name. */
+int
+breaker_state_parse(const char *s, enum breaker_state *out)
+{
+	unsigned i;
+
+	for (i = 0; i < BREAKER_STATE_COUNT; i++)
+		if (strcmp(s, breaker_state_names[i]) == 0) {
+			*out = (enum breaker_state)i;
+			return 0;
+		}
+	return -1;
 }
 
 /* Return the name of an error kind as failures_by_error spells it. */

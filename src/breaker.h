@@ -117,6 +117,19 @@ struct breaker_stats {
 	uint64_t opened_total;
 };
 
+/*
+ * What state_file keeps of a breaker across a restart: its state, how long
+ * that state has lasted and has left, and the backoff level. Times are
+ * durations, so the monotonic clock of one run never reaches the next.
+ */
+struct breaker_saved {
+	enum breaker_state state;
+	uint64_t age_ms;	/* time spent in the state so far */
+	int64_t remaining_ms;	/* until open or a force ends; -1 none */
+	uint64_t open_ms;	/* the drawn duration of the current opening */
+	unsigned backoff_steps; /* failed half_open periods since closed */
+};
+
 struct breaker;
 
 struct breaker *breaker_new(const struct breaker_conf *, uint64_t now_ms,
@@ -153,8 +166,18 @@ void breaker_reset(struct breaker *, uint64_t now_ms);
 
 void breaker_snapshot(struct breaker *, uint64_t now_ms,
     struct breaker_stats *);
+/* What to keep of the breaker across a restart. */
+void breaker_save(struct breaker *, uint64_t now_ms, struct breaker_saved *);
+/*
+ * Take back a saved state at start (no callback runs; totals stay zero). An
+ * open period that has run out comes back half_open, a force that has run
+ * out comes back closed.
+ */
+void breaker_restore(struct breaker *, const struct breaker_saved *,
+    uint64_t now_ms);
 
 const char *breaker_state_name(enum breaker_state);
+int breaker_state_parse(const char *, enum breaker_state *);
 const char *breaker_error_name(enum breaker_error);
 const char *breaker_reason_name(enum breaker_reason);
 

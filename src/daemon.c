@@ -22,11 +22,17 @@
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
+#include "state.h"
 #include "upstream.h"
 #include "util.h"
 #include "worker.h"
 
 static void daemon_reload(struct daemon *);
+static void daemon_upstream_changed(struct upstream *, void *);
+
+/* The first retry of a failed state_file write, and the longest wait. */
+#define DAEMON_STATE_RETRY_MS 1000
+#define DAEMON_STATE_RETRY_MAX_MS 30000
 
 /* Route libevent's own messages into our log. */
 static void
@@ -67,6 +73,142 @@ daemon_notify_status(struct daemon *d, const char *prefix)
 	}
 	notify_sendf("%sSTATUS=%zu upstream%s, %u open", prefix, d->nupstreams,
 	    d->nupstreams == 1 ? "" : "s", open);
+}
+
+/* Write every running upstream's state to state_file: 0 or -1 + *cause. */
+static int
+daemon_state_save(struct daemon *d, char **cause)
+{
+	struct state_entry *v;
+	uint64_t now = util_now_ms();
+	size_t i;
+	char *text;
+	int rc;
+
+	v = xcalloc(d->nupstreams, sizeof(*v));
+	for (i = 0; i < d->nupstreams; i++) {
+		snprintf(v[i].name, sizeof(v[i].name), "%s",
+		    d->upstreams[i]->name);
+		breaker_save(d->upstreams[i]->breaker, now, &v[i].saved);
+	}
+	text = state_encode(v, d->nupstreams, util_wall_ms());
+	rc = state_write(d->state_path, text, cause);
+	free(text);
+	free(v);
+	return rc;
+}
+
+/*
+ * Write state_file if a breaker changed since the last write. Main thread
+ * only, off every worker's path; a failure is logged and retried, with a
+ * wait that doubles up to 30s, for as long as the daemon runs.
+ */
+static void
+daemon_state_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	struct timeval tv;
+	char *cause = NULL, q[1024], retry[32];
+
+	(void)fd;
+	(void)what;
+	if (!d->state_dirty || d->state_path == NULL)
+		return;
+	d->state_dirty = false;
+	if (daemon_state_save(d, &cause) == 0) {
+		if (d->state_failing)
+			log_info("event=state_file result=ok path=%s",
+			    d->state_path);
+		d->state_failing = false;
+		d->state_retry_ms = DAEMON_STATE_RETRY_MS;
+		return;
+	}
+	d->state_dirty = true;
+	d->state_failing = true;
+	log_errorx("event=state_file result=error error=%s retry_in=%s",
+	    log_quote(q, sizeof(q), cause),
+	    util_fmt_secs(retry, sizeof(retry), (int64_t)d->state_retry_ms));
+	free(cause);
+	util_ms_timeval(d->state_retry_ms, &tv);
+	evtimer_add(d->state_ev, &tv);
+	d->state_retry_ms *= 2;
+	if (d->state_retry_ms > DAEMON_STATE_RETRY_MAX_MS)
+		d->state_retry_ms = DAEMON_STATE_RETRY_MAX_MS;
+}
+
+/* A breaker changed: write state_file soon (at once unless a retry waits). */
+static void
+daemon_state_schedule(struct daemon *d)
+{
+	if (d->state_path == NULL || d->state_ev == NULL)
+		return;
+	d->state_dirty = true;
+	if (!evtimer_pending(d->state_ev, NULL))
+		event_active(d->state_ev, EV_TIMEOUT, 0);
+}
+
+/*
+ * Take back the breaker states of state_file at start. A missing file is a
+ * first start; a bad one is logged and ignored; upstreams no longer in the
+ * config are dropped (the next write leaves them out).
+ */
+static void
+daemon_state_load(struct daemon *d, uint64_t now)
+{
+	const char *path = d->state_path;
+	struct state_entry *v = NULL;
+	struct breaker_stats st;
+	struct upstream *up;
+	char *text = NULL, *cause = NULL, q[1024], retry[32];
+	size_t len, n = 0, i;
+	int rc;
+
+	rc = state_read(path, &text, &len, &cause);
+	if (rc == 1) {
+		log_info("event=state_file result=missing path=%s", path);
+		return;
+	}
+	if (rc == 0)
+		rc = state_decode(text, len, util_wall_ms(), &v, &n, &cause);
+	free(text);
+	if (rc != 0) {
+		log_warnx("event=state_file result=error path=%s error=%s",
+		    path, log_quote(q, sizeof(q), cause));
+		free(cause);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if ((up = daemon_upstream(d, v[i].name)) == NULL) {
+			log_info("event=state_file result=dropped upstream=%s "
+				 "error=\"not in the config\"",
+			    v[i].name);
+			continue;
+		}
+		breaker_restore(up->breaker, &v[i].saved, now);
+		breaker_snapshot(up->breaker, now, &st);
+		if (v[i].saved.state == BREAKER_CLOSED &&
+		    st.state == BREAKER_CLOSED)
+			continue;
+		log_notice("event=state_file result=restored upstream=%s "
+			   "saved=%s state=%s retry_after=%s backoff=%u",
+		    up->name, breaker_state_name(v[i].saved.state),
+		    breaker_state_name(st.state),
+		    util_fmt_secs(retry, sizeof(retry), st.retry_after_ms),
+		    v[i].saved.backoff_steps);
+	}
+	free(v);
+}
+
+/* An upstream's breaker changed state (main thread). */
+static void
+daemon_upstream_changed(struct upstream *up, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)up;
+	/* Keep systemctl status current. */
+	daemon_notify_status(d, "");
+	daemon_state_schedule(d);
 }
 
 /* Post a command to every worker. */
@@ -252,7 +394,8 @@ daemon_reload(struct daemon *d)
 	for (i = 0; i < conf->nupstreams; i++) {
 		uc = &conf->upstreams[i];
 		if ((ups[i] = daemon_upstream(d, uc->name)) == NULL) {
-			ups[i] = upstream_new(d, conf, uc, d->nworkers, now);
+			ups[i] = upstream_new(d->base, conf, uc, d->nworkers,
+			    now, daemon_upstream_changed, d);
 			created[i] = true;
 		}
 	}
@@ -334,6 +477,7 @@ daemon_reload(struct daemon *d)
 	    conf->log_target);
 	for (i = 0; i < d->nupstreams; i++)
 		upstream_tick(d->upstreams[i], now);
+	daemon_state_schedule(d);
 
 	d->reload = rl;
 	atomic_store(&d->reload_pending, d->nworkers);
@@ -484,8 +628,9 @@ daemon_make_upstreams(struct daemon *d, uint64_t now)
 	d->nupstreams = conf->nupstreams;
 	d->upstreams = xcalloc(conf->nupstreams, sizeof(*d->upstreams));
 	for (i = 0; i < conf->nupstreams; i++)
-		d->upstreams[i] = upstream_new(d, conf, &conf->upstreams[i],
-		    d->nworkers, now);
+		d->upstreams[i] =
+		    upstream_new(d->base, conf, &conf->upstreams[i],
+			d->nworkers, now, daemon_upstream_changed, d);
 	for (i = 0; i < conf->nupstreams; i++) {
 		uc = &conf->upstreams[i];
 		if (uc->backup_index >= 0)
@@ -559,12 +704,13 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 			  "not "
 			  "available in this release\"",
 		    conf->admin.text);
-	if (conf->state_file != NULL)
-		log_warnx("event=state_file path=%s error=\"state_file is not "
-			  "available in this release; breaker states start "
-			  "closed\"",
-		    conf->state_file);
 	daemon_make_upstreams(d, now);
+	d->state_ev = evtimer_new(d->base, daemon_state_cb, d);
+	d->state_retry_ms = DAEMON_STATE_RETRY_MS;
+	if (conf->state_file != NULL) {
+		d->state_path = xstrdup(conf->state_file);
+		daemon_state_load(d, now);
+	}
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
 	for (i = 0; i < d->nworkers; i++) {
 		d->workers[i] = worker_new(d, i, cause);
@@ -615,6 +761,8 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	}
 	for (j = 0; j < d->nupstreams; j++)
 		upstream_tick(d->upstreams[j], now);
+	/* At once: a state_file that cannot be written shows at start. */
+	daemon_state_schedule(d);
 	daemon_notify_status(d, "READY=1\n");
 	*dp = d;
 	return 0;
@@ -622,6 +770,21 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 fail:
 	daemon_free(d);
 	return -1;
+}
+
+/* The last write of state_file, at stop: logged if it fails. */
+static void
+daemon_state_final(struct daemon *d)
+{
+	char *cause = NULL, q[1024];
+
+	if (d->state_path == NULL)
+		return;
+	if (daemon_state_save(d, &cause) != 0) {
+		log_errorx("event=state_file result=error error=%s",
+		    log_quote(q, sizeof(q), cause));
+		free(cause);
+	}
 }
 
 /* Run until every worker has ended; returns the exit status. */
@@ -638,6 +801,7 @@ daemon_run(struct daemon *d)
 		closed += d->workers[i]->closed;
 	}
 	d->nspawned = 0;
+	daemon_state_final(d);
 	log_info("event=stop reason=%s drained=%" PRIu64 " closed=%" PRIu64,
 	    d->stop_reason != NULL ? d->stop_reason : "unknown", drained,
 	    closed);
@@ -698,6 +862,9 @@ daemon_free(struct daemon *d)
 		event_free(d->watchdog_ev);
 	if (d->reload_done_ev != NULL)
 		event_free(d->reload_done_ev);
+	if (d->state_ev != NULL)
+		event_free(d->state_ev);
+	free(d->state_path);
 	if (d->base != NULL)
 		event_base_free(d->base);
 	config_free(d->conf);

@@ -70,6 +70,13 @@ struct daemon {
 	struct event *watchdog_ev;
 	uint64_t start_ms;
 
+	/* state_file: written on the main thread when dirty, retried. */
+	char *state_path; /* as at start: a reload changes it at restart */
+	struct event *state_ev;
+	bool state_dirty;
+	bool state_failing;	 /* the last write failed */
+	uint64_t state_retry_ms; /* wait before the next retry */
+
 	struct daemon_reload *reload;	 /* in progress, or NULL */
 	_Atomic unsigned reload_pending; /* workers yet to apply it */
 	struct event *reload_done_ev;

@@ -10,7 +10,6 @@
 
 #include <event2/event.h>
 
-#include "daemon.h"
 #include "log.h"
 #include "upstream.h"
 #include "util.h"
@@ -85,6 +84,7 @@ upstream_transition(const struct breaker_transition *t, void *arg)
 			    breaker_state_name(t->to));
 		break;
 	}
+	atomic_store(&up->changed, true);
 	upstream_tick_schedule(up);
 }
 
@@ -124,14 +124,16 @@ upstream_tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	upstream_tick(up, util_now_ms());
-	/* Runs after every transition: keep systemctl status current. */
-	daemon_notify_status(up->daemon, "");
+	/* Runs after every transition: pass the news up. */
+	if (atomic_exchange(&up->changed, false) && up->changed_cb != NULL)
+		up->changed_cb(up, up->changed_arg);
 }
 
-/* Create the running upstream for a config section. */
+/* Create the running upstream for a config section; cb hears of changes. */
 struct upstream *
-upstream_new(struct daemon *d, const struct config *conf,
-    const struct upstream_conf *uc, unsigned nworkers, uint64_t now)
+upstream_new(struct event_base *base, const struct config *conf,
+    const struct upstream_conf *uc, unsigned nworkers, uint64_t now,
+    upstream_changed_cb cb, void *arg)
 {
 	struct upstream *up;
 	uint64_t seed;
@@ -141,7 +143,9 @@ upstream_new(struct daemon *d, const struct config *conf,
 	atomic_init(&up->conf, uc);
 	atomic_init(&up->backup, NULL);
 	atomic_init(&up->log_rejects_per_second, conf->log_rejects_per_second);
-	up->daemon = d;
+	atomic_init(&up->changed, false);
+	up->changed_cb = cb;
+	up->changed_arg = arg;
 	seed = now ^ ((uint64_t)(uintptr_t)up << 16) ^ (uint64_t)getpid();
 	up->breaker = breaker_new(&uc->breaker, now, seed);
 	breaker_set_callback(up->breaker, upstream_transition, up);
@@ -154,8 +158,8 @@ upstream_new(struct daemon *d, const struct config *conf,
 	atomic_init(&up->refs, 0);
 	pthread_mutex_init(&up->rl_lock, NULL);
 	up->rl_since_ms = now;
-	if (d != NULL)
-		up->tick_ev = evtimer_new(d->base, upstream_tick_cb, up);
+	if (base != NULL)
+		up->tick_ev = evtimer_new(base, upstream_tick_cb, up);
 	return up;
 }
 

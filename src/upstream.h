@@ -15,8 +15,12 @@
 #include "breaker.h"
 #include "config.h"
 
-struct daemon;
 struct event;
+struct event_base;
+struct upstream;
+
+/* Told on the main thread after the upstream's breaker changed state. */
+typedef void (*upstream_changed_cb)(struct upstream *, void *);
 
 /* Per-client lines under log_rejects_per_second, each with its summary. */
 enum upstream_log_kind {
@@ -62,9 +66,12 @@ struct upstream {
 	_Atomic(const struct upstream_conf *) conf;
 	_Atomic(struct upstream *) backup;
 	_Atomic unsigned log_rejects_per_second;
-	struct daemon *daemon;
 	struct breaker *breaker;
 	struct event *tick_ev; /* main thread: breaker deadlines */
+	/* Set by the transition callback (any thread), taken by tick_ev. */
+	_Atomic bool changed;
+	upstream_changed_cb changed_cb;
+	void *changed_arg;
 
 	_Atomic unsigned active;	    /* open relays, all workers */
 	_Atomic unsigned refs;		    /* relays pointing here */
@@ -81,8 +88,9 @@ struct upstream {
 	uint64_t rl_since_ms; /* last summary flush */
 };
 
-struct upstream *upstream_new(struct daemon *, const struct config *,
-    const struct upstream_conf *, unsigned nworkers, uint64_t now_ms);
+struct upstream *upstream_new(struct event_base *, const struct config *,
+    const struct upstream_conf *, unsigned nworkers, uint64_t now_ms,
+    upstream_changed_cb, void *);
 void upstream_free(struct upstream *);
 void upstream_set_conf(struct upstream *, const struct config *,
     const struct upstream_conf *, uint64_t now_ms);

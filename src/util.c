@@ -1,10 +1,12 @@
 /* Small helpers shared by every module: monotonic time and allocation. */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "log.h"
@@ -42,14 +44,34 @@ util_errno_name(int error)
 	}
 }
 
-/* Return wall-clock time in seconds since the epoch. */
-double
-util_wall_now(void)
+/* Return wall-clock time in milliseconds since the epoch. */
+uint64_t
+util_wall_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Format milliseconds as seconds with three decimals, "none" if negative. */
+const char *
+util_fmt_secs(char *buf, size_t len, int64_t ms)
+{
+	if (ms < 0)
+		snprintf(buf, len, "none");
+	else
+		snprintf(buf, len, "%" PRId64 ".%03" PRId64, ms / 1000,
+		    ms % 1000);
+	return buf;
+}
+
+/* Convert milliseconds to a timeval for a timer. */
+void
+util_ms_timeval(uint64_t ms, struct timeval *tv)
+{
+	tv->tv_sec = (time_t)(ms / 1000);
+	tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
 }
 
 /* Allocate or die: running out of memory is not a state we can serve from. */

@@ -5,12 +5,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct timeval;
+
 #define CP_UNUSED __attribute__((unused))
 #define CP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 uint64_t util_now_ms(void);
 const char *util_errno_name(int);
-double util_wall_now(void);
+uint64_t util_wall_ms(void);
+const char *util_fmt_secs(char *, size_t, int64_t);
+void util_ms_timeval(uint64_t, struct timeval *);
 void *xmalloc(size_t);
 void *xcalloc(size_t, size_t);
 void *xrealloc(void *, size_t);

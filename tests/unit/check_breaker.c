@@ -1888,6 +1888,201 @@ START_TEST(test_concurrency)
 }
 END_TEST
 
+/* Save a breaker at now into a new one created at later (a restart). */
+static struct breaker *
+restart(struct breaker *b, const struct breaker_conf *c, uint64_t now,
+    uint64_t later, struct trlog *l, struct breaker_saved *sv)
+{
+	struct breaker *nb;
+
+	breaker_save(b, now, sv);
+	breaker_free(b);
+	nb = mk(c, l);
+	breaker_restore(nb, sv, later);
+	return nb;
+}
+
+/* An open circuit saved and restored keeps the rest of its open time. */
+START_TEST(test_restore_open)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker_saved sv;
+	struct breaker_stats st;
+	struct trlog l;
+	struct breaker *b = mk(&c, NULL);
+
+	trip(b, T0, 5);
+	b = restart(b, &c, T0 + 10000, T0 + 500, &l, &sv);
+	ck_assert_int_eq(sv.state, BREAKER_OPEN);
+	ck_assert_uint_eq(sv.age_ms, 10000);
+	ck_assert_int_eq(sv.remaining_ms, 20000);
+	ck_assert_uint_eq(sv.open_ms, 30000);
+	/* Here the new run's clock starts lower: only durations carry. */
+	breaker_snapshot(b, T0 + 500, &st);
+	ck_assert_int_eq(st.state, BREAKER_OPEN);
+	ck_assert_int_eq(st.retry_after_ms, 20000);
+	ck_assert_uint_eq(st.recovery_timeout_ms, 30000);
+	ck_assert_uint_eq(st.state_since_ms, T0 + 500 - 10000);
+	ck_assert_uint_eq(st.opened_total, 0);
+	ck_assert_uint_eq(breaker_next_deadline(b), T0 + 20500);
+	ck_assert(!admit(b, T0 + 20499).admitted);
+	/* No callback for the restore itself; time moves it on as usual. */
+	ck_assert_int_eq(l.n, 0);
+	breaker_tick(b, T0 + 20500);
+	ck_assert_int_eq(l.n, 1);
+	ck_tr(&l, 0, BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_REASON_NONE);
+	breaker_free(b);
+}
+END_TEST
+
+/* An open period that ended while down comes back half_open, backoff kept. */
+START_TEST(test_restore_open_expired)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker_saved sv;
+	struct breaker_ticket t;
+	struct breaker_stats st;
+	struct breaker *b;
+
+	c.recovery_backoff = 2;
+	memset(&sv, 0, sizeof(sv));
+	sv.state = BREAKER_OPEN;
+	sv.remaining_ms = 0;
+	sv.open_ms = 60000;
+	sv.backoff_steps = 1;
+	b = mk(&c, NULL);
+	breaker_restore(b, &sv, T0);
+	breaker_snapshot(b, T0, &st);
+	ck_assert_int_eq(st.state, BREAKER_HALF_OPEN);
+	ck_assert_uint_eq(st.state_since_ms, T0);
+	/* The next opening, if this trial fails, is one step further. */
+	ck_assert_uint_eq(st.recovery_timeout_ms, 120000);
+	t = admit(b, T0);
+	ck_assert(t.admitted && t.trial);
+	breaker_record(b, &t, false, BREAKER_ERR_REFUSED, T0 + 1);
+	ck_assert_int_eq(breaker_retry_after(b, T0 + 1), 120000);
+	breaker_free(b);
+}
+END_TEST
+
+/* A force keeps the rest of its lifetime, or none; expired, it is closed. */
+START_TEST(test_restore_forced)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker_saved sv;
+	struct breaker *b = mk(&c, NULL);
+	struct breaker_ticket t;
+
+	breaker_force_open(b, 60000, T0);
+	b = restart(b, &c, T0 + 15000, T0, NULL, &sv);
+	ck_assert_int_eq(sv.state, BREAKER_FORCED_OPEN);
+	ck_assert_int_eq(sv.remaining_ms, 45000);
+	t = admit(b, T0 + 1000);
+	ck_assert_int_eq(t.verdict, BREAKER_REJECT_FORCED_OPEN);
+	ck_assert_int_eq(t.retry_after_ms, 44000);
+	ck_assert_int_eq(state(b, T0 + 45000), BREAKER_CLOSED);
+	breaker_free(b);
+
+	b = mk(&c, NULL);
+	breaker_force_open(b, 0, T0);
+	b = restart(b, &c, T0 + 15000, T0, NULL, &sv);
+	ck_assert_int_eq(sv.remaining_ms, -1);
+	ck_assert_int_eq(breaker_retry_after(b, T0 + 999999), -1);
+	ck_assert_int_eq(state(b, T0 + 999999), BREAKER_FORCED_OPEN);
+	breaker_free(b);
+
+	b = mk(&c, NULL);
+	breaker_force_closed(b, 5000, T0);
+	b = restart(b, &c, T0 + 1000, T0, NULL, &sv);
+	ck_assert_int_eq(state(b, T0 + 3999), BREAKER_FORCED_CLOSED);
+	ck_assert_int_eq(state(b, T0 + 4000), BREAKER_CLOSED);
+	breaker_free(b);
+
+	memset(&sv, 0, sizeof(sv));
+	sv.state = BREAKER_FORCED_OPEN;
+	sv.remaining_ms = 0;
+	sv.backoff_steps = 3;
+	b = mk(&c, NULL);
+	breaker_restore(b, &sv, T0);
+	ck_assert_int_eq(state(b, T0), BREAKER_CLOSED);
+	ck_assert(admit(b, T0).admitted);
+	breaker_free(b);
+}
+END_TEST
+
+/* Backoff comes back with the state: the next opening is backed off. */
+START_TEST(test_restore_backoff)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker_saved sv;
+	struct breaker *b;
+	uint64_t now = T0;
+
+	c.recovery_timeout_ms = 1000;
+	c.recovery_backoff = 2;
+	c.recovery_timeout_max_ms = 60000;
+	b = mk(&c, NULL);
+	trip(b, now, 5);
+	ck_assert_int_eq(fail_trial(b, &now), 2000);
+	ck_assert_int_eq(fail_trial(b, &now), 4000);
+	b = restart(b, &c, now + 1000, T0, NULL, &sv);
+	ck_assert_uint_eq(sv.backoff_steps, 2);
+	ck_assert_int_eq(breaker_retry_after(b, T0), 3000);
+	now = T0;
+	ck_assert_int_eq(fail_trial(b, &now), 8000);
+	breaker_free(b);
+}
+END_TEST
+
+/* closed and half_open restore as themselves; a bad state changes nothing. */
+START_TEST(test_restore_plain)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker_saved sv;
+	struct breaker *b = mk(&c, NULL);
+
+	b = restart(b, &c, T0 + 5, T0, NULL, &sv);
+	ck_assert_int_eq(sv.state, BREAKER_CLOSED);
+	ck_assert_int_eq(sv.remaining_ms, -1);
+	ck_assert_int_eq(state(b, T0), BREAKER_CLOSED);
+	breaker_free(b);
+
+	b = mk(&c, NULL);
+	trip(b, T0, 5);
+	breaker_tick(b, T0 + 30000);
+	b = restart(b, &c, T0 + 30001, T0, NULL, &sv);
+	ck_assert_int_eq(sv.state, BREAKER_HALF_OPEN);
+	ck_assert_int_eq(state(b, T0), BREAKER_HALF_OPEN);
+	breaker_free(b);
+
+	memset(&sv, 0, sizeof(sv));
+	sv.state = BREAKER_STATE_COUNT;
+	b = mk(&c, NULL);
+	breaker_restore(b, &sv, T0);
+	ck_assert_int_eq(state(b, T0), BREAKER_CLOSED);
+	breaker_free(b);
+}
+END_TEST
+
+/* State names parse back to their states; anything else does not. */
+START_TEST(test_state_parse)
+{
+	enum breaker_state s;
+	int i;
+
+	for (i = 0; i < BREAKER_STATE_COUNT; i++) {
+		ck_assert_int_eq(breaker_state_parse(breaker_state_name(
+							 (enum breaker_state)i),
+				     &s),
+		    0);
+		ck_assert_int_eq(s, i);
+	}
+	ck_assert_int_eq(breaker_state_parse("Open", &s), -1);
+	ck_assert_int_eq(breaker_state_parse("", &s), -1);
+	ck_assert_int_eq(breaker_state_parse("unknown", &s), -1);
+}
+END_TEST
+
 /* Gather the tests into one suite. */
 static Suite *
 breaker_suite(void)
@@ -1935,6 +2130,12 @@ breaker_suite(void)
 	tcase_add_test(tc, test_reconfigure);
 	tcase_add_test(tc, test_time_never_goes_back);
 	tcase_add_test(tc, test_conf_clamps);
+	tcase_add_test(tc, test_restore_open);
+	tcase_add_test(tc, test_restore_open_expired);
+	tcase_add_test(tc, test_restore_forced);
+	tcase_add_test(tc, test_restore_backoff);
+	tcase_add_test(tc, test_restore_plain);
+	tcase_add_test(tc, test_state_parse);
 	suite_add_tcase(s, tc);
 	tcase_add_test(tm, test_model);
 	tcase_set_timeout(tm, 120);

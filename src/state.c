@@ -1,0 +1,446 @@
+/*
+ * state_file: encode and decode the breaker states kept across a restart,
+ * and read and write the file. The format, one upstream per line after a
+ * version line, times as unix seconds with milliseconds:
+ *
+ *   circuitproxyd-state 1
+ *   # NAME state= since= until= open= backoff=
+ *   api state=open since=1764630000.123 until=1764630030.123 open=30.000 backoff=1
+ *   db state=forced_open since=1764629000.000 until=none open=0.000 backoff=0
+ *
+ * since is when the state began, until when it ends on its own (none:
+ * never), open the drawn length of the current opening, backoff the
+ * failed half_open periods since the circuit last closed.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "state.h"
+#include "util.h"
+
+/* The fields of a line, each required once. */
+enum state_field {
+	STATE_F_STATE,
+	STATE_F_SINCE,
+	STATE_F_UNTIL,
+	STATE_F_OPEN,
+	STATE_F_BACKOFF,
+	STATE_F_COUNT
+};
+static const char *state_field_names[] = { "state", "since", "until", "open",
+	"backoff" };
+
+/* Append formatted text to a growing string. */
+static void __attribute__((format(printf, 4, 5)))
+state_append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			fatalx("state: bad format");
+		if ((size_t)n < *cap - *len)
+			break;
+		*cap = (*cap + (size_t)n) * 2;
+		*buf = xrealloc(*buf, *cap);
+	}
+	*len += (size_t)n;
+}
+
+/* Encode entries as of wall_ms: when a state began and when it ends. */
+char *
+state_encode(const struct state_entry *v, size_t n, uint64_t wall_ms)
+{
+	const struct breaker_saved *sv;
+	char since[32], until[32], open[32];
+	size_t len = 0, cap = 256, i;
+	char *buf = xmalloc(cap);
+
+	buf[0] = '\0';
+	state_append(&buf, &len, &cap,
+	    "%s %d\n# NAME state= since= until= open= backoff= "
+	    "(unix seconds; rewritten by circuitproxyd)\n",
+	    STATE_MAGIC, STATE_VERSION);
+	for (i = 0; i < n; i++) {
+		sv = &v[i].saved;
+		util_fmt_secs(since, sizeof(since),
+		    (int64_t)(wall_ms > sv->age_ms ? wall_ms - sv->age_ms : 0));
+		util_fmt_secs(until, sizeof(until),
+		    sv->remaining_ms < 0 ? -1
+					 : (int64_t)wall_ms + sv->remaining_ms);
+		util_fmt_secs(open, sizeof(open), (int64_t)sv->open_ms);
+		state_append(&buf, &len, &cap,
+		    "%s state=%s since=%s until=%s open=%s backoff=%u\n",
+		    v[i].name, breaker_state_name(sv->state), since, until,
+		    open, sv->backoff_steps);
+	}
+	return buf;
+}
+
+/* Parse "S" or "S.mmm" (at most three decimals) as milliseconds. */
+static int
+state_parse_ms(const char *s, uint64_t *out)
+{
+	uint64_t v = 0, frac = 0;
+	unsigned nint = 0, nfrac = 0;
+
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (++nint > 15)
+			return -1;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	if (nint == 0)
+		return -1;
+	if (*s == '.') {
+		for (s++; *s >= '0' && *s <= '9'; s++) {
+			if (++nfrac > 3)
+				return -1;
+			frac = frac * 10 + (uint64_t)(*s - '0');
+		}
+		if (nfrac == 0)
+			return -1;
+		for (; nfrac < 3; nfrac++)
+			frac *= 10;
+	}
+	if (*s != '\0')
+		return -1;
+	*out = v * 1000 + frac;
+	return 0;
+}
+
+/* Is this a valid upstream name ([A-Za-z0-9_.-]{1,64})? */
+static bool
+state_name_ok(const char *s)
+{
+	size_t n = strspn(s,
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_."
+	    "-");
+
+	return n >= 1 && n <= UPSTREAM_NAME_MAX && s[n] == '\0';
+}
+
+/* Decode one upstream's line (modified in place) as of wall_ms. */
+static int
+state_decode_line(char *line, uint64_t wall_ms, struct state_entry *e,
+    char **cause)
+{
+	char *tok, *save = NULL, *val;
+	bool seen[STATE_F_COUNT] = { false };
+	uint64_t since = 0, until = 0, open = 0, backoff = 0;
+	bool until_none = false;
+	int f;
+
+	memset(e, 0, sizeof(*e));
+	tok = strtok_r(line, " \t", &save);
+	if (tok == NULL || !state_name_ok(tok)) {
+		xasprintf(cause, "bad upstream name '%s'", tok ? tok : "");
+		return -1;
+	}
+	snprintf(e->name, sizeof(e->name), "%s", tok);
+	while ((tok = strtok_r(NULL, " \t", &save)) != NULL) {
+		if ((val = strchr(tok, '=')) == NULL) {
+			xasprintf(cause, "'%s' is not key=value", tok);
+			return -1;
+		}
+		*val++ = '\0';
+		for (f = 0; f < STATE_F_COUNT; f++)
+			if (strcmp(tok, state_field_names[f]) == 0)
+				break;
+		if (f == STATE_F_COUNT) {
+			xasprintf(cause, "unknown field '%s'", tok);
+			return -1;
+		}
+		if (seen[f]) {
+			xasprintf(cause, "field '%s' given twice", tok);
+			return -1;
+		}
+		seen[f] = true;
+		switch (f) {
+		case STATE_F_STATE:
+			if (breaker_state_parse(val, &e->saved.state) != 0)
+				goto bad;
+			break;
+		case STATE_F_SINCE:
+			if (state_parse_ms(val, &since) != 0)
+				goto bad;
+			break;
+		case STATE_F_UNTIL:
+			if (strcmp(val, "none") == 0)
+				until_none = true;
+			else if (state_parse_ms(val, &until) != 0)
+				goto bad;
+			break;
+		case STATE_F_OPEN:
+			if (state_parse_ms(val, &open) != 0)
+				goto bad;
+			break;
+		case STATE_F_BACKOFF:
+			if (val[0] == '\0' ||
+			    strspn(val, "0123456789") != strlen(val) ||
+			    strlen(val) > 4)
+				goto bad;
+			backoff = strtoull(val, NULL, 10);
+			break;
+		}
+	}
+	for (f = 0; f < STATE_F_COUNT; f++)
+		if (!seen[f]) {
+			xasprintf(cause, "upstream %s: no %s=", e->name,
+			    state_field_names[f]);
+			return -1;
+		}
+	if (e->saved.state == BREAKER_OPEN && until_none) {
+		xasprintf(cause, "upstream %s: open with until=none", e->name);
+		return -1;
+	}
+	e->saved.age_ms = wall_ms > since ? wall_ms - since : 0;
+	if (until_none)
+		e->saved.remaining_ms = -1;
+	else
+		e->saved.remaining_ms =
+		    until > wall_ms ? (int64_t)(until - wall_ms) : 0;
+	e->saved.open_ms = open;
+	e->saved.backoff_steps = (unsigned)backoff;
+	return 0;
+
+bad:
+	xasprintf(cause, "upstream %s: bad %s '%s'", e->name,
+	    state_field_names[f], val);
+	return -1;
+}
+
+/* Check the version line: ours, another version, or not a state file. */
+static int
+state_decode_magic(const char *line, char **cause)
+{
+	size_t n = strlen(STATE_MAGIC);
+	char want[64];
+
+	snprintf(want, sizeof(want), "%s %d", STATE_MAGIC, STATE_VERSION);
+	if (strcmp(line, want) == 0)
+		return 0;
+	if (strncmp(line, STATE_MAGIC, n) == 0 && line[n] == ' ')
+		xasprintf(cause, "version '%.16s' is not %d", line + n + 1,
+		    STATE_VERSION);
+	else
+		xasprintf(cause, "not a %s file", STATE_MAGIC);
+	return -1;
+}
+
+/* Decode a whole file's text; all or nothing. */
+int
+state_decode(const char *text, size_t len, uint64_t wall_ms,
+    struct state_entry **vp, size_t *np, char **cause)
+{
+	struct state_entry *v = NULL;
+	size_t n = 0, lineno = 0, i;
+	char *copy, *line, *next, *why = NULL;
+
+	*vp = NULL;
+	*np = 0;
+	if (len == 0 || memchr(text, '\0', len) != NULL ||
+	    text[len - 1] != '\n') {
+		xasprintf(cause,
+		    len == 0 ? "empty file"
+			: memchr(text, '\0', len) != NULL
+			? "NUL byte in the file"
+			: "truncated (no newline at the end)");
+		return -1;
+	}
+	copy = xmalloc(len + 1);
+	memcpy(copy, text, len);
+	copy[len] = '\0';
+	for (line = copy; *line != '\0'; line = next) {
+		next = strchr(line, '\n');
+		*next++ = '\0';
+		lineno++;
+		if (lineno == 1) {
+			if (state_decode_magic(line, &why) != 0)
+				goto fail;
+			continue;
+		}
+		if (line[strspn(line, " \t")] == '\0' || line[0] == '#')
+			continue;
+		v = xrealloc(v, (n + 1) * sizeof(*v));
+		if (state_decode_line(line, wall_ms, &v[n], &why) != 0)
+			goto fail;
+		for (i = 0; i < n; i++)
+			if (strcmp(v[i].name, v[n].name) == 0) {
+				xasprintf(&why, "upstream %s listed twice",
+				    v[n].name);
+				goto fail;
+			}
+		n++;
+	}
+	free(copy);
+	*vp = v;
+	*np = n;
+	return 0;
+
+fail:
+	xasprintf(cause, "line %zu: %s", lineno, why);
+	free(why);
+	free(copy);
+	free(v);
+	return -1;
+}
+
+/* Read the whole file (NUL-terminated), refusing all but a small file. */
+int
+state_read(const char *path, char **textp, size_t *lenp, char **cause)
+{
+	struct stat sb;
+	size_t len = 0;
+	ssize_t r;
+	char *text;
+	int fd;
+
+	*textp = NULL;
+	*lenp = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
+		if (errno == ENOENT)
+			return 1;
+		xasprintf(cause, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+	    sb.st_size > STATE_SIZE_MAX) {
+		xasprintf(cause, "%s: %s", path,
+		    !S_ISREG(sb.st_mode) ? "not a regular file"
+					 : "larger than 1 MiB");
+		close(fd);
+		return -1;
+	}
+	text = xmalloc((size_t)sb.st_size + 1);
+	while (len <= (size_t)sb.st_size) {
+		r = read(fd, text + len, (size_t)sb.st_size + 1 - len);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			xasprintf(cause, "%s: %s", path, strerror(errno));
+			free(text);
+			close(fd);
+			return -1;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	if (len > (size_t)sb.st_size) {
+		xasprintf(cause, "%s: grew while read", path);
+		free(text);
+		return -1;
+	}
+	text[len] = '\0';
+	*textp = text;
+	*lenp = len;
+	return 0;
+}
+
+/* Write all of buf to fd. */
+static int
+state_write_all(int fd, const char *buf, size_t len)
+{
+	ssize_t r;
+
+	while (len > 0) {
+		r = write(fd, buf, len);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1)
+			return -1;
+		buf += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Flush the directory that holds path, so the rename survives a crash. */
+static int
+state_sync_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir;
+	int fd, rc;
+
+	if (slash == NULL)
+		dir = xstrdup(".");
+	else if (slash == path)
+		dir = xstrdup("/");
+	else
+		dir = strndup(path, (size_t)(slash - path));
+	if (dir == NULL)
+		fatalx("out of memory");
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(dir);
+	if (fd == -1)
+		return -1;
+	rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+/*
+ * Write PATH.tmp, fsync it, rename it over PATH, fsync the directory: a
+ * reader sees the old file or the new one, never a part.
+ */
+int
+state_write(const char *path, const char *text, char **cause)
+{
+	const char *step = "open";
+	char *tmp;
+	int fd, saved;
+
+	xasprintf(&tmp, "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	    0644);
+	if (fd == -1)
+		goto fail;
+	step = "write";
+	if (state_write_all(fd, text, strlen(text)) != 0)
+		goto fail;
+	step = "fsync";
+	if (fsync(fd) != 0)
+		goto fail;
+	step = "close";
+	saved = close(fd);
+	fd = -1;
+	if (saved != 0)
+		goto fail;
+	step = "rename";
+	if (rename(tmp, path) != 0)
+		goto fail;
+	free(tmp);
+	if (state_sync_dir(path) != 0) {
+		xasprintf(cause, "%s: fsync of its directory: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+
+fail:
+	saved = errno;
+	xasprintf(cause, "%s: %s: %s", tmp, step, strerror(saved));
+	if (fd != -1)
+		close(fd);
+	if (strcmp(step, "open") != 0)
+		unlink(tmp);
+	free(tmp);
+	errno = saved;
+	return -1;
+}

@@ -1,0 +1,353 @@
+/*
+ * End-to-end stories of state_file (SPEC.md 3): breaker states kept across
+ * a restart of the real daemon. An open circuit comes back open for the
+ * rest of its time, forces keep their lifetimes, an open period that ended
+ * while the daemon was down comes back half_open, a bad file is logged and
+ * ignored, and a file that cannot be written is logged and retried while
+ * the daemon goes on relaying.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* Log timestamps and the file have millisecond resolution; allow for both. */
+#define ROUND_MS 20
+/* How late a breaker timer may fire on a loaded machine. */
+#define LATE_MS 700
+
+/* The config: one worker, state_file at path, the upstreams given. */
+static const char *
+config(const char *path, const char *upstreams)
+{
+	return h_strf("[global]\n"
+		      "workers = 1\n"
+		      "state_file = %s\n"
+		      "\n%s",
+	    path, upstreams);
+}
+
+/* An upstream section that opens on one failure, with more keys. */
+static const char *
+upstream(const char *name, const char *listen, const struct h_backend *server,
+    const char *keys)
+{
+	return h_strf("[upstream:%s]\n"
+		      "listen = %s\n"
+		      "server = %s\n"
+		      "failure_threshold = 1\n"
+		      "half_open_max_calls = 1\n"
+		      "success_threshold = 1\n"
+		      "%s\n",
+	    name, listen, h_backend_addr(server), keys);
+}
+
+/* The whole of a small file, or NULL if it cannot be read. */
+static char *
+read_file(const char *path)
+{
+	static char buf[65536];
+	size_t len;
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL)
+		return NULL;
+	len = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[len] = '\0';
+	fclose(f);
+	return h_strf("%s", buf);
+}
+
+/* Wall-clock milliseconds now, as the daemon's log stamps them. */
+static int64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Format wall milliseconds as the file does: "S.mmm". */
+static char *
+secs(int64_t ms)
+{
+	return h_strf("%" PRId64 ".%03" PRId64, ms / 1000, ms % 1000);
+}
+
+/* Stop the daemon and check it exits 0. */
+static void
+stop_ok(struct h_daemon *d)
+{
+	int st = h_daemon_stop(d);
+
+	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
+}
+
+/*
+ * An open circuit survives a restart with the rest of its open time: the
+ * restarted daemon rejects at once (the server is up again, and untouched)
+ * and goes half_open when the first run's open period ends, not later and
+ * not a whole recovery_timeout after the restart.
+ */
+START_TEST(state_open_survives_restart)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	char *lis = h_free_addr4(), *path = h_path("state"), *text;
+	const char *conf =
+	    config(path, upstream("api", lis, srv, "recovery_timeout = 6s"));
+	struct h_daemon *d1, *d2;
+	const char *line;
+	int64_t t_open, t_restored, t_half;
+	double left;
+	size_t mark;
+
+	d1 = h_daemon_start(conf);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	line = h_expect_log(d1, H_WAIT_MS, "event=state", "upstream=api",
+	    "from=closed", "to=open", "retry_after=6.000");
+	t_open = h_log_time_ms(line);
+	stop_ok(d1);
+	text = read_file(path);
+	h_assert(text != NULL &&
+		strstr(text, "circuitproxyd-state 1\n") == text &&
+		strstr(text, "\napi state=open ") != NULL,
+	    "the state file after the stop:\n%s", text ? text : "(none)");
+
+	/* The server is back: a closed circuit would let the client through. */
+	h_backend_set_kind(srv, H_ECHO);
+	d2 = h_daemon_start(conf);
+	line =
+	    h_expect_log(d2, H_WAIT_MS, "event=state_file", "result=restored",
+		"upstream=api", "saved=open", "state=open", "retry_after=");
+	t_restored = h_log_time_ms(line);
+	left = h_log_double(line, "retry_after") * 1000.0;
+	h_assert(fabs(left - (double)(6000 - (t_restored - t_open))) <=
+		ROUND_MS,
+	    "restored %.0f ms after %" PRId64 " ms of a 6000 ms opening", left,
+	    t_restored - t_open);
+	h_assert(left > 1000 && left < 6000,
+	    "the restart took too long to test: %.0f ms left", left);
+
+	mark = h_log_mark(d2);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	h_expect_log_after(d2, mark, H_WAIT_MS, "event=reject", "upstream=api",
+	    "state=open", "retry_after=");
+	h_assert(h_backend_accepted(srv) == 0,
+	    "an open circuit let %u clients reach the server",
+	    h_backend_accepted(srv));
+
+	line = h_expect_log(d2, 6000 + LATE_MS, "event=state", "upstream=api",
+	    "from=open", "to=half_open");
+	t_half = h_log_time_ms(line);
+	h_assert(t_half - t_open >= 6000 - ROUND_MS &&
+		t_half - t_open <= 6000 + LATE_MS,
+	    "half_open %" PRId64 " ms after the opening, not 6000",
+	    t_half - t_open);
+	h_assert(h_echo_roundtrip(lis, "trial", H_WAIT_MS),
+	    "the half_open trial did not reach the server");
+	h_expect_log(d2, H_WAIT_MS, "event=state", "upstream=api",
+	    "from=half_open", "to=closed");
+	stop_ok(d2);
+	text = read_file(path);
+	h_assert(text != NULL && strstr(text, "\napi state=closed ") != NULL,
+	    "the state file after the second stop:\n%s",
+	    text ? text : "(none)");
+}
+END_TEST
+
+/*
+ * A file written by hand (or by a daemon that stopped a while ago): a force
+ * without a lifetime stays, a force with one keeps the rest of it, an
+ * opening that ended while the daemon was down starts half_open, an
+ * upstream no longer in the config is dropped from the file.
+ */
+START_TEST(state_forced_and_expired)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	char *l_api = h_free_addr4(), *l_web = h_free_addr4();
+	char *l_db = h_free_addr4(), *path = h_path("state"), *text;
+	const char *conf = config(path,
+	    h_strf("%s%s%s", upstream("api", l_api, srv, ""),
+		upstream("web", l_web, srv, ""),
+		upstream("db", l_db, srv, "recovery_backoff = 2")));
+	int64_t now = wall_ms(), t0, t_closed;
+	struct h_daemon *d;
+	const char *line;
+	size_t mark;
+
+	h_write_file("state",
+	    h_strf("circuitproxyd-state 1\n"
+		   "api state=forced_open since=%s until=none open=0 "
+		   "backoff=0\n"
+		   "web state=forced_open since=%s until=%s open=0 "
+		   "backoff=0\n"
+		   "db state=open since=%s until=%s open=30 backoff=1\n"
+		   "gone state=open since=%s until=%s open=30 backoff=0\n",
+		secs(now - 5000), secs(now - 5000), secs(now + 3000),
+		secs(now - 40000), secs(now - 10000), secs(now - 1000),
+		secs(now + 29000)));
+	t0 = wall_ms();
+	d = h_daemon_start(conf);
+	h_expect_log(d, H_WAIT_MS, "event=state_file", "result=restored",
+	    "upstream=api", "saved=forced_open", "state=forced_open",
+	    "retry_after=none");
+	line = h_expect_log(d, H_WAIT_MS, "event=state_file", "result=restored",
+	    "upstream=web", "state=forced_open", "retry_after=");
+	h_assert(h_log_double(line, "retry_after") * 1000 <=
+		    3000 - (t0 - now) &&
+		h_log_double(line, "retry_after") > 1.0,
+	    "web restored with %s", line);
+	h_expect_log(d, H_WAIT_MS, "event=state_file", "result=restored",
+	    "upstream=db", "saved=open", "state=half_open", "retry_after=0.000",
+	    "backoff=1");
+	h_expect_log(d, H_WAIT_MS, "event=state_file", "result=dropped",
+	    "upstream=gone");
+
+	mark = h_log_mark(d);
+	h_client_expect_reset(l_api, H_WAIT_MS, NULL);
+	h_client_expect_reset(l_web, H_WAIT_MS, NULL);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reject", "upstream=api",
+	    "state=forced_open", "retry_after=none");
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reject", "upstream=web",
+	    "state=forced_open");
+	/* db's one trial goes through and closes it. */
+	h_assert(h_echo_roundtrip(l_db, "trial", H_WAIT_MS),
+	    "the half_open trial of db did not reach the server");
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db",
+	    "from=half_open", "to=closed");
+
+	/* web's force ends when the file said, on its own. */
+	line = h_expect_log(d, 3000 + LATE_MS, "event=state", "upstream=web",
+	    "from=forced_open", "to=closed", "reason=manual");
+	t_closed = h_log_time_ms(line);
+	h_assert(t_closed >= now + 3000 - ROUND_MS &&
+		t_closed <= now + 3000 + LATE_MS,
+	    "web's force ended %" PRId64 " ms after the file was written, "
+	    "not 3000",
+	    t_closed - now);
+	h_assert(h_echo_roundtrip(l_web, "again", H_WAIT_MS),
+	    "web does not relay after its force ended");
+	stop_ok(d);
+	text = read_file(path);
+	h_assert(text != NULL &&
+		strstr(text, "\napi state=forced_open ") != NULL &&
+		strstr(text, " until=none ") != NULL &&
+		strstr(text, "\nweb state=closed ") != NULL &&
+		strstr(text, "\ndb state=closed ") != NULL &&
+		strstr(text, "gone") == NULL,
+	    "the state file after the stop:\n%s", text ? text : "(none)");
+}
+END_TEST
+
+/*
+ * A corrupt file, or one of another version, is logged with its reason and
+ * ignored: every circuit starts closed, and the next write replaces it.
+ */
+START_TEST(state_bad_file_ignored)
+{
+	static const struct {
+		const char *text;
+		const char *error;
+	} bad[] = {
+		{ "circuitproxyd-state 1\napi state=open since=1 until=",
+		    "truncated (no newline at the end)" },
+		{ "circuitproxyd-state 7\napi state=open\n",
+		    "line 1: version '7' is not 1" },
+		{ "\x89PNG\r\n", "line 1: not a circuitproxyd-state file" },
+		{ "circuitproxyd-state 1\napi state=open since=x until=1 "
+		  "open=1 backoff=0\n",
+		    "line 2: upstream api: bad since 'x'" },
+	};
+	struct h_backend *srv = h_backend(H_ECHO);
+	char *lis = h_free_addr4(), *path = h_path("state"), *text;
+	const char *conf = config(path, upstream("api", lis, srv, ""));
+	struct h_daemon *d;
+	char got[256];
+	const char *line;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		h_write_file("state", bad[i].text);
+		d = h_daemon_start(conf);
+		line = h_expect_log(d, H_WAIT_MS, "level=warning",
+		    "event=state_file", "result=error", "error=");
+		h_log_value(line, "error", got, sizeof(got));
+		h_assert(strcmp(got, bad[i].error) == 0,
+		    "file %zu: error=\"%s\", not \"%s\"", i, got, bad[i].error);
+		h_assert(h_echo_roundtrip(lis, "hello", H_WAIT_MS),
+		    "file %zu: the circuit did not start closed", i);
+		stop_ok(d);
+		text = read_file(path);
+		h_assert(text != NULL &&
+			strstr(text, "\napi state=closed ") != NULL,
+		    "file %zu was not replaced:\n%s", i,
+		    text ? text : "(none)");
+	}
+}
+END_TEST
+
+/*
+ * A state file that cannot be written (here: its directory is missing) is
+ * an error line, retried with a growing wait, never fatal; when the
+ * directory appears the next retry writes it, with a line saying so.
+ */
+START_TEST(state_write_failure_retried)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	char *lis = h_free_addr4(), *dir = h_path("later");
+	char *path = h_strf("%s/state", dir), *text;
+	const char *conf =
+	    config(path, upstream("api", lis, srv, "recovery_timeout = 60s"));
+	struct h_daemon *d;
+	const char *line;
+	int64_t t1, t2;
+
+	d = h_daemon_start(conf);
+	line = h_expect_log(d, H_WAIT_MS, "level=error", "event=state_file",
+	    "result=error", "retry_in=1.000");
+	h_assert(strstr(line, "No such file or directory") != NULL,
+	    "the error does not say why: %s", line);
+	t1 = h_log_time_ms(line);
+	/* A transition meanwhile is kept for the retry, the daemon goes on. */
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
+	line = h_expect_log(d, 1000 + LATE_MS, "level=error",
+	    "event=state_file", "result=error", "retry_in=2.000");
+	t2 = h_log_time_ms(line);
+	h_assert(t2 - t1 >= 1000 - ROUND_MS && t2 - t1 <= 1000 + LATE_MS,
+	    "retried after %" PRId64 " ms, not 1000", t2 - t1);
+	h_assert(h_daemon_running(d), "the daemon died of a failed write");
+	h_backend_set_kind(srv, H_ECHO);
+
+	h_assert(mkdir(dir, 0755) == 0, "mkdir %s: %s", dir, strerror(errno));
+	h_expect_log(d, 2000 + LATE_MS, "level=info", "event=state_file",
+	    "result=ok");
+	text = read_file(path);
+	h_assert(text != NULL && strstr(text, "\napi state=open ") != NULL,
+	    "the retry wrote:\n%s", text ? text : "(none)");
+	h_assert(h_count_log(d, "event=state_file", "retry_in=4.000") == 0,
+	    "retried once more after the write succeeded");
+	stop_ok(d);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("restart");
+
+	H_TEST(s, state_open_survives_restart);
+	H_TEST(s, state_forced_and_expired);
+	H_TEST(s, state_bad_file_ignored);
+	H_TEST(s, state_write_failure_retried);
+	return h_main(s);
+}

@@ -1,0 +1,343 @@
+/*
+ * Check suite for state_file (SPEC.md 3): the text format both ways, with
+ * wall-clock time passed in, every kind of bad file refused with its line,
+ * and the atomic write and the read on real files.
+ */
+#include <sys/stat.h>
+
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "state.h"
+
+#define W0 1764630000000ULL /* a wall-clock time, ms */
+
+/* Decode text, which must be good, as of W0. */
+static struct state_entry *
+decode_ok(const char *text, size_t *n)
+{
+	struct state_entry *v;
+	char *cause = NULL;
+
+	if (state_decode(text, strlen(text), W0, &v, n, &cause) != 0)
+		ck_abort_msg("decode failed: %s", cause);
+	return v;
+}
+
+/* Encoding writes the version line and one line per upstream. */
+START_TEST(test_encode)
+{
+	struct state_entry v[3];
+	char *text;
+
+	memset(v, 0, sizeof(v));
+	strcpy(v[0].name, "api");
+	v[0].saved.state = BREAKER_OPEN;
+	v[0].saved.age_ms = 10000;
+	v[0].saved.remaining_ms = 20500;
+	v[0].saved.open_ms = 30000;
+	v[0].saved.backoff_steps = 2;
+	strcpy(v[1].name, "db.main-1");
+	v[1].saved.state = BREAKER_FORCED_OPEN;
+	v[1].saved.age_ms = 1;
+	v[1].saved.remaining_ms = -1;
+	strcpy(v[2].name, "web");
+	v[2].saved.state = BREAKER_CLOSED;
+	v[2].saved.age_ms = 5000;
+	v[2].saved.remaining_ms = -1;
+	text = state_encode(v, 3, W0);
+	ck_assert_str_eq(text,
+	    "circuitproxyd-state 1\n"
+	    "# NAME state= since= until= open= backoff= (unix seconds; "
+	    "rewritten by circuitproxyd)\n"
+	    "api state=open since=1764629990.000 until=1764630020.500 "
+	    "open=30.000 backoff=2\n"
+	    "db.main-1 state=forced_open since=1764629999.999 until=none "
+	    "open=0.000 backoff=0\n"
+	    "web state=closed since=1764629995.000 until=none open=0.000 "
+	    "backoff=0\n");
+	free(text);
+	text = state_encode(NULL, 0, W0);
+	ck_assert_str_eq(strchr(text, '\n') + 1,
+	    "# NAME state= since= until= open= backoff= (unix seconds; "
+	    "rewritten by circuitproxyd)\n");
+	free(text);
+}
+END_TEST
+
+/* Decoding as of a later time gives what is left then. */
+START_TEST(test_decode)
+{
+	struct state_entry *v;
+	size_t n;
+
+	v = decode_ok("circuitproxyd-state 1\n"
+		      "# a comment\n"
+		      "\n"
+		      "api state=open since=1764629990 until=1764630020.5 "
+		      "open=30.000 backoff=2\n"
+		      "db  state=forced_closed\tbackoff=0 open=0 until=none "
+		      "since=1764630001.000\n"
+		      "web state=half_open since=1764629999.9 until=none "
+		      "open=0.000 backoff=7\n"
+		      "old state=forced_open since=1 until=1764629000.000 "
+		      "open=0 backoff=0\n",
+	    &n);
+	ck_assert_uint_eq(n, 4);
+	ck_assert_str_eq(v[0].name, "api");
+	ck_assert_int_eq(v[0].saved.state, BREAKER_OPEN);
+	ck_assert_uint_eq(v[0].saved.age_ms, 10000);
+	ck_assert_int_eq(v[0].saved.remaining_ms, 20500);
+	ck_assert_uint_eq(v[0].saved.open_ms, 30000);
+	ck_assert_uint_eq(v[0].saved.backoff_steps, 2);
+	/* A state that begins after now (the clock went back) is new. */
+	ck_assert_str_eq(v[1].name, "db");
+	ck_assert_int_eq(v[1].saved.state, BREAKER_FORCED_CLOSED);
+	ck_assert_uint_eq(v[1].saved.age_ms, 0);
+	ck_assert_int_eq(v[1].saved.remaining_ms, -1);
+	ck_assert_int_eq(v[2].saved.state, BREAKER_HALF_OPEN);
+	ck_assert_uint_eq(v[2].saved.age_ms, 100);
+	ck_assert_uint_eq(v[2].saved.backoff_steps, 7);
+	/* A time already past is 0 left, not none. */
+	ck_assert_int_eq(v[3].saved.remaining_ms, 0);
+	free(v);
+
+	v = decode_ok("circuitproxyd-state 1\n", &n);
+	ck_assert_uint_eq(n, 0);
+	free(v);
+}
+END_TEST
+
+/* What is encoded decodes to the same, a second later a second less. */
+START_TEST(test_roundtrip)
+{
+	struct state_entry in[2], *out;
+	char *text, *cause = NULL;
+	size_t n;
+
+	memset(in, 0, sizeof(in));
+	strcpy(in[0].name, "a");
+	in[0].saved.state = BREAKER_OPEN;
+	in[0].saved.age_ms = 1234;
+	in[0].saved.remaining_ms = 98765;
+	in[0].saved.open_ms = 100000;
+	in[0].saved.backoff_steps = 9999;
+	strcpy(in[1].name,
+	    "n234567890123456789012345678901234567890123456789012345678901234");
+	in[1].saved.state = BREAKER_FORCED_CLOSED;
+	in[1].saved.remaining_ms = 1;
+	text = state_encode(in, 2, W0);
+	ck_assert_int_eq(state_decode(text, strlen(text), W0 + 1000, &out, &n,
+			     &cause),
+	    0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(out[0].name, "a");
+	ck_assert_uint_eq(out[0].saved.age_ms, 2234);
+	ck_assert_int_eq(out[0].saved.remaining_ms, 97765);
+	ck_assert_uint_eq(out[0].saved.open_ms, 100000);
+	ck_assert_uint_eq(out[0].saved.backoff_steps, 9999);
+	ck_assert_str_eq(out[1].name, in[1].name);
+	ck_assert_int_eq(out[1].saved.remaining_ms, 0);
+	free(out);
+	free(text);
+}
+END_TEST
+
+/* Every bad file is refused whole, with the line and what is wrong. */
+static const struct {
+	const char *text;
+	const char *cause;
+} bad_files[] = {
+	{ "", "empty file" },
+	{ "circuitproxyd-state 1", "truncated (no newline at the end)" },
+	{ "circuitproxyd-state 1\napi state=open since=1 until=2 open=1 "
+	  "backoff=0",
+	    "truncated (no newline at the end)" },
+	{ "circuitproxyd-state 1\n\0\n", "NUL byte in the file" },
+	{ "circuitproxyd-state 2\n", "line 1: version '2' is not 1" },
+	{ "circuitproxyd-state 1.0\n", "line 1: version '1.0' is not 1" },
+	{ "hello world\n", "line 1: not a circuitproxyd-state file" },
+	{ "\ncircuitproxyd-state 1\n",
+	    "line 1: not a circuitproxyd-state file" },
+	{ "circuitproxyd-state 1\nbad/name state=closed\n",
+	    "line 2: bad upstream name 'bad/name'" },
+	{ "circuitproxyd-state 1\n"
+	  "n2345678901234567890123456789012345678901234567890123456789012345 "
+	  "state=closed\n",
+	    "line 2: bad upstream name "
+	    "'n2345678901234567890123456789012345678901234567890123456789012345"
+	    "'" },
+	{ "circuitproxyd-state 1\napi state\n",
+	    "line 2: 'state' is not key=value" },
+	{ "circuitproxyd-state 1\napi color=red\n",
+	    "line 2: unknown field 'color'" },
+	{ "circuitproxyd-state 1\napi state=open state=open\n",
+	    "line 2: field 'state' given twice" },
+	{ "circuitproxyd-state 1\napi state=opened since=1 until=2 open=1 "
+	  "backoff=0\n",
+	    "line 2: upstream api: bad state 'opened'" },
+	{ "circuitproxyd-state 1\napi state=open since=-1 until=2 open=1 "
+	  "backoff=0\n",
+	    "line 2: upstream api: bad since '-1'" },
+	{ "circuitproxyd-state 1\napi state=open since=1.2345 until=2 open=1 "
+	  "backoff=0\n",
+	    "line 2: upstream api: bad since '1.2345'" },
+	{ "circuitproxyd-state 1\napi state=open since=1 until=2. open=1 "
+	  "backoff=0\n",
+	    "line 2: upstream api: bad until '2.'" },
+	{ "circuitproxyd-state 1\napi state=open since=1 until=2 open=1e3 "
+	  "backoff=0\n",
+	    "line 2: upstream api: bad open '1e3'" },
+	{ "circuitproxyd-state 1\napi state=open since=1 until=2 open=1 "
+	  "backoff=x\n",
+	    "line 2: upstream api: bad backoff 'x'" },
+	{ "circuitproxyd-state 1\napi state=open since=1 until=2 open=1 "
+	  "backoff=99999\n",
+	    "line 2: upstream api: bad backoff '99999'" },
+	{ "circuitproxyd-state 1\napi state=open since=1 until=2 "
+	  "open=9999999999999999 backoff=0\n",
+	    "line 2: upstream api: bad open '9999999999999999'" },
+	{ "circuitproxyd-state 1\napi state=open since=1 until=2 open=1\n",
+	    "line 2: upstream api: no backoff=" },
+	{ "circuitproxyd-state 1\napi state=open since=1 until=none open=1 "
+	  "backoff=0\n",
+	    "line 2: upstream api: open with until=none" },
+	{ "circuitproxyd-state 1\n"
+	  "api state=closed since=1 until=none open=0 backoff=0\n"
+	  "api state=closed since=1 until=none open=0 backoff=0\n",
+	    "line 3: upstream api listed twice" },
+};
+
+/* Each bad file of the table gives its cause and no entries. */
+START_TEST(test_decode_bad)
+{
+	const char *text = bad_files[_i].text;
+	size_t len = strlen(text), n = 99;
+	struct state_entry *v = (void *)1;
+	char *cause = NULL;
+
+	if (strstr(bad_files[_i].cause, "NUL") != NULL)
+		len = strlen(text) + 2;
+	ck_assert_int_eq(state_decode(text, len, W0, &v, &n, &cause), -1);
+	ck_assert_ptr_null(v);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_str_eq(cause, bad_files[_i].cause);
+	free(cause);
+}
+END_TEST
+
+/* A directory of our own for the file tests. */
+static char *
+mkdir_tmp(void)
+{
+	char tmpl[] = "/tmp/check_state.XXXXXX";
+	char *d = mkdtemp(tmpl);
+
+	ck_assert_ptr_nonnull(d);
+	return strdup(d);
+}
+
+/* Write, read back, replace; no temporary file is left behind. */
+START_TEST(test_write_read)
+{
+	char *dir = mkdir_tmp(), path[256], tmp[300], *text, *cause = NULL;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	ck_assert_int_eq(state_read(path, &text, &len, &cause), 1);
+	ck_assert_int_eq(state_write(path, "one\n", &cause), 0);
+	ck_assert_int_eq(state_read(path, &text, &len, &cause), 0);
+	ck_assert_uint_eq(len, 4);
+	ck_assert_str_eq(text, "one\n");
+	free(text);
+	ck_assert_int_eq(state_write(path, "two, longer\n", &cause), 0);
+	ck_assert_int_eq(state_read(path, &text, &len, &cause), 0);
+	ck_assert_str_eq(text, "two, longer\n");
+	free(text);
+	ck_assert_int_eq(access(tmp, F_OK), -1);
+	unlink(path);
+	rmdir(dir);
+	free(dir);
+}
+END_TEST
+
+/* A write that cannot happen says where and why, and leaves the old file. */
+START_TEST(test_write_fails)
+{
+	char *dir = mkdir_tmp(), path[256], tmp[300], want[400];
+	char *text, *cause = NULL;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/nodir/state", dir);
+	ck_assert_int_eq(state_write(path, "x\n", &cause), -1);
+	snprintf(want, sizeof(want), "%s.tmp: open: %s", path,
+	    strerror(ENOENT));
+	ck_assert_str_eq(cause, want);
+	free(cause);
+
+	/* The temporary name taken by a directory: the old file stays. */
+	snprintf(path, sizeof(path), "%s/state", dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	ck_assert_int_eq(state_write(path, "old\n", &cause), 0);
+	ck_assert_int_eq(mkdir(tmp, 0700), 0);
+	ck_assert_int_eq(state_write(path, "new\n", &cause), -1);
+	ck_assert_ptr_nonnull(strstr(cause, ": open: "));
+	free(cause);
+	ck_assert_int_eq(state_read(path, &text, &len, &cause), 0);
+	ck_assert_str_eq(text, "old\n");
+	free(text);
+	rmdir(tmp);
+
+	/* Not a regular file, or too large: refused on read. */
+	ck_assert_int_eq(state_read(dir, &text, &len, &cause), -1);
+	snprintf(want, sizeof(want), "%s: not a regular file", dir);
+	ck_assert_str_eq(cause, want);
+	free(cause);
+	ck_assert_int_eq(truncate(path, STATE_SIZE_MAX + 1), 0);
+	ck_assert_int_eq(state_read(path, &text, &len, &cause), -1);
+	snprintf(want, sizeof(want), "%s: larger than 1 MiB", path);
+	ck_assert_str_eq(cause, want);
+	free(cause);
+	unlink(path);
+	rmdir(dir);
+	free(dir);
+}
+END_TEST
+
+/* Gather the tests into one suite. */
+static Suite *
+state_suite(void)
+{
+	Suite *s = suite_create("state");
+	TCase *tc = tcase_create("format");
+	TCase *tf = tcase_create("files");
+
+	tcase_add_test(tc, test_encode);
+	tcase_add_test(tc, test_decode);
+	tcase_add_test(tc, test_roundtrip);
+	tcase_add_loop_test(tc, test_decode_bad, 0,
+	    (int)(sizeof(bad_files) / sizeof(bad_files[0])));
+	suite_add_tcase(s, tc);
+	tcase_add_test(tf, test_write_read);
+	tcase_add_test(tf, test_write_fails);
+	suite_add_tcase(s, tf);
+	return s;
+}
+
+/* Run the suite; exit nonzero if anything failed. */
+int
+main(void)
+{
+	SRunner *sr = srunner_create(state_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
