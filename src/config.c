@@ -35,9 +35,6 @@
 #define COUNT_MAX 1000000ULL
 
 /* clang-format off */
-static const char *const config_log_levels[] = {
-	"debug", "info", "notice", "warning", "error", NULL
-};
 static const char *const config_log_targets[] = { "stderr", "syslog", NULL };
 static const char *const config_rejects[] = { "reset", "http503", NULL };
 
@@ -49,7 +46,7 @@ static const char *const config_rejects[] = { "reset", "http503", NULL };
 static const struct config_key config_key_table[] = {
 	{ "log_level", CONFIG_SCOPE_GLOBAL, CONFIG_T_ENUM,
 	    CONFIG_KEY_RELOADABLE, 0, 0, "info", G(log_level), 0,
-	    config_log_levels, "least severe level logged" },
+	    log_level_names, "least severe level logged" },
 	{ "log_target", CONFIG_SCOPE_GLOBAL, CONFIG_T_ENUM,
 	    CONFIG_KEY_RELOADABLE, 0, 0, "stderr", G(log_target), 0,
 	    config_log_targets, "where log lines go" },

@@ -129,8 +129,7 @@ daemon_state_cb(evutil_socket_t fd, short what, void *arg)
 	    log_quote(q, sizeof(q), cause),
 	    util_fmt_secs(retry, sizeof(retry), (int64_t)d->state_retry_ms));
 	free(cause);
-	util_ms_timeval(d->state_retry_ms, &tv);
-	evtimer_add(d->state_ev, &tv);
+	evtimer_add(d->state_ev, util_timeval(&tv, d->state_retry_ms));
 	d->state_retry_ms *= 2;
 	if (d->state_retry_ms > DAEMON_STATE_RETRY_MAX_MS)
 		d->state_retry_ms = DAEMON_STATE_RETRY_MAX_MS;
@@ -227,6 +226,7 @@ daemon_stop(struct daemon *d, const char *reason)
 {
 	struct timeval tv;
 	uint64_t ms = d->conf->shutdown_timeout_ms;
+	char secs[32];
 	size_t i;
 
 	if (atomic_load(&d->phase) != DAEMON_RUNNING) {
@@ -242,12 +242,9 @@ daemon_stop(struct daemon *d, const char *reason)
 		listener_shutdown(d->listeners[i]);
 	daemon_post_all(d, WORKER_CMD_STOP_ACCEPT);
 	notify_send("STOPPING=1");
-	log_info("event=stopping reason=%s shutdown_timeout=%" PRIu64
-		 ".%03" PRIu64,
-	    reason, ms / 1000, ms % 1000);
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(d->drain_ev, &tv);
+	log_info("event=stopping reason=%s shutdown_timeout=%s", reason,
+	    util_fmt_secs(secs, sizeof(secs), (int64_t)ms));
+	evtimer_add(d->drain_ev, util_timeval(&tv, ms));
 }
 
 /* Free a retired config and its upstreams. */

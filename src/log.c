@@ -44,8 +44,8 @@ static _Atomic int log_level = LOG_LEVEL_INFO;
 static _Atomic int log_target = LOG_TARGET_STDERR;
 static _Atomic int log_journal;
 
-static const char *log_level_names[] = { "debug", "info", "notice", "warning",
-	"error" };
+const char *const log_level_names[] = { "debug", "info", "notice", "warning",
+	"error", NULL };
 static const int log_level_prio[] = { LOG_DEBUG, LOG_INFO, LOG_NOTICE,
 	LOG_WARNING, LOG_ERR };
 
@@ -406,21 +406,6 @@ log_close(int ms)
 	pthread_mutex_unlock(&log_mu);
 }
 
-/* Change the level only. */
-void
-log_set_level(enum log_level level)
-{
-	log_level = level;
-}
-
-/* Return the level in force. */
-enum log_level
-log_get_level(void)
-{
-	return (enum log_level)atomic_load_explicit(&log_level,
-	    memory_order_relaxed);
-}
-
 /* Would a line at this level be written? */
 int
 log_enabled(enum log_level level)
@@ -435,21 +420,13 @@ log_level_parse(const char *s, enum log_level *out)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(log_level_names) / sizeof(log_level_names[0]);
-	     i++) {
+	for (i = 0; log_level_names[i] != NULL; i++) {
 		if (strcmp(s, log_level_names[i]) == 0) {
 			*out = (enum log_level)i;
 			return 0;
 		}
 	}
 	return -1;
-}
-
-/* Return a level's name. */
-const char *
-log_level_name(enum log_level level)
-{
-	return log_level_names[level];
 }
 
 /* Quote a logfmt value if it holds spaces, quotes or '='; returns buf. */

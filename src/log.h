@@ -20,13 +20,13 @@ enum log_target {
 
 #define LOG_FMT(a, b) __attribute__((format(printf, a, b)))
 
+/* The level names, in enum order, NULL-terminated (the config's list too). */
+extern const char *const log_level_names[];
+
 void log_init(enum log_level, enum log_target);
 /* Write out the queue (waiting at most ms for the sink) before exit. */
 void log_close(int);
-void log_set_level(enum log_level);
-enum log_level log_get_level(void);
 int log_level_parse(const char *, enum log_level *);
-const char *log_level_name(enum log_level);
 int log_enabled(enum log_level);
 
 /*

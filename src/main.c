@@ -52,7 +52,6 @@ main(int argc, char **argv)
 	struct config *conf;
 	struct daemon *d;
 	char *cause = NULL, q[1024];
-	size_t i;
 
 	while (
 	    (ch = getopt_long(argc, argv, "c:tl:p:Vh", longopts, NULL)) != -1) {
@@ -93,8 +92,7 @@ main(int argc, char **argv)
 
 	conf = config_load(path, &errs);
 	if (conf == NULL) {
-		for (i = 0; i < errs.n; i++)
-			fprintf(stderr, "%s\n", errs.v[i].msg);
+		config_errors_print(&errs, stderr);
 		config_errors_clear(&errs);
 		return EX_CONFIG;
 	}

@@ -127,15 +127,6 @@ relay_close_rst(int fd)
 	close(fd);
 }
 
-/* Set a timeval from milliseconds. */
-static struct timeval *
-relay_tv(struct timeval *tv, uint64_t ms)
-{
-	tv->tv_sec = (time_t)(ms / 1000);
-	tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	return tv;
-}
-
 /* Keep a client's address (a unix peer has no name worth keeping). */
 static void
 relay_peer_set(struct relay_peer *p, const struct sockaddr *sa, socklen_t len)
@@ -543,7 +534,7 @@ relay_timer_arm(struct relay *r, uint64_t now)
 	}
 	if (due == 0)
 		return;
-	event_add(&r->timer, relay_tv(&tv, due > now ? due - now : 0));
+	event_add(&r->timer, util_timeval(&tv, due > now ? due - now : 0));
 }
 
 /*
@@ -789,7 +780,7 @@ relay_connect(struct relay *r)
 	}
 	if (errno == EINPROGRESS) {
 		event_add(&r->sev_w,
-		    relay_tv(&tv, upstream_conf(r->up)->connect_timeout_ms));
+		    util_timeval(&tv, upstream_conf(r->up)->connect_timeout_ms));
 		/* Meanwhile, notice a client that leaves. */
 		event_add(&r->cev_r, NULL);
 		return;
@@ -878,7 +869,7 @@ relay_reply_503(struct worker *w, struct upstream *up, int fd,
 	w->nlingering++;
 	r->phase = RELAY_LINGERING;
 	event_add(&r->cev_r, NULL);
-	event_add(&r->timer, relay_tv(&tv, RELAY_LINGER_MS));
+	event_add(&r->timer, util_timeval(&tv, RELAY_LINGER_MS));
 }
 
 /* Turn a client away as the breaker decided: log, then reset or 503. */
@@ -897,7 +888,7 @@ relay_reject(struct worker *w, struct upstream *up, int fd,
 		log_notice("event=reject upstream=%s client=%s state=%s "
 			   "retry_after=%s",
 		    up->name, relay_peer_str(peer, client), states[t->verdict],
-		    upstream_fmt_retry(retry, sizeof(retry),
+		    util_fmt_secs(retry, sizeof(retry),
 			t->retry_after_ms));
 	if (upstream_conf(up)->reject == REJECT_HTTP503)
 		relay_reply_503(w, up, fd, peer, t->retry_after_ms);
@@ -929,7 +920,7 @@ relay_log_dry_run(struct upstream *up, const struct breaker_ticket *t,
 			   "retry_after=%s dry_run=yes",
 		    up->name, relay_peer_str(peer, client),
 		    breaker_state_name(t->state),
-		    upstream_fmt_retry(retry, sizeof(retry),
+		    util_fmt_secs(retry, sizeof(retry),
 			t->retry_after_ms));
 }
 

@@ -14,18 +14,6 @@
 #include "upstream.h"
 #include "util.h"
 
-/* Format milliseconds as seconds with three decimals, "none" if -1. */
-const char *
-upstream_fmt_retry(char *buf, size_t len, int64_t ms)
-{
-	if (ms < 0)
-		snprintf(buf, len, "none");
-	else
-		snprintf(buf, len, "%" PRId64 ".%03" PRId64, ms / 1000,
-		    ms % 1000);
-	return buf;
-}
-
 /*
  * Log a breaker transition and arm its timer. Runs under the breaker's lock,
  * so one upstream's state lines come out in the order of its transitions.
@@ -53,7 +41,7 @@ upstream_transition(const struct breaker_transition *t, void *arg)
 		    up->name, breaker_state_name(t->from),
 		    breaker_state_name(t->to), breaker_reason_name(t->reason),
 		    extra,
-		    upstream_fmt_retry(retry, sizeof(retry),
+		    util_fmt_secs(retry, sizeof(retry),
 			t->retry_after_ms));
 		break;
 	case BREAKER_FORCED_OPEN:
@@ -62,7 +50,7 @@ upstream_transition(const struct breaker_transition *t, void *arg)
 		    "retry_after=%s",
 		    up->name, breaker_state_name(t->from),
 		    breaker_state_name(t->to), breaker_reason_name(t->reason),
-		    upstream_fmt_retry(retry, sizeof(retry),
+		    util_fmt_secs(retry, sizeof(retry),
 			t->retry_after_ms));
 		break;
 	case BREAKER_FORCED_CLOSED:
@@ -110,9 +98,7 @@ upstream_tick(struct upstream *up, uint64_t now)
 		return;
 	}
 	wait = next > now ? next - now : 0;
-	tv.tv_sec = (time_t)(wait / 1000);
-	tv.tv_usec = (suseconds_t)(wait % 1000) * 1000;
-	evtimer_add(up->tick_ev, &tv);
+	evtimer_add(up->tick_ev, util_timeval(&tv, wait));
 }
 
 /* Main-thread timer callback for the breaker's deadlines. */
@@ -247,7 +233,7 @@ upstream_log_summary_flush(struct upstream *up, uint64_t now)
 	since = up->rl_since_ms;
 	up->rl_since_ms = now;
 	pthread_mutex_unlock(&up->rl_lock);
-	upstream_fmt_retry(period, sizeof(period),
+	util_fmt_secs(period, sizeof(period),
 	    (int64_t)(now > since ? now - since : 0));
 	if (n[UPSTREAM_LOG_REJECT] != 0)
 		log_notice("event=reject_summary upstream=%s rejected=%" PRIu64

@@ -133,7 +133,4 @@ void upstream_tick_schedule(struct upstream *);
 /* Apply due breaker timers and rearm (main thread). */
 void upstream_tick(struct upstream *, uint64_t now_ms);
 
-/* Format seconds with three decimals, or "none" for -1. */
-const char *upstream_fmt_retry(char *, size_t, int64_t);
-
 #endif

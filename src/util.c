@@ -66,12 +66,13 @@ util_fmt_secs(char *buf, size_t len, int64_t ms)
 	return buf;
 }
 
-/* Convert milliseconds to a timeval for a timer. */
-void
-util_ms_timeval(uint64_t ms, struct timeval *tv)
+/* Set a timeval from milliseconds, for a timer; returns tv. */
+struct timeval *
+util_timeval(struct timeval *tv, uint64_t ms)
 {
 	tv->tv_sec = (time_t)(ms / 1000);
 	tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	return tv;
 }
 
 /* Allocate or die: running out of memory is not a state we can serve from. */

@@ -14,7 +14,7 @@ uint64_t util_now_ms(void);
 const char *util_errno_name(int);
 uint64_t util_wall_ms(void);
 const char *util_fmt_secs(char *, size_t, int64_t);
-void util_ms_timeval(uint64_t, struct timeval *);
+struct timeval *util_timeval(struct timeval *, uint64_t);
 void *xmalloc(size_t);
 void *xcalloc(size_t, size_t);
 void *xrealloc(void *, size_t);
