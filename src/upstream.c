@@ -76,12 +76,19 @@ upstream_transition(const struct breaker_transition *t, void *arg)
 	upstream_tick_schedule(up);
 }
 
-/* Wake the main thread to (re)arm this breaker's timer. Any thread. */
+/*
+ * Wake the main thread to (re)arm this breaker's timer. Any thread. The
+ * flag comes first: upstream_tick() may be between reading the deadline
+ * and arming the timer, where its evtimer_del/add cancels this wake-up;
+ * it looks at the flag after arming.
+ */
 void
 upstream_tick_schedule(struct upstream *up)
 {
-	if (up->tick_ev != NULL)
-		event_active(up->tick_ev, EV_TIMEOUT, 0);
+	if (up->tick_ev == NULL)
+		return;
+	atomic_store(&up->tick_wanted, true);
+	event_active(up->tick_ev, EV_TIMEOUT, 0);
 }
 
 /* Apply due breaker timers, then arm the timer for the next one. */
@@ -91,14 +98,21 @@ upstream_tick(struct upstream *up, uint64_t now)
 	struct timeval tv;
 	uint64_t next, wait;
 
+	atomic_store(&up->tick_wanted, false);
 	breaker_tick(up->breaker, now);
 	next = breaker_next_deadline(up->breaker);
-	if (next == 0) {
+	if (next == 0)
 		evtimer_del(up->tick_ev);
-		return;
+	else {
+		wait = next > now ? next - now : 0;
+		evtimer_add(up->tick_ev, util_timeval(&tv, wait));
 	}
-	wait = next > now ? next - now : 0;
-	evtimer_add(up->tick_ev, util_timeval(&tv, wait));
+	/*
+	 * A transition since the flag was cleared may have had its wake-up
+	 * cancelled just now: run again (our own transitions cost one more).
+	 */
+	if (atomic_load(&up->tick_wanted))
+		event_active(up->tick_ev, EV_TIMEOUT, 0);
 }
 
 /* Main-thread timer callback for the breaker's deadlines. */
@@ -130,6 +144,7 @@ upstream_new(struct event_base *base, const struct config *conf,
 	atomic_init(&up->backup, NULL);
 	atomic_init(&up->log_rejects_per_second, conf->log_rejects_per_second);
 	atomic_init(&up->changed, false);
+	atomic_init(&up->tick_wanted, false);
 	up->changed_cb = cb;
 	up->changed_arg = arg;
 	seed = now ^ ((uint64_t)(uintptr_t)up << 16) ^ (uint64_t)getpid();

@@ -72,6 +72,7 @@ struct upstream {
 	_Atomic bool changed;
 	upstream_changed_cb changed_cb;
 	void *changed_arg;
+	_Atomic bool tick_wanted; /* a wake-up since upstream_tick() looked */
 
 	_Atomic unsigned active;	    /* open relays, all workers */
 	_Atomic unsigned refs;		    /* relays pointing here */
