@@ -1208,9 +1208,12 @@ config_build(struct config_parse *cp)
 	return cfg;
 }
 
-/* Run both passes over a text; NULL and errors in *errs on failure. */
-static struct config *
-config_parse_text(const char *path, const char *text, size_t len,
+/*
+ * Load and validate a config from len bytes of text (not NUL-terminated;
+ * a NUL inside is an error): both passes, NULL and errors in *errs on failure.
+ */
+struct config *
+config_load_buffer(const char *path, const char *text, size_t len,
     struct config_errors *errs)
 {
 	struct config_errors local = { NULL, 0 };
@@ -1259,7 +1262,7 @@ struct config *
 config_load_string(const char *path, const char *text,
     struct config_errors *errs)
 {
-	return config_parse_text(path, text, strlen(text), errs);
+	return config_load_buffer(path, text, strlen(text), errs);
 }
 
 /* Load and validate a config file. */
@@ -1317,7 +1320,7 @@ config_load(const char *path, struct config_errors *errs)
 		return NULL;
 	}
 	close(fd);
-	cfg = config_parse_text(path, text, len, errs);
+	cfg = config_load_buffer(path, text, len, errs);
 	free(text);
 	return cfg;
 }

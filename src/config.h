@@ -127,6 +127,9 @@ void config_errors_print(const struct config_errors *, FILE *);
  * (it may be NULL); free it with config_errors_clear().
  */
 struct config *config_load(const char *path, struct config_errors *errs);
+/* The same from len bytes in memory (path is for messages only). */
+struct config *config_load_buffer(const char *path, const char *text,
+    size_t len, struct config_errors *errs);
 /* The same from a string (path is used in messages only); for tests. */
 struct config *config_load_string(const char *path, const char *text,
     struct config_errors *errs);
