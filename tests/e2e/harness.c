@@ -47,6 +47,7 @@ extern char **environ;
 #define H_MAX_ARGS 32
 #define H_MAX_PORTS 256
 #define H_MAX_ENV 8
+#define H_MAX_DEFERRED 16
 #define H_BLACKHOLE_FILL 3
 #define H_REPLY_MAX (16u << 20)
 
@@ -119,6 +120,11 @@ static struct h_backend *h_backends[H_MAX_BACKENDS];
 static size_t h_nbackends;
 static int h_ports[H_MAX_PORTS];
 static size_t h_nports;
+static struct h_deferred {
+	void (*fn)(void *);
+	void *arg;
+} h_deferred[H_MAX_DEFERRED];
+static size_t h_ndeferred;
 
 static void h_daemon_free(struct h_daemon *);
 static void h_backend_free(struct h_backend *);
@@ -317,6 +323,10 @@ h_teardown(void)
 {
 	size_t i;
 
+	while (h_ndeferred > 0) {
+		h_ndeferred--;
+		h_deferred[h_ndeferred].fn(h_deferred[h_ndeferred].arg);
+	}
 	for (i = 0; i < h_nbackends; i++)
 		h_backend_free(h_backends[i]);
 	h_nbackends = 0;
@@ -332,6 +342,17 @@ h_teardown(void)
 		free(h_dir);
 		h_dir = NULL;
 	}
+}
+
+/* Have fn(arg) called when the test ends, before its daemons stop. */
+void
+h_defer(void (*fn)(void *), void *arg)
+{
+	if (h_ndeferred == H_MAX_DEFERRED)
+		h_fail(H_WHERE, "too many deferred calls in one test");
+	h_deferred[h_ndeferred].fn = fn;
+	h_deferred[h_ndeferred].arg = arg;
+	h_ndeferred++;
 }
 
 /* A test case of one test: the fixture, a timeout, its name as tag. */
@@ -1194,16 +1215,22 @@ h_daemon_rss_kb(const struct h_daemon *d)
 /*
  * How many descriptors the daemon holds (Linux /proc), or -1 if unknown.
  * Those a wrapper such as valgrind keeps for itself, at the top of the
- * range (from the daemon's limit up, or above 255), are not counted.
+ * range (from a small limit up, or in the last 32 below a large one), are
+ * not counted.
  */
 int
 h_daemon_nfds(const struct h_daemon *d)
 {
 	char path[64];
 	struct dirent *e;
+	struct rlimit rl;
 	long fd, below = d->nofile != 0 && d->nofile < 256 ? d->nofile : 256;
 	int n = 0;
 	DIR *dir;
+
+	if (below == 256 && prlimit(d->pid, RLIMIT_NOFILE, NULL, &rl) == 0 &&
+	    rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 256 + 32)
+		below = (long)rl.rlim_cur - 32;
 
 	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d->pid);
 	dir = opendir(path);

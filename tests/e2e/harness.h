@@ -38,6 +38,7 @@ TCase *h_tcase_new(const char *);
 		suite_add_tcase((suite), h_tc_);                               \
 	} while (0)
 int h_main(Suite *);
+void h_defer(void (*)(void *), void *);
 const char *h_tmpdir(void);
 char *h_strf(const char *, ...) __attribute__((format(printf, 1, 2)));
 char *h_path(const char *);
