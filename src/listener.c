@@ -220,7 +220,7 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 	struct listener_slot *s = arg;
 	struct sockaddr_storage ss;
 	socklen_t len;
-	int cfd, i;
+	int cfd, i, error;
 
 	(void)what;
 	for (i = 0; i < LISTENER_ACCEPT_BATCH; i++) {
@@ -257,19 +257,14 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 				return;
 			}
 		}
-		relay_accept(s->worker, atomic_load(&s->listener->up), cfd,
-		    (struct sockaddr *)&ss, len);
+		error = relay_accept(s->worker, atomic_load(&s->listener->up),
+		    cfd, (struct sockaddr *)&ss, len);
 		/* Out of descriptors for the server: wait in the backlog. */
-		if (!event_pending(s->accept_ev, EV_READ, NULL))
+		if (error != 0) {
+			listener_slot_pause(s, error);
 			return;
+		}
 	}
-}
-
-/* Pause a worker's accepts on this listener (in that worker's thread). */
-void
-listener_pause(struct listener *l, struct worker *w, int error)
-{
-	listener_slot_pause(&l->slots[w->id], error);
 }
 
 /* Create and arm a worker's accept event. */

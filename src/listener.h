@@ -39,8 +39,6 @@ void listener_attach(struct listener *, struct worker *);
 void listener_detach(struct listener *, struct worker *);
 /* Does this listener already serve that address? */
 int listener_same_addr(const struct listener *, const struct addr *);
-/* Pause a worker's accepts briefly, for a shortage (in that worker). */
-void listener_pause(struct listener *, struct worker *, int error);
 /* Log "event=EVENT upstream=NAME addr=ADDR" for a listener. */
 void listener_log(struct listener *, const char *event);
 /* Refuse new clients at once (main thread). */

@@ -723,11 +723,12 @@ relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 
 /*
  * No socket for the server: not the server's fault. The ticket is given
- * back, the client is reset and counted as an overload, and when the
- * process is out of descriptors this worker stops accepting for a moment
- * (SPEC 8) rather than accept clients it can only reset.
+ * back, the client is reset and counted as an overload. Returns the errno
+ * when the process is out of descriptors, so that the accept path stops
+ * accepting for a moment (SPEC 8) rather than accept clients it can only
+ * reset; else 0.
  */
-static void
+static int
 relay_shortage(struct relay *r, int error)
 {
 	char client[RELAY_PEER_STR_MAX];
@@ -740,13 +741,12 @@ relay_shortage(struct relay *r, int error)
 			   "error=%s",
 		    r->up->name, relay_peer_str(&r->peer, client),
 		    util_errno_name(error));
-	if (error == EMFILE || error == ENFILE)
-		worker_pause_accept(r->w, error);
 	relay_close(r, RELAY_END_RESET);
+	return error == EMFILE || error == ENFILE ? error : 0;
 }
 
-/* Open the connection to the server. */
-static void
+/* Open the connection to the server; as relay_shortage() says, or 0. */
+static int
 relay_connect(struct relay *r)
 {
 	const struct addr *sa = &upstream_conf(r->up)->server;
@@ -759,15 +759,13 @@ relay_connect(struct relay *r)
 	    socket(sa->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (r->sfd == -1) {
 		error = errno;
-		if (relay_is_shortage(error)) {
-			relay_shortage(r, error);
-			return;
-		}
+		if (relay_is_shortage(error))
+			return relay_shortage(r, error);
 		/* Say EAFNOSUPPORT: persistent, and worth opening the circuit. */
 		relay_log_fail(r, BREAKER_ERR_OTHER, 0);
 		relay_record(r, false, BREAKER_ERR_OTHER);
 		relay_close(r, RELAY_END_RESET);
-		return;
+		return 0;
 	}
 	if (sa->family != AF_UNIX)
 		setsockopt(r->sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
@@ -776,14 +774,14 @@ relay_connect(struct relay *r)
 	event_assign(&r->sev_w, base, r->sfd, EV_WRITE, relay_connect_cb, r);
 	if (connect(r->sfd, (const struct sockaddr *)&sa->ss, sa->len) == 0) {
 		relay_connected(r, util_now_ms());
-		return;
+		return 0;
 	}
 	if (errno == EINPROGRESS) {
 		event_add(&r->sev_w,
 		    util_timeval(&tv, upstream_conf(r->up)->connect_timeout_ms));
 		/* Meanwhile, notice a client that leaves. */
 		event_add(&r->cev_r, NULL);
-		return;
+		return 0;
 	}
 	error = errno;
 	/*
@@ -791,14 +789,13 @@ relay_connect(struct relay *r)
 	 * server's backlog is full, which is the server's fault.
 	 */
 	if (relay_is_shortage(error) ||
-	    (error == EAGAIN && sa->family != AF_UNIX)) {
-		relay_shortage(r, error);
-		return;
-	}
+	    (error == EAGAIN && sa->family != AF_UNIX))
+		return relay_shortage(r, error);
 	kind = relay_connect_error(error);
 	relay_log_fail(r, kind, 0);
 	relay_record(r, false, kind);
 	relay_close(r, RELAY_END_RESET);
+	return 0;
 }
 
 /* Allocate a relay for a client, owned by the worker. */
@@ -968,8 +965,12 @@ relay_failover(struct worker *w, struct upstream *up, struct breaker_ticket *t,
 	return NULL;
 }
 
-/* Take an accepted client: admit it, fail it over, or turn it away. */
-void
+/*
+ * Take an accepted client: admit it, fail it over, or turn it away. Returns
+ * EMFILE or ENFILE when no descriptor was left for its server (the caller
+ * pauses accepting), else 0.
+ */
+int
 relay_accept(struct worker *w, struct upstream *up, int fd,
     const struct sockaddr *sa, socklen_t salen)
 {
@@ -989,14 +990,14 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 		if ((target = relay_failover(w, up, &t, &peer, now)) != NULL)
 			goto admitted;
 		relay_reject(w, up, fd, &t, &peer);
-		return;
+		return 0;
 	}
 	if (t.verdict != BREAKER_ADMITTED)
 		relay_log_dry_run(up, &t, &peer, now);
 	if (!relay_take_slot(up)) {
 		breaker_cancel(up->breaker, &t);
 		relay_reject_overload(w, up, fd, &peer);
-		return;
+		return 0;
 	}
 
 admitted:
@@ -1009,11 +1010,11 @@ admitted:
 		breaker_cancel(target->breaker, &t);
 		atomic_fetch_sub(&target->active, 1);
 		relay_reject_overload(w, target, fd, &peer);
-		return;
+		return 0;
 	}
 	r->counted_active = true;
 	r->ticket = t;
 	r->outcome_pending = true;
 	r->start_ms = now;
-	relay_connect(r);
+	return relay_connect(r);
 }

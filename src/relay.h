@@ -10,8 +10,8 @@
 struct upstream;
 struct worker;
 
-/* Take an accepted client of an upstream's listener. */
-void relay_accept(struct worker *, struct upstream *, int fd,
+/* Take an accepted client; EMFILE/ENFILE if none was left for its server. */
+int relay_accept(struct worker *, struct upstream *, int fd,
     const struct sockaddr *, socklen_t);
 /* Reset every relay of a worker (shutdown timeout). */
 void relay_close_all(struct worker *);

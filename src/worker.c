@@ -32,16 +32,6 @@ worker_listen(struct worker *w, struct listener *l)
 	listener_attach(l, w);
 }
 
-/* Out of descriptors: pause every accept of this worker for a moment. */
-void
-worker_pause_accept(struct worker *w, int error)
-{
-	size_t i;
-
-	for (i = 0; i < w->nlisteners; i++)
-		listener_pause(w->listeners[i], w, error);
-}
-
 /* Stop accepting on a listener. */
 static void
 worker_unlisten(struct worker *w, struct listener *l)

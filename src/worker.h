@@ -52,8 +52,6 @@ struct worker *worker_new(struct daemon *, unsigned id, char **cause);
 int worker_spawn(struct worker *, char **cause);
 /* Accept on a listener (main thread before the worker runs, or the worker). */
 void worker_listen(struct worker *, struct listener *);
-/* Out of descriptors: pause every accept of this worker for a moment. */
-void worker_pause_accept(struct worker *, int error);
 /* Post a command (main thread). */
 void worker_post(struct worker *, unsigned cmd);
 void worker_join(struct worker *);
