@@ -680,6 +680,13 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 		config_free(conf);
 		return -1;
 	}
+	if (notify_open() != 0) {
+		char q[256], sock[256];
+
+		log_warnx("event=notify_error socket=%s error=%s",
+		    log_quote(sock, sizeof(sock), getenv("NOTIFY_SOCKET")),
+		    log_quote(q, sizeof(q), strerror(errno)));
+	}
 	d = xcalloc(1, sizeof(*d));
 	d->conf = conf;
 	d->conf_path = path;

@@ -1,7 +1,10 @@
 /*
- * Service-manager notification. With libsystemd, sd_notify(); without it the
- * same datagram protocol spoken here: one message to the AF_UNIX socket named
- * by $NOTIFY_SOCKET, where a leading '@' names an abstract socket.
+ * Service-manager notification: the sd_notify datagram protocol, spoken
+ * here on one socket opened at start. A socket per message, as
+ * sd_notify(3) opens, fails with EMFILE once clients have filled the
+ * descriptor table, and the manager would then kill a daemon that is
+ * merely busy for want of WATCHDOG=1 (SPEC 8). $NOTIFY_SOCKET names an
+ * AF_UNIX path, or an abstract socket with a leading '@'.
  */
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -14,57 +17,58 @@
 #include <string.h>
 #include <unistd.h>
 
-#ifdef HAVE_LIBSYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
-
 #include "notify.h"
 
-#ifndef HAVE_LIBSYSTEMD
-/* Send one datagram to $NOTIFY_SOCKET. */
-static int
-notify_send_dgram(const char *msg)
+/* The socket and the manager's address; fd -1 when nobody listens. */
+static int notify_fd = -1;
+static struct sockaddr_un notify_sun;
+static socklen_t notify_sunlen;
+
+/*
+ * Open the socket for $NOTIFY_SOCKET, if set: before the descriptor table
+ * can fill. 0 when there is nothing to open; -1 with errno on a bad
+ * address (EINVAL) or error.
+ */
+int
+notify_open(void)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
-	struct sockaddr_un sun;
-	socklen_t len;
 	size_t plen;
-	ssize_t n;
-	int fd;
 
-	if (path == NULL || *path == '\0')
+	if (notify_fd != -1 || path == NULL || *path == '\0')
 		return 0;
 	plen = strlen(path);
-	if ((path[0] != '/' && path[0] != '@') || plen >= sizeof(sun.sun_path))
+	if ((path[0] != '/' && path[0] != '@') ||
+	    plen >= sizeof(notify_sun.sun_path)) {
+		errno = EINVAL;
 		return -1;
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	memcpy(sun.sun_path, path, plen);
+	}
+	memset(&notify_sun, 0, sizeof(notify_sun));
+	notify_sun.sun_family = AF_UNIX;
+	memcpy(notify_sun.sun_path, path, plen);
 	if (path[0] == '@')
-		sun.sun_path[0] = '\0';
-	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
-
-	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		return -1;
-	do
-		n = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL,
-		    (struct sockaddr *)&sun, len);
-	while (n == -1 && errno == EINTR);
-	close(fd);
-	return n == -1 ? -1 : 0;
+		notify_sun.sun_path[0] = '\0';
+	notify_sunlen =
+	    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
+	/* Non-blocking: a stalled manager must not stall the main loop. */
+	notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+	    0);
+	return notify_fd == -1 ? -1 : 0;
 }
-#endif
 
 /* Send a notification if a service manager listens. */
 int
 notify_send(const char *msg)
 {
-#ifdef HAVE_LIBSYSTEMD
-	return sd_notify(0, msg) < 0 ? -1 : 0;
-#else
-	return notify_send_dgram(msg);
-#endif
+	ssize_t n;
+
+	if (notify_fd == -1)
+		return getenv("NOTIFY_SOCKET") == NULL ? 0 : -1;
+	do
+		n = sendto(notify_fd, msg, strlen(msg), MSG_NOSIGNAL,
+		    (struct sockaddr *)&notify_sun, notify_sunlen);
+	while (n == -1 && errno == EINTR);
+	return n == -1 ? -1 : 0;
 }
 
 /* Format and send a notification. */

@@ -26,6 +26,13 @@
 /* A reply on a relay that the log must not hold up. */
 #define RELAY_MS 2000
 
+/* Relays the full-table story leaves room for, and its idle clients. */
+#define FULL_ROOM 20
+#define FULL_CLIENTS (FULL_ROOM + 10)
+/* Its watchdog interval (pings at half of it) and open state. */
+#define FULL_WATCHDOG_US 200000
+#define FULL_RECOVERY_MS 3000
+
 /* An upstream name of 64 characters, the longest: long reject lines. */
 #define LONG_NAME                                                              \
 	"flood-0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
@@ -138,11 +145,78 @@ START_TEST(log_stalled_sink)
 }
 END_TEST
 
+/*
+ * Idle clients fill the daemon's descriptor table (a low RLIMIT_NOFILE):
+ * accepting pauses on EMFILE, yet WATCHDOG=1 keeps coming every half of
+ * WATCHDOG_USEC, and a breaker transition on the timer still reaches the
+ * manager as STATUS=, on the notify socket opened at start.
+ */
+START_TEST(notify_with_full_table)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	struct h_backend *dead = h_backend(H_REFUSE);
+	const char *api = h_free_addr4(), *lis = h_free_addr4();
+	struct h_opts opts = {
+		.env = { "WATCHDOG_USEC=" H_STR(FULL_WATCHDOG_US), NULL }
+	};
+	const char *config = h_strf("%s%s%s", global_section(1, ""),
+	    upstream("api", api, h_backend_addr(echo), ""),
+	    upstream("dead", lis, h_backend_addr(dead),
+		"recovery_timeout = " H_STR(
+		    FULL_RECOVERY_MS) "ms\n"
+				      "recovery_timeout_max = 1h"));
+	struct h_daemon *d = h_daemon_start_opts(&opts, config);
+	int fds[FULL_CLIENTS], i, used;
+	size_t mark, lmark;
+	unsigned pings;
+
+	/*
+	 * Room for exactly FULL_ROOM relays of two descriptors each: then the
+	 * table is full, with not one descriptor left over.
+	 */
+	used = h_daemon_nfds_settled(d);
+	stop_ok(d);
+	opts.nofile = (unsigned)used + 2 * FULL_ROOM;
+	d = h_daemon_start_opts(&opts, config);
+
+	for (i = 0; i < 5; i++)
+		h_close(h_connect(lis, H_WAIT_MS));
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=dead", "to=open");
+
+	/* Idle clients until the daemon runs out of descriptors. */
+	lmark = h_log_mark(d);
+	for (i = 0; i < FULL_CLIENTS; i++)
+		fds[i] = h_connect(api, H_WAIT_MS);
+	h_expect_log_after(d, lmark, H_WAIT_MS, "event=accept_paused",
+	    "error=EMFILE");
+	h_assert(h_daemon_nfds_settled(d) == (int)opts.nofile,
+	    "%d descriptors open, %u the limit", h_daemon_nfds(d), opts.nofile);
+
+	mark = h_notify_mark(d);
+	pings = h_wait_notify_count(d, mark, "WATCHDOG=1", 5, 2000);
+	h_assert(pings >= 5,
+	    "%u WATCHDOG=1 in 2 s with the descriptor table full, at a "
+	    "%d ms interval",
+	    pings, FULL_WATCHDOG_US / 2000);
+	h_assert(h_wait_notify_after(d, mark, "STATUS=2 upstreams, 0 open",
+		     FULL_RECOVERY_MS + H_WAIT_MS) >= 0,
+	    "no STATUS= for the circuit's half_open with the table full");
+	lmark = h_log_mark(d);
+	h_expect_log_after(d, lmark, 2000, "event=accept_paused",
+	    "error=EMFILE");
+
+	for (i = 0; i < FULL_CLIENTS; i++)
+		h_close(fds[i]);
+	stop_ok(d);
+}
+END_TEST
+
 int
 main(void)
 {
 	Suite *s = suite_create("baddays");
 
 	H_TEST(s, log_stalled_sink);
+	H_TEST(s, notify_with_full_table);
 	return h_main(s);
 }

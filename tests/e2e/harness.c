@@ -1247,6 +1247,25 @@ h_daemon_nfds(const struct h_daemon *d)
 	return n;
 }
 
+/*
+ * The daemon's descriptors once they have settled: two counts 20 ms apart
+ * agree (within a second), or fail the test.
+ */
+int
+h_daemon_nfds_settled(struct h_daemon *d)
+{
+	int before = h_daemon_nfds(d), now, i;
+
+	for (i = 0; i < 50; i++) {
+		poll(NULL, 0, 20);
+		now = h_daemon_nfds(d);
+		if (now == before && now > 0)
+			return now;
+		before = now;
+	}
+	h_fail(H_WHERE, "the daemon's descriptors never settled");
+}
+
 /* Return the path of the daemon's config file. */
 const char *
 h_daemon_config(const struct h_daemon *d)
