@@ -3,6 +3,7 @@
  * window, recovery backoff with jitter, half_open trials and the counters
  * behind STATS. Pure C with time passed in; one mutex per breaker.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -824,6 +825,26 @@ breaker_error_name(enum breaker_error e)
 	if ((unsigned)e >= BREAKER_ERR_COUNT)
 		return "unknown";
 	return breaker_error_names[e];
+}
+
+/* Map a connect errno to an error kind (SPEC 4: refused, unreachable...). */
+enum breaker_error
+breaker_error_from_errno(int error)
+{
+	switch (error) {
+	case ECONNREFUSED:
+	case ENOENT: /* unix socket path gone */
+		return BREAKER_ERR_REFUSED;
+	case ETIMEDOUT:
+		return BREAKER_ERR_TIMEOUT;
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case EHOSTDOWN:
+	case ENETDOWN:
+		return BREAKER_ERR_UNREACHABLE;
+	default:
+		return BREAKER_ERR_OTHER;
+	}
 }
 
 /* Return the name of a transition reason as the logs spell it. */

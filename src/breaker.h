@@ -180,5 +180,7 @@ const char *breaker_state_name(enum breaker_state);
 int breaker_state_parse(const char *, enum breaker_state *);
 const char *breaker_error_name(enum breaker_error);
 const char *breaker_reason_name(enum breaker_reason);
+/* The error kind of a connect's errno. */
+enum breaker_error breaker_error_from_errno(int);
 
 #endif

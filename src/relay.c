@@ -144,26 +144,6 @@ relay_peer_str(const struct relay_peer *p, char *buf)
 	return addr_format(&p->u.sa, p->len, buf, RELAY_PEER_STR_MAX);
 }
 
-/* Map a connect errno to the breaker's error kinds. */
-static enum breaker_error
-relay_connect_error(int error)
-{
-	switch (error) {
-	case ECONNREFUSED:
-	case ENOENT: /* unix socket path gone */
-		return BREAKER_ERR_REFUSED;
-	case ETIMEDOUT:
-		return BREAKER_ERR_TIMEOUT;
-	case EHOSTUNREACH:
-	case ENETUNREACH:
-	case EHOSTDOWN:
-	case ENETDOWN:
-		return BREAKER_ERR_UNREACHABLE;
-	default:
-		return BREAKER_ERR_OTHER;
-	}
-}
-
 /* Is this errno a local shortage rather than the server's fault? */
 static bool
 relay_is_shortage(int error)
@@ -714,7 +694,7 @@ relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 			relay_close(r, RELAY_END_RESET);
 			return;
 		}
-		kind = relay_connect_error(error);
+		kind = breaker_error_from_errno(error);
 	}
 	relay_log_fail(r, kind, now - r->start_ms);
 	relay_record(r, false, kind);
@@ -791,7 +771,7 @@ relay_connect(struct relay *r)
 	if (relay_is_shortage(error) ||
 	    (error == EAGAIN && sa->family != AF_UNIX))
 		return relay_shortage(r, error);
-	kind = relay_connect_error(error);
+	kind = breaker_error_from_errno(error);
 	relay_log_fail(r, kind, 0);
 	relay_record(r, false, kind);
 	relay_close(r, RELAY_END_RESET);

@@ -4,6 +4,7 @@
  * and threads hammering one breaker.
  */
 #include <check.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -161,6 +162,39 @@ START_TEST(test_names)
 	ck_assert_str_eq(breaker_state_name(BREAKER_STATE_COUNT), "unknown");
 	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_COUNT), "unknown");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_COUNT), "unknown");
+}
+END_TEST
+
+/*
+ * A connect's errno names its failure (SPEC 4): refused (a gone unix path
+ * too), timeout, unreachable for host and network, other for the rest.
+ */
+START_TEST(test_error_from_errno)
+{
+	static const struct {
+		int error;
+		enum breaker_error kind;
+	} rows[] = {
+		{ ECONNREFUSED, BREAKER_ERR_REFUSED },
+		{ ENOENT, BREAKER_ERR_REFUSED },
+		{ ETIMEDOUT, BREAKER_ERR_TIMEOUT },
+		{ EHOSTUNREACH, BREAKER_ERR_UNREACHABLE },
+		{ ENETUNREACH, BREAKER_ERR_UNREACHABLE },
+		{ EHOSTDOWN, BREAKER_ERR_UNREACHABLE },
+		{ ENETDOWN, BREAKER_ERR_UNREACHABLE },
+		{ ECONNRESET, BREAKER_ERR_OTHER },
+		{ EACCES, BREAKER_ERR_OTHER },
+		{ EAFNOSUPPORT, BREAKER_ERR_OTHER },
+		{ 0, BREAKER_ERR_OTHER },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ck_assert_msg(breaker_error_from_errno(rows[i].error) ==
+			rows[i].kind,
+		    "errno %d: %s, not %s", rows[i].error,
+		    breaker_error_name(breaker_error_from_errno(rows[i].error)),
+		    breaker_error_name(rows[i].kind));
 }
 END_TEST
 
@@ -2093,6 +2127,7 @@ breaker_suite(void)
 	TCase *tt = tcase_create("threads");
 
 	tcase_add_test(tc, test_names);
+	tcase_add_test(tc, test_error_from_errno);
 	tcase_add_test(tc, test_new_closed);
 	tcase_add_test(tc, test_consecutive_threshold);
 	tcase_add_test(tc, test_success_resets_consecutive);
