@@ -903,13 +903,14 @@ relay_log_dry_run(struct upstream *up, const struct breaker_ticket *t,
 
 /*
  * The circuit of up turned a client away: follow its backups to the first
- * whose breaker admits it and that has a free slot. On success *t becomes
- * the backup's ticket and the client is a failover, not a reject: the
- * rejects the breakers counted on the way are taken back.
+ * whose breaker admits it. If that one has a free slot, *t becomes its
+ * ticket and the client is a failover, not a reject: the rejects the
+ * breakers counted on the way are taken back. If it is full, *full is set
+ * and it is returned: the client is its overload reject (SPEC 4).
  */
 static struct upstream *
 relay_failover(struct worker *w, struct upstream *up, struct breaker_ticket *t,
-    const struct relay_peer *peer, uint64_t now)
+    const struct relay_peer *peer, uint64_t now, bool *full)
 {
 	struct breaker_ticket bt;
 	struct upstream *b;
@@ -928,9 +929,11 @@ relay_failover(struct worker *w, struct upstream *up, struct breaker_ticket *t,
 		if (bt.verdict != BREAKER_ADMITTED)
 			relay_log_dry_run(b, &bt, peer, now);
 		if (!relay_take_slot(b)) {
+			/* SPEC 4: b turns the client away, as b's overload. */
 			breaker_cancel(b->breaker, &bt);
-			upstream_count(b, w->id, UC_rejected_overload_total, 1);
-			continue;
+			breaker_unreject(up->breaker, t);
+			*full = true;
+			return b;
 		}
 		breaker_unreject(up->breaker, t);
 		upstream_count(up, w->id, UC_failover_total, 1);
@@ -959,6 +962,7 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 	struct relay *r;
 	struct relay_peer peer;
 	uint64_t now = util_now_ms();
+	bool full = false;
 #ifndef __linux__
 	int on = 1;
 #endif
@@ -967,7 +971,12 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 	upstream_count(up, w->id, UC_connections_total, 1);
 	breaker_admit(up->breaker, now, &t);
 	if (!t.admitted) {
-		if ((target = relay_failover(w, up, &t, &peer, now)) != NULL)
+		target = relay_failover(w, up, &t, &peer, now, &full);
+		if (target != NULL && full) {
+			relay_reject_overload(w, target, fd, &peer);
+			return;
+		}
+		if (target != NULL)
 			goto admitted;
 		relay_reject(w, up, fd, &t, &peer);
 		return 0;

@@ -124,7 +124,8 @@ START_TEST(harness_behaviours)
 	h_assert(out == H_OUT_TIMEOUT, "silent: %s", h_outcome_name(out));
 	h_assert(h_backend_wait_accepted(silent, 1, H_WAIT_MS), "silent");
 	out = h_client_try(h_backend_addr(late), H_WAIT_MS, &el, NULL);
-	h_assert(out == H_OUT_RESET && el >= H_LATE_RST_MS - 50,
+	h_assert(out == H_OUT_RESET && el >= H_LATE_RST_MS - 50 &&
+		el <= H_LATE_RST_MS + 2500,
 	    "late reset: %s after %llu ms", h_outcome_name(out),
 	    (unsigned long long)el);
 }
@@ -153,8 +154,8 @@ START_TEST(harness_refuse_blackhole)
 		el = h_now_ms() - t0;
 		h_assert(fd == -1 && errno == ETIMEDOUT,
 		    "blackhole connect %d: fd %d, %s", i, fd, strerror(errno));
-		h_assert(el >= 290, "blackhole gave up after %llu ms",
-		    (unsigned long long)el);
+		h_assert_between(el, 290, 1500,
+		    "ms the blackhole held a connect");
 	}
 
 	h_backend_set_kind(refuse, H_ECHO);
@@ -582,14 +583,18 @@ START_TEST(breaker_trips_on_refused)
 
 	for (i = 0; i < 3; i++) {
 		client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
-		h_expect_log(d, H_WAIT_MS, "level=warning",
+		line = h_expect_log(d, H_WAIT_MS, "event=connect_fail",
+		    h_strf("client=%s", client));
+		h_assert_fields_only(line, "level=warning",
 		    "event=connect_fail", "upstream=api",
 		    h_strf("server=%s", h_backend_addr(srv)),
-		    h_strf("client=%s", client), "error=refused");
+		    h_strf("client=%s", client), "error=refused",
+		    "elapsed_ms=#*");
 	}
-	line = h_expect_log(d, H_WAIT_MS, "level=warning", "event=state",
+	line = h_expect_log(d, H_WAIT_MS, "event=state", "to=open");
+	h_assert_fields_only(line, "level=warning", "event=state",
 	    "upstream=api", "from=closed", "to=open",
-	    "reason=consecutive_failures", "failures=3", "retry_after=");
+	    "reason=consecutive_failures", "failures=3", "retry_after=##.###");
 	ra = h_log_double(line, "retry_after");
 	h_assert(ra > 29.0 && ra <= 30.0, "retry_after=%.3f", ra);
 	at = h_log_index(d, line);
@@ -605,14 +610,15 @@ END_TEST
 
 /*
  * A server whose SYNs go unanswered: each client waits connect_timeout
- * (200ms), is reset, and error=timeout is logged; two of them open it.
+ * (300ms, give or take a loaded machine), is reset, and error=timeout is
+ * logged; two of them open it.
  */
 START_TEST(breaker_trips_on_timeout)
 {
 	struct h_backend *srv = h_backend(H_BLACKHOLE);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d = h_daemon_start(config_api(lis, srv,
-	    "connect_timeout = 200ms\n"
+	    "connect_timeout = 300ms\n"
 	    "failure_threshold = 2\n"
 	    "recovery_timeout = 30s\n"));
 	uint64_t el;
@@ -620,8 +626,8 @@ START_TEST(breaker_trips_on_timeout)
 
 	for (i = 0; i < 2; i++) {
 		h_client_expect_reset(lis, H_WAIT_MS, &el);
-		h_assert(el >= 190, "reset after %llu ms < connect_timeout",
-		    (unsigned long long)el);
+		h_assert_between(el, 290, 1000,
+		    "ms to the reset with connect_timeout = 300ms");
 	}
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "from=closed",
 	    "to=open", "reason=consecutive_failures", "failures=2");
@@ -693,9 +699,11 @@ START_TEST(breaker_open_rejects_fast)
 	for (i = 0; i < 5; i++) {
 		client = h_client_expect_reset(lis, H_WAIT_MS, &el);
 		worst = el > worst ? el : worst;
-		line = h_expect_log(d, H_WAIT_MS, "level=notice",
-		    "event=reject", "upstream=api", h_strf("client=%s", client),
-		    "state=open", "retry_after=");
+		line = h_expect_log(d, H_WAIT_MS, "event=reject",
+		    h_strf("client=%s", client));
+		h_assert_fields_only(line, "level=notice", "event=reject",
+		    "upstream=api", h_strf("client=%s", client), "state=open",
+		    "retry_after=##.###");
 		ra = h_log_double(line, "retry_after");
 		h_assert(ra > 25.0 && ra <= 30.0, "retry_after=%.3f", ra);
 	}
@@ -905,7 +913,7 @@ START_TEST(breaker_backoff)
 	half2 = h_expect_log_after(d, h_log_index(d, open2), H_WAIT_MS,
 	    "event=state", "to=half_open");
 	gap = h_log_time_ms(half2) - h_log_time_ms(open2);
-	h_assert(gap >= 590, "the second open lasted %lld ms", (long long)gap);
+	h_assert_between(gap, 590, 2000, "ms the second open lasted");
 
 	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	open3 = h_expect_log_after(d, h_log_index(d, half2), H_WAIT_MS,
@@ -1053,6 +1061,8 @@ START_TEST(relay_max_connections)
 	struct h_daemon *d = h_daemon_start(config_api(lis, echo,
 	    "max_connections = 2\n"
 	    "failure_threshold = 1\n"));
+	const char *line;
+	char *client;
 	char buf[8];
 	enum h_outcome out;
 	int a, b;
@@ -1065,9 +1075,13 @@ START_TEST(relay_max_connections)
 	h_assert(h_send_all(b, "B", 1, H_WAIT_MS) == 0 &&
 		h_recv_exact(b, buf, 1, H_WAIT_MS) == H_OUT_DATA,
 	    "B relayed");
-	out = h_client_try(lis, H_WAIT_MS, NULL, NULL);
+	out = h_client_try(lis, H_WAIT_MS, NULL, &client);
 	h_assert(out == H_OUT_RESET, "the third client: %s, not a reset",
 	    h_outcome_name(out));
+	line = h_expect_log(d, H_WAIT_MS, "event=reject");
+	h_assert_fields_only(line, "level=notice", "event=reject",
+	    "upstream=api", h_strf("client=%s", client), "reason=overload",
+	    "max_connections=2");
 	h_assert(h_send_all(a, "a", 1, H_WAIT_MS) == 0 &&
 		h_recv_exact(a, buf, 1, H_WAIT_MS) == H_OUT_DATA,
 	    "A still relayed");
@@ -1083,27 +1097,30 @@ START_TEST(relay_max_connections)
 END_TEST
 
 /*
- * idle_timeout = 300ms: a relay with no bytes either way is closed by the
- * daemon; one that talks every 100ms lives on.
+ * idle_timeout = 500ms: a relay with no bytes either way is closed by the
+ * daemon, between 500ms and 1.5s after its last byte; one that talks every
+ * 100ms lives on.
  */
 START_TEST(relay_idle_timeout)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d =
-	    h_daemon_start(config_api(lis, echo, "idle_timeout = 300ms\n"));
+	    h_daemon_start(config_api(lis, echo, "idle_timeout = 500ms\n"));
 	uint64_t t0, closed_at = 0;
 	enum h_outcome out;
 	char buf[4];
 	int idle, busy, pings = 0;
+	char *idle_client;
 
 	idle = h_connect_ok(lis);
+	idle_client = h_sock_name(idle);
 	busy = h_connect_ok(lis);
 	h_assert(h_send_all(idle, "i", 1, H_WAIT_MS) == 0 &&
 		h_recv_exact(idle, buf, 1, H_WAIT_MS) == H_OUT_DATA,
 	    "idle");
 	t0 = h_now_ms();
-	while (h_now_ms() - t0 < 1500 ||
+	while (h_now_ms() - t0 < 2000 ||
 	    (closed_at == 0 && h_now_ms() - t0 < H_WAIT_MS)) {
 		h_assert(h_send_all(busy, "ping", 4, H_WAIT_MS) == 0,
 		    "send on the busy relay after %llu ms",
@@ -1126,8 +1143,12 @@ START_TEST(relay_idle_timeout)
 			    h_outcome_name(out));
 	}
 	h_assert(closed_at != 0, "the idle relay was never closed");
-	h_assert(closed_at >= 250, "the idle relay was closed after %llu ms",
-	    (unsigned long long)closed_at);
+	/* t0 is just after the last byte: a few ms late, never early. */
+	h_assert_between(closed_at, 450, 1500,
+	    "ms to close a relay idle for idle_timeout = 500ms");
+	h_assert_fields_only(h_expect_log(d, 0, "event=idle_timeout"),
+	    "level=info", "event=idle_timeout", "upstream=api",
+	    h_strf("client=%s", idle_client), "idle_ms=500");
 	h_assert(pings >= 10, "only %d pings", pings);
 	close(idle);
 	close(busy);

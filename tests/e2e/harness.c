@@ -5,7 +5,9 @@
  * condition with a deadline. What a test creates is registered here and
  * released by the fixture's teardown.
  */
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,6 +17,7 @@
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -27,6 +30,7 @@
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -103,6 +107,8 @@ struct h_backend {
 	size_t nconns;
 	unsigned accepted;
 	unsigned active;
+	unsigned received; /* bytes H_FIN_FIRST read */
+	int port;	   /* asked for, or 0 for any */
 	char *banner;
 	int fill[H_BLACKHOLE_FILL];
 	bool stopped;
@@ -718,7 +724,7 @@ h_build_env(const char *notify, const char *const *extra)
 
 	while (environ[n] != NULL)
 		n++;
-	env = h_alloc((n + 2 + H_MAX_ENV) * sizeof(*env));
+	env = h_alloc((n + 3 + H_MAX_ENV) * sizeof(*env));
 	for (i = 0, k = 0; i < n; i++) {
 		size_t j;
 
@@ -743,7 +749,7 @@ h_build_env(const char *notify, const char *const *extra)
  */
 static void
 h_child_exec(pid_t parent, int out, int err, const char **argv, char **env,
-    unsigned nofile)
+    unsigned nofile, bool journal)
 {
 	int devnull = open("/dev/null", O_RDONLY);
 	struct rlimit rl;
@@ -771,6 +777,21 @@ h_child_exec(pid_t parent, int out, int err, const char **argv, char **env,
 	dup2(out, STDOUT_FILENO);
 	dup2(err, STDERR_FILENO);
 	close_range(3, ~0u, 0);
+	if (journal) {
+		struct stat st;
+		char js[64];
+		size_t n = 0;
+
+		/* As systemd does: the device and inode of stderr. */
+		while (env[n] != NULL)
+			n++;
+		if (fstat(STDERR_FILENO, &st) == 0) {
+			snprintf(js, sizeof(js), "JOURNAL_STREAM=%lu:%lu",
+			    (unsigned long)st.st_dev, (unsigned long)st.st_ino);
+			env[n] = js; /* h_build_env left room */
+			env[n + 1] = NULL;
+		}
+	}
 	execve(argv[0], (char *const *)argv, env);
 	write(STDERR_FILENO, "exec failed\n", 12);
 	_exit(127);
@@ -916,7 +937,8 @@ h_daemon_spawn_ap(const char *where, const struct h_opts *opts,
 		h_fail(where, "fork: %s", strerror(errno));
 	if (d->pid == 0)
 		h_child_exec(parent, p[1], p[1], argv, env,
-		    opts != NULL ? opts->nofile : 0);
+		    opts != NULL ? opts->nofile : 0,
+		    opts != NULL && opts->journal);
 	close(p[1]);
 	if (pthread_create(&d->notifier, NULL, h_daemon_notifier, d) != 0)
 		h_fail(where, "pthread_create failed");
@@ -1814,7 +1836,7 @@ h_run_args(struct h_run *r, const char *first, ...)
 	if (pid == -1)
 		h_fail(H_WHERE, "fork: %s", strerror(errno));
 	if (pid == 0)
-		h_child_exec(parent, op[1], ep[1], argv, env, 0);
+		h_child_exec(parent, op[1], ep[1], argv, env, 0, false);
 	close(op[1]);
 	close(ep[1]);
 	r->out = NULL;
@@ -2026,10 +2048,25 @@ h_conn_main(void *arg)
 	case H_STALL:
 		h_conn_wait(c, 0); /* wakes on a hangup or error only */
 		break;
+	case H_FIN_FIRST:
+		if (b->banner != NULL)
+			h_conn_write(c, b->banner, strlen(b->banner));
+		shutdown(c->fd, SHUT_WR);
+		while ((n = h_conn_read(c, buf, sizeof(buf))) > 0) {
+			pthread_mutex_lock(&b->mu);
+			b->received += (unsigned)n;
+			pthread_cond_broadcast(&b->cv);
+			pthread_mutex_unlock(&b->mu);
+		}
+		break;
 	case H_HALF_RST:
 		shutdown(c->fd, SHUT_WR);
-		/* fall through */
+		h_conn_linger(c, H_LATE_RST_MS);
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		break;
 	case H_LATE_RST:
+		if (b->banner != NULL)
+			h_conn_write(c, b->banner, strlen(b->banner));
 		h_conn_linger(c, H_LATE_RST_MS);
 		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		break;
@@ -2121,7 +2158,8 @@ h_backend_bind(struct h_backend *b, bool again)
 			h_fail(H_WHERE, "bind %s: %s", sun->sun_path,
 			    strerror(errno));
 	} else if (!again) {
-		b->lfd = h_bind_loopback(b->family, 0, true, &b->ss, &b->sslen);
+		b->lfd = h_bind_loopback(b->family, b->port, true, &b->ss,
+		    &b->sslen);
 		if (b->lfd == -1)
 			h_fail(H_WHERE, "bind a backend: %s", strerror(errno));
 	} else {
@@ -2240,6 +2278,13 @@ h_backend_blackhole(struct h_backend *b)
 struct h_backend *
 h_backend_new(enum h_kind kind, int family)
 {
+	return h_backend_new_port(kind, family, 0);
+}
+
+/* Start a backend on a given port of the loopback (0: any free one). */
+struct h_backend *
+h_backend_new_port(enum h_kind kind, int family, int port)
+{
 	struct h_backend *b;
 	int i;
 
@@ -2260,6 +2305,7 @@ h_backend_new(enum h_kind kind, int family)
 	for (i = 0; i < H_BLACKHOLE_FILL; i++)
 		b->fill[i] = -1;
 	b->family = family;
+	b->port = port;
 	b->lfd = -1;
 	atomic_store(&b->kind, (int)kind);
 	if (pipe2(b->wake, O_CLOEXEC) == -1 || pipe2(b->stop, O_CLOEXEC) == -1)
@@ -2294,6 +2340,30 @@ h_backend_set_kind(struct h_backend *b, enum h_kind kind)
 		h_backend_bind(b, true);
 	} else if (cur == H_REFUSE)
 		h_backend_listen(b);
+}
+
+/*
+ * A TCP blackhole starts answering as kind: its fillers go and it listens
+ * with a full backlog, so a connect whose SYN it dropped completes when the
+ * SYN is sent again (about a second after the first, on Linux).
+ */
+void
+h_backend_unblock(struct h_backend *b, enum h_kind kind)
+{
+	int i;
+
+	if (atomic_load(&b->kind) != H_BLACKHOLE || b->family == AF_UNIX ||
+	    kind == H_BLACKHOLE || kind == H_REFUSE)
+		h_fail(H_WHERE,
+		    "h_backend_unblock: a TCP blackhole, to a "
+		    "listening kind");
+	for (i = H_BLACKHOLE_FILL - 1; i >= 0; i--) {
+		if (b->fill[i] != -1)
+			close(b->fill[i]);
+		b->fill[i] = -1;
+	}
+	atomic_store(&b->kind, (int)kind);
+	h_backend_listen(b);
 }
 
 /* Set what H_BANNER sends first and H_REPLY_EOF sends after EOF. */
@@ -2351,6 +2421,13 @@ h_backend_wait(struct h_backend *b, const unsigned *counter, unsigned n, int ms)
 	ok = *counter >= n;
 	pthread_mutex_unlock(&b->mu);
 	return ok;
+}
+
+/* Wait until H_FIN_FIRST connections have read at least n bytes. */
+bool
+h_backend_wait_received(struct h_backend *b, unsigned n, int ms)
+{
+	return h_backend_wait(b, &b->received, n, ms);
 }
 
 /* Wait until the backend has accepted n connections in all. */
@@ -2938,4 +3015,99 @@ h_assert_fields_v(const char *where, bool only, const char *line, ...)
 			h_fail(where, "unexpected field %s=%s in: %s", f.key[j],
 			    f.val[j], line);
 	return line;
+}
+
+/* May this test move into namespaces of its own (see harness.h)? */
+static bool
+h_ns_allowed(void)
+{
+	const char *fork = getenv("CK_FORK");
+
+	if (fork != NULL && strcmp(fork, "no") == 0) {
+		errno = EPERM;
+		return false;
+	}
+	return true;
+}
+
+/* Enter new namespaces of these kinds, in a user namespace if need be. */
+static bool
+h_unshare(int kinds)
+{
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+	int fd;
+	char map[64];
+
+	if (!h_ns_allowed())
+		return false;
+	if (unshare(kinds) == 0)
+		return true;
+	if (unshare(CLONE_NEWUSER | kinds) == -1)
+		return false;
+	/* Stay who we were inside: root of the new user namespace. */
+	if ((fd = open("/proc/self/setgroups", O_WRONLY)) != -1) {
+		(void)!write(fd, "deny", 4);
+		close(fd);
+	}
+	snprintf(map, sizeof(map), "0 %lu 1", (unsigned long)uid);
+	if ((fd = open("/proc/self/uid_map", O_WRONLY)) != -1) {
+		(void)!write(fd, map, strlen(map));
+		close(fd);
+	}
+	snprintf(map, sizeof(map), "0 %lu 1", (unsigned long)gid);
+	if ((fd = open("/proc/self/gid_map", O_WRONLY)) != -1) {
+		(void)!write(fd, map, strlen(map));
+		close(fd);
+	}
+	return true;
+}
+
+/* A network namespace with only loopback, brought up. */
+bool
+h_own_netns(void)
+{
+	struct ifreq ifr;
+	int fd, ok;
+
+	if (!h_unshare(CLONE_NEWNET))
+		return false;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return false;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	ok = ioctl(fd, SIOCGIFFLAGS, &ifr) == 0;
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	ok = ok && ioctl(fd, SIOCSIFFLAGS, &ifr) == 0;
+	close(fd);
+	return ok;
+}
+
+static char *h_hosts_path;
+
+/* /etc/hosts replaced, in a mount namespace of our own, by text. */
+bool
+h_own_hosts(const char *text)
+{
+	h_hosts_path = h_write_file("hosts", text);
+	if (!h_unshare(CLONE_NEWNS))
+		return false;
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1)
+		return false;
+	return mount(h_hosts_path, "/etc/hosts", NULL, MS_BIND, NULL) == 0;
+}
+
+/* Rewrite the test's /etc/hosts in place (the bind mount sees it). */
+void
+h_own_hosts_set(const char *text)
+{
+	FILE *f;
+
+	if (h_hosts_path == NULL || (f = fopen(h_hosts_path, "w")) == NULL)
+		h_fail(H_WHERE, "rewrite the test's hosts file: %s",
+		    strerror(errno));
+	fputs(text, f);
+	if (fclose(f) != 0)
+		h_fail(H_WHERE, "write the hosts file: %s", strerror(errno));
 }

@@ -111,6 +111,7 @@ void h_daemon_log_stall(struct h_daemon *, bool);
 /* What the daemon's child process gets beyond the usual. */
 struct h_opts {
 	unsigned nofile;    /* soft RLIMIT_NOFILE before exec; 0 = ours */
+	bool journal;	    /* JOURNAL_STREAM names the daemon's stderr */
 	const char *env[8]; /* extra "NAME=value" entries, NULL-ended */
 };
 struct h_daemon *h_daemon_spawn_opts_args(const char *, const struct h_opts *,
@@ -205,6 +206,18 @@ const char *h_assert_fields_v(const char *, bool, const char *, ...);
 	h_assert_fields_v(H_WHERE, true, (line), __VA_ARGS__,                  \
 	    (const char *)NULL)
 
+/*
+ * Namespaces of the test's own (Linux; root, or an unprivileged user
+ * namespace): the daemon and backends started after the call share them.
+ * h_own_netns: a network with only loopback, up. h_own_hosts: /etc/hosts
+ * replaced by a file of the test's, rewritten by h_own_hosts_set. Each
+ * returns false (errno set) where that is not allowed, or under CK_FORK=no,
+ * where it would move the whole run: the caller skips.
+ */
+bool h_own_netns(void);
+bool h_own_hosts(const char *);
+void h_own_hosts_set(const char *);
+
 /* A command run to its end, its output captured (for -t, -V, -h...). */
 struct h_run {
 	int status; /* exit code, 128 + signal, or -1 on timeout */
@@ -233,11 +246,16 @@ enum h_kind {
 	H_BLACKHOLE, /* a full accept queue: SYNs dropped, connect times out */
 	H_LATE_RST,  /* accepts, never reads nor sends, resets after a while */
 	H_HALF_RST,  /* accepts, sends its FIN at once, resets after a while */
+	H_FIN_FIRST, /* sends its banner and FIN at once, reads until EOF */
 };
 /* How long H_LATE_RST and H_HALF_RST wait before their reset. */
 #define H_LATE_RST_MS 500
+/* H_LATE_RST sends its banner first, if one is set. */
 struct h_backend;
 struct h_backend *h_backend_new(enum h_kind, int);
+struct h_backend *h_backend_new_port(enum h_kind, int, int);
+void h_backend_unblock(struct h_backend *, enum h_kind);
+bool h_backend_wait_received(struct h_backend *, unsigned, int);
 #define h_backend(kind) h_backend_new((kind), AF_INET)
 void h_backend_set_kind(struct h_backend *, enum h_kind);
 void h_backend_set_banner(struct h_backend *, const char *);
