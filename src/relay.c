@@ -974,7 +974,7 @@ relay_accept(struct worker *w, struct upstream *up, int fd,
 		target = relay_failover(w, up, &t, &peer, now, &full);
 		if (target != NULL && full) {
 			relay_reject_overload(w, target, fd, &peer);
-			return;
+			return 0;
 		}
 		if (target != NULL)
 			goto admitted;
