@@ -1,0 +1,559 @@
+/*
+ * circuitproxyctl: the operator's client of the admin endpoint (SPEC.md 2
+ * and 7). It finds the endpoint and its token in the daemon's own config
+ * file, sends one request with libcurl (TCP or a unix socket), and prints
+ * the answer: a table for status, the JSON for stats.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include <curl/curl.h>
+
+#include "addr.h"
+#include "config.h"
+#include "json.h"
+#include "util.h"
+
+#ifndef CP_CONFIG_PATH
+#define CP_CONFIG_PATH "/etc/circuitproxy.ini"
+#endif
+
+/* Exit statuses of SPEC.md 2 beyond 0, EX_USAGE and EX_CONFIG. */
+#define CTL_EXIT_NO_ANSWER 1
+#define CTL_EXIT_UNKNOWN 2
+#define CTL_EXIT_REFUSED 3
+
+/* Limits on one exchange with the daemon. */
+#define CTL_CONNECT_TIMEOUT_MS 3000
+#define CTL_TIMEOUT_MS 10000
+#define CTL_BODY_MAX (16 * 1024 * 1024)
+#define CTL_TOKEN_MAX 4096
+
+static const char ctl_usage_text[] =
+    "usage: circuitproxyctl [-c FILE] [-a ADDR] [-T TOKEN_FILE] [-j] COMMAND\n"
+    "  -c, --config FILE      the daemon's config (default: " CP_CONFIG_PATH
+    ")\n"
+    "  -a, --admin ADDR       the admin endpoint: HOST:PORT, [IPv6]:PORT or "
+    "unix:/path\n"
+    "  -T, --token-file FILE  read the admin token from FILE\n"
+    "  -j, --json             compact JSON (stats, and the other commands' "
+    "answers)\n"
+    "  -V, --version          print the version and exit\n"
+    "  -h, --help             print this help and exit\n"
+    "commands:\n"
+    "  status                 one line per upstream\n"
+    "  stats [NAME]           the JSON of /stats or /stats/NAME\n"
+    "  force-open NAME [FOR]  FOR is a duration (30s, 5m); none = until "
+    "reset\n"
+    "  force-closed NAME [FOR]\n"
+    "  reset NAME | reset --all\n";
+
+/* What one run needs: where to ask, with which token, how to print. */
+struct ctl {
+	struct addr admin;
+	char *token; /* NULL: none */
+	bool compact;
+	CURL *curl;
+};
+
+/* A growing answer body. */
+struct ctl_body {
+	char *buf;
+	size_t len;
+};
+
+/* Print the usage and exit with a status. */
+static void __attribute__((noreturn))
+ctl_usage(FILE *f, int status)
+{
+	fputs(ctl_usage_text, f);
+	exit(status);
+}
+
+/* Complain about the command line and exit 64. */
+static void __attribute__((noreturn, format(printf, 1, 2)))
+ctl_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("circuitproxyctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	ctl_usage(stderr, EX_USAGE);
+}
+
+/* Read the token: the file's first line, without its line end. */
+static char *
+ctl_read_token(const char *path)
+{
+	char buf[CTL_TOKEN_MAX + 2];
+	size_t n;
+	FILE *f;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		fprintf(stderr, "circuitproxyctl: %s: cannot open: %s\n", path,
+		    strerror(errno));
+		exit(EX_CONFIG);
+	}
+	if (fgets(buf, sizeof(buf), f) == NULL)
+		buf[0] = '\0';
+	fclose(f);
+	n = strcspn(buf, "\r\n");
+	if (n > CTL_TOKEN_MAX || n == 0) {
+		fprintf(stderr, "circuitproxyctl: %s: %s\n", path,
+		    n == 0 ? "no token on its first line" : "token too long");
+		exit(EX_CONFIG);
+	}
+	buf[n] = '\0';
+	return xstrdup(buf);
+}
+
+/*
+ * Find the endpoint and the token: -a and -T first, then the config file.
+ * The config must be readable, unless -a was given and -c was not (then
+ * the default file, if it can be read, may still give the token).
+ */
+static void
+ctl_setup(struct ctl *c, const char *path, bool path_given, const char *addr,
+    const char *token_file)
+{
+	struct config_errors errs = { NULL, 0 };
+	struct config *conf = NULL;
+	char *cause = NULL;
+
+	if (addr == NULL || path_given) {
+		conf = config_load(path, &errs);
+		if (conf == NULL) {
+			config_errors_print(&errs, stderr);
+			config_errors_clear(&errs);
+			exit(EX_CONFIG);
+		}
+	} else {
+		conf = config_load(path, &errs);
+		config_errors_clear(&errs);
+	}
+	if (addr != NULL) {
+		if (addr_parse(addr, 0, &c->admin, &cause) != 0) {
+			fprintf(stderr, "circuitproxyctl: -a %s: %s\n", addr,
+			    cause);
+			exit(EX_USAGE);
+		}
+	} else if (!conf->admin_enabled) {
+		fprintf(stderr,
+		    "circuitproxyctl: %s sets no admin endpoint (set admin "
+		    "there, or give -a ADDR)\n",
+		    path);
+		exit(EX_CONFIG);
+	} else
+		c->admin = conf->admin;
+	if (token_file != NULL)
+		c->token = ctl_read_token(token_file);
+	else if (conf != NULL && conf->admin_token != NULL)
+		c->token = xstrdup(conf->admin_token);
+	config_free(conf);
+}
+
+/* Collect the answer's body, up to a limit. */
+static size_t
+ctl_write_cb(char *data, size_t size, size_t n, void *arg)
+{
+	struct ctl_body *b = arg;
+
+	if (b->len + n > CTL_BODY_MAX)
+		return 0;
+	b->buf = xrealloc(b->buf, b->len + n + 1);
+	memcpy(b->buf + b->len, data, n);
+	b->len += n;
+	b->buf[b->len] = '\0';
+	(void)size;
+	return n;
+}
+
+/*
+ * Send one request. Returns the HTTP status with the body in *b, or exits
+ * 1 saying which address did not answer.
+ */
+static long
+ctl_request(struct ctl *c, const char *method, const char *path,
+    struct ctl_body *b)
+{
+	struct curl_slist *hdrs = NULL;
+	char url[512], host[ADDR_TEXT_MAX + 8], *auth;
+	long status = 0;
+	CURLcode rc;
+
+	if (c->admin.family == AF_UNIX) {
+		snprintf(url, sizeof(url), "http://localhost%s", path);
+		curl_easy_setopt(c->curl, CURLOPT_UNIX_SOCKET_PATH,
+		    c->admin.text + strlen("unix:"));
+	} else {
+		addr_format((struct sockaddr *)&c->admin.ss, c->admin.len,
+		    host, sizeof(host));
+		snprintf(url, sizeof(url), "http://%s%s", host, path);
+	}
+	curl_easy_setopt(c->curl, CURLOPT_URL, url);
+	curl_easy_setopt(c->curl, CURLOPT_PROXY, "");
+	curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT_MS,
+	    (long)CTL_CONNECT_TIMEOUT_MS);
+	curl_easy_setopt(c->curl, CURLOPT_TIMEOUT_MS, (long)CTL_TIMEOUT_MS);
+	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, ctl_write_cb);
+	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, b);
+	curl_easy_setopt(c->curl, CURLOPT_USERAGENT,
+	    "circuitproxyctl/" PACKAGE_VERSION);
+	if (strcmp(method, "POST") == 0) {
+		curl_easy_setopt(c->curl, CURLOPT_POST, 1L);
+		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, "");
+		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE, 0L);
+	} else
+		curl_easy_setopt(c->curl, CURLOPT_HTTPGET, 1L);
+	if (c->token != NULL) {
+		xasprintf(&auth, "Authorization: Bearer %s", c->token);
+		hdrs = curl_slist_append(hdrs, auth);
+		free(auth);
+		if (hdrs == NULL)
+			fatalx("out of memory");
+		curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, hdrs);
+	}
+	b->buf = xstrdup("");
+	b->len = 0;
+	rc = curl_easy_perform(c->curl);
+	curl_slist_free_all(hdrs);
+	if (rc != CURLE_OK) {
+		fprintf(stderr, "circuitproxyctl: no answer from %s: %s\n",
+		    c->admin.text, curl_easy_strerror(rc));
+		exit(CTL_EXIT_NO_ANSWER);
+	}
+	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+	return status;
+}
+
+/*
+ * Exit with the status an answer other than 200 calls for: 3 for 401, 2
+ * for a 404 about an upstream (name given), 1 for anything else.
+ */
+static void
+ctl_check(struct ctl *c, long status, const char *name)
+{
+	if (status == 200)
+		return;
+	if (status == 401) {
+		fprintf(stderr,
+		    "circuitproxyctl: %s refused the request (401): %s\n",
+		    c->admin.text,
+		    c->token == NULL ? "it needs a token (admin_token, or -T)"
+				     : "wrong token");
+		exit(CTL_EXIT_REFUSED);
+	}
+	if (status == 404 && name != NULL) {
+		fprintf(stderr, "circuitproxyctl: unknown upstream '%s'\n",
+		    name);
+		exit(CTL_EXIT_UNKNOWN);
+	}
+	fprintf(stderr, "circuitproxyctl: unexpected answer %ld from %s\n",
+	    status, c->admin.text);
+	exit(CTL_EXIT_NO_ANSWER);
+}
+
+/* Parse an answer's JSON, or exit 1. */
+static struct json *
+ctl_parse(struct ctl *c, const struct ctl_body *b)
+{
+	struct json *j;
+	char *cause = NULL;
+
+	if ((j = json_parse(b->buf, b->len, &cause)) == NULL) {
+		fprintf(stderr, "circuitproxyctl: bad JSON from %s: %s\n",
+		    c->admin.text, cause);
+		exit(CTL_EXIT_NO_ANSWER);
+	}
+	return j;
+}
+
+/* The columns of status, as SPEC.md 2 lists them. */
+enum ctl_col {
+	COL_NAME,
+	COL_STATE,
+	COL_RETRY,
+	COL_RATE,
+	COL_ATTEMPTS,
+	COL_REJECTS,
+	COL_ACTIVE,
+	COL_COUNT
+};
+static const char *ctl_col_names[COL_COUNT] = { "UPSTREAM", "STATE",
+	"RETRY_AFTER", "FAILURE_RATE", "ATTEMPTS", "REJECTS", "ACTIVE" };
+
+/* Format one member of a STATS object as a cell. */
+static void
+ctl_cell(const struct json *st, enum ctl_col col, char *buf, size_t len)
+{
+	const char *key[COL_COUNT] = { NULL, "state", "retry_after",
+		"failure_rate", "attempts_total", "rejected_total",
+		"active_connections" };
+	const struct json *v = key[col] ? json_get(st, key[col]) : NULL;
+
+	if (col == COL_NAME)
+		snprintf(buf, len, "%s", st->key);
+	else if (v == NULL || v->type == JSON_NULL)
+		snprintf(buf, len, "-");
+	else if (v->type == JSON_STRING)
+		snprintf(buf, len, "%s", v->text);
+	else if (v->type != JSON_NUMBER)
+		snprintf(buf, len, "?");
+	else if (col == COL_RETRY)
+		snprintf(buf, len, "%.1fs", v->num);
+	else if (col == COL_RATE)
+		snprintf(buf, len, "%.1f%%", v->num * 100.0);
+	else
+		snprintf(buf, len, "%s", v->text);
+}
+
+/* Print a header and one aligned row per STATS object in the list. */
+static void
+ctl_table(const struct json *first, bool one)
+{
+	const struct json *u;
+	char cell[128];
+	int w[COL_COUNT], n, i;
+
+	for (i = 0; i < COL_COUNT; i++)
+		w[i] = (int)strlen(ctl_col_names[i]);
+	for (u = first; u != NULL; u = one ? NULL : u->next)
+		for (i = 0; i < COL_COUNT; i++) {
+			ctl_cell(u, (enum ctl_col)i, cell, sizeof(cell));
+			if ((n = (int)strlen(cell)) > w[i])
+				w[i] = n;
+		}
+	for (i = 0; i < COL_COUNT; i++)
+		printf(i <= COL_STATE ? "%-*s%s" : "%*s%s", w[i],
+		    ctl_col_names[i], i + 1 < COL_COUNT ? "  " : "\n");
+	for (u = first; u != NULL; u = one ? NULL : u->next)
+		for (i = 0; i < COL_COUNT; i++) {
+			ctl_cell(u, (enum ctl_col)i, cell, sizeof(cell));
+			printf(i <= COL_STATE ? "%-*s%s" : "%*s%s", w[i], cell,
+			    i + 1 < COL_COUNT ? "  " : "\n");
+		}
+}
+
+/* GET /stats and print it as the status table. */
+static int
+ctl_status(struct ctl *c)
+{
+	struct ctl_body b;
+	const struct json *ups;
+	struct json *j;
+
+	ctl_check(c, ctl_request(c, "GET", "/stats", &b), NULL);
+	j = ctl_parse(c, &b);
+	ups = json_get(j, "upstreams");
+	if (ups == NULL || ups->type != JSON_OBJECT) {
+		fprintf(stderr, "circuitproxyctl: no upstreams in the answer "
+				"of %s\n",
+		    c->admin.text);
+		exit(CTL_EXIT_NO_ANSWER);
+	}
+	ctl_table(ups->child, false);
+	json_free(j);
+	free(b.buf);
+	return 0;
+}
+
+/* Is this a name an upstream can have? */
+static bool
+ctl_name_ok(const char *s)
+{
+	size_t n = strspn(s,
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+
+	return n >= 1 && n <= UPSTREAM_NAME_MAX && s[n] == '\0';
+}
+
+/* Print an upstream's STATS answer: its table row, or the JSON with -j. */
+static void
+ctl_print_stats(struct ctl *c, const struct ctl_body *b, const char *name)
+{
+	struct json *j = ctl_parse(c, b);
+
+	if (c->compact)
+		json_print(stdout, j, true);
+	else {
+		free(j->key);
+		j->key = xstrdup(name);
+		ctl_table(j, true);
+	}
+	json_free(j);
+}
+
+/* GET /stats or /stats/NAME and print the JSON. */
+static int
+ctl_stats(struct ctl *c, const char *name)
+{
+	struct ctl_body b;
+	struct json *j;
+	char path[128];
+
+	snprintf(path, sizeof(path), "/stats%s%s", name ? "/" : "",
+	    name ? name : "");
+	ctl_check(c, ctl_request(c, "GET", path, &b), name);
+	j = ctl_parse(c, &b);
+	json_print(stdout, j, c->compact);
+	json_free(j);
+	free(b.buf);
+	return 0;
+}
+
+/* POST a force or a reset to one upstream and print what it is now. */
+static int
+ctl_action(struct ctl *c, const char *action, const char *name,
+    const char *lifetime)
+{
+	struct ctl_body b;
+	char path[256];
+
+	snprintf(path, sizeof(path), "/upstreams/%s/%s%s%s", name, action,
+	    lifetime ? "?for=" : "", lifetime ? lifetime : "");
+	ctl_check(c, ctl_request(c, "POST", path, &b), name);
+	ctl_print_stats(c, &b, name);
+	free(b.buf);
+	return 0;
+}
+
+/* POST /reset, then show every upstream as status does. */
+static int
+ctl_reset_all(struct ctl *c)
+{
+	struct ctl_body b;
+
+	ctl_check(c, ctl_request(c, "POST", "/reset", &b), NULL);
+	free(b.buf);
+	if (c->compact) {
+		ctl_check(c, ctl_request(c, "GET", "/stats", &b), NULL);
+		json_free(ctl_parse(c, &b));
+		fputs(b.buf, stdout);
+		free(b.buf);
+		return 0;
+	}
+	return ctl_status(c);
+}
+
+/* Check a command's words before anything is sent. */
+static void
+ctl_check_args(int argc, char **argv)
+{
+	const char *cmd = argv[0];
+	uint64_t ms;
+	char *cause = NULL;
+
+	if (strcmp(cmd, "status") == 0) {
+		if (argc != 1)
+			ctl_usage_error("status takes no argument");
+	} else if (strcmp(cmd, "stats") == 0) {
+		if (argc > 2)
+			ctl_usage_error("stats takes at most one NAME");
+		if (argc == 2 && !ctl_name_ok(argv[1]))
+			ctl_usage_error("'%s' is not an upstream name",
+			    argv[1]);
+	} else if (strcmp(cmd, "force-open") == 0 ||
+	    strcmp(cmd, "force-closed") == 0) {
+		if (argc < 2 || argc > 3)
+			ctl_usage_error("%s takes NAME and an optional FOR",
+			    cmd);
+		if (!ctl_name_ok(argv[1]))
+			ctl_usage_error("'%s' is not an upstream name",
+			    argv[1]);
+		if (argc == 3 &&
+		    (parse_duration(argv[2], &ms, &cause) != 0 || ms == 0 ||
+			strspn(argv[2], "0123456789.hms") != strlen(argv[2])))
+			ctl_usage_error("FOR '%s' is not a duration like 30s "
+					"or 5m",
+			    argv[2]);
+	} else if (strcmp(cmd, "reset") == 0) {
+		if (argc != 2)
+			ctl_usage_error("reset takes NAME or --all");
+		if (strcmp(argv[1], "--all") != 0 && !ctl_name_ok(argv[1]))
+			ctl_usage_error("'%s' is not an upstream name",
+			    argv[1]);
+	} else
+		ctl_usage_error("unknown command '%s'", cmd);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "admin", required_argument, NULL, 'a' },
+		{ "token-file", required_argument, NULL, 'T' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = CP_CONFIG_PATH, *addr = NULL, *token_file = NULL;
+	struct ctl c;
+	bool path_given = false;
+	int ch, status;
+
+	memset(&c, 0, sizeof(c));
+	/* "+": options stop at the command, so "reset --all" reaches it. */
+	while ((ch = getopt_long(argc, argv, "+c:a:T:jVh", longopts, NULL)) !=
+	    -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			path_given = true;
+			break;
+		case 'a':
+			addr = optarg;
+			break;
+		case 'T':
+			token_file = optarg;
+			break;
+		case 'j':
+			c.compact = true;
+			break;
+		case 'V':
+			printf("circuitproxyctl %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			ctl_usage(stdout, 0);
+		default:
+			ctl_usage(stderr, EX_USAGE);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc == 0)
+		ctl_usage_error("no command");
+	ctl_check_args(argc, argv);
+	ctl_setup(&c, path, path_given, addr, token_file);
+
+	if (curl_global_init(CURL_GLOBAL_NOTHING) != 0 ||
+	    (c.curl = curl_easy_init()) == NULL) {
+		fprintf(stderr, "circuitproxyctl: cannot start libcurl\n");
+		return CTL_EXIT_NO_ANSWER;
+	}
+	if (strcmp(argv[0], "status") == 0)
+		status = ctl_status(&c);
+	else if (strcmp(argv[0], "stats") == 0)
+		status = ctl_stats(&c, argc == 2 ? argv[1] : NULL);
+	else if (strcmp(argv[0], "reset") == 0 &&
+	    strcmp(argv[1], "--all") == 0)
+		status = ctl_reset_all(&c);
+	else
+		status = ctl_action(&c, argv[0], argv[1],
+		    argc == 3 ? argv[2] : NULL);
+	curl_easy_cleanup(c.curl);
+	curl_global_cleanup();
+	free(c.token);
+	return status;
+}
