@@ -359,7 +359,7 @@ daemon_reload(struct daemon *d)
 	struct config_errors errs = { NULL, 0 };
 	struct upstream **ups, *up;
 	struct listener **ls, *l;
-	struct daemon_reload *rl;
+	struct worker_reload *rl;
 	struct daemon_retired *rt;
 	const struct upstream_conf *uc;
 	uint64_t now = util_now_ms();
@@ -479,7 +479,7 @@ daemon_reload(struct daemon *d)
 	d->reload = rl;
 	atomic_store(&d->reload_pending, d->nworkers);
 	for (i = 0; i < d->nworkers; i++)
-		worker_post(d->workers[i], WORKER_CMD_RELOAD);
+		worker_post_reload(d->workers[i], rl);
 	log_info("event=reload result=ok upstreams=%zu added=%zu removed=%zu",
 	    d->nupstreams, nnew, rt->nupstreams);
 	return;
@@ -506,7 +506,7 @@ static void
 daemon_reload_done_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	struct daemon_reload *rl = d->reload;
+	struct worker_reload *rl = d->reload;
 	struct daemon_retired *rt;
 	size_t i;
 
@@ -556,6 +556,28 @@ daemon_drain_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	atomic_store(&d->phase, DAEMON_CLOSING);
 	daemon_post_all(d, WORKER_CMD_CLOSE_ALL);
+}
+
+/*
+ * News from a worker, in its thread: the last one to apply a reload, or to
+ * end, wakes the main thread.
+ */
+static void
+daemon_worker_news(struct worker *w, enum worker_news news, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)w;
+	switch (news) {
+	case WORKER_RELOADED:
+		if (atomic_fetch_sub(&d->reload_pending, 1) == 1)
+			event_active(d->reload_done_ev, EV_TIMEOUT, 0);
+		break;
+	case WORKER_EXITED:
+		atomic_fetch_sub(&d->workers_running, 1);
+		event_active(d->worker_exit_ev, EV_TIMEOUT, 0);
+		break;
+	}
 }
 
 /* A worker has ended; when all have, the main loop ends too. */
@@ -717,7 +739,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	}
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
 	for (i = 0; i < d->nworkers; i++) {
-		d->workers[i] = worker_new(d, i, cause);
+		d->workers[i] = worker_new(i, daemon_worker_news, d, cause);
 		if (d->workers[i] == NULL)
 			goto fail;
 	}

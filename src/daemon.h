@@ -17,19 +17,12 @@ struct event_base;
 struct listener;
 struct upstream;
 struct worker;
+struct worker_reload;
 
 enum daemon_phase {
 	DAEMON_RUNNING,
 	DAEMON_DRAINING, /* listeners closed, relays finishing */
 	DAEMON_CLOSING,	 /* relays being reset, workers exiting */
-};
-
-/* What a reload asks of the workers; read-only while they apply it. */
-struct daemon_reload {
-	struct listener **added;
-	size_t nadded;
-	struct listener **removed;
-	size_t nremoved;
 };
 
 /*
@@ -77,7 +70,7 @@ struct daemon {
 	bool state_failing;	 /* the last write failed */
 	uint64_t state_retry_ms; /* wait before the next retry */
 
-	struct daemon_reload *reload;	 /* in progress, or NULL */
+	struct worker_reload *reload;	 /* in progress, or NULL */
 	_Atomic unsigned reload_pending; /* workers yet to apply it */
 	struct event *reload_done_ev;
 	struct daemon_retired *retired;

@@ -21,13 +21,10 @@
 
 #include <event2/event.h>
 
-#include "daemon.h"
 #include "listener.h"
 #include "log.h"
-#include "relay.h"
 #include "upstream.h"
 #include "util.h"
-#include "worker.h"
 
 #define LISTENER_BACKLOG 4096
 #define LISTENER_ACCEPT_BATCH 64
@@ -167,7 +164,7 @@ listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (!s->worker->draining)
+	if (s->accept_ev != NULL)
 		event_add(s->accept_ev, NULL);
 }
 
@@ -257,8 +254,8 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 				return;
 			}
 		}
-		error = relay_accept(s->worker, atomic_load(&s->listener->up),
-		    cfd, (struct sockaddr *)&ss, len);
+		error = s->accept(atomic_load(&s->listener->up), cfd,
+		    (struct sockaddr *)&ss, len, s->arg);
 		/* Out of descriptors for the server: wait in the backlog. */
 		if (error != 0) {
 			listener_slot_pause(s, error);
@@ -267,27 +264,29 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Create and arm a worker's accept event. */
+/* Create and arm a slot's accept event; cb is told of each client. */
 void
-listener_attach(struct listener *l, struct worker *w)
+listener_attach(struct listener *l, unsigned slot, struct event_base *base,
+    listener_client_cb cb, void *arg)
 {
-	struct listener_slot *s = &l->slots[w->id];
+	struct listener_slot *s = &l->slots[slot];
 
 	s->listener = l;
-	s->worker = w;
-	s->accept_ev = event_new(w->base, l->fds[w->id % l->nfds],
+	s->accept = cb;
+	s->arg = arg;
+	s->accept_ev = event_new(base, l->fds[slot % l->nfds],
 	    EV_READ | EV_PERSIST, listener_accept_cb, s);
-	s->resume_ev = evtimer_new(w->base, listener_resume_cb, s);
+	s->resume_ev = evtimer_new(base, listener_resume_cb, s);
 	if (s->accept_ev == NULL || s->resume_ev == NULL)
 		fatalx("out of memory");
 	event_add(s->accept_ev, NULL);
 }
 
-/* Stop a worker's accepts and free its events; runs in that worker. */
+/* Stop a slot's accepts and free its events; runs in the slot's thread. */
 void
-listener_detach(struct listener *l, struct worker *w)
+listener_detach(struct listener *l, unsigned slot)
 {
-	struct listener_slot *s = &l->slots[w->id];
+	struct listener_slot *s = &l->slots[slot];
 
 	if (s->accept_ev != NULL)
 		event_free(s->accept_ev);

@@ -11,12 +11,22 @@
 #include "addr.h"
 
 struct event;
+struct event_base;
 struct upstream;
-struct worker;
 
+/*
+ * Told of each accepted client, in the thread of the slot's event base:
+ * returns 0, or EMFILE/ENFILE when no descriptor was left for its server
+ * (the slot's accepts then pause for a moment).
+ */
+typedef int (*listener_client_cb)(struct upstream *, int fd,
+    const struct sockaddr *, socklen_t, void *);
+
+/* One worker's share of a listener: its accept event and its callback. */
 struct listener_slot {
 	struct listener *listener;
-	struct worker *worker;
+	listener_client_cb accept;
+	void *arg;
 	struct event *accept_ev;
 	struct event *resume_ev;
 };
@@ -33,10 +43,11 @@ struct listener {
 /* Bind and listen; -1 with *cause on failure. */
 struct listener *listener_open(const struct addr *, struct upstream *,
     unsigned nworkers, char **cause);
-/* Create and arm the accept event of a worker (before it runs). */
-void listener_attach(struct listener *, struct worker *);
-/* Stop a worker's accepts and free its events (in that worker's thread). */
-void listener_detach(struct listener *, struct worker *);
+/* Create and arm slot's accept event on base (before its thread runs). */
+void listener_attach(struct listener *, unsigned slot, struct event_base *,
+    listener_client_cb, void *);
+/* Stop a slot's accepts and free its events (in the slot's thread). */
+void listener_detach(struct listener *, unsigned slot);
 /* Does this listener already serve that address? */
 int listener_same_addr(const struct listener *, const struct addr *);
 /* Log "event=EVENT upstream=NAME addr=ADDR" for a listener. */

@@ -29,7 +29,6 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
-#include "daemon.h"
 #include "log.h"
 #include "relay.h"
 #include "upstream.h"

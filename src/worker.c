@@ -13,7 +13,6 @@
 
 #include <event2/event.h>
 
-#include "daemon.h"
 #include "listener.h"
 #include "log.h"
 #include "relay.h"
@@ -22,6 +21,14 @@
 
 #define WORKER_SCRATCH_LEN (64 * 1024)
 
+/* A listener of this worker accepted a client: relay it. */
+static int
+worker_accept_cb(struct upstream *up, int fd, const struct sockaddr *sa,
+    socklen_t salen, void *arg)
+{
+	return relay_accept(arg, up, fd, sa, salen);
+}
+
 /* Accept on a listener from now on. */
 void
 worker_listen(struct worker *w, struct listener *l)
@@ -29,7 +36,7 @@ worker_listen(struct worker *w, struct listener *l)
 	w->listeners =
 	    xrealloc(w->listeners, (w->nlisteners + 1) * sizeof(*w->listeners));
 	w->listeners[w->nlisteners++] = l;
-	listener_attach(l, w);
+	listener_attach(l, w->id, w->base, worker_accept_cb, w);
 }
 
 /* Stop accepting on a listener. */
@@ -41,7 +48,7 @@ worker_unlisten(struct worker *w, struct listener *l)
 	for (i = 0; i < w->nlisteners; i++) {
 		if (w->listeners[i] != l)
 			continue;
-		listener_detach(l, w);
+		listener_detach(l, w->id);
 		w->listeners[i] = w->listeners[--w->nlisteners];
 		return;
 	}
@@ -54,8 +61,7 @@ worker_unlisten(struct worker *w, struct listener *l)
 static void
 worker_reload(struct worker *w)
 {
-	struct daemon *d = w->daemon;
-	struct daemon_reload *rl = d->reload;
+	const struct worker_reload *rl = w->reload;
 	size_t i;
 
 	for (i = 0; i < rl->nremoved; i++)
@@ -63,8 +69,7 @@ worker_reload(struct worker *w)
 	for (i = 0; i < rl->nadded; i++)
 		if (!w->draining)
 			worker_listen(w, rl->added[i]);
-	if (atomic_fetch_sub(&d->reload_pending, 1) == 1)
-		event_active(d->reload_done_ev, EV_TIMEOUT, 0);
+	w->news(w, WORKER_RELOADED, w->news_arg);
 }
 
 /* Run the commands posted by the main thread. */
@@ -95,16 +100,17 @@ worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(w->base);
 }
 
-/* Create a worker and its event base. */
+/* Create a worker and its event base; news tells the owner what it did. */
 struct worker *
-worker_new(struct daemon *d, unsigned id, char **cause)
+worker_new(unsigned id, worker_news_cb news, void *arg, char **cause)
 {
 	struct event_config *cfg;
 	struct worker *w;
 
 	w = xcalloc(1, sizeof(*w));
 	w->id = id;
-	w->daemon = d;
+	w->news = news;
+	w->news_arg = arg;
 	LIST_INIT(&w->relays);
 	atomic_init(&w->cmd, 0);
 	w->scratch_len = WORKER_SCRATCH_LEN;
@@ -152,11 +158,9 @@ static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
-	struct daemon *d = w->daemon;
 
 	event_base_dispatch(w->base);
-	atomic_fetch_sub(&d->workers_running, 1);
-	event_active(d->worker_exit_ev, EV_TIMEOUT, 0);
+	w->news(w, WORKER_EXITED, w->news_arg);
 	return NULL;
 }
 
@@ -188,6 +192,17 @@ worker_post(struct worker *w, unsigned cmd)
 	atomic_fetch_or(&w->cmd, cmd);
 	while (write(w->ctl_pipe[1], &c, 1) == -1 && errno == EINTR)
 		;
+}
+
+/*
+ * Hand the worker a reload's listener changes. The pipe write behind the
+ * command orders the pointer's store before the worker reads it.
+ */
+void
+worker_post_reload(struct worker *w, const struct worker_reload *rl)
+{
+	w->reload = rl;
+	worker_post(w, WORKER_CMD_RELOAD);
 }
 
 /* Wait for the worker's thread to end. */

@@ -13,21 +13,39 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct daemon;
 struct event;
 struct event_base;
+struct listener;
 struct relay;
+struct worker;
 
 LIST_HEAD(relay_list, relay);
 
 /* Commands from the main thread, as bits in worker->cmd. */
 #define WORKER_CMD_STOP_ACCEPT 0x1 /* drain: stop accepting */
 #define WORKER_CMD_CLOSE_ALL 0x2   /* reset every relay and exit */
-#define WORKER_CMD_RELOAD 0x4	   /* apply daemon->reload's listener changes */
+#define WORKER_CMD_RELOAD 0x4	   /* apply worker->reload's listener changes */
+
+/* A reload's listener changes; read-only while the workers apply them. */
+struct worker_reload {
+	struct listener **added;
+	size_t nadded;
+	struct listener **removed;
+	size_t nremoved;
+};
+
+/* What a worker tells its owner, from the worker's own thread. */
+enum worker_news {
+	WORKER_RELOADED, /* it applied the reload it was given */
+	WORKER_EXITED,	 /* its loop has ended */
+};
+typedef void (*worker_news_cb)(struct worker *, enum worker_news, void *);
 
 struct worker {
 	unsigned id;
-	struct daemon *daemon;
+	worker_news_cb news;
+	void *news_arg;
+	const struct worker_reload *reload; /* set before WORKER_CMD_RELOAD */
 	struct event_base *base;
 	pthread_t thread;
 	int ctl_pipe[2];
@@ -48,12 +66,14 @@ struct worker {
 	size_t scratch_len;
 };
 
-struct worker *worker_new(struct daemon *, unsigned id, char **cause);
+struct worker *worker_new(unsigned id, worker_news_cb, void *, char **cause);
 int worker_spawn(struct worker *, char **cause);
 /* Accept on a listener (main thread before the worker runs, or the worker). */
 void worker_listen(struct worker *, struct listener *);
 /* Post a command (main thread). */
 void worker_post(struct worker *, unsigned cmd);
+/* Apply a reload's listener changes (main thread); WORKER_RELOADED follows. */
+void worker_post_reload(struct worker *, const struct worker_reload *);
 void worker_join(struct worker *);
 void worker_free(struct worker *);
 /* A relay of this worker has ended; exits the loop when drained. */
