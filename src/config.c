@@ -36,7 +36,9 @@
 
 /* clang-format off */
 static const char *const config_log_targets[] = { "stderr", "syslog", NULL };
-static const char *const config_rejects[] = { "reset", "http503", NULL };
+static const char *const config_rejects[] = {
+	"reset", "http503", "redis", "postgres", "mysql", NULL
+};
 
 #define G(f) offsetof(struct config, f)
 #define U(f) offsetof(struct upstream_conf, f)

@@ -21,6 +21,9 @@
 enum reject_mode {
 	REJECT_RESET,
 	REJECT_HTTP503,
+	REJECT_REDIS,
+	REJECT_POSTGRES,
+	REJECT_MYSQL,
 };
 
 struct upstream_conf {

@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,16 +31,24 @@
 #include <event2/event_struct.h>
 
 #include "log.h"
+#include "reject.h"
 #include "relay.h"
 #include "upstream.h"
 #include "util.h"
 #include "worker.h"
 
-/* How long an http503-rejected client may take to close its side. */
+/* How long a client sent a reject reply may take to close its side. */
 #define RELAY_LINGER_MS 2000
+/*
+ * When a client sent a reject reply is first looked at again: most have
+ * closed by then, and are closed without ever entering epoll.
+ */
+#define RELAY_LINGER_PEEK_MS 10
+/* Queued clients looked at in one poll(2). */
+#define RELAY_LINGER_BATCH 64
 /* relay->queued before the first look at the send queues. */
 #define RELAY_QUEUED_UNKNOWN UINT32_MAX
-/* http503-rejected clients a worker waits for at once. */
+/* Rejected clients a worker reads from or waits for at once. */
 #define RELAY_LINGER_MAX 1024
 /* Backups followed at most (a reload may briefly link them in a ring). */
 #define RELAY_BACKUP_HOPS 16
@@ -51,7 +60,16 @@
 enum relay_phase {
 	RELAY_CONNECTING,
 	RELAY_RELAYING,
-	RELAY_LINGERING, /* http503 sent, waiting for the client's FIN */
+	RELAY_REJECT_READING, /* postgres reject: reading the startup packet */
+	RELAY_LINGER_QUEUED,  /* reject reply sent, in the worker's queue */
+	RELAY_LINGERING, /* reject reply sent, waiting for the client's FIN */
+};
+
+/* What a reply to a rejected client says, kept while its packet comes. */
+struct relay_reject {
+	struct reject_pg pg;
+	const char *state; /* "open", "half_open", "forced_open" */
+	uint64_t secs;	   /* retry after */
 };
 
 /*
@@ -81,6 +99,7 @@ struct relay_dir {
 
 struct relay {
 	LIST_ENTRY(relay) entry;
+	TAILQ_ENTRY(relay) linger_entry; /* RELAY_LINGER_QUEUED */
 	struct worker *w;
 	struct upstream *up; /* whose server (a backup after failover) */
 	enum relay_phase phase;
@@ -94,6 +113,7 @@ struct relay {
 	uint64_t last_active_ms;
 	uint32_t queued; /* kernel send queues at the last look */
 	struct relay_dir c2s, s2c;
+	struct relay_reject rej;
 	struct event cev_r, cev_w, sev_r, sev_w, timer;
 	struct relay_peer peer;
 };
@@ -113,6 +133,7 @@ static const char *relay_end_names[] = { "done", "reset", "idle", "shutdown" };
 static void relay_close(struct relay *, enum relay_end);
 static void relay_timer_arm(struct relay *, uint64_t);
 static void relay_forward(struct relay *, struct relay_dir *);
+static void relay_reject_read(struct relay *);
 
 /* Close a socket so the peer sees a reset (RST) rather than a FIN. */
 static void
@@ -229,7 +250,10 @@ relay_close(struct relay *r, enum relay_end why)
 	free(r->s2c.buf);
 	if (r->counted_active)
 		atomic_fetch_sub(&up->active, 1);
-	if (r->phase == RELAY_LINGERING)
+	if (r->phase == RELAY_LINGER_QUEUED)
+		TAILQ_REMOVE(&w->lingering, r, linger_entry);
+	if (r->phase == RELAY_LINGERING || r->phase == RELAY_REJECT_READING ||
+	    r->phase == RELAY_LINGER_QUEUED)
 		w->nlingering--;
 	if (log_enabled(LOG_LEVEL_DEBUG)) {
 		char client[RELAY_PEER_STR_MAX];
@@ -430,23 +454,94 @@ relay_client_wait(struct relay *r)
 	relay_close(r, RELAY_END_RESET);
 }
 
+/*
+ * Discard whatever a client sent a reject reply still sends; true once it
+ * has closed its side (or the connection failed).
+ */
+static bool
+relay_linger_drain(struct relay *r)
+{
+	char buf[512];
+	ssize_t n;
+
+	do
+		n = recv(r->cfd, buf, sizeof(buf), 0);
+	while (n > 0);
+	return n == 0 || (errno != EAGAIN && errno != EINTR);
+}
+
+/*
+ * The worker's queue of clients sent a reject reply: those queued for
+ * RELAY_LINGER_PEEK_MS are looked at together, in one poll(2) per
+ * RELAY_LINGER_BATCH. One that has closed its side is closed (already shut
+ * down both ways, it gets no reset whatever it left unread); the others are
+ * waited for with a read event for the rest of RELAY_LINGER_MS.
+ */
+static void
+relay_linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	uint64_t now = util_now_ms(), waited;
+	struct pollfd pfd[RELAY_LINGER_BATCH];
+	struct relay *batch[RELAY_LINGER_BATCH], *r;
+	struct timeval tv;
+	int i, n;
+
+	(void)fd;
+	(void)what;
+	do {
+		n = 0;
+		while (n < RELAY_LINGER_BATCH &&
+		    (r = TAILQ_FIRST(&w->lingering)) != NULL &&
+		    r->start_ms + RELAY_LINGER_PEEK_MS <= now) {
+			TAILQ_REMOVE(&w->lingering, r, linger_entry);
+			r->phase = RELAY_LINGERING;
+			pfd[n].fd = r->cfd;
+			pfd[n].events = POLLIN | POLLRDHUP;
+			pfd[n].revents = 0;
+			batch[n++] = r;
+		}
+		if (n > 0 && poll(pfd, (nfds_t)n, 0) == -1)
+			for (i = 0; i < n; i++)
+				pfd[i].revents = 0;
+		for (i = 0; i < n; i++) {
+			r = batch[i];
+			if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+				relay_close(r, RELAY_END_DONE);
+				continue;
+			}
+			waited = now - r->start_ms;
+			event_add(&r->cev_r, NULL);
+			event_add(&r->timer,
+			    util_timeval(&tv,
+				waited < RELAY_LINGER_MS
+				    ? RELAY_LINGER_MS - waited
+				    : 0));
+		}
+	} while (n == RELAY_LINGER_BATCH);
+	if ((r = TAILQ_FIRST(&w->lingering)) != NULL)
+		evtimer_add(w->linger_ev,
+		    util_timeval(&tv, r->start_ms + RELAY_LINGER_PEEK_MS - now));
+}
+
 /* Client readable. */
 static void
 relay_client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct relay *r = arg;
-	char buf[512];
-	ssize_t n;
 
+	(void)fd;
 	(void)what;
 	if (r->phase == RELAY_CONNECTING) {
 		relay_client_wait(r);
 		return;
 	}
+	if (r->phase == RELAY_REJECT_READING) {
+		relay_reject_read(r);
+		return;
+	}
 	if (r->phase == RELAY_LINGERING) {
-		/* Discard whatever the rejected client still sends. */
-		n = recv(fd, buf, sizeof(buf), 0);
-		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR))
+		if (relay_linger_drain(r))
 			relay_close(r, RELAY_END_DONE);
 		return;
 	}
@@ -603,6 +698,11 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (r->phase == RELAY_LINGERING) {
 		relay_close(r, RELAY_END_DONE);
+		return;
+	}
+	if (r->phase == RELAY_REJECT_READING) {
+		/* Nothing, or not all of it, within connect_timeout. */
+		relay_close(r, RELAY_END_RESET);
 		return;
 	}
 	if (relay_paused_source_gone(r))
@@ -804,51 +904,126 @@ relay_new(struct worker *w, struct upstream *up, int cfd,
 }
 
 /*
- * Answer a rejected client with an HTTP 503, shut our side, and wait (a
- * little) for the client to close its side, so it reads the reply rather
- * than a reset.
+ * A relay for a rejected client the worker reads from (until its reply is
+ * out) or waits for; NULL past the cap (a flood) or short of memory.
  */
-static void
-relay_reply_503(struct worker *w, struct upstream *up, int fd,
-    const struct relay_peer *peer, int64_t retry_ms)
+static struct relay *
+relay_reject_new(struct worker *w, struct upstream *up, int fd,
+    const struct relay_peer *peer)
 {
-	static const char body[] = "503 Service Unavailable\n";
-	struct timeval tv;
 	struct relay *r;
-	char reply[256];
-	int64_t secs;
-	int n;
 
-	if (retry_ms < 0)
-		retry_ms =
-		    (int64_t)upstream_conf(up)->breaker.recovery_timeout_ms;
-	secs = (retry_ms + 999) / 1000;
-	n = snprintf(reply, sizeof(reply),
-	    "HTTP/1.1 503 Service Unavailable\r\n"
-	    "Content-Type: text/plain\r\n"
-	    "Content-Length: %zu\r\n"
-	    "Retry-After: %" PRId64 "\r\n"
-	    "Connection: close\r\n"
-	    "\r\n%s",
-	    sizeof(body) - 1, secs, body);
-	if (send(fd, reply, (size_t)n, MSG_NOSIGNAL) != n) {
-		relay_close_rst(fd);
-		return;
-	}
-	shutdown(fd, SHUT_WR);
-	/* Past the cap, a flood of rejects gets its 503 without the wait. */
 	if (w->nlingering >= RELAY_LINGER_MAX ||
-	    (r = relay_new(w, up, fd, peer)) == NULL) {
-		close(fd);
-		return;
-	}
+	    (r = relay_new(w, up, fd, peer)) == NULL)
+		return NULL;
 	w->nlingering++;
-	r->phase = RELAY_LINGERING;
-	event_add(&r->cev_r, NULL);
-	event_add(&r->timer, util_timeval(&tv, RELAY_LINGER_MS));
+	r->phase = RELAY_REJECT_READING;
+	return r;
 }
 
-/* Turn a client away as the breaker decided: log, then reset or 503. */
+/*
+ * The reply is out and our side shut: queue the client, to be looked at
+ * again in RELAY_LINGER_PEEK_MS (see relay_linger_cb).
+ */
+static void
+relay_linger_queue(struct relay *r)
+{
+	struct worker *w = r->w;
+	struct timeval tv;
+
+	event_del(&r->cev_r);
+	event_del(&r->timer);
+	r->phase = RELAY_LINGER_QUEUED;
+	r->start_ms = util_now_ms();
+	TAILQ_INSERT_TAIL(&w->lingering, r, linger_entry);
+	if (w->linger_ev == NULL)
+		w->linger_ev = evtimer_new(w->base, relay_linger_cb, w);
+	if (!evtimer_pending(w->linger_ev, NULL))
+		evtimer_add(w->linger_ev, util_timeval(&tv, RELAY_LINGER_PEEK_MS));
+}
+
+/* Send a reject reply whole and shut our side; false if it did not fit. */
+static bool
+relay_reject_send(int fd, const char *reply, size_t n)
+{
+	/* MSG_MORE: the reply and the FIN leave in one segment. */
+	if (send(fd, reply, n, MSG_NOSIGNAL | MSG_MORE) != (ssize_t)n)
+		return false;
+	shutdown(fd, SHUT_WR);
+	return true;
+}
+
+/*
+ * A postgres reject reads the client's first packets: 'N' answers an
+ * SSLRequest or GSSENCRequest, the ErrorResponse the startup packet, and
+ * the client is then waited for as after any reply. Garbage is reset; what
+ * is read is bounded by the protocol's lengths, and how long by the timer
+ * (connect_timeout). The answers to one read leave in one send.
+ */
+static void
+relay_reject_read(struct relay *r)
+{
+	const uint8_t *buf = (const uint8_t *)r->w->scratch;
+	char out[REJECT_PG_REQUESTS_MAX + REJECT_REPLY_MAX];
+	const struct upstream_conf *uc;
+	size_t off, used, nout = 0;
+	struct timeval tv;
+	ssize_t n;
+
+	for (;;) {
+		n = recv(r->cfd, r->w->scratch, r->w->scratch_len, 0);
+		if (n == 0) {
+			/* The client gave up first: nothing to tell it. */
+			relay_close(r, RELAY_END_DONE);
+			return;
+		}
+		if (n == -1) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			relay_close(r, RELAY_END_RESET);
+			return;
+		}
+		for (off = 0; off < (size_t)n; off += used) {
+			switch (reject_pg_feed(&r->rej.pg, buf + off,
+			    (size_t)n - off, &used)) {
+			case REJECT_PG_MORE:
+				break;
+			case REJECT_PG_ANSWER_N:
+				out[nout++] = 'N';
+				break;
+			case REJECT_PG_STARTUP:
+				nout += reject_reply(REJECT_POSTGRES,
+				    r->up->name, r->rej.state, r->rej.secs,
+				    out + nout, sizeof(out) - nout);
+				if (!relay_reject_send(r->cfd, out, nout))
+					relay_close(r, RELAY_END_RESET);
+				else
+					relay_linger_queue(r);
+				return;
+			case REJECT_PG_BAD:
+				relay_close(r, RELAY_END_RESET);
+				return;
+			}
+		}
+	}
+	/* More to come: answer what came, and wait for the rest. */
+	if (nout > 0 &&
+	    send(r->cfd, out, nout, MSG_NOSIGNAL) != (ssize_t)nout) {
+		relay_close(r, RELAY_END_RESET);
+		return;
+	}
+	if (!event_pending(&r->cev_r, EV_READ, NULL)) {
+		uc = upstream_conf(r->up);
+		event_add(&r->cev_r, NULL);
+		event_add(&r->timer, util_timeval(&tv, uc->connect_timeout_ms));
+	}
+}
+
+/*
+ * Turn a client away as the breaker decided: log, then reset it or tell
+ * it in its own protocol (SPEC 4). A reply goes out at once, except
+ * postgres's, which waits for the client's startup packet.
+ */
 static void
 relay_reject(struct worker *w, struct upstream *up, int fd,
     const struct breaker_ticket *t, const struct relay_peer *peer)
@@ -858,7 +1033,11 @@ relay_reject(struct worker *w, struct upstream *up, int fd,
 		[BREAKER_REJECT_HALF_OPEN] = "half_open",
 		[BREAKER_REJECT_FORCED_OPEN] = "forced_open",
 	};
-	char retry[32], client[RELAY_PEER_STR_MAX];
+	const struct upstream_conf *uc = upstream_conf(up);
+	char retry[32], client[RELAY_PEER_STR_MAX], reply[REJECT_REPLY_MAX];
+	struct relay *r;
+	uint64_t secs;
+	size_t n;
 
 	if (upstream_log_allowed(up, UPSTREAM_LOG_REJECT, util_now_ms()))
 		log_notice("event=reject upstream=%s client=%s state=%s "
@@ -866,10 +1045,36 @@ relay_reject(struct worker *w, struct upstream *up, int fd,
 		    up->name, relay_peer_str(peer, client), states[t->verdict],
 		    util_fmt_secs(retry, sizeof(retry),
 			t->retry_after_ms));
-	if (upstream_conf(up)->reject == REJECT_HTTP503)
-		relay_reply_503(w, up, fd, peer, t->retry_after_ms);
-	else
+	if (uc->reject == REJECT_RESET) {
 		relay_close_rst(fd);
+		return;
+	}
+	secs = reject_retry_secs(t->retry_after_ms,
+	    uc->breaker.recovery_timeout_ms);
+	if (uc->reject == REJECT_POSTGRES) {
+		r = relay_reject_new(w, up, fd, peer);
+		if (r == NULL) {
+			relay_close_rst(fd);
+			return;
+		}
+		reject_pg_init(&r->rej.pg);
+		r->rej.state = states[t->verdict];
+		r->rej.secs = secs;
+		/* The packet is often in already: spare a trip through epoll. */
+		relay_reject_read(r);
+		return;
+	}
+	n = reject_reply(uc->reject, up->name, states[t->verdict], secs, reply,
+	    sizeof(reply));
+	if (!relay_reject_send(fd, reply, n)) {
+		relay_close_rst(fd);
+		return;
+	}
+	/* Past the cap, a flood of rejects gets its reply without the wait. */
+	if ((r = relay_reject_new(w, up, fd, peer)) == NULL)
+		close(fd);
+	else
+		relay_linger_queue(r);
 }
 
 /* Take a slot under max_connections; false if the upstream is full. */

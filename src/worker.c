@@ -112,6 +112,7 @@ worker_new(unsigned id, worker_news_cb news, void *arg, char **cause)
 	w->news = news;
 	w->news_arg = arg;
 	LIST_INIT(&w->relays);
+	TAILQ_INIT(&w->lingering);
 	atomic_init(&w->cmd, 0);
 	w->scratch_len = WORKER_SCRATCH_LEN;
 	w->scratch = xmalloc(w->scratch_len);
@@ -220,6 +221,8 @@ worker_free(struct worker *w)
 		return;
 	if (w->ctl_ev != NULL)
 		event_free(w->ctl_ev);
+	if (w->linger_ev != NULL)
+		event_free(w->linger_ev);
 	if (w->ctl_pipe[0] != -1)
 		close(w->ctl_pipe[0]);
 	if (w->ctl_pipe[1] != -1)

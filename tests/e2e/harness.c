@@ -1808,27 +1808,17 @@ h_buf_add(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 	(*buf)[*len] = '\0';
 }
 
-/* Run the daemon with arguments to its exit, capturing stdout and stderr. */
-void
-h_run_args(struct h_run *r, const char *first, ...)
+/* Run a NULL-ended argv to its exit, capturing stdout and stderr. */
+static void
+h_run_argv(struct h_run *r, const char **argv)
 {
-	const char *argv[H_MAX_ARGS + 8], *a;
-	size_t n, olen = 0, ocap = 0, elen = 0, ecap = 0;
-	char *wrap, **env, buf[4096];
+	size_t olen = 0, ocap = 0, elen = 0, ecap = 0;
+	char **env, buf[4096];
 	struct pollfd pfd[2];
 	uint64_t deadline = h_now_ms() + 2 * H_WAIT_MS;
 	int op[2], ep[2], st, open_fds = 2;
 	pid_t pid, parent = getpid();
-	va_list ap;
 
-	n = h_build_argv(argv, H_MAX_ARGS, &wrap);
-	h_track(wrap);
-	va_start(ap, first);
-	for (a = first; a != NULL && n < H_MAX_ARGS;
-	     a = va_arg(ap, const char *))
-		argv[n++] = a;
-	va_end(ap);
-	argv[n] = NULL;
 	env = h_build_env(NULL, NULL);
 	if (pipe2(op, O_CLOEXEC) == -1 || pipe2(ep, O_CLOEXEC) == -1)
 		h_fail(H_WHERE, "pipe: %s", strerror(errno));
@@ -1890,6 +1880,52 @@ h_run_args(struct h_run *r, const char *first, ...)
 		close(pfd[0].fd);
 	if (pfd[1].fd != -1)
 		close(pfd[1].fd);
+}
+
+/* Run the daemon with arguments to its exit, capturing stdout and stderr. */
+void
+h_run_args(struct h_run *r, const char *first, ...)
+{
+	const char *argv[H_MAX_ARGS + 8], *a;
+	char *wrap;
+	size_t n;
+	va_list ap;
+
+	n = h_build_argv(argv, H_MAX_ARGS, &wrap);
+	h_track(wrap);
+	va_start(ap, first);
+	for (a = first; a != NULL && n < H_MAX_ARGS;
+	     a = va_arg(ap, const char *))
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+	h_run_argv(r, argv);
+}
+
+/* Run another program (a path, see h_client) to its exit, output captured. */
+void
+h_exec_args(struct h_run *r, const char *prog, ...)
+{
+	const char *argv[H_MAX_ARGS + 1], *a;
+	size_t n = 0;
+	va_list ap;
+
+	argv[n++] = prog;
+	va_start(ap, prog);
+	while ((a = va_arg(ap, const char *)) != NULL && n < H_MAX_ARGS)
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+	h_run_argv(r, argv);
+}
+
+/* The path of a client program on $PATH, or NULL when it is missing. */
+const char *
+h_client(const char *name)
+{
+	const char *p = h_which(name);
+
+	return access(p, X_OK) == 0 && strchr(p, '/') != NULL ? p : NULL;
 }
 
 /* Count the lines of a text (a last line without newline counts). */

@@ -226,6 +226,10 @@ struct h_run {
 };
 void h_run_args(struct h_run *, const char *, ...);
 #define h_run(r, ...) h_run_args((r), __VA_ARGS__, (const char *)NULL)
+/* Another program: a client found by h_client(), which is NULL if missing. */
+void h_exec_args(struct h_run *, const char *, ...);
+#define h_exec(r, ...) h_exec_args((r), __VA_ARGS__, (const char *)NULL)
+const char *h_client(const char *);
 unsigned h_count_lines(const char *);
 char *h_line_at(const char *, unsigned);
 

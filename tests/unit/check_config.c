@@ -666,6 +666,9 @@ static const struct {
 	{ UP("dry_run = 0\n"), "a", "dry_run", 0, NULL },
 	{ UP("reject = http503\n"), "a", "reject", REJECT_HTTP503, NULL },
 	{ UP("reject = reset\n"), "a", "reject", REJECT_RESET, NULL },
+	{ UP("reject = redis\n"), "a", "reject", REJECT_REDIS, NULL },
+	{ UP("reject = postgres\n"), "a", "reject", REJECT_POSTGRES, NULL },
+	{ UP("reject = mysql\n"), "a", "reject", REJECT_MYSQL, NULL },
 
 	/* Addresses. */
 	{ BASE, "a", "listen0", 0, "127.0.0.1:8080" },
@@ -977,7 +980,11 @@ static const struct {
 	    "dry_run: invalid boolean '2' (expected yes/no, true/false, "
 	    "on/off or 1/0)" },
 	{ UP("reject = drop\n"), 4,
-	    "reject: invalid value 'drop' (expected reset or http503)" },
+	    "reject: invalid value 'drop' (expected reset, http503, redis, "
+	    "postgres or mysql)" },
+	{ UP("reject = Redis\n"), 4,
+	    "reject: invalid value 'Redis' (expected reset, http503, redis, "
+	    "postgres or mysql)" },
 	{ "[global]\nlog_level = loud\n", 2,
 	    "log_level: invalid value 'loud' (expected debug, info, notice, "
 	    "warning or error)" },

@@ -1,0 +1,461 @@
+/*
+ * End-to-end stories of the protocol-aware rejects (SPEC.md section 4):
+ * redis-cli, psql, pgbench and the mariadb client through an open circuit,
+ * each showing the upstream's name and when to retry; the bounds of the
+ * postgres reader against garbage and silence. A story whose client is not
+ * installed is skipped with a line that says so.
+ */
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* How long the open circuits of these stories last. */
+#define OPEN_S 60
+/* A postgres reject waits this long for a startup packet (connect_timeout). */
+#define PG_WAIT_MS 1000
+
+/* The [global] section shared by every story: one worker, no admin. */
+static const char *
+global_section(void)
+{
+	return h_strf("[global]\n"
+		      "log_level = info\n"
+		      "workers = 1\n"
+		      "admin =\n"
+		      "shutdown_timeout = 2s\n"
+		      "log_rejects_per_second = 100\n"
+		      "\n");
+}
+
+/* One upstream NAME whose server refuses, one failure from open. */
+static const char *
+config_refusing(const char *name, const char *listen,
+    const struct h_backend *srv, const char *reject, const char *keys)
+{
+	return h_strf("%s[upstream:%s]\n"
+		      "listen = %s\n"
+		      "server = %s\n"
+		      "failure_threshold = 1\n"
+		      "recovery_timeout = %ds\n"
+		      "connect_timeout = %dms\n"
+		      "reject = %s\n"
+		      "%s",
+	    global_section(), name, listen, h_backend_addr(srv), OPEN_S,
+	    PG_WAIT_MS, reject, keys);
+}
+
+/* Open the circuit of an upstream with one refused client. */
+static void
+open_circuit(struct h_daemon *d, const char *lis, const char *name)
+{
+	h_client_try(lis, H_WAIT_MS, NULL, NULL);
+	h_expect_log(d, H_WAIT_MS, "event=state", h_strf("upstream=%s", name),
+	    "to=open");
+}
+
+/* Stop the daemon and check it exits 0. */
+static void
+stop_ok(struct h_daemon *d)
+{
+	int st = h_daemon_stop(d);
+
+	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
+}
+
+/* The port of "127.0.0.1:P". */
+static const char *
+port_of(const char *addr)
+{
+	return strrchr(addr, ':') + 1;
+}
+
+/*
+ * Find the sentence every reply carries in a client's output: the name,
+ * the state and a retry-after within [lo, hi] seconds.
+ */
+static void
+expect_sentence(const char *out, const char *name, const char *state, int lo,
+    int hi)
+{
+	const char *head = h_strf("circuitproxy: upstream '%s' unavailable "
+				  "(circuit %s), retry after ",
+	    name, state);
+	const char *p = strstr(out, head);
+	int secs;
+
+	h_assert(p != NULL, "the client did not show \"%s\": \"%s\"", head,
+	    out);
+	secs = atoi(p + strlen(head));
+	h_assert(secs >= lo && secs <= hi, "retry after %ds, not %d..%d", secs,
+	    lo, hi);
+	h_assert(strncmp(p + strlen(head) + strlen(h_strf("%d", secs)), "s",
+		     1) == 0,
+	    "no unit after the seconds: \"%s\"", p);
+}
+
+/* reject = redis: redis-cli prints the error line with name and retry. */
+START_TEST(redis_cli_open)
+{
+	const char *cli = h_client("redis-cli");
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d;
+	struct h_run r;
+
+	if (cli == NULL) {
+		h_skip("redis-cli is not installed (apt-get install "
+		       "redis-tools)");
+	}
+	d = h_daemon_start(config_refusing("cache", lis, srv, "redis", ""));
+	open_circuit(d, lis, "cache");
+	h_exec(&r, cli, "-h", "127.0.0.1", "-p", port_of(lis), "GET", "k");
+	h_assert(strncmp(r.out, "ERR circuitproxy: ", 18) == 0,
+	    "redis-cli printed \"%s\" (stderr \"%s\")", r.out, r.err);
+	expect_sentence(r.out, "cache", "open", OPEN_S - 5, OPEN_S);
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=cache",
+	    "state=open");
+	h_assert(h_backend_accepted(srv) == 0, "the server was reached");
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * The reply comes whole and then an orderly EOF, whether the client sent
+ * its command before reading or not: no reset eats it.
+ */
+START_TEST(redis_raw_then_eof)
+{
+	static const char want[] = "-ERR circuitproxy: upstream 'cache' "
+				   "unavailable (circuit open), retry after ";
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(config_refusing("cache", lis, srv, "redis", ""));
+	enum h_outcome out;
+	size_t len;
+	char *reply;
+	int fd, i;
+
+	open_circuit(d, lis, "cache");
+	for (i = 0; i < 2; i++) {
+		fd = h_connect_ok(lis);
+		if (i == 1)
+			h_assert(h_send_all(fd, "*1\r\n$4\r\nPING\r\n", 14,
+				     H_WAIT_MS) == 0,
+			    "send");
+		out = h_recv_all(fd, &reply, &len, H_WAIT_MS);
+		close(fd);
+		h_assert(out == H_OUT_EOF, "the reply ended with %s: \"%s\"",
+		    h_outcome_name(out), reply);
+		h_assert(strncmp(reply, want, sizeof(want) - 1) == 0,
+		    "reply \"%s\"", reply);
+		h_assert(len > 2 && strcmp(reply + len - 2, "\r\n") == 0 &&
+			strchr(reply, '\n') == reply + len - 1,
+		    "not one line: \"%s\"", reply);
+	}
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * After its reply a client is waited for: one that closes at once is
+ * closed within a moment, one that keeps its socket open is closed after
+ * 2 seconds (and not before), each without a reset.
+ */
+START_TEST(redis_linger_bounds)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s"
+				  "[upstream:cache]\n"
+				  "listen = %s\n"
+				  "server = %s\n"
+				  "failure_threshold = 1\n"
+				  "recovery_timeout = 60s\n"
+				  "reject = redis\n",
+			       global_section(), lis, h_backend_addr(srv)),
+		"-l", "debug");
+	const char *line;
+	char *quick, *slow, *reply;
+	uint64_t t0;
+	enum h_outcome out;
+	size_t len;
+	int fd, keep;
+
+	open_circuit(d, lis, "cache");
+	fd = h_connect_ok(lis);
+	quick = h_sock_name(fd);
+	out = h_recv_all(fd, &reply, &len, H_WAIT_MS);
+	h_assert(out == H_OUT_EOF, "quick client: %s", h_outcome_name(out));
+	close(fd);
+	line = h_expect_log(d, 1000, "event=close", "upstream=cache",
+	    h_strf("client=%s", quick));
+	h_assert(h_line_has(line, "reason=done"), "quick client: %s", line);
+
+	t0 = h_now_ms();
+	keep = h_connect_ok(lis);
+	slow = h_sock_name(keep);
+	out = h_recv_all(keep, &reply, &len, H_WAIT_MS);
+	h_assert(out == H_OUT_EOF, "slow client: %s", h_outcome_name(out));
+	line = h_expect_log(d, H_WAIT_MS, "event=close", "upstream=cache",
+	    h_strf("client=%s", slow));
+	h_assert(h_line_has(line, "reason=done"), "slow client: %s", line);
+	h_assert(h_now_ms() - t0 >= 1900 && h_now_ms() - t0 <= 4000,
+	    "the slow client was closed after %llu ms",
+	    (unsigned long long)(h_now_ms() - t0));
+	close(keep);
+	stop_ok(d);
+}
+END_TEST
+
+/* Run psql (or pgbench) against the listener; its output, both streams. */
+static char *
+run_pg(const char *prog, const char *lis, const char *sslmode)
+{
+	struct h_run r;
+	const char *conn = h_strf("host=127.0.0.1 port=%s user=alice "
+				  "dbname=app connect_timeout=5 sslmode=%s",
+	    port_of(lis), sslmode);
+
+	if (strstr(prog, "pgbench") != NULL)
+		h_exec(&r, prog, "-n", "-c", "1", "-t", "1", conn);
+	else
+		h_exec(&r, prog, "-X", "-w", "-c", "select 1", conn);
+	h_assert(r.status != 0, "%s succeeded through an open circuit", prog);
+	return h_strf("%s%s", r.out, r.err);
+}
+
+/*
+ * reject = postgres: psql shows FATAL with the name and retry-after, and
+ * the hint, whether it asks for TLS first (sslmode=prefer: the reject says
+ * 'N' and reads on) or not; pgbench too.
+ */
+START_TEST(psql_open)
+{
+	const char *psql = h_client("psql");
+	const char *pgbench = h_client("pgbench");
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d;
+	const char *modes[] = { "prefer", "disable" };
+	char *out;
+	size_t i;
+
+	if (psql == NULL) {
+		h_skip("psql is not installed (apt-get install "
+		       "postgresql-client)");
+	}
+	d = h_daemon_start(config_refusing("db", lis, srv, "postgres", ""));
+	open_circuit(d, lis, "db");
+	for (i = 0; i < 2; i++) {
+		out = run_pg(psql, lis, modes[i]);
+		h_assert(strstr(out, "FATAL:  circuitproxy: upstream 'db' ") !=
+			NULL,
+		    "sslmode=%s: psql printed \"%s\"", modes[i], out);
+		expect_sentence(out, "db", "open", OPEN_S - 5, OPEN_S);
+		h_assert(strstr(out, "HINT:  ") != NULL, "no hint: \"%s\"",
+		    out);
+	}
+	h_assert(h_wait_count(d, 2, H_WAIT_MS, "event=reject", "upstream=db",
+		     "state=open") == 2,
+	    "two rejects logged");
+	if (pgbench != NULL) {
+		out = run_pg(pgbench, lis, "prefer");
+		h_assert(strstr(out, "FATAL:  circuitproxy: upstream 'db' ") !=
+			NULL,
+		    "pgbench printed \"%s\"", out);
+	}
+	h_assert(h_backend_accepted(srv) == 0, "the server was reached");
+	stop_ok(d);
+	if (pgbench == NULL)
+		h_skip("pgbench is not installed: psql alone was checked");
+}
+END_TEST
+
+/* reject = mysql: the mariadb client shows error 1040 with the sentence. */
+START_TEST(mariadb_open)
+{
+	const char *cli = h_client("mariadb");
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d;
+	struct h_run r;
+	char *out;
+
+	if (cli == NULL)
+		cli = h_client("mysql");
+	if (cli == NULL) {
+		h_skip("neither mariadb nor mysql is installed (apt-get "
+		       "install mariadb-client)");
+	}
+	d = h_daemon_start(config_refusing("my", lis, srv, "mysql", ""));
+	open_circuit(d, lis, "my");
+	h_exec(&r, cli, "--no-defaults", "--skip-ssl", "-h", "127.0.0.1", "-P",
+	    port_of(lis), "-u", "alice", "-e", "select 1");
+	out = h_strf("%s%s", r.out, r.err);
+	h_assert(r.status != 0, "the client succeeded: \"%s\"", out);
+	h_assert(strstr(out, "ERROR 1040 (08004): circuitproxy: ") != NULL,
+	    "the client printed \"%s\"", out);
+	expect_sentence(out, "my", "open", OPEN_S - 5, OPEN_S);
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=my", "state=open");
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * half_open with its one slot taken (a trial held undecided by
+ * failure_on_early_close against a silent server): the next client is told
+ * to retry after 0 seconds.
+ */
+START_TEST(half_open_no_slot_retry_0)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s[upstream:cache]\n"
+						   "listen = %s\n"
+						   "server = %s\n"
+						   "failure_threshold = 1\n"
+						   "recovery_timeout = 300ms\n"
+						   "half_open_max_calls = 1\n"
+						   "success_threshold = 1\n"
+						   "failure_on_early_close = "
+						   "yes\n"
+						   "connect_timeout = 5s\n"
+						   "reject = redis\n",
+	    global_section(), lis, h_backend_addr(srv)));
+	enum h_outcome out;
+	size_t len;
+	char *reply;
+	int trial, fd;
+
+	open_circuit(d, lis, "cache");
+	h_backend_set_kind(srv, H_SILENT);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=cache",
+	    "to=half_open");
+	trial = h_connect_ok(lis);
+	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS),
+	    "the trial did not reach the server");
+	fd = h_connect_ok(lis);
+	out = h_recv_all(fd, &reply, &len, H_WAIT_MS);
+	close(fd);
+	h_assert(out == H_OUT_EOF, "the reply ended with %s",
+	    h_outcome_name(out));
+	h_assert(strcmp(reply,
+		     "-ERR circuitproxy: upstream 'cache' "
+		     "unavailable (circuit half_open), retry after "
+		     "0s\r\n") == 0,
+	    "reply \"%s\"", reply);
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=cache",
+	    "state=half_open", "retry_after=0.000");
+	close(trial);
+	stop_ok(d);
+}
+END_TEST
+
+/* Send bytes to a postgres reject; how it ends and how long it took. */
+static enum h_outcome
+pg_send_and_wait(const char *lis, const void *bytes, size_t n, int ms,
+    uint64_t *elapsed)
+{
+	uint64_t t0 = h_now_ms();
+	enum h_outcome out;
+	int fd = h_connect_ok(lis);
+
+	if (n > 0)
+		h_assert(h_send_all(fd, bytes, n, H_WAIT_MS) == 0, "send");
+	out = h_next_event(fd, ms);
+	*elapsed = h_now_ms() - t0;
+	close(fd);
+	return out;
+}
+
+/*
+ * The postgres reader's bounds: garbage (an HTTP request, a length beyond
+ * the protocol's) is reset at once; silence and a header cut short are
+ * reset after connect_timeout, not before; the daemon serves on.
+ */
+START_TEST(postgres_garbage_and_silence)
+{
+	static const char http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	static const unsigned char huge[] = { 0, 1, 0, 0, 0, 3, 0, 0 };
+	static const unsigned char ssl_half[] = { 0, 0, 0, 8, 0x04 };
+	static const unsigned char startup[] = { 0, 0, 0, 17, 0, 3, 0, 0, 'u',
+		's', 'e', 'r', 0, 'a', 'l', 'i', 0 };
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(config_refusing("db", lis, srv, "postgres", ""));
+	enum h_outcome out;
+	uint64_t ms;
+	size_t len;
+	char *reply;
+	int fd;
+
+	open_circuit(d, lis, "db");
+	out = pg_send_and_wait(lis, http, sizeof(http) - 1, H_WAIT_MS, &ms);
+	h_assert(out == H_OUT_RESET, "HTTP: %s", h_outcome_name(out));
+	h_assert(ms < PG_WAIT_MS / 2, "HTTP was reset after %llu ms",
+	    (unsigned long long)ms);
+	out = pg_send_and_wait(lis, huge, sizeof(huge), H_WAIT_MS, &ms);
+	h_assert(out == H_OUT_RESET, "length 65536: %s", h_outcome_name(out));
+	h_assert(ms < PG_WAIT_MS / 2, "length 65536 was reset after %llu ms",
+	    (unsigned long long)ms);
+
+	out = pg_send_and_wait(lis, NULL, 0, H_WAIT_MS, &ms);
+	h_assert(out == H_OUT_RESET, "silence: %s", h_outcome_name(out));
+	h_assert(ms >= PG_WAIT_MS - 50 && ms <= PG_WAIT_MS + 1500,
+	    "silence was reset after %llu ms, connect_timeout is %d ms",
+	    (unsigned long long)ms, PG_WAIT_MS);
+	out = pg_send_and_wait(lis, ssl_half, sizeof(ssl_half), H_WAIT_MS, &ms);
+	h_assert(out == H_OUT_RESET, "half a header: %s", h_outcome_name(out));
+	h_assert(ms >= PG_WAIT_MS - 50 && ms <= PG_WAIT_MS + 1500,
+	    "half a header was reset after %llu ms", (unsigned long long)ms);
+
+	/* Still serving: a well-formed startup packet gets its FATAL. */
+	fd = h_connect_ok(lis);
+	h_assert(h_send_all(fd, startup, sizeof(startup), H_WAIT_MS) == 0,
+	    "send");
+	out = h_recv_all(fd, &reply, &len, H_WAIT_MS);
+	close(fd);
+	h_assert(out == H_OUT_EOF, "the reply ended with %s",
+	    h_outcome_name(out));
+	h_assert(len > 5 && reply[0] == 'E', "not an ErrorResponse");
+	h_assert(memmem(reply, len, "SFATAL", 7) != NULL &&
+		memmem(reply, len, "C57P03", 7) != NULL,
+	    "severity or SQLSTATE missing");
+	h_assert(h_daemon_running(d), "the daemon died");
+	h_assert(h_count_log(d, "event=reject", "upstream=db") == 5,
+	    "%u rejects logged", h_count_log(d, "event=reject"));
+	stop_ok(d);
+}
+END_TEST
+
+/* The suite. */
+static Suite *
+reject_suite(void)
+{
+	Suite *s = suite_create("reject");
+
+	H_TEST(s, redis_cli_open);
+	H_TEST(s, redis_raw_then_eof);
+	H_TEST(s, redis_linger_bounds);
+	H_TEST(s, psql_open);
+	H_TEST(s, mariadb_open);
+	H_TEST(s, half_open_no_slot_retry_0);
+	H_TEST(s, postgres_garbage_and_silence);
+	return s;
+}
+
+/* Run the reject stories. */
+int
+main(void)
+{
+	return h_main(reject_suite());
+}
