@@ -26,6 +26,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -50,6 +51,7 @@ struct cf_conn {
 	enum cf_state state;
 	uint64_t start_ns;
 	size_t sent;
+	size_t wrote; /* flood: bytes of the request written */
 };
 
 /* Everything one run needs: options, connection table and counters. */
@@ -95,13 +97,13 @@ cf_usage(int status)
 	    "usage: connflood [-m flood|hold] -a HOST:PORT [-c CONCURRENCY]\n"
 	    "                 [-n COUNT] [-d SECONDS] [-t TIMEOUT_MS]"
 	    " [-r REQUEST]\n"
-	    "  flood: connect, wait for refuse/reset/close, repeat; report"
-	    " closes/s, p50/p99\n"
+	    "  flood: connect (send REQUEST), wait for refuse/reset/close,"
+	    " repeat; report closes/s, p50/p99\n"
 	    "  hold:  open COUNT connections (send REQUEST, wait for a reply"
 	    " byte), print a line,\n"
 	    "         keep them open until stdin closes or SECONDS pass\n"
 	    "  HOST must be loopback (127.0.0.0/8 or ::1); REQUEST may use"
-	    " \\r and \\n\n");
+	    " \\r, \\n and \\xHH\n");
 	exit(status);
 }
 
@@ -154,7 +156,7 @@ cf_parse_addr(struct cf *cf, const char *arg)
 	return -1;
 }
 
-/* Turn the two-character escapes \r, \n and \\ of a request into bytes. */
+/* Turn the escapes \r, \n, \\ and \xHH of a request into bytes. */
 static char *
 cf_unescape(const char *s, size_t *lenp)
 {
@@ -172,6 +174,12 @@ cf_unescape(const char *s, size_t *lenp)
 		} else if (s[0] == '\\' && s[1] == '\\') {
 			*o++ = '\\';
 			s++;
+		} else if (s[0] == '\\' && s[1] == 'x' && isxdigit(s[2]) &&
+		    isxdigit(s[3])) {
+			char hex[3] = { s[2], s[3], '\0' };
+
+			*o++ = (char)strtol(hex, NULL, 16);
+			s += 3;
 		} else
 			*o++ = *s;
 	}
@@ -265,10 +273,11 @@ cf_conn_start(struct cf *cf)
 	cf->conns[fd].state = CF_CONNECTING;
 	cf->conns[fd].start_ns = t0;
 	cf->conns[fd].sent = 0;
+	cf->conns[fd].wrote = 0;
 	memset(&ev, 0, sizeof ev);
 	ev.data.fd = fd;
 	ev.events = EPOLLIN | EPOLLRDHUP;
-	if (cf->mode == CF_HOLD)
+	if (cf->mode == CF_HOLD || cf->request_len != 0)
 		ev.events |= EPOLLOUT;
 	if (epoll_ctl(cf->ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
 		close(fd);
@@ -301,6 +310,22 @@ cf_flood_event(struct cf *cf, int fd, uint32_t events)
 		cf_sample(cf, cf_now() - c->start_ns);
 		cf_conn_close(cf, fd, 0);
 		return;
+	}
+	if ((events & EPOLLOUT) && c->wrote < cf->request_len) {
+		/* Connected: send the request (-r), then only read. */
+		struct epoll_event ev;
+
+		n = write(fd, cf->request + c->wrote,
+		    cf->request_len - c->wrote);
+		if (n > 0)
+			c->wrote += (size_t)n;
+		if (c->wrote >= cf->request_len ||
+		    (n == -1 && errno != EAGAIN)) {
+			memset(&ev, 0, sizeof ev);
+			ev.data.fd = fd;
+			ev.events = EPOLLIN | EPOLLRDHUP;
+			epoll_ctl(cf->ep, EPOLL_CTL_MOD, fd, &ev);
+		}
 	}
 	for (;;) {
 		n = read(fd, buf, sizeof buf);

@@ -404,9 +404,10 @@ class Target:
               "failure_threshold = 3\n"
               "recovery_timeout = 1h\n"
               "recovery_timeout_max = 1h\n"
+              "reject = %s\n"
               % (self.workers, LOOPBACK, http, LOOPBACK, lay.backend_http,
                  LOOPBACK, iperf, LOOPBACK, lay.backend_iperf,
-                 LOOPBACK, down, LOOPBACK, lay.dead))
+                 LOOPBACK, down, LOOPBACK, lay.dead, lay.reject))
         nsock_path = os.path.join(lay.tmp, "%s.notify" % self.id)
         if os.path.exists(nsock_path):
             os.unlink(nsock_path)
@@ -699,11 +700,20 @@ def run_iperf(port, seconds, streams):
     raise BenchError("iperf3 failed: %s: %s" % (" ".join(argv), last))
 
 
-def run_flood(connflood, port, seconds, concurrency):
+# What a flood client sends first, by the server-down upstream's reject
+# (--reject): what a client of that protocol sends before it reads.
+FLOOD_REQUESTS = {
+    "redis": "*1\\r\\n$4\\r\\nPING\\r\\n",
+    "postgres": "\\x00\\x00\\x00\\x08\\x04\\xd2\\x16\\x2f"   # SSLRequest
+                "\\x00\\x00\\x00\\x14\\x00\\x03\\x00\\x00user\\x00bench\\x00\\x00",
+}
+
+
+def run_flood(connflood, port, seconds, concurrency, request=None):
     """connflood in flood mode against the port; its JSON result."""
     argv = [connflood, "-m", "flood", "-a", "%s:%d" % (LOOPBACK, port),
             "-c", str(concurrency), "-d", str(seconds), "-t", "3000",
-            "-n", "50000000"]
+            "-n", "50000000"] + (["-r", request] if request else [])
     try:
         r = subprocess.run(argv, capture_output=True, text=True,
                            timeout=seconds + 20)
@@ -807,7 +817,8 @@ def measure(target, test, args, lay, problems):
         if cpu0 is not None and r["bytes"]:
             out[pre + "_cpu_s_gb"] = (target.cpu() - cpu0) / (r["bytes"] / 1e9)
     elif test == "fastfail":
-        r = run_flood(args.connflood, down, args.flood_seconds, 64)
+        r = run_flood(args.connflood, down, args.flood_seconds, 64,
+                      FLOOD_REQUESTS.get(args.reject))
         out = {"ff_cps": r["closes_per_s"], "ff_p50_us": r["p50_us"],
                "ff_p99_us": r["p99_us"]}
         kinds = [k for k in ("refused", "reset", "fin") if r[k]]
@@ -876,7 +887,7 @@ def run_round(rnd, targets, args, lay, problems):
             if why:
                 t.broken = why
                 problems.append("round %d: %s: %s" % (rnd + 1, t.label, why))
-        for test in TESTS:
+        for test in [x for x in TESTS if x in args.tests.split(",")]:
             for t in order:
                 if t.broken or (test == "memory" and t.kind == "direct"):
                     continue
@@ -1107,6 +1118,13 @@ def parse_args(argv):
     ap.add_argument("--json", default=os.path.join(HERE, "results",
                                                    "latest.json"))
     ap.add_argument("--md", default=os.path.join(HERE, "results", "latest.md"))
+    ap.add_argument("--tests", default=",".join(TESTS),
+                    help="comma-separated subset of the rows: %s" %
+                    ", ".join(TESTS))
+    ap.add_argument("--reject", default="reset",
+                    choices=["reset", "http503", "redis", "postgres", "mysql"],
+                    help="reject of circuitproxyd's server-down upstream; its "
+                    "flood clients send what such a client sends (reset)")
     ap.add_argument("--keep-tmp", action="store_true",
                     help="keep the temp dir (configs, logs) for inspection")
     a = ap.parse_args(argv)
@@ -1156,6 +1174,7 @@ def main(argv):
 
     tmp = tempfile.mkdtemp(prefix="cpbench.")
     lay = Layout(tmp, args.port_base, nofile, idle)
+    lay.reject = args.reject
     busy = [p for p in lay.all_ports(len(targets)) if not port_free(p)]
     if busy:
         shutil.rmtree(tmp, ignore_errors=True)
