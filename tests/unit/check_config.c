@@ -1545,6 +1545,97 @@ START_TEST(test_find_upstream)
 }
 END_TEST
 
+/* Read a file of the source tree whole (NUL-terminated). */
+static char *
+test_read_source(const char *rel)
+{
+	const char *dir = getenv("CP_SRCDIR");
+	char *path, *text;
+	size_t len = 0, cap = 1 << 16, n;
+	FILE *f;
+
+	xasprintf(&path, "%s/%s", dir != NULL && *dir != '\0' ? dir : CP_SRCDIR,
+	    rel);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	text = malloc(cap);
+	ck_assert_ptr_nonnull(text);
+	while ((n = fread(text + len, 1, cap - len - 1, f)) > 0) {
+		len += n;
+		if (len + 1 == cap) {
+			cap *= 2;
+			text = realloc(text, cap);
+			ck_assert_ptr_nonnull(text);
+		}
+	}
+	text[len] = '\0';
+	fclose(f);
+	free(path);
+	return text;
+}
+
+/*
+ * The key table is the documented one: every key has its entry in
+ * circuitproxy.ini(5) (".It Ic KEY No =", each value of an enum as "Cm
+ * VALUE" there) and its line in the example config, and the man page
+ * describes no key the table lacks. A key added to one and not the others
+ * fails here.
+ */
+START_TEST(test_key_table_documented)
+{
+	char *man = test_read_source("man/circuitproxy.ini.5");
+	char *ini = test_read_source("conf/circuitproxy.ini");
+	const struct config_key *keys, *k;
+	char *entry, *at, *eol, *p, name[64], *want;
+	size_t n, i, j, documented = 0;
+
+	keys = config_keys(&n);
+	for (i = 0; i < n; i++) {
+		k = &keys[i];
+		xasprintf(&want, "\n.It Ic %s No = ", k->name);
+		at = strstr(man, want);
+		ck_assert_msg(at != NULL, "%s: no \".It Ic %s No =\" in the man page",
+		    k->name, k->name);
+		free(want);
+		/* The entry: up to the next key's. */
+		eol = strstr(at + 1, "\n.It Ic ");
+		entry = strndup(at + 1,
+		    eol != NULL ? (size_t)(eol - at - 1) : strlen(at + 1));
+		for (j = 0; k->type == CONFIG_T_ENUM && k->names[j] != NULL;
+		     j++) {
+			xasprintf(&want, "Cm %s", k->names[j]);
+			for (p = entry; (p = strstr(p, want)) != NULL; p++)
+				if (strchr(" \n,.|", p[strlen(want)]) != NULL)
+					break;
+			ck_assert_msg(p != NULL,
+			    "%s = %s is not in its man page entry", k->name,
+			    k->names[j]);
+			free(want);
+		}
+		free(entry);
+		xasprintf(&want, "\n%s = ", k->name);
+		at = strstr(ini, want);
+		free(want);
+		xasprintf(&want, "\n;%s = ", k->name);
+		ck_assert_msg(at != NULL || strstr(ini, want) != NULL,
+		    "%s is not in conf/circuitproxy.ini", k->name);
+		free(want);
+	}
+	for (at = man; (at = strstr(at, "\n.It Ic ")) != NULL; at++) {
+		if (sscanf(at, "\n.It Ic %63s No =", name) != 1 ||
+		    strstr(at, " No = ") == NULL ||
+		    strchr(at + 1, '\n') < strstr(at, " No = "))
+			continue;
+		documented++;
+		ck_assert_msg(config_key_find(name) != NULL,
+		    "the man page describes \"%s\", which is no key", name);
+	}
+	ck_assert_uint_eq(documented, n);
+	free(man);
+	free(ini);
+}
+END_TEST
+
 /* The example config in conf/ loads as it is shipped. */
 START_TEST(test_example_conf)
 {
@@ -1620,6 +1711,7 @@ config_suite(void)
 	tcase_add_test(tc, test_workers_auto);
 	tcase_add_test(tc, test_find_upstream);
 	tcase_add_test(tc, test_example_conf);
+	tcase_add_test(tc, test_key_table_documented);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("table");
