@@ -296,12 +296,34 @@ echo_client(const char *addr, const char *msg)
 	return fd;
 }
 
+/* One client failed over to b2: relayed, then closed. */
+static void
+failover_once(const char *lis)
+{
+	uint64_t deadline = h_now_ms() + H_WAIT_MS;
+	char buf[2];
+	int fd;
+
+	/* b2's slot comes free once the daemon sees the last close. */
+	for (;;) {
+		fd = h_connect_ok(lis);
+		if (h_send_all(fd, "x", 1, H_WAIT_MS) == 0 &&
+		    h_recv_exact(fd, buf, 1, H_WAIT_MS) == H_OUT_DATA)
+			break;
+		/* b2's overload reject: not a failover. */
+		close(fd);
+		h_assert(h_now_ms() < deadline, "b2 stays full");
+	}
+	close(fd);
+}
+
 /*
  * Backups (SPEC 4): api's circuit is open; its backup b1 has a breaker of
  * its own, which opens on its own failure; then clients go down the chain
  * to b2, whose max_connections (1) turns a second client away as b2's
  * overload. Failovers over the log budget (1 a second) are summed in
- * failover_summary lines: lines and summaries add up to every failover.
+ * failover_summary lines, one alone too: lines and summaries add up to
+ * every failover.
  */
 START_TEST(breaker_backup_chain)
 {
@@ -322,8 +344,9 @@ START_TEST(breaker_backup_chain)
 	char *client;
 	unsigned lines, summed, total = 2;
 	uint64_t deadline;
+	bool single = false;
 	size_t mark;
-	int fd, i;
+	int fd, tries;
 
 	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
@@ -356,38 +379,34 @@ START_TEST(breaker_backup_chain)
 	close(fd);
 	h_assert(h_backend_wait_idle(echo, H_WAIT_MS), "b2's relay lingers");
 
-	/* Three more failovers at once: over the budget, summed. */
-	for (i = 0; i < 3; i++) {
-		/* b2's slot comes free once the daemon sees the close. */
-		deadline = h_now_ms() + H_WAIT_MS;
-		for (;;) {
-			char buf[2];
-
-			fd = h_connect_ok(lis);
-			if (h_send_all(fd, "x", 1, H_WAIT_MS) == 0 &&
-			    h_recv_exact(fd, buf, 1, H_WAIT_MS) == H_OUT_DATA)
-				break;
-			/* b2's overload reject: not a failover. */
-			close(fd);
-			h_assert(h_now_ms() < deadline, "b2 stays full");
-		}
-		close(fd);
-		total++;
+	/*
+	 * Two failovers at once, a second after the last: the first is
+	 * logged, the second summed on its own (failovers=1). Tried again
+	 * if the two fell into two seconds.
+	 */
+	for (tries = 0; tries < 4 && !single; tries++) {
+		poll(NULL, 0, 1100);
+		mark = h_log_mark(d);
+		failover_once(lis);
+		failover_once(lis);
+		total += 2;
 		h_assert(h_backend_wait_idle(echo, H_WAIT_MS), "b2 lingers");
+		deadline = h_now_ms() + H_WAIT_MS;
+		do {
+			lines = h_count_log(d, "event=failover", "upstream=api");
+			summed = sum_field(d, 0, "failovers",
+			    "event=failover_summary", "upstream=api");
+			if (lines + summed >= total)
+				break;
+			h_log_wait_more(d, h_log_mark(d), 200);
+		} while (h_now_ms() < deadline);
+		h_assert(lines + summed == total,
+		    "%u failover lines + %u summed, for %u failovers", lines,
+		    summed, total);
+		single = h_wait_log_after(d, mark, 0, "event=failover_summary",
+			     "failovers=1") != NULL;
 	}
-	deadline = h_now_ms() + H_WAIT_MS;
-	do {
-		lines = h_count_log(d, "event=failover", "upstream=api");
-		summed = sum_field(d, 0, "failovers", "event=failover_summary",
-		    "upstream=api");
-		if (lines + summed >= total)
-			break;
-		h_log_wait_more(d, h_log_mark(d), 200);
-	} while (h_now_ms() < deadline);
-	h_assert(lines + summed == total,
-	    "%u failover lines + %u summed, for %u failovers", lines, summed,
-	    total);
-	h_assert(summed >= 1, "no failover_summary line");
+	h_assert(single, "no failover_summary of a single failover");
 	line = h_expect_log(d, 0, "event=failover_summary");
 	h_assert_fields_only(line, "level=notice", "event=failover_summary",
 	    "upstream=api", "failovers=", "period=#.###");
