@@ -346,6 +346,50 @@ daemon_reload_check_restart_keys(const struct config *old,
 }
 
 /*
+ * Is this running listener about to go, and does it hold a port a new
+ * address needs (127.0.0.1:P giving way to *:P, or the other way round)?
+ */
+static bool
+daemon_listener_in_the_way(const struct listener *l, const struct config *conf)
+{
+	const struct upstream_conf *uc;
+	bool conflict = false;
+	size_t i, j;
+
+	for (i = 0; i < conf->nupstreams; i++) {
+		uc = &conf->upstreams[i];
+		for (j = 0; j < uc->nlisten; j++) {
+			if (listener_same_addr(l, &uc->listen[j]))
+				return false; /* kept */
+			if (listener_same_port(l, &uc->listen[j]))
+				conflict = true;
+		}
+	}
+	return conflict;
+}
+
+/*
+ * Before binding a reload's new addresses, stop listening on the old ones
+ * in their way: shut down, such a socket keeps its port but no longer
+ * blocks a bind (both have SO_REUSEADDR), and listen() takes it back if
+ * the reload fails. Clients knocking in between are refused. Returns how
+ * many were shut, stored in shut.
+ */
+static size_t
+daemon_reload_make_room(struct daemon *d, const struct config *conf,
+    struct listener **shut)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < d->nlisteners; i++)
+		if (daemon_listener_in_the_way(d->listeners[i], conf)) {
+			listener_shutdown(d->listeners[i]);
+			shut[n++] = d->listeners[i];
+		}
+	return n;
+}
+
+/*
  * Reload: load the file beside the running config; if it is good, bind the
  * new addresses (any failure leaves everything as it was), then swap: kept
  * upstreams keep their breakers and totals, kept addresses their sockets,
@@ -363,14 +407,16 @@ daemon_reload(struct daemon *d)
 	struct daemon_retired *rt;
 	const struct upstream_conf *uc;
 	uint64_t now = util_now_ms();
-	size_t i, j, n, nls = 0, nnew = 0;
+	size_t i, j, n, nls = 0, nnew = 0, nshut = 0;
+	struct listener **shut = NULL;
 	char *cause = NULL;
 	bool *created;
 
 	if (atomic_load(&d->phase) != DAEMON_RUNNING)
 		return;
+	/* One at a time: the file is read again once this one is done. */
 	if (d->reload != NULL) {
-		daemon_reload_fail("a reload is already in progress");
+		d->reload_queued = true;
 		return;
 	}
 	notify_send("RELOADING=1");
@@ -402,6 +448,8 @@ daemon_reload(struct daemon *d)
 	ls = xcalloc(n, sizeof(*ls));
 	rl = xcalloc(1, sizeof(*rl));
 	rl->added = xcalloc(n, sizeof(*rl->added));
+	shut = xcalloc(d->nlisteners + 1, sizeof(*shut));
+	nshut = daemon_reload_make_room(d, conf, shut);
 	for (i = 0; i < conf->nupstreams; i++) {
 		uc = &conf->upstreams[i];
 		for (j = 0; j < uc->nlisten; j++) {
@@ -432,6 +480,7 @@ daemon_reload(struct daemon *d)
 			if (l != NULL)
 				atomic_store(&l->up, ups[i]);
 		}
+	free(shut);
 	rl->removed = xcalloc(d->nlisteners, sizeof(*rl->removed));
 	for (i = 0; i < d->nlisteners; i++) {
 		l = d->listeners[i];
@@ -489,6 +538,14 @@ fail:
 	free(cause);
 	for (i = 0; i < rl->nadded; i++)
 		listener_free(rl->added[i]);
+	/* Rolled back: the old addresses listen again. */
+	for (i = 0; i < nshut; i++)
+		if (listener_relisten(shut[i], &cause) != 0) {
+			daemon_reload_fail(cause);
+			free(cause);
+			cause = NULL;
+		}
+	free(shut);
 	for (i = 0; i < conf->nupstreams; i++)
 		if (created[i])
 			upstream_free(ups[i]);
@@ -524,6 +581,10 @@ daemon_reload_done_cb(evutil_socket_t fd, short what, void *arg)
 		rt->seen = true;
 	daemon_retired_collect(d);
 	daemon_notify_status(d, "READY=1\n");
+	if (d->reload_queued) {
+		d->reload_queued = false;
+		daemon_reload(d);
+	}
 }
 
 /* SIGTERM, SIGINT: stop; SIGHUP: reload. */
@@ -607,13 +668,35 @@ daemon_summary_cb(evutil_socket_t fd, short what, void *arg)
 	daemon_retired_collect(d);
 }
 
-/* Tell the service manager we are alive. */
+/*
+ * Tell the service manager we are alive: only if every worker's loop has
+ * turned since the last ping, so that a hung worker gets the daemon
+ * restarted (SPEC 6).
+ */
 static void
 daemon_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct daemon *d = arg;
+	unsigned i, stuck = d->nworkers;
+
 	(void)fd;
 	(void)what;
-	(void)arg;
+	for (i = 0; i < d->nworkers; i++)
+		if (!worker_turning(d->workers[i], &d->watchdog_seen[i]) &&
+		    stuck == d->nworkers)
+			stuck = i;
+	if (stuck < d->nworkers) {
+		if (!d->watchdog_stalled)
+			log_errorx("event=watchdog worker=%u error=\"its event "
+				   "loop is not turning: no WATCHDOG=1 until it "
+				   "does\"",
+			    stuck);
+		d->watchdog_stalled = true;
+		return;
+	}
+	if (d->watchdog_stalled)
+		log_notice("event=watchdog result=ok");
+	d->watchdog_stalled = false;
 	notify_send("WATCHDOG=1");
 }
 
@@ -764,6 +847,12 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	tv.tv_usec = 0;
 	event_add(d->summary_ev, &tv);
 	if ((wd = notify_watchdog_usec()) != 0) {
+		/* Each loop shows it turns four times per ping at least. */
+		d->watchdog_seen =
+		    xcalloc(d->nworkers, sizeof(*d->watchdog_seen));
+		for (i = 0; i < d->nworkers; i++)
+			worker_heartbeat_start(d->workers[i],
+			    wd / 8 / 1000 > 0 ? wd / 8 / 1000 : 1);
 		d->watchdog_ev =
 		    event_new(d->base, -1, EV_PERSIST, daemon_watchdog_cb, d);
 		tv.tv_sec = (time_t)(wd / 2 / 1000000);
@@ -886,6 +975,7 @@ daemon_free(struct daemon *d)
 		event_free(d->summary_ev);
 	if (d->watchdog_ev != NULL)
 		event_free(d->watchdog_ev);
+	free(d->watchdog_seen);
 	if (d->reload_done_ev != NULL)
 		event_free(d->reload_done_ev);
 	if (d->state_ev != NULL)

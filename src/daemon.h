@@ -61,6 +61,8 @@ struct daemon {
 	struct event *drain_ev;	      /* shutdown_timeout */
 	struct event *worker_exit_ev; /* a worker finished */
 	struct event *watchdog_ev;
+	uint64_t *watchdog_seen; /* each worker's heartbeat at the last ping */
+	bool watchdog_stalled;	 /* pings held back: a worker is stuck */
 	uint64_t start_ms;
 
 	/* state_file: written on the main thread when dirty, retried. */
@@ -71,6 +73,7 @@ struct daemon {
 	uint64_t state_retry_ms; /* wait before the next retry */
 
 	struct worker_reload *reload;	 /* in progress, or NULL */
+	bool reload_queued;		 /* a SIGHUP came meanwhile */
 	_Atomic unsigned reload_pending; /* workers yet to apply it */
 	struct event *reload_done_ev;
 	struct daemon_retired *retired;

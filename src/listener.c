@@ -168,7 +168,7 @@ listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 		event_add(s->accept_ev, NULL);
 }
 
-/* Pause a worker's accepts briefly: out of descriptors or memory. */
+/* Pause a worker's accepts briefly: out of descriptors or memory, or shut. */
 static void
 listener_slot_pause(struct listener_slot *s, int error)
 {
@@ -178,7 +178,8 @@ listener_slot_pause(struct listener_slot *s, int error)
 		return;
 	event_del(s->accept_ev);
 	event_add(s->resume_ev, &tv);
-	if (listener_log_once_a_second(&listener_shortage_logged))
+	if (error != EINVAL &&
+	    listener_log_once_a_second(&listener_shortage_logged))
 		log_errorx("event=accept_paused upstream=%s addr=%s error=%s "
 			   "pause_ms=%d",
 		    atomic_load(&s->listener->up)->name, s->listener->addr.text,
@@ -246,8 +247,13 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 			case EAGAIN:
 				return;
 			case EINVAL:
-				/* Shut by the main thread: the daemon is stopping. */
-				event_del(s->accept_ev);
+				/*
+				 * Shut by the main thread: the daemon is
+				 * stopping, or a reload moves the port (and
+				 * may listen again if it fails): look again
+				 * later, until the worker lets go of it.
+				 */
+				listener_slot_pause(s, errno);
 				return;
 			default:
 				listener_log_error(s, errno);
@@ -301,6 +307,40 @@ listener_same_addr(const struct listener *l, const struct addr *a)
 {
 	return l->addr.family == a->family && l->addr.len == a->len &&
 	    memcmp(&l->addr.ss, &a->ss, a->len) == 0;
+}
+
+/* Do this TCP listener and that address want the same port and family? */
+bool
+listener_same_port(const struct listener *l, const struct addr *a)
+{
+	const struct sockaddr_in *x = (const struct sockaddr_in *)&l->addr.ss,
+				 *y = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in6 *x6 =
+				      (const struct sockaddr_in6 *)&l->addr.ss,
+				  *y6 = (const struct sockaddr_in6 *)&a->ss;
+
+	if (l->addr.family != a->family)
+		return false;
+	if (a->family == AF_INET)
+		return x->sin_port == y->sin_port;
+	if (a->family == AF_INET6)
+		return x6->sin6_port == y6->sin6_port;
+	return false;
+}
+
+/* Listen again after listener_shutdown(), for a reload rolled back. */
+int
+listener_relisten(struct listener *l, char **cause)
+{
+	unsigned i;
+
+	for (i = 0; i < l->nfds; i++)
+		if (l->fds[i] != -1 && listen(l->fds[i], LISTENER_BACKLOG) == -1) {
+			xasprintf(cause, "listen %s again: %s", l->addr.text,
+			    strerror(errno));
+			return -1;
+		}
+	return 0;
 }
 
 /*

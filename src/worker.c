@@ -114,6 +114,8 @@ worker_new(unsigned id, worker_news_cb news, void *arg, char **cause)
 	LIST_INIT(&w->relays);
 	TAILQ_INIT(&w->lingering);
 	atomic_init(&w->cmd, 0);
+	atomic_init(&w->heartbeat, 0);
+	atomic_init(&w->exited, false);
 	w->scratch_len = WORKER_SCRATCH_LEN;
 	w->scratch = xmalloc(w->scratch_len);
 	w->ctl_pipe[0] = w->ctl_pipe[1] = -1;
@@ -154,6 +156,42 @@ fail:
 	return NULL;
 }
 
+/* The loop turns: say so to the watchdog. */
+static void
+worker_heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	atomic_fetch_add_explicit(&w->heartbeat, 1, memory_order_relaxed);
+}
+
+/* Bump the heartbeat every so many ms from the loop (before the spawn). */
+void
+worker_heartbeat_start(struct worker *w, uint64_t every_ms)
+{
+	struct timeval tv;
+
+	w->heartbeat_ev =
+	    event_new(w->base, -1, EV_PERSIST, worker_heartbeat_cb, w);
+	if (w->heartbeat_ev == NULL)
+		fatalx("out of memory");
+	event_add(w->heartbeat_ev, util_timeval(&tv, every_ms));
+}
+
+/* Has the loop turned (or ended) since *seen? Updates *seen (any thread). */
+bool
+worker_turning(struct worker *w, uint64_t *seen)
+{
+	uint64_t now =
+	    atomic_load_explicit(&w->heartbeat, memory_order_relaxed);
+	bool turned = now != *seen;
+
+	*seen = now;
+	return turned || atomic_load(&w->exited);
+}
+
 /* The thread: run the loop, then tell the main thread. */
 static void *
 worker_main(void *arg)
@@ -161,6 +199,7 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	event_base_dispatch(w->base);
+	atomic_store(&w->exited, true);
 	w->news(w, WORKER_EXITED, w->news_arg);
 	return NULL;
 }
@@ -176,6 +215,15 @@ worker_spawn(struct worker *w, char **cause)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	rc = pthread_create(&w->thread, NULL, worker_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+#ifdef __linux__
+	if (rc == 0) {
+		char name[16];
+
+		/* For top -H and ps -L: which thread is which worker. */
+		snprintf(name, sizeof(name), "cpd-worker-%u", w->id);
+		pthread_setname_np(w->thread, name);
+	}
+#endif
 	if (rc != 0) {
 		xasprintf(cause, "cannot start worker %u: %s", w->id,
 		    strerror(rc));
@@ -223,6 +271,8 @@ worker_free(struct worker *w)
 		event_free(w->ctl_ev);
 	if (w->linger_ev != NULL)
 		event_free(w->linger_ev);
+	if (w->heartbeat_ev != NULL)
+		event_free(w->heartbeat_ev);
 	if (w->ctl_pipe[0] != -1)
 		close(w->ctl_pipe[0]);
 	if (w->ctl_pipe[1] != -1)

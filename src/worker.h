@@ -67,6 +67,11 @@ struct worker {
 
 	char *scratch; /* one read at a time passes through here */
 	size_t scratch_len;
+
+	/* Bumped by a timer of the loop: the watchdog sees it turn. */
+	struct event *heartbeat_ev;
+	_Atomic uint64_t heartbeat;
+	_Atomic bool exited; /* the loop has ended (a stop) */
 };
 
 struct worker *worker_new(unsigned id, worker_news_cb, void *, char **cause);
@@ -79,6 +84,10 @@ void worker_post(struct worker *, unsigned cmd);
 void worker_post_reload(struct worker *, const struct worker_reload *);
 void worker_join(struct worker *);
 void worker_free(struct worker *);
+/* Bump the heartbeat every so many ms from the loop (before the spawn). */
+void worker_heartbeat_start(struct worker *, uint64_t every_ms);
+/* Has the loop turned (or ended) since *seen? Updates *seen (any thread). */
+bool worker_turning(struct worker *, uint64_t *seen);
 /* A relay of this worker has ended; exits the loop when drained. */
 void worker_relay_gone(struct worker *);
 

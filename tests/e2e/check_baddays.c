@@ -6,6 +6,9 @@
  */
 #include <sys/socket.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -32,6 +35,9 @@
 /* Its watchdog interval (pings at half of it) and open state. */
 #define FULL_WATCHDOG_US 200000
 #define FULL_RECOVERY_MS 3000
+
+/* SIGHUPs in the burst story. */
+#define BURST_SIGHUPS 10
 
 /* An upstream name of 64 characters, the longest: long reject lines. */
 #define LONG_NAME                                                              \
@@ -211,6 +217,254 @@ START_TEST(notify_with_full_table)
 }
 END_TEST
 
+/*
+ * The operator's reload: write the new config over the daemon's file, send
+ * SIGHUP, and wait for RELOADING=1 then READY=1. Returns the log mark from
+ * before the signal.
+ */
+static size_t
+reload_at(const char *where, struct h_daemon *d, const char *config)
+{
+	size_t lmark = h_log_mark(d), nmark = h_notify_mark(d);
+	long reloading;
+
+	h_write_file(h_daemon_config(d), config);
+	h_daemon_signal(d, SIGHUP);
+	reloading = h_wait_notify_after(d, nmark, "RELOADING=1", H_WAIT_MS);
+	if (reloading < 0 ||
+	    h_wait_notify_after(d, (size_t)reloading + 1, "READY=1",
+		H_WAIT_MS) < 0)
+		h_fail(where, "no RELOADING=1 then READY=1 after SIGHUP");
+	return lmark;
+}
+#define reload(d, config) reload_at(H_WHERE, (d), (config))
+
+/* The port of "HOST:PORT". */
+static const char *
+port_of(const char *addr)
+{
+	return strrchr(addr, ':') + 1;
+}
+
+/* A new client is relayed within ms (tried again while it is refused). */
+static bool
+served_within(const char *addr, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+
+	while (!h_echo_roundtrip(addr, "new", 1000))
+		if (h_now_ms() >= deadline)
+			return false;
+	return true;
+}
+
+/*
+ * A reload moves a port from 127.0.0.1:P to *:P and back (-t accepts
+ * both): each applies, the relay open all along keeps answering, and the
+ * new socket serves what it should: 127.0.0.2:P only while on *:P.
+ */
+START_TEST(reload_host_wildcard_and_back)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	const char *host = h_free_addr4(), *port = port_of(host);
+	const char *wild = h_strf("*:%s", port);
+	const char *other = h_strf("127.0.0.2:%s", port);
+	const char *on_host = h_strf("%s%s", global_section(2, ""),
+	    upstream("api", host, h_backend_addr(echo), ""));
+	const char *on_wild = h_strf("%s%s", global_section(2, ""),
+	    upstream("api", wild, h_backend_addr(echo), ""));
+	struct h_daemon *d = h_daemon_start(on_host);
+	size_t mark;
+	int fd, fd2;
+
+	fd = h_connect_ok(host);
+	h_assert(relay_answers(fd, RELAY_MS), "no relay");
+	h_assert(!h_echo_roundtrip(other, "x", 500), "served on %s", other);
+
+	mark = reload(d, on_wild);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	h_assert(h_count_log_after(d, mark, "result=error") == 0,
+	    "the move to %s failed", wild);
+	h_assert(relay_answers(fd, RELAY_MS), "the open relay was dropped");
+	h_assert(served_within(other, H_WAIT_MS), "%s is not served", other);
+	fd2 = h_connect_ok(host);
+	h_assert(relay_answers(fd2, RELAY_MS), "no relay on the wildcard");
+
+	mark = reload(d, on_host);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	h_assert(h_count_log_after(d, mark, "result=error") == 0,
+	    "the move back to %s failed", host);
+	h_assert(relay_answers(fd, RELAY_MS) && relay_answers(fd2, RELAY_MS),
+	    "an open relay was dropped");
+	h_assert(served_within(host, H_WAIT_MS), "%s is not served", host);
+	h_assert(!h_echo_roundtrip(other, "x", 500), "%s still served", other);
+	close(fd);
+	close(fd2);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * The move to *:P cannot bind (another socket holds 127.0.0.2:P): the
+ * reload fails and is rolled back, and 127.0.0.1:P, shut down for the
+ * attempt, listens again.
+ */
+START_TEST(reload_wildcard_rolled_back)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	const char *host = h_free_addr4(), *port = port_of(host);
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_section(2, ""),
+		upstream("api", host, h_backend_addr(echo), "")));
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	size_t mark;
+	int fd, blocker;
+
+	blocker = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sin.sin_port = htons((uint16_t)atoi(port));
+	sin.sin_addr.s_addr = htonl(0x7f000002);
+	h_assert(blocker != -1 &&
+		bind(blocker, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+		listen(blocker, 1) == 0,
+	    "127.0.0.2:%s: %s", port, strerror(errno));
+	fd = h_connect_ok(host);
+	h_assert(relay_answers(fd, RELAY_MS), "no relay");
+
+	mark = reload(d,
+	    h_strf("%s%s", global_section(2, ""),
+		upstream("api", h_strf("*:%s", port), h_backend_addr(echo),
+		    "")));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=error",
+	    "error=");
+	h_assert(relay_answers(fd, RELAY_MS), "the open relay was dropped");
+	h_assert(served_within(host, H_WAIT_MS),
+	    "%s does not listen again after the failed reload", host);
+	close(blocker);
+	close(fd);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * Stop one worker thread of the daemon (its loop hangs), or skip the test
+ * where that cannot be done: under a wrapper such as valgrind, which runs
+ * one thread at a time, or where ptrace is not allowed.
+ */
+#define stop_worker_or_skip(d, name, tid)                                      \
+	do {                                                                   \
+		const char *w_ = getenv("CP_TEST_WRAPPER");                    \
+		if (w_ != NULL && *w_ != '\0')                                 \
+			h_skip("a thread cannot be stopped alone under %s",    \
+			    w_);                                               \
+		if (((tid) = h_daemon_thread_stop((d), (name))) == -1 &&       \
+		    errno == EPERM)                                            \
+			h_skip("ptrace is not allowed here: %s",               \
+			    strerror(errno));                                  \
+		h_assert((tid) != -1, "cannot stop thread %s: %s", (name),     \
+		    strerror(errno));                                          \
+	} while (0)
+
+/* Write a config aside and rename it over the daemon's, all at once. */
+static void
+replace_config(struct h_daemon *d, const char *config)
+{
+	const char *next = h_write_file("next.ini", config);
+
+	h_assert(rename(next, h_daemon_config(d)) == 0, "rename: %s",
+	    strerror(errno));
+}
+
+/*
+ * SIGHUPs while a reload is in progress (a worker has not applied it yet:
+ * here it is held stopped), the file changed before each: none is
+ * refused; once the reload is done, the file as it was at the last signal
+ * runs, once: two reloads in all, the last one's upstream listening.
+ */
+START_TEST(reload_burst_of_sighups)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	const char *api = h_free_addr4(), *last = h_free_addr4();
+	const char *base = upstream("api", api, h_backend_addr(echo), "");
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_section(2, ""), base));
+	size_t mark = h_log_mark(d), nmark = h_notify_mark(d);
+	unsigned i;
+	pid_t tid;
+
+	stop_worker_or_skip(d, "cpd-worker-1", tid);
+	replace_config(d,
+	    h_strf("%s%s", global_section(2, "log_rejects_per_second = 1"),
+		base));
+	h_daemon_signal(d, SIGHUP);
+	h_assert(h_wait_notify_after(d, nmark, "RELOADING=1", H_WAIT_MS) >= 0,
+	    "no RELOADING=1");
+	for (i = 2; i <= BURST_SIGHUPS; i++) {
+		replace_config(d,
+		    i < BURST_SIGHUPS
+			? h_strf("%s%s",
+			      global_section(2,
+				  h_strf("log_rejects_per_second = %u", i)),
+			      base)
+			: h_strf("%s%s%s", global_section(2, ""), base,
+			      upstream("last", last, h_backend_addr(echo),
+				  "")));
+		h_daemon_signal(d, SIGHUP);
+	}
+	/*
+	 * Only for the daemon before the fix, which refused them: let the
+	 * main thread see the signals while the reload still waits. The
+	 * daemon under test must pass whatever the timing.
+	 */
+	poll(NULL, 0, 200);
+	h_daemon_thread_cont(d, tid);
+
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=listen", "upstream=last");
+	h_assert(served_within(last, H_WAIT_MS), "the last file does not run");
+	h_assert(h_count_log_after(d, mark, "event=reload", "result=error") ==
+		0,
+	    "a SIGHUP of the burst was refused");
+	h_assert(h_count_log_after(d, mark, "event=reload", "result=ok") == 2,
+	    "%u reloads ran for a burst during one",
+	    h_count_log_after(d, mark, "event=reload", "result=ok"));
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * A worker's event loop hangs (its thread is stopped, the rest of the
+ * process runs on): WATCHDOG=1 stops within two intervals, with one line
+ * naming the worker; once it turns again, the pings resume.
+ */
+START_TEST(watchdog_hung_worker)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	struct h_opts opts = {
+		.env = { "WATCHDOG_USEC=" H_STR(FULL_WATCHDOG_US), NULL }
+	};
+	struct h_daemon *d = h_daemon_start_opts(&opts,
+	    h_strf("%s%s", global_section(2, ""),
+		upstream("api", h_free_addr4(), h_backend_addr(echo), "")));
+	size_t mark;
+	pid_t tid;
+
+	h_assert(h_wait_notify_count(d, 0, "WATCHDOG=1", 3, H_WAIT_MS) >= 3,
+	    "no WATCHDOG=1 at all");
+	stop_worker_or_skip(d, "cpd-worker-1", tid);
+	h_expect_log(d, 4 * FULL_WATCHDOG_US / 1000, "level=error",
+	    "event=watchdog", "worker=1");
+	mark = h_notify_mark(d);
+	h_assert(h_wait_notify_count(d, mark, "WATCHDOG=1", 1,
+		     3 * FULL_WATCHDOG_US / 1000) == 0,
+	    "WATCHDOG=1 with worker 1's loop stopped");
+
+	h_daemon_thread_cont(d, tid);
+	h_expect_log(d, H_WAIT_MS, "event=watchdog", "result=ok");
+	h_assert(h_wait_notify_count(d, mark, "WATCHDOG=1", 3, H_WAIT_MS) >= 3,
+	    "the pings did not resume once the worker turned again");
+	stop_ok(d);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -218,5 +472,9 @@ main(void)
 
 	H_TEST(s, log_stalled_sink);
 	H_TEST(s, notify_with_full_table);
+	H_TEST(s, reload_host_wildcard_and_back);
+	H_TEST(s, reload_wildcard_rolled_back);
+	H_TEST(s, reload_burst_of_sighups);
+	H_TEST(s, watchdog_hung_worker);
 	return h_main(s);
 }

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #ifdef __linux__
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #endif
 #include <net/if.h>
 #include <netinet/in.h>
@@ -1286,6 +1287,64 @@ h_daemon_nfds_settled(struct h_daemon *d)
 		before = now;
 	}
 	h_fail(H_WHERE, "the daemon's descriptors never settled");
+}
+
+/*
+ * Stop one thread of the daemon, found by its name (/proc/PID/task/T/comm),
+ * while the others run on, as a hung thread would: ptrace's interrupt stops
+ * that thread alone, where SIGSTOP stops the whole process. Returns its id,
+ * or -1 with errno (ESRCH: no such thread; EPERM: ptrace is not allowed).
+ */
+pid_t
+h_daemon_thread_stop(struct h_daemon *d, const char *name)
+{
+	char path[320], comm[64];
+	struct dirent *e;
+	pid_t tid = -1;
+	DIR *dir;
+	FILE *f;
+	int st;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)d->pid);
+	if ((dir = opendir(path)) == NULL)
+		return -1;
+	while (tid == -1 && (e = readdir(dir)) != NULL) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm",
+		    (int)d->pid, e->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		if (fgets(comm, sizeof(comm), f) != NULL) {
+			comm[strcspn(comm, "\n")] = '\0';
+			if (strcmp(comm, name) == 0)
+				tid = (pid_t)atoi(e->d_name);
+		}
+		fclose(f);
+	}
+	closedir(dir);
+	if (tid == -1) {
+		errno = ESRCH;
+		return -1;
+	}
+	if (ptrace(PTRACE_SEIZE, tid, NULL, NULL) == -1)
+		return -1;
+	if (ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) == -1 ||
+	    waitpid(tid, &st, __WALL) != tid) {
+		ptrace(PTRACE_DETACH, tid, NULL, NULL);
+		return -1;
+	}
+	return tid;
+}
+
+/* Let a thread stopped by h_daemon_thread_stop() run again. */
+void
+h_daemon_thread_cont(struct h_daemon *d, pid_t tid)
+{
+	(void)d;
+	if (ptrace(PTRACE_DETACH, tid, NULL, NULL) == -1)
+		h_fail(H_WHERE, "ptrace detach %d: %s", (int)tid,
+		    strerror(errno));
 }
 
 /* Return the path of the daemon's config file. */

@@ -104,6 +104,8 @@ pid_t h_daemon_pid(const struct h_daemon *);
 long h_daemon_rss_kb(const struct h_daemon *);
 int h_daemon_nfds(const struct h_daemon *);
 int h_daemon_nfds_settled(struct h_daemon *);
+pid_t h_daemon_thread_stop(struct h_daemon *, const char *);
+void h_daemon_thread_cont(struct h_daemon *, pid_t);
 const char *h_daemon_config(const struct h_daemon *);
 void h_daemon_dump(struct h_daemon *, const char *);
 void h_daemon_log_stall(struct h_daemon *, bool);
