@@ -1324,6 +1324,9 @@ config_load(const char *path, struct config_errors *errs)
 	close(fd);
 	cfg = config_load_buffer(path, text, len, errs);
 	free(text);
+	/* The file as read (fstat of that descriptor), for a warning. */
+	if (cfg != NULL)
+		cfg->world_writable = (sb.st_mode & S_IWOTH) != 0;
 	return cfg;
 }
 

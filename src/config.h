@@ -45,6 +45,7 @@ struct upstream_conf {
 
 struct config {
 	char *path;
+	bool world_writable; /* the file read: anyone may change it */
 	enum log_level log_level;
 	enum log_target log_target;
 	unsigned workers; /* resolved: "auto" is the CPU count */

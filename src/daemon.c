@@ -307,6 +307,19 @@ daemon_has_listener(struct listener **v, size_t n, struct listener *l)
 	return false;
 }
 
+/* Warn of a config file anyone may change (at start and each reload). */
+static void
+daemon_config_check_mode(const struct config *conf, const char *path)
+{
+	char q[1024];
+
+	if (conf->world_writable)
+		log_warnx("event=config_insecure file=%s error=\"the file is "
+			  "world-writable: any local user can change what the "
+			  "proxy does (chmod o-w)\"",
+		    log_quote(q, sizeof(q), path));
+}
+
 /* Log why a reload was refused, and carry on with the running config. */
 static void
 daemon_reload_fail(const char *msg)
@@ -428,6 +441,7 @@ daemon_reload(struct daemon *d)
 		daemon_notify_status(d, "READY=1\n");
 		return;
 	}
+	daemon_config_check_mode(conf, d->conf_path);
 	daemon_reload_check_restart_keys(old, conf);
 	conf->workers = d->nworkers;
 
@@ -807,6 +821,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	d->nworkers = conf->workers;
 	log_info("event=start version=%s workers=%u upstreams=%zu",
 	    PACKAGE_VERSION, d->nworkers, conf->nupstreams);
+	daemon_config_check_mode(conf, path);
 
 	if (conf->admin_enabled)
 		log_warnx("event=admin addr=%s error=\"the admin endpoint is "

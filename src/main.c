@@ -97,6 +97,12 @@ main(int argc, char **argv)
 		return EX_CONFIG;
 	}
 	if (test) {
+		if (conf->world_writable)
+			fprintf(stderr,
+			    "%s: warning: the file is world-writable: any "
+			    "local user can change what the proxy does "
+			    "(chmod o-w)\n",
+			    path);
 		printf("%s: ok\n", path);
 		config_free(conf);
 		return 0;

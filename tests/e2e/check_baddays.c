@@ -5,6 +5,7 @@
  * and the wildcard. Each story failed on the daemon before its fix.
  */
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -465,6 +466,49 @@ START_TEST(watchdog_hung_worker)
 }
 END_TEST
 
+/*
+ * A config file any local user may change is warned about: by -t (which
+ * still accepts it), at start and at each reload, not once it is fixed.
+ */
+START_TEST(config_world_writable)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	const char *config = h_strf("%s%s", global_section(1, ""),
+	    upstream("api", h_free_addr4(), h_backend_addr(echo), ""));
+	const char *path = h_write_file("open.ini", config);
+	struct h_daemon *d;
+	struct h_run r;
+	size_t mark;
+
+	h_assert(chmod(path, 0666) == 0, "chmod: %s", strerror(errno));
+	h_run(&r, "-t", "-c", path);
+	h_assert(r.status == 0, "-t exited %d", r.status);
+	h_assert(strstr(r.err, "world-writable") != NULL,
+	    "-t did not warn:\n%s", r.err);
+
+	d = h_daemon_start(config);
+	h_assert(h_count_log(d, "event=config_insecure") == 0,
+	    "a warning for a file nobody else may write");
+	h_assert(chmod(h_daemon_config(d), 0666) == 0, "chmod: %s",
+	    strerror(errno));
+	mark = reload(d, config);
+	h_expect_log_after(d, mark, H_WAIT_MS, "level=warning",
+	    "event=config_insecure", h_strf("file=%s", h_daemon_config(d)));
+	stop_ok(d);
+
+	d = h_daemon_start(NULL, "-c", path);
+	h_expect_log(d, H_WAIT_MS, "level=warning", "event=config_insecure",
+	    h_strf("file=%s", path));
+	h_assert(chmod(path, 0644) == 0, "chmod: %s", strerror(errno));
+	mark = h_log_mark(d);
+	h_daemon_signal(d, SIGHUP);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	h_assert(h_count_log_after(d, mark, "event=config_insecure") == 0,
+	    "a warning once the file was fixed");
+	stop_ok(d);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -476,5 +520,6 @@ main(void)
 	H_TEST(s, reload_wildcard_rolled_back);
 	H_TEST(s, reload_burst_of_sighups);
 	H_TEST(s, watchdog_hung_worker);
+	H_TEST(s, config_world_writable);
 	return h_main(s);
 }
