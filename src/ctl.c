@@ -144,6 +144,8 @@ ctl_setup(struct ctl *c, const char *path, bool path_given, const char *addr,
 		if (addr_parse(addr, 0, &c->admin, &cause) != 0) {
 			fprintf(stderr, "circuitproxyctl: -a %s: %s\n", addr,
 			    cause);
+			free(cause);
+			config_free(conf);
 			exit(EX_USAGE);
 		}
 	} else if (!conf->admin_enabled) {
@@ -151,14 +153,15 @@ ctl_setup(struct ctl *c, const char *path, bool path_given, const char *addr,
 		    "circuitproxyctl: %s sets no admin endpoint (set admin "
 		    "there, or give -a ADDR)\n",
 		    path);
+		config_free(conf);
 		exit(EX_CONFIG);
 	} else
 		c->admin = conf->admin;
-	if (token_file != NULL)
-		c->token = ctl_read_token(token_file);
-	else if (conf != NULL && conf->admin_token != NULL)
+	if (token_file == NULL && conf != NULL && conf->admin_token != NULL)
 		c->token = xstrdup(conf->admin_token);
 	config_free(conf);
+	if (token_file != NULL)
+		c->token = ctl_read_token(token_file);
 }
 
 /* Collect the answer's body, up to a limit. */
