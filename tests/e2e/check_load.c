@@ -61,6 +61,8 @@
 /* SIGHUPs under load, the relays that must live through them. */
 #define HUP_SIGNALS 100
 #define HUP_RELAYS 200
+/* SIGHUPs sent back to back, none waited for. */
+#define HUP_BURST 20
 /* Relays at SIGTERM: half finish in time, half are reset. */
 #define TERM_RELAYS 100
 /* The flapping breaker: toggles of the server and their period. */
@@ -770,20 +772,23 @@ START_TEST(slow_drip_reaped)
 END_TEST
 
 /*
- * 100 reloads (SIGHUP) under load, each waited for: relays opened before
- * them all still carry bytes, no short relay made meanwhile fails, and
- * the daemon holds as many descriptors in the end as at the start.
+ * 100 reloads (SIGHUP) under load, each waited for, then a burst of
+ * SIGHUPs back to back: relays opened before them all still carry bytes,
+ * no short relay made meanwhile fails, the last file of the burst runs,
+ * and the daemon holds as many descriptors in the end as at the start.
  */
 START_TEST(sighup_100_under_load)
 {
 	size_t signals = HUP_SIGNALS;
 	struct h_farm *farm = h_farm_start(H_FARM_ECHO);
 	const char *lis = h_free_addr4(), *other = h_free_addr4();
+	const char *last = h_free_addr4();
 	struct h_daemon *d;
 	struct h_crowd *crowd;
 	struct hammer *h;
 	size_t i, ok;
-	int fds0, fds1;
+	int fds0, fds1, fd;
+	char c;
 	uint64_t t0;
 	unsigned oks;
 
@@ -834,6 +839,39 @@ START_TEST(sighup_100_under_load)
 	ok = h_crowd_echo(crowd, "after", H_WAIT_MS);
 	h_assert(ok == HUP_RELAYS, "%zu of %d relays alive after the reloads",
 	    ok, HUP_RELAYS);
+	/*
+	 * Then a burst: SIGHUPs back to back, the file rewritten before each,
+	 * none waited for. The file as it was at the last one runs: its new
+	 * upstream relays, and the relays from before still work.
+	 */
+	t0 = h_now_ms();
+	for (i = 0; i < HUP_BURST; i++) {
+		h_write_file(h_daemon_config(d),
+		    h_strf("%s%s%s", global_section(2, ""),
+			upstream("hup", lis, h_farm_addr(farm), ""),
+			i == HUP_BURST - 1
+			    ? upstream("last", last, h_farm_addr(farm), "")
+			    : ""));
+		h_daemon_signal(d, SIGHUP);
+	}
+	fd = -1;
+	while (h_now_ms() - t0 < H_WAIT_MS &&
+	    (fd = h_connect(last, H_WAIT_MS)) == -1)
+		usleep(10000);
+	h_assert(fd != -1, "the last file of a burst of %d SIGHUPs runs",
+	    HUP_BURST);
+	h_assert(h_send_all(fd, "z", 1, H_WAIT_MS) == 0 &&
+		h_recv_exact(fd, &c, 1, H_WAIT_MS) == H_OUT_DATA && c == 'z',
+	    "the upstream of the last file relays");
+	close(fd);
+	h_expect_log(d, H_WAIT_MS, "event=listen", "upstream=last");
+	printf("sighup_100_under_load: a burst of %d SIGHUPs: the last file "
+	       "ran within %.1f s, %u reloads logged\n",
+	    HUP_BURST, (double)(h_now_ms() - t0) / 1000.0,
+	    h_count_log(d, "event=reload", "result=ok") - oks);
+	ok = h_crowd_echo(crowd, "burst", H_WAIT_MS);
+	h_assert(ok == HUP_RELAYS, "%zu of %d relays alive after the burst", ok,
+	    HUP_RELAYS);
 	/* Back to the first config: one upstream, as at the start. */
 	reload(d,
 	    h_strf("%s%s", global_section(2, ""),
