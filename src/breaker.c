@@ -57,6 +57,7 @@ struct breaker {
 
 	unsigned consecutive;
 	unsigned trials;	  /* half_open slots taken this period */
+	bool probing;		  /* a recovery probe is out this period */
 	unsigned trial_successes; /* half_open successes this period */
 
 	/* The window: a ring of outcomes, or time buckets. */
@@ -327,6 +328,7 @@ breaker_enter(struct breaker *b, enum breaker_state to,
 	b->generation++;
 	b->has_deadline = false;
 	b->deadline_ms = 0;
+	b->probing = false;
 	switch (to) {
 	case BREAKER_CLOSED:
 		b->consecutive = 0;
@@ -461,6 +463,7 @@ breaker_admit(struct breaker *b, uint64_t now_ms, struct breaker_ticket *t)
 	t->generation = b->generation;
 	t->state = b->state;
 	t->trial = false;
+	t->probe = false;
 	t->retry_after_ms = -1;
 	switch (b->state) {
 	case BREAKER_CLOSED:
@@ -473,7 +476,9 @@ breaker_admit(struct breaker *b, uint64_t now_ms, struct breaker_ticket *t)
 		b->rejected_open++;
 		break;
 	case BREAKER_HALF_OPEN:
-		if (b->trials < b->conf.half_open_max_calls) {
+		/* With recovery probes, clients are never trials. */
+		if (b->conf.recovery_probe == BREAKER_PROBE_OFF &&
+		    b->trials < b->conf.half_open_max_calls) {
 			b->trials++;
 			t->trial = true;
 			t->verdict = BREAKER_ADMITTED;
@@ -520,6 +525,8 @@ breaker_record(struct breaker *b, const struct breaker_ticket *t, bool success,
 	}
 	if (t->generation != b->generation || t->verdict != BREAKER_ADMITTED)
 		goto out;
+	if (t->probe)
+		b->probing = false;
 
 	if (success)
 		b->consecutive = 0;
@@ -580,6 +587,37 @@ breaker_unreject(struct breaker *b, const struct breaker_ticket *t)
 	breaker_unlock(b);
 }
 
+/*
+ * Take the half_open slot for a recovery probe: one probe at a time, each
+ * a trial like a client's would be, until success_threshold of them
+ * succeeded or one failed.
+ */
+bool
+breaker_probe_begin(struct breaker *b, uint64_t now_ms,
+    struct breaker_ticket *t)
+{
+	bool ok;
+
+	breaker_lock(b);
+	now_ms = breaker_clock(b, now_ms);
+	breaker_apply_due(b, now_ms);
+	ok = b->state == BREAKER_HALF_OPEN &&
+	    b->conf.recovery_probe == BREAKER_PROBE_CONNECT && !b->probing;
+	if (ok) {
+		b->probing = true;
+		b->trials++;
+		t->generation = b->generation;
+		t->state = b->state;
+		t->verdict = BREAKER_ADMITTED;
+		t->admitted = true;
+		t->trial = true;
+		t->probe = true;
+		t->retry_after_ms = -1;
+	}
+	breaker_unlock(b);
+	return ok;
+}
+
 /* Give back the half_open slot of a ticket that never became an attempt. */
 void
 breaker_cancel(struct breaker *b, const struct breaker_ticket *t)
@@ -588,6 +626,8 @@ breaker_cancel(struct breaker *b, const struct breaker_ticket *t)
 	if (t->trial && t->generation == b->generation &&
 	    b->state == BREAKER_HALF_OPEN && b->trials > 0)
 		b->trials--;
+	if (t->probe && t->generation == b->generation)
+		b->probing = false;
 	breaker_unlock(b);
 }
 
@@ -767,6 +807,7 @@ breaker_restore(struct breaker *b, const struct breaker_saved *sv,
 	b->consecutive = 0;
 	b->trials = 0;
 	b->trial_successes = 0;
+	b->probing = false;
 	b->backoff_steps = to == BREAKER_CLOSED ? 0 : sv->backoff_steps;
 	breaker_window_clear(b, now_ms);
 	switch (to) {
@@ -845,6 +886,18 @@ breaker_error_from_errno(int error)
 	default:
 		return BREAKER_ERR_OTHER;
 	}
+}
+
+/*
+ * Is a socket() or connect() errno a local shortage (SPEC 4: EMFILE,
+ * ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL)? Then there was no attempt. A
+ * TCP connect's EAGAIN (no local port) is one too; the caller knows.
+ */
+bool
+breaker_errno_is_shortage(int error)
+{
+	return error == EMFILE || error == ENFILE || error == ENOBUFS ||
+	    error == ENOMEM || error == EADDRNOTAVAIL;
 }
 
 /* Return the name of a transition reason as the logs spell it. */

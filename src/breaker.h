@@ -38,6 +38,12 @@ enum breaker_reason {
 	BREAKER_REASON_COUNT
 };
 
+/* Who tries a half_open circuit (recovery_probe). */
+enum breaker_probe_mode {
+	BREAKER_PROBE_OFF,     /* clients are the trials */
+	BREAKER_PROBE_CONNECT, /* the daemon's own connects; clients rejected */
+};
+
 /* What a breaker is configured with (a part of struct upstream_conf). */
 struct breaker_conf {
 	unsigned failure_threshold;    /* consecutive failures; 0 = off */
@@ -51,6 +57,7 @@ struct breaker_conf {
 	double recovery_jitter; /* percent, 0..100 */
 	unsigned half_open_max_calls;
 	unsigned success_threshold;
+	enum breaker_probe_mode recovery_probe;
 	bool dry_run;
 };
 
@@ -72,6 +79,7 @@ struct breaker_ticket {
 	enum breaker_verdict verdict; /* != ADMITTED: rejected (or dry run) */
 	bool admitted;		      /* go on and connect (true in dry run) */
 	bool trial;		      /* holds a half_open slot */
+	bool probe;		      /* a recovery probe's, not a client's */
 	int64_t retry_after_ms; /* at a reject: until it leaves open; -1 none */
 };
 
@@ -145,6 +153,13 @@ void breaker_admit(struct breaker *, uint64_t now_ms, struct breaker_ticket *);
 /* Record the outcome of an admitted attempt (err ignored on success). */
 void breaker_record(struct breaker *, const struct breaker_ticket *,
     bool success, enum breaker_error, uint64_t now_ms);
+/*
+ * recovery_probe = connect: take the half_open slot for the daemon's own
+ * connect. False unless the circuit is half_open in that mode with no probe
+ * out; the ticket goes back through breaker_record() or breaker_cancel().
+ */
+bool breaker_probe_begin(struct breaker *, uint64_t now_ms,
+    struct breaker_ticket *);
 /* Give back an admitted ticket that never became an attempt (local shortage). */
 void breaker_cancel(struct breaker *, const struct breaker_ticket *);
 /* Take back the reject counted for a ticket (the client went to a backup). */
@@ -182,5 +197,7 @@ const char *breaker_error_name(enum breaker_error);
 const char *breaker_reason_name(enum breaker_reason);
 /* The error kind of a connect's errno. */
 enum breaker_error breaker_error_from_errno(int);
+/* Is a socket() or connect() errno a local shortage, not the server's fault? */
+bool breaker_errno_is_shortage(int);
 
 #endif

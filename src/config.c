@@ -36,6 +36,7 @@
 
 /* clang-format off */
 static const char *const config_log_targets[] = { "stderr", "syslog", NULL };
+static const char *const config_probes[] = { "off", "connect", NULL };
 static const char *const config_rejects[] = {
 	"reset", "http503", "redis", "postgres", "mysql", NULL
 };
@@ -147,6 +148,10 @@ static const struct config_key config_key_table[] = {
 	{ "reject", CONFIG_SCOPE_UPSTREAM, CONFIG_T_ENUM,
 	    CONFIG_KEY_RELOADABLE, 0, 0, "reset", U(reject), 0,
 	    config_rejects, "how a turned-away client is told" },
+	{ "recovery_probe", CONFIG_SCOPE_UPSTREAM, CONFIG_T_ENUM,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "off", B(recovery_probe), 0,
+	    config_probes,
+	    "off | connect: half_open is tried by the daemon's own connects" },
 	{ "dry_run", CONFIG_SCOPE_UPSTREAM, CONFIG_T_BOOL,
 	    CONFIG_KEY_RELOADABLE, 0, 0, "no", B(dry_run), 0, NULL,
 	    "run the breaker but never reject" },

@@ -240,6 +240,8 @@ daemon_stop(struct daemon *d, const char *reason)
 	/* Refusing first: "stopping" then means no new client gets in. */
 	for (i = 0; i < d->nlisteners; i++)
 		listener_shutdown(d->listeners[i]);
+	for (i = 0; i < d->nupstreams; i++)
+		upstream_stop_probes(d->upstreams[i]);
 	daemon_post_all(d, WORKER_CMD_STOP_ACCEPT);
 	notify_send("STOPPING=1");
 	log_info("event=stopping reason=%s shutdown_timeout=%s", reason,
@@ -511,6 +513,7 @@ daemon_reload(struct daemon *d)
 		up = d->upstreams[i];
 		if (config_find_upstream(conf, up->name) == NULL) {
 			evtimer_del(up->tick_ev);
+			upstream_stop_probes(up);
 			rt->upstreams[rt->nupstreams++] = up;
 		}
 	}

@@ -164,14 +164,6 @@ relay_peer_str(const struct relay_peer *p, char *buf)
 	return addr_format(&p->u.sa, p->len, buf, RELAY_PEER_STR_MAX);
 }
 
-/* Is this errno a local shortage rather than the server's fault? */
-static bool
-relay_is_shortage(int error)
-{
-	return error == EMFILE || error == ENFILE || error == ENOBUFS ||
-	    error == ENOMEM || error == EADDRNOTAVAIL;
-}
-
 /* Record the pending attempt's outcome once. */
 static void
 relay_record(struct relay *r, bool success, enum breaker_error err)
@@ -838,7 +830,7 @@ relay_connect(struct relay *r)
 	    socket(sa->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (r->sfd == -1) {
 		error = errno;
-		if (relay_is_shortage(error))
+		if (breaker_errno_is_shortage(error))
 			return relay_shortage(r, error);
 		/* Say EAFNOSUPPORT: persistent, and worth opening the circuit. */
 		relay_log_fail(r, BREAKER_ERR_OTHER, 0);
@@ -867,7 +859,7 @@ relay_connect(struct relay *r)
 	 * EAGAIN: on TCP, no local port was free; on a unix socket, the
 	 * server's backlog is full, which is the server's fault.
 	 */
-	if (relay_is_shortage(error) ||
+	if (breaker_errno_is_shortage(error) ||
 	    (error == EAGAIN && sa->family != AF_UNIX))
 		return relay_shortage(r, error);
 	kind = breaker_error_from_errno(error);

@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "probe.h"
 #include "upstream.h"
 #include "util.h"
 
@@ -91,15 +92,24 @@ upstream_tick_schedule(struct upstream *up)
 	event_active(up->tick_ev, EV_TIMEOUT, 0);
 }
 
-/* Apply due breaker timers, then arm the timer for the next one. */
+/*
+ * Apply due breaker timers, start a recovery probe if one is due, then arm
+ * the timer for the next deadline.
+ */
 void
 upstream_tick(struct upstream *up, uint64_t now)
 {
+	const struct upstream_conf *uc = upstream_conf(up);
 	struct timeval tv;
 	uint64_t next, wait;
 
 	atomic_store(&up->tick_wanted, false);
 	breaker_tick(up->breaker, now);
+	/* A no-op unless half_open with no probe out (the breaker decides). */
+	if (up->probe != NULL &&
+	    uc->breaker.recovery_probe == BREAKER_PROBE_CONNECT)
+		probe_start(up->probe, &uc->server, uc->connect_timeout_ms,
+		    uc->slow_connect_ms);
 	next = breaker_next_deadline(up->breaker);
 	if (next == 0)
 		evtimer_del(up->tick_ev);
@@ -113,6 +123,21 @@ upstream_tick(struct upstream *up, uint64_t now)
 	 */
 	if (atomic_load(&up->tick_wanted))
 		event_active(up->tick_ev, EV_TIMEOUT, 0);
+}
+
+/* A probe has ended: look again at once, on the main thread. */
+static void
+upstream_probe_done(void *arg)
+{
+	upstream_tick_schedule(arg);
+}
+
+/* Stop the recovery probes for good, a probe in progress given back. */
+void
+upstream_stop_probes(struct upstream *up)
+{
+	if (up->probe != NULL)
+		probe_stop(up->probe);
 }
 
 /* Main-thread timer callback for the breaker's deadlines. */
@@ -159,8 +184,11 @@ upstream_new(struct event_base *base, const struct config *conf,
 	atomic_init(&up->refs, 0);
 	pthread_mutex_init(&up->rl_lock, NULL);
 	up->rl_since_ms = now;
-	if (base != NULL)
+	if (base != NULL) {
 		up->tick_ev = evtimer_new(base, upstream_tick_cb, up);
+		up->probe = probe_new(base, up->breaker, up->name,
+		    upstream_probe_done, up);
+	}
 	return up;
 }
 
@@ -172,6 +200,7 @@ upstream_free(struct upstream *up)
 		return;
 	if (up->tick_ev != NULL)
 		event_free(up->tick_ev);
+	probe_free(up->probe);
 	breaker_free(up->breaker);
 	pthread_mutex_destroy(&up->rl_lock);
 	free(up->counters);

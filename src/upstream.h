@@ -17,6 +17,7 @@
 
 struct event;
 struct event_base;
+struct probe;
 struct upstream;
 
 /* Told on the main thread after the upstream's breaker changed state. */
@@ -73,6 +74,7 @@ struct upstream {
 	upstream_changed_cb changed_cb;
 	void *changed_arg;
 	_Atomic bool tick_wanted; /* a wake-up since upstream_tick() looked */
+	struct probe *probe;	  /* main thread: recovery_probe = connect */
 
 	_Atomic unsigned active;	    /* open relays, all workers */
 	_Atomic unsigned refs;		    /* relays pointing here */
@@ -131,6 +133,8 @@ bool upstream_log_allowed(struct upstream *, enum upstream_log_kind,
 void upstream_log_summary_flush(struct upstream *, uint64_t now_ms);
 /* Arm the breaker timer after a change (any thread). */
 void upstream_tick_schedule(struct upstream *);
+/* Stop the recovery probes for good (reload removed it, or shutdown). */
+void upstream_stop_probes(struct upstream *);
 /* Apply due breaker timers and rearm (main thread). */
 void upstream_tick(struct upstream *, uint64_t now_ms);
 

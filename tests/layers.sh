@@ -14,9 +14,9 @@ floors='
 2 addr json
 3 breaker
 4 config
-5 state stats notify reject admin_page
+5 state stats notify reject admin_page probe
 6 upstream
-7 listener pipe probe
+7 listener pipe
 8 relay worker
 9 admin
 10 daemon

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -439,6 +440,251 @@ START_TEST(postgres_garbage_and_silence)
 }
 END_TEST
 
+/* A config of one upstream NAME probed by the daemon (recovery_probe). */
+static const char *
+config_probed(const char *name, const char *listen, const struct h_backend *srv,
+    const char *keys)
+{
+	return h_strf("%s[upstream:%s]\n"
+		      "listen = %s\n"
+		      "server = %s\n"
+		      "failure_threshold = 1\n"
+		      "recovery_jitter = 0\n"
+		      "recovery_probe = connect\n"
+		      "reject = redis\n"
+		      "%s",
+	    global_section(), name, listen, h_backend_addr(srv), keys);
+}
+
+/* Rewrite the daemon's config and reload it; the log mark before. */
+static size_t
+reload_ok(struct h_daemon *d, const char *config)
+{
+	size_t mark = h_log_mark(d);
+
+	h_write_file(h_daemon_config(d), config);
+	h_daemon_signal(d, SIGHUP);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	return mark;
+}
+
+/*
+ * recovery_probe = connect: the server comes back while no client
+ * connects; at the end of the open period the daemon probes it twice
+ * (success_threshold) and the circuit closes. The server saw exactly those
+ * two connects, and no probe follows the closing.
+ */
+START_TEST(probe_closes_without_clients)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(config_probed("db", lis, srv,
+	    "recovery_timeout = 500ms\n"
+	    "half_open_max_calls = 2\n"
+	    "success_threshold = 2\n"));
+	const char *half, *closed, *line;
+	unsigned probes = 0;
+	size_t i, end;
+
+	open_circuit(d, lis, "db");
+	h_backend_set_kind(srv, H_SILENT);
+	half = h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db",
+	    "from=open", "to=half_open");
+	closed = h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db",
+	    "from=half_open", "to=closed");
+	end = h_log_index(d, closed);
+	for (i = h_log_index(d, half); i < end; i++) {
+		line = h_log_line(d, i);
+		if (!h_line_has(line, "event=probe"))
+			continue;
+		h_assert(h_line_has(line, "upstream=db") &&
+			h_line_has(line, "result=ok") &&
+			h_line_has(line,
+			    h_strf("server=%s", h_backend_addr(srv))),
+		    "probe line: %s", line);
+		probes++;
+	}
+	h_assert(probes == 2, "%u probes between half_open and closed", probes);
+	h_assert(h_backend_wait_accepted(srv, 2, H_WAIT_MS),
+	    "the server saw %u connects", h_backend_accepted(srv));
+	/* Closed: nothing more is sent to the server. */
+	h_assert(!h_backend_wait_accepted(srv, 3, 300),
+	    "the server saw %u connects", h_backend_accepted(srv));
+	h_assert(h_count_log(d, "event=probe") == 2, "%u probe lines",
+	    h_count_log(d, "event=probe"));
+	h_assert(h_count_log(d, "event=reject") == 0, "a client was rejected");
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * The server stays down: each half_open period is one failed probe
+ * (error=refused) and the circuit opens again for recovery_timeout times
+ * recovery_backoff: 300 ms, then 600 ms, then 1.2 s.
+ */
+START_TEST(probe_fails_backs_off)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(config_probed("db", lis, srv,
+	    "recovery_timeout = 300ms\n"
+	    "recovery_backoff = 2\n"
+	    "recovery_timeout_max = 10s\n"));
+	const char *open2, *half2, *probe, *open3;
+	int64_t gap;
+
+	open_circuit(d, lis, "db");
+	probe = h_expect_log(d, H_WAIT_MS, "event=probe", "upstream=db",
+	    "result=fail", "error=refused");
+	open2 = h_expect_log_after(d, h_log_index(d, probe), H_WAIT_MS,
+	    "event=state", "from=half_open", "to=open",
+	    "reason=half_open_failure", "retry_after=0.600");
+	half2 = h_expect_log_after(d, h_log_index(d, open2), H_WAIT_MS,
+	    "event=state", "from=open", "to=half_open");
+	gap = h_log_time_ms(half2) - h_log_time_ms(open2);
+	h_assert(gap >= 590 && gap <= 1100, "the second open lasted %lld ms",
+	    (long long)gap);
+	probe = h_expect_log_after(d, h_log_index(d, half2), H_WAIT_MS,
+	    "event=probe", "upstream=db", "result=fail", "error=refused");
+	open3 = h_expect_log_after(d, h_log_index(d, probe), H_WAIT_MS,
+	    "event=state", "from=half_open", "to=open",
+	    "reason=half_open_failure", "retry_after=1.200");
+	/* One probe per half_open period, none while open. */
+	h_assert(h_count_log(d, "event=probe") == 2, "%u probe lines",
+	    h_count_log(d, "event=probe"));
+	(void)open3;
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * A probe that gets no answer ends at connect_timeout (error=timeout);
+ * meanwhile the circuit is half_open and a client is told to retry after
+ * 0 seconds, never let through as a trial.
+ */
+START_TEST(probe_timeout_half_open_rejects)
+{
+	struct h_backend *srv = h_backend(H_BLACKHOLE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(config_probed("cache", lis, srv,
+	    "recovery_timeout = 300ms\n"
+	    "connect_timeout = 1500ms\n"));
+	const char *half, *probe;
+	enum h_outcome out;
+	size_t len;
+	char *reply;
+	int64_t took;
+	int fd;
+
+	open_circuit(d, lis, "cache");
+	half = h_expect_log(d, H_WAIT_MS, "event=state", "upstream=cache",
+	    "to=half_open");
+	fd = h_connect_ok(lis);
+	out = h_recv_all(fd, &reply, &len, H_WAIT_MS);
+	close(fd);
+	h_assert(out == H_OUT_EOF, "the reply ended with %s",
+	    h_outcome_name(out));
+	h_assert(strcmp(reply,
+		     "-ERR circuitproxy: upstream 'cache' "
+		     "unavailable (circuit half_open), retry after "
+		     "0s\r\n") == 0,
+	    "reply \"%s\"", reply);
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=cache",
+	    "state=half_open", "retry_after=0.000");
+	probe = h_expect_log_after(d, h_log_index(d, half), H_WAIT_MS,
+	    "event=probe", "upstream=cache", "result=fail", "error=timeout");
+	took = h_log_time_ms(probe) - h_log_time_ms(half);
+	h_assert(took >= 1450 && took <= 2500,
+	    "the probe ended %lld ms after half_open, connect_timeout 1.5 s",
+	    (long long)took);
+	h_expect_log_after(d, h_log_index(d, probe), H_WAIT_MS, "event=state",
+	    "from=half_open", "to=open", "reason=half_open_failure");
+	stop_ok(d);
+}
+END_TEST
+
+/* A unix-socket server is probed the same way. */
+START_TEST(probe_unix_server)
+{
+	struct h_backend *srv = h_backend_new(H_REFUSE, AF_UNIX);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(config_probed("db", lis, srv,
+	    "recovery_timeout = 300ms\n"
+	    "half_open_max_calls = 1\n"
+	    "success_threshold = 1\n"));
+
+	open_circuit(d, lis, "db");
+	h_backend_set_kind(srv, H_SILENT);
+	h_expect_log(d, H_WAIT_MS, "event=probe", "upstream=db",
+	    h_strf("server=%s", h_backend_addr(srv)), "result=ok");
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db",
+	    "from=half_open", "to=closed");
+	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS),
+	    "the server saw %u connects", h_backend_accepted(srv));
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * Reloads: turning recovery_probe on during a half_open period that waits
+ * for clients starts the probes at once; an upstream removed while its
+ * probe is out (and a rejected client still keeps it alive) stops probing:
+ * no probe line follows.
+ */
+START_TEST(probe_reload_on_and_removed)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	struct h_backend *hole = h_backend(H_BLACKHOLE);
+	const char *lis = h_free_addr4(), *lis2 = h_free_addr4();
+	const char *db = h_strf("[upstream:db]\n"
+				"listen = %s\n"
+				"server = %s\n"
+				"failure_threshold = 1\n"
+				"recovery_timeout = 300ms\n"
+				"success_threshold = 1\n",
+	    lis, h_backend_addr(srv));
+	const char *gone = h_strf("[upstream:gone]\n"
+				  "listen = %s\n"
+				  "server = %s\n"
+				  "failure_threshold = 1\n"
+				  "recovery_timeout = 300ms\n"
+				  "connect_timeout = 1s\n"
+				  "recovery_probe = connect\n"
+				  "reject = redis\n",
+	    lis2, h_backend_addr(hole));
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s%s", global_section(), db, gone));
+	size_t mark;
+	int keep;
+
+	open_circuit(d, lis, "db");
+	h_backend_set_kind(srv, H_SILENT);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db",
+	    "to=half_open");
+	h_client_try(lis2, H_WAIT_MS, NULL, NULL);
+	h_expect_log(d, 2 * H_WAIT_MS, "event=state", "upstream=gone",
+	    "to=half_open");
+	h_assert(h_count_log(d, "event=probe") == 0, "a probe with probes off");
+	/* A rejected client kept open keeps the removed upstream alive. */
+	keep = h_connect_ok(lis2);
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=gone",
+	    "state=half_open");
+
+	mark = reload_ok(d,
+	    h_strf("%s%srecovery_probe = connect\n", global_section(), db));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=probe", "upstream=db",
+	    "result=ok");
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=state", "upstream=db",
+	    "from=half_open", "to=closed");
+	/* gone's probe was out (a blackhole) and is dropped unlogged. */
+	h_assert(!h_wait_log_after(d, mark, 1500, "event=probe",
+		     "upstream=gone"),
+	    "a removed upstream was still probed");
+	close(keep);
+	stop_ok(d);
+}
+END_TEST
+
 /* The suite. */
 static Suite *
 reject_suite(void)
@@ -452,6 +698,11 @@ reject_suite(void)
 	H_TEST(s, mariadb_open);
 	H_TEST(s, half_open_no_slot_retry_0);
 	H_TEST(s, postgres_garbage_and_silence);
+	H_TEST(s, probe_closes_without_clients);
+	H_TEST(s, probe_fails_backs_off);
+	H_TEST(s, probe_timeout_half_open_rejects);
+	H_TEST(s, probe_unix_server);
+	H_TEST(s, probe_reload_on_and_removed);
 	return s;
 }
 

@@ -2118,6 +2118,177 @@ START_TEST(test_state_parse)
 END_TEST
 
 /* Gather the tests into one suite. */
+/* Take a probe's slot; the ticket, and whether it was given. */
+static bool
+probe_begin(struct breaker *b, uint64_t now, struct breaker_ticket *t)
+{
+	memset(t, 0xa5, sizeof(*t));
+	return breaker_probe_begin(b, now, t);
+}
+
+/*
+ * recovery_probe = connect: half_open turns every client away (retry after
+ * 0) and hands its slot to one probe at a time; success_threshold probes
+ * close the circuit. No probe outside half_open, nor with probes off.
+ */
+START_TEST(test_probe_closes)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker_ticket t, p;
+	struct breaker_stats st;
+	struct trlog l;
+	struct breaker *b;
+	uint64_t now = T0 + 30000;
+
+	c.recovery_probe = BREAKER_PROBE_CONNECT;
+	b = mk(&c, &l);
+	ck_assert(!probe_begin(b, T0, &p)); /* closed */
+	trip(b, T0, 5);
+	ck_assert(!probe_begin(b, T0 + 1, &p)); /* open */
+	breaker_tick(b, now);
+	ck_assert_int_eq(state(b, now), BREAKER_HALF_OPEN);
+
+	t = admit(b, now);
+	ck_assert(!t.admitted);
+	ck_assert_int_eq(t.verdict, BREAKER_REJECT_HALF_OPEN);
+	ck_assert_int_eq(t.retry_after_ms, 0);
+
+	ck_assert(probe_begin(b, now, &p));
+	ck_assert(p.admitted && p.trial && p.probe);
+	ck_assert_int_eq(p.verdict, BREAKER_ADMITTED);
+	ck_assert(!probe_begin(b, now, &t)); /* one at a time */
+	ck_assert(!admit(b, now).admitted);
+	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 1);
+	ck_assert_int_eq(state(b, now + 1), BREAKER_HALF_OPEN);
+	ck_assert(!admit(b, now + 1).admitted);
+
+	ck_assert(probe_begin(b, now + 1, &p));
+	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 2);
+	ck_assert_int_eq(state(b, now + 2), BREAKER_CLOSED);
+	ck_tr(&l, 2, BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_SUCCESS);
+	ck_assert(!probe_begin(b, now + 2, &p));
+	ck_assert(admit(b, now + 2).admitted);
+
+	breaker_snapshot(b, now + 2, &st);
+	ck_assert_uint_eq(st.attempts_total, 5 + 2);
+	ck_assert_uint_eq(st.successes_total, 2);
+	ck_assert_uint_eq(st.rejected_half_open, 3);
+	breaker_free(b);
+}
+END_TEST
+
+/* A failed probe opens the circuit again, for recovery_timeout * backoff. */
+START_TEST(test_probe_fails_backoff)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker_ticket p;
+	struct breaker_stats st;
+	struct trlog l;
+	struct breaker *b;
+	uint64_t now = T0 + 30000;
+
+	c.recovery_probe = BREAKER_PROBE_CONNECT;
+	c.recovery_backoff = 2;
+	b = mk(&c, &l);
+	trip(b, T0, 5);
+	breaker_tick(b, now);
+	ck_assert(probe_begin(b, now, &p));
+	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 5);
+	ck_assert(probe_begin(b, now + 5, &p));
+	breaker_record(b, &p, false, BREAKER_ERR_TIMEOUT, now + 10);
+	ck_tr(&l, 2, BREAKER_HALF_OPEN, BREAKER_OPEN,
+	    BREAKER_REASON_HALF_OPEN_FAILURE);
+	ck_assert_int_eq(l.tr[2].retry_after_ms, 60000);
+	ck_assert(!probe_begin(b, now + 10, &p));
+	breaker_tick(b, now + 10 + 59999);
+	ck_assert_int_eq(state(b, now + 10 + 59999), BREAKER_OPEN);
+	breaker_tick(b, now + 10 + 60000);
+	ck_assert(probe_begin(b, now + 10 + 60000, &p));
+	breaker_snapshot(b, now + 10 + 60000, &st);
+	ck_assert_uint_eq(st.failures_by_error[BREAKER_ERR_TIMEOUT], 1);
+	breaker_free(b);
+}
+END_TEST
+
+/*
+ * A cancelled probe gives its slot back; a probe's outcome from an earlier
+ * period (a manual action came between) drives nothing and blocks nothing.
+ */
+START_TEST(test_probe_cancel_and_late)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker_ticket p, old;
+	struct breaker *b;
+	uint64_t now = T0 + 30000;
+
+	c.recovery_probe = BREAKER_PROBE_CONNECT;
+	c.success_threshold = 1;
+	b = mk(&c, NULL);
+	trip(b, T0, 5);
+	breaker_tick(b, now);
+	ck_assert(probe_begin(b, now, &p));
+	breaker_cancel(b, &p);
+	ck_assert(probe_begin(b, now, &old));
+	breaker_force_open(b, 1000, now + 1);
+	ck_assert(!probe_begin(b, now + 1, &p));
+	breaker_tick(b, now + 1001); /* the force expires: closed */
+	trip(b, now + 1001, 5);
+	breaker_tick(b, now + 1001 + 30000);
+	ck_assert_int_eq(state(b, now + 31001), BREAKER_HALF_OPEN);
+	/* The old probe's failure is a total, not a transition. */
+	breaker_record(b, &old, false, BREAKER_ERR_REFUSED, now + 31002);
+	ck_assert_int_eq(state(b, now + 31002), BREAKER_HALF_OPEN);
+	ck_assert(probe_begin(b, now + 31002, &p));
+	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 31003);
+	ck_assert_int_eq(state(b, now + 31003), BREAKER_CLOSED);
+	breaker_free(b);
+}
+END_TEST
+
+/*
+ * Probes off: half_open admits clients as trials, exactly as before, and
+ * no probe is handed out; a reload that turns probes on applies to the
+ * half_open period in progress.
+ */
+START_TEST(test_probe_off_and_reload)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker_ticket t, p;
+	struct breaker *b;
+	uint64_t now = T0 + 30000;
+
+	b = mk(&c, NULL);
+	trip(b, T0, 5);
+	breaker_tick(b, now);
+	ck_assert(!probe_begin(b, now, &p));
+	t = admit(b, now);
+	ck_assert(t.admitted && t.trial && !t.probe);
+	c.recovery_probe = BREAKER_PROBE_CONNECT;
+	breaker_reconfigure(b, &c, now + 1);
+	ck_assert(!admit(b, now + 1).admitted);
+	ck_assert(probe_begin(b, now + 1, &p));
+	/* The client trial admitted before still counts. */
+	breaker_record(b, &t, true, BREAKER_ERR_OTHER, now + 2);
+	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 3);
+	ck_assert_int_eq(state(b, now + 3), BREAKER_CLOSED);
+	breaker_free(b);
+}
+END_TEST
+
+/* A local shortage (no socket, no port) is not the server's fault. */
+START_TEST(test_errno_is_shortage)
+{
+	ck_assert(breaker_errno_is_shortage(EMFILE));
+	ck_assert(breaker_errno_is_shortage(ENFILE));
+	ck_assert(breaker_errno_is_shortage(ENOBUFS));
+	ck_assert(breaker_errno_is_shortage(ENOMEM));
+	ck_assert(breaker_errno_is_shortage(EADDRNOTAVAIL));
+	ck_assert(!breaker_errno_is_shortage(ECONNREFUSED));
+	ck_assert(!breaker_errno_is_shortage(ETIMEDOUT));
+	ck_assert(!breaker_errno_is_shortage(EAGAIN));
+}
+END_TEST
+
 static Suite *
 breaker_suite(void)
 {
@@ -2159,6 +2330,11 @@ breaker_suite(void)
 	tcase_add_test(tc, test_dry_run);
 	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_unreject);
+	tcase_add_test(tc, test_probe_closes);
+	tcase_add_test(tc, test_probe_fails_backoff);
+	tcase_add_test(tc, test_probe_cancel_and_late);
+	tcase_add_test(tc, test_probe_off_and_reload);
+	tcase_add_test(tc, test_errno_is_shortage);
 	tcase_add_test(tc, test_callback_sequence);
 	tcase_add_test(tc, test_retry_after_states);
 	tcase_add_test(tc, test_error_kinds);

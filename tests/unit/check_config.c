@@ -80,6 +80,8 @@ test_field(const struct config *cfg, const char *up, const char *f)
 			return (double)u->slow_connect_ms;
 		if (strcmp(f, "reject") == 0)
 			return u->reject;
+		if (strcmp(f, "recovery_probe") == 0)
+			return b->recovery_probe;
 		if (strcmp(f, "nlisten") == 0)
 			return (double)u->nlisten;
 		if (strcmp(f, "listen0.port") == 0)
@@ -669,6 +671,11 @@ static const struct {
 	{ UP("reject = redis\n"), "a", "reject", REJECT_REDIS, NULL },
 	{ UP("reject = postgres\n"), "a", "reject", REJECT_POSTGRES, NULL },
 	{ UP("reject = mysql\n"), "a", "reject", REJECT_MYSQL, NULL },
+	{ BASE, "a", "recovery_probe", BREAKER_PROBE_OFF, NULL },
+	{ UP("recovery_probe = connect\n"), "a", "recovery_probe",
+	    BREAKER_PROBE_CONNECT, NULL },
+	{ UP("recovery_probe = off\n"), "a", "recovery_probe",
+	    BREAKER_PROBE_OFF, NULL },
 
 	/* Addresses. */
 	{ BASE, "a", "listen0", 0, "127.0.0.1:8080" },
@@ -982,6 +989,8 @@ static const struct {
 	{ UP("reject = drop\n"), 4,
 	    "reject: invalid value 'drop' (expected reset, http503, redis, "
 	    "postgres or mysql)" },
+	{ UP("recovery_probe = tcp\n"), 4,
+	    "recovery_probe: invalid value 'tcp' (expected off or connect)" },
 	{ UP("reject = Redis\n"), 4,
 	    "reject: invalid value 'Redis' (expected reset, http503, redis, "
 	    "postgres or mysql)" },
@@ -1433,6 +1442,7 @@ static const struct {
 	{ "failure_on_early_close", CONFIG_SCOPE_UPSTREAM },
 	{ "slow_connect", CONFIG_SCOPE_UPSTREAM },
 	{ "reject", CONFIG_SCOPE_UPSTREAM },
+	{ "recovery_probe", CONFIG_SCOPE_UPSTREAM },
 	{ "dry_run", CONFIG_SCOPE_UPSTREAM },
 };
 
@@ -1484,7 +1494,8 @@ START_TEST(test_dump)
 	ck_assert_ptr_nonnull(strstr(out, "\nwindow = 1m\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nrecovery_jitter = 12.5%\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nrecovery_timeout_max = 10m\n"));
-	ck_assert_ptr_nonnull(strstr(out, "\nreject = reset\ndry_run = no\n"));
+	ck_assert_ptr_nonnull(strstr(out,
+	    "\nreject = reset\nrecovery_probe = off\ndry_run = no\n"));
 	free(out);
 
 	k = config_key_find("listen");
