@@ -928,8 +928,8 @@ START_TEST(sigterm_under_load)
 	took = h_now_ms() - t0;
 	h_assert(ended == TERM_RELAYS / 2, "%zu of %d relays ended", ended,
 	    TERM_RELAYS / 2);
-	h_assert(took >= 1900, "relays reset %llu ms after SIGTERM",
-	    (unsigned long long)took);
+	h_assert_between(took, 1900, 4500,
+	    "ms from SIGTERM to the reset (shutdown_timeout = 2s)");
 	st = h_daemon_wait_exit(d, H_STOP_MS);
 	hammer_stop(h);
 	h_assert(st == 0, "exit status %d after SIGTERM", st);
