@@ -224,6 +224,9 @@ START_TEST(state_forced_and_expired)
 	    "the half_open trial of db did not reach the server");
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db",
 	    "from=half_open", "to=closed");
+	/* It started half_open: it was never open in this run. */
+	h_assert(h_count_log(d, "event=state", "upstream=db", "from=open") == 0,
+	    "db went through open after the restart");
 
 	/* web's force ends when the file said, on its own. */
 	line = h_expect_log(d, 3000 + LATE_MS, "event=state", "upstream=web",
