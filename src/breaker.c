@@ -80,6 +80,10 @@ struct breaker {
 	uint64_t rejected_half_open;
 	uint64_t rejected_forced_open;
 	uint64_t opened_total;
+
+	/* The last BREAKER_HISTORY state changes, a ring; hist_n in all. */
+	struct breaker_change hist[BREAKER_HISTORY];
+	uint64_t hist_n;
 };
 
 static const char *breaker_state_names[] = { "closed", "open", "half_open",
@@ -360,6 +364,9 @@ breaker_enter(struct breaker *b, enum breaker_state to,
 	if (from == to)
 		return;
 	b->state_since_ms = now;
+	b->hist[b->hist_n % BREAKER_HISTORY] =
+	    (struct breaker_change){ now, from, to, reason };
+	b->hist_n++;
 	if (b->cb == NULL)
 		return;
 	tr.from = from;
@@ -709,7 +716,7 @@ breaker_reset(struct breaker *b, uint64_t now_ms)
 void
 breaker_snapshot(struct breaker *b, uint64_t now_ms, struct breaker_stats *st)
 {
-	unsigned steps;
+	unsigned steps, n;
 	int i;
 
 	memset(st, 0, sizeof(*st));
@@ -745,6 +752,9 @@ breaker_snapshot(struct breaker *b, uint64_t now_ms, struct breaker_stats *st)
 	st->rejected_total =
 	    b->rejected_open + b->rejected_half_open + b->rejected_forced_open;
 	st->opened_total = b->opened_total;
+	for (n = 0; n < BREAKER_HISTORY && n < b->hist_n; n++)
+		st->changes[n] = b->hist[(b->hist_n - 1 - n) % BREAKER_HISTORY];
+	st->nchanges = n;
 	breaker_unlock(b);
 }
 

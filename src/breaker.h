@@ -103,6 +103,17 @@ struct breaker_transition {
 typedef void (
     *breaker_transition_cb)(const struct breaker_transition *, void *);
 
+/* How many state changes a breaker remembers for STATS "transitions". */
+#define BREAKER_HISTORY 16
+
+/* One remembered state change. */
+struct breaker_change {
+	uint64_t at_ms; /* monotonic */
+	enum breaker_state from;
+	enum breaker_state to;
+	enum breaker_reason reason;
+};
+
 /* A consistent snapshot for stats, admin and metrics. */
 struct breaker_stats {
 	enum breaker_state state;
@@ -123,6 +134,8 @@ struct breaker_stats {
 	uint64_t rejected_half_open;
 	uint64_t rejected_forced_open;
 	uint64_t opened_total;
+	struct breaker_change changes[BREAKER_HISTORY]; /* newest first */
+	unsigned nchanges;
 };
 
 /*

@@ -199,6 +199,59 @@ START_TEST(test_error_from_errno)
 END_TEST
 
 /* A new breaker is closed, admits, and has an empty window. */
+/*
+ * STATS "transitions": the last BREAKER_HISTORY changes, newest first, each
+ * with its time and reason; older ones fall out, repeated forces are no
+ * change.
+ */
+START_TEST(test_history)
+{
+	struct breaker_conf c = conf_default();
+	struct breaker *b = mk(&c, NULL);
+	struct breaker_stats st;
+	uint64_t t = T0;
+	int i;
+
+	breaker_snapshot(b, t, &st);
+	ck_assert_uint_eq(st.nchanges, 0);
+	for (i = 0; i < 5; i++)
+		rec_fail(b, t, BREAKER_ERR_REFUSED);
+	t += 30000;
+	breaker_tick(b, t);
+	rec_ok(b, t + 1);
+	rec_ok(b, t + 2);
+	breaker_snapshot(b, t + 3, &st);
+	ck_assert_uint_eq(st.nchanges, 3);
+	ck_assert_int_eq(st.changes[0].from, BREAKER_HALF_OPEN);
+	ck_assert_int_eq(st.changes[0].to, BREAKER_CLOSED);
+	ck_assert_int_eq(st.changes[0].reason, BREAKER_REASON_SUCCESS);
+	ck_assert_uint_eq(st.changes[0].at_ms, t + 2);
+	ck_assert_int_eq(st.changes[1].to, BREAKER_HALF_OPEN);
+	ck_assert_int_eq(st.changes[1].reason, BREAKER_REASON_NONE);
+	ck_assert_uint_eq(st.changes[1].at_ms, t);
+	ck_assert_int_eq(st.changes[2].from, BREAKER_CLOSED);
+	ck_assert_int_eq(st.changes[2].to, BREAKER_OPEN);
+	ck_assert_int_eq(st.changes[2].reason, BREAKER_REASON_CONSECUTIVE);
+	ck_assert_uint_eq(st.changes[2].at_ms, T0);
+
+	/* 20 more changes: only the newest 16 are kept. */
+	for (i = 0; i < 10; i++) {
+		breaker_force_open(b, 0, t + 10 + 2 * (uint64_t)i);
+		breaker_force_open(b, 0, t + 10 + 2 * (uint64_t)i);
+		breaker_reset(b, t + 11 + 2 * (uint64_t)i);
+	}
+	breaker_snapshot(b, t + 100, &st);
+	ck_assert_uint_eq(st.nchanges, BREAKER_HISTORY);
+	ck_assert_int_eq(st.changes[0].to, BREAKER_CLOSED);
+	ck_assert_int_eq(st.changes[0].reason, BREAKER_REASON_MANUAL);
+	ck_assert_uint_eq(st.changes[0].at_ms, t + 29);
+	ck_assert_int_eq(st.changes[1].to, BREAKER_FORCED_OPEN);
+	ck_assert_uint_eq(st.changes[1].at_ms, t + 28);
+	ck_assert_uint_eq(st.changes[15].at_ms, t + 14);
+	breaker_free(b);
+}
+END_TEST
+
 START_TEST(test_new_closed)
 {
 	struct breaker_conf c = conf_default();
@@ -2300,6 +2353,7 @@ breaker_suite(void)
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_error_from_errno);
 	tcase_add_test(tc, test_new_closed);
+	tcase_add_test(tc, test_history);
 	tcase_add_test(tc, test_consecutive_threshold);
 	tcase_add_test(tc, test_success_resets_consecutive);
 	tcase_add_test(tc, test_consecutive_off);
