@@ -18,11 +18,13 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "admin.h"
 #include "daemon.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
 #include "state.h"
+#include "stats.h"
 #include "upstream.h"
 #include "util.h"
 #include "worker.h"
@@ -58,21 +60,39 @@ daemon_upstream(struct daemon *d, const char *name)
 	return NULL;
 }
 
-/* A one-line summary for the service manager: "3 upstreams, 1 open". */
-void
+/*
+ * Tell the service manager the one-line summary ("3 upstreams, 1 open, 9
+ * rejected, 2 active"), after prefix (e.g. "READY=1\n"); with no prefix,
+ * only when it changed.
+ */
+static void
 daemon_notify_status(struct daemon *d, const char *prefix)
 {
-	struct breaker_stats st;
-	unsigned open = 0;
+	struct stats_buf sb = { NULL, 0, 0 };
+	struct stats_upstream *sus;
+	uint64_t now = util_now_ms();
 	size_t i;
 
-	for (i = 0; i < d->nupstreams; i++) {
-		breaker_snapshot(d->upstreams[i]->breaker, util_now_ms(), &st);
-		if (st.state == BREAKER_OPEN || st.state == BREAKER_FORCED_OPEN)
-			open++;
-	}
-	notify_sendf("%sSTATUS=%zu upstream%s, %u open", prefix, d->nupstreams,
-	    d->nupstreams == 1 ? "" : "s", open);
+	sus = xcalloc(d->nupstreams == 0 ? 1 : d->nupstreams, sizeof(*sus));
+	for (i = 0; i < d->nupstreams; i++)
+		upstream_snapshot(d->upstreams[i], now, 0, &sus[i]);
+	stats_status_line(&sb, sus, d->nupstreams);
+	free(sus);
+	if (*prefix != '\0' || d->status == NULL ||
+	    strcmp(d->status, sb.p) != 0)
+		notify_sendf("%sSTATUS=%s", prefix, sb.p);
+	free(d->status);
+	d->status = sb.p;
+}
+
+/* The upstreams the admin endpoint shows: the running set. */
+static struct upstream *const *
+daemon_admin_upstreams(void *arg, size_t *n)
+{
+	struct daemon *d = arg;
+
+	*n = d->nupstreams;
+	return d->upstreams;
 }
 
 /* Write every running upstream's state to state_file: 0 or -1 + *cause. */
@@ -533,6 +553,7 @@ daemon_reload(struct daemon *d)
 	d->upstreams = ups;
 	d->nupstreams = conf->nupstreams;
 	d->conf = conf;
+	admin_set_token(d->admin, conf->admin_token);
 	free(created);
 	log_init(d->log_level_override >= 0
 		? (enum log_level)d->log_level_override
@@ -683,6 +704,8 @@ daemon_summary_cb(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; i < d->nupstreams; i++)
 		upstream_log_summary_flush(d->upstreams[i], now);
 	daemon_retired_collect(d);
+	/* The counters in STATUS= move without a transition. */
+	daemon_notify_status(d, "");
 }
 
 /*
@@ -826,11 +849,6 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	    PACKAGE_VERSION, d->nworkers, conf->nupstreams);
 	daemon_config_check_mode(conf, path);
 
-	if (conf->admin_enabled)
-		log_warnx("event=admin addr=%s error=\"the admin endpoint is "
-			  "not "
-			  "available in this release\"",
-		    conf->admin.text);
 	daemon_make_upstreams(d, now);
 	d->state_ev = evtimer_new(d->base, daemon_state_cb, d);
 	d->state_retry_ms = DAEMON_STATE_RETRY_MS;
@@ -845,6 +863,10 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 			goto fail;
 	}
 	if (daemon_bind(d, cause) != 0)
+		goto fail;
+	if (conf->admin_enabled &&
+	    (d->admin = admin_new(d->base, &conf->admin, conf->admin_token,
+		 d->start_ms, daemon_admin_upstreams, d, cause)) == NULL)
 		goto fail;
 	for (j = 0; j < d->nlisteners; j++)
 		for (i = 0; i < d->nworkers; i++)
@@ -968,6 +990,7 @@ daemon_free(struct daemon *d)
 		d->retired = rt->next;
 		daemon_retired_free(rt);
 	}
+	admin_free(d->admin);
 	for (j = 0; j < d->nlisteners; j++)
 		listener_free(d->listeners[j]);
 	free(d->listeners);
@@ -1002,5 +1025,6 @@ daemon_free(struct daemon *d)
 	if (d->base != NULL)
 		event_base_free(d->base);
 	config_free(d->conf);
+	free(d->status);
 	free(d);
 }

@@ -12,6 +12,7 @@
 
 #include "config.h"
 
+struct admin;
 struct event;
 struct event_base;
 struct listener;
@@ -77,6 +78,9 @@ struct daemon {
 	_Atomic unsigned reload_pending; /* workers yet to apply it */
 	struct event *reload_done_ev;
 	struct daemon_retired *retired;
+
+	struct admin *admin; /* NULL: admin is off */
+	char *status;	     /* the last STATUS= text sent */
 };
 
 /*
@@ -90,8 +94,6 @@ int daemon_start(struct daemon **, struct config *, const char *path,
 int daemon_run(struct daemon *);
 void daemon_free(struct daemon *);
 
-/* Tell the service manager (prefix, e.g. "READY=1\n") and the status. */
-void daemon_notify_status(struct daemon *, const char *prefix);
 /* Find a running upstream by name. */
 struct upstream *daemon_upstream(struct daemon *, const char *);
 

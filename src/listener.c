@@ -104,6 +104,15 @@ listener_socket(const struct addr *a, bool reuseport, bool do_listen,
 	return fd;
 }
 
+/* One plain listening socket (the admin endpoint's); -1 with *cause. */
+int
+listener_bind(const struct addr *a, char **cause)
+{
+	if (a->family == AF_UNIX)
+		listener_unlink_stale(a);
+	return listener_socket(a, false, true, cause);
+}
+
 /*
  * Bind and listen on an address. A TCP address gets one socket per worker
  * (SO_REUSEPORT): the kernel spreads new clients evenly over the workers,

@@ -41,6 +41,8 @@ struct listener {
 	unsigned nslots;
 };
 
+/* One plain listening socket, stale unix file removed; -1 with *cause. */
+int listener_bind(const struct addr *, char **cause);
 /* Bind and listen; -1 with *cause on failure. */
 struct listener *listener_open(const struct addr *, struct upstream *,
     unsigned nworkers, char **cause);

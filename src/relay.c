@@ -108,7 +108,8 @@ struct relay {
 	bool outcome_pending; /* attempt not yet recorded */
 	bool server_spoke;    /* the server has sent a byte */
 	bool counted_active;
-	uint64_t start_ms; /* connect began */
+	uint64_t start_ms;   /* connect began */
+	uint64_t connect_us; /* connect() called, for the histogram */
 	uint64_t connected_ms;
 	uint64_t last_active_ms;
 	uint32_t queued; /* kernel send queues at the last look */
@@ -725,6 +726,7 @@ relay_connected(struct relay *r, uint64_t now)
 	struct event_base *base = r->w->base;
 	uint64_t took = now - r->start_ms;
 
+	upstream_count_connect(r->up, r->w->id, util_now_us() - r->connect_us);
 	r->connected_ms = now;
 	r->last_active_ms = now;
 	r->queued = RELAY_QUEUED_UNKNOWN;
@@ -843,6 +845,7 @@ relay_connect(struct relay *r)
 	event_assign(&r->sev_r, base, r->sfd, EV_READ | EV_PERSIST,
 	    relay_server_read_cb, r);
 	event_assign(&r->sev_w, base, r->sfd, EV_WRITE, relay_connect_cb, r);
+	r->connect_us = util_now_us();
 	if (connect(r->sfd, (const struct sockaddr *)&sa->ss, sa->len) == 0) {
 		relay_connected(r, util_now_ms());
 		return 0;

@@ -217,17 +217,39 @@ upstream_set_conf(struct upstream *up, const struct config *conf,
 	breaker_reconfigure(up->breaker, &uc->breaker, now);
 }
 
-/* Sum one counter over the workers. */
-uint64_t
-upstream_counter_sum(struct upstream *up, enum upstream_counter c)
+/* Take the upstream's figures for rendering (see upstream.h). */
+void
+upstream_snapshot(struct upstream *up, uint64_t now, int64_t wall_offset_ms,
+    struct stats_upstream *su)
 {
-	uint64_t sum = 0;
-	unsigned i;
+	const struct upstream_conf *uc = upstream_conf(up);
+	struct upstream *backup = upstream_backup(up);
+	struct breaker_stats st;
+	unsigned w, k;
 
-	for (i = 0; i < up->ncounters; i++)
-		sum += atomic_load_explicit(&up->counters[i].v[c],
-		    memory_order_relaxed);
-	return sum;
+	memset(su, 0, sizeof(*su));
+	breaker_snapshot(up->breaker, now, &st);
+	stats_from_breaker(su, &st, wall_offset_ms);
+	su->name = up->name;
+	su->listen = uc->listen;
+	su->nlisten = uc->nlisten;
+	su->server = uc->server.text;
+	su->backup = backup != NULL ? backup->name : NULL;
+	for (w = 0; w < up->ncounters; w++) {
+		struct upstream_counters *c = &up->counters[w];
+
+		for (k = 0; k < UC_COUNT; k++)
+			if (!stats_counters[k].from_breaker)
+				su->v[k] += atomic_load_explicit(&c->v[k],
+				    memory_order_relaxed);
+		for (k = 0; k <= STATS_HIST_BUCKETS; k++)
+			su->hist[k] += atomic_load_explicit(&c->hist[k],
+			    memory_order_relaxed);
+		su->hist_sum_us +=
+		    atomic_load_explicit(&c->hist_sum_us, memory_order_relaxed);
+	}
+	su->v[UC_active_connections] =
+	    atomic_load_explicit(&up->active, memory_order_relaxed);
 }
 
 /*

@@ -14,6 +14,7 @@
 
 #include "breaker.h"
 #include "config.h"
+#include "stats.h"
 
 struct event;
 struct event_base;
@@ -31,32 +32,22 @@ enum upstream_log_kind {
 };
 
 /*
- * Counters kept per upstream, once: this list feeds the struct, the sums and
- * (later) the JSON and Prometheus output.
- */
-#define UPSTREAM_COUNTERS(X)                                                   \
-	X(connections_total)                                                   \
-	X(rejected_overload_total)                                             \
-	X(failover_total)                                                      \
-	X(bytes_sent_total)                                                    \
-	X(bytes_received_total)
-
-/* clang-format off */
-enum upstream_counter {
-#define UPSTREAM_COUNTER_ENUM(name) UC_##name,
-	UPSTREAM_COUNTERS(UPSTREAM_COUNTER_ENUM)
-#undef UPSTREAM_COUNTER_ENUM
-	UC_COUNT
-};
-/* clang-format on */
-
-/*
  * One worker's share of the counters. Only that worker writes it (relaxed
  * load+store, no locked instruction on the data path); readers sum them.
  */
 struct upstream_counters {
-	_Atomic uint64_t v[UC_COUNT];
+	_Atomic uint64_t v[UC_COUNT]; /* the WK rows of STATS_COUNTERS */
+	_Atomic uint64_t hist[STATS_HIST_BUCKETS + 1]; /* connect durations */
+	_Atomic uint64_t hist_sum_us;
 } __attribute__((aligned(64)));
+
+struct upstream;
+
+/*
+ * News for the owner, on the main thread: the breaker may have changed state
+ * (it runs after every transition and every breaker timer).
+ */
+typedef void (*upstream_change_cb)(struct upstream *, void *);
 
 struct upstream {
 	char name[UPSTREAM_NAME_MAX + 1];
@@ -124,7 +115,29 @@ upstream_count(struct upstream *up, unsigned w, enum upstream_counter c,
 	    memory_order_relaxed);
 }
 
-uint64_t upstream_counter_sum(struct upstream *, enum upstream_counter);
+/* Count one established connect that took us microseconds, from worker w. */
+static inline void
+upstream_count_connect(struct upstream *up, unsigned w, uint64_t us)
+{
+	struct upstream_counters *c = &up->counters[w];
+	_Atomic uint64_t *p = &c->hist[stats_hist_bucket(us)];
+
+	atomic_store_explicit(p,
+	    atomic_load_explicit(p, memory_order_relaxed) + 1,
+	    memory_order_relaxed);
+	atomic_store_explicit(&c->hist_sum_us,
+	    atomic_load_explicit(&c->hist_sum_us, memory_order_relaxed) + us,
+	    memory_order_relaxed);
+}
+
+/*
+ * Take the upstream's figures for rendering: the breaker's under its lock,
+ * the workers' counters summed. Strings point into the running config, so
+ * render before the main loop turns again. wall_offset_ms: see
+ * stats_from_breaker().
+ */
+void upstream_snapshot(struct upstream *, uint64_t now_ms,
+    int64_t wall_offset_ms, struct stats_upstream *);
 
 /* May this reject get its own log line (else it is summed)? */
 bool upstream_log_allowed(struct upstream *, enum upstream_log_kind,

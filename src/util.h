@@ -11,6 +11,7 @@ struct timeval;
 #define CP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 uint64_t util_now_ms(void);
+uint64_t util_now_us(void);
 const char *util_errno_name(int);
 uint64_t util_wall_ms(void);
 const char *util_fmt_secs(char *, size_t, int64_t);

@@ -1361,7 +1361,10 @@ h_daemon_notified(struct h_daemon *d, const char *what)
 	return h_count_notify(d, 0, what) > 0;
 }
 
-/* Does a notify line match: equal, or starting with a pattern ending '='? */
+/*
+ * Does a notify line match: equal, or starting with a pattern ending '=',
+ * or with a pattern ending '*' (without the '*')?
+ */
 static bool
 h_note_matches(const char *line, const char *what)
 {
@@ -1369,6 +1372,8 @@ h_note_matches(const char *line, const char *what)
 
 	if (len > 0 && what[len - 1] == '=')
 		return strncmp(line, what, len) == 0;
+	if (len > 0 && what[len - 1] == '*')
+		return strncmp(line, what, len - 1) == 0;
 	return strcmp(line, what) == 0;
 }
 

@@ -130,7 +130,8 @@ struct h_daemon *h_daemon_start_opts_args(const char *, const struct h_opts *,
 /*
  * sd_notify: every line of every datagram on the test's NOTIFY_SOCKET is
  * recorded in order, by a thread of its own. A pattern matches a line
- * equal to it, or, when it ends in '=', any line it starts ("STATUS=").
+ * equal to it, or, when it ends in '=', any line it starts ("STATUS="), or,
+ * when it ends in '*', any line the rest starts ("STATUS=1 upstream, 0 open,*").
  */
 bool h_daemon_notified(struct h_daemon *, const char *);
 size_t h_notify_mark(struct h_daemon *);

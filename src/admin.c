@@ -1,0 +1,817 @@
+/*
+ * The admin HTTP endpoint (SPEC.md section 7) on evhttp, in the main
+ * thread. A request takes a snapshot of every upstream (the breaker's lock
+ * for a copy, the workers' counters by relaxed loads) and renders it with
+ * no lock held, so a scrape never holds up a worker.
+ *
+ * Bounds: headers and bodies are capped by evhttp; every connection has a
+ * deadline by which its (next) request must be complete, so a slow or
+ * silent client is cut off; at ADMIN_MAX_CONNECTIONS open connections the
+ * listener stops accepting (new clients wait in the backlog) until one
+ * closes.
+ */
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+
+#include "admin.h"
+#include "admin_page.h"
+#include "listener.h"
+#include "log.h"
+#include "stats.h"
+#include "upstream.h"
+#include "util.h"
+
+#define ADMIN_MAX_CONNECTIONS 64
+#define ADMIN_MAX_HEADERS 8192
+#define ADMIN_MAX_BODY 1024
+#define ADMIN_DEADLINE_MS 5000 /* to send a whole request, or idle between */
+#define ADMIN_PAUSE_MS 100     /* out of descriptors: accept again after */
+
+/*
+ * One admin connection. evhttp owns it; we learn of it when evhttp asks for
+ * its bufferevent, take hold of the evhttp connection once the accept has
+ * finished (adopt), and hear of its end by the close callback.
+ */
+struct admin_conn {
+	TAILQ_ENTRY(admin_conn) entry;
+	struct admin *admin;
+	struct bufferevent *bev;	 /* held until adopted */
+	struct evhttp_connection *evcon; /* once adopted */
+	struct event *deadline;
+};
+
+struct admin {
+	struct event_base *base;
+	struct evhttp *http;
+	struct evconnlistener *listener;
+	struct addr addr;
+	char *token; /* NULL: none */
+	uint64_t start_ms;
+	admin_upstreams_cb upstreams;
+	void *upstreams_arg;
+
+	TAILQ_HEAD(, admin_conn) conns;
+	unsigned nconns;
+	bool full;   /* listener off: ADMIN_MAX_CONNECTIONS reached */
+	bool paused; /* listener off: out of descriptors */
+	struct event *adopt_ev;
+	struct event *resume_ev;
+	uint64_t error_logged_s;
+};
+
+/* The routes of SPEC.md 7. */
+enum admin_route {
+	ADMIN_NONE,
+	ADMIN_PAGE,
+	ADMIN_HEALTH,
+	ADMIN_STATS,
+	ADMIN_STATS_ONE,
+	ADMIN_METRICS,
+	ADMIN_FORCE_OPEN,
+	ADMIN_FORCE_CLOSED,
+	ADMIN_RESET_ONE,
+	ADMIN_RESET_ALL,
+};
+
+/* Turn the listener on or off as the cap and the pause say. */
+static void
+admin_listener_update(struct admin *a)
+{
+	if (a->listener == NULL)
+		return;
+	if (a->full || a->paused)
+		evconnlistener_disable(a->listener);
+	else
+		evconnlistener_enable(a->listener);
+}
+
+/* Forget a connection that has ended. */
+static void
+admin_conn_free(struct admin_conn *c)
+{
+	struct admin *a = c->admin;
+
+	TAILQ_REMOVE(&a->conns, c, entry);
+	a->nconns--;
+	if (c->bev != NULL)
+		bufferevent_decref(c->bev);
+	if (c->deadline != NULL)
+		event_free(c->deadline);
+	free(c);
+	if (a->full && a->nconns < ADMIN_MAX_CONNECTIONS) {
+		a->full = false;
+		admin_listener_update(a);
+	}
+}
+
+/* evhttp is closing a connection. */
+static void
+admin_conn_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct admin_conn *c = arg;
+
+	(void)evcon;
+	admin_conn_free(c);
+}
+
+/* A connection's request did not come in time: close it. */
+static void
+admin_conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin_conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	/* Calls admin_conn_closed_cb, which frees c. */
+	evhttp_connection_free(c->evcon);
+}
+
+/* Give a connection ADMIN_DEADLINE_MS from now for its next request. */
+static void
+admin_conn_arm(struct admin_conn *c)
+{
+	struct timeval tv;
+
+	evtimer_add(c->deadline, util_timeval(&tv, ADMIN_DEADLINE_MS));
+}
+
+/*
+ * evhttp wants a bufferevent for a new connection: make it, count the
+ * connection, and adopt it once the accept is done. A reference keeps the
+ * bufferevent ours to look at until then, even if evhttp drops it at once.
+ */
+static struct bufferevent *
+admin_bev_cb(struct event_base *base, void *arg)
+{
+	struct admin *a = arg;
+	struct admin_conn *c;
+	struct bufferevent *bev;
+
+	bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		return NULL;
+	c = xcalloc(1, sizeof(*c));
+	c->admin = a;
+	c->bev = bev;
+	bufferevent_incref(bev);
+	TAILQ_INSERT_TAIL(&a->conns, c, entry);
+	if (++a->nconns >= ADMIN_MAX_CONNECTIONS && !a->full) {
+		a->full = true;
+		admin_listener_update(a);
+	}
+	event_active(a->adopt_ev, EV_TIMEOUT, 0);
+	return bev;
+}
+
+/*
+ * After the accept: find each new connection's evhttp connection (the
+ * argument evhttp gives its bufferevent callbacks) to hear of its close and
+ * to give it a deadline. One evhttp already dropped has no callbacks left.
+ */
+static void
+admin_adopt_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin *a = arg;
+	struct admin_conn *c, *next;
+	bufferevent_event_cb ecb;
+	void *cbarg;
+
+	(void)fd;
+	(void)what;
+	for (c = TAILQ_FIRST(&a->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, entry);
+		if (c->bev == NULL)
+			continue;
+		bufferevent_getcb(c->bev, NULL, NULL, &ecb, &cbarg);
+		if (ecb == NULL || cbarg == NULL ||
+		    evhttp_connection_get_bufferevent(cbarg) != c->bev) {
+			admin_conn_free(c);
+			continue;
+		}
+		c->evcon = cbarg;
+		evhttp_connection_set_closecb(c->evcon, admin_conn_closed_cb,
+		    c);
+		c->deadline = evtimer_new(a->base, admin_conn_deadline_cb, c);
+		admin_conn_arm(c);
+		bufferevent_decref(c->bev);
+		c->bev = NULL;
+	}
+}
+
+/* Out of descriptors for a while: accept again. */
+static void
+admin_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin *a = arg;
+
+	(void)fd;
+	(void)what;
+	a->paused = false;
+	admin_listener_update(a);
+}
+
+/*
+ * accept() failed. Out of descriptors, the listening socket stays readable:
+ * stop watching it for a moment rather than spin (SPEC.md 8).
+ */
+static void
+admin_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct admin *a = arg;
+	struct timeval tv;
+	int error = errno;
+	uint64_t now = util_now_ms();
+
+	(void)l;
+	if (now / 1000 != a->error_logged_s) {
+		a->error_logged_s = now / 1000;
+		log_warnx("event=admin_accept_error addr=%s error=%s",
+		    a->addr.text, util_errno_name(error));
+	}
+	a->paused = true;
+	admin_listener_update(a);
+	evtimer_add(a->resume_ev, util_timeval(&tv, ADMIN_PAUSE_MS));
+}
+
+/* Compare a request's Authorization with the token in constant time. */
+static bool
+admin_token_ok(const char *token, const char *auth)
+{
+	size_t n, m, i;
+	unsigned diff;
+
+	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+		return false;
+	auth += 7;
+	while (*auth == ' ')
+		auth++;
+	n = strlen(token);
+	m = strlen(auth);
+	/* Every byte of the token is looked at, whatever matches. */
+	diff = n != m;
+	for (i = 0; i < n; i++)
+		diff |= (unsigned char)token[i] ^
+		    (unsigned char)auth[m != 0 ? i % m : 0];
+	return diff == 0;
+}
+
+/* Send a reply with a body, and the headers every reply has. */
+static void
+admin_send(struct evhttp_request *req, int code, const char *reason,
+    const char *type, struct evbuffer *body)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	char len[32];
+
+	evhttp_add_header(h, "Content-Type", type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		/* evhttp would send the body: the length only. */
+		snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
+		evhttp_add_header(h, "Content-Length", len);
+		body = NULL;
+	}
+	evhttp_send_reply(req, code, reason, body);
+}
+
+/* Send a short text/plain reply. */
+static void admin_send_text(struct evhttp_request *req, int code,
+    const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void
+admin_send_text(struct evhttp_request *req, int code, const char *reason,
+    const char *fmt, ...)
+{
+	struct evbuffer *body = evbuffer_new();
+	va_list ap;
+
+	if (body == NULL) {
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(body, fmt, ap);
+	va_end(ap);
+	admin_send(req, code, reason, "text/plain; charset=utf-8", body);
+	evbuffer_free(body);
+}
+
+/* Free a rendered buffer once evhttp has sent it. */
+static void
+admin_buf_cleanup(const void *data, size_t len, void *arg)
+{
+	(void)len;
+	(void)arg;
+	free((void *)data);
+}
+
+/* Send a rendered buffer (taken over) as the body. */
+static void
+admin_send_buf(struct evhttp_request *req, const char *type,
+    struct stats_buf *sb)
+{
+	struct evbuffer *body = evbuffer_new();
+
+	if (body == NULL ||
+	    evbuffer_add_reference(body, sb->p, sb->len, admin_buf_cleanup,
+		NULL) != 0) {
+		stats_buf_free(sb);
+		if (body != NULL)
+			evbuffer_free(body);
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	sb->p = NULL;
+	sb->len = sb->cap = 0;
+	admin_send(req, 200, "OK", type, body);
+	evbuffer_free(body);
+}
+
+/*
+ * Copy out every upstream's figures (the only part that takes locks); the
+ * caller renders from the copy and frees it.
+ */
+static struct stats_upstream *
+admin_snapshot(struct admin *a, size_t *np)
+{
+	struct upstream *const *ups;
+	struct stats_upstream *sus;
+	uint64_t now = util_now_ms();
+	int64_t offset;
+	size_t i, n;
+
+	offset = (int64_t)util_wall_ms() - (int64_t)now;
+	ups = a->upstreams(a->upstreams_arg, &n);
+	sus = xcalloc(n == 0 ? 1 : n, sizeof(*sus));
+	for (i = 0; i < n; i++)
+		upstream_snapshot(ups[i], now, offset, &sus[i]);
+	*np = n;
+	return sus;
+}
+
+/* The daemon-wide fields. */
+static struct stats_info
+admin_info(struct admin *a)
+{
+	struct stats_info info;
+
+	info.version = PACKAGE_VERSION;
+	info.uptime_ms = util_now_ms() - a->start_ms;
+	return info;
+}
+
+/* Find a running upstream by name. */
+static struct upstream *
+admin_find(struct admin *a, const char *name)
+{
+	struct upstream *const *ups;
+	size_t i, n;
+
+	ups = a->upstreams(a->upstreams_arg, &n);
+	for (i = 0; i < n; i++)
+		if (strcmp(ups[i]->name, name) == 0)
+			return ups[i];
+	return NULL;
+}
+
+/* GET /stats: every upstream. */
+static void
+admin_stats(struct admin *a, struct evhttp_request *req)
+{
+	struct stats_buf sb = { NULL, 0, 0 };
+	struct stats_info info = admin_info(a);
+	struct stats_upstream *sus;
+	size_t n;
+
+	sus = admin_snapshot(a, &n);
+	stats_json(&sb, &info, sus, n);
+	free(sus);
+	admin_send_buf(req, "application/json", &sb);
+}
+
+/* Reply with one upstream's STATS. */
+static void
+admin_stats_upstream(struct admin *a, struct evhttp_request *req,
+    struct upstream *up)
+{
+	struct stats_buf sb = { NULL, 0, 0 };
+	struct stats_upstream su;
+	uint64_t now = util_now_ms();
+
+	(void)a;
+	upstream_snapshot(up, now,
+	    (int64_t)util_wall_ms() - (int64_t)now, &su);
+	stats_json_upstream(&sb, &su);
+	stats_buf_printf(&sb, "\n");
+	admin_send_buf(req, "application/json", &sb);
+}
+
+/* GET /metrics. */
+static void
+admin_metrics(struct admin *a, struct evhttp_request *req)
+{
+	struct stats_buf sb = { NULL, 0, 0 };
+	struct stats_info info = admin_info(a);
+	struct stats_upstream *sus;
+	size_t n;
+
+	sus = admin_snapshot(a, &n);
+	stats_prometheus(&sb, &info, sus, n);
+	free(sus);
+	admin_send_buf(req, "text/plain; version=0.0.4; charset=utf-8", &sb);
+}
+
+/* The client's address, for the log line of a manual action. */
+static const char *
+admin_client(struct evhttp_request *req, char *buf, size_t len)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	const struct sockaddr *sa;
+
+	sa = evcon != NULL ? evhttp_connection_get_addr(evcon) : NULL;
+	if (sa == NULL)
+		return "unknown";
+	return addr_format(sa,
+	    sa->sa_family == AF_INET6	   ? sizeof(struct sockaddr_in6)
+		: sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+					   : sizeof(sa_family_t),
+	    buf, len);
+}
+
+/*
+ * POST /upstreams/NAME/force-open|force-closed|reset: apply, log, and reply
+ * with the STATS after the change. ?for=DURATION gives a force a lifetime.
+ */
+static void
+admin_override(struct admin *a, struct evhttp_request *req,
+    enum admin_route route, const char *name)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *query = evhttp_uri_get_query(uri), *action, *v = NULL;
+	struct evkeyvalq params;
+	struct upstream *up;
+	uint64_t lifetime = 0, now;
+	char *cause = NULL, client[ADDR_TEXT_MAX + 8], d[32];
+
+	if ((up = admin_find(a, name)) == NULL) {
+		admin_send_text(req, 404, "Not Found", "unknown upstream\n");
+		return;
+	}
+	TAILQ_INIT(&params);
+	if (query != NULL && evhttp_parse_query_str(query, &params) != 0) {
+		admin_send_text(req, 400, "Bad Request", "bad query string\n");
+		return;
+	}
+	v = evhttp_find_header(&params, "for");
+	if (v != NULL && route != ADMIN_RESET_ONE) {
+		if (parse_duration(v, &lifetime, &cause) != 0 ||
+		    lifetime == 0) {
+			admin_send_text(req, 400, "Bad Request", "for: %s\n",
+			    cause != NULL ? cause
+					  : "a duration above 0, e.g. 30s");
+			free(cause);
+			evhttp_clear_headers(&params);
+			return;
+		}
+	}
+	evhttp_clear_headers(&params);
+
+	now = util_now_ms();
+	switch (route) {
+	case ADMIN_FORCE_OPEN:
+		action = "force-open";
+		breaker_force_open(up->breaker, lifetime, now);
+		break;
+	case ADMIN_FORCE_CLOSED:
+		action = "force-closed";
+		breaker_force_closed(up->breaker, lifetime, now);
+		break;
+	default:
+		action = "reset";
+		lifetime = 0;
+		breaker_reset(up->breaker, now);
+		break;
+	}
+	log_notice("event=admin action=%s upstream=%s for=%s client=%s", action,
+	    up->name,
+	    lifetime != 0 ? format_duration(lifetime, d, sizeof(d)) : "none",
+	    admin_client(req, client, sizeof(client)));
+	/* A new lifetime may end sooner than the armed timer. */
+	upstream_tick_schedule(up);
+	admin_stats_upstream(a, req, up);
+}
+
+/* POST /reset: every upstream back to closed. */
+static void
+admin_reset_all(struct admin *a, struct evhttp_request *req)
+{
+	struct upstream *const *ups;
+	char client[ADDR_TEXT_MAX + 8];
+	uint64_t now = util_now_ms();
+	size_t i, n;
+
+	ups = a->upstreams(a->upstreams_arg, &n);
+	log_notice("event=admin action=reset_all upstreams=%zu client=%s", n,
+	    admin_client(req, client, sizeof(client)));
+	for (i = 0; i < n; i++) {
+		breaker_reset(ups[i]->breaker, now);
+		upstream_tick_schedule(ups[i]);
+	}
+	admin_stats(a, req);
+}
+
+/* GET /: the status page, with a fresh nonce for its CSP. */
+static void
+admin_page(struct evhttp_request *req)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	struct evbuffer *body;
+	char nonce[64], csp[512];
+
+	body = evbuffer_new();
+	if (body == NULL ||
+	    admin_page_render(body, nonce, sizeof(nonce)) != 0) {
+		if (body != NULL)
+			evbuffer_free(body);
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	snprintf(csp, sizeof(csp),
+	    "default-src 'none'; script-src 'nonce-%s'; style-src "
+	    "'nonce-%s'; connect-src 'self'; img-src data:; base-uri "
+	    "'none'; form-action 'none'; frame-ancestors 'none'",
+	    nonce, nonce);
+	evhttp_add_header(h, "Content-Security-Policy", csp);
+	evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+	evhttp_add_header(h, "X-Frame-Options", "DENY");
+	admin_send(req, 200, "OK", "text/html; charset=utf-8", body);
+	evbuffer_free(body);
+}
+
+/*
+ * Map a path to its route; *name gets the upstream name of a per-upstream
+ * route (pointing into name_buf).
+ */
+static enum admin_route
+admin_route_find(const char *path, char *name_buf, size_t len,
+    const char **name)
+{
+	static const struct {
+		const char *action;
+		enum admin_route route;
+	} actions[] = {
+		{ "force-open", ADMIN_FORCE_OPEN },
+		{ "force-closed", ADMIN_FORCE_CLOSED },
+		{ "reset", ADMIN_RESET_ONE },
+	};
+	const char *rest, *slash;
+	size_t i, n;
+
+	*name = NULL;
+	if (strcmp(path, "/") == 0)
+		return ADMIN_PAGE;
+	if (strcmp(path, "/health") == 0)
+		return ADMIN_HEALTH;
+	if (strcmp(path, "/stats") == 0)
+		return ADMIN_STATS;
+	if (strcmp(path, "/metrics") == 0)
+		return ADMIN_METRICS;
+	if (strcmp(path, "/reset") == 0)
+		return ADMIN_RESET_ALL;
+	if (strncmp(path, "/stats/", 7) == 0) {
+		rest = path + 7;
+		n = strlen(rest);
+		if (n == 0 || n >= len || strchr(rest, '/') != NULL)
+			return ADMIN_NONE;
+		memcpy(name_buf, rest, n + 1);
+		*name = name_buf;
+		return ADMIN_STATS_ONE;
+	}
+	if (strncmp(path, "/upstreams/", 11) == 0) {
+		rest = path + 11;
+		if ((slash = strchr(rest, '/')) == NULL)
+			return ADMIN_NONE;
+		n = (size_t)(slash - rest);
+		if (n == 0 || n >= len)
+			return ADMIN_NONE;
+		for (i = 0; i < CP_ARRAY_LEN(actions); i++)
+			if (strcmp(slash + 1, actions[i].action) == 0) {
+				memcpy(name_buf, rest, n);
+				name_buf[n] = '\0';
+				*name = name_buf;
+				return actions[i].route;
+			}
+	}
+	return ADMIN_NONE;
+}
+
+/* Every request: authorize, route, check the method, answer. */
+static void
+admin_request_cb(struct evhttp_request *req, void *arg)
+{
+	struct admin *a = arg;
+	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct admin_conn *c;
+	const char *path, *name, *auth;
+	char name_buf[UPSTREAM_NAME_MAX + 2], *decoded;
+	enum admin_route route;
+	bool get, open_route;
+	struct upstream *up;
+
+	/* Its request is in: give the connection time for the next one. */
+	TAILQ_FOREACH(c, &a->conns, entry)
+	if (c->evcon == evcon && c->deadline != NULL) {
+		admin_conn_arm(c);
+		break;
+	}
+
+	path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+	if (path == NULL || *path == '\0')
+		path = "/";
+	decoded = evhttp_uridecode(path, 0, NULL);
+	if (decoded == NULL) {
+		admin_send_text(req, 400, "Bad Request", "bad path\n");
+		return;
+	}
+	route = admin_route_find(decoded, name_buf, sizeof(name_buf), &name);
+	get = route == ADMIN_PAGE || route == ADMIN_HEALTH ||
+	    route == ADMIN_STATS || route == ADMIN_STATS_ONE ||
+	    route == ADMIN_METRICS;
+
+	/* Liveness probes and the page (which holds no data) need no token. */
+	open_route = route == ADMIN_HEALTH ||
+	    (route == ADMIN_PAGE &&
+		(method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD));
+	auth = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Authorization");
+	if (a->token != NULL && !open_route &&
+	    !admin_token_ok(a->token, auth)) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "WWW-Authenticate", "Bearer realm=\"circuitproxyd\"");
+		admin_send_text(req, 401, "Unauthorized",
+		    "a bearer token is needed (admin_token)\n");
+		goto out;
+	}
+	if (route == ADMIN_NONE) {
+		admin_send_text(req, 404, "Not Found", "no such route\n");
+		goto out;
+	}
+	if (get && method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Allow", "GET, HEAD");
+		admin_send_text(req, 405, "Method Not Allowed",
+		    "use GET or HEAD\n");
+		goto out;
+	}
+	if (!get && method != EVHTTP_REQ_POST) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Allow", "POST");
+		admin_send_text(req, 405, "Method Not Allowed", "use POST\n");
+		goto out;
+	}
+
+	switch (route) {
+	case ADMIN_PAGE:
+		admin_page(req);
+		break;
+	case ADMIN_HEALTH:
+		admin_send_text(req, 200, "OK", "ok\n");
+		break;
+	case ADMIN_STATS:
+		admin_stats(a, req);
+		break;
+	case ADMIN_STATS_ONE:
+		if ((up = admin_find(a, name)) == NULL)
+			admin_send_text(req, 404, "Not Found",
+			    "unknown upstream\n");
+		else
+			admin_stats_upstream(a, req, up);
+		break;
+	case ADMIN_METRICS:
+		admin_metrics(a, req);
+		break;
+	case ADMIN_FORCE_OPEN:
+	case ADMIN_FORCE_CLOSED:
+	case ADMIN_RESET_ONE:
+		admin_override(a, req, route, name);
+		break;
+	case ADMIN_RESET_ALL:
+		admin_reset_all(a, req);
+		break;
+	default:
+		break;
+	}
+out:
+	free(decoded);
+}
+
+/* Bind the admin address and start serving. */
+struct admin *
+admin_new(struct event_base *base, const struct addr *addr, const char *token,
+    uint64_t start_ms, admin_upstreams_cb upstreams, void *arg, char **cause)
+{
+	struct evhttp_bound_socket *bound;
+	struct admin *a;
+	char *why = NULL;
+	int fd;
+
+	a = xcalloc(1, sizeof(*a));
+	a->base = base;
+	a->addr = *addr;
+	a->token = token != NULL ? xstrdup(token) : NULL;
+	a->start_ms = start_ms;
+	a->upstreams = upstreams;
+	a->upstreams_arg = arg;
+	TAILQ_INIT(&a->conns);
+	a->adopt_ev = event_new(base, -1, 0, admin_adopt_cb, a);
+	a->resume_ev = evtimer_new(base, admin_resume_cb, a);
+	a->http = evhttp_new(base);
+	if (a->http == NULL || a->adopt_ev == NULL || a->resume_ev == NULL) {
+		xasprintf(cause, "admin %s: out of memory", addr->text);
+		admin_free(a);
+		return NULL;
+	}
+	evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS);
+	evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY);
+	evhttp_set_timeout(a->http, ADMIN_DEADLINE_MS / 1000);
+	/* Every method reaches us, so a wrong one gets 405, not 501. */
+	evhttp_set_allowed_methods(a->http,
+	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+		EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+		EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	evhttp_set_gencb(a->http, admin_request_cb, a);
+	evhttp_set_bevcb(a->http, admin_bev_cb, a);
+
+	if ((fd = listener_bind(addr, &why)) == -1) {
+		xasprintf(cause, "admin %s", why);
+		free(why);
+		admin_free(a);
+		return NULL;
+	}
+	bound = evhttp_accept_socket_with_handle(a->http, fd);
+	if (bound == NULL) {
+		close(fd);
+		xasprintf(cause, "admin %s: cannot serve", addr->text);
+		admin_free(a);
+		return NULL;
+	}
+	a->listener = evhttp_bound_socket_get_listener(bound);
+	evconnlistener_set_error_cb(a->listener, admin_accept_error_cb);
+	log_info("event=admin addr=%s token=%s", addr->text,
+	    token != NULL ? "yes" : "no");
+	return a;
+}
+
+/* Take a reloaded admin_token. */
+void
+admin_set_token(struct admin *a, const char *token)
+{
+	if (a == NULL)
+		return;
+	free(a->token);
+	a->token = token != NULL ? xstrdup(token) : NULL;
+}
+
+/* Close everything: connections, the socket (and its file). */
+void
+admin_free(struct admin *a)
+{
+	struct admin_conn *c;
+
+	if (a == NULL)
+		return;
+	if (a->listener != NULL && a->addr.family == AF_UNIX)
+		unlink(((struct sockaddr_un *)&a->addr.ss)->sun_path);
+	/* evhttp_free closes the connections (their close callbacks free c). */
+	a->listener = NULL;
+	if (a->http != NULL)
+		evhttp_free(a->http);
+	while ((c = TAILQ_FIRST(&a->conns)) != NULL)
+		admin_conn_free(c);
+	if (a->adopt_ev != NULL)
+		event_free(a->adopt_ev);
+	if (a->resume_ev != NULL)
+		event_free(a->resume_ev);
+	free(a->token);
+	free(a);
+}

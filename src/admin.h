@@ -1,0 +1,34 @@
+/*
+ * The admin HTTP endpoint of SPEC.md section 7, on libevent's evhttp in the
+ * main thread: the status page, /health, /stats, /metrics and the manual
+ * overrides. Bounded: header and body sizes, a deadline per request, a cap
+ * on connections at once.
+ */
+#ifndef CP_ADMIN_H
+#define CP_ADMIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+
+struct admin;
+struct event_base;
+struct upstream;
+
+/* The running upstreams, as the owner has them now (main thread). */
+typedef struct upstream *const *(*admin_upstreams_cb)(void *, size_t *);
+
+/*
+ * Bind and serve on addr; token NULL = none. -1 with *cause on failure.
+ * start_ms (monotonic) is when the daemon started, for uptime_s.
+ */
+struct admin *admin_new(struct event_base *, const struct addr *,
+    const char *token, uint64_t start_ms, admin_upstreams_cb, void *,
+    char **cause);
+/* Take a reloaded admin_token (NULL = none). */
+void admin_set_token(struct admin *, const char *);
+/* Close every admin connection and the socket. */
+void admin_free(struct admin *);
+
+#endif

@@ -1,0 +1,482 @@
+/*
+ * Rendering of the counter list (stats.h): STATS JSON, the Prometheus text
+ * exposition and the STATUS= line, from snapshots taken elsewhere. Pure:
+ * the same snapshot always gives the same bytes, which the unit tests
+ * compare whole.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "stats.h"
+#include "util.h"
+
+/* clang-format off */
+const struct stats_counter stats_counters[UC_COUNT] = {
+#define STATS_COUNTER_ROW(id, from, field, group, json, metric, label, type,  \
+    reset, status, help)                                                      \
+	{ group, json, metric, label, #type, status, help, STATS_##reset,     \
+	  STATS_FROM_##from },
+#define STATS_FROM_BR true
+#define STATS_FROM_WK false
+#define STATS_FROM_AC false
+	STATS_COUNTERS(STATS_COUNTER_ROW)
+#undef STATS_COUNTER_ROW
+};
+
+const uint64_t stats_hist_bounds_us[STATS_HIST_BUCKETS] = { 500, 1000, 2500,
+	5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
+	5000000 };
+
+/* The same bounds as Prometheus "le" labels, in seconds. */
+static const char *const stats_hist_le[STATS_HIST_BUCKETS] = { "0.0005",
+	"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+	"0.5", "1", "2.5", "5" };
+/* clang-format on */
+
+/* The bucket a connect of us microseconds falls in. */
+unsigned
+stats_hist_bucket(uint64_t us)
+{
+	unsigned i;
+
+	for (i = 0; i < STATS_HIST_BUCKETS; i++)
+		if (us <= stats_hist_bounds_us[i])
+			break;
+	return i;
+}
+
+/* Make room for n more bytes (and a NUL). */
+static void
+stats_buf_grow(struct stats_buf *b, size_t n)
+{
+	if (b->len + n + 1 <= b->cap)
+		return;
+	while (b->len + n + 1 > b->cap)
+		b->cap = b->cap == 0 ? 4096 : b->cap * 2;
+	b->p = xrealloc(b->p, b->cap);
+}
+
+/* Append formatted text. */
+void
+stats_buf_printf(struct stats_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatalx("stats: bad format %s", fmt);
+	stats_buf_grow(b, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+/* Append bytes as they are. */
+static void
+stats_buf_add(struct stats_buf *b, const char *s, size_t n)
+{
+	stats_buf_grow(b, n);
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+/* Free a buffer's memory. */
+void
+stats_buf_free(struct stats_buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
+/* Copy a breaker snapshot into the rows it feeds, times made wall-clock. */
+void
+stats_from_breaker(struct stats_upstream *su, const struct breaker_stats *st,
+    int64_t wall_offset_ms)
+{
+	unsigned i;
+
+	su->state = st->state;
+	su->state_since_ms = (int64_t)st->state_since_ms + wall_offset_ms;
+	su->retry_after_ms = st->retry_after_ms;
+	su->recovery_timeout_ms = st->recovery_timeout_ms;
+	su->failure_rate = st->failure_rate;
+	su->success_rate = st->success_rate;
+#define STATS_COPY_BR(id, field) su->v[UC_##id] = st->field;
+#define STATS_COPY_WK(id, field)
+#define STATS_COPY_AC(id, field)
+#define STATS_COPY(id, from, field, ...) STATS_COPY_##from(id, field)
+	STATS_COUNTERS(STATS_COPY)
+#undef STATS_COPY
+	su->nchanges = st->nchanges;
+	for (i = 0; i < st->nchanges && i < BREAKER_HISTORY; i++) {
+		su->changes[i].at_ms =
+		    (int64_t)st->changes[i].at_ms + wall_offset_ms;
+		su->changes[i].from = st->changes[i].from;
+		su->changes[i].to = st->changes[i].to;
+		su->changes[i].reason = st->changes[i].reason;
+	}
+}
+
+/* Append a string as a JSON string literal. */
+void
+stats_json_string(struct stats_buf *b, const char *s)
+{
+	const unsigned char *p;
+
+	stats_buf_add(b, "\"", 1);
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		switch (*p) {
+		case '"':
+			stats_buf_add(b, "\\\"", 2);
+			break;
+		case '\\':
+			stats_buf_add(b, "\\\\", 2);
+			break;
+		case '\n':
+			stats_buf_add(b, "\\n", 2);
+			break;
+		case '\r':
+			stats_buf_add(b, "\\r", 2);
+			break;
+		case '\t':
+			stats_buf_add(b, "\\t", 2);
+			break;
+		default:
+			if (*p < 0x20 || *p == 0x7f)
+				stats_buf_printf(b, "\\u%04x", *p);
+			else
+				stats_buf_add(b, (const char *)p, 1);
+		}
+	}
+	stats_buf_add(b, "\"", 1);
+}
+
+/* Append milliseconds (>= 0) as seconds with three decimals. */
+static void
+stats_seconds(struct stats_buf *b, int64_t ms)
+{
+	char tmp[32];
+
+	stats_buf_printf(b, "%s", util_fmt_secs(tmp, sizeof(tmp), ms));
+}
+
+/* Append a ratio 0..1 as JSON: at most six decimals, no exponent. */
+static void
+stats_ratio(struct stats_buf *b, double r)
+{
+	char tmp[32], *e;
+
+	if (!(r >= 0.0))
+		r = 0.0;
+	if (r > 1.0)
+		r = 1.0;
+	snprintf(tmp, sizeof(tmp), "%.6f", r);
+	/* Trim trailing zeros but keep one digit after the point. */
+	e = tmp + strlen(tmp) - 1;
+	while (*e == '0' && e[-1] != '.')
+		*e-- = '\0';
+	stats_buf_printf(b, "%s", tmp);
+}
+
+/* The reason of a change as STATS spells it, or NULL (JSON null). */
+static const char *
+stats_reason(enum breaker_reason r)
+{
+	switch (r) {
+	case BREAKER_REASON_CONSECUTIVE:
+	case BREAKER_REASON_RATE:
+	case BREAKER_REASON_HALF_OPEN_FAILURE:
+	case BREAKER_REASON_MANUAL:
+		return breaker_reason_name(r);
+	default:
+		/* Time (open -> half_open) or trial successes: no reason. */
+		return NULL;
+	}
+}
+
+/* retry_after: seconds until it leaves open or forced_open, else none. */
+static int64_t
+stats_retry_after(const struct stats_upstream *su)
+{
+	if (su->state == BREAKER_OPEN || su->state == BREAKER_FORCED_OPEN)
+		return su->retry_after_ms;
+	return -1;
+}
+
+/* Append one upstream's STATS object. */
+void
+stats_json_upstream(struct stats_buf *b, const struct stats_upstream *su)
+{
+	const struct stats_counter *c;
+	const char *group = NULL;
+	int64_t retry = stats_retry_after(su);
+	size_t i;
+
+	stats_buf_printf(b, "{\"state\":\"%s\",\"state_since\":",
+	    breaker_state_name(su->state));
+	stats_seconds(b, su->state_since_ms);
+	stats_buf_printf(b, ",\"retry_after\":");
+	if (retry < 0)
+		stats_buf_printf(b, "null");
+	else
+		stats_seconds(b, retry);
+	stats_buf_printf(b, ",\"recovery_timeout\":");
+	stats_seconds(b, (int64_t)su->recovery_timeout_ms);
+	stats_buf_printf(b, ",\"failure_rate\":");
+	stats_ratio(b, su->failure_rate);
+	stats_buf_printf(b, ",\"success_rate\":");
+	stats_ratio(b, su->success_rate);
+	for (i = 0; i < UC_COUNT; i++) {
+		c = &stats_counters[i];
+		if (group != NULL &&
+		    (c->group == NULL || strcmp(c->group, group) != 0)) {
+			stats_buf_add(b, "}", 1);
+			group = NULL;
+		}
+		if (c->group != NULL && group == NULL) {
+			stats_buf_printf(b, ",\"%s\":{", c->group);
+			group = c->group;
+		} else
+			stats_buf_add(b, ",", 1);
+		stats_buf_printf(b, "\"%s\":%" PRIu64, c->json, su->v[i]);
+	}
+	if (group != NULL)
+		stats_buf_add(b, "}", 1);
+	stats_buf_printf(b, ",\"listen\":[");
+	for (i = 0; i < su->nlisten; i++) {
+		if (i > 0)
+			stats_buf_add(b, ",", 1);
+		stats_json_string(b, su->listen[i].text);
+	}
+	stats_buf_printf(b, "],\"server\":");
+	stats_json_string(b, su->server);
+	stats_buf_printf(b, ",\"backup\":");
+	if (su->backup == NULL)
+		stats_buf_printf(b, "null");
+	else
+		stats_json_string(b, su->backup);
+	stats_buf_printf(b, ",\"transitions\":[");
+	for (i = 0; i < su->nchanges; i++) {
+		const struct stats_change *ch = &su->changes[i];
+		const char *why = stats_reason(ch->reason);
+
+		stats_buf_printf(b, "%s{\"at\":", i > 0 ? "," : "");
+		stats_seconds(b, ch->at_ms);
+		stats_buf_printf(b,
+		    ",\"from\":\"%s\",\"to\":\"%s\",\"reason\":",
+		    breaker_state_name(ch->from), breaker_state_name(ch->to));
+		if (why == NULL)
+			stats_buf_printf(b, "null}");
+		else
+			stats_buf_printf(b, "\"%s\"}", why);
+	}
+	stats_buf_printf(b, "]}");
+}
+
+/* Append the /stats document. */
+void
+stats_json(struct stats_buf *b, const struct stats_info *info,
+    const struct stats_upstream *ups, size_t n)
+{
+	size_t i;
+
+	stats_buf_printf(b, "{\"version\":");
+	stats_json_string(b, info->version);
+	stats_buf_printf(b, ",\"uptime_s\":");
+	stats_seconds(b, (int64_t)info->uptime_ms);
+	stats_buf_printf(b, ",\"upstreams\":{");
+	for (i = 0; i < n; i++) {
+		if (i > 0)
+			stats_buf_add(b, ",", 1);
+		stats_json_string(b, ups[i].name);
+		stats_buf_add(b, ":", 1);
+		stats_json_upstream(b, &ups[i]);
+	}
+	stats_buf_printf(b, "}}\n");
+}
+
+/* Append a Prometheus label value, escaped. */
+static void
+stats_prom_label(struct stats_buf *b, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if (*s == '\\' || *s == '"')
+			stats_buf_printf(b, "\\%c", *s);
+		else if (*s == '\n')
+			stats_buf_add(b, "\\n", 2);
+		else
+			stats_buf_add(b, s, 1);
+	}
+}
+
+/* Append "# HELP" and "# TYPE" of a family. */
+static void
+stats_prom_family(struct stats_buf *b, const char *name, const char *type,
+    const char *help)
+{
+	stats_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+	    type);
+}
+
+/* Append "NAME{upstream="U"" without the closing brace. */
+static void
+stats_prom_series(struct stats_buf *b, const char *name, const char *up)
+{
+	stats_buf_printf(b, "%s{upstream=\"", name);
+	stats_prom_label(b, up);
+	stats_buf_add(b, "\"", 1);
+}
+
+/* Append the connect-duration histogram of every upstream. */
+static void
+stats_prom_histogram(struct stats_buf *b, const struct stats_upstream *ups,
+    size_t n)
+{
+	static const char name[] =
+	    "circuitproxy_upstream_connect_duration_seconds";
+	uint64_t cum;
+	size_t i;
+	unsigned k;
+
+	stats_prom_family(b, name, "histogram",
+	    "Time to establish the connection to the server.");
+	for (i = 0; i < n; i++) {
+		cum = 0;
+		for (k = 0; k <= STATS_HIST_BUCKETS; k++) {
+			cum += ups[i].hist[k];
+			stats_prom_series(b,
+			    "circuitproxy_upstream_connect_"
+			    "duration_seconds_bucket",
+			    ups[i].name);
+			stats_buf_printf(b, ",le=\"%s\"} %" PRIu64 "\n",
+			    k < STATS_HIST_BUCKETS ? stats_hist_le[k] : "+Inf",
+			    cum);
+		}
+		stats_prom_series(b,
+		    "circuitproxy_upstream_connect_duration_"
+		    "seconds_sum",
+		    ups[i].name);
+		stats_buf_printf(b, "} %" PRIu64 ".%06" PRIu64 "\n",
+		    ups[i].hist_sum_us / 1000000, ups[i].hist_sum_us % 1000000);
+		stats_prom_series(b,
+		    "circuitproxy_upstream_connect_duration_"
+		    "seconds_count",
+		    ups[i].name);
+		stats_buf_printf(b, "} %" PRIu64 "\n", cum);
+	}
+}
+
+/* Append the /metrics text. */
+void
+stats_prometheus(struct stats_buf *b, const struct stats_info *info,
+    const struct stats_upstream *ups, size_t n)
+{
+	const struct stats_counter *c;
+	size_t i, first, last;
+	int s;
+
+	stats_prom_family(b, "circuitproxy_build_info", "gauge",
+	    "The running version, always 1.");
+	stats_buf_printf(b, "circuitproxy_build_info{version=\"");
+	stats_prom_label(b, info->version);
+	stats_buf_printf(b, "\"} 1\n");
+	stats_prom_family(b, "circuitproxy_uptime_seconds", "gauge",
+	    "Seconds since the daemon started.");
+	stats_buf_printf(b, "circuitproxy_uptime_seconds ");
+	stats_seconds(b, (int64_t)info->uptime_ms);
+	stats_buf_add(b, "\n", 1);
+
+	stats_prom_family(b, "circuitproxy_breaker_state", "gauge",
+	    "The circuit's state: 1 for the current one, 0 for the others.");
+	for (i = 0; i < n; i++)
+		for (s = 0; s < BREAKER_STATE_COUNT; s++) {
+			stats_prom_series(b, "circuitproxy_breaker_state",
+			    ups[i].name);
+			stats_buf_printf(b, ",state=\"%s\"} %d\n",
+			    breaker_state_name((enum breaker_state)s),
+			    ups[i].state == (enum breaker_state)s);
+		}
+	stats_prom_family(b, "circuitproxy_breaker_retry_after_seconds",
+	    "gauge",
+	    "Seconds until the circuit leaves open or forced_open; 0 if it "
+	    "is in neither or has no end.");
+	for (i = 0; i < n; i++) {
+		int64_t r = stats_retry_after(&ups[i]);
+
+		stats_prom_series(b, "circuitproxy_breaker_retry_after_seconds",
+		    ups[i].name);
+		stats_buf_add(b, "} ", 2);
+		stats_seconds(b, r < 0 ? 0 : r);
+		stats_buf_add(b, "\n", 1);
+	}
+	stats_prom_family(b, "circuitproxy_breaker_recovery_timeout_seconds",
+	    "gauge", "The current (or next) open duration.");
+	for (i = 0; i < n; i++) {
+		stats_prom_series(b,
+		    "circuitproxy_breaker_recovery_timeout_seconds",
+		    ups[i].name);
+		stats_buf_add(b, "} ", 2);
+		stats_seconds(b, (int64_t)ups[i].recovery_timeout_ms);
+		stats_buf_add(b, "\n", 1);
+	}
+
+	/* Each family: its rows are consecutive in the list. */
+	for (first = 0; first < UC_COUNT; first = last) {
+		c = &stats_counters[first];
+		last = first + 1;
+		if (c->metric == NULL)
+			continue;
+		while (last < UC_COUNT && stats_counters[last].metric != NULL &&
+		    strcmp(stats_counters[last].metric, c->metric) == 0)
+			last++;
+		stats_prom_family(b, c->metric, c->type, c->help);
+		for (i = 0; i < n; i++) {
+			size_t k;
+
+			for (k = first; k < last; k++) {
+				stats_prom_series(b, c->metric, ups[i].name);
+				if (stats_counters[k].label != NULL)
+					stats_buf_printf(b, ",%s",
+					    stats_counters[k].label);
+				stats_buf_printf(b, "} %" PRIu64 "\n",
+				    ups[i].v[k]);
+			}
+		}
+	}
+	stats_prom_histogram(b, ups, n);
+}
+
+/* Append the STATUS= summary: "3 upstreams, 1 open, 9 rejected, 2 active". */
+void
+stats_status_line(struct stats_buf *b, const struct stats_upstream *ups,
+    size_t n)
+{
+	unsigned open = 0;
+	uint64_t sum;
+	size_t i, k;
+
+	for (i = 0; i < n; i++)
+		if (ups[i].state == BREAKER_OPEN ||
+		    ups[i].state == BREAKER_FORCED_OPEN)
+			open++;
+	stats_buf_printf(b, "%zu upstream%s, %u open", n, n == 1 ? "" : "s",
+	    open);
+	for (k = 0; k < UC_COUNT; k++) {
+		if (stats_counters[k].status == NULL)
+			continue;
+		for (sum = 0, i = 0; i < n; i++)
+			sum += ups[i].v[k];
+		stats_buf_printf(b, ", %" PRIu64 " %s", sum,
+		    stats_counters[k].status);
+	}
+}

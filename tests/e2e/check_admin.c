@@ -1,0 +1,2148 @@
+/*
+ * End-to-end stories of the admin endpoint (SPEC.md section 7): the real
+ * daemon with its admin address, spoken to with a small HTTP client of our
+ * own (to send what curl would not: garbage, huge headers, a trickle), and
+ * with the operators' tools where they are installed: curl, promtool and a
+ * headless Chromium for the status page. A story whose tool is missing
+ * says so ("SKIP") and checks nothing else.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* The admin endpoint's bounds, as src/admin.c sets them. */
+#define ADMIN_DEADLINE_MS 5000
+#define ADMIN_MAX_CONNECTIONS 64
+
+#define ALEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ------------------------------------------------------------------ */
+/* Configs */
+
+/* [global] with an admin address and, unless NULL, a token. */
+static const char *
+global_admin(const char *admin, const char *token)
+{
+	return h_strf("[global]\n"
+		      "log_level = info\n"
+		      "workers = 2\n"
+		      "admin = %s\n"
+		      "%s%s%s"
+		      "shutdown_timeout = 3s\n"
+		      "\n",
+	    admin, token != NULL ? "admin_token = " : "",
+	    token != NULL ? token : "", token != NULL ? "\n" : "");
+}
+
+/* One upstream section. */
+static const char *
+upstream(const char *name, const char *listen, const char *server,
+    const char *keys)
+{
+	return h_strf("[upstream:%s]\nlisten = %s\nserver = %s\n%s\n", name,
+	    listen, server, keys != NULL ? keys : "");
+}
+
+/* Stop the daemon and check it exits 0. */
+static void
+stop_ok(struct h_daemon *d)
+{
+	int st = h_daemon_stop(d);
+
+	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
+}
+
+/* Say that a story could not run, and why, where make check keeps it. */
+static void
+skip(const char *story, const char *why)
+{
+	fprintf(stderr, "SKIP: check_admin %s: %s\n", story, why);
+	printf("SKIP: check_admin %s: %s\n", story, why);
+	fflush(stdout);
+}
+
+/* ------------------------------------------------------------------ */
+/* A small HTTP/1.1 client: one request per connection. */
+
+struct resp {
+	int status; /* 0: no status line came */
+	char *head; /* status line and headers */
+	char *body;
+	size_t body_len;
+	enum h_outcome end;
+};
+
+/* Split a raw reply into status, head and body. */
+static void
+resp_parse(struct resp *r, char *raw, size_t len)
+{
+	char *sep = strstr(raw, "\r\n\r\n");
+
+	r->status = 0;
+	r->head = raw;
+	r->body = raw + len;
+	r->body_len = 0;
+	if (sep == NULL)
+		return;
+	*sep = '\0';
+	r->body = sep + 4;
+	r->body_len = len - (size_t)(r->body - raw);
+	if (strncmp(raw, "HTTP/1.", 7) == 0 && strlen(raw) > 12)
+		r->status = atoi(raw + 9);
+}
+
+/* A header's value in a reply (case-insensitive name), or NULL. */
+static const char *
+resp_header(const struct resp *r, const char *name)
+{
+	const char *p = r->head;
+	size_t n = strlen(name);
+	char *v, *e;
+
+	while ((p = strstr(p, "\r\n")) != NULL) {
+		p += 2;
+		if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
+			p += n + 1;
+			while (*p == ' ')
+				p++;
+			e = strstr(p, "\r\n");
+			v = h_strf("%.*s",
+			    e != NULL ? (int)(e - p) : (int)strlen(p), p);
+			return v;
+		}
+	}
+	return NULL;
+}
+
+/* Send raw bytes to addr and read until the server closes. */
+static void
+http_raw(const char *addr, const char *req, size_t len, struct resp *r)
+{
+	char *raw;
+	size_t got;
+	int fd = h_connect_ok(addr);
+
+	h_assert(h_send_all(fd, req, len, H_WAIT_MS) == 0, "send to %s", addr);
+	r->end = h_recv_all(fd, &raw, &got, 2 * H_WAIT_MS);
+	close(fd);
+	resp_parse(r, raw, got);
+}
+
+/* Send one request (Connection: close) with extra header lines. */
+static struct resp
+http(const char *addr, const char *method, const char *path,
+    const char *headers)
+{
+	struct resp r;
+	char *req = h_strf("%s %s HTTP/1.1\r\nHost: admin\r\n"
+			   "Connection: close\r\n%s\r\n",
+	    method, path, headers != NULL ? headers : "");
+
+	http_raw(addr, req, strlen(req), &r);
+	return r;
+}
+
+/* A request that must get the given status; returns the reply. */
+#define http_expect(addr, method, path, headers, want)                         \
+	http_expect_at(H_WHERE, (addr), (method), (path), (headers), (want))
+static struct resp
+http_expect_at(const char *where, const char *addr, const char *method,
+    const char *path, const char *headers, int want)
+{
+	struct resp r = http(addr, method, path, headers);
+
+	if (r.status != want)
+		h_fail(where, "%s %s: status %d, %d expected\n%s\n\n%.*s",
+		    method, path, r.status, want, r.head, (int)r.body_len,
+		    r.body);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* A strict JSON reader (RFC 8259), enough to check STATS. */
+
+enum jt { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+
+struct jv {
+	enum jt t;
+	double num;
+	const char *str;
+	size_t n;
+	const char **keys; /* J_OBJ */
+	struct jv **items; /* J_ARR, J_OBJ */
+};
+
+struct jp {
+	const char *p;
+	const char *err;
+};
+
+static struct jv *json_value(struct jp *);
+
+/* Skip JSON whitespace. */
+static void
+json_ws(struct jp *j)
+{
+	while (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')
+		j->p++;
+}
+
+/* A new value of a type. */
+static struct jv *
+json_new(enum jt t)
+{
+	struct jv *v = calloc(1, sizeof(*v));
+
+	v->t = t;
+	return v;
+}
+
+/* A string literal, escapes decoded (\u as '?' beyond ASCII). */
+static const char *
+json_string(struct jp *j)
+{
+	char *out = malloc(strlen(j->p) + 1), *o = out;
+
+	if (*j->p++ != '"') {
+		j->err = "string expected";
+		return NULL;
+	}
+	for (;;) {
+		unsigned char c = (unsigned char)*j->p++;
+
+		if (c == '"')
+			break;
+		if (c < 0x20) {
+			j->err = c == 0 ? "unterminated string"
+					: "raw control character in string";
+			return NULL;
+		}
+		if (c != '\\') {
+			*o++ = (char)c;
+			continue;
+		}
+		c = (unsigned char)*j->p++;
+		switch (c) {
+		case '"':
+		case '\\':
+		case '/':
+			*o++ = (char)c;
+			break;
+		case 'b':
+			*o++ = '\b';
+			break;
+		case 'f':
+			*o++ = '\f';
+			break;
+		case 'n':
+			*o++ = '\n';
+			break;
+		case 'r':
+			*o++ = '\r';
+			break;
+		case 't':
+			*o++ = '\t';
+			break;
+		case 'u': {
+			unsigned v = 0;
+			int k;
+
+			for (k = 0; k < 4; k++) {
+				if (!isxdigit((unsigned char)j->p[k])) {
+					j->err = "bad \\u escape";
+					return NULL;
+				}
+				v = v * 16 +
+				    (unsigned)(isdigit((unsigned char)j->p[k])
+					    ? j->p[k] - '0'
+					    : tolower((unsigned char)j->p[k]) -
+						'a' + 10);
+			}
+			j->p += 4;
+			*o++ = v < 0x80 ? (char)v : '?';
+			break;
+		}
+		default:
+			j->err = "bad escape";
+			return NULL;
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+/* A number, by the RFC's grammar. */
+static struct jv *
+json_number(struct jp *j)
+{
+	const char *s = j->p;
+	struct jv *v;
+
+	if (*j->p == '-')
+		j->p++;
+	if (*j->p == '0')
+		j->p++;
+	else if (*j->p >= '1' && *j->p <= '9')
+		while (isdigit((unsigned char)*j->p))
+			j->p++;
+	else {
+		j->err = "bad number";
+		return NULL;
+	}
+	if (*j->p == '.') {
+		j->p++;
+		if (!isdigit((unsigned char)*j->p)) {
+			j->err = "bad fraction";
+			return NULL;
+		}
+		while (isdigit((unsigned char)*j->p))
+			j->p++;
+	}
+	if (*j->p == 'e' || *j->p == 'E') {
+		j->p++;
+		if (*j->p == '+' || *j->p == '-')
+			j->p++;
+		if (!isdigit((unsigned char)*j->p)) {
+			j->err = "bad exponent";
+			return NULL;
+		}
+		while (isdigit((unsigned char)*j->p))
+			j->p++;
+	}
+	v = json_new(J_NUM);
+	v->num = strtod(s, NULL);
+	v->str = h_strf("%.*s", (int)(j->p - s), s);
+	return v;
+}
+
+/* An array or object body after its opening bracket. */
+static struct jv *
+json_container(struct jp *j, bool obj)
+{
+	struct jv *v = json_new(obj ? J_OBJ : J_ARR), *item;
+	const char *key = NULL;
+
+	json_ws(j);
+	if (*j->p == (obj ? '}' : ']')) {
+		j->p++;
+		return v;
+	}
+	for (;;) {
+		json_ws(j);
+		if (obj) {
+			if ((key = json_string(j)) == NULL)
+				return NULL;
+			json_ws(j);
+			if (*j->p++ != ':') {
+				j->err = "':' expected";
+				return NULL;
+			}
+		}
+		if ((item = json_value(j)) == NULL)
+			return NULL;
+		v->items = realloc(v->items, (v->n + 1) * sizeof(*v->items));
+		v->keys = realloc(v->keys, (v->n + 1) * sizeof(*v->keys));
+		v->items[v->n] = item;
+		v->keys[v->n] = key;
+		v->n++;
+		json_ws(j);
+		if (*j->p == ',') {
+			j->p++;
+			continue;
+		}
+		if (*j->p++ != (obj ? '}' : ']')) {
+			j->err =
+			    obj ? "',' or '}' expected" : "',' or ']' expected";
+			return NULL;
+		}
+		return v;
+	}
+}
+
+/* Any value. */
+static struct jv *
+json_value(struct jp *j)
+{
+	struct jv *v;
+
+	json_ws(j);
+	switch (*j->p) {
+	case '{':
+		j->p++;
+		return json_container(j, true);
+	case '[':
+		j->p++;
+		return json_container(j, false);
+	case '"':
+		v = json_new(J_STR);
+		if ((v->str = json_string(j)) == NULL)
+			return NULL;
+		return v;
+	case 'n':
+		if (strncmp(j->p, "null", 4) == 0) {
+			j->p += 4;
+			return json_new(J_NULL);
+		}
+		break;
+	case 't':
+	case 'f':
+		if (strncmp(j->p, "true", 4) == 0 ||
+		    strncmp(j->p, "false", 5) == 0) {
+			v = json_new(J_BOOL);
+			v->num = *j->p == 't';
+			j->p += *j->p == 't' ? 4 : 5;
+			return v;
+		}
+		break;
+	default:
+		return json_number(j);
+	}
+	j->err = "unexpected character";
+	return NULL;
+}
+
+/* Parse a whole document or fail the test, naming the place. */
+#define json_parse(text) json_parse_at(H_WHERE, (text))
+static struct jv *
+json_parse_at(const char *where, const char *text)
+{
+	struct jp j = { text, NULL };
+	struct jv *v = json_value(&j);
+
+	if (v != NULL) {
+		json_ws(&j);
+		if (*j.p != '\0') {
+			j.err = "text after the document";
+			v = NULL;
+		}
+	}
+	if (v == NULL)
+		h_fail(where, "bad JSON (%s) at offset %ld: %.60s\n%s", j.err,
+		    (long)(j.p - text), j.p, text);
+	return v;
+}
+
+/* A member of an object, or NULL. */
+static struct jv *
+jget(const struct jv *o, const char *key)
+{
+	size_t i;
+
+	if (o == NULL || o->t != J_OBJ)
+		return NULL;
+	for (i = 0; i < o->n; i++)
+		if (strcmp(o->keys[i], key) == 0)
+			return o->items[i];
+	return NULL;
+}
+
+/* A member that must be there, of a type. */
+#define jmust(o, key, type) jmust_at(H_WHERE, (o), (key), (type))
+static struct jv *
+jmust_at(const char *where, const struct jv *o, const char *key, enum jt t)
+{
+	static const char *names[] = { "null", "bool", "number", "string",
+		"array", "object" };
+	struct jv *v = jget(o, key);
+
+	if (v == NULL)
+		h_fail(where, "no \"%s\" in the object", key);
+	if (v->t != t)
+		h_fail(where, "\"%s\" is a %s, a %s expected", key, names[v->t],
+		    names[t]);
+	return v;
+}
+
+/* A member that must be a whole number >= 0. */
+#define jcount(o, key) jcount_at(H_WHERE, (o), (key))
+static double
+jcount_at(const char *where, const struct jv *o, const char *key)
+{
+	struct jv *v = jmust_at(where, o, key, J_NUM);
+
+	if (v->num < 0 || v->num != floor(v->num) || strchr(v->str, '.') ||
+	    strchr(v->str, 'e') || strchr(v->str, 'E'))
+		h_fail(where, "\"%s\" = %s, a whole number >= 0 expected", key,
+		    v->str);
+	return v->num;
+}
+
+/* GET /stats/NAME (with the token header, or NULL), parsed. */
+static struct jv *
+stats_of(const char *admin, const char *name, const char *auth)
+{
+	struct resp r =
+	    http_expect(admin, "GET", h_strf("/stats/%s", name), auth, 200);
+
+	return json_parse(r.body);
+}
+
+/* The wall clock in seconds. */
+static double
+wall_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------ */
+/* A strict reader of the Prometheus text format 0.0.4. */
+
+struct sample {
+	char *name;   /* as written */
+	char *labels; /* as written between the braces, or "" */
+	char *le;     /* the le label of a bucket, or NULL */
+	char *family;
+	double v;
+};
+
+struct prom {
+	struct sample *s;
+	size_t n;
+	char **fam; /* families in order, each once */
+	char **fam_type;
+	size_t nfam;
+};
+
+/* Is c a character of a metric name (first: no digit)? */
+static bool
+prom_name_char(char c, bool first)
+{
+	return isalpha((unsigned char)c) || c == '_' || c == ':' ||
+	    (!first && isdigit((unsigned char)c));
+}
+
+/* A family index by name, or -1. */
+static long
+prom_family(const struct prom *p, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < p->nfam; i++)
+		if (strcmp(p->fam[i], name) == 0)
+			return (long)i;
+	return -1;
+}
+
+/* The family a sample name belongs to (histogram suffixes taken off). */
+static const char *
+prom_sample_family(const struct prom *p, const char *name)
+{
+	static const char *suffix[] = { "_bucket", "_sum", "_count" };
+	size_t i, n = strlen(name), k;
+
+	for (i = 0; i < ALEN(suffix); i++) {
+		k = strlen(suffix[i]);
+		if (n > k && strcmp(name + n - k, suffix[i]) == 0) {
+			char *base = h_strf("%.*s", (int)(n - k), name);
+			long f = prom_family(p, base);
+
+			if (f >= 0 && strcmp(p->fam_type[f], "histogram") == 0)
+				return base;
+		}
+	}
+	return name;
+}
+
+/* Parse a whole exposition or fail the test at the offending line. */
+#define prom_parse(text) prom_parse_at(H_WHERE, (text))
+static struct prom
+prom_parse_at(const char *where, const char *text)
+{
+	struct prom p = { NULL, 0, NULL, NULL, 0 };
+	const char *line = text, *eol, *q;
+	const char *types[] = { "counter", "gauge", "histogram", "summary",
+		"untyped" };
+	char *cur = NULL; /* the family being written */
+	unsigned lineno = 0;
+	size_t i;
+
+	if (*text == '\0' || text[strlen(text) - 1] != '\n')
+		h_fail(where, "the exposition does not end with a newline");
+	for (; *line != '\0'; line = eol + 1) {
+		char *l;
+
+		eol = strchr(line, '\n');
+		l = h_strf("%.*s", (int)(eol - line), line);
+		lineno++;
+#define PFAIL(...)                                                             \
+	h_fail(where, "metrics line %u: %s: %s", lineno, h_strf(__VA_ARGS__), l)
+		if (*l == '\0')
+			PFAIL("empty line");
+		if (*l == '#') {
+			char kind[8], name[256];
+			int off = 0;
+
+			if (sscanf(l, "# %7s %255s %n", kind, name, &off) < 2)
+				PFAIL(
+				    "a comment that is neither HELP nor TYPE");
+			for (q = name; *q; q++)
+				if (!prom_name_char(*q, q == name))
+					PFAIL("bad metric name");
+			if (strcmp(kind, "HELP") == 0) {
+				if (off == 0 || l[off] == '\0')
+					PFAIL("HELP without text");
+				for (q = l + off; *q; q++)
+					if (*q == '\\' && q[1] != '\\' &&
+					    q[1] != 'n')
+						PFAIL("bad escape in HELP");
+					else if (*q == '\\')
+						q++;
+				if (cur == NULL || strcmp(cur, name) != 0) {
+					if (prom_family(&p, name) >= 0)
+						PFAIL("family %s again", name);
+					cur = h_strf("%s", name);
+				}
+				continue;
+			}
+			if (strcmp(kind, "TYPE") != 0)
+				PFAIL(
+				    "a comment that is neither HELP nor TYPE");
+			for (i = 0; i < ALEN(types); i++)
+				if (strcmp(l + off, types[i]) == 0)
+					break;
+			if (i == ALEN(types))
+				PFAIL("unknown type");
+			if (prom_family(&p, name) >= 0)
+				PFAIL("second TYPE of %s", name);
+			if (cur != NULL && strcmp(cur, name) != 0)
+				PFAIL("TYPE of %s inside family %s", name, cur);
+			cur = h_strf("%s", name);
+			p.fam = realloc(p.fam, (p.nfam + 1) * sizeof(*p.fam));
+			p.fam_type = realloc(p.fam_type,
+			    (p.nfam + 1) * sizeof(*p.fam_type));
+			p.fam[p.nfam] = cur;
+			p.fam_type[p.nfam] = h_strf("%s", l + off);
+			p.nfam++;
+			continue;
+		}
+		{
+			struct sample s = { NULL, NULL, NULL, NULL, 0 };
+			const char *c = l, *fam;
+			char *end;
+
+			while (prom_name_char(*c, c == l))
+				c++;
+			if (c == l)
+				PFAIL("no metric name");
+			s.name = h_strf("%.*s", (int)(c - l), l);
+			s.labels = "";
+			if (*c == '{') {
+				const char *lb = ++c;
+
+				while (*c != '}') {
+					const char *ln = c;
+
+					while (isalnum((unsigned char)*c) ||
+					    *c == '_')
+						c++;
+					if (c == ln ||
+					    isdigit((unsigned char)*ln))
+						PFAIL("bad label name");
+					if (strncmp(ln, "__", 2) == 0)
+						PFAIL("reserved label name");
+					if (c[0] != '=' || c[1] != '"')
+						PFAIL("label without =\"");
+					c += 2;
+					{
+						const char *vs = c;
+
+						while (*c != '"') {
+							if (*c == '\0')
+								PFAIL("untermin"
+								      "ated "
+								      "label "
+								      "value");
+							if (*c == '\\') {
+								if (c[1] !=
+									'\\' &&
+								    c[1] !=
+									'"' &&
+								    c[1] != 'n')
+									PFAIL(
+									    "ba"
+									    "d "
+									    "es"
+									    "ca"
+									    "p"
+									    "e");
+								c++;
+							}
+							c++;
+						}
+						if ((size_t)(c - ln) > 3 &&
+						    strncmp(ln, "le=", 3) == 0)
+							s.le = h_strf("%.*s",
+							    (int)(c - vs), vs);
+					}
+					c++;
+					if (*c == ',')
+						c++;
+					else if (*c != '}')
+						PFAIL("',' or '}' expected");
+				}
+				s.labels = h_strf("%.*s", (int)(c - lb), lb);
+				c++;
+			}
+			if (*c != ' ')
+				PFAIL("no space before the value");
+			c++;
+			if (strcmp(c, "+Inf") == 0)
+				s.v = INFINITY;
+			else if (strcmp(c, "-Inf") == 0)
+				s.v = -INFINITY;
+			else if (strcmp(c, "NaN") == 0)
+				s.v = NAN;
+			else {
+				errno = 0;
+				s.v = strtod(c, &end);
+				if (end == c || errno != 0 ||
+				    (*end != '\0' && *end != ' '))
+					PFAIL("bad value");
+				if (*end == ' ') {
+					/* A timestamp: an integer. */
+					for (q = end + 1; *q; q++)
+						if (!isdigit(
+							(unsigned char)*q) &&
+						    !(q == end + 1 &&
+							*q == '-'))
+							PFAIL("bad timestamp");
+				}
+			}
+			fam = prom_sample_family(&p, s.name);
+			if (prom_family(&p, fam) < 0)
+				PFAIL("sample before its TYPE");
+			if (cur == NULL || strcmp(cur, fam) != 0)
+				PFAIL("sample of %s inside family %s", fam,
+				    cur != NULL ? cur : "none");
+			s.family = h_strf("%s", fam);
+			if (strcmp(p.fam_type[prom_family(&p, fam)],
+				"counter") == 0 &&
+			    !(s.v >= 0))
+				PFAIL("a counter below 0");
+			for (i = 0; i < p.n; i++)
+				if (strcmp(p.s[i].name, s.name) == 0 &&
+				    strcmp(p.s[i].labels, s.labels) == 0)
+					PFAIL("the same series twice");
+			p.s = realloc(p.s, (p.n + 1) * sizeof(*p.s));
+			p.s[p.n++] = s;
+		}
+#undef PFAIL
+	}
+	return p;
+}
+
+/* A series' value, or NAN if there is none. */
+static double
+prom_value(const struct prom *p, const char *name, const char *labels)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++)
+		if (strcmp(p->s[i].name, name) == 0 &&
+		    strcmp(p->s[i].labels, labels) == 0)
+			return p->s[i].v;
+	return NAN;
+}
+
+/* ------------------------------------------------------------------ */
+/* Operators' tools, run as they are installed. */
+
+/* The full path of a program on $PATH, or NULL. */
+static const char *
+tool(const char *name)
+{
+	const char *path = getenv("PATH");
+	char *dirs, *dir, *save = NULL, *full;
+
+	if (name[0] == '/')
+		return access(name, X_OK) == 0 ? name : NULL;
+	if (path == NULL)
+		path = "/usr/bin:/bin";
+	dirs = h_strf("%s", path);
+	for (dir = strtok_r(dirs, ":", &save); dir != NULL;
+	     dir = strtok_r(NULL, ":", &save)) {
+		full = h_strf("%s/%s", *dir ? dir : ".", name);
+		if (access(full, X_OK) == 0)
+			return full;
+	}
+	return NULL;
+}
+
+/*
+ * Run a program with input on its stdin, within ms; its exit status (or
+ * -1 when it had to be killed), stdout and stderr.
+ */
+static int
+tool_run(const char *const *argv, const char *input, int ms, char **out,
+    char **err)
+{
+	int ip[2], op[2], ep[2], st = -1, fl;
+	size_t olen = 0, elen = 0, ilen = input != NULL ? strlen(input) : 0;
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	char *ob = calloc(1, 1), *eb = calloc(1, 1), buf[16384];
+	struct pollfd pfd[3];
+	pid_t pid;
+
+	h_assert(pipe(ip) == 0 && pipe(op) == 0 && pipe(ep) == 0, "pipe");
+	pid = fork();
+	h_assert(pid != -1, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		dup2(ip[0], 0);
+		dup2(op[1], 1);
+		dup2(ep[1], 2);
+		close(ip[1]);
+		close(op[0]);
+		close(ep[0]);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(ip[0]);
+	close(op[1]);
+	close(ep[1]);
+	fl = fcntl(ip[1], F_GETFL);
+	fcntl(ip[1], F_SETFL, fl | O_NONBLOCK);
+	pfd[0].fd = ilen > 0 ? ip[1] : -1;
+	if (ilen == 0)
+		close(ip[1]);
+	pfd[1].fd = op[0];
+	pfd[2].fd = ep[0];
+	pfd[0].events = POLLOUT;
+	pfd[1].events = pfd[2].events = POLLIN;
+	while ((pfd[1].fd != -1 || pfd[2].fd != -1) && h_now_ms() < deadline) {
+		int i;
+
+		if (poll(pfd, 3, (int)(deadline - h_now_ms())) <= 0)
+			continue;
+		if (pfd[0].fd != -1 && pfd[0].revents != 0) {
+			ssize_t w = write(ip[1], input, ilen);
+
+			if (w > 0) {
+				input += w;
+				ilen -= (size_t)w;
+			}
+			if (w < 0 || ilen == 0) {
+				close(ip[1]);
+				pfd[0].fd = -1;
+			}
+		}
+		for (i = 1; i < 3; i++) {
+			ssize_t n;
+
+			if (pfd[i].fd == -1 || pfd[i].revents == 0)
+				continue;
+			n = read(pfd[i].fd, buf, sizeof(buf));
+			if (n > 0) {
+				char **b = i == 1 ? &ob : &eb;
+				size_t *bl = i == 1 ? &olen : &elen;
+
+				*b = realloc(*b, *bl + (size_t)n + 1);
+				memcpy(*b + *bl, buf, (size_t)n);
+				*bl += (size_t)n;
+				(*b)[*bl] = '\0';
+			} else if (n == 0 || errno != EINTR) {
+				close(pfd[i].fd);
+				pfd[i].fd = -1;
+			}
+		}
+	}
+	if (pfd[0].fd != -1)
+		close(ip[1]);
+	if (pfd[1].fd != -1 || pfd[2].fd != -1) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		st = -1;
+	} else if (waitpid(pid, &st, 0) == pid)
+		st = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	if (pfd[1].fd != -1)
+		close(op[0]);
+	if (pfd[2].fd != -1)
+		close(ep[0]);
+	*out = ob;
+	*err = eb;
+	return st;
+}
+
+/* The URL of an admin address ("127.0.0.1:P" -> "http://127.0.0.1:P"). */
+static const char *
+url(const char *admin, const char *path)
+{
+	return h_strf("http://%s%s", admin, path);
+}
+
+/* ------------------------------------------------------------------ */
+/* Stories */
+
+/* Trip an upstream whose server refuses: n clients are reset. */
+static void
+trip(const char *listen, unsigned n)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++)
+		h_client_expect_reset(listen, H_WAIT_MS, NULL);
+}
+
+/*
+ * Every route and status code of SPEC.md 7: the page, /health, /stats,
+ * /stats/NAME, /metrics, the three overrides, /reset; 404 for unknown
+ * paths and names, 405 (with Allow) for a known path with the wrong
+ * method, 400 for a bad ?for=.
+ */
+START_TEST(admin_routes)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	static const struct {
+		const char *method, *path, *allow;
+	} wrong[] = {
+		{ "POST", "/", "GET, HEAD" },
+		{ "PUT", "/", "GET, HEAD" },
+		{ "POST", "/health", "GET, HEAD" },
+		{ "DELETE", "/stats", "GET, HEAD" },
+		{ "POST", "/stats/api", "GET, HEAD" },
+		{ "PATCH", "/metrics", "GET, HEAD" },
+		{ "GET", "/upstreams/api/force-open", "POST" },
+		{ "GET", "/upstreams/api/force-closed", "POST" },
+		{ "PUT", "/upstreams/api/reset", "POST" },
+		{ "GET", "/reset", "POST" },
+	};
+	static const char *missing[] = { "/nope", "/stats/", "/stats/nope",
+		"/stats/api/x", "/Stats", "/upstreams", "/upstreams/api",
+		"/upstreams/api/", "/upstreams/api/open", "/health/x",
+		"/metrics/" };
+	struct resp r, r2;
+	const char *csp, *type, *nonce;
+	struct jv *j;
+	size_t i;
+
+	r = http_expect(admin, "GET", "/", NULL, 200);
+	type = resp_header(&r, "Content-Type");
+	h_assert(type != NULL && strncmp(type, "text/html", 9) == 0,
+	    "page type %s", type);
+	csp = resp_header(&r, "Content-Security-Policy");
+	h_assert(csp != NULL, "no CSP on the page:\n%s", r.head);
+	h_assert(strstr(csp, "default-src 'none'") != NULL &&
+		strstr(csp, "unsafe-inline") == NULL &&
+		strstr(csp, "unsafe-eval") == NULL &&
+		strstr(csp, "connect-src 'self'") != NULL &&
+		strstr(csp, "frame-ancestors 'none'") != NULL,
+	    "CSP not strict: %s", csp);
+	nonce = strstr(csp, "script-src 'nonce-");
+	h_assert(nonce != NULL, "no script nonce: %s", csp);
+	nonce = h_strf("%.32s", nonce + strlen("script-src 'nonce-"));
+	h_assert(strstr(r.body, h_strf("<script nonce=\"%s\">", nonce)) != NULL,
+	    "the page's script does not carry the CSP nonce %s", nonce);
+	h_assert(strstr(r.body, h_strf("<style nonce=\"%s\">", nonce)) != NULL,
+	    "the page's style does not carry the CSP nonce %s", nonce);
+	h_assert(strstr(r.body, "src=") == NULL &&
+		strstr(r.body, "http://") == NULL &&
+		strstr(r.body, "https://") == NULL &&
+		strstr(r.body, "@NONCE@") == NULL,
+	    "the page refers to something outside itself");
+	r2 = http_expect(admin, "GET", "/", NULL, 200);
+	h_assert(strstr(r2.body, nonce) == NULL, "the nonce did not change");
+	r = http_expect(admin, "HEAD", "/", NULL, 200);
+	h_assert(r.body_len == 0, "HEAD / sent a body");
+
+	r = http_expect(admin, "GET", "/health", NULL, 200);
+	h_assert(strcmp(r.body, "ok\n") == 0, "/health said '%s'", r.body);
+	r = http_expect(admin, "HEAD", "/health", NULL, 200);
+	h_assert(r.body_len == 0, "HEAD /health sent a body");
+
+	r = http_expect(admin, "GET", "/stats", NULL, 200);
+	type = resp_header(&r, "Content-Type");
+	h_assert(type != NULL && strcmp(type, "application/json") == 0,
+	    "/stats type %s", type);
+	j = json_parse(r.body);
+	h_assert(jget(jget(j, "upstreams"), "api") != NULL, "no api in /stats");
+	r = http_expect(admin, "GET", "/stats?pretty=1", NULL, 200);
+	r = http_expect(admin, "GET", "/stats/api", NULL, 200);
+	j = json_parse(r.body);
+	h_assert(strcmp(jmust(j, "state", J_STR)->str, "closed") == 0,
+	    "state %s", jget(j, "state")->str);
+
+	r = http_expect(admin, "GET", "/metrics", NULL, 200);
+	type = resp_header(&r, "Content-Type");
+	h_assert(type != NULL &&
+		strncmp(type, "text/plain; version=0.0.4", 25) == 0,
+	    "/metrics type %s", type);
+
+	r = http_expect(admin, "POST", "/upstreams/api/force-open", NULL, 200);
+	j = json_parse(r.body);
+	h_assert(strcmp(jget(j, "state")->str, "forced_open") == 0 &&
+		jmust(j, "retry_after", J_NULL) != NULL,
+	    "after force-open: %s", r.body);
+	r = http_expect(admin, "POST", "/upstreams/api/force-closed", NULL,
+	    200);
+	j = json_parse(r.body);
+	h_assert(strcmp(jget(j, "state")->str, "forced_closed") == 0,
+	    "after force-closed: %s", r.body);
+	r = http_expect(admin, "POST", "/upstreams/api/reset", NULL, 200);
+	j = json_parse(r.body);
+	h_assert(strcmp(jget(j, "state")->str, "closed") == 0,
+	    "after reset: %s", r.body);
+	r = http_expect(admin, "POST", "/reset", NULL, 200);
+	j = json_parse(r.body);
+	h_assert(strcmp(jget(jget(jget(j, "upstreams"), "api"), "state")->str,
+		     "closed") == 0,
+	    "after POST /reset: %s", r.body);
+
+	http_expect(admin, "POST", "/upstreams/nope/force-open", NULL, 404);
+	http_expect(admin, "POST", "/upstreams/nope/force-closed", NULL, 404);
+	http_expect(admin, "POST", "/upstreams/nope/reset", NULL, 404);
+	for (i = 0; i < ALEN(missing); i++)
+		http_expect(admin, "GET", missing[i], NULL, 404);
+	for (i = 0; i < ALEN(wrong); i++) {
+		const char *allow;
+
+		r = http_expect(admin, wrong[i].method, wrong[i].path, NULL,
+		    405);
+		allow = resp_header(&r, "Allow");
+		h_assert(allow != NULL && strcmp(allow, wrong[i].allow) == 0,
+		    "%s %s: Allow: %s", wrong[i].method, wrong[i].path,
+		    allow != NULL ? allow : "(none)");
+	}
+	r = http_expect(admin, "POST", "/upstreams/api/force-open?for=soon",
+	    NULL, 400);
+	r = http_expect(admin, "POST", "/upstreams/api/force-open?for=0", NULL,
+	    400);
+	j = stats_of(admin, "api", NULL);
+	h_assert(strcmp(jget(j, "state")->str, "closed") == 0,
+	    "a refused force changed the state: %s", jget(j, "state")->str);
+	h_assert(h_echo_roundtrip(l1, "still", H_WAIT_MS),
+	    "the proxy stopped relaying");
+	stop_ok(d);
+}
+END_TEST
+
+/* Check one STATS object against SPEC.md 7: every field, its type. */
+static void
+check_stats_object(const char *name, const struct jv *u)
+{
+	static const char *states[] = { "closed", "open", "half_open",
+		"forced_open", "forced_closed" };
+	static const char *errors[] = { "refused", "timeout", "unreachable",
+		"early_close", "slow", "other" };
+	static const char *counts[] = { "consecutive_failures",
+		"window_attempts", "window_failures", "attempts_total",
+		"successes_total", "failures_total", "rejected_total",
+		"rejected_overload_total", "failover_total", "opened_total",
+		"active_connections", "bytes_sent_total",
+		"bytes_received_total" };
+	const struct jv *v, *t, *fe;
+	const char *state;
+	double fr, sr, sum = 0, now = wall_now();
+	size_t i, k;
+
+	state = jmust(u, "state", J_STR)->str;
+	for (i = 0; i < ALEN(states); i++)
+		if (strcmp(state, states[i]) == 0)
+			break;
+	h_assert(i < ALEN(states), "%s: state %s", name, state);
+	v = jmust(u, "state_since", J_NUM);
+	h_assert(v->num > now - 120 && v->num <= now + 1,
+	    "%s: state_since %s is not unix seconds of the last minutes", name,
+	    v->str);
+	v = jget(u, "retry_after");
+	h_assert(v != NULL &&
+		(v->t == J_NULL || (v->t == J_NUM && v->num >= 0)),
+	    "%s: retry_after is neither null nor seconds", name);
+	if (strcmp(state, "open") == 0)
+		h_assert(v->t == J_NUM, "%s: open without retry_after", name);
+	if (strcmp(state, "closed") == 0 || strcmp(state, "half_open") == 0 ||
+	    strcmp(state, "forced_closed") == 0)
+		h_assert(v->t == J_NULL, "%s: %s with a retry_after", name,
+		    state);
+	v = jmust(u, "recovery_timeout", J_NUM);
+	h_assert(v->num > 0, "%s: recovery_timeout %s", name, v->str);
+	for (i = 0; i < ALEN(counts); i++)
+		jcount(u, counts[i]);
+	fr = jmust(u, "failure_rate", J_NUM)->num;
+	sr = jmust(u, "success_rate", J_NUM)->num;
+	h_assert(fr >= 0 && fr <= 1 && sr >= 0 && sr <= 1 &&
+		fabs(fr + sr - 1) < 1e-6,
+	    "%s: failure_rate %g, success_rate %g", name, fr, sr);
+	fe = jmust(u, "failures_by_error", J_OBJ);
+	h_assert(fe->n == ALEN(errors), "%s: %zu error kinds", name, fe->n);
+	for (i = 0; i < ALEN(errors); i++)
+		sum += jcount(fe, errors[i]);
+	h_assert(sum == jget(u, "failures_total")->num,
+	    "%s: failures_by_error adds up to %g, failures_total %g", name, sum,
+	    jget(u, "failures_total")->num);
+	h_assert(jget(u, "attempts_total")->num ==
+		jget(u, "successes_total")->num +
+		    jget(u, "failures_total")->num,
+	    "%s: attempts != successes + failures", name);
+	v = jmust(u, "listen", J_ARR);
+	h_assert(v->n >= 1, "%s: no listen address", name);
+	for (i = 0; i < v->n; i++)
+		h_assert(v->items[i]->t == J_STR, "%s: listen[%zu]", name, i);
+	jmust(u, "server", J_STR);
+	v = jget(u, "backup");
+	h_assert(v != NULL && (v->t == J_NULL || v->t == J_STR),
+	    "%s: backup is neither null nor a name", name);
+	v = jmust(u, "transitions", J_ARR);
+	h_assert(v->n <= 16, "%s: %zu transitions", name, v->n);
+	for (i = 0; i < v->n; i++) {
+		t = v->items[i];
+		h_assert(t->t == J_OBJ, "%s: transition %zu", name, i);
+		h_assert(jmust(t, "at", J_NUM)->num <= now + 1,
+		    "%s: transition in the future", name);
+		if (i > 0)
+			h_assert(jget(t, "at")->num <=
+				jget(v->items[i - 1], "at")->num,
+			    "%s: transitions not newest first", name);
+		for (k = 0; k < 2; k++) {
+			const char *s =
+			    jmust(t, k == 0 ? "from" : "to", J_STR)->str;
+			size_t m;
+
+			for (m = 0; m < ALEN(states); m++)
+				if (strcmp(s, states[m]) == 0)
+					break;
+			h_assert(m < ALEN(states), "%s: transition state %s",
+			    name, s);
+		}
+		h_assert(jget(t, "reason") != NULL &&
+			(jget(t, "reason")->t == J_NULL ||
+			    jget(t, "reason")->t == J_STR),
+		    "%s: transition reason", name);
+	}
+}
+
+/*
+ * STATS field by field (SPEC.md 7), with what a user did: a relay to a
+ * good server counted both ways, a refused server opened, a backup named,
+ * two listen addresses (one a unix path).
+ */
+START_TEST(admin_stats_fields)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	struct h_backend *refuse = h_backend(H_REFUSE);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4(),
+	     *l2 = h_free_addr(AF_UNIX), *l3 = h_free_addr4();
+	double t0 = wall_now();
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s%s", global_admin(admin, NULL),
+		upstream("api", h_strf("%s\nlisten = %s", l1, l2),
+		    h_backend_addr(echo), NULL),
+		upstream("db", l3, h_backend_addr(refuse),
+		    "failure_threshold = 2\nrecovery_timeout = 60s\n"
+		    "backup = api\n")));
+	struct jv *doc, *ups, *api, *db, *v, *tr;
+	struct resp r;
+
+	h_assert(h_echo_roundtrip(l1, "hello", H_WAIT_MS), "echo via %s", l1);
+	h_assert(h_backend_wait_idle(echo, H_WAIT_MS), "echo not idle");
+	trip(l3, 2);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db", "to=open");
+
+	r = http_expect(admin, "GET", "/stats", NULL, 200);
+	doc = json_parse(r.body);
+	h_assert(doc->t == J_OBJ, "/stats is not an object");
+	h_assert(strlen(jmust(doc, "version", J_STR)->str) > 0, "no version");
+	v = jmust(doc, "uptime_s", J_NUM);
+	h_assert(v->num >= 0 && v->num < wall_now() - t0 + 1, "uptime_s %s",
+	    v->str);
+	ups = jmust(doc, "upstreams", J_OBJ);
+	h_assert(ups->n == 2, "%zu upstreams", ups->n);
+	api = jmust(ups, "api", J_OBJ);
+	db = jmust(ups, "db", J_OBJ);
+	check_stats_object("api", api);
+	check_stats_object("db", db);
+
+	/* api: one relay, both ways, no failure. */
+	h_assert(strcmp(jget(api, "state")->str, "closed") == 0, "api %s",
+	    jget(api, "state")->str);
+	h_assert(jget(api, "attempts_total")->num == 1 &&
+		jget(api, "successes_total")->num == 1 &&
+		jget(api, "connections_total")->num == 1,
+	    "api counts: %s", r.body);
+	h_assert(jget(api, "bytes_sent_total")->num == 5 &&
+		jget(api, "bytes_received_total")->num == 5,
+	    "api bytes %g/%g, 5 each way expected",
+	    jget(api, "bytes_sent_total")->num,
+	    jget(api, "bytes_received_total")->num);
+	h_assert(jget(api, "active_connections")->num == 0, "api active");
+	v = jget(api, "listen");
+	h_assert(v->n == 2 && strcmp(v->items[0]->str, l1) == 0 &&
+		strcmp(v->items[1]->str, l2) == 0,
+	    "api listen is not [%s, %s]", l1, l2);
+	h_assert(strcmp(jget(api, "server")->str, h_backend_addr(echo)) == 0,
+	    "api server %s", jget(api, "server")->str);
+	h_assert(jget(api, "backup")->t == J_NULL, "api has a backup");
+	h_assert(jget(api, "transitions")->n == 0, "api has transitions");
+
+	/* db: two refused, open, backup api. */
+	h_assert(strcmp(jget(db, "state")->str, "open") == 0, "db %s",
+	    jget(db, "state")->str);
+	h_assert(jget(jget(db, "failures_by_error"), "refused")->num == 2 &&
+		jget(db, "failures_total")->num == 2 &&
+		jget(db, "consecutive_failures")->num == 2 &&
+		jget(db, "opened_total")->num == 1 &&
+		jget(db, "failure_rate")->num == 1 &&
+		jget(db, "success_rate")->num == 0,
+	    "db counts: %s", r.body);
+	v = jget(db, "retry_after");
+	h_assert(v->t == J_NUM && v->num > 50 && v->num <= 60,
+	    "db retry_after %s", v->t == J_NUM ? v->str : "null");
+	h_assert(jget(db, "recovery_timeout")->num == 60, "db recovery %s",
+	    jget(db, "recovery_timeout")->str);
+	h_assert(strcmp(jget(db, "backup")->str, "api") == 0, "db backup");
+	tr = jget(db, "transitions");
+	h_assert(tr->n == 1, "db: %zu transitions", tr->n);
+	h_assert(strcmp(jget(tr->items[0], "from")->str, "closed") == 0 &&
+		strcmp(jget(tr->items[0], "to")->str, "open") == 0 &&
+		strcmp(jget(tr->items[0], "reason")->str,
+		    "consecutive_failures") == 0,
+	    "db transition: %s", r.body);
+	h_assert(jget(tr->items[0], "at")->num >= t0 - 1 &&
+		jget(tr->items[0], "at")->num <= wall_now() + 1 &&
+		fabs(jget(tr->items[0], "at")->num -
+		    jget(db, "state_since")->num) < 0.002,
+	    "db transition at %s, state_since %s, test began %.3f",
+	    jget(tr->items[0], "at")->str, jget(db, "state_since")->str, t0);
+
+	/* /stats/NAME is the same object as in /stats. */
+	v = stats_of(admin, "db", NULL);
+	check_stats_object("db", v);
+	h_assert(jget(v, "opened_total")->num == 1, "/stats/db");
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * /metrics through a strict reader of the exposition format: every family
+ * of SPEC.md 7 with its TYPE, one-hot states, the histogram cumulative and
+ * counted, and the numbers those of /stats.
+ */
+START_TEST(admin_metrics_format)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	struct h_backend *refuse = h_backend(H_REFUSE);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4(),
+	     *l2 = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s%s", global_admin(admin, NULL),
+		upstream("api", l1, h_backend_addr(echo), NULL),
+		upstream("db", l2, h_backend_addr(refuse),
+		    "failure_threshold = 2\nrecovery_timeout = 60s\n")));
+	static const struct {
+		const char *name, *type;
+	} want[] = {
+		{ "circuitproxy_breaker_state", "gauge" },
+		{ "circuitproxy_breaker_retry_after_seconds", "gauge" },
+		{ "circuitproxy_breaker_opened_total", "counter" },
+		{ "circuitproxy_upstream_attempts_total", "counter" },
+		{ "circuitproxy_upstream_failures_total", "counter" },
+		{ "circuitproxy_upstream_rejected_total", "counter" },
+		{ "circuitproxy_upstream_failovers_total", "counter" },
+		{ "circuitproxy_upstream_active_connections", "gauge" },
+		{ "circuitproxy_upstream_sent_bytes_total", "counter" },
+		{ "circuitproxy_upstream_received_bytes_total", "counter" },
+		{ "circuitproxy_upstream_connect_duration_seconds",
+		    "histogram" },
+		{ "circuitproxy_build_info", "gauge" },
+	};
+	static const char *les[] = { "0.0005", "0.001", "0.0025", "0.005",
+		"0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+		"+Inf" };
+	static const char *states[] = { "closed", "open", "half_open",
+		"forced_open", "forced_closed" };
+	struct prom p;
+	struct resp r;
+	struct jv *api, *db;
+	double prev, v, ones;
+	size_t i, k;
+	long f;
+	int n;
+
+	for (n = 0; n < 3; n++)
+		h_assert(h_echo_roundtrip(l1, "abc", H_WAIT_MS), "echo");
+	h_assert(h_backend_wait_idle(echo, H_WAIT_MS), "echo not idle");
+	trip(l2, 3);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db", "to=open");
+
+	r = http_expect(admin, "GET", "/metrics", NULL, 200);
+	p = prom_parse(r.body);
+	api = stats_of(admin, "api", NULL);
+	db = stats_of(admin, "db", NULL);
+	for (i = 0; i < ALEN(want); i++) {
+		f = prom_family(&p, want[i].name);
+		h_assert(f >= 0, "no %s in /metrics", want[i].name);
+		h_assert(strcmp(p.fam_type[f], want[i].type) == 0,
+		    "%s is a %s, a %s expected", want[i].name, p.fam_type[f],
+		    want[i].type);
+	}
+	h_assert(prom_value(&p, "circuitproxy_build_info",
+		     "version=\"" PACKAGE_VERSION "\"") == 1,
+	    "build_info");
+	for (k = 0; k < 2; k++) {
+		const char *up = k == 0 ? "api" : "db";
+		const char *cur = k == 0 ? "closed" : "open";
+
+		ones = 0;
+		for (i = 0; i < ALEN(states); i++) {
+			v = prom_value(&p, "circuitproxy_breaker_state",
+			    h_strf("upstream=\"%s\",state=\"%s\"", up,
+				states[i]));
+			h_assert(v == (strcmp(states[i], cur) == 0),
+			    "%s state %s = %g", up, states[i], v);
+			ones += v;
+		}
+		h_assert(ones == 1, "%s: %g states at 1", up, ones);
+	}
+	h_assert(prom_value(&p, "circuitproxy_upstream_attempts_total",
+		     "upstream=\"api\"") == 3,
+	    "api attempts");
+	h_assert(prom_value(&p, "circuitproxy_upstream_failures_total",
+		     "upstream=\"db\",error=\"refused\"") == 2,
+	    "db refused");
+	h_assert(prom_value(&p, "circuitproxy_upstream_rejected_total",
+		     "upstream=\"db\",reason=\"open\"") ==
+		    jget(jget(db, "rejected_by_state"), "open")->num &&
+		jget(db, "rejected_total")->num == 1,
+	    "db rejects");
+	h_assert(prom_value(&p, "circuitproxy_breaker_opened_total",
+		     "upstream=\"db\"") == 1,
+	    "db opened");
+	v = prom_value(&p, "circuitproxy_breaker_retry_after_seconds",
+	    "upstream=\"db\"");
+	h_assert(v > 50 && v <= 60, "db retry_after_seconds %g", v);
+	h_assert(prom_value(&p, "circuitproxy_breaker_retry_after_seconds",
+		     "upstream=\"api\"") == 0,
+	    "api retry_after_seconds");
+	h_assert(prom_value(&p, "circuitproxy_upstream_sent_bytes_total",
+		     "upstream=\"api\"") == 9 &&
+		prom_value(&p, "circuitproxy_upstream_received_bytes_total",
+		    "upstream=\"api\"") == 9 &&
+		jget(api, "bytes_sent_total")->num == 9,
+	    "api bytes");
+	h_assert(prom_value(&p, "circuitproxy_upstream_active_connections",
+		     "upstream=\"api\"") == 0,
+	    "api active");
+	/* The histogram: every bound, cumulative, +Inf = count = successes. */
+	for (k = 0; k < 2; k++) {
+		const char *up = k == 0 ? "api" : "db";
+		double successes = k == 0 ? 3 : 0;
+
+		prev = 0;
+		for (i = 0; i < ALEN(les); i++) {
+			v = prom_value(&p,
+			    "circuitproxy_upstream_connect_duration_seconds_"
+			    "bucket",
+			    h_strf("upstream=\"%s\",le=\"%s\"", up, les[i]));
+			h_assert(v >= prev, "%s le=%s: %g after %g", up, les[i],
+			    v, prev);
+			prev = v;
+		}
+		h_assert(prev == successes, "%s +Inf bucket %g", up, prev);
+		h_assert(prom_value(&p,
+			     "circuitproxy_upstream_connect_duration_seconds_"
+			     "count",
+			     h_strf("upstream=\"%s\"", up)) == successes,
+		    "%s histogram count", up);
+		v = prom_value(&p,
+		    "circuitproxy_upstream_connect_duration_seconds_sum",
+		    h_strf("upstream=\"%s\"", up));
+		h_assert(successes == 0 ? v == 0 : (v > 0 && v < 3 * 5),
+		    "%s histogram sum %g", up, v);
+	}
+	stop_ok(d);
+}
+END_TEST
+
+/* /metrics passes promtool's own check (Debian: prometheus). */
+START_TEST(admin_metrics_promtool)
+{
+	const char *promtool = tool("promtool");
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4(), *out, *err;
+	struct h_daemon *d;
+	struct resp r;
+	int st;
+
+	if (promtool == NULL) {
+		skip("admin_metrics_promtool",
+		    "promtool is not installed (Debian package prometheus)");
+		return;
+	}
+	d = h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
+	    upstream("api", l1, h_backend_addr(echo), NULL)));
+	h_assert(h_echo_roundtrip(l1, "abc", H_WAIT_MS), "echo");
+	r = http_expect(admin, "GET", "/metrics", NULL, 200);
+	{
+		const char *argv[] = { promtool, "check", "metrics", NULL };
+
+		st = tool_run(argv, r.body, 2 * H_WAIT_MS, &out, &err);
+	}
+	h_assert(st == 0 && *out == '\0' && *err == '\0',
+	    "promtool check metrics: exit %d\n%s%s", st, out, err);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * admin_token: 401 (with WWW-Authenticate) without the right bearer token,
+ * for every route but /health and the page; the token compared whole; a
+ * reload brings a new one.
+ */
+START_TEST(admin_token)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	const char *good = "Authorization: Bearer s3cret-t0ken\r\n";
+	static const char *bad[] = { NULL, "Authorization: Bearer wrong\r\n",
+		"Authorization: Bearer s3cret-t0ke\r\n",
+		"Authorization: Bearer s3cret-t0kenX\r\n",
+		"Authorization: Basic czNjcmV0LXQwa2Vu\r\n",
+		"Authorization: s3cret-t0ken\r\n",
+		"Authorization: Bearer\r\n" };
+	static const struct {
+		const char *method, *path;
+	} guarded[] = { { "GET", "/stats" }, { "GET", "/stats/api" },
+		{ "GET", "/metrics" }, { "POST", "/upstreams/api/force-open" },
+		{ "POST", "/upstreams/api/force-closed" },
+		{ "POST", "/upstreams/api/reset" }, { "POST", "/reset" },
+		{ "GET", "/nope" }, { "POST", "/" } };
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_admin(admin, "s3cret-t0ken"),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct resp r;
+	const char *www;
+	size_t i, k;
+	size_t mark;
+
+	for (i = 0; i < ALEN(guarded); i++)
+		for (k = 0; k < ALEN(bad); k++) {
+			r = http_expect(admin, guarded[i].method,
+			    guarded[i].path, bad[k], 401);
+			www = resp_header(&r, "WWW-Authenticate");
+			h_assert(www != NULL && strncmp(www, "Bearer", 6) == 0,
+			    "401 without WWW-Authenticate: Bearer");
+		}
+	h_assert(strcmp(jget(stats_of(admin, "api", good), "state")->str,
+		     "closed") == 0,
+	    "a refused force-open changed the state");
+	http_expect(admin, "GET", "/health", NULL, 200);
+	http_expect(admin, "GET", "/", NULL, 200);
+	http_expect(admin, "HEAD", "/", NULL, 200);
+	http_expect(admin, "GET", "/stats", good, 200);
+	http_expect(admin, "GET", "/metrics", good, 200);
+	http_expect(admin, "GET", "/stats",
+	    "Authorization: bearer s3cret-t0ken\r\n", 200);
+	http_expect(admin, "GET", "/nope", good, 404);
+	r = http_expect(admin, "POST", "/upstreams/api/force-open", good, 200);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api",
+	    "to=forced_open", "reason=manual");
+
+	/* admin_token is reloadable. */
+	mark = h_log_mark(d);
+	h_write_file(h_daemon_config(d),
+	    h_strf("%s%s", global_admin(admin, "n3w"),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	h_daemon_signal(d, SIGHUP);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	http_expect(admin, "GET", "/stats", good, 401);
+	http_expect(admin, "GET", "/stats", "Authorization: Bearer n3w\r\n",
+	    200);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * force-open?for=1s: the circuit rejects at once, says when it will end,
+ * and goes back to closed on its own after the second (logged with
+ * reason=manual, and told to the service manager).
+ */
+START_TEST(admin_force_open_expires)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct jv *j, *tr;
+	struct resp r;
+	uint64_t t0, took;
+	double ra;
+	const char *line;
+	size_t mark;
+
+	h_assert(h_wait_notify(d, "STATUS=1 upstream, 0 open,*", H_WAIT_MS),
+	    "no STATUS at the start");
+	t0 = h_now_ms();
+	r = http_expect(admin, "POST", "/upstreams/api/force-open?for=1s", NULL,
+	    200);
+	j = json_parse(r.body);
+	h_assert(strcmp(jget(j, "state")->str, "forced_open") == 0, "state %s",
+	    jget(j, "state")->str);
+	ra = jmust(j, "retry_after", J_NUM)->num;
+	h_assert(ra > 0.5 && ra <= 1.0, "retry_after %g after for=1s", ra);
+	line = h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api",
+	    "from=closed", "to=forced_open", "reason=manual",
+	    "retry_after=1.000");
+	(void)line;
+	h_expect_log(d, H_WAIT_MS, "event=admin", "action=force-open",
+	    "upstream=api", "for=1s");
+	h_assert(h_wait_notify(d, "STATUS=1 upstream, 1 open,*", H_WAIT_MS),
+	    "no STATUS with the forced circuit");
+	h_client_expect_reset(l1, H_WAIT_MS, NULL);
+
+	h_expect_log(d, 5000, "event=state", "upstream=api", "from=forced_open",
+	    "to=closed", "reason=manual");
+	took = h_now_ms() - t0;
+	h_assert(took >= 900 && took <= 3000,
+	    "the 1s force ended after %llu ms", (unsigned long long)took);
+	j = stats_of(admin, "api", NULL);
+	h_assert(strcmp(jget(j, "state")->str, "closed") == 0 &&
+		jget(j, "retry_after")->t == J_NULL,
+	    "after the force: %s", jget(j, "state")->str);
+	tr = jget(j, "transitions");
+	h_assert(tr->n == 2 &&
+		strcmp(jget(tr->items[0], "to")->str, "closed") == 0 &&
+		strcmp(jget(tr->items[0], "reason")->str, "manual") == 0 &&
+		strcmp(jget(tr->items[1], "to")->str, "forced_open") == 0 &&
+		strcmp(jget(tr->items[1], "reason")->str, "manual") == 0,
+	    "transitions after the force");
+	h_assert(jget(j, "rejected_total")->num == 1 &&
+		jget(jget(j, "rejected_by_state"), "forced_open")->num == 1,
+	    "the forced reject was not counted");
+	h_assert(h_echo_roundtrip(l1, "back", H_WAIT_MS),
+	    "no relay after the force ended");
+	h_assert(h_wait_notify(d, "STATUS=1 upstream, 0 open,*", H_WAIT_MS),
+	    "no STATUS once the force ended");
+
+	/* A shorter lifetime replaces a longer one. */
+	mark = h_log_mark(d);
+	t0 = h_now_ms();
+	http_expect(admin, "POST", "/upstreams/api/force-open?for=1h", NULL,
+	    200);
+	http_expect(admin, "POST", "/upstreams/api/force-open?for=500ms", NULL,
+	    200);
+	h_expect_log_after(d, mark, 5000, "event=state", "upstream=api",
+	    "from=forced_open", "to=closed");
+	took = h_now_ms() - t0;
+	h_assert(took >= 400 && took <= 2500,
+	    "the 500ms force ended after %llu ms", (unsigned long long)took);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * force-closed admits every client (and counts its failures) while the
+ * server refuses; reset of one upstream leaves the others; POST /reset
+ * closes them all, with totals kept and windows cleared.
+ */
+START_TEST(admin_force_closed_and_reset)
+{
+	struct h_backend *refuse = h_backend(H_REFUSE);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4(),
+	     *l2 = h_free_addr4();
+	const char *keys = "failure_threshold = 2\nrecovery_timeout = 60s\n";
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s%s", global_admin(admin, NULL),
+		upstream("api", l1, h_backend_addr(refuse), keys),
+		upstream("db", l2, h_backend_addr(refuse), keys)));
+	struct jv *j;
+	size_t mark;
+
+	http_expect(admin, "POST", "/upstreams/api/force-closed", NULL, 200);
+	trip(l1, 4);
+	j = stats_of(admin, "api", NULL);
+	h_assert(strcmp(jget(j, "state")->str, "forced_closed") == 0,
+	    "api %s after 4 failures while forced closed",
+	    jget(j, "state")->str);
+	h_assert(jget(j, "attempts_total")->num == 4 &&
+		jget(j, "failures_total")->num == 4 &&
+		jget(j, "rejected_total")->num == 0,
+	    "forced closed: attempts %g failures %g rejects %g",
+	    jget(j, "attempts_total")->num, jget(j, "failures_total")->num,
+	    jget(j, "rejected_total")->num);
+
+	/* Reset one: closed, counts cleared, totals kept. */
+	mark = h_log_mark(d);
+	j = json_parse(
+	    http_expect(admin, "POST", "/upstreams/api/reset", NULL, 200).body);
+	h_assert(strcmp(jget(j, "state")->str, "closed") == 0 &&
+		jget(j, "consecutive_failures")->num == 0 &&
+		jget(j, "window_attempts")->num == 0 &&
+		jget(j, "attempts_total")->num == 4,
+	    "after reset: state %s consecutive %g window %g attempts %g",
+	    jget(j, "state")->str, jget(j, "consecutive_failures")->num,
+	    jget(j, "window_attempts")->num, jget(j, "attempts_total")->num);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=state", "upstream=api",
+	    "from=forced_closed", "to=closed", "reason=manual");
+
+	/* Both open; reset api alone. */
+	trip(l1, 2);
+	trip(l2, 2);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db", "to=open");
+	http_expect(admin, "POST", "/upstreams/api/reset", NULL, 200);
+	h_assert(strcmp(jget(stats_of(admin, "api", NULL), "state")->str,
+		     "closed") == 0,
+	    "api not closed by its reset");
+	h_assert(strcmp(jget(stats_of(admin, "db", NULL), "state")->str,
+		     "open") == 0,
+	    "db changed by api's reset");
+
+	/* Reset all. */
+	trip(l1, 2);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open",
+	    "failures=2");
+	mark = h_log_mark(d);
+	j = json_parse(http_expect(admin, "POST", "/reset", NULL, 200).body);
+	h_assert(strcmp(jget(jget(jget(j, "upstreams"), "api"), "state")->str,
+		     "closed") == 0 &&
+		strcmp(jget(jget(jget(j, "upstreams"), "db"), "state")->str,
+		    "closed") == 0,
+	    "POST /reset left a circuit open");
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=state", "upstream=api",
+	    "from=open", "to=closed", "reason=manual");
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=state", "upstream=db",
+	    "from=open", "to=closed", "reason=manual");
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=admin",
+	    "action=reset_all");
+	j = stats_of(admin, "api", NULL);
+	h_assert(jget(j, "attempts_total")->num == 8 &&
+		jget(j, "opened_total")->num == 2 &&
+		jget(j, "window_attempts")->num == 0,
+	    "api totals after reset all: attempts %g opened %g window %g",
+	    jget(j, "attempts_total")->num, jget(j, "opened_total")->num,
+	    jget(j, "window_attempts")->num);
+	/* Closed again: the next client is tried (and refused). */
+	trip(l2, 1);
+	j = stats_of(admin, "db", NULL);
+	h_assert(jget(j, "attempts_total")->num == 3 &&
+		jget(j, "consecutive_failures")->num == 1,
+	    "db after reset all: attempts %g consecutive %g",
+	    jget(j, "attempts_total")->num,
+	    jget(j, "consecutive_failures")->num);
+	stop_ok(d);
+}
+END_TEST
+
+/* transitions after open -> half_open -> closed, newest first. */
+START_TEST(admin_transitions)
+{
+	struct h_backend *b = h_backend(H_REFUSE);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
+		upstream("api", l1, h_backend_addr(b),
+		    "failure_threshold = 1\nrecovery_timeout = 300ms\n"
+		    "half_open_max_calls = 1\nsuccess_threshold = 1\n")));
+	double t0 = wall_now(), t1;
+	struct jv *j, *tr;
+	static const char *want[][3] = { { "half_open", "closed", NULL },
+		{ "open", "half_open", NULL },
+		{ "closed", "open", "consecutive_failures" } };
+	size_t i;
+
+	trip(l1, 1);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
+	h_backend_set_kind(b, H_ECHO);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api",
+	    "to=half_open");
+	h_assert(h_echo_roundtrip(l1, "trial", H_WAIT_MS), "trial");
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api",
+	    "from=half_open", "to=closed");
+	t1 = wall_now();
+	j = stats_of(admin, "api", NULL);
+	check_stats_object("api", j);
+	tr = jget(j, "transitions");
+	h_assert(tr->n == 3, "%zu transitions", tr->n);
+	for (i = 0; i < 3; i++) {
+		const struct jv *t = tr->items[i], *why = jget(t, "reason");
+
+		h_assert(strcmp(jget(t, "from")->str, want[i][0]) == 0 &&
+			strcmp(jget(t, "to")->str, want[i][1]) == 0,
+		    "transition %zu: %s -> %s, %s -> %s expected", i,
+		    jget(t, "from")->str, jget(t, "to")->str, want[i][0],
+		    want[i][1]);
+		if (want[i][2] == NULL)
+			h_assert(why->t == J_NULL, "transition %zu: a reason",
+			    i);
+		else
+			h_assert(why->t == J_STR &&
+				strcmp(why->str, want[i][2]) == 0,
+			    "transition %zu: reason", i);
+		h_assert(jget(t, "at")->num >= t0 - 0.01 &&
+			jget(t, "at")->num <= t1 + 0.01,
+		    "transition %zu at %s, outside [%.3f, %.3f]", i,
+		    jget(t, "at")->str, t0, t1);
+	}
+	/* open lasted recovery_timeout (300ms, no jitter). */
+	h_assert(jget(tr->items[1], "at")->num -
+			jget(tr->items[2], "at")->num >=
+		    0.299 &&
+		jget(tr->items[1], "at")->num - jget(tr->items[2], "at")->num <=
+		    1.5,
+	    "open lasted %.3f s",
+	    jget(tr->items[1], "at")->num - jget(tr->items[2], "at")->num);
+	h_assert(jget(j, "state_since")->num == jget(tr->items[0], "at")->num,
+	    "state_since is not the last transition");
+	stop_ok(d);
+}
+END_TEST
+
+/* After each hostile client: the endpoint answers and the proxy relays. */
+static void
+still_answers(const char *admin, const char *listen, const char *after)
+{
+	uint64_t t0 = h_now_ms();
+	struct resp r = http(admin, "GET", "/health", NULL);
+
+	h_assert(r.status == 200 && h_now_ms() - t0 < 2000,
+	    "after %s: /health got %d in %llu ms", after, r.status,
+	    (unsigned long long)(h_now_ms() - t0));
+	h_assert(h_echo_roundtrip(listen, "x", H_WAIT_MS),
+	    "after %s: the proxy stopped relaying", after);
+}
+
+/*
+ * Garbage, oversized headers and an oversized body: each is refused or cut
+ * off, never answered 200, and the endpoint goes on answering.
+ */
+START_TEST(admin_garbage)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_admin(admin, "tok"),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	static const char *const garbage[] = { "\x00\x01\x02\xff\r\n\r\n",
+		"GET\r\n\r\n", "GET / HTTP/9.9\r\n\r\n",
+		"GET /health HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
+		"BREW /pot HTCPCP/1.0\r\n\r\n", "\r\n\r\n\r\n",
+		"GET /health HTTP/1.1\r\nNo colon here\r\n\r\n" };
+	char *big, *req;
+	struct resp r;
+	size_t i;
+	int fd;
+
+	for (i = 0; i < ALEN(garbage); i++) {
+		http_raw(admin, garbage[i], i == 0 ? 8 : strlen(garbage[i]),
+		    &r);
+		h_assert(r.status != 200, "garbage %zu answered 200", i);
+		h_assert(r.end == H_OUT_EOF || r.end == H_OUT_RESET,
+		    "garbage %zu: %s", i, h_outcome_name(r.end));
+		still_answers(admin, l1, h_strf("garbage %zu", i));
+	}
+
+	/* 64 KiB of headers, against a limit of 8 KiB. */
+	big = malloc(65536 + 1);
+	memset(big, 'a', 65536);
+	big[65536] = '\0';
+	req =
+	    h_strf("GET /health HTTP/1.1\r\nHost: a\r\nX-Big: %s\r\n\r\n", big);
+	http_raw(admin, req, strlen(req), &r);
+	h_assert(r.status != 200, "oversized headers answered 200");
+	still_answers(admin, l1, "oversized headers");
+
+	/* A 1 MB body on a POST, against a limit of 1 KiB. */
+	fd = h_connect_ok(admin);
+	req = "POST /reset HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer tok\r\n"
+	      "Content-Length: 1048576\r\n\r\n";
+	h_assert(h_send_all(fd, req, strlen(req), H_WAIT_MS) == 0, "send");
+	for (i = 0; i < 16; i++)
+		if (h_send_all(fd, big, 65536, 1000) != 0)
+			break;
+	{
+		char *raw;
+		size_t len;
+
+		r.end = h_recv_all(fd, &raw, &len, H_WAIT_MS);
+		resp_parse(&r, raw, len);
+	}
+	close(fd);
+	h_assert(r.status != 200, "an oversized body was answered 200");
+	h_assert(h_count_log(d, "event=admin", "action=reset_all") == 0,
+	    "an oversized body reset the breakers");
+	still_answers(admin, l1, "an oversized body");
+	free(big);
+	h_assert(h_daemon_running(d), "the daemon died");
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * A client that trickles its request is cut off at the deadline; one that
+ * says nothing too; meanwhile the endpoint answers others at once.
+ */
+START_TEST(admin_slow_clients)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	const char *head = "GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: ";
+	int slow = h_connect_ok(admin), silent = h_connect_ok(admin);
+	uint64_t t0 = h_now_ms(), cut = 0;
+	enum h_outcome out = H_OUT_TIMEOUT;
+	char c;
+
+	h_assert(h_send_all(slow, head, strlen(head), H_WAIT_MS) == 0, "send");
+	while (h_now_ms() - t0 < ADMIN_DEADLINE_MS + 4000) {
+		/* One byte every 400 ms: always within evhttp's read timeout. */
+		if (send(slow, "a", 1, MSG_NOSIGNAL) != 1) {
+			out = H_OUT_RESET;
+			cut = h_now_ms() - t0;
+			break;
+		}
+		out = h_next_event(slow, 400);
+		if (out != H_OUT_TIMEOUT) {
+			cut = h_now_ms() - t0;
+			break;
+		}
+		if (h_now_ms() - t0 < 3000)
+			still_answers(admin, l1, "a trickling client");
+	}
+	h_assert(out != H_OUT_TIMEOUT, "a trickling client was never cut off");
+	h_assert(cut >= ADMIN_DEADLINE_MS - 500 &&
+		cut <= ADMIN_DEADLINE_MS + 3000,
+	    "the trickling client was cut off after %llu ms",
+	    (unsigned long long)cut);
+	if (out == H_OUT_DATA) {
+		/* Anything it got must not be a 200 for the unfinished request. */
+		ssize_t n = recv(slow, &c, 1, MSG_PEEK);
+
+		(void)n;
+	}
+	out = h_next_event(silent, 2000);
+	h_assert(out == H_OUT_EOF || out == H_OUT_RESET,
+	    "the silent client: %s after %llu ms", h_outcome_name(out),
+	    (unsigned long long)(h_now_ms() - t0));
+	close(slow);
+	close(silent);
+	still_answers(admin, l1, "the slow clients");
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * More silent connections than the cap: the endpoint stops accepting (the
+ * rest wait in the backlog), cuts the silent ones at the deadline, then
+ * answers again; the proxy is untouched throughout.
+ */
+START_TEST(admin_connection_cap)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	enum { N = ADMIN_MAX_CONNECTIONS + 16 };
+	int fds[N], nfds0, nfds1;
+	uint64_t t0, took;
+	struct resp r;
+	size_t i;
+
+	nfds0 = h_daemon_nfds(d);
+	t0 = h_now_ms();
+	for (i = 0; i < N; i++)
+		fds[i] = h_connect_ok(admin);
+	/* The proxy is not held up by the admin endpoint's trouble. */
+	h_assert(h_echo_roundtrip(l1, "busy", H_WAIT_MS), "relay");
+	nfds1 = h_daemon_nfds(d);
+	h_assert(nfds1 <= nfds0 + ADMIN_MAX_CONNECTIONS + 2,
+	    "%d descriptors with %d admin clients (from %d): no cap", nfds1, N,
+	    nfds0);
+	r = http(admin, "GET", "/health", NULL);
+	took = h_now_ms() - t0;
+	h_assert(r.status == 200, "/health after the flood: %d", r.status);
+	h_assert(took >= ADMIN_DEADLINE_MS - 1000 &&
+		took <= ADMIN_DEADLINE_MS + 4000,
+	    "/health answered %llu ms after the flood began",
+	    (unsigned long long)took);
+	for (i = 0; i < N; i++)
+		close(fds[i]);
+	still_answers(admin, l1, "the flood");
+	stop_ok(d);
+}
+END_TEST
+
+/* SIGTERM: while relays drain, the endpoint answers until the exit. */
+START_TEST(admin_during_drain)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct jv *j;
+	int fd = h_connect_ok(l1), st;
+	char buf[2];
+
+	h_assert(h_send_all(fd, "hi", 2, H_WAIT_MS) == 0 &&
+		h_recv_exact(fd, buf, 2, H_WAIT_MS) == H_OUT_DATA,
+	    "relay");
+	h_daemon_signal(d, SIGTERM);
+	h_expect_log(d, H_WAIT_MS, "event=stopping");
+	http_expect(admin, "GET", "/health", NULL, 200);
+	j = stats_of(admin, "api", NULL);
+	h_assert(jget(j, "active_connections")->num == 1,
+	    "active_connections %g while draining",
+	    jget(j, "active_connections")->num);
+	http_expect(admin, "GET", "/metrics", NULL, 200);
+	close(fd);
+	st = h_daemon_wait_exit(d, H_STOP_MS);
+	h_assert(st == 0, "exit %d", st);
+	h_assert(h_connect(admin, 1000) == -1,
+	    "the admin address still accepts after the exit");
+}
+END_TEST
+
+/* admin on a unix socket; the file is removed at the exit. */
+START_TEST(admin_unix_socket)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr(AF_UNIX), *l1 = h_free_addr4();
+	const char *curl = tool("curl");
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct stat sb;
+	char *out, *err;
+	int st;
+
+	http_expect(admin, "GET", "/health", NULL, 200);
+	json_parse(http_expect(admin, "GET", "/stats", NULL, 200).body);
+	if (curl != NULL) {
+		const char *argv[] = { curl, "-sS", "--unix-socket", admin + 5,
+			"http://admin/stats/api", NULL };
+
+		st = tool_run(argv, NULL, H_WAIT_MS, &out, &err);
+		h_assert(st == 0, "curl --unix-socket: %d %s", st, err);
+		json_parse(out);
+	} else
+		skip("admin_unix_socket (the curl part)",
+		    "curl is not installed");
+	h_assert(stat(admin + 5, &sb) == 0, "no socket file %s", admin + 5);
+	stop_ok(d);
+	h_assert(stat(admin + 5, &sb) == -1 && errno == ENOENT,
+	    "the socket file %s is still there", admin + 5);
+}
+END_TEST
+
+/* An admin address in use: exit 1 with a reason naming it. */
+START_TEST(admin_address_in_use)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	struct h_backend *taken = h_backend(H_SILENT);
+	char *l1 = h_free_addr4();
+	const char *path = h_write_file("in-use.ini",
+	    h_strf("%s%s", global_admin(h_backend_addr(taken), NULL),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct h_run r;
+
+	h_run(&r, "-c", path);
+	h_assert(r.status == 1, "exit %d, 1 expected:\n%s", r.status, r.err);
+	h_assert(strstr(r.err, h_backend_addr(taken)) != NULL &&
+		strstr(r.err, "in use") != NULL,
+	    "no reason naming %s:\n%s", h_backend_addr(taken), r.err);
+}
+END_TEST
+
+/* The operator's client: curl against /stats, /metrics and an override. */
+START_TEST(admin_curl)
+{
+	const char *curl = tool("curl");
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4(), *out, *err;
+	struct h_daemon *d;
+	struct jv *j;
+	int st;
+
+	if (curl == NULL) {
+		skip("admin_curl", "curl is not installed");
+		return;
+	}
+	d = h_daemon_start(h_strf("%s%s", global_admin(admin, "k3y"),
+	    upstream("api", l1, h_backend_addr(echo), NULL)));
+	{
+		const char *argv[] = { curl, "-sS", "-H",
+			"Authorization: Bearer k3y", url(admin, "/stats"),
+			NULL };
+
+		st = tool_run(argv, NULL, H_WAIT_MS, &out, &err);
+		h_assert(st == 0, "curl /stats: %d %s", st, err);
+		j = json_parse(out);
+		check_stats_object("api", jget(jget(j, "upstreams"), "api"));
+	}
+	{
+		const char *argv[] = { curl, "-sS", "-o", "/dev/null", "-w",
+			"%{http_code}", url(admin, "/stats"), NULL };
+
+		st = tool_run(argv, NULL, H_WAIT_MS, &out, &err);
+		h_assert(st == 0 && strcmp(out, "401") == 0,
+		    "curl /stats without the token: %s", out);
+	}
+	{
+		const char *argv[] = { curl, "-sS", "-X", "POST", "-H",
+			"Authorization: Bearer k3y",
+			url(admin, "/upstreams/api/force-open?for=30s"), NULL };
+
+		st = tool_run(argv, NULL, H_WAIT_MS, &out, &err);
+		h_assert(st == 0, "curl force-open: %d %s", st, err);
+		j = json_parse(out);
+		h_assert(strcmp(jget(j, "state")->str, "forced_open") == 0 &&
+			jget(j, "retry_after")->num > 29,
+		    "curl force-open: %s", out);
+	}
+	{
+		const char *argv[] = { curl, "-sS", "-f", url(admin, "/health"),
+			NULL };
+
+		st = tool_run(argv, NULL, H_WAIT_MS, &out, &err);
+		h_assert(st == 0 && strcmp(out, "ok\n") == 0,
+		    "curl /health: %d %s", st, out);
+	}
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * The status page in a real browser: one upstream closed, one open; after
+ * its script ran, the DOM shows both with their states, and a screenshot
+ * is kept in the test directory's parent (tests/tmp/status-page.png).
+ */
+START_TEST(admin_status_page_chromium)
+{
+	const char *chromium = tool("/usr/bin/chromium");
+	struct h_backend *echo = h_backend(H_ECHO);
+	struct h_backend *refuse = h_backend(H_REFUSE);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4(),
+	     *l2 = h_free_addr4(), *out, *err, *shot, *profile;
+	const char *top = getenv("CP_TEST_TMPDIR");
+	struct h_daemon *d;
+	unsigned char png[8];
+	FILE *f;
+	int st;
+
+	if (chromium == NULL)
+		chromium = tool("chromium");
+	if (chromium == NULL)
+		chromium = tool("chromium-browser");
+	if (chromium == NULL) {
+		skip("admin_status_page_chromium",
+		    "no chromium installed (Debian package chromium)");
+		return;
+	}
+	d = h_daemon_start(h_strf("%s%s%s", global_admin(admin, NULL),
+	    upstream("api", l1, h_backend_addr(echo), NULL),
+	    upstream("db", l2, h_backend_addr(refuse),
+		"failure_threshold = 2\nrecovery_timeout = 10m\n")));
+	h_assert(h_echo_roundtrip(l1, "hi", H_WAIT_MS), "echo");
+	trip(l2, 3);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db", "to=open");
+
+	profile = h_path("chromium-profile");
+	{
+		const char *argv[] = { chromium, "--headless", "--no-sandbox",
+			"--disable-gpu", "--disable-quic", "--no-first-run",
+			"--disable-background-networking",
+			"--disable-component-update", "--disable-sync",
+			h_strf("--user-data-dir=%s", profile),
+			"--virtual-time-budget=3000", "--dump-dom",
+			url(admin, "/"), NULL };
+
+		st = tool_run(argv, NULL, 45000, &out, &err);
+	}
+	h_assert(st == 0, "chromium --dump-dom: exit %d\n%s", st, err);
+	h_assert(strstr(out,
+		     "<tr data-upstream=\"api\" data-state=\"closed\">") !=
+		NULL,
+	    "the page does not show api closed:\n%s", out);
+	h_assert(strstr(out, "<tr data-upstream=\"db\" data-state=\"open\">") !=
+		NULL,
+	    "the page does not show db open:\n%s", out);
+	h_assert(strstr(out, "class=\"state s-open\">open</span>") != NULL &&
+		strstr(out, "class=\"state s-closed\">closed</span>") != NULL,
+	    "the states are not shown in colour:\n%s", out);
+	h_assert(strstr(out, "consecutive_failures") != NULL,
+	    "db's last transition is not shown:\n%s", out);
+	h_assert(strstr(out, "loading…") == NULL,
+	    "the page never loaded /stats:\n%s", out);
+
+	shot = h_strf("%s/status-page.png", top != NULL ? top : h_tmpdir());
+	unlink(shot);
+	{
+		const char *argv[] = { chromium, "--headless", "--no-sandbox",
+			"--disable-gpu", "--disable-quic", "--no-first-run",
+			"--disable-background-networking",
+			"--disable-component-update", "--disable-sync",
+			"--hide-scrollbars",
+			h_strf("--user-data-dir=%s", profile),
+			"--virtual-time-budget=3000", "--window-size=1500,330",
+			h_strf("--screenshot=%s", shot), url(admin, "/"),
+			NULL };
+
+		st = tool_run(argv, NULL, 45000, &out, &err);
+	}
+	h_assert(st == 0, "chromium --screenshot: exit %d\n%s", st, err);
+	f = fopen(shot, "rb");
+	h_assert(f != NULL && fread(png, 1, 8, f) == 8 &&
+		memcmp(png, "\x89PNG\r\n\x1a\n", 8) == 0,
+	    "no PNG screenshot at %s", shot);
+	fclose(f);
+	fprintf(stderr, "check_admin: the status page is in %s\n", shot);
+	stop_ok(d);
+}
+END_TEST
+
+/* The suite. */
+static Suite *
+admin_suite(void)
+{
+	Suite *s = suite_create("admin");
+
+	H_TEST(s, admin_routes);
+	H_TEST(s, admin_stats_fields);
+	H_TEST(s, admin_metrics_format);
+	H_TEST(s, admin_metrics_promtool);
+	H_TEST(s, admin_token);
+	H_TEST(s, admin_force_open_expires);
+	H_TEST(s, admin_force_closed_and_reset);
+	H_TEST(s, admin_transitions);
+	H_TEST(s, admin_garbage);
+	H_TEST(s, admin_slow_clients);
+	H_TEST(s, admin_connection_cap);
+	H_TEST(s, admin_during_drain);
+	H_TEST(s, admin_unix_socket);
+	H_TEST(s, admin_address_in_use);
+	H_TEST(s, admin_curl);
+	H_TEST(s, admin_status_page_chromium);
+	return s;
+}
+
+/* Run the admin stories. */
+int
+main(void)
+{
+	return h_main(admin_suite());
+}

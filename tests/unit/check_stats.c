@@ -1,0 +1,393 @@
+/*
+ * Check suite for stats.c: the STATS JSON, the Prometheus text and the
+ * STATUS= line of fixed snapshots, compared whole; the counter list
+ * against a real breaker (what a reset clears and keeps).
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stats.h"
+
+/* A busy upstream: open, with a backup, failures of two kinds. */
+static void
+snap_api(struct stats_upstream *su, struct addr *listen)
+{
+	memset(su, 0, sizeof(*su));
+	memset(listen, 0, 2 * sizeof(*listen));
+	snprintf(listen[0].text, sizeof(listen[0].text), "127.0.0.1:8080");
+	snprintf(listen[1].text, sizeof(listen[1].text), "unix:/run/a\"b");
+	su->name = "api";
+	su->listen = listen;
+	su->nlisten = 2;
+	su->server = "127.0.0.1:9090";
+	su->backup = "spare";
+	su->state = BREAKER_OPEN;
+	su->state_since_ms = 1700000000123;
+	su->retry_after_ms = 29412;
+	su->recovery_timeout_ms = 30000;
+	su->failure_rate = 0.25;
+	su->success_rate = 0.75;
+	su->v[UC_consecutive_failures] = 5;
+	su->v[UC_window_attempts] = 20;
+	su->v[UC_window_failures] = 5;
+	su->v[UC_attempts_total] = 120;
+	su->v[UC_successes_total] = 110;
+	su->v[UC_failures_total] = 10;
+	su->v[UC_failures_refused] = 7;
+	su->v[UC_failures_timeout] = 3;
+	su->v[UC_rejected_total] = 1450;
+	su->v[UC_rejected_open] = 1400;
+	su->v[UC_rejected_half_open] = 50;
+	su->v[UC_rejected_overload_total] = 2;
+	su->v[UC_failover_total] = 4;
+	su->v[UC_opened_total] = 1;
+	su->v[UC_connections_total] = 1576;
+	su->v[UC_active_connections] = 3;
+	su->v[UC_bytes_sent_total] = 1000;
+	su->v[UC_bytes_received_total] = 2000000;
+	su->hist[0] = 100; /* <= 0.5 ms */
+	su->hist[2] = 9;   /* <= 2.5 ms */
+	su->hist[13] = 1;  /* > 5 s */
+	su->hist_sum_us = 6012345;
+	su->nchanges = 2;
+	su->changes[0] = (struct stats_change){ 1700000000123, BREAKER_CLOSED,
+		BREAKER_OPEN, BREAKER_REASON_CONSECUTIVE };
+	su->changes[1] = (struct stats_change){ 1699999990000,
+		BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_SUCCESS };
+}
+
+/* A quiet upstream: closed, nothing yet. */
+static void
+snap_db(struct stats_upstream *su, struct addr *listen)
+{
+	memset(su, 0, sizeof(*su));
+	memset(listen, 0, sizeof(*listen));
+	snprintf(listen->text, sizeof(listen->text), "[::1]:5432");
+	su->name = "db";
+	su->listen = listen;
+	su->nlisten = 1;
+	su->server = "unix:/run/postgresql/.s.PGSQL.5432";
+	su->state = BREAKER_CLOSED;
+	su->state_since_ms = 1700000000000;
+	su->retry_after_ms = -1;
+	su->recovery_timeout_ms = 1500;
+	su->failure_rate = 0;
+	su->success_rate = 1;
+}
+
+START_TEST(test_json_upstream)
+{
+	struct stats_buf b = { NULL, 0, 0 };
+	struct stats_upstream su;
+	struct addr l[2];
+
+	snap_api(&su, l);
+	stats_json_upstream(&b, &su);
+	ck_assert_str_eq(b.p,
+	    "{\"state\":\"open\",\"state_since\":1700000000.123,"
+	    "\"retry_after\":29.412,\"recovery_timeout\":30.000,"
+	    "\"failure_rate\":0.25,\"success_rate\":0.75,"
+	    "\"consecutive_failures\":5,\"window_attempts\":20,"
+	    "\"window_failures\":5,\"attempts_total\":120,"
+	    "\"successes_total\":110,\"failures_total\":10,"
+	    "\"failures_by_error\":{\"refused\":7,\"timeout\":3,"
+	    "\"unreachable\":0,\"early_close\":0,\"slow\":0,\"other\":0},"
+	    "\"rejected_total\":1450,"
+	    "\"rejected_by_state\":{\"open\":1400,\"half_open\":50,"
+	    "\"forced_open\":0},"
+	    "\"rejected_overload_total\":2,\"failover_total\":4,"
+	    "\"opened_total\":1,\"connections_total\":1576,"
+	    "\"active_connections\":3,\"bytes_sent_total\":1000,"
+	    "\"bytes_received_total\":2000000,"
+	    "\"listen\":[\"127.0.0.1:8080\",\"unix:/run/a\\\"b\"],"
+	    "\"server\":\"127.0.0.1:9090\",\"backup\":\"spare\","
+	    "\"transitions\":["
+	    "{\"at\":1700000000.123,\"from\":\"closed\",\"to\":\"open\","
+	    "\"reason\":\"consecutive_failures\"},"
+	    "{\"at\":1699999990.000,\"from\":\"half_open\",\"to\":\"closed\","
+	    "\"reason\":null}]}");
+	stats_buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_json_document)
+{
+	struct stats_buf b = { NULL, 0, 0 };
+	struct stats_upstream su[2];
+	struct stats_info info = { "0.1.0", 61005 };
+	struct addr l[1];
+
+	snap_db(&su[0], l);
+	stats_json(&b, &info, su, 1);
+	ck_assert_str_eq(b.p,
+	    "{\"version\":\"0.1.0\",\"uptime_s\":61.005,\"upstreams\":{"
+	    "\"db\":{\"state\":\"closed\",\"state_since\":1700000000.000,"
+	    "\"retry_after\":null,\"recovery_timeout\":1.500,"
+	    "\"failure_rate\":0.0,\"success_rate\":1.0,"
+	    "\"consecutive_failures\":0,\"window_attempts\":0,"
+	    "\"window_failures\":0,\"attempts_total\":0,"
+	    "\"successes_total\":0,\"failures_total\":0,"
+	    "\"failures_by_error\":{\"refused\":0,\"timeout\":0,"
+	    "\"unreachable\":0,\"early_close\":0,\"slow\":0,\"other\":0},"
+	    "\"rejected_total\":0,"
+	    "\"rejected_by_state\":{\"open\":0,\"half_open\":0,"
+	    "\"forced_open\":0},"
+	    "\"rejected_overload_total\":0,\"failover_total\":0,"
+	    "\"opened_total\":0,\"connections_total\":0,"
+	    "\"active_connections\":0,\"bytes_sent_total\":0,"
+	    "\"bytes_received_total\":0,\"listen\":[\"[::1]:5432\"],"
+	    "\"server\":\"unix:/run/postgresql/.s.PGSQL.5432\","
+	    "\"backup\":null,\"transitions\":[]}}}\n");
+	stats_buf_free(&b);
+
+	/* No upstream at all is still a document. */
+	stats_json(&b, &info, su, 0);
+	ck_assert_str_eq(b.p,
+	    "{\"version\":\"0.1.0\",\"uptime_s\":61.005,\"upstreams\":{}}\n");
+	stats_buf_free(&b);
+}
+END_TEST
+
+/* retry_after: open and forced_open with a lifetime have one; no others. */
+START_TEST(test_json_retry_after)
+{
+	struct stats_buf b = { NULL, 0, 0 };
+	struct stats_upstream su;
+	struct addr l[1];
+
+	snap_db(&su, l);
+	su.state = BREAKER_FORCED_OPEN;
+	su.retry_after_ms = -1;
+	stats_json_upstream(&b, &su);
+	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":null,"));
+	stats_buf_free(&b);
+	su.retry_after_ms = 999;
+	stats_json_upstream(&b, &su);
+	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":0.999,"));
+	stats_buf_free(&b);
+	su.state = BREAKER_HALF_OPEN;
+	su.retry_after_ms = 0;
+	stats_json_upstream(&b, &su);
+	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":null,"));
+	stats_buf_free(&b);
+	su.state = BREAKER_FORCED_CLOSED;
+	su.retry_after_ms = 5000;
+	stats_json_upstream(&b, &su);
+	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":null,"));
+	stats_buf_free(&b);
+}
+END_TEST
+
+/* Strings: quotes, backslashes and control characters are escaped. */
+START_TEST(test_json_string)
+{
+	struct stats_buf b = { NULL, 0, 0 };
+
+	stats_json_string(&b, "a\"b\\c\nd\te\x01\x7f/é");
+	ck_assert_str_eq(b.p, "\"a\\\"b\\\\c\\nd\\te\\u0001\\u007f/é\"");
+	stats_buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_prometheus)
+{
+	struct stats_buf b = { NULL, 0, 0 };
+	struct stats_upstream su[2];
+	struct stats_info info = { "0.1.0", 61005 };
+	struct addr l1[2], l2[1];
+	FILE *f;
+	char *want;
+	long n;
+
+	snap_api(&su[0], l1);
+	snap_db(&su[1], l2);
+	stats_prometheus(&b, &info, su, 2);
+	f = fopen(CP_SRCDIR "/tests/unit/stats_metrics.txt", "r");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	want = calloc(1, (size_t)n + 1);
+	ck_assert_uint_eq(fread(want, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	if (strcmp(b.p, want) != 0) {
+		f = fopen("stats_metrics.got", "w");
+		if (f != NULL) {
+			fputs(b.p, f);
+			fclose(f);
+		}
+	}
+	ck_assert_msg(strcmp(b.p, want) == 0,
+	    "metrics differ from tests/unit/stats_metrics.txt; see "
+	    "stats_metrics.got");
+	free(want);
+	stats_buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_status_line)
+{
+	struct stats_buf b = { NULL, 0, 0 };
+	struct stats_upstream su[2];
+	struct addr l1[2], l2[1];
+
+	snap_api(&su[0], l1);
+	snap_db(&su[1], l2);
+	stats_status_line(&b, su, 2);
+	ck_assert_str_eq(b.p, "2 upstreams, 1 open, 1450 rejected, 3 active");
+	stats_buf_free(&b);
+	stats_status_line(&b, &su[1], 1);
+	ck_assert_str_eq(b.p, "1 upstream, 0 open, 0 rejected, 0 active");
+	stats_buf_free(&b);
+	su[1].state = BREAKER_FORCED_OPEN;
+	stats_status_line(&b, su, 2);
+	ck_assert_str_eq(b.p, "2 upstreams, 2 open, 1450 rejected, 3 active");
+	stats_buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_hist_bucket)
+{
+	ck_assert_uint_eq(stats_hist_bucket(0), 0);
+	ck_assert_uint_eq(stats_hist_bucket(500), 0);
+	ck_assert_uint_eq(stats_hist_bucket(501), 1);
+	ck_assert_uint_eq(stats_hist_bucket(1000), 1);
+	ck_assert_uint_eq(stats_hist_bucket(99999), 7);
+	ck_assert_uint_eq(stats_hist_bucket(5000000), 12);
+	ck_assert_uint_eq(stats_hist_bucket(5000001), STATS_HIST_BUCKETS);
+}
+END_TEST
+
+/*
+ * The list against a real breaker: after failures, rejects and a reset,
+ * every row marked CLEARED reads 0 and every KEPT one is as before.
+ */
+START_TEST(test_reset_column)
+{
+	struct breaker_conf c;
+	struct breaker *br;
+	struct breaker_ticket t;
+	struct breaker_stats st;
+	struct stats_upstream before, after;
+	unsigned i, cleared = 0, kept = 0;
+
+	memset(&c, 0, sizeof(c));
+	c.failure_threshold = 5;
+	c.window_calls = 20;
+	c.minimum_calls = 10;
+	c.recovery_timeout_ms = 30000;
+	c.recovery_backoff = 1;
+	c.recovery_timeout_max_ms = 60000;
+	c.half_open_max_calls = 1;
+	c.success_threshold = 1;
+	br = breaker_new(&c, 1000, 1);
+	for (i = 0; i < 3; i++) {
+		breaker_admit(br, 1000, &t);
+		breaker_record(br, &t, true, BREAKER_ERR_OTHER, 1000);
+	}
+	for (i = 0; i < 4; i++) {
+		breaker_admit(br, 1001, &t);
+		breaker_record(br, &t, false, BREAKER_ERR_REFUSED, 1001);
+	}
+	breaker_force_open(br, 0, 1002);
+	breaker_admit(br, 1003, &t);
+	memset(&before, 0, sizeof(before));
+	breaker_snapshot(br, 1004, &st);
+	stats_from_breaker(&before, &st, 0);
+	breaker_reset(br, 1005);
+	memset(&after, 0, sizeof(after));
+	breaker_snapshot(br, 1006, &st);
+	stats_from_breaker(&after, &st, 0);
+	for (i = 0; i < UC_COUNT; i++) {
+		if (!stats_counters[i].from_breaker)
+			continue;
+		if (stats_counters[i].reset == STATS_CLEARED) {
+			ck_assert_msg(before.v[i] != 0, "%s: 0 before",
+			    stats_counters[i].json);
+			ck_assert_msg(after.v[i] == 0, "%s: not cleared",
+			    stats_counters[i].json);
+			cleared++;
+		} else {
+			ck_assert_msg(after.v[i] == before.v[i],
+			    "%s: %llu became %llu", stats_counters[i].json,
+			    (unsigned long long)before.v[i],
+			    (unsigned long long)after.v[i]);
+			kept++;
+		}
+	}
+	ck_assert_uint_eq(cleared, 3);
+	ck_assert_uint_gt(kept, 10);
+	ck_assert_uint_eq(after.v[UC_attempts_total], 7);
+	ck_assert_uint_eq(after.v[UC_failures_refused], 4);
+	ck_assert_uint_eq(after.v[UC_rejected_forced_open], 1);
+	ck_assert_int_eq(after.state, BREAKER_CLOSED);
+	ck_assert_uint_eq(after.nchanges, 2);
+	ck_assert_int_eq(after.changes[0].reason, BREAKER_REASON_MANUAL);
+	ck_assert_int_eq(after.changes[0].at_ms, 1005);
+	breaker_free(br);
+}
+END_TEST
+
+/* The list is well formed: families consecutive, HELP on their first row. */
+START_TEST(test_list_shape)
+{
+	unsigned i, j;
+
+	for (i = 0; i < UC_COUNT; i++) {
+		const struct stats_counter *c = &stats_counters[i];
+
+		ck_assert_ptr_nonnull(c->json);
+		if (c->metric == NULL)
+			continue;
+		if (i == 0 || stats_counters[i - 1].metric == NULL ||
+		    strcmp(stats_counters[i - 1].metric, c->metric) != 0) {
+			ck_assert_msg(c->help != NULL, "%s: no help", c->json);
+			for (j = 0; j < i; j++)
+				ck_assert_msg(stats_counters[j].metric ==
+					    NULL ||
+					strcmp(stats_counters[j].metric,
+					    c->metric) != 0,
+				    "%s: family split", c->metric);
+		}
+		if (strcmp(c->type, "counter") == 0)
+			ck_assert_msg(strlen(c->metric) > 6 &&
+				strcmp(c->metric + strlen(c->metric) - 6,
+				    "_total") == 0,
+			    "%s: a counter not named _total", c->metric);
+	}
+}
+END_TEST
+
+/* Build the suite. */
+static Suite *
+stats_suite(void)
+{
+	Suite *s = suite_create("stats");
+	TCase *tc = tcase_create("render");
+
+	tcase_add_test(tc, test_json_upstream);
+	tcase_add_test(tc, test_json_document);
+	tcase_add_test(tc, test_json_retry_after);
+	tcase_add_test(tc, test_json_string);
+	tcase_add_test(tc, test_prometheus);
+	tcase_add_test(tc, test_status_line);
+	tcase_add_test(tc, test_hist_bucket);
+	tcase_add_test(tc, test_reset_column);
+	tcase_add_test(tc, test_list_shape);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(stats_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
