@@ -43,6 +43,8 @@
 #define ADMIN_MAX_BODY 1024
 #define ADMIN_DEADLINE_MS 5000 /* to send a whole request, or idle between */
 #define ADMIN_PAUSE_MS 100     /* out of descriptors: accept again after */
+#define ADMIN_JSON "application/json"
+#define ADMIN_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
 
 /*
  * One admin connection. evhttp owns it; we learn of it when evhttp asks for
@@ -392,9 +394,14 @@ admin_find(struct admin *a, const char *name)
 	return NULL;
 }
 
-/* GET /stats: every upstream. */
+/* The renderers of every upstream at once: stats_json, stats_prometheus. */
+typedef void (*admin_render_fn)(struct stats_buf *, const struct stats_info *,
+    const struct stats_upstream *, size_t);
+
+/* GET /stats or /metrics: every upstream, rendered by render. */
 static void
-admin_stats(struct admin *a, struct evhttp_request *req)
+admin_render_all(struct admin *a, struct evhttp_request *req,
+    admin_render_fn render, const char *type)
 {
 	struct stats_buf sb = { NULL, 0, 0 };
 	struct stats_info info = admin_info(a);
@@ -402,9 +409,9 @@ admin_stats(struct admin *a, struct evhttp_request *req)
 	size_t n;
 
 	sus = admin_snapshot(a, &n);
-	stats_json(&sb, &info, sus, n);
+	render(&sb, &info, sus, n);
 	free(sus);
-	admin_send_buf(req, "application/json", &sb);
+	admin_send_buf(req, type, &sb);
 }
 
 /* Reply with one upstream's STATS. */
@@ -417,26 +424,10 @@ admin_stats_upstream(struct admin *a, struct evhttp_request *req,
 	uint64_t now = util_now_ms();
 
 	(void)a;
-	upstream_snapshot(up, now,
-	    (int64_t)util_wall_ms() - (int64_t)now, &su);
+	upstream_snapshot(up, now, (int64_t)util_wall_ms() - (int64_t)now, &su);
 	stats_json_upstream(&sb, &su);
 	stats_buf_printf(&sb, "\n");
-	admin_send_buf(req, "application/json", &sb);
-}
-
-/* GET /metrics. */
-static void
-admin_metrics(struct admin *a, struct evhttp_request *req)
-{
-	struct stats_buf sb = { NULL, 0, 0 };
-	struct stats_info info = admin_info(a);
-	struct stats_upstream *sus;
-	size_t n;
-
-	sus = admin_snapshot(a, &n);
-	stats_prometheus(&sb, &info, sus, n);
-	free(sus);
-	admin_send_buf(req, "text/plain; version=0.0.4; charset=utf-8", &sb);
+	admin_send_buf(req, ADMIN_JSON, &sb);
 }
 
 /* The client's address, for the log line of a manual action. */
@@ -510,10 +501,16 @@ admin_override(struct admin *a, struct evhttp_request *req,
 		breaker_reset(up->breaker, now);
 		break;
 	}
-	log_notice("event=admin action=%s upstream=%s for=%s client=%s", action,
-	    up->name,
-	    lifetime != 0 ? format_duration(lifetime, d, sizeof(d)) : "none",
-	    admin_client(req, client, sizeof(client)));
+	if (route == ADMIN_RESET_ONE)
+		log_notice("event=admin action=%s upstream=%s client=%s",
+		    action, up->name,
+		    admin_client(req, client, sizeof(client)));
+	else
+		log_notice("event=admin action=%s upstream=%s for=%s client=%s",
+		    action, up->name,
+		    lifetime != 0 ? format_duration(lifetime, d, sizeof(d))
+				  : "none",
+		    admin_client(req, client, sizeof(client)));
 	/* A new lifetime may end sooner than the armed timer. */
 	upstream_tick_schedule(up);
 	admin_stats_upstream(a, req, up);
@@ -535,7 +532,7 @@ admin_reset_all(struct admin *a, struct evhttp_request *req)
 		breaker_reset(ups[i]->breaker, now);
 		upstream_tick_schedule(ups[i]);
 	}
-	admin_stats(a, req);
+	admin_render_all(a, req, stats_json, ADMIN_JSON);
 }
 
 /* GET /: the status page, with a fresh nonce for its CSP. */
@@ -698,7 +695,7 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 		admin_send_text(req, 200, "OK", "ok\n");
 		break;
 	case ADMIN_STATS:
-		admin_stats(a, req);
+		admin_render_all(a, req, stats_json, ADMIN_JSON);
 		break;
 	case ADMIN_STATS_ONE:
 		if ((up = admin_find(a, name)) == NULL)
@@ -708,7 +705,7 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 			admin_stats_upstream(a, req, up);
 		break;
 	case ADMIN_METRICS:
-		admin_metrics(a, req);
+		admin_render_all(a, req, stats_prometheus, ADMIN_PROMETHEUS);
 		break;
 	case ADMIN_FORCE_OPEN:
 	case ADMIN_FORCE_CLOSED:

@@ -59,6 +59,11 @@ upstream(const char *name, const char *listen, const char *server,
 	    listen, server, keys != NULL ? keys : "");
 }
 
+/* Start the daemon with admin (and a token) and one upstream "api". */
+#define start_api(admin, token, listen, server)                                \
+	h_daemon_start(h_strf("%s%s", global_admin((admin), (token)),          \
+	    upstream("api", (listen), h_backend_addr(server), NULL)))
+
 /* Stop the daemon and check it exits 0. */
 static void
 stop_ok(struct h_daemon *d)
@@ -66,15 +71,6 @@ stop_ok(struct h_daemon *d)
 	int st = h_daemon_stop(d);
 
 	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
-}
-
-/* Say that a story could not run, and why, where make check keeps it. */
-static void
-skip(const char *story, const char *why)
-{
-	fprintf(stderr, "SKIP: check_admin %s: %s\n", story, why);
-	printf("SKIP: check_admin %s: %s\n", story, why);
-	fflush(stdout);
 }
 
 /* ------------------------------------------------------------------ */
@@ -766,25 +762,14 @@ prom_value(const struct prom *p, const char *name, const char *labels)
 /* ------------------------------------------------------------------ */
 /* Operators' tools, run as they are installed. */
 
-/* The full path of a program on $PATH, or NULL. */
+/* The full path of an installed program, or NULL. */
 static const char *
 tool(const char *name)
 {
-	const char *path = getenv("PATH");
-	char *dirs, *dir, *save = NULL, *full;
+	const char *path = h_which(name);
 
-	if (name[0] == '/')
-		return access(name, X_OK) == 0 ? name : NULL;
-	if (path == NULL)
-		path = "/usr/bin:/bin";
-	dirs = h_strf("%s", path);
-	for (dir = strtok_r(dirs, ":", &save); dir != NULL;
-	     dir = strtok_r(NULL, ":", &save)) {
-		full = h_strf("%s/%s", *dir ? dir : ".", name);
-		if (access(full, X_OK) == 0)
-			return full;
-	}
-	return NULL;
+	return strchr(path, '/') != NULL && access(path, X_OK) == 0 ? path
+								    : NULL;
 }
 
 /*
@@ -911,9 +896,7 @@ START_TEST(admin_routes)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	char *admin = h_free_addr4(), *l1 = h_free_addr4();
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct h_daemon *d = start_api(admin, NULL, l1, echo);
 	static const struct {
 		const char *method, *path, *allow;
 	} wrong[] = {
@@ -1384,13 +1367,9 @@ START_TEST(admin_metrics_promtool)
 	struct resp r;
 	int st;
 
-	if (promtool == NULL) {
-		skip("admin_metrics_promtool",
-		    "promtool is not installed (Debian package prometheus)");
-		return;
-	}
-	d = h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
-	    upstream("api", l1, h_backend_addr(echo), NULL)));
+	if (promtool == NULL)
+		h_skip("promtool is not installed (Debian package prometheus)");
+	d = start_api(admin, NULL, l1, echo);
 	h_assert(h_echo_roundtrip(l1, "abc", H_WAIT_MS), "echo");
 	r = http_expect(admin, "GET", "/metrics", NULL, 200);
 	{
@@ -1427,9 +1406,7 @@ START_TEST(admin_token)
 		{ "POST", "/upstreams/api/force-closed" },
 		{ "POST", "/upstreams/api/reset" }, { "POST", "/reset" },
 		{ "GET", "/nope" }, { "POST", "/" } };
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_admin(admin, "s3cret-t0ken"),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct h_daemon *d = start_api(admin, "s3cret-t0ken", l1, echo);
 	struct resp r;
 	const char *www;
 	size_t i, k;
@@ -1481,9 +1458,7 @@ START_TEST(admin_force_open_expires)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	char *admin = h_free_addr4(), *l1 = h_free_addr4();
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct h_daemon *d = start_api(admin, NULL, l1, echo);
 	struct jv *j, *tr;
 	struct resp r;
 	uint64_t t0, took;
@@ -1731,9 +1706,7 @@ START_TEST(admin_garbage)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	char *admin = h_free_addr4(), *l1 = h_free_addr4();
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_admin(admin, "tok"),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct h_daemon *d = start_api(admin, "tok", l1, echo);
 	static const char *const garbage[] = { "\x00\x01\x02\xff\r\n\r\n",
 		"GET\r\n\r\n", "GET / HTTP/9.9\r\n\r\n",
 		"GET /health HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
@@ -1797,9 +1770,7 @@ START_TEST(admin_slow_clients)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	char *admin = h_free_addr4(), *l1 = h_free_addr4();
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct h_daemon *d = start_api(admin, NULL, l1, echo);
 	const char *head = "GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: ";
 	int slow = h_connect_ok(admin), silent = h_connect_ok(admin);
 	uint64_t t0 = h_now_ms(), cut = 0;
@@ -1853,9 +1824,7 @@ START_TEST(admin_connection_cap)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	char *admin = h_free_addr4(), *l1 = h_free_addr4();
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct h_daemon *d = start_api(admin, NULL, l1, echo);
 	enum { N = ADMIN_MAX_CONNECTIONS + 16 };
 	int fds[N], nfds0, nfds1;
 	uint64_t t0, took;
@@ -1891,9 +1860,7 @@ START_TEST(admin_during_drain)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	char *admin = h_free_addr4(), *l1 = h_free_addr4();
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct h_daemon *d = start_api(admin, NULL, l1, echo);
 	struct jv *j;
 	int fd = h_connect_ok(l1), st;
 	char buf[2];
@@ -1923,9 +1890,7 @@ START_TEST(admin_unix_socket)
 	struct h_backend *echo = h_backend(H_ECHO);
 	char *admin = h_free_addr(AF_UNIX), *l1 = h_free_addr4();
 	const char *curl = tool("curl");
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+	struct h_daemon *d = start_api(admin, NULL, l1, echo);
 	struct stat sb;
 	char *out, *err;
 	int st;
@@ -1940,8 +1905,10 @@ START_TEST(admin_unix_socket)
 		h_assert(st == 0, "curl --unix-socket: %d %s", st, err);
 		json_parse(out);
 	} else
-		skip("admin_unix_socket (the curl part)",
-		    "curl is not installed");
+		fprintf(stderr,
+		    "%s: curl is not installed: not tried with "
+		    "curl --unix-socket\n",
+		    H_WHERE);
 	h_assert(stat(admin + 5, &sb) == 0, "no socket file %s", admin + 5);
 	stop_ok(d);
 	h_assert(stat(admin + 5, &sb) == -1 && errno == ENOENT,
@@ -1978,12 +1945,9 @@ START_TEST(admin_curl)
 	struct jv *j;
 	int st;
 
-	if (curl == NULL) {
-		skip("admin_curl", "curl is not installed");
-		return;
-	}
-	d = h_daemon_start(h_strf("%s%s", global_admin(admin, "k3y"),
-	    upstream("api", l1, h_backend_addr(echo), NULL)));
+	if (curl == NULL)
+		h_skip("curl is not installed");
+	d = start_api(admin, "k3y", l1, echo);
 	{
 		const char *argv[] = { curl, "-sS", "-H",
 			"Authorization: Bearer k3y", url(admin, "/stats"),
@@ -2048,11 +2012,8 @@ START_TEST(admin_status_page_chromium)
 		chromium = tool("chromium");
 	if (chromium == NULL)
 		chromium = tool("chromium-browser");
-	if (chromium == NULL) {
-		skip("admin_status_page_chromium",
-		    "no chromium installed (Debian package chromium)");
-		return;
-	}
+	if (chromium == NULL)
+		h_skip("no chromium installed (Debian package chromium)");
 	d = h_daemon_start(h_strf("%s%s%s", global_admin(admin, NULL),
 	    upstream("api", l1, h_backend_addr(echo), NULL),
 	    upstream("db", l2, h_backend_addr(refuse),
@@ -2098,7 +2059,7 @@ START_TEST(admin_status_page_chromium)
 			"--disable-component-update", "--disable-sync",
 			"--hide-scrollbars",
 			h_strf("--user-data-dir=%s", profile),
-			"--virtual-time-budget=3000", "--window-size=1500,330",
+			"--virtual-time-budget=3000", "--window-size=1560,300",
 			h_strf("--screenshot=%s", shot), url(admin, "/"),
 			NULL };
 

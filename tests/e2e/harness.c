@@ -667,8 +667,8 @@ h_daemon_reader(void *arg)
 	return NULL;
 }
 
-/* Find a program on $PATH (execve does not), before the fork. */
-static const char *
+/* Find a program on $PATH (execve does not); the name itself if not found. */
+const char *
 h_which(const char *name)
 {
 	const char *path = getenv("PATH");

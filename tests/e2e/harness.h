@@ -221,6 +221,9 @@ bool h_own_netns(void);
 bool h_own_hosts(const char *);
 void h_own_hosts_set(const char *);
 
+/* Find a program on $PATH; the name itself if it is not there. */
+const char *h_which(const char *);
+
 /* A command run to its end, its output captured (for -t, -V, -h...). */
 struct h_run {
 	int status; /* exit code, 128 + signal, or -1 on timeout */

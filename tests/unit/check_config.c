@@ -1663,7 +1663,10 @@ START_TEST(test_example_conf)
 	for (i = 0; i < errs.n; i++)
 		fprintf(stderr, "%s\n", errs.v[i].msg);
 	ck_assert_msg(cfg != NULL, "%s does not load", path);
-	ck_assert(!cfg->admin_enabled);
+	/* Set for the tour, the status page and circuitproxyctl. */
+	ck_assert(cfg->admin_enabled);
+	ck_assert_str_eq(cfg->admin.text, "127.0.0.1:9901");
+	ck_assert_int_eq(addr_is_local(&cfg->admin), 1);
 	ck_assert_uint_eq(cfg->workers, 1);
 	ck_assert_uint_eq(cfg->nupstreams, 1);
 	u = config_find_upstream(cfg, "demo");
