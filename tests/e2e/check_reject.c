@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -440,6 +441,84 @@ START_TEST(postgres_garbage_and_silence)
 }
 END_TEST
 
+/*
+ * A protocol-aware reject is logged, limited and summed like a reset:
+ * with log_rejects_per_second = 2, 20 mysql clients in a burst each get
+ * their ERR packet, and the reject lines plus the reject_summary counts
+ * add up to 20. With dry_run the client is relayed, not told.
+ */
+START_TEST(mysql_rejects_counted_like_resets)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	struct h_backend *echo = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4(), *lis2 = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("[global]\n"
+						   "log_level = info\n"
+						   "workers = 1\n"
+						   "admin =\n"
+						   "log_rejects_per_second = 2\n"
+						   "[upstream:my]\n"
+						   "listen = %s\n"
+						   "server = %s\n"
+						   "failure_threshold = 1\n"
+						   "recovery_timeout = 60s\n"
+						   "reject = mysql\n"
+						   "[upstream:dry]\n"
+						   "listen = %s\n"
+						   "server = %s\n"
+						   "failure_threshold = 1\n"
+						   "recovery_timeout = 60s\n"
+						   "reject = mysql\n"
+						   "dry_run = yes\n",
+	    lis, h_backend_addr(srv), lis2, h_backend_addr(echo)));
+	unsigned individual, summarised = 0, k;
+	uint64_t deadline;
+	const char *line;
+	enum h_outcome out;
+	char *reply;
+	size_t len, mark, i;
+	double v;
+	int fd;
+
+	open_circuit(d, lis, "my");
+	mark = h_log_mark(d);
+	for (k = 0; k < 20; k++) {
+		fd = h_connect_ok(lis);
+		out = h_recv_all(fd, &reply, &len, H_WAIT_MS);
+		close(fd);
+		h_assert(out == H_OUT_EOF && len > 13 &&
+			(unsigned char)reply[4] == 0xff,
+		    "client %u: %s, %zu bytes", k, h_outcome_name(out), len);
+	}
+	deadline = h_now_ms() + H_WAIT_MS;
+	for (;;) {
+		individual = h_count_log_after(d, mark, "event=reject",
+		    "upstream=my");
+		summarised = 0;
+		for (i = mark; (line = h_log_line(d, i)) != NULL; i++)
+			if (h_line_has(line, "event=reject_summary") &&
+			    h_line_has(line, "upstream=my") &&
+			    !isnan(v = h_log_double(line, "rejected")))
+				summarised += (unsigned)v;
+		if (individual + summarised >= 20 || h_now_ms() >= deadline)
+			break;
+		h_log_wait_more(d, i, 200);
+	}
+	h_assert(individual + summarised == 20,
+	    "%u reject lines + %u summed, not 20", individual, summarised);
+	h_assert(individual <= 6, "%u reject lines over the limit", individual);
+
+	/* dry_run: the would-be reject is logged and the client relayed. */
+	open_circuit(d, lis2, "dry");
+	h_backend_set_kind(echo, H_ECHO);
+	h_assert(h_echo_roundtrip(lis2, "relayed", H_WAIT_MS),
+	    "a dry_run client was not relayed");
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=dry",
+	    "state=open", "dry_run=yes");
+	stop_ok(d);
+}
+END_TEST
+
 /* A config of one upstream NAME probed by the daemon (recovery_probe). */
 static const char *
 config_probed(const char *name, const char *listen, const struct h_backend *srv,
@@ -698,6 +777,7 @@ reject_suite(void)
 	H_TEST(s, mariadb_open);
 	H_TEST(s, half_open_no_slot_retry_0);
 	H_TEST(s, postgres_garbage_and_silence);
+	H_TEST(s, mysql_rejects_counted_like_resets);
 	H_TEST(s, probe_closes_without_clients);
 	H_TEST(s, probe_fails_backs_off);
 	H_TEST(s, probe_timeout_half_open_rejects);
