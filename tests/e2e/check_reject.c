@@ -519,6 +519,57 @@ START_TEST(mysql_rejects_counted_like_resets)
 }
 END_TEST
 
+/*
+ * forced_open without a lifetime has no end: the reply names
+ * recovery_timeout (45s); with ?for=20s it names the rest of the lifetime.
+ * Forced through the admin endpoint with curl.
+ */
+START_TEST(forced_open_retry_after)
+{
+	const char *curl = h_client("curl");
+	struct h_backend *srv = h_backend(H_ECHO);
+	const char *lis = h_free_addr4(), *admin = h_free_addr4();
+	struct h_daemon *d;
+	const char *force[] = { "/upstreams/cache/force-open",
+		"/upstreams/cache/force-open?for=20s" };
+	const int lo[] = { 45, 19 }, hi[] = { 45, 20 };
+	enum h_outcome out;
+	struct h_run r;
+	size_t len;
+	char *reply;
+	int fd, k;
+
+	if (curl == NULL)
+		h_skip("curl is not installed (apt-get install curl)");
+	d = h_daemon_start(h_strf("[global]\n"
+				  "log_level = info\n"
+				  "workers = 1\n"
+				  "admin = %s\n"
+				  "[upstream:cache]\n"
+				  "listen = %s\n"
+				  "server = %s\n"
+				  "recovery_timeout = 45s\n"
+				  "reject = redis\n",
+	    admin, lis, h_backend_addr(srv)));
+	for (k = 0; k < 2; k++) {
+		h_exec(&r, curl, "-s", "-f", "-X", "POST",
+		    h_strf("http://%s%s", admin, force[k]));
+		h_assert(r.status == 0, "curl %s: %d %s", force[k], r.status,
+		    r.err);
+		h_expect_log(d, H_WAIT_MS, "event=state", "upstream=cache",
+		    "to=forced_open");
+		fd = h_connect_ok(lis);
+		out = h_recv_all(fd, &reply, &len, H_WAIT_MS);
+		close(fd);
+		h_assert(out == H_OUT_EOF, "%s: the reply ended with %s",
+		    force[k], h_outcome_name(out));
+		expect_sentence(reply, "cache", "forced_open", lo[k], hi[k]);
+	}
+	h_assert(h_backend_accepted(srv) == 0, "the server was reached");
+	stop_ok(d);
+}
+END_TEST
+
 /* A config of one upstream NAME probed by the daemon (recovery_probe). */
 static const char *
 config_probed(const char *name, const char *listen, const struct h_backend *srv,
@@ -778,6 +829,7 @@ reject_suite(void)
 	H_TEST(s, half_open_no_slot_retry_0);
 	H_TEST(s, postgres_garbage_and_silence);
 	H_TEST(s, mysql_rejects_counted_like_resets);
+	H_TEST(s, forced_open_retry_after);
 	H_TEST(s, probe_closes_without_clients);
 	H_TEST(s, probe_fails_backs_off);
 	H_TEST(s, probe_timeout_half_open_rejects);
