@@ -368,7 +368,7 @@ listener_shutdown(struct listener *l)
 }
 
 /* Close the sockets; a unix socket file is removed. */
-void
+static void
 listener_close(struct listener *l)
 {
 	unsigned i;

@@ -61,8 +61,6 @@ int listener_relisten(struct listener *, char **cause);
 void listener_log(struct listener *, const char *event);
 /* Refuse new clients at once (main thread). */
 void listener_shutdown(struct listener *);
-/* Close the sockets (main thread, after every worker detached). */
-void listener_close(struct listener *);
 void listener_free(struct listener *);
 
 #endif
