@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -79,6 +80,7 @@ struct daemon {
 
 	/* state_file: written on the main thread when dirty, retried. */
 	char *state_path; /* as at start: a reload changes it at restart */
+	int state_reserve_fd; /* kept for a write with the table full, or -1 */
 	struct event *state_ev;
 	bool state_dirty;
 	bool state_failing;	 /* the last write failed */
@@ -178,6 +180,18 @@ daemon_state_save(struct daemon *d, char **cause)
 	}
 	text = state_encode(v, d->nupstreams, util_wall_ms());
 	rc = state_write(d->state_path, text, cause);
+	/*
+	 * Out of descriptors (SPEC 8: the write must still happen): give up
+	 * the one kept for this and try again, then take it back.
+	 */
+	if (rc != 0 && (errno == EMFILE || errno == ENFILE) &&
+	    d->state_reserve_fd != -1) {
+		free(*cause);
+		*cause = NULL;
+		close(d->state_reserve_fd);
+		rc = state_write(d->state_path, text, cause);
+		d->state_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
 	free(text);
 	free(v);
 	return rc;
@@ -898,6 +912,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 		    log_quote(q, sizeof(q), strerror(errno)));
 	}
 	d = xcalloc(1, sizeof(*d));
+	d->state_reserve_fd = -1;
 	d->conf = conf;
 	d->conf_path = path;
 	d->log_level_override = level_override;
@@ -919,6 +934,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	d->state_retry_ms = DAEMON_STATE_RETRY_MS;
 	if (conf->state_file != NULL) {
 		d->state_path = xstrdup(conf->state_file);
+		d->state_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		daemon_state_load(d, now);
 	}
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
@@ -1087,6 +1103,8 @@ daemon_free(struct daemon *d)
 	if (d->state_ev != NULL)
 		event_free(d->state_ev);
 	free(d->state_path);
+	if (d->state_reserve_fd != -1)
+		close(d->state_reserve_fd);
 	if (d->base != NULL)
 		event_base_free(d->base);
 	config_free(d->conf);

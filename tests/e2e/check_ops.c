@@ -1075,6 +1075,69 @@ START_TEST(second_instance_exits_1)
 }
 END_TEST
 
+/* Does the file at path hold text, within ms? */
+static bool
+file_has_within(const char *path, const char *text, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	char buf[4096];
+	size_t n;
+	FILE *f;
+
+	for (;;) {
+		if ((f = fopen(path, "r")) != NULL) {
+			n = fread(buf, 1, sizeof(buf) - 1, f);
+			buf[n] = '\0';
+			fclose(f);
+			if (strstr(buf, text) != NULL)
+				return true;
+		}
+		if (h_now_ms() >= deadline)
+			return false;
+		poll(NULL, 0, 10);
+	}
+}
+
+/*
+ * state_file is written with the descriptor table full (SPEC.md 8): the
+ * daemon keeps one descriptor for it. Here every descriptor holds a relay
+ * when api's open period ends, and the half_open state is in the file at
+ * once, with no error line.
+ */
+START_TEST(emfile_state_file_written)
+{
+	struct h_backend *down = h_backend(H_REFUSE), *srv = h_backend(H_ECHO);
+	const char *l_api = h_free_addr4(), *l_web = h_free_addr4();
+	const char *path = h_path("state");
+	const char *config = h_strf("%sstate_file = %s\n\n%s%s",
+	    global_section("2s"), path,
+	    upstream("api", l_api, down,
+		"failure_threshold = 1\nrecovery_timeout = 2s"),
+	    upstream("web", l_web, srv, ""));
+	struct h_daemon *d = start_with_room(config, 0);
+	int fds[FD_ROOM], i;
+	size_t mark;
+
+	h_client_expect_reset(l_api, H_WAIT_MS, NULL);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
+	h_assert(file_has_within(path, "\napi state=open ", H_WAIT_MS),
+	    "the opening never reached %s", path);
+	fill_room(l_web, fds);
+	mark = h_log_mark(d);
+	h_expect_log_after(d, mark, 2000 + H_WAIT_MS, "event=state",
+	    "upstream=api", "from=open", "to=half_open");
+	h_assert(file_has_within(path, "\napi state=half_open ", 1000),
+	    "half_open never reached %s with the descriptor table full",
+	    path);
+	h_assert(h_count_log_after(d, mark, "event=state_file",
+		     "result=error") == 0,
+	    "a state_file write failed with the table full");
+	for (i = 0; i < FD_ROOM; i++)
+		close(fds[i]);
+	stop_ok(d);
+}
+END_TEST
+
 /* The suite. */
 static Suite *
 ops_suite(void)
@@ -1096,6 +1159,7 @@ ops_suite(void)
 	H_TEST(s, notify_status_follows_breaker);
 	H_TEST(s, emfile_pauses_accepting);
 	H_TEST(s, emfile_one_fd_left);
+	H_TEST(s, emfile_state_file_written);
 	H_TEST(s, second_instance_exits_1);
 	return s;
 }
