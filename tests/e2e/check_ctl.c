@@ -138,6 +138,354 @@ START_TEST(ctl_daemon_down)
 }
 END_TEST
 
+/* A daemon with an admin endpoint: api (server refusing) and web (echo). */
+struct live {
+	struct h_daemon *d;
+	struct h_backend *api_srv, *web_srv;
+	char *admin, *l_api, *l_web;
+	const char *conf; /* its config file, for -c */
+	const char *text; /* and what it says, to start it again */
+};
+
+/* Start the daemon of a story; token NULL for none, admin NULL for TCP. */
+static void
+live_start(struct live *lv, const char *admin, const char *token,
+    const char *extra_global)
+{
+	const char *text;
+
+	lv->api_srv = h_backend(H_REFUSE);
+	lv->web_srv = h_backend(H_ECHO);
+	lv->admin = admin != NULL ? h_strf("%s", admin) : h_free_addr4();
+	lv->l_api = h_free_addr4();
+	lv->l_web = h_free_addr4();
+	text = h_strf("[global]\n"
+		      "workers = 1\n"
+		      "admin = %s\n"
+		      "%s%s%s"
+		      "%s\n"
+		      "[upstream:api]\n"
+		      "listen = %s\n"
+		      "server = %s\n"
+		      "failure_threshold = 1\n"
+		      "recovery_timeout = 30s\n"
+		      "\n"
+		      "[upstream:web]\n"
+		      "listen = %s\n"
+		      "server = %s\n",
+	    lv->admin, token ? "admin_token = " : "", token ? token : "",
+	    token ? "\n" : "", extra_global ? extra_global : "", lv->l_api,
+	    h_backend_addr(lv->api_srv), lv->l_web,
+	    h_backend_addr(lv->web_srv));
+	lv->text = text;
+	lv->d = h_daemon_start(text);
+	lv->conf = h_daemon_config(lv->d);
+}
+
+/* Open api's circuit with one refused client. */
+static void
+live_trip(struct live *lv)
+{
+	h_client_expect_reset(lv->l_api, H_WAIT_MS, NULL);
+	h_expect_log(lv->d, H_WAIT_MS, "event=state", "upstream=api",
+	    "to=open");
+}
+
+/* The line of a table that starts with name, or NULL. */
+static const char *
+table_row(const char *out, const char *name)
+{
+	size_t n = strlen(name);
+	const char *p = out;
+
+	for (; p != NULL && *p != '\0';
+	     p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (strncmp(p, name, n) == 0 && p[n] == ' ')
+			return p;
+	return NULL;
+}
+
+/* The whitespace-separated field i (0-based) of a table line. */
+static char *
+field(const char *line, int i)
+{
+	char buf[256], *tok, *save = NULL;
+	size_t n = strcspn(line, "\n");
+
+	if (line == NULL || n >= sizeof(buf))
+		return h_strf("%s", "");
+	memcpy(buf, line, n);
+	buf[n] = '\0';
+	for (tok = strtok_r(buf, " ", &save); tok != NULL && i > 0; i--)
+		tok = strtok_r(NULL, " ", &save);
+	return h_strf("%s", tok ? tok : "");
+}
+
+/* Does every line put its n-th column's right edge at the same offset? */
+static bool
+aligned(const char *out)
+{
+	const char *line = out, *nl;
+	long edge = -1, e;
+
+	for (; *line != '\0'; line = nl + 1) {
+		if ((nl = strchr(line, '\n')) == NULL)
+			return false;
+		/* ACTIVE is right-aligned: every line ends at the same column. */
+		e = nl - line;
+		if (edge != -1 && e != edge)
+			return false;
+		edge = e;
+	}
+	return edge > 0;
+}
+
+/*
+ * status with no option on the daemon's host: one header line, one line
+ * per upstream, columns aligned, the open circuit and its retry-after.
+ */
+START_TEST(ctl_status)
+{
+	static const char header[] =
+	    "UPSTREAM  STATE   RETRY_AFTER  "
+	    "FAILURE_RATE  ATTEMPTS  REJECTS  ACTIVE\n";
+	struct live lv;
+	struct h_run r;
+	const char *api, *web;
+	double retry;
+
+	live_start(&lv, NULL, NULL, NULL);
+	live_trip(&lv);
+	h_assert(h_echo_roundtrip(lv.l_web, "hi", H_WAIT_MS), "web relays");
+	ctl_run(&r, "-c", lv.conf, "status");
+	h_assert(r.status == 0 && r.err[0] == '\0', "status exited %d: %s",
+	    r.status, r.err);
+	h_assert(h_count_lines(r.out) == 3, "status printed:\n%s", r.out);
+	h_assert(strncmp(r.out, header, strlen(header)) == 0,
+	    "the header line: %s", r.out);
+	h_assert(aligned(r.out), "columns not aligned:\n%s", r.out);
+	api = table_row(r.out, "api");
+	web = table_row(r.out, "web");
+	h_assert(api != NULL && web != NULL, "rows missing:\n%s", r.out);
+	h_assert(strcmp(field(api, 1), "open") == 0 &&
+		strcmp(field(api, 3), "100.0%") == 0 &&
+		strcmp(field(api, 4), "1") == 0 &&
+		strcmp(field(api, 5), "0") == 0 &&
+		strcmp(field(api, 6), "0") == 0,
+	    "api's row: %s", api);
+	retry = strtod(field(api, 2), NULL);
+	h_assert(retry > 25.0 && retry <= 30.0 &&
+		field(api, 2)[strlen(field(api, 2)) - 1] == 's',
+	    "api's retry-after: %s", field(api, 2));
+	h_assert(strcmp(field(web, 1), "closed") == 0 &&
+		strcmp(field(web, 2), "-") == 0 &&
+		strcmp(field(web, 3), "0.0%") == 0 &&
+		strcmp(field(web, 4), "1") == 0,
+	    "web's row: %s", web);
+
+	/* A rejected client shows in REJECTS. */
+	h_client_expect_reset(lv.l_api, H_WAIT_MS, NULL);
+	ctl_run(&r, "-c", lv.conf, "status");
+	h_assert(strcmp(field(table_row(r.out, "api"), 5), "1") == 0,
+	    "after a reject:\n%s", r.out);
+}
+END_TEST
+
+/* Over a unix socket, the same. */
+START_TEST(ctl_status_unix)
+{
+	struct live lv;
+	struct h_run r;
+
+	live_start(&lv, h_free_addr(AF_UNIX), NULL, NULL);
+	ctl_run(&r, "-c", lv.conf, "status");
+	h_assert(r.status == 0 && table_row(r.out, "api") != NULL &&
+		table_row(r.out, "web") != NULL,
+	    "status over %s exited %d: %s%s", lv.admin, r.status, r.out, r.err);
+}
+END_TEST
+
+/* With admin_token: from the config, from -T; a wrong or missing one is 3. */
+START_TEST(ctl_token)
+{
+	const char *good = h_write_file("good.token", "s3cret-token\n");
+	const char *bad = h_write_file("bad.token", "nope\n");
+	const char *notoken;
+	struct live lv;
+	struct h_run r;
+
+	live_start(&lv, NULL, "s3cret-token", NULL);
+	ctl_run(&r, "-c", lv.conf, "status");
+	h_assert(r.status == 0 && table_row(r.out, "api") != NULL,
+	    "with the config's token: exit %d, %s", r.status, r.err);
+	ctl_run(&r, "-c", lv.conf, "-T", good, "reset", "api");
+	h_assert(r.status == 0, "with -T: exit %d, %s", r.status, r.err);
+	ctl_run(&r, "-c", lv.conf, "-T", bad, "status");
+	h_assert(r.status == 3 && strstr(r.err, "(401)") != NULL &&
+		strstr(r.err, "wrong token") != NULL && r.out[0] == '\0',
+	    "a wrong token: exit %d, %s", r.status, r.err);
+	notoken = config_file(h_strf("admin = %s", lv.admin));
+	ctl_run(&r, "-c", notoken, "force-open", "api");
+	h_assert(r.status == 3 && strstr(r.err, "needs a token") != NULL,
+	    "no token: exit %d, %s", r.status, r.err);
+	ctl_run(&r, "-a", lv.admin, "-T", good, "stats", "web");
+	h_assert(r.status == 0 &&
+		strstr(r.out, "\"state\": \"closed\"") != NULL,
+	    "-a with -T: exit %d, %s", r.status, r.err);
+}
+END_TEST
+
+/* An upstream the daemon does not have: exit 2 for every command. */
+START_TEST(ctl_unknown_upstream)
+{
+	static const char *const cmds[][3] = {
+		{ "stats", "nosuch", NULL },
+		{ "force-open", "nosuch", "30s" },
+		{ "force-closed", "nosuch", NULL },
+		{ "reset", "nosuch", NULL },
+	};
+	struct live lv;
+	struct h_run r;
+	size_t i;
+
+	live_start(&lv, NULL, NULL, NULL);
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		ctl_run(&r, "-c", lv.conf, cmds[i][0], cmds[i][1], cmds[i][2]);
+		h_assert(r.status == 2 &&
+			strstr(r.err, "unknown upstream 'nosuch'") != NULL,
+		    "%s: exit %d, %s", cmds[i][0], r.status, r.err);
+	}
+}
+END_TEST
+
+/*
+ * force-open with a lifetime: the row says forced_open with the rest of
+ * it, clients are turned away, and the circuit closes on its own when the
+ * lifetime ends, not before and not much after.
+ */
+START_TEST(ctl_force_open_lifetime)
+{
+	struct live lv;
+	struct h_run r;
+	const char *line, *row;
+	int64_t t_forced, t_closed;
+	double retry;
+	size_t mark;
+
+	live_start(&lv, NULL, NULL, NULL);
+	ctl_run(&r, "-c", lv.conf, "force-open", "web", "2s");
+	h_assert(r.status == 0, "force-open exited %d: %s", r.status, r.err);
+	line = h_expect_log(lv.d, H_WAIT_MS, "event=state", "upstream=web",
+	    "to=forced_open", "reason=manual");
+	t_forced = h_log_time_ms(line);
+	row = table_row(r.out, "web");
+	h_assert(h_count_lines(r.out) == 2 && row != NULL &&
+		strcmp(field(row, 1), "forced_open") == 0,
+	    "force-open printed:\n%s", r.out);
+	retry = strtod(field(row, 2), NULL);
+	h_assert(retry > 1.0 && retry <= 2.0, "retry-after %s", field(row, 2));
+
+	mark = h_log_mark(lv.d);
+	h_client_expect_reset(lv.l_web, H_WAIT_MS, NULL);
+	h_expect_log_after(lv.d, mark, H_WAIT_MS, "event=reject",
+	    "upstream=web", "state=forced_open");
+	line = h_expect_log(lv.d, 2000 + 700, "event=state", "upstream=web",
+	    "from=forced_open", "to=closed");
+	t_closed = h_log_time_ms(line);
+	h_assert(t_closed - t_forced >= 2000 - 20 &&
+		t_closed - t_forced <= 2000 + 700,
+	    "the force lasted %lld ms, not 2000",
+	    (long long)(t_closed - t_forced));
+	ctl_run(&r, "-c", lv.conf, "status");
+	h_assert(strcmp(field(table_row(r.out, "web"), 1), "closed") == 0,
+	    "after the lifetime:\n%s", r.out);
+	h_assert(h_echo_roundtrip(lv.l_web, "back", H_WAIT_MS),
+	    "web does not relay after its force ended");
+}
+END_TEST
+
+/* force-closed, reset, reset --all, and the JSON of stats, -j compact. */
+START_TEST(ctl_force_closed_reset_stats)
+{
+	struct live lv;
+	struct h_run r;
+
+	live_start(&lv, NULL, NULL, NULL);
+	live_trip(&lv);
+	ctl_run(&r, "-c", lv.conf, "force-closed", "api");
+	h_assert(r.status == 0 &&
+		strcmp(field(table_row(r.out, "api"), 1), "forced_closed") == 0,
+	    "force-closed: exit %d, %s%s", r.status, r.out, r.err);
+	ctl_run(&r, "-c", lv.conf, "reset", "api");
+	h_assert(r.status == 0 &&
+		strcmp(field(table_row(r.out, "api"), 1), "closed") == 0,
+	    "reset: exit %d, %s%s", r.status, r.out, r.err);
+	live_trip(&lv);
+	ctl_run(&r, "-c", lv.conf, "force-open", "web");
+	h_assert(strcmp(field(table_row(r.out, "web"), 2), "-") == 0,
+	    "force-open without a lifetime:\n%s", r.out);
+	ctl_run(&r, "-c", lv.conf, "reset", "--all");
+	h_assert(r.status == 0 && h_count_lines(r.out) == 3 &&
+		strcmp(field(table_row(r.out, "api"), 1), "closed") == 0 &&
+		strcmp(field(table_row(r.out, "web"), 1), "closed") == 0,
+	    "reset --all: exit %d, %s%s", r.status, r.out, r.err);
+	h_expect_log(lv.d, H_WAIT_MS, "event=state", "upstream=web",
+	    "from=forced_open", "to=closed", "reason=manual");
+
+	ctl_run(&r, "-c", lv.conf, "stats");
+	h_assert(r.status == 0 &&
+		strncmp(r.out, "{\n  \"version\": ", 15) == 0 &&
+		strstr(r.out, "\n  \"upstreams\": {\n    \"api\": {\n") != NULL,
+	    "stats: exit %d, %.300s", r.status, r.out);
+	ctl_run(&r, "-c", lv.conf, "-j", "stats", "api");
+	h_assert(r.status == 0 && h_count_lines(r.out) == 1 &&
+		strncmp(r.out, "{\"state\":\"closed\",", 18) == 0 &&
+		strstr(r.out, "\"attempts_total\":2,") != NULL,
+	    "stats -j api: exit %d, %.300s", r.status, r.out);
+}
+END_TEST
+
+/*
+ * A force set with circuitproxyctl survives a restart with state_file:
+ * forced_open again, with the rest of its lifetime.
+ */
+START_TEST(ctl_force_survives_restart)
+{
+	const char *state = h_strf("state_file = %s\n", h_path("state"));
+	struct h_daemon *d2;
+	struct live lv;
+	struct h_run r;
+	const char *line;
+	int64_t t_forced, elapsed;
+	double retry;
+
+	live_start(&lv, NULL, NULL, state);
+	ctl_run(&r, "-c", lv.conf, "force-open", "api", "60s");
+	h_assert(r.status == 0, "force-open exited %d: %s", r.status, r.err);
+	line = h_expect_log(lv.d, H_WAIT_MS, "event=state", "upstream=api",
+	    "to=forced_open");
+	t_forced = h_log_time_ms(line);
+	h_assert(h_daemon_stop(lv.d) == 0, "the daemon did not stop cleanly");
+
+	d2 = h_daemon_start(lv.text);
+	h_expect_log(d2, H_WAIT_MS, "event=state_file", "result=restored",
+	    "upstream=api", "state=forced_open");
+	ctl_run(&r, "-c", h_daemon_config(d2), "status");
+	line = h_log_line(d2, h_log_mark(d2) - 1);
+	elapsed = h_log_time_ms(line) - t_forced;
+	h_assert(r.status == 0 &&
+		strcmp(field(table_row(r.out, "api"), 1), "forced_open") == 0,
+	    "after the restart: exit %d\n%s", r.status, r.out);
+	retry = strtod(field(table_row(r.out, "api"), 2), NULL);
+	h_assert(retry <= 60.0 - (double)elapsed / 1000.0 + 0.1 && retry > 50.0,
+	    "forced_open for %.1fs more, %lld ms after it was set for 60s",
+	    retry, (long long)elapsed);
+	h_client_expect_reset(lv.l_api, H_WAIT_MS, NULL);
+	h_expect_log(d2, H_WAIT_MS, "event=reject", "upstream=api",
+	    "state=forced_open");
+}
+END_TEST
+
 int
 main(void)
 {
@@ -146,5 +494,12 @@ main(void)
 	H_TEST(s, ctl_usage);
 	H_TEST(s, ctl_config_unusable);
 	H_TEST(s, ctl_daemon_down);
+	H_TEST(s, ctl_status);
+	H_TEST(s, ctl_status_unix);
+	H_TEST(s, ctl_token);
+	H_TEST(s, ctl_unknown_upstream);
+	H_TEST(s, ctl_force_open_lifetime);
+	H_TEST(s, ctl_force_closed_reset_stats);
+	H_TEST(s, ctl_force_survives_restart);
 	return h_main(s);
 }
