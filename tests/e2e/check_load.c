@@ -50,6 +50,8 @@
 #define STALL_RELAYS 20
 #define STALL_KIB_PER_RELAY 2048
 #define STALL_GROWTH_KIB 512
+/* What a held-back peer may still get out in the second after (windows). */
+#define STALL_SLACK_BYTES (256 * 1024)
 /* How long a flow must stand still to count as stalled. */
 #define STALL_STILL_MS 300
 #define STALL_WAIT_MS 15000
@@ -69,6 +71,8 @@
 #define FLAP_TOGGLES 20
 #define FLAP_PERIOD_MS 150
 #define FLAP_THREADS 4
+/* Each client thread's pause between two clients: a log the harness keeps up with. */
+#define FLAP_PAUSE_US 500
 /* Short relays a hammering thread makes at most. */
 #define HAMMER_MAX 20000
 
@@ -150,6 +154,7 @@ wait_nfds(struct h_daemon *d, int n, int ms)
  */
 struct hammer {
 	const char *addr;
+	unsigned pause_us; /* between two relays */
 	pthread_t thread;
 	atomic_bool stop;
 	atomic_uint ok, reset, eof, other;
@@ -191,19 +196,22 @@ hammer_main(void *arg)
 		else
 			atomic_fetch_add(&h->other, 1);
 		close(fd);
+		if (h->pause_us > 0)
+			usleep(h->pause_us);
 	}
 	return NULL;
 }
 
-/* Start hammering an address. */
+/* Start hammering an address, pausing pause_us after each relay. */
 static struct hammer *
-hammer_start(const char *addr)
+hammer_start(const char *addr, unsigned pause_us)
 {
 	struct hammer *h = calloc(1, sizeof(*h));
 
 	if (h == NULL)
 		abort();
 	h->addr = addr;
+	h->pause_us = pause_us;
 	if (pthread_create(&h->thread, NULL, hammer_main, h) != 0)
 		h_fail(H_WHERE, "pthread_create failed");
 	return h;
@@ -661,7 +669,8 @@ START_TEST(never_reading_client)
 	       "later (%.0f KiB per relay)\n",
 	    STALL_RELAYS, (double)sent1 / 1048576.0, rss0, rss1, rss2,
 	    (double)(rss1 - rss0) / STALL_RELAYS);
-	h_assert(sent2 == sent1, "the server sent %llu more bytes",
+	h_assert(sent2 - sent1 <= STALL_SLACK_BYTES,
+	    "the server sent %llu more bytes",
 	    (unsigned long long)(sent2 - sent1));
 	h_assert(rss2 - rss1 <= STALL_GROWTH_KIB, "RSS grew by %ld KiB",
 	    rss2 - rss1);
@@ -701,8 +710,8 @@ START_TEST(never_reading_server)
 	       "later (%.0f KiB per relay)\n",
 	    STALL_RELAYS, (double)sent1 / 1048576.0, rss0, rss1, rss2,
 	    (double)(rss1 - rss0) / STALL_RELAYS);
-	h_assert(sent2 < 65536 * STALL_RELAYS,
-	    "the clients sent %llu more bytes", (unsigned long long)sent2);
+	h_assert(sent2 <= STALL_SLACK_BYTES, "the clients sent %llu more bytes",
+	    (unsigned long long)sent2);
 	h_assert(rss2 - rss1 <= STALL_GROWTH_KIB, "RSS grew by %ld KiB",
 	    rss2 - rss1);
 	h_assert((rss1 - rss0) / STALL_RELAYS <= STALL_KIB_PER_RELAY,
@@ -798,7 +807,7 @@ START_TEST(sighup_100_under_load)
 	crowd = h_crowd_connect(lis, HUP_RELAYS, H_WAIT_MS);
 	h_assert(h_crowd_echo(crowd, "before", H_WAIT_MS) == HUP_RELAYS,
 	    "relays before the reloads");
-	h = hammer_start(lis);
+	h = hammer_start(lis, 0);
 	t0 = h_now_ms();
 	for (i = 0; i < signals; i++) {
 		/* Under load: short relays go on between every two reloads. */
@@ -908,7 +917,7 @@ START_TEST(sigterm_under_load)
 	crowd = h_crowd_connect(lis, TERM_RELAYS, H_WAIT_MS);
 	h_assert(h_crowd_echo(crowd, "before", H_WAIT_MS) == TERM_RELAYS,
 	    "relays before SIGTERM");
-	h = hammer_start(lis);
+	h = hammer_start(lis, 0);
 	h_assert(hammer_wait(h, 50, H_WAIT_MS), "short relays before SIGTERM");
 	t0 = h_now_ms();
 	h_daemon_signal(d, SIGTERM);
@@ -978,7 +987,7 @@ START_TEST(breaker_flapping)
 		"half_open_max_calls = 2\n"
 		"success_threshold = 1\n")));
 	for (i = 0; i < FLAP_THREADS; i++)
-		hs[i] = hammer_start(lis);
+		hs[i] = hammer_start(lis, FLAP_PAUSE_US);
 	for (i = 0; i < toggles; i++) {
 		usleep(FLAP_PERIOD_MS * 1000);
 		h_farm_set_up(farm, i % 2 == 1);
@@ -996,6 +1005,8 @@ START_TEST(breaker_flapping)
 	/* Every client's line is out once the daemon has stopped. */
 	h_assert(h_farm_wait_active(farm, 0, H_WAIT_MS), "relays closed");
 	h_assert(h_daemon_stop(d) == 0, "clean stop");
+	h_assert(h_count_log(d, "event=log_dropped") == 0,
+	    "log lines were dropped: the totals cannot be checked");
 	rejects = h_count_log(d, "event=reject", "upstream=flap");
 	fails = h_count_log(d, "event=connect_fail", "upstream=flap");
 	closes = h_count_log(d, "event=close", "upstream=flap");
