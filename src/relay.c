@@ -48,6 +48,9 @@
 #define RELAY_LINGER_BATCH 64
 /* relay->queued before the first look at the send queues. */
 #define RELAY_QUEUED_UNKNOWN UINT32_MAX
+#ifndef POLLRDHUP
+#define POLLRDHUP 0 /* not Linux: POLLHUP tells once both sides are shut */
+#endif
 /* Rejected clients a worker reads from or waits for at once. */
 #define RELAY_LINGER_MAX 1024
 /* Backups followed at most (a reload may briefly link them in a ring). */
