@@ -10,7 +10,8 @@ stopped at the end, also on error or Ctrl-C.
 Targets: direct (no proxy), circuitproxyd with 1 and 2 workers, HAProxy
 `mode tcp` with 1 and 2 threads, nginx stream with 1 and 2 workers. Rows:
 wrk keep-alive and one-connection-per-request (requests/s, p50, p99, proxy
-CPU per request), iperf3 with 1 and 4 streams (Gbit/s, proxy CPU per GB),
+CPU per request), keep-alive again while the admin endpoint's /metrics and
+/stats are each scraped 10 times a second (circuitproxyd only), iperf3 with 1 and 4 streams (Gbit/s, proxy CPU per GB),
 fast-fail with the server down / circuit open (closes/s, p50, p99), idle
 RSS and RSS per idle relayed connection. Each round restarts the proxies
 and runs every row for every target in turn (the order rotates per round);
@@ -69,6 +70,9 @@ METRICS = [
     ("ka_p50_ms", "keep-alive: p50 latency (ms)", "lo", "3", True),
     ("ka_p99_ms", "keep-alive: p99 latency (ms)", "lo", "3", True),
     ("ka_cpu_us", "keep-alive: proxy CPU per request (µs)", "lo", "1", False),
+    ("ks_rps", "keep-alive, /metrics and /stats scraped 10/s each: "
+     "requests/s", "hi", "k", True),
+    ("ks_p99_ms", "keep-alive, scraped: p99 latency (ms)", "lo", "3", True),
     ("cc_rps", "new connection per request: requests/s", "hi", "k", True),
     ("cc_p50_ms", "new connection per request: p50 (ms)", "lo", "3", True),
     ("cc_p99_ms", "new connection per request: p99 (ms)", "lo", "3", True),
@@ -276,10 +280,14 @@ class Layout:
         p = self.base + 10 + 10 * index
         return p, p + 1, p + 2
 
+    def admin_port(self, index):
+        """The admin port of circuitproxyd as target number index."""
+        return self.base + 10 + 10 * index + 3
+
     def all_ports(self, ntargets):
         out = [self.backend_http, self.backend_iperf, self.dead]
         for i in range(ntargets):
-            out += list(self.ports(i))
+            out += list(self.ports(i)) + [self.admin_port(i)]
         return out
 
 
@@ -376,6 +384,8 @@ class Target:
             self.ports = (lay.backend_http, lay.backend_iperf, lay.dead)
             return
         self.ports = lay.ports(index)
+        self.admin = lay.admin_port(index) if self.kind == "circuitproxyd" \
+            else None
         getattr(self, "_start_" + self.kind)(lay, circuitproxyd)
 
     def _start_circuitproxyd(self, lay, binary):
@@ -385,7 +395,7 @@ class Target:
               "[global]\n"
               "log_level = warning\n"
               "workers = %d\n"
-              "admin =\n"
+              "admin = %s:%d\n"
               "\n"
               "[upstream:bench]\n"
               "listen = %s:%d\n"
@@ -405,7 +415,8 @@ class Target:
               "recovery_timeout = 1h\n"
               "recovery_timeout_max = 1h\n"
               "reject = %s\n"
-              % (self.workers, LOOPBACK, http, LOOPBACK, lay.backend_http,
+              % (self.workers, LOOPBACK, self.admin, LOOPBACK, http,
+                 LOOPBACK, lay.backend_http,
                  LOOPBACK, iperf, LOOPBACK, lay.backend_iperf,
                  LOOPBACK, down, LOOPBACK, lay.dead, lay.reject))
         nsock_path = os.path.join(lay.tmp, "%s.notify" % self.id)
@@ -672,6 +683,58 @@ def run_wrk(port, seconds, close):
     return res
 
 
+class Scraper:
+    """GET /metrics and GET /stats, each every 0.1 s on its own kept-alive
+    connection, as Prometheus and the status page would, while a row runs."""
+
+    def __init__(self, port):
+        import http.client
+        import threading
+        self.port = port
+        self.stop_ev = threading.Event()
+        self.counts = {"/metrics": 0, "/stats": 0}
+        self.errors = []
+        self.threads = [threading.Thread(target=self._loop, args=(path,),
+                                         daemon=True)
+                        for path in self.counts]
+        self.http_client = http.client
+
+    def _loop(self, path):
+        conn = None
+        next_t = time.monotonic()
+        while not self.stop_ev.is_set():
+            try:
+                if conn is None:
+                    conn = self.http_client.HTTPConnection(LOOPBACK, self.port,
+                                                           timeout=3)
+                conn.request("GET", path)
+                r = conn.getresponse()
+                body = r.read()
+                if r.status != 200 or not body:
+                    self.errors.append("%s: %d" % (path, r.status))
+                else:
+                    self.counts[path] += 1
+            except (OSError, self.http_client.HTTPException) as e:
+                self.errors.append("%s: %s" % (path, e))
+                if conn is not None:
+                    conn.close()
+                conn = None
+            next_t += 0.1
+            self.stop_ev.wait(max(0.0, next_t - time.monotonic()))
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(5)
+
+
 def run_iperf(port, seconds, streams):
     """iperf3 client through the port; retried while the server is busy."""
     argv = ["iperf3", "-c", LOOPBACK, "-p", str(port), "-t", str(seconds),
@@ -809,6 +872,20 @@ def measure(target, test, args, lay, problems):
                                            r["socket_errors"]))
         if cpu0 is not None and r["requests"]:
             out[pre + "_cpu_us"] = (target.cpu() - cpu0) / r["requests"] * 1e6
+    elif test == "scraped":
+        with Scraper(target.admin) as sc:
+            r = run_wrk(http, args.duration, close=False)
+        out = {"ks_rps": r["rps"], "ks_p99_ms": r["p99_ms"]}
+        r["scrapes"] = dict(sc.counts)
+        want = 10 * args.duration
+        for path, n in sc.counts.items():
+            if n < want * 0.8:
+                problems.append("%s, scraped: %d scrapes of %s in %d s, "
+                                "%d wanted" % (target.label, n, path,
+                                               args.duration, want))
+        if sc.errors:
+            problems.append("%s, scraped: %d failed scrapes, first: %s"
+                            % (target.label, len(sc.errors), sc.errors[0]))
     elif test in ("iperf1", "iperf4"):
         streams = 1 if test == "iperf1" else 4
         r = run_iperf(iperf, args.duration, streams)
@@ -865,7 +942,8 @@ def measure_quiet(target, test, args, lay, problems):
     return best
 
 
-TESTS = ["memory", "keepalive", "close", "iperf1", "iperf4", "fastfail"]
+TESTS = ["memory", "keepalive", "scraped", "close", "iperf1", "iperf4",
+         "fastfail"]
 
 
 def run_round(rnd, targets, args, lay, problems):
@@ -890,6 +968,8 @@ def run_round(rnd, targets, args, lay, problems):
         for test in [x for x in TESTS if x in args.tests.split(",")]:
             for t in order:
                 if t.broken or (test == "memory" and t.kind == "direct"):
+                    continue
+                if test == "scraped" and t.kind != "circuitproxyd":
                     continue
                 if test == "fastfail":
                     why = t.prepare_down()
@@ -1022,7 +1102,10 @@ def legend(args, lay, meta):
         "Medians of %d interleaved rounds on %s (%d CPUs, %s), loopback only; "
         "every load generator shares the cores with the proxy. "
         "wrk -t1 -c50 -d%ds --latency on a %d-byte file from an nginx backend "
-        "(keep-alive, then `Connection: close`); iperf3 -t %d with -P 1 and "
+        "(keep-alive, then `Connection: close`); scraped: the keep-alive "
+        "run again while GET /metrics and GET /stats of circuitproxyd's "
+        "admin endpoint each go every 0.1 s on a kept-alive connection; "
+        "iperf3 -t %d with -P 1 and "
         "-P 4; server down: tests/bench/connflood, 64 concurrent connects "
         "for %ss to a dead server (circuitproxyd: circuit tripped open first; "
         "HAProxy: server marked DOWN by `check inter 1s`; nginx: its own "
