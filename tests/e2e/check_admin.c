@@ -203,7 +203,7 @@ json_ws(struct jp *j)
 static struct jv *
 json_new(enum jt t)
 {
-	struct jv *v = calloc(1, sizeof(*v));
+	struct jv *v = h_track(calloc(1, sizeof(*v)));
 
 	v->t = t;
 	return v;
@@ -213,7 +213,7 @@ json_new(enum jt t)
 static const char *
 json_string(struct jp *j)
 {
-	char *out = malloc(strlen(j->p) + 1), *o = out;
+	char *out = h_track(malloc(strlen(j->p) + 1)), *o = out;
 
 	if (*j->p++ != '"') {
 		j->err = "string expected";
@@ -367,6 +367,8 @@ json_container(struct jp *j, bool obj)
 			    obj ? "',' or '}' expected" : "',' or ']' expected";
 			return NULL;
 		}
+		h_track(v->items);
+		h_track(v->keys);
 		return v;
 	}
 }
@@ -743,6 +745,9 @@ prom_parse_at(const char *where, const char *text)
 		}
 #undef PFAIL
 	}
+	h_track(p.s);
+	h_track(p.fam);
+	h_track(p.fam_type);
 	return p;
 }
 
@@ -861,8 +866,8 @@ tool_run(const char *const *argv, const char *input, int ms, char **out,
 		close(op[0]);
 	if (pfd[2].fd != -1)
 		close(ep[0]);
-	*out = ob;
-	*err = eb;
+	*out = h_track(ob);
+	*err = h_track(eb);
 	return st;
 }
 

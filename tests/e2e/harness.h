@@ -41,6 +41,7 @@ int h_main(Suite *);
 void h_defer(void (*)(void *), void *);
 const char *h_tmpdir(void);
 char *h_strf(const char *, ...) __attribute__((format(printf, 1, 2)));
+void *h_track(void *);
 char *h_path(const char *);
 char *h_write_file(const char *, const char *);
 uint64_t h_now_ms(void);
