@@ -40,6 +40,7 @@ static const char *const config_probes[] = { "off", "connect", NULL };
 static const char *const config_rejects[] = {
 	"reset", "http503", "redis", "postgres", "mysql", NULL
 };
+static const char *const config_splices[] = { "auto", "off", NULL };
 
 #define G(f) offsetof(struct config, f)
 #define U(f) offsetof(struct upstream_conf, f)
@@ -152,6 +153,9 @@ static const struct config_key config_key_table[] = {
 	    CONFIG_KEY_RELOADABLE, 0, 0, "off", B(recovery_probe), 0,
 	    config_probes,
 	    "off | connect: half_open is tried by the daemon's own connects" },
+	{ "splice", CONFIG_SCOPE_UPSTREAM, CONFIG_T_ENUM,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "auto", U(splice), 0,
+	    config_splices, "bulk flows move through a pipe by splice(2)" },
 	{ "dry_run", CONFIG_SCOPE_UPSTREAM, CONFIG_T_BOOL,
 	    CONFIG_KEY_RELOADABLE, 0, 0, "no", B(dry_run), 0, NULL,
 	    "run the breaker but never reject" },

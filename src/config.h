@@ -26,6 +26,11 @@ enum reject_mode {
 	REJECT_MYSQL,
 };
 
+enum splice_mode {
+	SPLICE_AUTO, /* bulk directions move by splice(2) */
+	SPLICE_OFF,  /* always recv/send */
+};
+
 struct upstream_conf {
 	char name[UPSTREAM_NAME_MAX + 1];
 	int line;	     /* of its [upstream:NAME] header */
@@ -40,6 +45,7 @@ struct upstream_conf {
 	bool failure_on_early_close;
 	uint64_t slow_connect_ms; /* 0 = off */
 	enum reject_mode reject;
+	enum splice_mode splice;
 	struct breaker_conf breaker;
 };
 

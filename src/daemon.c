@@ -939,7 +939,8 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	}
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
 	for (i = 0; i < d->nworkers; i++) {
-		d->workers[i] = worker_new(i, daemon_worker_news, d, cause);
+		d->workers[i] = worker_new(i, d->nworkers, daemon_worker_news, d,
+		    cause);
 		if (d->workers[i] == NULL)
 			goto fail;
 	}

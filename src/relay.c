@@ -9,6 +9,15 @@
  * occasion; meanwhile the source is not read (backpressure), so memory per
  * relay is bounded by one read, and an idle relay holds no buffer at all.
  * Write events are armed only while such a remainder waits.
+ *
+ * A direction whose read filled the scratch buffer is bulk: with splice =
+ * auto it then moves socket -> pipe -> socket with splice(2), the bytes
+ * never copied to user space. The pipe is borrowed from the worker's pool
+ * and given back as soon as it is empty and the source has nothing more,
+ * so an idle relay holds no pipe either. Bytes left in the pipe are the
+ * remainder then, with the same backpressure. A small read turns the
+ * direction back to recv/send; no pipe to be had, or a socket splice(2)
+ * refuses (EINVAL), means copying as before.
  */
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -20,6 +29,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -32,6 +42,7 @@
 
 #include "log.h"
 #include "reject.h"
+#include "pipe.h"
 #include "relay.h"
 #include "upstream.h"
 #include "util.h"
@@ -59,6 +70,11 @@
 #define RELAY_PAUSED_CHECK_MS 1000
 /* Reads per wakeup before giving other relays their turn. */
 #define RELAY_READS_PER_WAKEUP 4
+/* A splice that moved less than this turns the direction back to copying. */
+#define RELAY_SPLICE_SMALL 16384
+#ifdef SPLICE_F_MOVE
+#define RELAY_SPLICE_FLAGS (SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+#endif
 
 enum relay_phase {
 	RELAY_CONNECTING,
@@ -95,8 +111,12 @@ struct relay_dir {
 	struct event *wev; /* dst writable, armed only with a remainder */
 	char *buf;	   /* the remainder dst could not take yet */
 	size_t off, len;
-	bool eof;  /* src sent its FIN */
-	bool done; /* FIN passed on: dst's write side shut */
+	int pipe[2];	/* borrowed while bytes move by splice, else -1 */
+	size_t inpipe;	/* bytes in the pipe: the remainder when spliced */
+	bool bulk;	/* moves by splice(2) */
+	bool no_splice; /* splice(2) refused these sockets: copy */
+	bool eof;	/* src sent its FIN */
+	bool done;	/* FIN passed on: dst's write side shut */
 	enum upstream_counter counter;
 };
 
@@ -138,6 +158,7 @@ static void relay_close(struct relay *, enum relay_end);
 static void relay_timer_arm(struct relay *, uint64_t);
 static void relay_forward(struct relay *, struct relay_dir *);
 static void relay_reject_read(struct relay *);
+static void relay_pipe_put(struct relay *, struct relay_dir *);
 
 /* Close a socket so the peer sees a reset (RST) rather than a FIN. */
 static void
@@ -244,6 +265,8 @@ relay_close(struct relay *r, enum relay_end why)
 	}
 	free(r->c2s.buf);
 	free(r->s2c.buf);
+	relay_pipe_put(r, &r->c2s);
+	relay_pipe_put(r, &r->s2c);
 	if (r->counted_active)
 		atomic_fetch_sub(&up->active, 1);
 	if (r->phase == RELAY_LINGER_QUEUED)
@@ -333,70 +356,256 @@ relay_write_error(struct relay *r, struct relay_dir *d)
 	relay_close(r, RELAY_END_RESET);
 }
 
-/* The source of a direction is readable: forward what it has. */
+/* Give a direction's pipe back to the pool (closed if bytes are left). */
 static void
-relay_forward(struct relay *r, struct relay_dir *d)
+relay_pipe_put(struct relay *r, struct relay_dir *d)
+{
+	pipe_pool_put(r->w->pipes, d->pipe, d->inpipe == 0);
+	d->inpipe = 0;
+}
+
+/* May this direction move by splice(2) (splice = auto, sockets willing)? */
+static bool
+relay_splice_ok(struct relay *r, struct relay_dir *d)
+{
+#ifdef SPLICE_F_MOVE
+	return !d->no_splice && upstream_conf(r->up)->splice == SPLICE_AUTO;
+#else
+	(void)r;
+	(void)d;
+	return false;
+#endif
+}
+
+/* n bytes came from a direction's source: count them, judge the attempt. */
+static void
+relay_got(struct relay *r, struct relay_dir *d, size_t n)
+{
+	upstream_count(r->up, r->w->id, d->counter, (uint64_t)n);
+	if (d == &r->s2c && !r->server_spoke) {
+		r->server_spoke = true;
+		relay_record(r, true, BREAKER_ERR_OTHER);
+	}
+	if (upstream_conf(r->up)->idle_timeout_ms != 0)
+		relay_touch(r);
+}
+
+/* The source sent its FIN: pass it on (nothing of it is left to write). */
+static void
+relay_src_eof(struct relay *r, struct relay_dir *d)
+{
+	if (d == &r->s2c && relay_early_close(r))
+		return;
+	/* A client that hangs up first ends its attempt well. */
+	if (d == &r->c2s)
+		relay_record(r, true, BREAKER_ERR_OTHER);
+	d->eof = true;
+	event_del(d->rev);
+	relay_dir_finish(r, d);
+}
+
+/* Reading the source failed (a reset): the relay ends. */
+static void
+relay_read_error(struct relay *r, struct relay_dir *d)
+{
+	if (d == &r->s2c && relay_early_close(r))
+		return;
+	relay_close(r, RELAY_END_RESET);
+}
+
+/* dst cannot take more now: stop reading src until the remainder is gone. */
+static void
+relay_pause(struct relay *r, struct relay_dir *d)
+{
+	event_del(d->rev);
+	event_add(d->wev, NULL);
+	relay_timer_arm(r, util_now_ms());
+}
+
+/* What a step of a direction's forwarding left to do. */
+enum relay_step {
+	RELAY_STEP_MORE, /* read again: the source may have more */
+	RELAY_STEP_STOP, /* wait for the next event (or the relay ended) */
+};
+
+/* Copy one read from src to dst through the scratch buffer. */
+static enum relay_step
+relay_copy_step(struct relay *r, struct relay_dir *d)
 {
 	char *buf = r->w->scratch;
 	size_t cap = r->w->scratch_len;
 	ssize_t n, m;
+
+	n = recv(d->src, buf, cap, 0);
+	if (n == 0) {
+		relay_src_eof(r, d);
+		return RELAY_STEP_STOP;
+	}
+	if (n == -1) {
+		if (errno != EAGAIN && errno != EINTR)
+			relay_read_error(r, d);
+		return RELAY_STEP_STOP;
+	}
+	relay_got(r, d, (size_t)n);
+	m = send(d->dst, buf, (size_t)n, MSG_NOSIGNAL);
+	if (m == -1) {
+		if (errno != EAGAIN && errno != EINTR) {
+			relay_write_error(r, d);
+			return RELAY_STEP_STOP;
+		}
+		m = 0;
+	}
+	if (m < n) {
+		/* Keep the rest; stop reading until it is gone. */
+		d->len = (size_t)(n - m);
+		d->off = 0;
+		if ((d->buf = malloc(d->len)) == NULL) {
+			relay_close(r, RELAY_END_RESET);
+			return RELAY_STEP_STOP;
+		}
+		memcpy(d->buf, buf + m, d->len);
+		relay_pause(r, d);
+		return RELAY_STEP_STOP;
+	}
+	if ((size_t)n < cap)
+		return RELAY_STEP_STOP;
+	/* A full read: a bulk flow, from now on spliced. */
+	if (relay_splice_ok(r, d))
+		d->bulk = true;
+	return RELAY_STEP_MORE;
+}
+
+/*
+ * splice(2) refused a pipe's bytes for dst: read them back into a remainder
+ * and copy from now on. False when the relay ended.
+ */
+static bool
+relay_pipe_unsplice(struct relay *r, struct relay_dir *d)
+{
+	ssize_t n;
+
+	d->no_splice = true;
+	d->bulk = false;
+	if (d->inpipe > 0) {
+		if ((d->buf = malloc(d->inpipe)) == NULL ||
+		    (n = read(d->pipe[0], d->buf, d->inpipe)) !=
+			(ssize_t)d->inpipe) {
+			relay_close(r, RELAY_END_RESET);
+			return false;
+		}
+		d->off = 0;
+		d->len = d->inpipe;
+		d->inpipe = 0;
+	}
+	relay_pipe_put(r, d);
+	return true;
+}
+
+/*
+ * Write what the pipe holds to dst: the bytes written, or -1 when the relay
+ * ended. Should splice(2) refuse dst, the bytes become a remainder (d->buf)
+ * and the direction copies from then on.
+ */
+static ssize_t
+relay_pipe_write(struct relay *r, struct relay_dir *d)
+{
+	ssize_t m = -1;
+
+#ifdef SPLICE_F_MOVE
+	m = splice(d->pipe[0], NULL, d->dst, NULL, d->inpipe,
+	    RELAY_SPLICE_FLAGS);
+#endif
+	if (m >= 0) {
+		d->inpipe -= (size_t)m;
+		return m;
+	}
+	if (errno == EAGAIN || errno == EINTR)
+		return 0;
+	if (errno == EINVAL || errno == ENOSYS)
+		return relay_pipe_unsplice(r, d) ? 0 : -1;
+	relay_write_error(r, d);
+	return -1;
+}
+
+/* The remainder is gone: read the source again, or pass its FIN on. */
+static void
+relay_resume(struct relay *r, struct relay_dir *d)
+{
+	event_del(d->wev);
+	if (d->eof)
+		relay_dir_finish(r, d);
+	else
+		event_add(d->rev, NULL);
+}
+
+/* Splice one read from src into a pipe, and the pipe on to dst. */
+static enum relay_step
+relay_splice_step(struct relay *r, struct relay_dir *d)
+{
+#ifdef SPLICE_F_MOVE
+	size_t cap = pipe_pool_size(r->w->pipes);
+	ssize_t n;
+
+	/* No pipe to be had (pool used up, no descriptor): copy this time. */
+	if (d->pipe[0] == -1 && !pipe_pool_get(r->w->pipes, d->pipe))
+		return relay_copy_step(r, d);
+	n = splice(d->src, NULL, d->pipe[1], NULL, cap, RELAY_SPLICE_FLAGS);
+	if (n > 0) {
+		relay_got(r, d, (size_t)n);
+		d->inpipe = (size_t)n;
+		if (relay_pipe_write(r, d) == -1)
+			return RELAY_STEP_STOP;
+		if (d->inpipe > 0 || d->buf != NULL) {
+			relay_pause(r, d);
+			return RELAY_STEP_STOP;
+		}
+		if ((size_t)n == cap)
+			return RELAY_STEP_MORE;
+		/* Drained and the source had no more: give the pipe back. */
+		relay_pipe_put(r, d);
+		if (n < RELAY_SPLICE_SMALL && !r->w->splice_force)
+			d->bulk = false;
+		return RELAY_STEP_STOP;
+	}
+	relay_pipe_put(r, d);
+	if (n == 0) {
+		relay_src_eof(r, d);
+		return RELAY_STEP_STOP;
+	}
+	if (errno == EAGAIN || errno == EINTR)
+		return RELAY_STEP_STOP;
+	if (errno == EINVAL) {
+		/* These sockets do not splice (nothing was read): copy. */
+		d->no_splice = true;
+		d->bulk = false;
+		return relay_copy_step(r, d);
+	}
+	relay_read_error(r, d);
+#else
+	(void)r;
+	(void)d;
+#endif
+	return RELAY_STEP_STOP;
+}
+
+/* The source of a direction is readable: forward what it has. */
+static void
+relay_forward(struct relay *r, struct relay_dir *d)
+{
+	enum relay_step st;
 	int i;
 
 	for (i = 0; i < RELAY_READS_PER_WAKEUP; i++) {
-		n = recv(d->src, buf, cap, 0);
-		if (n > 0) {
-			upstream_count(r->up, r->w->id, d->counter,
-			    (uint64_t)n);
-			if (d == &r->s2c && !r->server_spoke) {
-				r->server_spoke = true;
-				relay_record(r, true, BREAKER_ERR_OTHER);
-			}
-			if (upstream_conf(r->up)->idle_timeout_ms != 0)
-				relay_touch(r);
-			m = send(d->dst, buf, (size_t)n, MSG_NOSIGNAL);
-			if (m == -1) {
-				if (errno != EAGAIN && errno != EINTR) {
-					relay_write_error(r, d);
-					return;
-				}
-				m = 0;
-			}
-			if (m < n) {
-				/* Keep the rest; stop reading until it is gone. */
-				d->len = (size_t)(n - m);
-				d->off = 0;
-				if ((d->buf = malloc(d->len)) == NULL) {
-					relay_close(r, RELAY_END_RESET);
-					return;
-				}
-				memcpy(d->buf, buf + m, d->len);
-				event_del(d->rev);
-				event_add(d->wev, NULL);
-				relay_timer_arm(r, util_now_ms());
-				return;
-			}
-			if ((size_t)n < cap)
-				return;
-			continue;
-		}
-		if (n == 0) {
-			if (d == &r->s2c && relay_early_close(r))
-				return;
-			/* A client that hangs up first ends its attempt well. */
-			if (d == &r->c2s)
-				relay_record(r, true, BREAKER_ERR_OTHER);
-			d->eof = true;
-			event_del(d->rev);
-			relay_dir_finish(r, d);
+		if (d->bulk && relay_splice_ok(r, d))
+			st = relay_splice_step(r, d);
+		else
+			st = relay_copy_step(r, d);
+		if (st == RELAY_STEP_STOP)
 			return;
-		}
-		if (errno == EAGAIN || errno == EINTR)
-			return;
-		if (d == &r->s2c && relay_early_close(r))
-			return;
-		relay_close(r, RELAY_END_RESET);
-		return;
 	}
+	/* Its turn is over: an empty pipe need not wait for the next one. */
+	if (d->pipe[0] != -1 && d->inpipe == 0)
+		relay_pipe_put(r, d);
 }
 
 /* The destination of a direction can take more: write the remainder. */
@@ -405,6 +614,18 @@ relay_flush(struct relay *r, struct relay_dir *d)
 {
 	ssize_t m;
 
+	if (d->inpipe > 0) {
+		if ((m = relay_pipe_write(r, d)) == -1 || d->buf != NULL)
+			return;
+		/* Bytes delivered are activity, even while the source waits. */
+		if (m > 0 && upstream_conf(r->up)->idle_timeout_ms != 0)
+			relay_touch(r);
+		if (d->inpipe > 0)
+			return;
+		relay_pipe_put(r, d);
+		relay_resume(r, d);
+		return;
+	}
 	m = send(d->dst, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
 	if (m == -1) {
 		if (errno == EAGAIN || errno == EINTR)
@@ -421,11 +642,7 @@ relay_flush(struct relay *r, struct relay_dir *d)
 	free(d->buf);
 	d->buf = NULL;
 	d->off = d->len = 0;
-	event_del(d->wev);
-	if (d->eof)
-		relay_dir_finish(r, d);
-	else
-		event_add(d->rev, NULL);
+	relay_resume(r, d);
 }
 
 /*
@@ -572,14 +789,15 @@ relay_server_write_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Is the direction's source out of epoll: paused behind a remainder, or
- * finished (a socket that sent its FIN stays readable, so watching it would
- * spin)? Then only the timer can notice that it resets.
+ * Is the direction's source out of epoll: paused behind a remainder (in a
+ * buffer or a pipe), or finished (a socket that sent its FIN stays
+ * readable, so watching it would spin)? Then only the timer can notice
+ * that it resets.
  */
 static bool
 relay_dir_unwatched(const struct relay_dir *d)
 {
-	return d->buf != NULL || d->eof;
+	return d->buf != NULL || d->inpipe > 0 || d->eof;
 }
 
 /* Arm the relay's timer for the nearest of its deadlines, if any. */
@@ -654,7 +872,9 @@ relay_peers_draining(struct relay *r, uint64_t now, uint64_t idle_ms)
 	if (ioctl(r->cfd, SIOCOUTQ, &cq) == -1 ||
 	    ioctl(r->sfd, SIOCOUTQ, &sq) == -1)
 		return false;
-	queued = (uint32_t)cq + (uint32_t)sq;
+	/* Bytes parked in a pipe wait for a reader just the same. */
+	queued = (uint32_t)cq + (uint32_t)sq + (uint32_t)r->c2s.inpipe +
+	    (uint32_t)r->s2c.inpipe;
 	r->queued = queued;
 	if (queued == 0)
 		return false;
@@ -744,11 +964,15 @@ relay_connected(struct relay *r, uint64_t now)
 		.dst = r->sfd,
 		.rev = &r->cev_r,
 		.wev = &r->sev_w,
+		.pipe = { -1, -1 },
+		.bulk = r->w->splice_force,
 		.counter = UC_bytes_sent_total };
 	r->s2c = (struct relay_dir){ .src = r->sfd,
 		.dst = r->cfd,
 		.rev = &r->sev_r,
 		.wev = &r->cev_w,
+		.pipe = { -1, -1 },
+		.bulk = r->w->splice_force,
 		.counter = UC_bytes_received_total };
 	event_assign(&r->sev_w, base, r->sfd, EV_WRITE | EV_PERSIST,
 	    relay_server_write_cb, r);
@@ -818,7 +1042,11 @@ relay_shortage(struct relay *r, int error)
 		    r->up->name, relay_peer_str(&r->peer, client),
 		    util_errno_name(error));
 	relay_close(r, RELAY_END_RESET);
-	return error == EMFILE || error == ENFILE ? error : 0;
+	if (error != EMFILE && error != ENFILE)
+		return 0;
+	/* Spare pipes are descriptors the next clients can use. */
+	pipe_pool_trim(r->w->pipes);
+	return error;
 }
 
 /* Open the connection to the server; as relay_shortage() says, or 0. */
@@ -889,6 +1117,8 @@ relay_new(struct worker *w, struct upstream *up, int cfd,
 	r->up = up;
 	r->cfd = cfd;
 	r->sfd = -1;
+	r->c2s.pipe[0] = r->c2s.pipe[1] = -1;
+	r->s2c.pipe[0] = r->s2c.pipe[1] = -1;
 	r->peer = *peer;
 	event_assign(&r->cev_r, w->base, cfd, EV_READ | EV_PERSIST,
 	    relay_client_read_cb, r);

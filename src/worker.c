@@ -3,6 +3,8 @@
  * of the accepts and its relays. The main thread posts commands through a
  * pipe, so worker bases need no locking at all.
  */
+#include <sys/resource.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -15,11 +17,47 @@
 
 #include "listener.h"
 #include "log.h"
+#include "pipe.h"
 #include "relay.h"
 #include "util.h"
 #include "worker.h"
 
 #define WORKER_SCRATCH_LEN (64 * 1024)
+/* One splice pipe: four scratch buffers' worth per pair of splice calls. */
+#define WORKER_PIPE_SIZE (256 * 1024)
+/* Pipes per worker at most, and the share of the descriptors they may use. */
+#define WORKER_PIPES_MAX 256
+#define WORKER_PIPES_FD_SHARE 8
+
+/*
+ * How many pipes a worker may open: at most an eighth of the descriptors
+ * (two per pipe), shared by the workers, so that pipes never crowd out
+ * connections.
+ */
+static unsigned
+worker_pipes_max(unsigned nworkers)
+{
+	struct rlimit rl;
+	rlim_t n;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY)
+		return WORKER_PIPES_MAX;
+	n = rl.rlim_cur / (2 * WORKER_PIPES_FD_SHARE) /
+	    (nworkers ? nworkers : 1);
+	return n < WORKER_PIPES_MAX ? (unsigned)n : WORKER_PIPES_MAX;
+}
+
+/*
+ * For tests only: CIRCUITPROXYD_TEST_SPLICE=force makes every direction
+ * splice from its first byte, so that the relay stories run on both paths.
+ */
+static bool
+worker_splice_forced(void)
+{
+	const char *v = getenv("CIRCUITPROXYD_TEST_SPLICE");
+
+	return v != NULL && strcmp(v, "force") == 0;
+}
 
 /* A listener of this worker accepted a client: relay it. */
 static int
@@ -100,9 +138,13 @@ worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(w->base);
 }
 
-/* Create a worker and its event base; news tells the owner what it did. */
+/*
+ * Create a worker (one of nworkers) and its event base; news tells the
+ * owner what it did.
+ */
 struct worker *
-worker_new(unsigned id, worker_news_cb news, void *arg, char **cause)
+worker_new(unsigned id, unsigned nworkers, worker_news_cb news, void *arg,
+    char **cause)
 {
 	struct event_config *cfg;
 	struct worker *w;
@@ -118,6 +160,8 @@ worker_new(unsigned id, worker_news_cb news, void *arg, char **cause)
 	atomic_init(&w->exited, false);
 	w->scratch_len = WORKER_SCRATCH_LEN;
 	w->scratch = xmalloc(w->scratch_len);
+	w->pipes = pipe_pool_new(worker_pipes_max(nworkers), WORKER_PIPE_SIZE);
+	w->splice_force = worker_splice_forced();
 	w->ctl_pipe[0] = w->ctl_pipe[1] = -1;
 
 	cfg = event_config_new();
@@ -281,14 +325,17 @@ worker_free(struct worker *w)
 		event_base_free(w->base);
 	free(w->listeners);
 	free(w->scratch);
+	pipe_pool_free(w->pipes);
 	free(w);
 }
 
-/* A relay ended: a draining worker leaves when its last relay is gone. */
+/* A relay ended: after the last, spare pipes go, a draining worker leaves. */
 void
 worker_relay_gone(struct worker *w)
 {
-	w->nrelays--;
+	/* No relay left to reuse them: spare pipes go back to the system. */
+	if (--w->nrelays == 0)
+		pipe_pool_trim(w->pipes);
 	if (w->draining) {
 		w->drained++;
 		if (w->nrelays == 0)

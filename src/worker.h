@@ -16,6 +16,7 @@
 struct event;
 struct event_base;
 struct listener;
+struct pipe_pool;
 struct relay;
 struct worker;
 
@@ -72,9 +73,12 @@ struct worker {
 	struct event *heartbeat_ev;
 	_Atomic uint64_t heartbeat;
 	_Atomic bool exited; /* the loop has ended (a stop) */
+	struct pipe_pool *pipes; /* lent to directions that splice */
+	bool splice_force;	 /* tests: splice from the first byte */
 };
 
-struct worker *worker_new(unsigned id, worker_news_cb, void *, char **cause);
+struct worker *worker_new(unsigned id, unsigned nworkers, worker_news_cb,
+    void *, char **cause);
 int worker_spawn(struct worker *, char **cause);
 /* Accept on a listener (main thread before the worker runs, or the worker). */
 void worker_listen(struct worker *, struct listener *);

@@ -33,7 +33,10 @@
 /* The longest it may wait for its next 16 KiB. */
 #define SLOW_GAP_MS 1000
 
-/* The [global] section shared by every story: one worker, no admin. */
+/*
+ * The [global] section shared by every story: one worker, no admin; and
+ * splice = off for every upstream when the stories run on recv/send.
+ */
 static const char *
 global_section(unsigned workers, unsigned rejects_per_second)
 {
@@ -43,8 +46,10 @@ global_section(unsigned workers, unsigned rejects_per_second)
 		      "admin =\n"
 		      "shutdown_timeout = 2s\n"
 		      "log_rejects_per_second = %u\n"
-		      "\n",
-	    workers, rejects_per_second);
+		      "\n%s",
+	    workers, rejects_per_second,
+	    strcmp(h_splice_mode(), "off") == 0 ? "[defaults]\nsplice = off\n\n"
+						: "");
 }
 
 /* A config of one upstream "api" from a listen address to a server. */
@@ -1552,9 +1557,9 @@ proxy_suite(void)
 	return s;
 }
 
-/* Run the proxy stories. */
+/* Run the proxy stories on each relay path (CP_TEST_SPLICE). */
 int
 main(void)
 {
-	return h_main(proxy_suite());
+	return h_main_modes(proxy_suite);
 }

@@ -425,6 +425,49 @@ h_main(Suite *s)
 	return run > 0 && skipped == (unsigned)run ? 77 : EXIT_SUCCESS;
 }
 
+/* The relay path of the suite being run: "auto", "force" or "off". */
+static const char *h_splice = "auto";
+
+/* The relay path the stories run on now. */
+const char *
+h_splice_mode(void)
+{
+	return h_splice;
+}
+
+/*
+ * Run a suite once per relay path named in CP_TEST_SPLICE (a comma list of
+ * auto, force and off; all three by default): force starts the daemon
+ * with CIRCUITPROXYD_TEST_SPLICE=force, off is splice = off in the
+ * stories' configs (they ask h_splice_mode()).
+ */
+int
+h_main_modes(Suite *(*make)(void))
+{
+	static const char *const modes[] = { "auto", "force", "off" };
+	const char *want = getenv("CP_TEST_SPLICE");
+	int status = EXIT_SUCCESS, rc;
+	size_t i;
+
+	if (want == NULL || *want == '\0')
+		want = "auto,force,off";
+	for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		if (strstr(want, modes[i]) == NULL)
+			continue;
+		h_splice = modes[i];
+		if (strcmp(h_splice, "force") == 0)
+			setenv("CIRCUITPROXYD_TEST_SPLICE", "force", 1);
+		else
+			unsetenv("CIRCUITPROXYD_TEST_SPLICE");
+		printf("relay path: splice=%s\n", h_splice);
+		fflush(stdout);
+		rc = h_main(make());
+		if (rc != EXIT_SUCCESS && rc != 77)
+			status = rc;
+	}
+	return status;
+}
+
 /* Parse "unix:/p", "[v6]:port" or "v4:port" into a socket address. */
 static int
 h_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len)

@@ -39,6 +39,9 @@ TCase *h_tcase_new(const char *);
 	} while (0)
 int h_main(Suite *);
 void h_defer(void (*)(void *), void *);
+/* The suite once per relay path of CP_TEST_SPLICE (auto, force, off). */
+int h_main_modes(Suite *(*)(void));
+const char *h_splice_mode(void);
 const char *h_tmpdir(void);
 char *h_strf(const char *, ...) __attribute__((format(printf, 1, 2)));
 void *h_track(void *);

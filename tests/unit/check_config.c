@@ -82,6 +82,8 @@ test_field(const struct config *cfg, const char *up, const char *f)
 			return u->reject;
 		if (strcmp(f, "recovery_probe") == 0)
 			return b->recovery_probe;
+		if (strcmp(f, "splice") == 0)
+			return u->splice;
 		if (strcmp(f, "nlisten") == 0)
 			return (double)u->nlisten;
 		if (strcmp(f, "listen0.port") == 0)
@@ -676,6 +678,9 @@ static const struct {
 	    BREAKER_PROBE_CONNECT, NULL },
 	{ UP("recovery_probe = off\n"), "a", "recovery_probe",
 	    BREAKER_PROBE_OFF, NULL },
+	{ BASE, "a", "splice", SPLICE_AUTO, NULL },
+	{ UP("splice = off\n"), "a", "splice", SPLICE_OFF, NULL },
+	{ UP("splice = auto\n"), "a", "splice", SPLICE_AUTO, NULL },
 
 	/* Addresses. */
 	{ BASE, "a", "listen0", 0, "127.0.0.1:8080" },
@@ -994,6 +999,8 @@ static const struct {
 	{ UP("reject = Redis\n"), 4,
 	    "reject: invalid value 'Redis' (expected reset, http503, redis, "
 	    "postgres or mysql)" },
+	{ UP("splice = on\n"), 4,
+	    "splice: invalid value 'on' (expected auto or off)" },
 	{ "[global]\nlog_level = loud\n", 2,
 	    "log_level: invalid value 'loud' (expected debug, info, notice, "
 	    "warning or error)" },
@@ -1378,6 +1385,7 @@ START_TEST(test_defaults)
 	ck_assert(!u->failure_on_early_close);
 	ck_assert_uint_eq(u->slow_connect_ms, 0);
 	ck_assert_int_eq(u->reject, REJECT_RESET);
+	ck_assert_int_eq(u->splice, SPLICE_AUTO);
 	ck_assert_uint_eq(b->failure_threshold, 5);
 	ck_assert_double_eq(b->failure_rate_threshold, 0);
 	ck_assert_uint_eq(b->window_calls, 20);
@@ -1443,6 +1451,7 @@ static const struct {
 	{ "slow_connect", CONFIG_SCOPE_UPSTREAM },
 	{ "reject", CONFIG_SCOPE_UPSTREAM },
 	{ "recovery_probe", CONFIG_SCOPE_UPSTREAM },
+	{ "splice", CONFIG_SCOPE_UPSTREAM },
 	{ "dry_run", CONFIG_SCOPE_UPSTREAM },
 };
 
@@ -1495,7 +1504,8 @@ START_TEST(test_dump)
 	ck_assert_ptr_nonnull(strstr(out, "\nrecovery_jitter = 12.5%\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nrecovery_timeout_max = 10m\n"));
 	ck_assert_ptr_nonnull(strstr(out,
-	    "\nreject = reset\nrecovery_probe = off\ndry_run = no\n"));
+	    "\nreject = reset\nrecovery_probe = off\nsplice = auto\n"
+	    "dry_run = no\n"));
 	free(out);
 
 	k = config_key_find("listen");
