@@ -230,18 +230,27 @@ admin_resume_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * The admin whose listener reports an accept error: the callback is given
+ * the listener's argument, which evhttp has taken (its struct evhttp), so
+ * the one admin of the process is kept here.
+ */
+static struct admin *admin_running;
+
+/*
  * accept() failed. Out of descriptors, the listening socket stays readable:
  * stop watching it for a moment rather than spin (SPEC.md 8).
  */
 static void
 admin_accept_error_cb(struct evconnlistener *l, void *arg)
 {
-	struct admin *a = arg;
+	struct admin *a = admin_running;
 	struct timeval tv;
 	int error = errno;
 	uint64_t now = util_now_ms();
 
-	(void)l;
+	(void)arg;
+	if (a == NULL || a->listener != l)
+		return;
 	if (now / 1000 != a->error_logged_s) {
 		a->error_logged_s = now / 1000;
 		log_warnx("event=admin_accept_error addr=%s error=%s",
@@ -773,6 +782,7 @@ admin_new(struct event_base *base, const struct addr *addr, const char *token,
 		return NULL;
 	}
 	a->listener = evhttp_bound_socket_get_listener(bound);
+	admin_running = a;
 	evconnlistener_set_error_cb(a->listener, admin_accept_error_cb);
 	log_info("event=admin addr=%s token=%s", addr->text,
 	    token != NULL ? "yes" : "no");
@@ -797,6 +807,8 @@ admin_free(struct admin *a)
 
 	if (a == NULL)
 		return;
+	if (admin_running == a)
+		admin_running = NULL;
 	if (a->listener != NULL && a->addr.family == AF_UNIX)
 		unlink(((struct sockaddr_un *)&a->addr.ss)->sun_path);
 	/* evhttp_free closes the connections (their close callbacks free c). */

@@ -1860,6 +1860,153 @@ START_TEST(admin_connection_cap)
 }
 END_TEST
 
+/*
+ * One request on a kept-alive connection: the status of its answer (whose
+ * whole body is read), or 0 when none came within ms.
+ */
+static int
+http_keepalive(int fd, const char *path, int ms)
+{
+	char *req = h_strf("GET %s HTTP/1.1\r\nHost: a\r\n\r\n", path);
+	char buf[65536], *end, *cl;
+	size_t len = 0, want;
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct pollfd pfd;
+	ssize_t n;
+
+	if (h_send_all(fd, req, strlen(req), ms) != 0)
+		return 0;
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	while (h_now_ms() < deadline && len < sizeof(buf) - 1) {
+		if (poll(&pfd, 1, (int)(deadline - h_now_ms())) <= 0)
+			continue;
+		n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+		if (n <= 0)
+			return 0;
+		len += (size_t)n;
+		buf[len] = '\0';
+		if ((end = strstr(buf, "\r\n\r\n")) == NULL)
+			continue;
+		cl = strcasestr(buf, "\r\nContent-Length:");
+		want = cl != NULL && cl < end ? strtoul(cl + 17, NULL, 10) : 0;
+		if (len >= (size_t)(end + 4 - buf) + want)
+			return atoi(buf + 9);
+	}
+	return 0;
+}
+
+/* The daemon's CPU time so far, in clock ticks (utime + stime). */
+static unsigned long
+daemon_cpu(struct h_daemon *d)
+{
+	char *path = h_strf("/proc/%ld/stat", (long)h_daemon_pid(d)), buf[1024];
+	unsigned long ut = 0, st = 0;
+	const char *p;
+	FILE *f = fopen(path, "r");
+	size_t n;
+	int field;
+
+	h_assert(f != NULL, "cannot read %s", path);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* Fields after the command name: state is field 3, utime 14. */
+	p = strrchr(buf, ')');
+	h_assert(p != NULL, "%s: %s", path, buf);
+	for (field = 2; *p != '\0' && field < 14; p++)
+		if (*p == ' ')
+			field++;
+	h_assert(sscanf(p, "%lu %lu", &ut, &st) == 2, "%s: %s", path, buf);
+	return ut + st;
+}
+
+/*
+ * Out of file descriptors (SPEC.md 8): a kept-alive admin connection is
+ * still answered; a new one is served or waits in the backlog, failed
+ * accepts are logged at most once a second and do not spin; once
+ * descriptors are free new clients are answered again.
+ */
+START_TEST(admin_full_table)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	const char *wrapper = getenv("CP_TEST_WRAPPER");
+	struct h_opts opts = { 0 };
+	struct h_daemon *d;
+	enum { MAX_RELAYS = 64 };
+	int kept, waiting, relays[MAX_RELAYS], n = 0, i;
+	unsigned long cpu0, cpu1;
+	uint64_t t0, took;
+	char buf[4];
+	size_t mark;
+
+	if (wrapper != NULL && *wrapper != '\0')
+		h_skip("under %s the descriptor limit is the wrapper's",
+		    wrapper);
+	opts.nofile = 48;
+	d = h_daemon_start_opts(&opts,
+	    h_strf("%s%s", global_admin(admin, NULL),
+		upstream("api", l1, h_backend_addr(echo), NULL)));
+	kept = h_connect_ok(admin);
+	h_assert(http_keepalive(kept, "/health", H_WAIT_MS) == 200,
+	    "kept-alive /health");
+
+	/* Relays until one is not served: the table is full. */
+	for (;;) {
+		h_assert(n < MAX_RELAYS, "%d relays and the table is not full",
+		    n);
+		if ((relays[n] = h_connect(l1, H_WAIT_MS)) == -1)
+			break;
+		if (h_send_all(relays[n], "x", 1, H_WAIT_MS) != 0 ||
+		    h_recv_exact(relays[n++], buf, 1, 500) != H_OUT_DATA)
+			break;
+	}
+	mark = h_log_mark(d);
+	h_assert(http_keepalive(kept, "/stats", H_WAIT_MS) == 200,
+	    "no /stats on the kept-alive connection with the table full");
+
+	/*
+	 * A new admin client is served if a descriptor is free for a moment
+	 * (a reset client gives one back), else it waits and the failed
+	 * accept is logged; either way the main loop does not spin.
+	 */
+	cpu0 = daemon_cpu(d);
+	t0 = h_now_ms();
+	waiting = h_connect_ok(admin);
+	if (http_keepalive(waiting, "/health", 1000) == 0)
+		h_expect_log_after(d, mark, H_WAIT_MS,
+		    "event=admin_accept_error", h_strf("addr=%s", admin),
+		    "error=EMFILE");
+	poll(NULL, 0, 1000);
+	cpu1 = daemon_cpu(d);
+	took = h_now_ms() - t0;
+	h_assert((cpu1 - cpu0) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK) <
+		took / 2,
+	    "the daemon used %lu ticks of CPU in %llu ms with the table full",
+	    cpu1 - cpu0, (unsigned long long)took);
+	h_assert(h_count_log_after(d, mark, "event=admin_accept_error") <=
+		(took + 999) / 1000 + 1,
+	    "%u admin_accept_error lines in %llu ms",
+	    h_count_log_after(d, mark, "event=admin_accept_error"),
+	    (unsigned long long)took);
+	h_assert(http_keepalive(kept, "/metrics", H_WAIT_MS) == 200,
+	    "no /metrics on the kept-alive connection with the table full");
+
+	for (i = 0; i < n; i++)
+		close(relays[i]);
+	t0 = h_now_ms();
+	h_assert(http(admin, "GET", "/health", NULL).status == 200,
+	    "the endpoint did not answer once descriptors were free");
+	h_assert(h_now_ms() - t0 < 3000, "answered %llu ms after",
+	    (unsigned long long)(h_now_ms() - t0));
+	close(kept);
+	close(waiting);
+	still_answers(admin, l1, "the full table");
+	stop_ok(d);
+}
+END_TEST
+
 /* SIGTERM: while relays drain, the endpoint answers until the exit. */
 START_TEST(admin_during_drain)
 {
@@ -2143,6 +2290,7 @@ admin_suite(void)
 	H_TEST(s, admin_garbage);
 	H_TEST(s, admin_slow_clients);
 	H_TEST(s, admin_connection_cap);
+	H_TEST(s, admin_full_table);
 	H_TEST(s, admin_during_drain);
 	H_TEST(s, admin_unix_socket);
 	H_TEST(s, admin_address_in_use);
