@@ -251,9 +251,10 @@ daemon_state_schedule(struct daemon *d)
  * config are dropped (the next write leaves them out).
  */
 static void
-daemon_state_load(struct daemon *d, uint64_t now)
+daemon_state_load(struct daemon *d)
 {
 	const char *path = d->state_path;
+	uint64_t now;
 	struct state_entry *v = NULL;
 	struct breaker_stats st;
 	struct upstream *up;
@@ -266,6 +267,8 @@ daemon_state_load(struct daemon *d, uint64_t now)
 		log_info("event=state_file result=missing path=%s", path);
 		return;
 	}
+	/* The two clocks read together: what is left carries over exactly. */
+	now = util_now_ms();
 	if (rc == 0)
 		rc = state_decode(text, len, util_wall_ms(), &v, &n, &cause);
 	free(text);
@@ -935,7 +938,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	if (conf->state_file != NULL) {
 		d->state_path = xstrdup(conf->state_file);
 		d->state_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		daemon_state_load(d, now);
+		daemon_state_load(d);
 	}
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
 	for (i = 0; i < d->nworkers; i++) {
