@@ -313,6 +313,42 @@ reload_at(const char *where, struct h_daemon *d, const char *config)
 }
 #define reload(d, config) reload_at(H_WHERE, (d), (config))
 
+/* GET a path from the admin endpoint (HTTP/1.1, Connection: close): the body. */
+static char *
+admin_get(const char *addr, const char *path)
+{
+	char *req = h_strf("GET %s HTTP/1.1\r\nHost: admin\r\n"
+			   "Connection: close\r\n\r\n",
+	    path);
+	char *raw, *body;
+	size_t len;
+	int fd = h_connect_ok(addr);
+
+	h_assert(h_send_all(fd, req, strlen(req), H_WAIT_MS) == 0,
+	    "send to the admin");
+	h_assert(h_recv_all(fd, &raw, &len, H_WAIT_MS) == H_OUT_EOF,
+	    "the admin's answer to %s", path);
+	close(fd);
+	h_assert(strncmp(raw, "HTTP/1.1 200 ", 13) == 0 &&
+		(body = strstr(raw, "\r\n\r\n")) != NULL,
+	    "GET %s: %.40s", path, raw);
+	return h_strf("%s", body + 4);
+}
+
+/* The number a JSON document gives a key ("key": N), or -1 if none. */
+static double
+json_number(const char *doc, const char *key)
+{
+	const char *p = strstr(doc, h_strf("\"%s\":", key));
+
+	if (p == NULL)
+		return -1;
+	p += strlen(key) + 3;
+	while (*p == ' ')
+		p++;
+	return strtod(p, NULL);
+}
+
 /* A test case with a longer timeout, for the loads. */
 #define LOAD_TEST(suite, fn)                                                   \
 	do {                                                                   \
@@ -961,14 +997,17 @@ END_TEST
  * up: every client is accounted for exactly once by the daemon, as a
  * relay (its close line) or a reject; each relayed one was taken by the
  * server; every connect failure reset its client; the state lines follow
- * one another. (A client the server dropped from its accept queue when it
+ * one another; and the breaker's own totals (/stats) match the lines:
+ * attempts = relays = successes + failures, rejects, openings. (A client the server dropped from its accept queue when it
  * stopped listening is a relay that ends in a reset.)
  */
 START_TEST(breaker_flapping)
 {
 	size_t toggles = FLAP_TOGGLES;
 	struct h_farm *farm = h_farm_start(H_FARM_ECHO);
-	const char *lis = h_free_addr4(), *line;
+	const char *lis = h_free_addr4(), *admin = h_free_addr4(), *line;
+	const char *stats;
+	double attempts, successes, failures, rejected, opened_total;
 	struct h_daemon *d;
 	struct hammer *hs[FLAP_THREADS];
 	unsigned ok = 0, reset = 0, eof = 0, other = 0, clients;
@@ -980,7 +1019,9 @@ START_TEST(breaker_flapping)
 	    h_strf("[global]\n"
 		   "log_level = debug\n"
 		   "workers = 2\n"
-		   "log_rejects_per_second = 100000\n"),
+		   "log_rejects_per_second = 100000\n"
+		   "admin = %s\n",
+		admin),
 	    upstream("flap", lis, h_farm_addr(farm),
 		"failure_threshold = 3\n"
 		"recovery_timeout = 100ms\n"
@@ -1002,8 +1043,14 @@ START_TEST(breaker_flapping)
 		free(hs[i]);
 	}
 	clients = ok + reset + eof + other;
-	/* Every client's line is out once the daemon has stopped. */
+	/* The breaker's own totals, then every line once the daemon stops. */
 	h_assert(h_farm_wait_active(farm, 0, H_WAIT_MS), "relays closed");
+	stats = admin_get(admin, "/stats/flap");
+	attempts = json_number(stats, "attempts_total");
+	successes = json_number(stats, "successes_total");
+	failures = json_number(stats, "failures_total");
+	rejected = json_number(stats, "rejected_total");
+	opened_total = json_number(stats, "opened_total");
 	h_assert(h_daemon_stop(d) == 0, "clean stop");
 	h_assert(h_count_log(d, "event=log_dropped") == 0,
 	    "log lines were dropped: the totals cannot be checked");
@@ -1047,6 +1094,21 @@ START_TEST(breaker_flapping)
 	    "%u clients relayed, %u relays done, %u taken by the server", ok,
 	    done, accepted);
 	h_assert(opened >= 2, "the circuit opened %u times", opened);
+	printf("breaker_flapping: the breaker's totals: %.0f attempts = %.0f "
+	       "successes + %.0f failures, %.0f rejected, opened %.0f times\n",
+	    attempts, successes, failures, rejected, opened_total);
+	h_assert(attempts == successes + failures,
+	    "attempts_total %.0f, successes_total %.0f + failures_total %.0f",
+	    attempts, successes, failures);
+	h_assert(attempts == closes,
+	    "attempts_total %.0f, but %u relays closed", attempts, closes);
+	h_assert(failures == fails,
+	    "failures_total %.0f, but %u connect_fail lines", failures, fails);
+	h_assert(rejected == rejects + summed,
+	    "rejected_total %.0f, but %u reject lines + %u summed", rejected,
+	    rejects, summed);
+	h_assert(opened_total == opened,
+	    "opened_total %.0f, but %u to=open lines", opened_total, opened);
 }
 END_TEST
 
