@@ -21,6 +21,7 @@ results/latest.md next to this script unless told otherwise.
 """
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -53,16 +54,22 @@ REQUIREMENTS = [
     ("iperf3", lambda: shutil.which("iperf3")),
 ]
 
-# Every target: id, label, kind, worker count.
+# Every target: id, label, kind, worker count, variant. "splice" is HAProxy
+# with `option splice-auto`; "nosplice" is circuitproxyd with splice = off.
 ALL_TARGETS = [
-    ("direct", "direct", "direct", 0),
-    ("circuitproxyd-1", "circuitproxyd 1w", "circuitproxyd", 1),
-    ("circuitproxyd-2", "circuitproxyd 2w", "circuitproxyd", 2),
-    ("haproxy-1", "HAProxy 1t", "haproxy", 1),
-    ("haproxy-2", "HAProxy 2t", "haproxy", 2),
-    ("nginx-1", "nginx 1w", "nginx", 1),
-    ("nginx-2", "nginx 2w", "nginx", 2),
+    ("direct", "direct", "direct", 0, None),
+    ("circuitproxyd-1", "circuitproxyd 1w", "circuitproxyd", 1, None),
+    ("circuitproxyd-2", "circuitproxyd 2w", "circuitproxyd", 2, None),
+    ("haproxy-1", "HAProxy 1t", "haproxy", 1, None),
+    ("haproxy-2", "HAProxy 2t", "haproxy", 2, None),
+    ("haproxy-splice-1", "HAProxy 1t splice-auto", "haproxy", 1, "splice"),
+    ("nginx-1", "nginx 1w", "nginx", 1, None),
+    ("nginx-2", "nginx 2w", "nginx", 2, None),
+    ("circuitproxyd-nosplice-1", "circuitproxyd 1w splice=off",
+     "circuitproxyd", 1, "nosplice"),
 ]
+# Left out unless --targets names them.
+OPTIONAL_TARGETS = {"circuitproxyd-nosplice-1"}
 
 # The rows of the table: key, label, better ("hi"/"lo"), format, ratio to direct?
 METRICS = [
@@ -369,11 +376,13 @@ def restart_iperf(lay):
 class Target:
     """One thing under test: its listen ports and, for proxies, a process."""
 
-    def __init__(self, tid, label, kind, workers):
+    def __init__(self, tid, label, kind, workers, variant=None):
         self.id = tid
         self.label = label
         self.kind = kind
         self.workers = workers
+        self.variant = variant
+        self.wrapper = []  # argv prefix, e.g. valgrind for the counts
         self.proc = None
         self.ports = None
         self.broken = None  # why it was skipped in the current round
@@ -419,6 +428,12 @@ class Target:
                  LOOPBACK, lay.backend_http,
                  LOOPBACK, iperf, LOOPBACK, lay.backend_iperf,
                  LOOPBACK, down, LOOPBACK, lay.dead, lay.reject))
+        if self.variant == "nosplice":
+            with open(conf) as f:
+                text = f.read()
+            write(conf, text.replace("[upstream:bench]",
+                                     "[defaults]\nsplice = off\n\n"
+                                     "[upstream:bench]", 1))
         nsock_path = os.path.join(lay.tmp, "%s.notify" % self.id)
         if os.path.exists(nsock_path):
             os.unlink(nsock_path)
@@ -426,9 +441,10 @@ class Target:
         try:
             nsock.bind(nsock_path)
             env = dict(os.environ, NOTIFY_SOCKET=nsock_path)
-            self.proc = Proc(self.id, [binary, "-c", conf],
+            self.proc = Proc(self.id, self.wrapper + [binary, "-c", conf],
                              os.path.join(lay.tmp, "%s.log" % self.id), env=env)
-            self.ready_how = wait_notify(nsock, self.proc, 10.0)
+            self.ready_how = wait_notify(nsock, self.proc,
+                                         60.0 if self.wrapper else 10.0)
         finally:
             nsock.close()
         wait_port(http, self.proc)
@@ -437,7 +453,8 @@ class Target:
         http, iperf, down = self.ports
         conf = os.path.join(lay.tmp, "%s.cfg" % self.id)
         self.stats_sock = os.path.join(lay.tmp, "%s.sock" % self.id)
-        maxconn = (lay.nofile - 200) // 2
+        # Two descriptors a connection, and with splice a pipe per four.
+        maxconn = (lay.nofile - 200) // (3 if self.variant == "splice" else 2)
         write(conf,
               "global\n"
               "    nbthread %d\n"
@@ -450,6 +467,7 @@ class Target:
               "    timeout connect 2s\n"
               "    timeout client 10m\n"
               "    timeout server 10m\n"
+              "%s"
               "\n"
               "frontend http_in\n"
               "    bind %s:%d\n"
@@ -469,12 +487,15 @@ class Target:
               "backend down_be\n"
               "    server dead %s:%d check inter 1s\n"
               % (self.workers, maxconn, self.stats_sock, maxconn,
+                 "    option splice-auto\n" if self.variant == "splice"
+                 else "",
                  LOOPBACK, http, LOOPBACK, lay.backend_http,
                  LOOPBACK, iperf, LOOPBACK, lay.backend_iperf,
                  LOOPBACK, down, LOOPBACK, lay.dead))
-        self.proc = Proc(self.id, ["haproxy", "-db", "-f", conf],
+        self.proc = Proc(self.id, self.wrapper + ["haproxy", "-db", "-f",
+                                                  conf],
                          os.path.join(lay.tmp, "%s.log" % self.id))
-        wait_port(http, self.proc)
+        wait_port(http, self.proc, 60.0 if self.wrapper else 10.0)
 
     def _start_nginx(self, lay, _binary):
         http, iperf, down = self.ports
@@ -1001,6 +1022,316 @@ def run_round(rnd, targets, args, lay, problems):
     return results
 
 
+# ---------------------------------------------------------------- counts
+
+# The fixed workloads of the counts: requests, connections, rejects, MiB.
+COUNT_WORK = {"ka": 20000, "cc": 5000, "ff": 5000, "bulk_mib": 1024}
+# The same, shorter, under callgrind (about 50 times slower).
+CALLGRIND_WORK = {"ka": 2000, "cc": 1000, "ff": 1000}
+COUNT_TARGETS = "circuitproxyd-1,haproxy-1,haproxy-splice-1"
+# The rows of the counts table: key, label.
+COUNT_ROWS = [
+    ("sys_ka", "system calls per keep-alive request"),
+    ("sys_cc", "system calls per new connection (one request)"),
+    ("sys_ff", "system calls per reject (server down)"),
+    ("sys_mib", "system calls per MiB (iperf3 -n 1G)"),
+    ("ins_ka", "user-space instructions per keep-alive request"),
+    ("ins_cc", "user-space instructions per new connection"),
+    ("ins_ff", "user-space instructions per reject"),
+]
+
+
+def http_load(port, total, conns, close, timeout=120.0):
+    """total GETs through port, conns at once: keep-alive or one connection
+    each (Connection: close). Returns how many completed."""
+    req = ("GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n"
+           % (URL_PATH, "Connection: close\r\n" if close else "")).encode()
+    sel = selectors.DefaultSelector()
+    issued = done = 0
+    deadline = time.monotonic() + timeout
+
+    def open_one():
+        nonlocal issued
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setblocking(False)
+        c.connect_ex((LOOPBACK, port))
+        sel.register(c, selectors.EVENT_WRITE, {"buf": b"", "sent": False})
+        issued += 1
+
+    for _ in range(min(conns, total)):
+        open_one()
+    while done < total and time.monotonic() < deadline:
+        for key, ev in sel.select(1.0):
+            c, st = key.fileobj, key.data
+            if ev & selectors.EVENT_WRITE:
+                try:
+                    c.send(req)
+                except OSError:
+                    sel.unregister(c)
+                    c.close()
+                    continue
+                sel.modify(c, selectors.EVENT_READ, st)
+                continue
+            try:
+                data = c.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            st["buf"] += data
+            buf = st["buf"]
+            end = buf.find(b"\r\n\r\n")
+            m = re.search(rb"Content-Length: (\d+)", buf[:end]) \
+                if end >= 0 else None
+            complete = m is not None and len(buf) >= end + 4 + int(m.group(1))
+            if data == b"":
+                # Connection: close ends with the server's FIN.
+                if close and complete:
+                    done += 1
+                sel.unregister(c)
+                c.close()
+                if close and issued < total:
+                    open_one()
+                continue
+            if complete and not close:
+                done += 1
+                st["buf"] = buf[end + 4 + int(m.group(1)):]
+                if issued < total:
+                    issued += 1
+                    c.send(req)
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
+    sel.close()
+    return done
+
+
+def parse_strace(path):
+    """strace -c's table: {syscall: calls}."""
+    calls = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 5 or not re.match(r"^[\d.]+$", parts[0]):
+                continue
+            name = parts[-1]
+            nums = parts[:-1]
+            if name == "total":
+                continue
+            try:
+                calls[name] = int(nums[3])
+            except (IndexError, ValueError):
+                pass
+    return calls
+
+
+def strace_run(target, lay, work):
+    """Run work() with strace -c attached to every thread of the target:
+    returns ({syscall: calls}, work's result)."""
+    out = os.path.join(lay.tmp, "%s.strace" % target.id)
+    # -p with -f takes every thread of the process ("attached with N
+    # threads"); one line per process.
+    tids = target.proc.pids()
+    argv = ["strace", "-c", "-f", "-o", out]
+    for t in tids:
+        argv += ["-p", str(t)]
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    try:
+        # strace says "Process N attached" once per thread, on stderr.
+        said = b""
+        deadline = time.monotonic() + 10
+        sel = selectors.DefaultSelector()
+        sel.register(p.stderr, selectors.EVENT_READ)
+        while (said.count(b"attached") < len(tids) and
+               time.monotonic() < deadline):
+            if sel.select(1.0):
+                chunk = os.read(p.stderr.fileno(), 4096)
+                if not chunk:
+                    break
+                said += chunk
+        sel.close()
+        attached = said.count(b"attached")
+        if attached < len(tids):
+            raise BenchError("strace attached to %d of %d processes of %s"
+                             % (attached, len(tids), target.label))
+        result = work()
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+    return parse_strace(out), result
+
+
+def count_work(target, test, lay, args, n):
+    """The work of one count: returns the units done (requests, MiB...)."""
+    http, iperf, down = target.ports
+    if test == "ka":
+        return http_load(http, n, 50, close=False)
+    if test == "cc":
+        return http_load(http, n, 50, close=True)
+    if test == "ff":
+        argv = [args.connflood, "-m", "flood", "-a", "%s:%d" % (LOOPBACK, down),
+                "-c", "64", "-d", "120", "-t", "3000", "-n", str(n)]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=150)
+        if r.returncode != 0:
+            raise BenchError("connflood failed: %s" % r.stderr)
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        return res.get("closes", 0)
+    if test == "bulk":
+        argv = ["iperf3", "-c", LOOPBACK, "-p", str(iperf), "-n",
+                "%dM" % n, "-J"]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        doc = json.loads(r.stdout or "{}")
+        end = doc.get("end", {}).get("sum_received")
+        if r.returncode != 0 or not end:
+            raise BenchError("iperf3 -n failed: %s" % r.stdout[-400:])
+        return end["bytes"] / (1 << 20)
+    raise AssertionError(test)
+
+
+def count_syscalls(target, lay, args, problems):
+    """System calls per unit of each fixed workload."""
+    out, top = {}, {}
+    work = [("ka", COUNT_WORK["ka"]), ("cc", COUNT_WORK["cc"]),
+            ("ff", COUNT_WORK["ff"]), ("bulk", COUNT_WORK["bulk_mib"])]
+    for test, n in work:
+        if test == "ff":
+            why = target.prepare_down()
+            if why:
+                problems.append("counts, %s: %s" % (target.label, why))
+        log("counts  strace     %-5s %s" % (test, target.label))
+        calls, done = strace_run(target, lay,
+                                 lambda: count_work(target, test, lay, args, n))
+        if not done:
+            problems.append("counts, %s, %s: nothing done" % (target.label,
+                                                              test))
+            continue
+        key = "sys_mib" if test == "bulk" else "sys_" + test
+        out[key] = sum(calls.values()) / done
+        top[key] = {k: round(v / done, 3) for k, v in sorted(
+            calls.items(), key=lambda kv: -kv[1])}
+    return out, top
+
+
+def callgrind_total(path):
+    """The instructions (Ir) of a callgrind dump."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:") or line.startswith("summary:"):
+                return int(line.split()[1])
+    return None
+
+
+def count_instructions(target, lay, args, problems):
+    """User-space instructions per unit, the target run under callgrind."""
+    out = {}
+    prefix = os.path.join(lay.tmp, "cg.%s" % target.id)
+    for test in ("ka", "cc", "ff"):
+        n = CALLGRIND_WORK[test]
+        if test == "ff":
+            why = target.prepare_down()
+            if why:
+                problems.append("counts, %s: %s" % (target.label, why))
+        log("counts  callgrind  %-5s %s" % (test, target.label))
+        pid = str(target.proc.pid)
+        subprocess.run(["callgrind_control", "-z", pid], capture_output=True,
+                       timeout=60)
+        done = count_work(target, test, lay, args, n)
+        before = set(glob.glob(prefix + "*"))
+        subprocess.run(["callgrind_control", "-d", pid], capture_output=True,
+                       timeout=60)
+        deadline = time.monotonic() + 30
+        new = set()
+        while not new and time.monotonic() < deadline:
+            time.sleep(0.2)
+            new = set(glob.glob(prefix + "*")) - before
+        if not new or not done:
+            problems.append("counts, %s, %s: no callgrind dump" %
+                            (target.label, test))
+            continue
+        time.sleep(0.5)
+        ir = callgrind_total(max(new, key=os.path.getmtime))
+        if ir:
+            out["ins_" + test] = ir / done
+    return out
+
+
+def run_counts(args, lay, problems):
+    """The counts of every target named by --counts-targets."""
+    want = args.counts_targets.split(",")
+    results = {}
+    if not shutil.which("strace") or not shutil.which("valgrind"):
+        problems.append("counts skipped: strace and valgrind are needed "
+                        "(apt-get install strace valgrind)")
+        return results
+    for i, t in enumerate(Target(*x) for x in ALL_TARGETS if x[0] in want):
+        if t.kind not in ("circuitproxyd", "haproxy"):
+            continue
+        results[t.id] = {"label": t.label, "counts": {}, "top": {}}
+        try:
+            t.start(lay, i, args.circuitproxyd)
+            why = t.check()
+            if why:
+                raise BenchError(why)
+            c, top = count_syscalls(t, lay, args, problems)
+            results[t.id]["counts"].update(c)
+            results[t.id]["top"] = top
+        except BenchError as e:
+            problems.append("counts, %s: %s" % (t.label, e))
+        finally:
+            t.stop()
+        if args.no_callgrind:
+            continue
+        t.wrapper = ["valgrind", "--tool=callgrind",
+                     "--callgrind-out-file=%s/cg.%s.%%p" % (lay.tmp, t.id)]
+        try:
+            t.start(lay, i, args.circuitproxyd)
+            why = t.check()
+            if why:
+                raise BenchError(why)
+            results[t.id]["counts"].update(
+                count_instructions(t, lay, args, problems))
+        except BenchError as e:
+            problems.append("counts, %s under callgrind: %s" % (t.label, e))
+        finally:
+            t.stop()
+    return results
+
+
+def counts_rows(results):
+    """The counts table: a header, then one row per count."""
+    ids = list(results)
+    rows = [["count (fixed workload)"] + [results[i]["label"] for i in ids]]
+    for key, label in COUNT_ROWS:
+        row = [label]
+        for i in ids:
+            v = results[i]["counts"].get(key)
+            row.append("—" if v is None else
+                       ("%.0f" % v if v >= 100 else "%.2f" % v))
+        rows.append(row)
+    return rows
+
+
+def counts_legend():
+    return ("Counts on a fixed workload, one worker or thread each, not "
+            "timed: system calls of the proxy (strace -c -f on every thread) "
+            "over %d keep-alive requests (50 connections), %d new "
+            "connections of one request each (50 at once), %d rejects with "
+            "the server down (64 at once), and iperf3 -n %dM; user-space "
+            "instructions (valgrind --tool=callgrind, counters zeroed after "
+            "start) over %d keep-alive requests, %d new connections and %d "
+            "rejects. These do not depend on the machine's load: they are "
+            "the evidence for an optimisation."
+            % (COUNT_WORK["ka"], COUNT_WORK["cc"], COUNT_WORK["ff"],
+               COUNT_WORK["bulk_mib"], CALLGRIND_WORK["ka"],
+               CALLGRIND_WORK["cc"], CALLGRIND_WORK["ff"]))
+
+
 # ---------------------------------------------------------------- report
 
 def fmt_value(v, how):
@@ -1178,7 +1509,8 @@ def parse_args(argv):
                     help="seconds per server-down run (3)")
     ap.add_argument("--idle-conns", type=int,
                     help="idle relayed connections for the memory row (10000)")
-    ap.add_argument("--targets", default=",".join(t[0] for t in ALL_TARGETS),
+    ap.add_argument("--targets", default=",".join(
+                    t[0] for t in ALL_TARGETS if t[0] not in OPTIONAL_TARGETS),
                     help="comma-separated subset of: %s" %
                     ", ".join(t[0] for t in ALL_TARGETS))
     ap.add_argument("--port-base", type=int, default=62000,
@@ -1208,6 +1540,15 @@ def parse_args(argv):
                     choices=["reset", "http503", "redis", "postgres", "mysql"],
                     help="reject of circuitproxyd's server-down upstream; its "
                     "flood clients send what such a client sends (reset)")
+    ap.add_argument("--no-counts", action="store_true",
+                    help="skip the counts (system calls and instructions on "
+                    "a fixed workload; on by default, off with --quick)")
+    ap.add_argument("--counts-only", action="store_true",
+                    help="only the counts, not the timed table")
+    ap.add_argument("--counts-targets", default=COUNT_TARGETS,
+                    help="targets of the counts (%s)" % COUNT_TARGETS)
+    ap.add_argument("--no-callgrind", action="store_true",
+                    help="counts without the instructions (callgrind)")
     ap.add_argument("--keep-tmp", action="store_true",
                     help="keep the temp dir (configs, logs) for inspection")
     a = ap.parse_args(argv)
@@ -1218,6 +1559,8 @@ def parse_args(argv):
     for k, v in (quick if a.quick else full).items():
         if getattr(a, k) is None:
             setattr(a, k, v)
+    if a.quick and not a.counts_only:
+        a.no_counts = True
     if not (1 <= a.rounds <= 20 and 1 <= a.duration <= 60 and
             0.5 <= a.flood_seconds <= 60 and 1 <= a.idle_conns <= 100000):
         ap.error("rounds 1-20, duration 1-60, flood-seconds 0.5-60, "
@@ -1293,7 +1636,7 @@ def main(argv):
             % (tmp, lay.backend_http, lay.backend_iperf, lay.dead))
         lay.backend_procs = list(start_backend(lay, args.backend_workers))
         backend = lay.backend_procs[0]
-        for rnd in range(args.rounds):
+        for rnd in range(0 if args.counts_only else args.rounds):
             if not lay.backend_procs[-1].alive():
                 problems.append("iperf3 -s had exited; restarted")
                 restart_iperf(lay)
@@ -1301,6 +1644,7 @@ def main(argv):
             if not backend.alive():
                 raise BenchError("the backend nginx exited:\n"
                                  + backend.log_tail())
+        counts = None if args.no_counts else run_counts(args, lay, problems)
     finally:
         # Cleanup is bounded in time; let no second signal cut it short.
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -1325,10 +1669,16 @@ def main(argv):
     rat = ratios(med, targets)
     rows = table_rows(med, rat, targets, rounds)
     text = legend(args, lay, meta)
-    print()
-    print(render_text(rows))
-    print()
-    print(text)
+    if rounds:
+        print()
+        print(render_text(rows))
+        print()
+        print(text)
+    if counts:
+        print()
+        print(render_text(counts_rows(counts)))
+        print()
+        print(counts_legend())
     if problems:
         print("\nProblems seen:")
         for p in problems:
@@ -1341,14 +1691,25 @@ def main(argv):
                        for k, l, b, _, _ in METRICS],
            "median": med, "spread": spread, "ratios": rat,
            "fastfail_how": {t.id: fastfail_how(rounds, t.id) for t in targets},
-           "problems": problems, "rounds": rounds}
+           "problems": problems, "rounds": rounds, "counts": counts}
     for path in (args.json, args.md):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=False)
         f.write("\n")
-    md = ["# circuitproxyd vs HAProxy vs nginx (`make bench`)", "",
-          render_md(rows), "", text, "",
+    md = ["# circuitproxyd vs HAProxy vs nginx (`make bench`)", ""]
+    if rounds:
+        md += [render_md(rows), "", text, ""]
+    if counts:
+        md += [render_md(counts_rows(counts)), "", counts_legend(), "",
+               "Where the system calls go, per unit (the eight most "
+               "frequent):", ""]
+        for tid, c in counts.items():
+            for key, top in c["top"].items():
+                md.append("- %s, %s: %s" % (c["label"], key, ", ".join(
+                    "%s %.2f" % kv for kv in list(top.items())[:8])))
+        md.append("")
+    md += [
           "Tools: " + "; ".join("%s" % v for v in meta["versions"].values()
                                 if v) + ".",
           "Run took %.0f s. Raw per-round numbers: [latest.json](latest.json)."
