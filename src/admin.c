@@ -425,14 +425,12 @@ admin_render_all(struct admin *a, struct evhttp_request *req,
 
 /* Reply with one upstream's STATS. */
 static void
-admin_stats_upstream(struct admin *a, struct evhttp_request *req,
-    struct upstream *up)
+admin_stats_upstream(struct evhttp_request *req, struct upstream *up)
 {
 	struct stats_buf sb = { NULL, 0, 0 };
 	struct stats_upstream su;
 	uint64_t now = util_now_ms();
 
-	(void)a;
 	upstream_snapshot(up, now, (int64_t)util_wall_ms() - (int64_t)now, &su);
 	stats_json_upstream(&sb, &su);
 	stats_buf_printf(&sb, "\n");
@@ -522,7 +520,7 @@ admin_override(struct admin *a, struct evhttp_request *req,
 		    admin_client(req, client, sizeof(client)));
 	/* A new lifetime may end sooner than the armed timer. */
 	upstream_tick_schedule(up);
-	admin_stats_upstream(a, req, up);
+	admin_stats_upstream(req, up);
 }
 
 /* POST /reset: every upstream back to closed. */
@@ -711,7 +709,7 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 			admin_send_text(req, 404, "Not Found",
 			    "unknown upstream\n");
 		else
-			admin_stats_upstream(a, req, up);
+			admin_stats_upstream(req, up);
 		break;
 	case ADMIN_METRICS:
 		admin_render_all(a, req, stats_prometheus, ADMIN_PROMETHEUS);
