@@ -85,6 +85,7 @@ struct daemon {
 	bool state_dirty;
 	bool state_failing;	 /* the last write failed */
 	uint64_t state_retry_ms; /* wait before the next retry */
+	uint64_t state_written_ms; /* when the last write was tried, or 0 */
 
 	struct worker_reload *reload;	 /* in progress, or NULL */
 	bool reload_queued;		 /* a SIGHUP came meanwhile */
@@ -102,6 +103,8 @@ static void daemon_upstream_changed(struct upstream *, void *);
 /* The first retry of a failed state_file write, and the longest wait. */
 #define DAEMON_STATE_RETRY_MS 1000
 #define DAEMON_STATE_RETRY_MAX_MS 30000
+/* Writes at most this often: a flapping circuit costs ten fsyncs a second. */
+#define DAEMON_STATE_SPACING_MS 100
 
 /* Route libevent's own messages into our log. */
 static void
@@ -214,6 +217,7 @@ daemon_state_cb(evutil_socket_t fd, short what, void *arg)
 	if (!d->state_dirty || d->state_path == NULL)
 		return;
 	d->state_dirty = false;
+	d->state_written_ms = util_now_ms();
 	if (daemon_state_save(d, &cause) == 0) {
 		if (d->state_failing)
 			log_info("event=state_file result=ok path=%s",
@@ -234,14 +238,28 @@ daemon_state_cb(evutil_socket_t fd, short what, void *arg)
 		d->state_retry_ms = DAEMON_STATE_RETRY_MAX_MS;
 }
 
-/* A breaker changed: write state_file soon (at once unless a retry waits). */
+/*
+ * A breaker changed: write state_file soon. At once, unless a retry waits
+ * or the last write was less than DAEMON_STATE_SPACING_MS ago; changes in
+ * between are written together.
+ */
 static void
 daemon_state_schedule(struct daemon *d)
 {
+	struct timeval tv;
+	uint64_t now, since;
+
 	if (d->state_path == NULL || d->state_ev == NULL)
 		return;
 	d->state_dirty = true;
-	if (!evtimer_pending(d->state_ev, NULL))
+	if (evtimer_pending(d->state_ev, NULL))
+		return;
+	now = util_now_ms();
+	since = now - d->state_written_ms;
+	if (d->state_written_ms != 0 && since < DAEMON_STATE_SPACING_MS)
+		evtimer_add(d->state_ev,
+		    util_timeval(&tv, DAEMON_STATE_SPACING_MS - since));
+	else
 		event_active(d->state_ev, EV_TIMEOUT, 0);
 }
 

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,6 +344,45 @@ START_TEST(state_write_failure_retried)
 }
 END_TEST
 
+/*
+ * A flapping circuit (recovery probes failing every 50ms: some forty
+ * transitions a second) is not a write per transition: the changes are
+ * written together, at most one write per 100ms, and the file keeps up.
+ */
+START_TEST(state_flapping_coalesced)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	char *lis = h_free_addr4(), *path = h_path("state");
+	const char *conf = config(path,
+	    upstream("api", lis, srv,
+		"recovery_timeout = 50ms\n"
+		"recovery_probe = connect"));
+	struct h_daemon *d;
+	struct stat sb;
+	uint64_t t0, last_ino = 0;
+	unsigned writes = 0, transitions;
+	size_t mark;
+
+	d = h_daemon_start(conf);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
+	mark = h_log_mark(d);
+	/* Every write renames a new file over the old: a new inode. */
+	for (t0 = h_now_ms(); h_now_ms() - t0 < 2000;) {
+		if (stat(path, &sb) == 0 && (uint64_t)sb.st_ino != last_ino) {
+			last_ino = (uint64_t)sb.st_ino;
+			writes++;
+		}
+		poll(NULL, 0, 1);
+	}
+	transitions = h_count_log_after(d, mark, "event=state", "upstream=api");
+	h_assert(transitions >= 20, "only %u transitions in 2s", transitions);
+	h_assert(writes >= 5 && writes <= 2000 / 100 + 3,
+	    "%u writes for %u transitions in 2s", writes, transitions);
+	stop_ok(d);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -352,5 +392,6 @@ main(void)
 	H_TEST(s, state_forced_and_expired);
 	H_TEST(s, state_bad_file_ignored);
 	H_TEST(s, state_write_failure_retried);
+	H_TEST(s, state_flapping_coalesced);
 	return h_main(s);
 }
