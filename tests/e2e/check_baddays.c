@@ -218,27 +218,7 @@ START_TEST(notify_with_full_table)
 }
 END_TEST
 
-/*
- * The operator's reload: write the new config over the daemon's file, send
- * SIGHUP, and wait for RELOADING=1 then READY=1. Returns the log mark from
- * before the signal.
- */
-static size_t
-reload_at(const char *where, struct h_daemon *d, const char *config)
-{
-	size_t lmark = h_log_mark(d), nmark = h_notify_mark(d);
-	long reloading;
-
-	h_write_file(h_daemon_config(d), config);
-	h_daemon_signal(d, SIGHUP);
-	reloading = h_wait_notify_after(d, nmark, "RELOADING=1", H_WAIT_MS);
-	if (reloading < 0 ||
-	    h_wait_notify_after(d, (size_t)reloading + 1, "READY=1",
-		H_WAIT_MS) < 0)
-		h_fail(where, "no RELOADING=1 then READY=1 after SIGHUP");
-	return lmark;
-}
-#define reload(d, config) reload_at(H_WHERE, (d), (config))
+#define reload(d, config) h_reload((d), (config))
 
 /* The port of "HOST:PORT". */
 static const char *

@@ -289,29 +289,7 @@ farm_wait_stalled(struct h_farm *f)
 	return sent;
 }
 
-/*
- * The operator's reload: write the file, SIGHUP, and wait for RELOADING=1
- * then READY=1 (sent once every worker has taken the new config).
- */
-static void
-reload_at(const char *where, struct h_daemon *d, const char *config)
-{
-	size_t nmark = h_notify_mark(d);
-	long reloading, ready;
-
-	h_write_file(h_daemon_config(d), config);
-	h_daemon_signal(d, SIGHUP);
-	reloading = h_wait_notify_after(d, nmark, "RELOADING=1", H_WAIT_MS);
-	if (reloading < 0)
-		h_fail(where, "no RELOADING=1 within %d ms of SIGHUP",
-		    H_WAIT_MS);
-	ready =
-	    h_wait_notify_after(d, (size_t)reloading + 1, "READY=1", H_WAIT_MS);
-	if (ready < 0)
-		h_fail(where, "no READY=1 within %d ms of RELOADING=1",
-		    H_WAIT_MS);
-}
-#define reload(d, config) reload_at(H_WHERE, (d), (config))
+#define reload(d, config) h_reload((d), (config))
 
 /* GET a path from the admin endpoint (HTTP/1.1, Connection: close): the body. */
 static char *
@@ -677,37 +655,42 @@ START_TEST(blackholed_server)
 END_TEST
 
 /*
- * Clients that never read from a server that sends without end: the
- * server is held back (backpressure) and the daemon's memory stays flat.
+ * One side never reads while the other sends without end: the sender is
+ * held back (backpressure) and the daemon's memory stays flat: a flooding
+ * server and clients that never read (server_sends), or clients that send
+ * to a server that never reads.
  */
-START_TEST(never_reading_client)
+static void
+stall_story(const char *story, bool server_sends)
 {
-	struct h_farm *farm = h_farm_start(H_FARM_FLOOD);
+	struct h_farm *farm =
+	    h_farm_start(server_sends ? H_FARM_FLOOD : H_FARM_STALL);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d;
 	struct h_crowd *crowd;
 	long rss0, rss1, rss2;
-	uint64_t sent1, sent2;
+	uint64_t sent1, more;
 
 	d = h_daemon_start(h_strf("%s%s", global_section(2, ""),
-	    upstream("firehose", lis, h_farm_addr(farm), "")));
+	    upstream("stall", lis, h_farm_addr(farm), "")));
 	rss0 = h_daemon_rss_kb(d);
 	crowd = h_crowd_connect(lis, STALL_RELAYS, H_WAIT_MS);
 	h_assert(h_farm_wait_active(farm, STALL_RELAYS, H_WAIT_MS),
 	    "the server holds %u connections", h_farm_active(farm));
-	sent1 = farm_wait_stalled(farm);
+	sent1 = server_sends ? farm_wait_stalled(farm) : crowd_fill(crowd);
 	rss1 = h_daemon_rss_kb(d);
 	usleep(1000 * 1000);
-	sent2 = h_farm_bytes_sent(farm);
+	more =
+	    server_sends ? h_farm_bytes_sent(farm) - sent1 : crowd_fill(crowd);
 	rss2 = h_daemon_rss_kb(d);
-	printf("never_reading_client: %d relays; the server got %.1f MiB out "
-	       "before it was held back; RSS %ld -> %ld -> %ld KiB a second "
-	       "later (%.0f KiB per relay)\n",
-	    STALL_RELAYS, (double)sent1 / 1048576.0, rss0, rss1, rss2,
-	    (double)(rss1 - rss0) / STALL_RELAYS);
-	h_assert(sent2 - sent1 <= STALL_SLACK_BYTES,
-	    "the server sent %llu more bytes",
-	    (unsigned long long)(sent2 - sent1));
+	printf("%s: %d relays; the %s got %.1f MiB out before %s held back; "
+	       "RSS %ld -> %ld -> %ld KiB a second later (%.0f KiB per "
+	       "relay)\n",
+	    story, STALL_RELAYS, server_sends ? "server" : "clients",
+	    (double)sent1 / 1048576.0, server_sends ? "it was" : "they were",
+	    rss0, rss1, rss2, (double)(rss1 - rss0) / STALL_RELAYS);
+	h_assert(more <= STALL_SLACK_BYTES, "%llu more bytes went out",
+	    (unsigned long long)more);
 	h_assert(rss2 - rss1 <= STALL_GROWTH_KIB, "RSS grew by %ld KiB",
 	    rss2 - rss1);
 	h_assert((rss1 - rss0) / STALL_RELAYS <= STALL_KIB_PER_RELAY,
@@ -715,45 +698,18 @@ START_TEST(never_reading_client)
 	h_assert(h_crowd_alive(crowd) == STALL_RELAYS, "clients still open");
 	h_assert(h_daemon_stop(d) == 0, "clean stop");
 }
+
+/* Clients that never read from a server that sends without end. */
+START_TEST(never_reading_client)
+{
+	stall_story("never_reading_client", true);
+}
 END_TEST
 
-/*
- * Clients that send without end to a server that never reads: the
- * clients are held back and the daemon's memory stays flat.
- */
+/* Clients that send without end to a server that never reads. */
 START_TEST(never_reading_server)
 {
-	struct h_farm *farm = h_farm_start(H_FARM_STALL);
-	const char *lis = h_free_addr4();
-	struct h_daemon *d;
-	struct h_crowd *crowd;
-	long rss0, rss1, rss2;
-	uint64_t sent1, sent2;
-
-	d = h_daemon_start(h_strf("%s%s", global_section(2, ""),
-	    upstream("sink", lis, h_farm_addr(farm), "")));
-	rss0 = h_daemon_rss_kb(d);
-	crowd = h_crowd_connect(lis, STALL_RELAYS, H_WAIT_MS);
-	h_assert(h_farm_wait_active(farm, STALL_RELAYS, H_WAIT_MS),
-	    "the server holds %u connections", h_farm_active(farm));
-	sent1 = crowd_fill(crowd);
-	rss1 = h_daemon_rss_kb(d);
-	usleep(1000 * 1000);
-	sent2 = crowd_fill(crowd);
-	rss2 = h_daemon_rss_kb(d);
-	printf("never_reading_server: %d relays; the clients got %.1f MiB out "
-	       "before they were held back; RSS %ld -> %ld -> %ld KiB a second "
-	       "later (%.0f KiB per relay)\n",
-	    STALL_RELAYS, (double)sent1 / 1048576.0, rss0, rss1, rss2,
-	    (double)(rss1 - rss0) / STALL_RELAYS);
-	h_assert(sent2 <= STALL_SLACK_BYTES, "the clients sent %llu more bytes",
-	    (unsigned long long)sent2);
-	h_assert(rss2 - rss1 <= STALL_GROWTH_KIB, "RSS grew by %ld KiB",
-	    rss2 - rss1);
-	h_assert((rss1 - rss0) / STALL_RELAYS <= STALL_KIB_PER_RELAY,
-	    "%ld KiB per stalled relay", (rss1 - rss0) / STALL_RELAYS);
-	h_assert(h_crowd_alive(crowd) == STALL_RELAYS, "clients still open");
-	h_assert(h_daemon_stop(d) == 0, "clean stop");
+	stall_story("never_reading_server", false);
 }
 END_TEST
 

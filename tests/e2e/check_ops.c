@@ -76,32 +76,7 @@ stop_ok(struct h_daemon *d)
 	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
 }
 
-/*
- * The operator's reload: write the new config over the daemon's file, send
- * SIGHUP, and wait for RELOADING=1 then READY=1. Returns the log mark from
- * before the signal, for the lines the reload wrote (lines from before may
- * still be on their way there: count those over the whole log).
- */
-static size_t
-reload_at(const char *where, struct h_daemon *d, const char *config)
-{
-	size_t lmark = h_log_mark(d), nmark = h_notify_mark(d);
-	long reloading, ready;
-
-	h_write_file(h_daemon_config(d), config);
-	h_daemon_signal(d, SIGHUP);
-	reloading = h_wait_notify_after(d, nmark, "RELOADING=1", H_WAIT_MS);
-	if (reloading < 0)
-		h_fail(where, "no RELOADING=1 within %d ms of SIGHUP",
-		    H_WAIT_MS);
-	ready =
-	    h_wait_notify_after(d, (size_t)reloading + 1, "READY=1", H_WAIT_MS);
-	if (ready < 0)
-		h_fail(where, "no READY=1 within %d ms of RELOADING=1",
-		    H_WAIT_MS);
-	return lmark;
-}
-#define reload(d, config) reload_at(H_WHERE, (d), (config))
+#define reload(d, config) h_reload((d), (config))
 
 /* Send a message on an open relay and read the same bytes back. */
 static bool

@@ -1390,6 +1390,33 @@ h_daemon_thread_cont(struct h_daemon *d, pid_t tid)
 		    strerror(errno));
 }
 
+/*
+ * The operator's reload: write the new config over the daemon's file, send
+ * SIGHUP, and wait for RELOADING=1 then READY=1 (sent once every worker has
+ * taken the new config). Returns the log mark from before the signal, for
+ * the lines the reload wrote (lines from before may still be on their way
+ * there: count those over the whole log).
+ */
+size_t
+h_reload_at(const char *where, struct h_daemon *d, const char *config)
+{
+	size_t lmark = h_log_mark(d), nmark = h_notify_mark(d);
+	long reloading, ready;
+
+	h_write_file(h_daemon_config(d), config);
+	h_daemon_signal(d, SIGHUP);
+	reloading = h_wait_notify_after(d, nmark, "RELOADING=1", H_WAIT_MS);
+	if (reloading < 0)
+		h_fail(where, "no RELOADING=1 within %d ms of SIGHUP",
+		    H_WAIT_MS);
+	ready =
+	    h_wait_notify_after(d, (size_t)reloading + 1, "READY=1", H_WAIT_MS);
+	if (ready < 0)
+		h_fail(where, "no READY=1 within %d ms of RELOADING=1",
+		    H_WAIT_MS);
+	return lmark;
+}
+
 /* Return the path of the daemon's config file. */
 const char *
 h_daemon_config(const struct h_daemon *d)

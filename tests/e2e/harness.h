@@ -112,6 +112,8 @@ pid_t h_daemon_thread_stop(struct h_daemon *, const char *);
 void h_daemon_thread_cont(struct h_daemon *, pid_t);
 const char *h_daemon_config(const struct h_daemon *);
 void h_daemon_dump(struct h_daemon *, const char *);
+size_t h_reload_at(const char *, struct h_daemon *, const char *);
+#define h_reload(d, config) h_reload_at(H_WHERE, (d), (config))
 void h_daemon_log_stall(struct h_daemon *, bool);
 
 /* What the daemon's child process gets beyond the usual. */
