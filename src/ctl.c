@@ -14,6 +14,7 @@
 #include <sysexits.h>
 
 #include <curl/curl.h>
+#include <ini.h>
 
 #include "addr.h"
 #include "config.h"
@@ -116,52 +117,107 @@ ctl_read_token(const char *path)
 	return xstrdup(buf);
 }
 
+/* What the config file says of the endpoint. */
+struct ctl_found {
+	char *admin; /* as written, or NULL */
+	char *token;
+};
+
+/* inih: keep admin and admin_token of [global], skip everything else. */
+static int
+ctl_global_cb(void *arg, const char *section, const char *name,
+    const char *value)
+{
+	struct ctl_found *f = arg;
+	char **slot = NULL;
+
+	if (strcmp(section, "global") != 0)
+		return 1;
+	if (strcmp(name, "admin") == 0)
+		slot = &f->admin;
+	else if (strcmp(name, "admin_token") == 0)
+		slot = &f->token;
+	if (slot != NULL) {
+		free(*slot);
+		*slot = value[0] != '\0' ? xstrdup(value) : NULL;
+	}
+	return 1;
+}
+
+/* Print the config's errors and exit 78. */
+static void __attribute__((noreturn))
+ctl_config_fail(struct config_errors *errs, struct ctl_found *f)
+{
+	config_errors_print(errs, stderr);
+	config_errors_clear(errs);
+	free(f->admin);
+	free(f->token);
+	exit(EX_CONFIG);
+}
+
 /*
- * Find the endpoint and the token: -a and -T first, then the config file.
- * The config must be readable, unless -a was given and -c was not (then
- * the default file, if it can be read, may still give the token).
+ * Find the endpoint and the token: -a and -T first, then the config file,
+ * read as the daemon reads it. A file with errors elsewhere (half edited,
+ * or naming a host that no longer resolves) still gives its [global]
+ * admin and admin_token, with a warning: the running daemon is the one to
+ * ask. The file must be readable unless -a was given and -c was not.
  */
 static void
 ctl_setup(struct ctl *c, const char *path, bool path_given, const char *addr,
     const char *token_file)
 {
 	struct config_errors errs = { NULL, 0 };
-	struct config *conf = NULL;
+	struct ctl_found f = { NULL, NULL };
+	struct config *conf;
+	bool partial = false;
 	char *cause = NULL;
 
-	if (addr == NULL || path_given) {
-		conf = config_load(path, &errs);
-		if (conf == NULL) {
-			config_errors_print(&errs, stderr);
-			config_errors_clear(&errs);
-			exit(EX_CONFIG);
-		}
-	} else {
-		conf = config_load(path, &errs);
-		config_errors_clear(&errs);
-	}
+	if ((conf = config_load(path, &errs)) != NULL) {
+		if (conf->admin_enabled)
+			f.admin = xstrdup(conf->admin.text);
+		if (conf->admin_token != NULL)
+			f.token = xstrdup(conf->admin_token);
+		config_free(conf);
+	} else if (addr == NULL && ini_parse(path, ctl_global_cb, &f) >= 0 &&
+	    f.admin != NULL)
+		partial = true;
+	else if (addr == NULL || path_given)
+		ctl_config_fail(&errs, &f);
+
 	if (addr != NULL) {
 		if (addr_parse(addr, 0, &c->admin, &cause) != 0) {
 			fprintf(stderr, "circuitproxyctl: -a %s: %s\n", addr,
 			    cause);
 			free(cause);
-			config_free(conf);
+			free(f.admin);
+			free(f.token);
+			config_errors_clear(&errs);
 			exit(EX_USAGE);
 		}
-	} else if (!conf->admin_enabled) {
+	} else if (f.admin == NULL) {
 		fprintf(stderr,
 		    "circuitproxyctl: %s sets no admin endpoint (set admin "
 		    "there, or give -a ADDR)\n",
 		    path);
-		config_free(conf);
+		free(f.token);
 		exit(EX_CONFIG);
-	} else
-		c->admin = conf->admin;
-	if (token_file == NULL && conf != NULL && conf->admin_token != NULL)
-		c->token = xstrdup(conf->admin_token);
-	config_free(conf);
-	if (token_file != NULL)
+	} else if (addr_parse(f.admin, 0, &c->admin, &cause) != 0) {
+		free(cause);
+		ctl_config_fail(&errs, &f);
+	}
+	if (partial) {
+		fprintf(stderr,
+		    "circuitproxyctl: %s has errors (circuitproxyd -t "
+		    "lists them); asking its admin = %s all the same\n",
+		    path, f.admin);
+	}
+	config_errors_clear(&errs);
+	free(f.admin);
+	c->token = f.token;
+	if (token_file != NULL) {
+		free(c->token);
 		c->token = ctl_read_token(token_file);
+	}
 }
 
 /* Collect the answer's body, up to a limit. */

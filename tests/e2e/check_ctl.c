@@ -486,6 +486,34 @@ START_TEST(ctl_force_survives_restart)
 }
 END_TEST
 
+/*
+ * A config half edited (an error in an upstream section) still names the
+ * running daemon's endpoint: status works, with a warning on stderr. A
+ * file with errors and no admin is still exit 78 with its errors.
+ */
+START_TEST(ctl_config_half_edited)
+{
+	struct live lv;
+	struct h_run r;
+	const char *edited;
+
+	live_start(&lv, NULL, "tok", NULL);
+	edited = h_write_file("edited.ini",
+	    h_strf("%s\n[upstream:new]\nlisten = %s\nserver = 127.0.0.1:9\n"
+		   "colour = red ; not a key\n",
+		lv.text, h_free_addr4()));
+	ctl_run(&r, "-c", edited, "status");
+	h_assert(r.status == 0 && table_row(r.out, "api") != NULL &&
+		strstr(r.err, "edited.ini has errors") != NULL &&
+		strstr(r.err, lv.admin) != NULL,
+	    "a half-edited config: exit %d, %s%s", r.status, r.out, r.err);
+	ctl_run(&r, "-c", h_write_file("noadmin.ini", "[upstream:x]\nfoo = 1\n"),
+	    "status");
+	h_assert(r.status == 78 && strstr(r.err, "noadmin.ini:2: ") != NULL,
+	    "errors and no admin: exit %d, %s", r.status, r.err);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -501,5 +529,6 @@ main(void)
 	H_TEST(s, ctl_force_open_lifetime);
 	H_TEST(s, ctl_force_closed_reset_stats);
 	H_TEST(s, ctl_force_survives_restart);
+	H_TEST(s, ctl_config_half_edited);
 	return h_main(s);
 }
