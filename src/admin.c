@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <arpa/inet.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -281,6 +283,63 @@ admin_token_ok(const char *token, const char *auth)
 		diff |= (unsigned char)token[i] ^
 		    (unsigned char)auth[m != 0 ? i % m : 0];
 	return diff == 0;
+}
+
+/* Is a Host header an address or "localhost" (with or without a port)? */
+static bool
+admin_host_is_local_name(const char *host)
+{
+	char name[ADDR_TEXT_MAX], buf[sizeof(struct in6_addr)];
+	const char *end;
+	size_t n;
+
+	if (*host == '[') {
+		if ((end = strchr(host, ']')) == NULL ||
+		    (end[1] != '\0' && end[1] != ':'))
+			return false;
+		host++;
+	} else if ((end = strchr(host, ':')) == NULL)
+		end = host + strlen(host);
+	n = (size_t)(end - host);
+	if (n == 0 || n >= sizeof(name))
+		return false;
+	memcpy(name, host, n);
+	name[n] = '\0';
+	return strcasecmp(name, "localhost") == 0 ||
+	    inet_pton(AF_INET, name, buf) == 1 ||
+	    inet_pton(AF_INET6, name, buf) == 1;
+}
+
+/*
+ * Why a request that a browser may have been tricked into sending is
+ * refused, or NULL. Without a token, a TCP endpoint answers only Host
+ * headers that are an address or localhost, so a web page cannot reach it
+ * through a name rebound to 127.0.0.1; a POST must come from the page
+ * itself (its Origin, when a browser sends one, names the same host), so
+ * another site cannot force or reset a circuit.
+ */
+static const char *
+admin_request_foreign(struct admin *a, struct evhttp_request *req, bool post)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	const char *host = evhttp_find_header(h, "Host");
+	const char *origin = evhttp_find_header(h, "Origin");
+	const char *site = evhttp_find_header(h, "Sec-Fetch-Site");
+
+	if (a->token == NULL && a->addr.family != AF_UNIX && host != NULL &&
+	    !admin_host_is_local_name(host))
+		return "without admin_token, only an address or localhost is "
+		       "served as Host";
+	if (!post)
+		return NULL;
+	if (site != NULL && strcmp(site, "same-origin") != 0 &&
+	    strcmp(site, "none") != 0)
+		return "a request from another site";
+	if (origin != NULL &&
+	    (host == NULL || strncmp(origin, "http://", 7) != 0 ||
+		strcmp(origin + 7, host) != 0))
+		return "a request from another origin";
+	return NULL;
 }
 
 /* Send a reply with a body, and the headers every reply has. */
@@ -636,7 +695,7 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct admin_conn *c;
-	const char *path, *name, *auth;
+	const char *path, *name, *auth, *why;
 	char name_buf[UPSTREAM_NAME_MAX + 2], *decoded;
 	enum admin_route route;
 	bool get, open_route;
@@ -678,6 +737,13 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 	}
 	if (route == ADMIN_NONE) {
 		admin_send_text(req, 404, "Not Found", "no such route\n");
+		goto out;
+	}
+	if (route != ADMIN_HEALTH &&
+	    (why = admin_request_foreign(a, req,
+		 method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)) !=
+		NULL) {
+		admin_send_text(req, 403, "Forbidden", "%s\n", why);
 		goto out;
 	}
 	if (get && method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {

@@ -140,15 +140,29 @@ http_raw(const char *addr, const char *req, size_t len, struct resp *r)
 	resp_parse(r, raw, got);
 }
 
-/* Send one request (Connection: close) with extra header lines. */
+/* The Host header a client of addr sends, as curl would. */
+static const char *
+host_of(const char *addr)
+{
+	return strncmp(addr, "unix:", 5) == 0 ? "localhost" : addr;
+}
+
+/*
+ * Send one request (Connection: close) with extra header lines; a Host
+ * among them replaces the usual one.
+ */
 static struct resp
 http(const char *addr, const char *method, const char *path,
     const char *headers)
 {
 	struct resp r;
-	char *req = h_strf("%s %s HTTP/1.1\r\nHost: admin\r\n"
-			   "Connection: close\r\n%s\r\n",
-	    method, path, headers != NULL ? headers : "");
+	bool host = headers != NULL &&
+	    (strncasecmp(headers, "Host:", 5) == 0 ||
+		strcasestr(headers, "\nHost:") != NULL);
+	char *req =
+	    h_strf("%s %s HTTP/1.1\r\n%s%s%sConnection: close\r\n%s\r\n",
+		method, path, host ? "" : "Host: ", host ? "" : host_of(addr),
+		host ? "" : "\r\n", headers != NULL ? headers : "");
 
 	http_raw(addr, req, strlen(req), &r);
 	return r;
@@ -1455,6 +1469,56 @@ START_TEST(admin_token)
 END_TEST
 
 /*
+ * What a browser may be tricked into: a page of another site POSTing an
+ * override (CSRF), or reading /stats through a name rebound to 127.0.0.1
+ * (DNS rebinding). Both are refused (403) and change nothing; curl, the
+ * page itself and circuitproxyctl go through.
+ */
+START_TEST(admin_foreign_requests)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d = start_api(admin, NULL, l1, echo);
+	const char *self = h_strf("Origin: http://%s\r\n", admin);
+	static const char *posts[] = { "/upstreams/api/force-open",
+		"/upstreams/api/force-closed", "/upstreams/api/reset",
+		"/reset" };
+	struct resp r;
+	size_t i;
+
+	for (i = 0; i < ALEN(posts); i++) {
+		r = http_expect(admin, "POST", posts[i],
+		    "Origin: http://evil.example\r\n", 403);
+		h_assert(strstr(r.body, "another origin") != NULL, "%s: %s",
+		    posts[i], r.body);
+		http_expect(admin, "POST", posts[i], "Origin: null\r\n", 403);
+		http_expect(admin, "POST", posts[i],
+		    "Sec-Fetch-Site: cross-site\r\n", 403);
+	}
+	h_assert(strcmp(jget(stats_of(admin, "api", NULL), "state")->str,
+		     "closed") == 0 &&
+		jget(stats_of(admin, "api", NULL), "transitions")->n == 0,
+	    "a refused POST changed the breaker");
+	h_assert(h_count_log(d, "event=admin", "action=force-open") == 0,
+	    "a refused POST was carried out");
+
+	/* A rebound name is refused; an address or localhost is not. */
+	http_expect(admin, "GET", "/stats", "Host: evil.example:80\r\n", 403);
+	http_expect(admin, "GET", "/", "Host: rebind.example\r\n", 403);
+	http_expect(admin, "GET", "/health", "Host: any.example\r\n", 200);
+	http_expect(admin, "GET", "/stats",
+	    h_strf("Host: localhost:%s\r\n", strrchr(admin, ':') + 1), 200);
+	http_expect(admin, "GET", "/stats", "Host: [::1]:9901\r\n", 200);
+
+	/* The page's own POST (same origin) and a plain client's. */
+	r = http_expect(admin, "POST", "/upstreams/api/force-open",
+	    h_strf("%sSec-Fetch-Site: same-origin\r\n", self), 200);
+	http_expect(admin, "POST", "/upstreams/api/reset", NULL, 200);
+	stop_ok(d);
+}
+END_TEST
+
+/*
  * force-open?for=1s: the circuit rejects at once, says when it will end,
  * and goes back to closed on its own after the second (logged with
  * reason=manual, and told to the service manager).
@@ -1865,9 +1929,10 @@ END_TEST
  * whole body is read), or 0 when none came within ms.
  */
 static int
-http_keepalive(int fd, const char *path, int ms)
+http_keepalive(int fd, const char *addr, const char *path, int ms)
 {
-	char *req = h_strf("GET %s HTTP/1.1\r\nHost: a\r\n\r\n", path);
+	char *req =
+	    h_strf("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host_of(addr));
 	char buf[65536], *end, *cl;
 	size_t len = 0, want;
 	uint64_t deadline = h_now_ms() + (uint64_t)ms;
@@ -1949,7 +2014,7 @@ START_TEST(admin_full_table)
 	    h_strf("%s%s", global_admin(admin, NULL),
 		upstream("api", l1, h_backend_addr(echo), NULL)));
 	kept = h_connect_ok(admin);
-	h_assert(http_keepalive(kept, "/health", H_WAIT_MS) == 200,
+	h_assert(http_keepalive(kept, admin, "/health", H_WAIT_MS) == 200,
 	    "kept-alive /health");
 
 	/* Relays until one is not served: the table is full. */
@@ -1963,7 +2028,7 @@ START_TEST(admin_full_table)
 			break;
 	}
 	mark = h_log_mark(d);
-	h_assert(http_keepalive(kept, "/stats", H_WAIT_MS) == 200,
+	h_assert(http_keepalive(kept, admin, "/stats", H_WAIT_MS) == 200,
 	    "no /stats on the kept-alive connection with the table full");
 
 	/*
@@ -1974,7 +2039,7 @@ START_TEST(admin_full_table)
 	cpu0 = daemon_cpu(d);
 	t0 = h_now_ms();
 	waiting = h_connect_ok(admin);
-	if (http_keepalive(waiting, "/health", 1000) == 0)
+	if (http_keepalive(waiting, admin, "/health", 1000) == 0)
 		h_expect_log_after(d, mark, H_WAIT_MS,
 		    "event=admin_accept_error", h_strf("addr=%s", admin),
 		    "error=EMFILE");
@@ -1990,7 +2055,7 @@ START_TEST(admin_full_table)
 	    "%u admin_accept_error lines in %llu ms",
 	    h_count_log_after(d, mark, "event=admin_accept_error"),
 	    (unsigned long long)took);
-	h_assert(http_keepalive(kept, "/metrics", H_WAIT_MS) == 200,
+	h_assert(http_keepalive(kept, admin, "/metrics", H_WAIT_MS) == 200,
 	    "no /metrics on the kept-alive connection with the table full");
 
 	for (i = 0; i < n; i++)
@@ -2284,6 +2349,7 @@ admin_suite(void)
 	H_TEST(s, admin_metrics_format);
 	H_TEST(s, admin_metrics_promtool);
 	H_TEST(s, admin_token);
+	H_TEST(s, admin_foreign_requests);
 	H_TEST(s, admin_force_open_expires);
 	H_TEST(s, admin_force_closed_and_reset);
 	H_TEST(s, admin_transitions);

@@ -295,9 +295,9 @@ farm_wait_stalled(struct h_farm *f)
 static char *
 admin_get(const char *addr, const char *path)
 {
-	char *req = h_strf("GET %s HTTP/1.1\r\nHost: admin\r\n"
+	char *req = h_strf("GET %s HTTP/1.1\r\nHost: %s\r\n"
 			   "Connection: close\r\n\r\n",
-	    path);
+	    path, addr);
 	char *raw, *body;
 	size_t len;
 	int fd = h_connect_ok(addr);
