@@ -110,9 +110,9 @@ struct relay_dir {
 	struct event *rev; /* src readable */
 	struct event *wev; /* dst writable, armed only with a remainder */
 	char *buf;	   /* the remainder dst could not take yet */
-	size_t off, len;
+	uint32_t off, len; /* of buf: at most one read */
 	int pipe[2];	/* borrowed while bytes move by splice, else -1 */
-	size_t inpipe;	/* bytes in the pipe: the remainder when spliced */
+	uint32_t inpipe; /* bytes in the pipe: the remainder when spliced */
 	bool bulk;	/* moves by splice(2) */
 	bool no_splice; /* splice(2) refused these sockets: copy */
 	bool eof;	/* src sent its FIN */
@@ -457,7 +457,7 @@ relay_copy_step(struct relay *r, struct relay_dir *d)
 	}
 	if (m < n) {
 		/* Keep the rest; stop reading until it is gone. */
-		d->len = (size_t)(n - m);
+		d->len = (uint32_t)(n - m);
 		d->off = 0;
 		if ((d->buf = malloc(d->len)) == NULL) {
 			relay_close(r, RELAY_END_RESET);
@@ -516,7 +516,7 @@ relay_pipe_write(struct relay *r, struct relay_dir *d)
 	    RELAY_SPLICE_FLAGS);
 #endif
 	if (m >= 0) {
-		d->inpipe -= (size_t)m;
+		d->inpipe -= (uint32_t)m;
 		return m;
 	}
 	if (errno == EAGAIN || errno == EINTR)
@@ -552,7 +552,7 @@ relay_splice_step(struct relay *r, struct relay_dir *d)
 	n = splice(d->src, NULL, d->pipe[1], NULL, cap, RELAY_SPLICE_FLAGS);
 	if (n > 0) {
 		relay_got(r, d, (size_t)n);
-		d->inpipe = (size_t)n;
+		d->inpipe = (uint32_t)n;
 		if (relay_pipe_write(r, d) == -1)
 			return RELAY_STEP_STOP;
 		if (d->inpipe > 0 || d->buf != NULL) {
@@ -636,7 +636,7 @@ relay_flush(struct relay *r, struct relay_dir *d)
 	/* Bytes delivered are activity, even while the source waits. */
 	if (m > 0 && upstream_conf(r->up)->idle_timeout_ms != 0)
 		relay_touch(r);
-	d->off += (size_t)m;
+	d->off += (uint32_t)m;
 	if (d->off < d->len)
 		return;
 	free(d->buf);
