@@ -66,6 +66,7 @@ static int log_fd = STDERR_FILENO; /* stderr, or a non-blocking reopening */
 static bool log_fd_send;	   /* a socket: send(MSG_DONTWAIT) */
 static bool log_fd_dgram;	   /* one line per datagram (syslog) */
 static bool log_thread_on, log_stopping;
+static _Atomic long log_pid; /* for syslog lines, set by log_init() */
 static uint64_t log_stop_deadline;
 static pthread_t log_thread;
 
@@ -260,7 +261,7 @@ log_format(char *line, enum log_level level, const char *fmt, va_list ap)
 
 	if (log_target == LOG_TARGET_SYSLOG)
 		r = snprintf(line, cap, "<%d>circuitproxyd[%ld]: ",
-		    LOG_DAEMON | log_level_prio[level], (long)getpid());
+		    LOG_DAEMON | log_level_prio[level], (long)log_pid);
 	else if (log_journal)
 		r = snprintf(line, cap, "<%d>", log_level_prio[level]);
 	else {
@@ -364,6 +365,7 @@ log_init(enum log_level level, enum log_target target)
 	int fd = -1;
 
 	log_level = level;
+	log_pid = (long)getpid();
 	/* With no syslog daemon yet, fd is -1 and lines are lost, as syslog(3). */
 	if (target == LOG_TARGET_SYSLOG) {
 		fd = log_syslog_open();
