@@ -1031,6 +1031,7 @@ relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 static int
 relay_shortage(struct relay *r, int error)
 {
+	struct pipe_pool *pipes = r->w->pipes;
 	char client[RELAY_PEER_STR_MAX];
 
 	breaker_cancel(r->up->breaker, &r->ticket);
@@ -1045,7 +1046,7 @@ relay_shortage(struct relay *r, int error)
 	if (error != EMFILE && error != ENFILE)
 		return 0;
 	/* Spare pipes are descriptors the next clients can use. */
-	pipe_pool_trim(r->w->pipes);
+	pipe_pool_trim(pipes);
 	return error;
 }
 

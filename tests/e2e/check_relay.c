@@ -747,8 +747,8 @@ END_TEST
 /*
  * idle_timeout = 1s with bytes parked on the way (in a pipe when spliced)
  * to a server that never reads: nothing moves, so the relay is idle and is
- * closed about 1 s after the stall, and the pipe holding bytes is closed
- * with it rather than kept.
+ * closed about 1 s after the stall (never within 1 s of its start), and
+ * the pipe holding bytes is closed with it rather than kept.
  */
 START_TEST(relay_idle_timeout_parked)
 {
@@ -759,12 +759,13 @@ START_TEST(relay_idle_timeout_parked)
 	int base = daemon_pipe_fds(d), fd, now;
 	char *buf = malloc(65536);
 	size_t sent, pending;
-	uint64_t stalled, el;
+	uint64_t t0, stalled, el;
 	struct h_rand r;
 	const char *line;
 
 	h_assert(buf != NULL, "malloc");
 	h_rand_init(&r, 7);
+	t0 = h_now_ms();
 	fd = h_connect_ok(lis);
 	h_assert(send_until_stalled(fd, 300, &r, buf, &pending, &sent),
 	    "%zu MiB went to a server that reads nothing", sent >> 20);
@@ -775,8 +776,13 @@ START_TEST(relay_idle_timeout_parked)
 	el = h_now_ms() - stalled;
 	h_assert(line != NULL, "a stalled relay was not closed within %llu ms",
 	    (unsigned long long)el);
-	h_assert(el >= 600, "the relay was closed %llu ms after the stall",
-	    (unsigned long long)el);
+	/*
+	 * The daemon's last bytes moved some time before the client saw its
+	 * writes stall; all that is sure is that they moved after t0.
+	 */
+	h_assert(h_now_ms() - t0 >= 1000,
+	    "the relay was closed %llu ms after it began",
+	    (unsigned long long)(h_now_ms() - t0));
 	atomic_store(&srv->go, true);
 	h_assert(script_wait(srv, H_WAIT_MS), "the server side stayed open");
 	h_assert(srv->end == H_OUT_EOF || srv->end == H_OUT_RESET,
