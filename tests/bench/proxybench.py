@@ -80,6 +80,8 @@ METRICS = [
     ("ks_rps", "keep-alive, /metrics and /stats scraped 10/s each: "
      "requests/s", "hi", "k", True),
     ("ks_p99_ms", "keep-alive, scraped: p99 latency (ms)", "lo", "3", True),
+    ("ks_cpu_us", "keep-alive, scraped: proxy CPU per request (µs)", "lo",
+     "1", False),
     ("cc_rps", "new connection per request: requests/s", "hi", "k", True),
     ("cc_p50_ms", "new connection per request: p50 (ms)", "lo", "3", True),
     ("cc_p99_ms", "new connection per request: p99 (ms)", "lo", "3", True),
@@ -898,6 +900,8 @@ def measure(target, test, args, lay, problems):
             r = run_wrk(http, args.duration, close=False)
         out = {"ks_rps": r["rps"], "ks_p99_ms": r["p99_ms"]}
         r["scrapes"] = dict(sc.counts)
+        if cpu0 is not None and r["requests"]:
+            out["ks_cpu_us"] = (target.cpu() - cpu0) / r["requests"] * 1e6
         want = 10 * args.duration
         for path, n in sc.counts.items():
             if n < want * 0.8:
