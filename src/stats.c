@@ -60,22 +60,27 @@ stats_buf_grow(struct stats_buf *b, size_t n)
 	b->p = xrealloc(b->p, b->cap);
 }
 
-/* Append formatted text. */
+/* Append formatted text: formatted once when it fits, as it mostly does. */
 void
 stats_buf_printf(struct stats_buf *b, const char *fmt, ...)
 {
 	va_list ap;
+	size_t room;
 	int n;
 
+	stats_buf_grow(b, 256);
+	room = b->cap - b->len;
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	n = vsnprintf(b->p + b->len, room, fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		fatalx("stats: bad format %s", fmt);
-	stats_buf_grow(b, (size_t)n);
-	va_start(ap, fmt);
-	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
+	if ((size_t)n >= room) {
+		stats_buf_grow(b, (size_t)n);
+		va_start(ap, fmt);
+		vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+	}
 	b->len += (size_t)n;
 }
 
