@@ -369,7 +369,7 @@ START_TEST(reload_burst_of_sighups)
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s", global_section(2, ""), base));
 	size_t mark = h_log_mark(d), nmark = h_notify_mark(d);
-	unsigned i;
+	unsigned i, n;
 	pid_t tid;
 
 	stop_worker_or_skip(d, "cpd-worker-1", tid);
@@ -404,9 +404,13 @@ START_TEST(reload_burst_of_sighups)
 	h_assert(h_count_log_after(d, mark, "event=reload", "result=error") ==
 		0,
 	    "a SIGHUP of the burst was refused");
-	h_assert(h_count_log_after(d, mark, "event=reload", "result=ok") == 2,
-	    "%u reloads ran for a burst during one",
-	    h_count_log_after(d, mark, "event=reload", "result=ok"));
+	/*
+	 * The held one and one for the rest; a third if, on a loaded box,
+	 * the main thread saw a signal only after the held one was done.
+	 */
+	n = h_count_log_after(d, mark, "event=reload", "result=ok");
+	h_assert(n >= 2 && n <= 3, "%u reloads ran for %d SIGHUPs", n,
+	    BURST_SIGHUPS);
 	stop_ok(d);
 }
 END_TEST
