@@ -408,7 +408,8 @@ START_TEST(reload_burst_of_sighups)
 	 * The held one and one for the rest; a third if, on a loaded box,
 	 * the main thread saw a signal only after the held one was done.
 	 */
-	n = h_count_log_after(d, mark, "event=reload", "result=ok");
+	n = h_wait_count_after(d, mark, 2, H_WAIT_MS, "event=reload",
+	    "result=ok");
 	h_assert(n >= 2 && n <= 3, "%u reloads ran for %d SIGHUPs", n,
 	    BURST_SIGHUPS);
 	stop_ok(d);
@@ -471,6 +472,8 @@ START_TEST(config_world_writable)
 	    "-t did not warn:\n%s", r.err);
 
 	d = h_daemon_start(config);
+	/* A warning would come before the listen line. */
+	h_expect_log(d, H_WAIT_MS, "event=listen", "upstream=api");
 	h_assert(h_count_log(d, "event=config_insecure") == 0,
 	    "a warning for a file nobody else may write");
 	h_assert(chmod(h_daemon_config(d), 0666) == 0, "chmod: %s",
