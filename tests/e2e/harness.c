@@ -275,12 +275,17 @@ h_tmpdir(void)
 		base = "/tmp/circuitproxyd-e2e";
 	if (h_mkdir_p(base) == -1)
 		h_fail(H_WHERE, "mkdir -p %s: %s", base, strerror(errno));
-	if (asprintf(&h_dir, "%s/t%ld-%u", base, (long)getpid(), ++h_dir_seq) ==
-	    -1)
-		abort();
-	if (mkdir(h_dir, 0700) == -1)
-		h_fail(H_WHERE, "mkdir %s: %s", h_dir, strerror(errno));
-	return h_dir;
+	/* A failed test keeps its directory: a later pid may meet it. */
+	for (;;) {
+		if (asprintf(&h_dir, "%s/t%ld-%u", base, (long)getpid(),
+			++h_dir_seq) == -1)
+			abort();
+		if (mkdir(h_dir, 0700) == 0)
+			return h_dir;
+		if (errno != EEXIST || h_dir_seq > 1000)
+			h_fail(H_WHERE, "mkdir %s: %s", h_dir, strerror(errno));
+		free(h_dir);
+	}
 }
 
 /* Return a path in the test's directory. */
