@@ -587,41 +587,83 @@ h_bind_loopback(int family, int port, bool reuse, struct sockaddr_storage *ss,
 	return fd;
 }
 
-/* Return the port of a bound inet socket address. */
+/* The lowest port the kernel hands to a connect: ports below are never. */
 static int
-h_addr_port(const struct sockaddr_storage *ss)
+h_ephemeral_low(void)
 {
-	if (ss->ss_family == AF_INET6)
-		return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
-	return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	int lo = 32768, hi;
+
+	if (f != NULL) {
+		if (fscanf(f, "%d %d", &lo, &hi) != 2)
+			lo = 32768;
+		fclose(f);
+	}
+	return lo;
+}
+
+/* May a wildcard socket of this family bind the port now? */
+static bool
+h_port_free(int family, int port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, on = 1;
+	bool ok;
+
+	memset(&ss, 0, sizeof(ss));
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_addr = in6addr_any;
+		sin6->sin6_port = htons((uint16_t)port);
+		len = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(INADDR_ANY);
+		sin->sin_port = htons((uint16_t)port);
+		len = sizeof(*sin);
+	}
+	if ((fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		return false;
+	if (family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	ok = bind(fd, (struct sockaddr *)&ss, len) == 0;
+	close(fd);
+	return ok;
 }
 
 /*
- * A listen address nobody uses now: the kernel picks a port for bind(0),
- * which is closed again for the daemon to take (a tiny race, accepted).
- * Ports are not handed out twice in one test.
+ * A listen address nobody uses now, free in both families (so a test may
+ * move it to the wildcard): a random port below the ephemeral range, which
+ * no client's connect can take meanwhile. It is closed again for the
+ * daemon to take (a tiny race with other suites, accepted). Ports are not
+ * handed out twice in one test.
  */
 char *
 h_free_addr(int family)
 {
-	struct sockaddr_storage ss;
-	socklen_t len;
-	int tries, fd, port;
+	static unsigned seed;
+	int tries, port, lo = h_ephemeral_low();
 	size_t i;
 
 	if (family == AF_UNIX)
 		return h_strf("unix:%s/l%u.sock", h_tmpdir(), ++h_file_seq);
-	for (tries = 0; tries < 50; tries++) {
-		fd = h_bind_loopback(family, 0, false, &ss, &len);
-		if (fd == -1)
-			h_fail(H_WHERE, "bind to a free port: %s",
-			    strerror(errno));
-		port = h_addr_port(&ss);
-		close(fd);
+	if (seed == 0)
+		seed = (unsigned)getpid() * 2654435761u ^ (unsigned)h_now_ms();
+	if (lo <= 12000)
+		lo = 32768;
+	for (tries = 0; tries < 500; tries++) {
+		seed = seed * 1103515245u + 12345u;
+		port = 10000 + (int)((seed >> 8) % (unsigned)(lo - 10000));
 		for (i = 0; i < h_nports; i++)
 			if (h_ports[i] == port)
 				break;
-		if (i < h_nports)
+		if (i < h_nports || !h_port_free(AF_INET, port) ||
+		    !h_port_free(AF_INET6, port))
 			continue;
 		if (h_nports < H_MAX_PORTS)
 			h_ports[h_nports++] = port;
