@@ -4,7 +4,11 @@
  * sd_notify(3) opens, fails with EMFILE once clients have filled the
  * descriptor table, and the manager would then kill a daemon that is
  * merely busy for want of WATCHDOG=1 (SPEC 8). $NOTIFY_SOCKET names an
- * AF_UNIX path, or an abstract socket with a leading '@'.
+ * AF_UNIX path, or an abstract socket with a leading '@'. Built with
+ * libsystemd (--with-systemd), sd_notify(3) is tried first, for whatever
+ * address forms it knows beyond those, and this socket takes a message
+ * that it could not send. (sd_notify sends on a blocking socket of its
+ * own: that is the main thread waiting for PID 1 to read, never a worker.)
  */
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -16,6 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "notify.h"
 
@@ -62,6 +70,11 @@ notify_send(const char *msg)
 {
 	ssize_t n;
 
+#ifdef HAVE_LIBSYSTEMD
+	/* > 0 sent, 0 no manager; < 0 (EMFILE, say): our own socket. */
+	if (sd_notify(0, msg) >= 0)
+		return 0;
+#endif
 	if (notify_fd == -1)
 		return getenv("NOTIFY_SOCKET") == NULL ? 0 : -1;
 	do
@@ -91,6 +104,13 @@ notify_watchdog_usec(void)
 	const char *s = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
 	unsigned long long v;
 	char *end;
+#ifdef HAVE_LIBSYSTEMD
+	uint64_t usec;
+
+	/* It checks WATCHDOG_PID and the value as the manager means them. */
+	if (sd_watchdog_enabled(0, &usec) > 0)
+		return usec;
+#endif
 
 	if (s == NULL)
 		return 0;
