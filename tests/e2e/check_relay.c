@@ -41,6 +41,9 @@
 #define MANY_LEN (256u * 1024)
 /* The daemon's pipe pool: at most this many per worker (src/worker.c). */
 #define POOL_MAX 256
+/* Relays gone idle after a bulk flow; the empty pipes a pool keeps. */
+#define IDLE_RELAYS 40
+#define PIPE_KEEP 32
 /* A stalled stream: no progress for this long. */
 #define STALL_MS 1000
 /* How much the daemon may grow while a stream is stalled. */
@@ -1068,6 +1071,60 @@ START_TEST(relay_many_bulk)
 }
 END_TEST
 
+/*
+ * No pipe is held by an idle relay (SPEC 8): IDLE_RELAYS relays each move
+ * 256 KiB both ways (a bulk flow, spliced unless splice = off), then sit
+ * idle, still open. The daemon then holds no more pipes than its pool
+ * keeps empty for later (PIPE_KEEP), not one per relay and direction.
+ */
+START_TEST(relay_idle_relays_hold_no_pipe)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d =
+	    h_daemon_start(config_relay(lis, h_backend_addr(echo), ""));
+	char *buf = malloc(65536), *back = malloc(65536);
+	int fds[IDLE_RELAYS], i, k, base, held;
+	uint64_t deadline;
+
+	h_assert(buf != NULL && back != NULL, "malloc");
+	if ((base = daemon_pipe_fds(d)) < 0)
+		h_skip("the daemon's descriptors are not readable here");
+	for (i = 0; i < IDLE_RELAYS; i++) {
+		fds[i] = h_connect_ok(lis);
+		for (k = 0; k < 4; k++) {
+			memset(buf, 'a' + k, 65536);
+			h_assert(h_send_all(fds[i], buf, 65536, H_WAIT_MS) ==
+				    0 &&
+				h_recv_exact(fds[i], back, 65536, H_WAIT_MS) ==
+				    H_OUT_DATA &&
+				memcmp(buf, back, 65536) == 0,
+			    "relay %d, chunk %d", i, k);
+		}
+	}
+	/* The last steps may still be giving their pipes back. */
+	deadline = h_now_ms() + 2000;
+	do {
+		held = (daemon_pipe_fds(d) - base) / 2;
+		if (held <= PIPE_KEEP)
+			break;
+		poll(NULL, 0, 50);
+	} while (h_now_ms() < deadline);
+	h_assert(held <= PIPE_KEEP, "%d idle relays hold %d pipes", IDLE_RELAYS,
+	    held);
+	if (strcmp(h_splice_mode(), "off") == 0)
+		h_assert(held == 0, "%d pipes with splice = off", held);
+	printf("relay_idle_relays_hold_no_pipe: splice=%s: %d pipes for %d "
+	       "idle relays\n",
+	    h_splice_mode(), held, IDLE_RELAYS);
+	for (i = 0; i < IDLE_RELAYS; i++)
+		close(fds[i]);
+	free(buf);
+	free(back);
+	h_assert(h_daemon_stop(d) == 0, "exit status");
+}
+END_TEST
+
 /* Relays the daemon has descriptors for in the shortage story. */
 #define FD_ROOM 8
 
@@ -1157,6 +1214,7 @@ relay_suite(void)
 	H_TEST(s, relay_server_resets_mid_transfer);
 	H_TEST(s, relay_idle_timeout_parked);
 	H_TEST(s, relay_many_bulk);
+	H_TEST(s, relay_idle_relays_hold_no_pipe);
 	H_TEST(s, relay_out_of_fds);
 	return s;
 }
