@@ -768,26 +768,6 @@ START_TEST(notify_status_follows_breaker)
 END_TEST
 
 /*
- * The descriptors the daemon holds at rest. It opens one for a moment to
- * send each sd_notify message, so the count is taken when two readings
- * 20ms apart agree.
- */
-static int
-settled_nfds(struct h_daemon *d)
-{
-	int before = h_daemon_nfds(d), now, i;
-
-	for (i = 0; i < 50; i++) {
-		poll(NULL, 0, 20);
-		now = h_daemon_nfds(d);
-		if (now == before)
-			return now;
-		before = now;
-	}
-	h_fail(H_WHERE, "the daemon's descriptors never settled");
-}
-
-/*
  * A daemon with room for exactly FD_ROOM relays (and `spare` descriptors
  * more): as many descriptors as the same config takes at rest, plus two per
  * relay, as RLIMIT_NOFILE.
@@ -798,13 +778,13 @@ start_with_room(const char *config, unsigned spare)
 	struct h_daemon *probe = h_daemon_start(config);
 	struct h_opts opts = { 0 };
 	struct h_daemon *d;
-	int used = settled_nfds(probe), now;
+	int used = h_daemon_nfds_settled(probe), now;
 
 	h_assert(used > 0, "cannot count the daemon's descriptors");
 	stop_ok(probe);
 	opts.nofile = (unsigned)used + 2 * FD_ROOM + spare;
 	d = h_daemon_start_opts(&opts, config);
-	now = settled_nfds(d);
+	now = h_daemon_nfds_settled(d);
 	h_assert(now == used, "%d descriptors at rest, %d the first time", now,
 	    used);
 	return d;
@@ -1109,7 +1089,7 @@ START_TEST(emfile_state_file_written)
 	h_assert(file_has_within(path, "\napi state=open ", H_WAIT_MS),
 	    "the opening never reached %s", path);
 	/* The write's descriptors are given back before the room is filled. */
-	settled_nfds(d);
+	h_daemon_nfds_settled(d);
 	fill_room(l_web, fds);
 	mark = h_log_mark(d);
 	h_expect_log_after(d, mark, 2000 + H_WAIT_MS, "event=state",

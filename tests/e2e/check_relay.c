@@ -1128,22 +1128,6 @@ END_TEST
 /* Relays the daemon has descriptors for in the shortage story. */
 #define FD_ROOM 8
 
-/* The daemon's descriptors once two readings 20ms apart agree. */
-static int
-settled_nfds(struct h_daemon *d)
-{
-	int before = h_daemon_nfds(d), now, i;
-
-	for (i = 0; i < 50; i++) {
-		poll(NULL, 0, 20);
-		now = h_daemon_nfds(d);
-		if (now == before)
-			return now;
-		before = now;
-	}
-	h_fail(H_WHERE, "the daemon's descriptors never settled");
-}
-
 /*
  * Out of descriptors: a daemon whose descriptors are all taken by relays
  * but one (the next client is turned away or waits in the backlog) cannot
@@ -1163,7 +1147,7 @@ START_TEST(relay_out_of_fds)
 	pthread_t t;
 	size_t got, mark;
 
-	used = settled_nfds(probe);
+	used = h_daemon_nfds_settled(probe);
 	h_assert(used > 0, "cannot count the daemon's descriptors");
 	h_assert(h_daemon_stop(probe) == 0, "exit status");
 	/* One spare: a notification may take a socket for a moment. */
