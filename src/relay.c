@@ -55,6 +55,12 @@
  * closed by then, and are closed without ever entering epoll.
  */
 #define RELAY_LINGER_PEEK_MS 10
+/*
+ * What a client sent a reject reply may still send: read and dropped, at
+ * most this much per wake-up, and this much in all before it is reset.
+ */
+#define RELAY_LINGER_READ_MAX (16 * 1024)
+#define RELAY_LINGER_TOTAL_MAX (64 * 1024)
 /* Queued clients looked at in one poll(2). */
 #define RELAY_LINGER_BATCH 64
 /* relay->queued before the first look at the send queues. */
@@ -89,6 +95,7 @@ struct relay_reject {
 	struct reject_pg pg;
 	const char *state; /* "open", "half_open", "forced_open" */
 	uint64_t secs;	   /* retry after */
+	size_t discarded;  /* bytes read and dropped after the reply */
 };
 
 /*
@@ -668,19 +675,30 @@ relay_client_wait(struct relay *r)
 }
 
 /*
- * Discard whatever a client sent a reject reply still sends; true once it
- * has closed its side (or the connection failed).
+ * Discard what a client sent a reject reply still sends, a bounded amount
+ * per wake-up so that a client that keeps sending cannot hold the worker:
+ * 1 once it has closed its side, -1 when the connection failed or it sent
+ * more than RELAY_LINGER_TOTAL_MAX in all (reset it), 0 to wait on.
  */
-static bool
+static int
 relay_linger_drain(struct relay *r)
 {
-	char buf[512];
+	char buf[4096];
+	size_t got = 0;
 	ssize_t n;
 
-	do
+	while (got < RELAY_LINGER_READ_MAX) {
 		n = recv(r->cfd, buf, sizeof(buf), 0);
-	while (n > 0);
-	return n == 0 || (errno != EAGAIN && errno != EINTR);
+		if (n == 0)
+			return 1;
+		if (n == -1)
+			return errno == EAGAIN || errno == EINTR ? 0 : -1;
+		got += (size_t)n;
+		r->rej.discarded += (size_t)n;
+		if (r->rej.discarded > RELAY_LINGER_TOTAL_MAX)
+			return -1;
+	}
+	return 0;
 }
 
 /*
@@ -754,8 +772,14 @@ relay_client_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (r->phase == RELAY_LINGERING) {
-		if (relay_linger_drain(r))
+		switch (relay_linger_drain(r)) {
+		case 1:
 			relay_close(r, RELAY_END_DONE);
+			break;
+		case -1:
+			relay_close(r, RELAY_END_RESET);
+			break;
+		}
 		return;
 	}
 	relay_forward(r, &r->c2s);

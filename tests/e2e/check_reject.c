@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -213,6 +215,96 @@ START_TEST(redis_linger_bounds)
 	    "the slow client was closed after %llu ms",
 	    (unsigned long long)(h_now_ms() - t0));
 	close(keep);
+	stop_ok(d);
+}
+END_TEST
+
+/* A client that keeps sending after its reject reply, from a thread. */
+struct flood {
+	int fd;
+	uint64_t until_ms;
+	_Atomic uint64_t failed_ms; /* when a send failed, or 0 */
+	size_t sent;
+};
+
+/* Send 1 MiB at a time until a send fails or the time is up. */
+static void *
+flood_run(void *arg)
+{
+	struct flood *f = arg;
+	static char buf[1 << 20];
+	ssize_t n;
+
+	while (h_now_ms() < f->until_ms) {
+		n = send(f->fd, buf, sizeof(buf), MSG_NOSIGNAL);
+		if (n == -1) {
+			f->failed_ms = h_now_ms();
+			break;
+		}
+		f->sent += (size_t)n;
+	}
+	return NULL;
+}
+
+/*
+ * A rejected client that floods after its reply is reset once it has sent
+ * more than the daemon reads after a reply (64 KiB), long before the 2 s
+ * linger ends, and while it floods the other relays of its worker keep
+ * answering promptly: the drain is bounded per wake-up.
+ */
+START_TEST(reject_linger_flood_bounded)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	struct h_backend *echo = h_backend(H_ECHO);
+	const char *lis = h_free_addr4(), *elis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s"
+						   "[upstream:cache]\n"
+						   "listen = %s\n"
+						   "server = %s\n"
+						   "failure_threshold = 1\n"
+						   "recovery_timeout = 60s\n"
+						   "reject = redis\n"
+						   "[upstream:echo]\n"
+						   "listen = %s\n"
+						   "server = %s\n",
+	    global_section(), lis, h_backend_addr(srv), elis,
+	    h_backend_addr(echo)), "-l", "debug");
+	struct flood f = { 0 };
+	pthread_t th;
+	uint64_t t0, t1, worst = 0;
+	char c, *name;
+	int e;
+
+	open_circuit(d, lis, "cache");
+	f.fd = h_connect_ok(lis);
+	name = h_sock_name(f.fd);
+	h_assert(h_recv_exact(f.fd, &c, 1, H_WAIT_MS) == H_OUT_DATA && c == '-',
+	    "no RESP error line first");
+	t0 = h_now_ms();
+	f.until_ms = t0 + 4000;
+	h_assert(pthread_create(&th, NULL, flood_run, &f) == 0, "thread");
+	while (h_now_ms() < t0 + 1500 &&
+	    atomic_load(&f.failed_ms) == 0) {
+		e = h_connect_ok(elis);
+		t1 = h_now_ms();
+		h_assert(h_send_all(e, "x", 1, H_WAIT_MS) == 0, "echo send");
+		h_assert(h_recv_exact(e, &c, 1, H_WAIT_MS) == H_OUT_DATA,
+		    "no echo while a rejected client floods");
+		if (h_now_ms() - t1 > worst)
+			worst = h_now_ms() - t1;
+		close(e);
+	}
+	pthread_join(th, NULL);
+	close(f.fd);
+	h_assert(f.failed_ms != 0, "the flooding client was never reset "
+				   "(sent %zu bytes in %llu ms)",
+	    f.sent, (unsigned long long)(h_now_ms() - t0));
+	h_assert_between(f.failed_ms - t0, 0, 1500,
+	    "ms until the flooding client was reset");
+	h_assert(worst <= 1000, "an echo took %llu ms during the flood",
+	    (unsigned long long)worst);
+	h_expect_log(d, H_WAIT_MS, "event=close", "upstream=cache",
+	    h_strf("client=%s", name));
 	stop_ok(d);
 }
 END_TEST
@@ -824,6 +916,7 @@ reject_suite(void)
 	H_TEST(s, redis_cli_open);
 	H_TEST(s, redis_raw_then_eof);
 	H_TEST(s, redis_linger_bounds);
+	H_TEST(s, reject_linger_flood_bounded);
 	H_TEST(s, psql_open);
 	H_TEST(s, mariadb_open);
 	H_TEST(s, half_open_no_slot_retry_0);
