@@ -342,6 +342,14 @@ admin_request_foreign(struct admin *a, struct evhttp_request *req, bool post)
 	return NULL;
 }
 
+/* Ask evhttp to close the connection once this reply is out. */
+static void
+admin_send_close(struct evhttp_request *req)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
+	    "close");
+}
+
 /* Send a reply with a body, and the headers every reply has. */
 static void
 admin_send(struct evhttp_request *req, int code, const char *reason,
@@ -698,21 +706,15 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 	const char *path, *name, *auth, *why;
 	char name_buf[UPSTREAM_NAME_MAX + 2], *decoded;
 	enum admin_route route;
-	bool get, open_route;
+	bool get, open_route, authed;
 	struct upstream *up;
-
-	/* Its request is in: give the connection time for the next one. */
-	TAILQ_FOREACH(c, &a->conns, entry)
-	if (c->evcon == evcon && c->deadline != NULL) {
-		admin_conn_arm(c);
-		break;
-	}
 
 	path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	if (path == NULL || *path == '\0')
 		path = "/";
 	decoded = evhttp_uridecode(path, 0, NULL);
 	if (decoded == NULL) {
+		admin_send_close(req);
 		admin_send_text(req, 400, "Bad Request", "bad path\n");
 		return;
 	}
@@ -727,14 +729,26 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 		(method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD));
 	auth = evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "Authorization");
-	if (a->token != NULL && !open_route &&
-	    !admin_token_ok(a->token, auth)) {
+	authed = a->token == NULL || admin_token_ok(a->token, auth);
+	if (!authed && !open_route) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "WWW-Authenticate", "Bearer realm=\"circuitproxyd\"");
+		admin_send_close(req);
 		admin_send_text(req, 401, "Unauthorized",
 		    "a bearer token is needed (admin_token)\n");
 		goto out;
 	}
+	/*
+	 * Its request is in: give the connection time for the next one, but
+	 * only for a client that holds the token, so that requests anybody
+	 * may send cannot keep the admin connection slots taken.
+	 */
+	if (authed)
+		TAILQ_FOREACH(c, &a->conns, entry)
+		if (c->evcon == evcon && c->deadline != NULL) {
+			admin_conn_arm(c);
+			break;
+		}
 	if (route == ADMIN_NONE) {
 		admin_send_text(req, 404, "Not Found", "no such route\n");
 		goto out;
@@ -743,6 +757,7 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 	    (why = admin_request_foreign(a, req,
 		 method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)) !=
 		NULL) {
+		admin_send_close(req);
 		admin_send_text(req, 403, "Forbidden", "%s\n", why);
 		goto out;
 	}

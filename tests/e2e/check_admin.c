@@ -1964,6 +1964,36 @@ http_keepalive(int fd, const char *addr, const char *path, int ms)
 	return 0;
 }
 
+/*
+ * With admin_token set, requests without it cannot hold the admin
+ * connection slots: a 401 closes its connection at once (not after the 5 s
+ * idle deadline), and a client that fills every slot with refused
+ * requests leaves a fresh /health answered.
+ */
+START_TEST(admin_unauthenticated_cannot_hold_slots)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d = start_api(admin, "s3cret-t0ken", l1, echo);
+	int fds[64], i;
+	char c;
+
+	for (i = 0; i < 64; i++) {
+		fds[i] = h_connect_ok(admin);
+		h_assert(http_keepalive(fds[i], admin, "/stats", H_WAIT_MS) ==
+			401,
+		    "connection %d: no 401 without the token", i);
+	}
+	for (i = 0; i < 64; i++)
+		h_assert(h_recv_exact(fds[i], &c, 1, 1000) == H_OUT_EOF,
+		    "connection %d stays open after its 401", i);
+	http_expect(admin, "GET", "/health", NULL, 200);
+	for (i = 0; i < 64; i++)
+		close(fds[i]);
+	stop_ok(d);
+}
+END_TEST
+
 /* The daemon's CPU time so far, in clock ticks (utime + stime). */
 static unsigned long
 daemon_cpu(struct h_daemon *d)
@@ -2352,6 +2382,7 @@ admin_suite(void)
 	H_TEST(s, admin_metrics_format);
 	H_TEST(s, admin_metrics_promtool);
 	H_TEST(s, admin_token);
+	H_TEST(s, admin_unauthenticated_cannot_hold_slots);
 	H_TEST(s, admin_foreign_requests);
 	H_TEST(s, admin_force_open_expires);
 	H_TEST(s, admin_force_closed_and_reset);
