@@ -1286,6 +1286,13 @@ START_TEST(admin_metrics_format)
 	h_assert(h_backend_wait_idle(echo, H_WAIT_MS), "echo not idle");
 	trip(l2, 3);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db", "to=open");
+	/* The relays end a moment after their clients close: wait for it. */
+	for (n = 0; jget(stats_of(admin, "api", NULL), "active_connections")
+			->num != 0;
+	    n++) {
+		h_assert(n < 100, "api relays still active after 5 s");
+		poll(NULL, 0, 50);
+	}
 
 	r = http_expect(admin, "GET", "/metrics", NULL, 200);
 	p = prom_parse(r.body);
