@@ -585,8 +585,11 @@ admin_override(struct admin *a, struct evhttp_request *req,
 		    lifetime != 0 ? format_duration(lifetime, d, sizeof(d))
 				  : "none",
 		    admin_client(req, client, sizeof(client)));
-	/* A new lifetime may end sooner than the armed timer. */
-	upstream_tick_schedule(up);
+	/*
+	 * A new lifetime may end sooner than the armed timer, and must reach
+	 * state_file even when the state stayed the same.
+	 */
+	upstream_overridden(up);
 	admin_stats_upstream(req, up);
 }
 
@@ -604,7 +607,7 @@ admin_reset_all(struct admin *a, struct evhttp_request *req)
 	    admin_client(req, client, sizeof(client)));
 	for (i = 0; i < n; i++) {
 		breaker_reset(ups[i]->breaker, now);
-		upstream_tick_schedule(ups[i]);
+		upstream_overridden(ups[i]);
 	}
 	admin_render_all(a, req, stats_json, ADMIN_JSON);
 }

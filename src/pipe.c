@@ -116,10 +116,3 @@ pipe_pool_size(const struct pipe_pool *pp)
 {
 	return pp->size;
 }
-
-/* Pipes open now, lent out or kept for the next relay. */
-unsigned
-pipe_pool_open(const struct pipe_pool *pp)
-{
-	return pp->nopen;
-}

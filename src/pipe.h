@@ -23,7 +23,5 @@ void pipe_pool_put(struct pipe_pool *, int fds[2], bool empty);
 void pipe_pool_trim(struct pipe_pool *);
 /* What one pipe holds at most. */
 size_t pipe_pool_size(const struct pipe_pool *);
-/* Pipes open now, lent out or kept for the next relay. */
-unsigned pipe_pool_open(const struct pipe_pool *);
 
 #endif

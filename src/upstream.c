@@ -15,6 +15,8 @@
 #include "upstream.h"
 #include "util.h"
 
+static void upstream_tick_schedule(struct upstream *);
+
 /*
  * Log a breaker transition and arm its timer. Runs under the breaker's lock,
  * so one upstream's state lines come out in the order of its transitions.
@@ -83,7 +85,7 @@ upstream_transition(const struct breaker_transition *t, void *arg)
  * and arming the timer, where its evtimer_del/add cancels this wake-up;
  * it looks at the flag after arming.
  */
-void
+static void
 upstream_tick_schedule(struct upstream *up)
 {
 	if (up->tick_ev == NULL)
@@ -138,6 +140,14 @@ upstream_stop_probes(struct upstream *up)
 {
 	if (up->probe != NULL)
 		probe_stop(up->probe);
+}
+
+/* Mark a manual override as news for the owner, and wake the timer. */
+void
+upstream_overridden(struct upstream *up)
+{
+	atomic_store(&up->changed, true);
+	upstream_tick_schedule(up);
 }
 
 /* Main-thread timer callback for the breaker's deadlines. */

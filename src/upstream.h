@@ -144,8 +144,11 @@ bool upstream_log_allowed(struct upstream *, enum upstream_log_kind,
     uint64_t now_ms);
 /* Log the summary lines of what was summed since the last call. */
 void upstream_log_summary_flush(struct upstream *, uint64_t now_ms);
-/* Arm the breaker timer after a change (any thread). */
-void upstream_tick_schedule(struct upstream *);
+/*
+ * A manual override was applied (any thread): tell the owner even when the
+ * state stayed the same, since its lifetime may have changed (state_file).
+ */
+void upstream_overridden(struct upstream *);
 /* Stop the recovery probes for good (reload removed it, or shutdown). */
 void upstream_stop_probes(struct upstream *);
 /* Apply due breaker timers and rearm (main thread). */

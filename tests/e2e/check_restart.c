@@ -252,6 +252,75 @@ START_TEST(state_forced_and_expired)
 }
 END_TEST
 
+/* POST to the admin endpoint; its answer must be 200. */
+static void
+admin_post(const char *admin, const char *path)
+{
+	const char *req = h_strf("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+				 "Content-Length: 0\r\nConnection: close\r\n\r\n",
+	    path);
+	char *resp;
+	size_t len;
+	int fd = h_connect_ok(admin);
+
+	h_assert(h_send_all(fd, req, strlen(req), H_WAIT_MS) == 0, "POST %s",
+	    path);
+	h_assert(h_recv_all(fd, &resp, &len, H_WAIT_MS) == H_OUT_EOF &&
+		len >= 12 && strncmp(resp, "HTTP/1.1 200", 12) == 0,
+	    "POST %s was not answered 200", path);
+	close(fd);
+}
+
+/* Wait until state_file holds a line with every piece; that line. */
+static const char *
+wait_state_line(const char *path, const char *a, const char *b, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	char *text, *line, *end;
+
+	do {
+		if ((text = read_file(path)) != NULL)
+			for (line = text; *line != '\0'; line = end + 1) {
+				if ((end = strchr(line, '\n')) == NULL)
+					break;
+				*end = '\0';
+				if (strstr(line, a) != NULL &&
+				    strstr(line, b) != NULL)
+					return line;
+			}
+		poll(NULL, 0, 50);
+	} while (h_now_ms() < deadline);
+	h_fail(H_WHERE, "no line with '%s' and '%s' in %s: %s", a, b, path,
+	    text != NULL ? text : "(unreadable)");
+}
+
+/*
+ * A force given again with another lifetime is a change too: forced_open
+ * for 30 s, then forced_open for good, and the file says so at once (not
+ * only at stop), so a crash would not bring back the 30 s.
+ */
+START_TEST(state_reforce_written)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	char *l_api = h_free_addr4(), *admin = h_free_addr4();
+	char *path = h_path("state");
+	struct h_daemon *d = h_daemon_start(h_strf("[global]\n"
+						   "workers = 1\n"
+						   "admin = %s\n"
+						   "state_file = %s\n\n%s",
+	    admin, path, upstream("api", l_api, srv, "")));
+
+	admin_post(admin, "/upstreams/api/force-open?for=30s");
+	h_assert(strstr(wait_state_line(path, "api state=forced_open",
+			    "until=", H_WAIT_MS),
+		     "until=none") == NULL,
+	    "a 30 s force written without its end");
+	admin_post(admin, "/upstreams/api/force-open");
+	wait_state_line(path, "api state=forced_open", "until=none", 3000);
+	stop_ok(d);
+}
+END_TEST
+
 /*
  * A corrupt file, or one of another version, is logged with its reason and
  * ignored: every circuit starts closed, and the next write replaces it.
@@ -390,6 +459,7 @@ main(void)
 
 	H_TEST(s, state_open_survives_restart);
 	H_TEST(s, state_forced_and_expired);
+	H_TEST(s, state_reforce_written);
 	H_TEST(s, state_bad_file_ignored);
 	H_TEST(s, state_write_failure_retried);
 	H_TEST(s, state_flapping_coalesced);
