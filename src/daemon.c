@@ -182,6 +182,12 @@ daemon_state_save(struct daemon *d, char **cause)
 		breaker_save(d->upstreams[i]->breaker, now, &v[i].saved);
 	}
 	text = state_encode(v, d->nupstreams, util_wall_ms());
+	/*
+	 * A worker may have taken the slot freed at the last shortage before
+	 * the reserve was reopened: take one back whenever there is room.
+	 */
+	if (d->state_reserve_fd == -1)
+		d->state_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	rc = state_write(d->state_path, text, cause);
 	/*
 	 * Out of descriptors (SPEC 8: the write must still happen): give up
