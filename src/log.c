@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,6 +37,8 @@
 #define LOG_QUEUE_MAX (1u << 20)
 /* The longest line, its newline included. */
 #define LOG_LINE_MAX 2048
+/* Lines the writer thread writes in one hold of the lock. */
+#define LOG_FLUSH_BATCH 64
 /* How long the writer thread waits for the sink before looking again. */
 #define LOG_POLL_MS 200
 
@@ -165,16 +168,19 @@ log_queue_pop(void)
 }
 
 /*
- * Write queued lines while the sink takes them; locked. True when the
- * queue is empty. A sink that fails for good (EPIPE, EBADF) loses them.
+ * Write queued lines while the sink takes them, at most max of them;
+ * locked. True when the queue is empty. A sink that fails for good (EPIPE,
+ * EBADF) loses them.
  */
 static bool
-log_queue_flush(void)
+log_queue_flush(unsigned max)
 {
 	struct log_rec *rec;
 	ssize_t n;
 
 	while ((rec = log_head) != NULL) {
+		if (max-- == 0)
+			return false;
 		n = log_sink_write(rec->text + rec->off, rec->len - rec->off);
 		if (n == -1 && errno == EAGAIN)
 			return false;
@@ -188,13 +194,18 @@ log_queue_flush(void)
 	return true;
 }
 
-/* Write a whole line or queue it; locked. */
+/*
+ * Write a whole line or queue it; locked. Behind a queue, a caller only
+ * appends: the writer thread drains it, so no worker and no breaker lock
+ * ever waits for a whole queue's worth of writes.
+ */
 static void
 log_put(const char *buf, size_t len)
 {
 	ssize_t n;
 
-	if (log_head != NULL && !log_queue_flush()) {
+	if (log_head != NULL &&
+	    (log_thread_on || !log_queue_flush(UINT_MAX))) {
 		log_queue_add(buf, len, true);
 		return;
 	}
@@ -320,7 +331,7 @@ log_writer_main(void *arg)
 	for (;;) {
 		while (log_head == NULL && log_dropped == 0 && !log_stopping)
 			pthread_cond_wait(&log_cv, &log_mu);
-		if (log_queue_flush() && log_dropped != 0) {
+		if (log_queue_flush(LOG_FLUSH_BATCH) && log_dropped != 0) {
 			lost = log_dropped;
 			log_dropped = 0;
 			n = log_formatf(line, LOG_LEVEL_WARNING,
@@ -393,7 +404,7 @@ log_close(int ms)
 {
 	pthread_mutex_lock(&log_mu);
 	if (!log_thread_on) {
-		log_queue_flush();
+		log_queue_flush(UINT_MAX);
 		pthread_mutex_unlock(&log_mu);
 		return;
 	}
