@@ -40,6 +40,8 @@
 #define FD_AFTER 8
 /* How long the daemon may take to work through the clients that left. */
 #define FD_DRAIN_MS 30000
+/* Flooding clients that may end with no outcome, dropped mid-connect. */
+#define FD_GAVE_UP 3
 /* Relays that lose their server in the middle of a transfer. */
 #define DEATH_RELAYS 50
 
@@ -516,22 +518,41 @@ START_TEST(fd_exhaustion_flood)
 	 * Descriptors come free: the daemon works through the clients that
 	 * gave up in its backlog, then accepts and relays again.
 	 */
+	/*
+	 * A client that gave up may also be taken while the server connect
+	 * is under way and dropped with no outcome (SPEC 4), neither relayed
+	 * nor an overload reject: a few such are allowed once the count has
+	 * stood still for 2 s.
+	 */
 	t0 = h_now_ms();
 	h_crowd_close(flood, 0, FD_FLOOD);
-	while ((handled = h_farm_accepted(farm) - FD_KEPT +
-		       h_count_log(d, "event=reject", "reason=overload")) <
-		FD_FLOOD &&
-	    h_now_ms() - t0 < FD_DRAIN_MS)
-		usleep(10000);
-	h_assert(handled == FD_FLOOD,
+	{
+		unsigned last = 0;
+		uint64_t since = h_now_ms();
+
+		while ((handled = h_farm_accepted(farm) - FD_KEPT +
+			       h_count_log(d, "event=reject",
+				   "reason=overload")) < FD_FLOOD &&
+		    h_now_ms() - t0 < FD_DRAIN_MS) {
+			if (handled != last) {
+				last = handled;
+				since = h_now_ms();
+			} else if (handled + FD_GAVE_UP >= FD_FLOOD &&
+			    h_now_ms() - since >= 2000)
+				break;
+			usleep(10000);
+		}
+	}
+	h_assert(handled + FD_GAVE_UP >= FD_FLOOD && handled <= FD_FLOOD,
 	    "%u of %d flooding clients relayed or reset", handled, FD_FLOOD);
 	fds1 = wait_nfds(d, fds0 + 2 * FD_KEPT, H_WAIT_MS);
 	h_assert(fds1 == fds0 + 2 * FD_KEPT,
 	    "the daemon holds %d descriptors for %d relays (%d idle)", fds1,
 	    FD_KEPT, fds0);
-	printf("fd_exhaustion_flood: every flooding client relayed or reset; "
-	       "the backlog drained in %.1f s\n",
-	    (double)(h_now_ms() - t0) / 1000.0);
+	printf("fd_exhaustion_flood: %u of %d flooding clients relayed or "
+	       "reset, the rest dropped mid-connect; the backlog drained in "
+	       "%.1f s\n",
+	    handled, FD_FLOOD, (double)(h_now_ms() - t0) / 1000.0);
 	h_assert(h_farm_wait_active(farm, FD_KEPT, H_WAIT_MS),
 	    "the server holds %u connections, not %d", h_farm_active(farm),
 	    FD_KEPT);
