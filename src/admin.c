@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -78,6 +79,7 @@ struct admin {
 	struct event *adopt_ev;
 	struct event *resume_ev;
 	uint64_t error_logged_s;
+	int spare_fd; /* given up when accept() finds no descriptor, or -1 */
 };
 
 /* The routes of SPEC.md 7. */
@@ -106,6 +108,17 @@ admin_listener_update(struct admin *a)
 		evconnlistener_enable(a->listener);
 }
 
+/*
+ * Hold a spare descriptor again if there is room, so that the next time
+ * the table is full the admin endpoint can still accept one client.
+ */
+static void
+admin_spare_take(struct admin *a)
+{
+	if (a->spare_fd == -1)
+		a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 /* Forget a connection that has ended. */
 static void
 admin_conn_free(struct admin_conn *c)
@@ -119,6 +132,7 @@ admin_conn_free(struct admin_conn *c)
 	if (c->deadline != NULL)
 		event_free(c->deadline);
 	free(c);
+	admin_spare_take(a);
 	if (a->full && a->nconns < ADMIN_MAX_CONNECTIONS) {
 		a->full = false;
 		admin_listener_update(a);
@@ -228,6 +242,7 @@ admin_resume_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	a->paused = false;
+	admin_spare_take(a);
 	admin_listener_update(a);
 }
 
@@ -239,8 +254,11 @@ admin_resume_cb(evutil_socket_t fd, short what, void *arg)
 static struct admin *admin_running;
 
 /*
- * accept() failed. Out of descriptors, the listening socket stays readable:
- * stop watching it for a moment rather than spin (SPEC.md 8).
+ * accept() failed. Out of descriptors (SPEC.md 8: the endpoint keeps
+ * working with the table full), give up the spare descriptor and let the
+ * listener take the client in its place at once; with no spare left, the
+ * listening socket stays readable: stop watching it for a moment rather
+ * than spin.
  */
 static void
 admin_accept_error_cb(struct evconnlistener *l, void *arg)
@@ -257,6 +275,11 @@ admin_accept_error_cb(struct evconnlistener *l, void *arg)
 		a->error_logged_s = now / 1000;
 		log_warnx("event=admin_accept_error addr=%s error=%s",
 		    a->addr.text, util_errno_name(error));
+	}
+	if ((error == EMFILE || error == ENFILE) && a->spare_fd != -1) {
+		close(a->spare_fd);
+		a->spare_fd = -1;
+		return;
 	}
 	a->paused = true;
 	admin_listener_update(a);
@@ -831,6 +854,8 @@ admin_new(struct event_base *base, const struct addr *addr, const char *token,
 	a->upstreams = upstreams;
 	a->upstreams_arg = arg;
 	TAILQ_INIT(&a->conns);
+	a->spare_fd = -1;
+	admin_spare_take(a);
 	a->adopt_ev = event_new(base, -1, 0, admin_adopt_cb, a);
 	a->resume_ev = evtimer_new(base, admin_resume_cb, a);
 	a->http = evhttp_new(base);
@@ -903,6 +928,8 @@ admin_free(struct admin *a)
 		event_free(a->adopt_ev);
 	if (a->resume_ev != NULL)
 		event_free(a->resume_ev);
+	if (a->spare_fd != -1)
+		close(a->spare_fd);
 	free(a->token);
 	free(a);
 }
