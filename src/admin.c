@@ -769,12 +769,13 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 	 * only for a client that holds the token, so that requests anybody
 	 * may send cannot keep the admin connection slots taken.
 	 */
-	if (authed)
-		TAILQ_FOREACH(c, &a->conns, entry)
+	for (c = TAILQ_FIRST(&a->conns); authed && c != NULL;
+	     c = TAILQ_NEXT(c, entry)) {
 		if (c->evcon == evcon && c->deadline != NULL) {
 			admin_conn_arm(c);
 			break;
 		}
+	}
 	if (route == ADMIN_NONE) {
 		admin_send_text(req, 404, "Not Found", "no such route\n");
 		goto out;

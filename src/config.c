@@ -201,7 +201,7 @@ struct config_parse {
 	int line;
 	struct config_section *sections;
 	size_t nsections;
-	int current; /* section index, -1 before any */
+	int current;		   /* section index, -1 before any */
 	unsigned upstream_headers; /* "[upstream:...]" lines, good or bad */
 	struct config_errors *errs;
 };

@@ -70,8 +70,7 @@ struct ctl_body {
 };
 
 /* Print the usage and exit with a status. */
-static void __attribute__((noreturn))
-ctl_usage(FILE *f, int status)
+static void __attribute__((noreturn)) ctl_usage(FILE *f, int status)
 {
 	fputs(ctl_usage_text, f);
 	exit(status);
@@ -254,8 +253,8 @@ ctl_request(struct ctl *c, const char *method, const char *path,
 		curl_easy_setopt(c->curl, CURLOPT_UNIX_SOCKET_PATH,
 		    c->admin.text + strlen("unix:"));
 	} else {
-		addr_format((struct sockaddr *)&c->admin.ss, c->admin.len,
-		    host, sizeof(host));
+		addr_format((struct sockaddr *)&c->admin.ss, c->admin.len, host,
+		    sizeof(host));
 		snprintf(url, sizeof(url), "http://%s%s", host, path);
 	}
 	curl_easy_setopt(c->curl, CURLOPT_URL, url);
@@ -415,8 +414,9 @@ ctl_status(struct ctl *c)
 	j = ctl_parse(c, &b);
 	ups = json_get(j, "upstreams");
 	if (ups == NULL || ups->type != JSON_OBJECT) {
-		fprintf(stderr, "circuitproxyctl: no upstreams in the answer "
-				"of %s\n",
+		fprintf(stderr,
+		    "circuitproxyctl: no upstreams in the answer "
+		    "of %s\n",
 		    c->admin.text);
 		exit(CTL_EXIT_NO_ANSWER);
 	}
@@ -431,7 +431,8 @@ static bool
 ctl_name_ok(const char *s)
 {
 	size_t n = strspn(s,
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_."
+	    "-");
 
 	return n >= 1 && n <= UPSTREAM_NAME_MAX && s[n] == '\0';
 }
@@ -605,8 +606,7 @@ main(int argc, char **argv)
 		status = ctl_status(&c);
 	else if (strcmp(argv[0], "stats") == 0)
 		status = ctl_stats(&c, argc == 2 ? argv[1] : NULL);
-	else if (strcmp(argv[0], "reset") == 0 &&
-	    strcmp(argv[1], "--all") == 0)
+	else if (strcmp(argv[0], "reset") == 0 && strcmp(argv[1], "--all") == 0)
 		status = ctl_reset_all(&c);
 	else
 		status = ctl_action(&c, argv[0], argv[1],

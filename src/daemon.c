@@ -79,12 +79,12 @@ struct daemon {
 	uint64_t start_ms;
 
 	/* state_file: written on the main thread when dirty, retried. */
-	char *state_path; /* as at start: a reload changes it at restart */
+	char *state_path;     /* as at start: a reload changes it at restart */
 	int state_reserve_fd; /* kept for a write with the table full, or -1 */
 	struct event *state_ev;
 	bool state_dirty;
-	bool state_failing;	 /* the last write failed */
-	uint64_t state_retry_ms; /* wait before the next retry */
+	bool state_failing;	   /* the last write failed */
+	uint64_t state_retry_ms;   /* wait before the next retry */
 	uint64_t state_written_ms; /* when the last write was tried, or 0 */
 
 	struct worker_reload *reload;	 /* in progress, or NULL */
@@ -834,7 +834,8 @@ daemon_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	if (stuck < d->nworkers) {
 		if (!d->watchdog_stalled)
 			log_errorx("event=watchdog worker=%u error=\"its event "
-				   "loop is not turning: no WATCHDOG=1 until it "
+				   "loop is not turning: no WATCHDOG=1 until "
+				   "it "
 				   "does\"",
 			    stuck);
 		d->watchdog_stalled = true;
@@ -966,8 +967,8 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	}
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
 	for (i = 0; i < d->nworkers; i++) {
-		d->workers[i] = worker_new(i, d->nworkers, daemon_worker_news, d,
-		    cause);
+		d->workers[i] =
+		    worker_new(i, d->nworkers, daemon_worker_news, d, cause);
 		if (d->workers[i] == NULL)
 			goto fail;
 	}

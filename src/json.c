@@ -179,8 +179,9 @@ json_string(struct json_parser *p, size_t *lenp)
 				goto fail;
 			}
 			if (cp >= 0xd800 && cp <= 0xdbff) {
-				if (!json_word(p, "\\u") || json_hex4(p, &lo) != 0 ||
-				    lo < 0xdc00 || lo > 0xdfff) {
+				if (!json_word(p, "\\u") ||
+				    json_hex4(p, &lo) != 0 || lo < 0xdc00 ||
+				    lo > 0xdfff) {
 					json_fail(p, "lone high surrogate");
 					goto fail;
 				}
@@ -297,7 +298,8 @@ json_container(struct json_parser *p, unsigned depth)
 			p->pos++;
 			return j;
 		}
-		json_fail(p, object ? "expected ',' or '}'" : "expected ',' or ']'");
+		json_fail(p,
+		    object ? "expected ',' or '}'" : "expected ',' or ']'");
 		goto fail;
 	}
 
@@ -332,7 +334,8 @@ json_value(struct json_parser *p, unsigned depth)
 	} else if (json_word(p, "null"))
 		j = json_node(JSON_NULL);
 	else
-		json_fail(p, p->pos >= p->len ? "unexpected end" : "unexpected byte");
+		json_fail(p,
+		    p->pos >= p->len ? "unexpected end" : "unexpected byte");
 	json_skip(p);
 	return j;
 }

@@ -344,7 +344,8 @@ listener_relisten(struct listener *l, char **cause)
 	unsigned i;
 
 	for (i = 0; i < l->nfds; i++)
-		if (l->fds[i] != -1 && listen(l->fds[i], LISTENER_BACKLOG) == -1) {
+		if (l->fds[i] != -1 &&
+		    listen(l->fds[i], LISTENER_BACKLOG) == -1) {
 			xasprintf(cause, "listen %s again: %s", l->addr.text,
 			    strerror(errno));
 			return -1;

@@ -63,8 +63,8 @@ struct log_rec {
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t log_cv = PTHREAD_COND_INITIALIZER;
 static struct log_rec *log_head, **log_tail = &log_head;
-static size_t log_queued;     /* bytes in the queue */
-static uint64_t log_dropped;  /* lines lost since the last log_dropped */
+static size_t log_queued;	   /* bytes in the queue */
+static uint64_t log_dropped;	   /* lines lost since the last log_dropped */
 static int log_fd = STDERR_FILENO; /* stderr, or a non-blocking reopening */
 static bool log_fd_send;	   /* a socket: send(MSG_DONTWAIT) */
 static bool log_fd_dgram;	   /* one line per datagram (syslog) */
@@ -184,8 +184,7 @@ log_queue_flush(unsigned max)
 		n = log_sink_write(rec->text + rec->off, rec->len - rec->off);
 		if (n == -1 && errno == EAGAIN)
 			return false;
-		if (n > 0 && !log_fd_dgram &&
-		    rec->off + (size_t)n < rec->len) {
+		if (n > 0 && !log_fd_dgram && rec->off + (size_t)n < rec->len) {
 			rec->off += (size_t)n;
 			continue;
 		}
@@ -204,8 +203,7 @@ log_put(const char *buf, size_t len)
 {
 	ssize_t n;
 
-	if (log_head != NULL &&
-	    (log_thread_on || !log_queue_flush(UINT_MAX))) {
+	if (log_head != NULL && (log_thread_on || !log_queue_flush(UINT_MAX))) {
 		log_queue_add(buf, len, true);
 		return;
 	}

@@ -59,8 +59,8 @@ notify_open(void)
 	notify_sunlen =
 	    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
 	/* Non-blocking: a stalled manager must not stall the main loop. */
-	notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-	    0);
+	notify_fd =
+	    socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	return notify_fd == -1 ? -1 : 0;
 }
 

@@ -118,12 +118,12 @@ struct relay_dir {
 	struct event *wev; /* dst writable, armed only with a remainder */
 	char *buf;	   /* the remainder dst could not take yet */
 	uint32_t off, len; /* of buf: at most one read */
-	int pipe[2];	/* borrowed while bytes move by splice, else -1 */
-	uint32_t inpipe; /* bytes in the pipe: the remainder when spliced */
-	bool bulk;	/* moves by splice(2) */
-	bool no_splice; /* splice(2) refused these sockets: copy */
-	bool eof;	/* src sent its FIN */
-	bool done;	/* FIN passed on: dst's write side shut */
+	int pipe[2];	   /* borrowed while bytes move by splice, else -1 */
+	uint32_t inpipe;   /* bytes in the pipe: the remainder when spliced */
+	bool bulk;	   /* moves by splice(2) */
+	bool no_splice;	   /* splice(2) refused these sockets: copy */
+	bool eof;	   /* src sent its FIN */
+	bool done;	   /* FIN passed on: dst's write side shut */
 	enum upstream_counter counter;
 };
 
@@ -752,7 +752,8 @@ relay_linger_cb(evutil_socket_t fd, short what, void *arg)
 	} while (n == RELAY_LINGER_BATCH);
 	if ((r = TAILQ_FIRST(&w->lingering)) != NULL)
 		evtimer_add(w->linger_ev,
-		    util_timeval(&tv, r->start_ms + RELAY_LINGER_PEEK_MS - now));
+		    util_timeval(&tv,
+			r->start_ms + RELAY_LINGER_PEEK_MS - now));
 }
 
 /* Client readable. */
@@ -1108,7 +1109,8 @@ relay_connect(struct relay *r)
 	}
 	if (errno == EINPROGRESS) {
 		event_add(&r->sev_w,
-		    util_timeval(&tv, upstream_conf(r->up)->connect_timeout_ms));
+		    util_timeval(&tv,
+			upstream_conf(r->up)->connect_timeout_ms));
 		/* Meanwhile, notice a client that leaves. */
 		event_add(&r->cev_r, NULL);
 		return 0;
@@ -1192,7 +1194,8 @@ relay_linger_queue(struct relay *r)
 	if (w->linger_ev == NULL)
 		w->linger_ev = evtimer_new(w->base, relay_linger_cb, w);
 	if (!evtimer_pending(w->linger_ev, NULL))
-		evtimer_add(w->linger_ev, util_timeval(&tv, RELAY_LINGER_PEEK_MS));
+		evtimer_add(w->linger_ev,
+		    util_timeval(&tv, RELAY_LINGER_PEEK_MS));
 }
 
 /* Send a reject reply whole and shut our side; false if it did not fit. */
@@ -1296,8 +1299,7 @@ relay_reject(struct worker *w, struct upstream *up, int fd,
 		log_notice("event=reject upstream=%s client=%s state=%s "
 			   "retry_after=%s",
 		    up->name, relay_peer_str(peer, client), states[t->verdict],
-		    util_fmt_secs(retry, sizeof(retry),
-			t->retry_after_ms));
+		    util_fmt_secs(retry, sizeof(retry), t->retry_after_ms));
 	if (uc->reject == REJECT_RESET) {
 		relay_close_rst(fd);
 		return;
@@ -1354,8 +1356,7 @@ relay_log_dry_run(struct upstream *up, const struct breaker_ticket *t,
 			   "retry_after=%s dry_run=yes",
 		    up->name, relay_peer_str(peer, client),
 		    breaker_state_name(t->state),
-		    util_fmt_secs(retry, sizeof(retry),
-			t->retry_after_ms));
+		    util_fmt_secs(retry, sizeof(retry), t->retry_after_ms));
 }
 
 /*

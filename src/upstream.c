@@ -44,8 +44,7 @@ upstream_transition(const struct breaker_transition *t, void *arg)
 		    up->name, breaker_state_name(t->from),
 		    breaker_state_name(t->to), breaker_reason_name(t->reason),
 		    extra,
-		    util_fmt_secs(retry, sizeof(retry),
-			t->retry_after_ms));
+		    util_fmt_secs(retry, sizeof(retry), t->retry_after_ms));
 		break;
 	case BREAKER_FORCED_OPEN:
 		log_msg(LOG_LEVEL_WARNING,
@@ -53,8 +52,7 @@ upstream_transition(const struct breaker_transition *t, void *arg)
 		    "retry_after=%s",
 		    up->name, breaker_state_name(t->from),
 		    breaker_state_name(t->to), breaker_reason_name(t->reason),
-		    util_fmt_secs(retry, sizeof(retry),
-			t->retry_after_ms));
+		    util_fmt_secs(retry, sizeof(retry), t->retry_after_ms));
 		break;
 	case BREAKER_FORCED_CLOSED:
 		log_msg(LOG_LEVEL_NOTICE,

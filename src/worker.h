@@ -72,7 +72,7 @@ struct worker {
 	/* Bumped by a timer of the loop: the watchdog sees it turn. */
 	struct event *heartbeat_ev;
 	_Atomic uint64_t heartbeat;
-	_Atomic bool exited; /* the loop has ended (a stop) */
+	_Atomic bool exited;	 /* the loop has ended (a stop) */
 	struct pipe_pool *pipes; /* lent to directions that splice */
 	bool splice_force;	 /* tests: splice from the first byte */
 };
