@@ -897,6 +897,68 @@ admin_new(struct event_base *base, const struct addr *addr, const char *token,
 	return a;
 }
 
+/* Is this endpoint bound to that address? */
+bool
+admin_same_addr(const struct admin *a, const struct addr *addr)
+{
+	return a->addr.family == addr->family && a->addr.len == addr->len &&
+	    memcmp(&a->addr.ss, &addr->ss, addr->len) == 0;
+}
+
+/*
+ * Does the running endpoint hold the port a new TCP address needs
+ * (127.0.0.1:P giving way to 0.0.0.0:P, or the other way round)?
+ */
+static bool
+admin_in_the_way(const struct admin *a, const struct addr *addr)
+{
+	const struct sockaddr_in *x = (const struct sockaddr_in *)&a->addr.ss,
+				 *y = (const struct sockaddr_in *)&addr->ss;
+	const struct sockaddr_in6 *x6 =
+				      (const struct sockaddr_in6 *)&a->addr.ss,
+				  *y6 = (const struct sockaddr_in6 *)&addr->ss;
+
+	if (a->listener == NULL || a->addr.family != addr->family)
+		return false;
+	if (addr->family == AF_INET)
+		return x->sin_port == y->sin_port;
+	if (addr->family == AF_INET6)
+		return x6->sin6_port == y6->sin6_port;
+	return false;
+}
+
+/*
+ * A reload moves the endpoint: bind a new one on addr with the new token,
+ * beside the running one, which keeps serving under its own token until
+ * the caller frees it. When the running socket holds the port, it stops
+ * listening first (shut down, it keeps the port but no longer blocks the
+ * bind) and listens again if the bind fails: either way the old endpoint
+ * is as it was, and NULL with *cause is returned.
+ */
+struct admin *
+admin_rebind(struct admin *old, const struct addr *addr, const char *token,
+    char **cause)
+{
+	struct admin *a;
+	bool shut = admin_in_the_way(old, addr);
+	int fd = shut ? evconnlistener_get_fd(old->listener) : -1;
+
+	if (shut) {
+		evconnlistener_disable(old->listener);
+		shutdown(fd, SHUT_RDWR);
+	}
+	a = admin_new(old->base, addr, token, old->start_ms, old->upstreams,
+	    old->upstreams_arg, cause);
+	if (shut && a == NULL) {
+		if (listen(fd, SOMAXCONN) == -1)
+			log_warnx("event=admin addr=%s error=\"listen again: "
+				  "%s\"",
+			    old->addr.text, strerror(errno));
+		admin_listener_update(old);
+	}
+	return a;
+}
+
 /* Take a reloaded admin_token. */
 void
 admin_set_token(struct admin *a, const char *token)

@@ -7,6 +7,7 @@
 #ifndef CP_ADMIN_H
 #define CP_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,15 @@ typedef struct upstream *const *(*admin_upstreams_cb)(void *, size_t *);
 struct admin *admin_new(struct event_base *, const struct addr *,
     const char *token, uint64_t start_ms, admin_upstreams_cb, void *,
     char **cause);
+/* Is the endpoint bound to that address? */
+bool admin_same_addr(const struct admin *, const struct addr *);
+/*
+ * A reload that moves the endpoint: a new one bound on the address with
+ * the new token (the old one keeps serving until freed); NULL with *cause
+ * if the bind fails, the old one as it was.
+ */
+struct admin *admin_rebind(struct admin *, const struct addr *,
+    const char *token, char **cause);
 /* Take a reloaded admin_token (NULL = none). */
 void admin_set_token(struct admin *, const char *);
 /* Close every admin connection and the socket. */

@@ -57,7 +57,7 @@ static const struct config_key config_key_table[] = {
 	{ "workers", CONFIG_SCOPE_GLOBAL, CONFIG_T_WORKERS, 0,
 	    1, WORKERS_MAX, "1", G(workers), G(workers_auto), NULL,
 	    "event-loop threads, or auto for one per CPU" },
-	{ "admin", CONFIG_SCOPE_GLOBAL, CONFIG_T_ADMIN, 0,
+	{ "admin", CONFIG_SCOPE_GLOBAL, CONFIG_T_ADMIN, CONFIG_KEY_RELOADABLE,
 	    0, 0, "", G(admin), G(admin_enabled), NULL,
 	    "admin HTTP endpoint address; empty = off" },
 	{ "admin_token", CONFIG_SCOPE_GLOBAL, CONFIG_T_STRING,

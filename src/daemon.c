@@ -459,7 +459,7 @@ daemon_reload_fail(const char *msg)
 }
 
 /*
- * Warn about changed keys a reload cannot apply (workers, admin,
+ * Warn about changed keys a reload cannot apply (workers,
  * state_file): the key table says which; they change at the next restart.
  */
 static void
@@ -531,6 +531,46 @@ daemon_reload_make_room(struct daemon *d, const struct config *conf,
 }
 
 /*
+ * The admin endpoint of a reload (SPEC.md 7): a new one bound when admin is
+ * turned on or moves (*next), none when it stays where it is or goes off.
+ * Address and token take effect together in daemon_admin_commit().
+ */
+static int
+daemon_admin_bind(struct daemon *d, const struct config *conf,
+    struct admin **next, char **cause)
+{
+	*next = NULL;
+	if (!conf->admin_enabled ||
+	    (d->admin != NULL && admin_same_addr(d->admin, &conf->admin)))
+		return 0;
+	if (d->admin == NULL)
+		*next = admin_new(d->base, &conf->admin, conf->admin_token,
+		    d->start_ms, daemon_admin_upstreams, d, cause);
+	else
+		*next = admin_rebind(d->admin, &conf->admin, conf->admin_token,
+		    cause);
+	return *next == NULL ? -1 : 0;
+}
+
+/*
+ * Switch to the reload's admin endpoint: the old socket closes once the new
+ * one is bound; one kept where it was takes the new token.
+ */
+static void
+daemon_admin_commit(struct daemon *d, const struct config *conf,
+    struct admin *next)
+{
+	if (next == NULL && conf->admin_enabled) {
+		admin_set_token(d->admin, conf->admin_token);
+		return;
+	}
+	if (d->admin != NULL && next == NULL)
+		log_info("event=admin state=off");
+	admin_free(d->admin);
+	d->admin = next;
+}
+
+/*
  * Reload: load the file beside the running config; if it is good, bind the
  * new addresses (any failure leaves everything as it was), then swap: kept
  * upstreams keep their breakers and totals, kept addresses their sockets,
@@ -550,6 +590,7 @@ daemon_reload(struct daemon *d)
 	uint64_t now = util_now_ms();
 	size_t i, j, n, nls = 0, nnew = 0, nshut = 0;
 	struct listener **shut = NULL;
+	struct admin *admin;
 	char *cause = NULL;
 	bool *created;
 
@@ -607,6 +648,9 @@ daemon_reload(struct daemon *d)
 		}
 	}
 
+	if (daemon_admin_bind(d, conf, &admin, &cause) != 0)
+		goto fail;
+
 	/* Nothing can fail from here: swap. */
 	for (i = 0; i < conf->nupstreams; i++) {
 		uc = &conf->upstreams[i];
@@ -659,7 +703,7 @@ daemon_reload(struct daemon *d)
 	d->upstreams = ups;
 	d->nupstreams = conf->nupstreams;
 	d->conf = conf;
-	admin_set_token(d->admin, conf->admin_token);
+	daemon_admin_commit(d, conf, admin);
 	free(created);
 	log_init(d->log_level_override >= 0
 		? (enum log_level)d->log_level_override

@@ -1476,6 +1476,185 @@ START_TEST(admin_token)
 END_TEST
 
 /*
+ * One request (Connection: close) that may find nobody listening: its
+ * status, or -1 when the connection is refused.
+ */
+static int
+http_status_or_refused(const char *addr, const char *method, const char *path,
+    const char *headers)
+{
+	const char *req = h_strf("%s %s HTTP/1.1\r\nHost: %s\r\n%s"
+				 "Connection: close\r\n\r\n",
+	    method, path, host_of(addr), headers != NULL ? headers : "");
+	struct resp r;
+	size_t got;
+	char *raw;
+	int fd = h_connect(addr, 1000);
+
+	if (fd == -1)
+		return -1;
+	if (h_send_all(fd, req, strlen(req), H_WAIT_MS) != 0) {
+		close(fd);
+		return 0;
+	}
+	r.end = h_recv_all(fd, &raw, &got, 2 * H_WAIT_MS);
+	close(fd);
+	resp_parse(&r, raw, got);
+	return r.status;
+}
+
+/* "127.0.0.1:P" -> "HOST:P". */
+static const char *
+on_host(const char *addr, const char *host)
+{
+	return h_strf("%s%s", host, strrchr(addr, ':'));
+}
+
+/*
+ * Reload a config (admin, token) and, while the daemon takes it in, keep
+ * asking `outside` without a token for POST /reset: never is it done.
+ * Returns the reload's log mark.
+ */
+static size_t
+reload_hammering(struct h_daemon *d, const char *config, const char *outside)
+{
+	size_t lmark = h_log_mark(d), nmark = h_notify_mark(d);
+	long ready = -1;
+	uint64_t t0 = h_now_ms();
+	unsigned tries = 0;
+	int st;
+
+	h_write_file(h_daemon_config(d), config);
+	h_daemon_signal(d, SIGHUP);
+	/* Until READY=1 after the reload, and a few requests beyond. */
+	while (h_now_ms() - t0 < H_WAIT_MS && tries < 2000) {
+		st = http_status_or_refused(outside, "POST", "/reset", NULL);
+		tries++;
+		h_assert(st != 200,
+		    "POST /reset without the token done (200) from %s "
+		    "%llu ms after SIGHUP (request %u)",
+		    outside, (unsigned long long)(h_now_ms() - t0), tries);
+		if (ready < 0) {
+			long reloading =
+			    h_wait_notify_after(d, nmark, "RELOADING=1", 0);
+
+			if (reloading >= 0)
+				ready = h_wait_notify_after(d,
+				    (size_t)reloading + 1, "READY=1", 0);
+		} else if (tries > 20)
+			break;
+	}
+	h_assert(ready >= 0, "no READY=1 after the reload");
+	return lmark;
+}
+
+/*
+ * SPEC.md 7: a reload that moves admin applies address and token
+ * together. From 0.0.0.0:P with a token to 127.0.0.1:P without one, the
+ * token must not be dropped while 0.0.0.0:P still serves (issue 15: anyone
+ * who could reach the host could force or reset every circuit): 127.0.0.2
+ * stands for the outside, it reaches a socket bound to 0.0.0.0 but not one
+ * bound to 127.0.0.1. And back: the move to 0.0.0.0:P with a token serves
+ * the outside only with the token.
+ */
+START_TEST(admin_reload_moves_with_token)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	const char *any = on_host(admin, "0.0.0.0"),
+		   *outside = on_host(admin, "127.0.0.2");
+	const char *good = "Authorization: Bearer s3cret-t0ken\r\n";
+	const char *up = upstream("api", l1, h_backend_addr(echo), NULL);
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_admin(any, "s3cret-t0ken"),
+		up));
+	size_t mark;
+	int st;
+
+	http_expect(outside, "GET", "/stats", NULL, 401);
+	http_expect(outside, "GET", "/stats", good, 200);
+
+	/* Token removed, moved to loopback: the outside is not served. */
+	mark = reload_hammering(d, h_strf("%s%s", global_admin(admin, NULL), up),
+	    outside);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	h_assert(h_count_log_after(d, mark, "changes at the next restart") ==
+		0,
+	    "admin is said to change at the next restart");
+	st = http_status_or_refused(outside, "POST", "/reset", NULL);
+	h_assert(st == -1, "%s still answers (%d) once admin is %s", outside,
+	    st, admin);
+	http_expect(admin, "GET", "/stats", NULL, 200);
+	http_expect(admin, "POST", "/reset", NULL, 200);
+
+	/* Token added, moved to every address: the outside needs it. */
+	mark = h_reload(d, h_strf("%s%s", global_admin(any, "s3cret-t0ken"),
+			       up));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	http_expect(outside, "POST", "/reset", NULL, 401);
+	http_expect(outside, "GET", "/stats", good, 200);
+	http_expect(admin, "GET", "/stats", NULL, 401);
+	http_expect(admin, "GET", "/health", NULL, 200);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * admin turned on and off by reloads, moved between unix sockets (the old
+ * file removed), and a move to an address in use: a reload error, the old
+ * endpoint untouched, serving with its own token.
+ */
+START_TEST(admin_reload_on_off_unix)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	struct h_backend *taken = h_backend(H_SILENT);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	char *u1 = h_free_addr(AF_UNIX), *u2 = h_free_addr(AF_UNIX);
+	const char *up = upstream("api", l1, h_backend_addr(echo), NULL);
+	const char *off = "[global]\nworkers = 2\nshutdown_timeout = 3s\n\n";
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s", off, up));
+	struct stat sb;
+	size_t mark;
+
+	h_assert(http_status_or_refused(admin, "GET", "/health", NULL) == -1,
+	    "%s answers with admin off", admin);
+	/* off -> on */
+	mark = h_reload(d, h_strf("%s%s", global_admin(admin, NULL), up));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	http_expect(admin, "GET", "/stats", NULL, 200);
+	/* TCP -> unix, then unix -> another unix path */
+	mark = h_reload(d, h_strf("%s%s", global_admin(u1, "t1"), up));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	h_assert(http_status_or_refused(admin, "GET", "/health", NULL) == -1,
+	    "%s still answers after the move to %s", admin, u1);
+	http_expect(u1, "GET", "/stats", NULL, 401);
+	http_expect(u1, "GET", "/stats", "Authorization: Bearer t1\r\n", 200);
+	mark = h_reload(d, h_strf("%s%s", global_admin(u2, "t2"), up));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	h_assert(stat(u1 + 5, &sb) == -1 && errno == ENOENT,
+	    "the old socket file %s is still there", u1 + 5);
+	http_expect(u2, "GET", "/stats", "Authorization: Bearer t1\r\n", 401);
+	http_expect(u2, "GET", "/stats", "Authorization: Bearer t2\r\n", 200);
+
+	/* A move to an address in use fails; the old endpoint stays. */
+	mark = h_reload(d, h_strf("%s%s",
+			       global_admin(h_backend_addr(taken), NULL), up));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=error",
+	    h_strf("%s:", h_backend_addr(taken)));
+	http_expect(u2, "GET", "/stats", NULL, 401);
+	http_expect(u2, "GET", "/stats", "Authorization: Bearer t2\r\n", 200);
+
+	/* on -> off: the socket and its file are gone. */
+	mark = h_reload(d, h_strf("%s%s", off, up));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	h_assert(stat(u2 + 5, &sb) == -1 && errno == ENOENT,
+	    "the socket file %s is still there with admin off", u2 + 5);
+	h_assert(h_echo_roundtrip(l1, "still", H_WAIT_MS), "relay");
+	stop_ok(d);
+}
+END_TEST
+
+/*
  * What a browser may be tricked into: a page of another site POSTing an
  * override (CSRF), or reading /stats through a name rebound to 127.0.0.1
  * (DNS rebinding). Both are refused (403) and change nothing; curl, the
@@ -2387,6 +2566,8 @@ admin_suite(void)
 	H_TEST(s, admin_metrics_format);
 	H_TEST(s, admin_metrics_promtool);
 	H_TEST(s, admin_token);
+	H_TEST(s, admin_reload_moves_with_token);
+	H_TEST(s, admin_reload_on_off_unix);
 	H_TEST(s, admin_unauthenticated_cannot_hold_slots);
 	H_TEST(s, admin_foreign_requests);
 	H_TEST(s, admin_force_open_expires);
