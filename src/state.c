@@ -207,12 +207,35 @@ state_decode_line(char *line, uint64_t wall_ms, struct state_entry *e,
 		xasprintf(cause, "upstream %s: open with until=none", e->name);
 		return -1;
 	}
+	if (!until_none && until < since) {
+		xasprintf(cause, "upstream %s: until before since", e->name);
+		return -1;
+	}
+	/* An opening lasts open= from since: a longer one was not ours. */
+	if (e->saved.state == BREAKER_OPEN && until - since > open) {
+		xasprintf(cause, "upstream %s: until - since is longer than open=",
+		    e->name);
+		return -1;
+	}
 	e->saved.age_ms = wall_ms > since ? wall_ms - since : 0;
+	/*
+	 * What is left is never more than was given (SPEC 3): at most until -
+	 * since (for an opening, at most open=), whatever the wall clock did
+	 * between the write and now.
+	 */
 	if (until_none)
 		e->saved.remaining_ms = -1;
+	else if (until <= wall_ms)
+		e->saved.remaining_ms = 0;
+	else if (until - wall_ms > until - since)
+		e->saved.remaining_ms = (int64_t)(until - since);
 	else
-		e->saved.remaining_ms =
-		    until > wall_ms ? (int64_t)(until - wall_ms) : 0;
+		e->saved.remaining_ms = (int64_t)(until - wall_ms);
+	/* And what has passed is at most the whole less what is left. */
+	if (!until_none &&
+	    e->saved.age_ms > until - since - (uint64_t)e->saved.remaining_ms)
+		e->saved.age_ms =
+		    until - since - (uint64_t)e->saved.remaining_ms;
 	e->saved.open_ms = open;
 	e->saved.backoff_steps = (unsigned)backoff;
 	return 0;
@@ -311,7 +334,9 @@ state_read(const char *path, char **textp, size_t *lenp, char **cause)
 
 	*textp = NULL;
 	*lenp = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
+	/* Non-blocking: a FIFO at the path is refused, not waited on. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) ==
+	    -1) {
 		if (errno == ENOENT)
 			return 1;
 		xasprintf(cause, "%s: %s", path, strerror(errno));
@@ -350,6 +375,22 @@ state_read(const char *path, char **textp, size_t *lenp, char **cause)
 	*textp = text;
 	*lenp = len;
 	return 0;
+}
+
+/*
+ * Keep a file the loader refused as PATH.bad, so the first write does not
+ * replace what a newer version (or a person) may still want (SPEC 3).
+ */
+int
+state_set_aside(const char *path, char **bad, char **cause)
+{
+	xasprintf(bad, "%s.bad", path);
+	if (rename(path, *bad) == 0)
+		return 0;
+	xasprintf(cause, "rename to %s: %s", *bad, strerror(errno));
+	free(*bad);
+	*bad = NULL;
+	return -1;
 }
 
 /* Write all of buf to fd. */

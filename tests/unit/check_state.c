@@ -16,6 +16,18 @@
 
 #define W0 1764630000000ULL /* a wall-clock time, ms */
 
+/* A file of one line (a new string). */
+static const char *
+file_of_line(const char *line)
+{
+	size_t len = strlen("circuitproxyd-state 1\n") + strlen(line) + 2;
+	char *text = malloc(len);
+
+	ck_assert_ptr_nonnull(text);
+	snprintf(text, len, "circuitproxyd-state 1\n%s\n", line);
+	return text;
+}
+
 /* Decode text, which must be good, as of W0. */
 static struct state_entry *
 decode_ok(const char *text, size_t *n)
@@ -78,8 +90,8 @@ START_TEST(test_decode)
 	v = decode_ok("circuitproxyd-state 1\n"
 		      "# a comment\n"
 		      "\n"
-		      "api state=open since=1764629990 until=1764630020.5 "
-		      "open=30.000 backoff=2\n"
+		      "api state=open since=1764629990 until=1764630020 "
+		      "open=30.500 backoff=2\n"
 		      "db  state=forced_closed\tbackoff=0 open=0 until=none "
 		      "since=1764630001.000\n"
 		      "web state=half_open since=1764629999.9 until=none "
@@ -91,8 +103,8 @@ START_TEST(test_decode)
 	ck_assert_str_eq(v[0].name, "api");
 	ck_assert_int_eq(v[0].saved.state, BREAKER_OPEN);
 	ck_assert_uint_eq(v[0].saved.age_ms, 10000);
-	ck_assert_int_eq(v[0].saved.remaining_ms, 20500);
-	ck_assert_uint_eq(v[0].saved.open_ms, 30000);
+	ck_assert_int_eq(v[0].saved.remaining_ms, 20000);
+	ck_assert_uint_eq(v[0].saved.open_ms, 30500);
 	ck_assert_uint_eq(v[0].saved.backoff_steps, 2);
 	/* A state that begins after now (the clock went back) is new. */
 	ck_assert_str_eq(v[1].name, "db");
@@ -144,6 +156,79 @@ START_TEST(test_roundtrip)
 	ck_assert_int_eq(out[1].saved.remaining_ms, 0);
 	free(out);
 	free(text);
+}
+END_TEST
+
+#define YEAR_MS (365ULL * 86400 * 1000)
+
+/*
+ * What is left of an opening or a force is capped by what was given (SPEC
+ * 3): a file written by a clock that was ahead, or read by one that is
+ * behind, never restores more than open= or until - since.
+ */
+static const struct {
+	const char *line;
+	uint64_t wall_ms; /* as of when it is read */
+	int64_t remaining_ms;
+	uint64_t age_ms;
+} capped[] = {
+	/* The plain case: the rest of the opening, uncapped. */
+	{ "api state=open since=1764629990 until=1764630020 open=30 "
+	  "backoff=0",
+	    W0, 20000, 10000 },
+	/* Read by a clock a year behind: the whole opening, no more. */
+	{ "api state=open since=1764630000 until=1764630030 open=30 "
+	  "backoff=0",
+	    W0 - YEAR_MS, 30000, 0 },
+	/* Written by a clock a year ahead: the same. */
+	{ "api state=open since=1795766400 until=1795766430.5 open=30.500 "
+	  "backoff=4",
+	    W0, 30500, 0 },
+	/* An opening shorter than open= (it was restored): until - since. */
+	{ "api state=open since=1764630000 until=1764630010 open=30 "
+	  "backoff=0",
+	    W0 - 5000, 10000, 0 },
+	/* A force keeps the rest of its lifetime... */
+	{ "api state=forced_open since=1764629990 until=1764630050 open=0 "
+	  "backoff=0",
+	    W0, 50000, 10000 },
+	/* ...and never more than the whole of it. */
+	{ "api state=forced_open since=1795766400 until=1795766460 open=0 "
+	  "backoff=0",
+	    W0, 60000, 0 },
+	{ "api state=forced_closed since=1764630000 until=1764633600 open=0 "
+	  "backoff=0",
+	    W0 - 86400000, 3600000, 0 },
+	/* A force for good stays for good. */
+	{ "api state=forced_open since=1764629000 until=none open=0 "
+	  "backoff=0",
+	    W0 - YEAR_MS, -1, 0 },
+	/* Ended while the daemon was down: nothing left, 30 s passed. */
+	{ "api state=open since=1764629900 until=1764629930 open=30 "
+	  "backoff=1",
+	    W0, 0, 30000 },
+	/* A force for 10 s that ended a minute ago. */
+	{ "api state=forced_closed since=1764629930 until=1764629940 open=0 "
+	  "backoff=0",
+	    W0, 0, 10000 },
+};
+
+/* Each row of the table decodes to its capped rest and age. */
+START_TEST(test_decode_capped)
+{
+	const char *text = file_of_line(capped[_i].line);
+	struct state_entry *v = NULL;
+	char *cause = NULL;
+	size_t n = 0;
+
+	if (state_decode(text, strlen(text), capped[_i].wall_ms, &v, &n,
+		&cause) != 0)
+		ck_abort_msg("row %d: %s", _i, cause);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(v[0].saved.remaining_ms, capped[_i].remaining_ms);
+	ck_assert_uint_eq(v[0].saved.age_ms, capped[_i].age_ms);
+	free(v);
+	free((void *)text);
 }
 END_TEST
 
@@ -206,6 +291,15 @@ static const struct {
 	{ "circuitproxyd-state 1\napi state=open since=1 until=none open=1 "
 	  "backoff=0\n",
 	    "line 2: upstream api: open with until=none" },
+	{ "circuitproxyd-state 1\napi state=open since=1 until=32 open=30 "
+	  "backoff=0\n",
+	    "line 2: upstream api: until - since is longer than open=" },
+	{ "circuitproxyd-state 1\napi state=open since=1764630000 "
+	  "until=1795766400 open=30.000 backoff=3\n",
+	    "line 2: upstream api: until - since is longer than open=" },
+	{ "circuitproxyd-state 1\napi state=forced_open since=100 until=99 "
+	  "open=0 backoff=0\n",
+	    "line 2: upstream api: until before since" },
 	{ "circuitproxyd-state 1\n"
 	  "api state=closed since=1 until=none open=0 backoff=0\n"
 	  "api state=closed since=1 until=none open=0 backoff=0\n",
@@ -320,6 +414,8 @@ state_suite(void)
 	tcase_add_test(tc, test_encode);
 	tcase_add_test(tc, test_decode);
 	tcase_add_test(tc, test_roundtrip);
+	tcase_add_loop_test(tc, test_decode_capped, 0,
+	    (int)(sizeof(capped) / sizeof(capped[0])));
 	tcase_add_loop_test(tc, test_decode_bad, 0,
 	    (int)(sizeof(bad_files) / sizeof(bad_files[0])));
 	suite_add_tcase(s, tc);
