@@ -270,6 +270,30 @@ daemon_state_schedule(struct daemon *d)
 }
 
 /*
+ * A state file that cannot be used is logged and kept as FILE.bad, before
+ * the first write would replace it.
+ */
+static void
+daemon_state_reject(const char *path, const char *why)
+{
+	char *bad = NULL, *cause = NULL, q[1024], qb[1024];
+
+	if (state_set_aside(path, &bad, &cause) == 0) {
+		log_warnx("event=state_file result=error path=%s error=%s "
+			  "kept=%s",
+		    path, log_quote(q, sizeof(q), why),
+		    log_quote(qb, sizeof(qb), bad));
+		free(bad);
+		return;
+	}
+	log_warnx("event=state_file result=error path=%s error=%s", path,
+	    log_quote(q, sizeof(q), why));
+	log_errorx("event=state_file result=error path=%s error=%s", path,
+	    log_quote(q, sizeof(q), cause));
+	free(cause);
+}
+
+/*
  * Take back the breaker states of state_file at start. A missing file is a
  * first start; a bad one is logged and ignored; upstreams no longer in the
  * config are dropped (the next write leaves them out).
@@ -282,7 +306,7 @@ daemon_state_load(struct daemon *d)
 	struct state_entry *v = NULL;
 	struct breaker_stats st;
 	struct upstream *up;
-	char *text = NULL, *cause = NULL, q[1024], retry[32];
+	char *text = NULL, *cause = NULL, retry[32];
 	size_t len, n = 0, i;
 	int rc;
 
@@ -297,8 +321,7 @@ daemon_state_load(struct daemon *d)
 		rc = state_decode(text, len, util_wall_ms(), &v, &n, &cause);
 	free(text);
 	if (rc != 0) {
-		log_warnx("event=state_file result=error path=%s error=%s",
-		    path, log_quote(q, sizeof(q), cause));
+		daemon_state_reject(path, cause);
 		free(cause);
 		return;
 	}

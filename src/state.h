@@ -35,6 +35,8 @@ int state_decode(const char *, size_t, uint64_t wall_ms, struct state_entry **,
     size_t *, char **cause);
 /* Read a state file: 0 with *text (free() it), 1 if missing, -1 + *cause. */
 int state_read(const char *path, char **text, size_t *len, char **cause);
+/* Rename a rejected file to PATH.bad (a new string): 0, or -1 + *cause. */
+int state_set_aside(const char *path, char **bad, char **cause);
 /* Replace the file atomically with text: 0, or -1 + *cause. */
 int state_write(const char *path, const char *text, char **cause);
 

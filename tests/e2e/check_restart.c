@@ -322,8 +322,53 @@ START_TEST(state_reforce_written)
 END_TEST
 
 /*
+ * A file written while the wall clock was a year ahead (or read while it is
+ * a year behind) says the circuit is open for a year: it comes back open
+ * for no more than its open= length, and goes half_open on its own then.
+ */
+START_TEST(state_open_capped)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	char *lis = h_free_addr4(), *path = h_path("state");
+	const char *conf = config(path,
+	    upstream("api", lis, srv,
+		"recovery_timeout = 3s\nrecovery_timeout_max = 10m"));
+	int64_t ahead = wall_ms() + 365LL * 86400 * 1000, t_restored, t_half;
+	struct h_daemon *d;
+	const char *line;
+	size_t mark;
+
+	h_write_file("state",
+	    h_strf("circuitproxyd-state 1\n"
+		   "api state=open since=%s until=%s open=3.000 backoff=0\n",
+		secs(ahead), secs(ahead + 3000)));
+	d = h_daemon_start(conf);
+	line = h_expect_log(d, H_WAIT_MS, "event=state_file", "result=restored",
+	    "upstream=api", "saved=open", "state=open", "retry_after=");
+	t_restored = h_log_time_ms(line);
+	h_assert(h_log_double(line, "retry_after") <= 3.0,
+	    "a year-long opening restored as %s", line);
+	mark = h_log_mark(d);
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reject", "upstream=api",
+	    "state=open");
+	line = h_expect_log(d, 3000 + LATE_MS, "event=state", "upstream=api",
+	    "from=open", "to=half_open");
+	t_half = h_log_time_ms(line);
+	h_assert(t_half - t_restored <= 3000 + LATE_MS,
+	    "half_open %" PRId64 " ms after the restore, not 3000",
+	    t_half - t_restored);
+	h_assert(h_echo_roundtrip(lis, "trial", H_WAIT_MS),
+	    "the half_open trial did not reach the server");
+	stop_ok(d);
+}
+END_TEST
+
+/*
  * A corrupt file, or one of another version, is logged with its reason and
- * ignored: every circuit starts closed, and the next write replaces it.
+ * ignored: every circuit starts closed. The file is kept, byte for byte, as
+ * FILE.bad (a rollback from a newer version loses nothing), and the log
+ * says where; the next write makes a new FILE.
  */
 START_TEST(state_bad_file_ignored)
 {
@@ -339,10 +384,14 @@ START_TEST(state_bad_file_ignored)
 		{ "circuitproxyd-state 1\napi state=open since=x until=1 "
 		  "open=1 backoff=0\n",
 		    "line 2: upstream api: bad since 'x'" },
+		{ "circuitproxyd-state 1\napi state=open since=1764630000.000 "
+		  "until=1795766400.000 open=30.000 backoff=0\n",
+		    "line 2: upstream api: until - since is longer than open=" },
 	};
 	struct h_backend *srv = h_backend(H_ECHO);
 	char *lis = h_free_addr4(), *path = h_path("state"), *text;
 	const char *conf = config(path, upstream("api", lis, srv, ""));
+	const char *bad_path = h_strf("%s.bad", path);
 	struct h_daemon *d;
 	char got[256];
 	const char *line;
@@ -356,6 +405,9 @@ START_TEST(state_bad_file_ignored)
 		h_log_value(line, "error", got, sizeof(got));
 		h_assert(strcmp(got, bad[i].error) == 0,
 		    "file %zu: error=\"%s\", not \"%s\"", i, got, bad[i].error);
+		h_log_value(line, "kept", got, sizeof(got));
+		h_assert(strcmp(got, bad_path) == 0,
+		    "file %zu: the log does not say it is kept: %s", i, line);
 		h_assert(h_echo_roundtrip(lis, "hello", H_WAIT_MS),
 		    "file %zu: the circuit did not start closed", i);
 		stop_ok(d);
@@ -363,6 +415,11 @@ START_TEST(state_bad_file_ignored)
 		h_assert(text != NULL &&
 			strstr(text, "\napi state=closed ") != NULL,
 		    "file %zu was not replaced:\n%s", i,
+		    text ? text : "(none)");
+		/* Written at start and at the stop: the bad bytes survive. */
+		text = read_file(bad_path);
+		h_assert(text != NULL && strcmp(text, bad[i].text) == 0,
+		    "file %zu: %s holds:\n%s", i, bad_path,
 		    text ? text : "(none)");
 	}
 }
@@ -460,6 +517,7 @@ main(void)
 	H_TEST(s, state_open_survives_restart);
 	H_TEST(s, state_forced_and_expired);
 	H_TEST(s, state_reforce_written);
+	H_TEST(s, state_open_capped);
 	H_TEST(s, state_bad_file_ignored);
 	H_TEST(s, state_write_failure_retried);
 	H_TEST(s, state_flapping_coalesced);
