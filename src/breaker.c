@@ -24,6 +24,8 @@
 
 /* Longer than any duration we mean (31,000 years), short of overflow. */
 #define BREAKER_FOREVER_MS 1000000000000000.0
+/* The least wait a client turned away in half_open with probes is told. */
+#define BREAKER_PROBE_WAIT_MS 1000
 
 /* One time bucket of a duration window. */
 struct breaker_bucket {
@@ -58,6 +60,7 @@ struct breaker {
 	unsigned consecutive;
 	unsigned trials;	  /* half_open slots taken this period */
 	bool probing;		  /* a recovery probe is out this period */
+	uint64_t probe_end_ms;	  /* when the probe out ends at the latest */
 	unsigned trial_successes; /* half_open successes this period */
 
 	/* The window: a ring of outcomes, or time buckets. */
@@ -91,7 +94,8 @@ static const char *breaker_state_names[] = { "closed", "open", "half_open",
 static const char *breaker_error_names[] = { "refused", "timeout",
 	"unreachable", "early_close", "slow", "other" };
 static const char *breaker_reason_names[] = { "none", "consecutive_failures",
-	"failure_rate", "half_open_failure", "success", "manual" };
+	"failure_rate", "half_open_failure", "trials_succeeded", "manual",
+	"expired", "recovery_timeout", "probes_succeeded" };
 
 /* Take the lock, or die: a mutex that fails is a broken invariant. */
 static void
@@ -315,6 +319,25 @@ breaker_remaining(const struct breaker *b, uint64_t now)
 }
 
 /*
+ * What a client turned away in half_open is told: 0 while clients are the
+ * trials; with recovery probes, what is left of the running probe's
+ * connect_timeout, at least BREAKER_PROBE_WAIT_MS (a retry sooner would
+ * only be turned away again).
+ */
+static int64_t
+breaker_half_open_wait(const struct breaker *b, uint64_t now)
+{
+	uint64_t left = 0;
+
+	if (b->conf.recovery_probe != BREAKER_PROBE_CONNECT)
+		return 0;
+	if (b->probing && b->probe_end_ms > now)
+		left = b->probe_end_ms - now;
+	return left > BREAKER_PROBE_WAIT_MS ? (int64_t)left
+					    : BREAKER_PROBE_WAIT_MS;
+}
+
+/*
  * Enter state to at now. Every call starts a new period (the generation
  * moves on, so outcomes of earlier tickets count in the totals only); the
  * callback hears only of real changes. It runs under the lock, which keeps
@@ -387,10 +410,11 @@ breaker_apply_due(struct breaker *b, uint64_t now)
 	if (!b->has_deadline || now < b->deadline_ms)
 		return;
 	if (b->state == BREAKER_OPEN)
-		breaker_enter(b, BREAKER_HALF_OPEN, BREAKER_REASON_NONE, 0,
-		    now);
+		breaker_enter(b, BREAKER_HALF_OPEN,
+		    BREAKER_REASON_RECOVERY_TIMEOUT, 0, now);
 	else
-		breaker_enter(b, BREAKER_CLOSED, BREAKER_REASON_MANUAL, 0, now);
+		breaker_enter(b, BREAKER_CLOSED, BREAKER_REASON_EXPIRED, 0,
+		    now);
 }
 
 /* Create a closed breaker; seed drives its jitter. */
@@ -491,7 +515,7 @@ breaker_admit(struct breaker *b, uint64_t now_ms, struct breaker_ticket *t)
 			t->verdict = BREAKER_ADMITTED;
 		} else {
 			t->verdict = BREAKER_REJECT_HALF_OPEN;
-			t->retry_after_ms = 0;
+			t->retry_after_ms = breaker_half_open_wait(b, now_ms);
 			b->rejected_half_open++;
 		}
 		break;
@@ -556,7 +580,9 @@ breaker_record(struct breaker *b, const struct breaker_ticket *t, bool success,
 			breaker_enter(b, BREAKER_OPEN,
 			    BREAKER_REASON_HALF_OPEN_FAILURE, 0, now_ms);
 		} else if (++b->trial_successes >= b->conf.success_threshold)
-			breaker_enter(b, BREAKER_CLOSED, BREAKER_REASON_SUCCESS,
+			breaker_enter(b, BREAKER_CLOSED,
+			    t->probe ? BREAKER_REASON_PROBES_SUCCEEDED
+				     : BREAKER_REASON_TRIALS_SUCCEEDED,
 			    0, now_ms);
 		break;
 	default:
@@ -600,7 +626,7 @@ breaker_unreject(struct breaker *b, const struct breaker_ticket *t)
  * succeeded or one failed.
  */
 bool
-breaker_probe_begin(struct breaker *b, uint64_t now_ms,
+breaker_probe_begin(struct breaker *b, uint64_t now_ms, uint64_t timeout_ms,
     struct breaker_ticket *t)
 {
 	bool ok;
@@ -612,6 +638,7 @@ breaker_probe_begin(struct breaker *b, uint64_t now_ms,
 	    b->conf.recovery_probe == BREAKER_PROBE_CONNECT && !b->probing;
 	if (ok) {
 		b->probing = true;
+		b->probe_end_ms = now_ms + timeout_ms;
 		b->trials++;
 		t->generation = b->generation;
 		t->state = b->state;
@@ -727,6 +754,13 @@ breaker_snapshot(struct breaker *b, uint64_t now_ms, struct breaker_stats *st)
 	st->state = b->state;
 	st->state_since_ms = b->state_since_ms;
 	st->retry_after_ms = breaker_remaining(b, now_ms);
+	st->expires_in_ms = -1;
+	if ((b->state == BREAKER_FORCED_OPEN ||
+		b->state == BREAKER_FORCED_CLOSED) &&
+	    b->has_deadline)
+		st->expires_in_ms = b->deadline_ms > now_ms
+		    ? (int64_t)(b->deadline_ms - now_ms)
+		    : 0;
 	if (b->state == BREAKER_OPEN)
 		st->recovery_timeout_ms = b->open_ms;
 	else {

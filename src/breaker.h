@@ -29,12 +29,15 @@ enum breaker_error {
 };
 
 enum breaker_reason {
-	BREAKER_REASON_NONE,		  /* time-driven: open->half_open */
-	BREAKER_REASON_CONSECUTIVE,	  /* "consecutive_failures" */
-	BREAKER_REASON_RATE,		  /* "failure_rate" */
+	BREAKER_REASON_NONE,	    /* no transition due (breaker_judge) */
+	BREAKER_REASON_CONSECUTIVE, /* "consecutive_failures" */
+	BREAKER_REASON_RATE,	    /* "failure_rate" */
 	BREAKER_REASON_HALF_OPEN_FAILURE, /* "half_open_failure" */
-	BREAKER_REASON_SUCCESS, /* half_open -> closed on success_threshold */
-	BREAKER_REASON_MANUAL, /* "manual": force-open/force-closed/reset, force expiry */
+	BREAKER_REASON_TRIALS_SUCCEEDED,  /* half_open -> closed by clients */
+	BREAKER_REASON_MANUAL,	/* "manual": force-open/force-closed/reset */
+	BREAKER_REASON_EXPIRED, /* a force's lifetime ran out */
+	BREAKER_REASON_RECOVERY_TIMEOUT, /* open -> half_open, on time */
+	BREAKER_REASON_PROBES_SUCCEEDED, /* half_open -> closed by probes */
 	BREAKER_REASON_COUNT
 };
 
@@ -117,8 +120,9 @@ struct breaker_change {
 /* A consistent snapshot for stats, admin and metrics. */
 struct breaker_stats {
 	enum breaker_state state;
-	uint64_t state_since_ms;      /* monotonic */
-	int64_t retry_after_ms;	      /* as breaker_retry_after() */
+	uint64_t state_since_ms; /* monotonic */
+	int64_t retry_after_ms;	 /* as breaker_retry_after() */
+	int64_t expires_in_ms; /* until a force with a lifetime ends; -1 none */
 	uint64_t recovery_timeout_ms; /* the current (or next) open duration */
 	unsigned consecutive_failures;
 	unsigned window_attempts;
@@ -168,10 +172,11 @@ void breaker_record(struct breaker *, const struct breaker_ticket *,
     bool success, enum breaker_error, uint64_t now_ms);
 /*
  * recovery_probe = connect: take the half_open slot for the daemon's own
- * connect. False unless the circuit is half_open in that mode with no probe
- * out; the ticket goes back through breaker_record() or breaker_cancel().
+ * connect, which ends within timeout_ms (what clients are told to wait).
+ * False unless the circuit is half_open in that mode with no probe out; the
+ * ticket goes back through breaker_record() or breaker_cancel().
  */
-bool breaker_probe_begin(struct breaker *, uint64_t now_ms,
+bool breaker_probe_begin(struct breaker *, uint64_t now_ms, uint64_t timeout_ms,
     struct breaker_ticket *);
 /* Give back an admitted ticket that never became an attempt (local shortage). */
 void breaker_cancel(struct breaker *, const struct breaker_ticket *);

@@ -4,6 +4,9 @@
  * file, sends one request with libcurl (TCP or a unix socket), and prints
  * the answer: a table for status, the JSON for stats.
  */
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -12,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <ini.h>
@@ -43,12 +47,13 @@ static const char ctl_usage_text[] =
     "  -a, --admin ADDR       the admin endpoint: HOST:PORT, [IPv6]:PORT or "
     "unix:/path\n"
     "  -T, --token-file FILE  read the admin token from FILE\n"
-    "  -j, --json             compact JSON (stats, and the other commands' "
-    "answers)\n"
+    "  -j, --json             compact JSON, for every command (status: "
+    "the /stats document)\n"
     "  -V, --version          print the version and exit\n"
     "  -h, --help             print this help and exit\n"
     "commands:\n"
-    "  status                 one line per upstream\n"
+    "  status                 one line per upstream: state, retry-after "
+    "(or when a force ends), ...\n"
     "  stats [NAME]           the JSON of /stats or /stats/NAME\n"
     "  force-open NAME [FOR]  FOR is a duration (30s, 5m); none = until "
     "reset\n"
@@ -236,6 +241,43 @@ ctl_write_cb(char *data, size_t size, size_t n, void *arg)
 }
 
 /*
+ * curl could not connect to a unix socket: connect once more to learn why,
+ * so the operator reads "permission denied" and what to do, not curl's
+ * "Couldn't connect to server". Returns if there is nothing better to say.
+ */
+static void
+ctl_unix_why(struct ctl *c)
+{
+	const char *path = c->admin.text + strlen("unix:");
+	struct sockaddr_un sun;
+	int fd, error;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path) ||
+	    (fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		return;
+	memcpy(sun.sun_path, path, strlen(path));
+	error =
+	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 ? 0 : errno;
+	close(fd);
+	if (error == EACCES || error == EPERM) {
+		fprintf(stderr,
+		    "circuitproxyctl: permission denied on %s: this user may "
+		    "not write to the socket or search its directory; run it "
+		    "as the socket's owner or a member of its group (e.g. "
+		    "with sudo), or use a TCP admin address (-a)\n",
+		    c->admin.text);
+		exit(CTL_EXIT_NO_ANSWER);
+	}
+	if (error != 0) {
+		fprintf(stderr, "circuitproxyctl: no answer from %s: %s\n",
+		    c->admin.text, strerror(error));
+		exit(CTL_EXIT_NO_ANSWER);
+	}
+}
+
+/*
  * Send one request. Returns the HTTP status with the body in *b, or exits
  * 1 saying which address did not answer.
  */
@@ -285,6 +327,8 @@ ctl_request(struct ctl *c, const char *method, const char *path,
 	b->len = 0;
 	rc = curl_easy_perform(c->curl);
 	curl_slist_free_all(hdrs);
+	if (rc == CURLE_COULDNT_CONNECT && c->admin.family == AF_UNIX)
+		ctl_unix_why(c);
 	if (rc != CURLE_OK) {
 		fprintf(stderr, "circuitproxyctl: no answer from %s: %s\n",
 		    c->admin.text, curl_easy_strerror(rc));
@@ -359,6 +403,9 @@ ctl_cell(const struct json *st, enum ctl_col col, char *buf, size_t len)
 		"active_connections" };
 	const struct json *v = key[col] ? json_get(st, key[col]) : NULL;
 
+	/* A forced_closed circuit has no retry-after, but may have an end. */
+	if (col == COL_RETRY && (v == NULL || v->type == JSON_NULL))
+		v = json_get(st, "expires_in");
 	if (col == COL_NAME)
 		snprintf(buf, len, "%s", st->key);
 	else if (v == NULL || v->type == JSON_NULL)
@@ -402,7 +449,7 @@ ctl_table(const struct json *first, bool one)
 		}
 }
 
-/* GET /stats and print it as the status table. */
+/* GET /stats and print it as the status table, or with -j the JSON. */
 static int
 ctl_status(struct ctl *c)
 {
@@ -412,6 +459,12 @@ ctl_status(struct ctl *c)
 
 	ctl_check(c, ctl_request(c, "GET", "/stats", &b), NULL);
 	j = ctl_parse(c, &b);
+	if (c->compact) {
+		json_print(stdout, j, true);
+		json_free(j);
+		free(b.buf);
+		return 0;
+	}
 	ups = json_get(j, "upstreams");
 	if (ups == NULL || ups->type != JSON_OBJECT) {
 		fprintf(stderr,

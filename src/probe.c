@@ -169,7 +169,8 @@ probe_start(struct probe *p, const struct addr *server,
 	int error;
 
 	if (p->stopped || p->fd != -1 || evtimer_pending(p->retry_ev, NULL) ||
-	    !breaker_probe_begin(p->breaker, util_now_ms(), &p->ticket))
+	    !breaker_probe_begin(p->breaker, util_now_ms(), connect_timeout_ms,
+		&p->ticket))
 		return;
 	p->server = *server;
 	p->slow_connect_ms = slow_connect_ms;

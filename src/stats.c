@@ -113,6 +113,7 @@ stats_from_breaker(struct stats_upstream *su, const struct breaker_stats *st,
 	su->state = st->state;
 	su->state_since_ms = (int64_t)st->state_since_ms + wall_offset_ms;
 	su->retry_after_ms = st->retry_after_ms;
+	su->expires_in_ms = st->expires_in_ms;
 	su->recovery_timeout_ms = st->recovery_timeout_ms;
 	su->failure_rate = st->failure_rate;
 	su->success_rate = st->success_rate;
@@ -193,22 +194,6 @@ stats_ratio(struct stats_buf *b, double r)
 	stats_buf_printf(b, "%s", tmp);
 }
 
-/* The reason of a change as STATS spells it, or NULL (JSON null). */
-static const char *
-stats_reason(enum breaker_reason r)
-{
-	switch (r) {
-	case BREAKER_REASON_CONSECUTIVE:
-	case BREAKER_REASON_RATE:
-	case BREAKER_REASON_HALF_OPEN_FAILURE:
-	case BREAKER_REASON_MANUAL:
-		return breaker_reason_name(r);
-	default:
-		/* Time (open -> half_open) or trial successes: no reason. */
-		return NULL;
-	}
-}
-
 /* retry_after: seconds until it leaves open or forced_open, else none. */
 static int64_t
 stats_retry_after(const struct stats_upstream *su)
@@ -235,6 +220,11 @@ stats_json_upstream(struct stats_buf *b, const struct stats_upstream *su)
 		stats_buf_printf(b, "null");
 	else
 		stats_seconds(b, retry);
+	stats_buf_printf(b, ",\"expires_in\":");
+	if (su->expires_in_ms < 0)
+		stats_buf_printf(b, "null");
+	else
+		stats_seconds(b, su->expires_in_ms);
 	stats_buf_printf(b, ",\"recovery_timeout\":");
 	stats_seconds(b, (int64_t)su->recovery_timeout_ms);
 	stats_buf_printf(b, ",\"failure_rate\":");
@@ -273,17 +263,13 @@ stats_json_upstream(struct stats_buf *b, const struct stats_upstream *su)
 	stats_buf_printf(b, ",\"transitions\":[");
 	for (i = 0; i < su->nchanges; i++) {
 		const struct stats_change *ch = &su->changes[i];
-		const char *why = stats_reason(ch->reason);
 
 		stats_buf_printf(b, "%s{\"at\":", i > 0 ? "," : "");
 		stats_seconds(b, ch->at_ms);
 		stats_buf_printf(b,
-		    ",\"from\":\"%s\",\"to\":\"%s\",\"reason\":",
-		    breaker_state_name(ch->from), breaker_state_name(ch->to));
-		if (why == NULL)
-			stats_buf_printf(b, "null}");
-		else
-			stats_buf_printf(b, "\"%s\"}", why);
+		    ",\"from\":\"%s\",\"to\":\"%s\",\"reason\":\"%s\"}",
+		    breaker_state_name(ch->from), breaker_state_name(ch->to),
+		    breaker_reason_name(ch->reason));
 	}
 	stats_buf_printf(b, "]}");
 }

@@ -144,6 +144,7 @@ struct stats_upstream {
 	enum breaker_state state;
 	int64_t state_since_ms; /* unix milliseconds */
 	int64_t retry_after_ms; /* -1: none */
+	int64_t expires_in_ms;	/* a force's lifetime left; -1: none */
 	uint64_t recovery_timeout_ms;
 	double failure_rate, success_rate;
 	uint64_t v[UC_COUNT];

@@ -61,16 +61,14 @@ upstream_transition(const struct breaker_transition *t, void *arg)
 		    breaker_reason_name(t->reason));
 		break;
 	default:
-		if (t->reason == BREAKER_REASON_MANUAL)
-			log_msg(LOG_LEVEL_NOTICE,
-			    "event=state upstream=%s from=%s to=%s reason=%s",
-			    up->name, breaker_state_name(t->from),
-			    breaker_state_name(t->to),
-			    breaker_reason_name(t->reason));
-		else
-			log_msg(level, "event=state upstream=%s from=%s to=%s",
-			    up->name, breaker_state_name(t->from),
-			    breaker_state_name(t->to));
+		/* A person's or a clock's doing is a notice; recovery is info. */
+		if (t->reason == BREAKER_REASON_MANUAL ||
+		    t->reason == BREAKER_REASON_EXPIRED)
+			level = LOG_LEVEL_NOTICE;
+		log_msg(level,
+		    "event=state upstream=%s from=%s to=%s reason=%s", up->name,
+		    breaker_state_name(t->from), breaker_state_name(t->to),
+		    breaker_reason_name(t->reason));
 		break;
 	}
 	atomic_store(&up->changed, true);

@@ -1077,6 +1077,13 @@ check_stats_object(const char *name, const struct jv *u)
 	    strcmp(state, "forced_closed") == 0)
 		h_assert(v->t == J_NULL, "%s: %s with a retry_after", name,
 		    state);
+	v = jget(u, "expires_in");
+	h_assert(v != NULL &&
+		(v->t == J_NULL || (v->t == J_NUM && v->num >= 0)),
+	    "%s: expires_in is neither null nor seconds", name);
+	if (strncmp(state, "forced_", 7) != 0)
+		h_assert(v->t == J_NULL, "%s: %s with an expires_in", name,
+		    state);
 	v = jmust(u, "recovery_timeout", J_NUM);
 	h_assert(v->num > 0, "%s: recovery_timeout %s", name, v->str);
 	for (i = 0; i < ALEN(counts); i++)
@@ -1742,7 +1749,7 @@ START_TEST(admin_force_open_expires)
 	h_client_expect_reset(l1, H_WAIT_MS, NULL);
 
 	h_expect_log(d, 5000, "event=state", "upstream=api", "from=forced_open",
-	    "to=closed", "reason=manual");
+	    "to=closed", "reason=expired");
 	took = h_now_ms() - t0;
 	h_assert(took >= 900 && took <= 3000,
 	    "the 1s force ended after %llu ms", (unsigned long long)took);
@@ -1753,7 +1760,7 @@ START_TEST(admin_force_open_expires)
 	tr = jget(j, "transitions");
 	h_assert(tr->n == 2 &&
 		strcmp(jget(tr->items[0], "to")->str, "closed") == 0 &&
-		strcmp(jget(tr->items[0], "reason")->str, "manual") == 0 &&
+		strcmp(jget(tr->items[0], "reason")->str, "expired") == 0 &&
 		strcmp(jget(tr->items[1], "to")->str, "forced_open") == 0 &&
 		strcmp(jget(tr->items[1], "reason")->str, "manual") == 0,
 	    "transitions after the force");
@@ -1875,7 +1882,10 @@ START_TEST(admin_force_closed_and_reset)
 }
 END_TEST
 
-/* transitions after open -> half_open -> closed, newest first. */
+/*
+ * transitions after open -> half_open -> closed, newest first, each with
+ * its reason (SPEC.md 5): recovery_timeout and trials_succeeded too.
+ */
 START_TEST(admin_transitions)
 {
 	struct h_backend *b = h_backend(H_REFUSE);
@@ -1887,8 +1897,9 @@ START_TEST(admin_transitions)
 		    "half_open_max_calls = 1\nsuccess_threshold = 1\n")));
 	double t0 = wall_now(), t1;
 	struct jv *j, *tr;
-	static const char *want[][3] = { { "half_open", "closed", NULL },
-		{ "open", "half_open", NULL },
+	static const char *want[][3] = { { "half_open", "closed",
+						     "trials_succeeded" },
+		{ "open", "half_open", "recovery_timeout" },
 		{ "closed", "open", "consecutive_failures" } };
 	size_t i;
 
@@ -1913,13 +1924,9 @@ START_TEST(admin_transitions)
 		    "transition %zu: %s -> %s, %s -> %s expected", i,
 		    jget(t, "from")->str, jget(t, "to")->str, want[i][0],
 		    want[i][1]);
-		if (want[i][2] == NULL)
-			h_assert(why->t == J_NULL, "transition %zu: a reason",
-			    i);
-		else
-			h_assert(why->t == J_STR &&
-				strcmp(why->str, want[i][2]) == 0,
-			    "transition %zu: reason", i);
+		h_assert(why->t == J_STR && strcmp(why->str, want[i][2]) == 0,
+		    "transition %zu: reason %s, %s expected", i,
+		    why->t == J_STR ? why->str : "null", want[i][2]);
 		h_assert(jget(t, "at")->num >= t0 - 0.01 &&
 			jget(t, "at")->num <= t1 + 0.01,
 		    "transition %zu at %s, outside [%.3f, %.3f]", i,

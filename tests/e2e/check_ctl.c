@@ -5,6 +5,7 @@
  * message that says what to do.
  */
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,6 +306,97 @@ START_TEST(ctl_status_unix)
 }
 END_TEST
 
+/*
+ * status -j prints the /stats document (compact JSON on one line), not the
+ * table: what a script pipes into jq.
+ */
+START_TEST(ctl_status_json)
+{
+	struct live lv;
+	struct h_run r;
+
+	live_start(&lv, NULL, NULL, NULL);
+	live_trip(&lv);
+	ctl_run(&r, "-c", lv.conf, "-j", "status");
+	h_assert(r.status == 0 && r.err[0] == '\0', "status -j exited %d: %s",
+	    r.status, r.err);
+	h_assert(strncmp(r.out, "{\"version\":\"", 12) == 0 &&
+		strstr(r.out, "\"upstreams\":{\"api\":{\"state\":\"open\"") !=
+		    NULL &&
+		strstr(r.out, "\"web\":{\"state\":\"closed\"") != NULL &&
+		strstr(r.out, "UPSTREAM") == NULL && h_count_lines(r.out) == 1,
+	    "status -j printed:\n%s", r.out);
+}
+END_TEST
+
+/*
+ * An admin socket this user may not open: "permission denied" and what to
+ * do, exit 1, not curl's "Couldn't connect to server". As root (who may
+ * open any socket) the client runs as nobody through setpriv.
+ */
+START_TEST(ctl_permission_denied)
+{
+	const char *setpriv = h_client("setpriv");
+	struct live lv;
+	struct h_run r;
+
+	if (geteuid() == 0 && setpriv == NULL)
+		h_skip("running as root and setpriv (util-linux) is missing");
+	live_start(&lv, h_free_addr(AF_UNIX), NULL, NULL);
+	h_assert(chmod(lv.admin + strlen("unix:"), 0600) == 0, "chmod %s",
+	    lv.admin);
+	if (geteuid() == 0)
+		h_exec(&r, setpriv, "--reuid=65534", "--regid=65534",
+		    "--clear-groups", ctl_prog(), "-a", lv.admin, "status");
+	else {
+		h_assert(chmod(lv.admin + strlen("unix:"), 0) == 0, "chmod %s",
+		    lv.admin);
+		ctl_run(&r, "-a", lv.admin, "status");
+	}
+	h_assert(r.status == 1 && strstr(r.err, "permission denied") != NULL &&
+		strstr(r.err, lv.admin) != NULL &&
+		strstr(r.err, "sudo") != NULL &&
+		strstr(r.err, "Couldn't connect") == NULL && r.out[0] == '\0',
+	    "exit %d, stdout %s, stderr %s", r.status, r.out, r.err);
+}
+END_TEST
+
+/*
+ * force-closed with a lifetime: status shows when it ends (STATS
+ * expires_in; retry_after stays null), and the end is logged
+ * reason=expired, not manual.
+ */
+START_TEST(ctl_force_closed_expires)
+{
+	struct live lv;
+	struct h_run r;
+	const char *row;
+	double left;
+
+	live_start(&lv, NULL, NULL, NULL);
+	ctl_run(&r, "-c", lv.conf, "force-closed", "api", "2s");
+	h_assert(r.status == 0, "force-closed exited %d: %s", r.status, r.err);
+	row = table_row(r.out, "api");
+	h_assert(row != NULL && strcmp(field(row, 1), "forced_closed") == 0,
+	    "force-closed printed:\n%s", r.out);
+	left = strtod(field(row, 2), NULL);
+	h_assert(left > 1.0 && left <= 2.0 &&
+		field(row, 2)[strlen(field(row, 2)) - 1] == 's',
+	    "the force's end shows as %s", field(row, 2));
+	ctl_run(&r, "-c", lv.conf, "-j", "stats", "api");
+	h_assert(strstr(r.out, "\"retry_after\":null,\"expires_in\":1.") !=
+		    NULL ||
+		strstr(r.out, "\"retry_after\":null,\"expires_in\":0.") != NULL,
+	    "stats: %s", r.out);
+	h_expect_log(lv.d, 2000 + 700, "event=state", "upstream=api",
+	    "from=forced_closed", "to=closed", "reason=expired");
+	ctl_run(&r, "-c", lv.conf, "-j", "stats", "api");
+	h_assert(strstr(r.out, "\"expires_in\":null,") != NULL &&
+		strstr(r.out, "\"reason\":\"expired\"") != NULL,
+	    "after the force: %s", r.out);
+}
+END_TEST
+
 /* With admin_token: from the config, from -T; a wrong or missing one is 3. */
 START_TEST(ctl_token)
 {
@@ -524,6 +616,9 @@ main(void)
 	H_TEST(s, ctl_daemon_down);
 	H_TEST(s, ctl_status);
 	H_TEST(s, ctl_status_unix);
+	H_TEST(s, ctl_status_json);
+	H_TEST(s, ctl_permission_denied);
+	H_TEST(s, ctl_force_closed_expires);
 	H_TEST(s, ctl_token);
 	H_TEST(s, ctl_unknown_upstream);
 	H_TEST(s, ctl_force_open_lifetime);

@@ -197,7 +197,7 @@ START_TEST(breaker_early_close_first_byte)
 	line = h_expect_log(d, H_WAIT_MS, "event=state", "from=half_open",
 	    "to=closed");
 	h_assert_fields_only(line, "level=info", "event=state", "upstream=api",
-	    "from=half_open", "to=closed");
+	    "from=half_open", "to=closed", "reason=trials_succeeded");
 	h_assert_between(h_now_ms() - t0, 0, 1500,
 	    "ms from the greeting to closed (connect_timeout is 3s)");
 	close(fd);

@@ -736,7 +736,7 @@ START_TEST(breaker_half_open_on_timer)
 	    "upstream=api", "to=open", "retry_after=0.300");
 	half = h_expect_log(d, H_WAIT_MS, "event=state", "to=half_open");
 	h_assert_fields_only(half, "level=info", "event=state", "upstream=api",
-	    "from=open", "to=half_open");
+	    "from=open", "to=half_open", "reason=recovery_timeout");
 	gap = h_log_time_ms(half) - h_log_time_ms(open);
 	h_assert_between(gap, 290, 2000, "ms from open to half_open (300ms)");
 	stop_ok(d);
@@ -782,7 +782,7 @@ START_TEST(breaker_half_open_slots)
 	    "closed before the trials were decided");
 
 	h_expect_log(d, H_WAIT_MS, "level=info", "event=state", "upstream=api",
-	    "from=half_open", "to=closed");
+	    "from=half_open", "to=closed", "reason=trials_succeeded");
 	out = h_next_event(a, 0);
 	h_assert(out == H_OUT_TIMEOUT, "trial A ended: %s",
 	    h_outcome_name(out));

@@ -711,9 +711,9 @@ START_TEST(probe_closes_without_clients)
 	open_circuit(d, lis, "db");
 	h_backend_set_kind(srv, H_SILENT);
 	half = h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db",
-	    "from=open", "to=half_open");
+	    "from=open", "to=half_open", "reason=recovery_timeout");
 	closed = h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db",
-	    "from=half_open", "to=closed");
+	    "from=half_open", "to=closed", "reason=probes_succeeded");
 	end = h_log_index(d, closed);
 	for (i = h_log_index(d, half); i < end; i++) {
 		line = h_log_line(d, i);
@@ -781,8 +781,9 @@ END_TEST
 
 /*
  * A probe that gets no answer ends at connect_timeout (error=timeout);
- * meanwhile the circuit is half_open and a client is told to retry after
- * 0 seconds, never let through as a trial.
+ * meanwhile the circuit is half_open and a client, never let through as a
+ * trial, is told to retry after what is left of the probe's 1.5 s (at
+ * least 1 s), not 0: a retry sooner would only be turned away again.
  */
 START_TEST(probe_timeout_half_open_rejects)
 {
@@ -791,7 +792,8 @@ START_TEST(probe_timeout_half_open_rejects)
 	struct h_daemon *d = h_daemon_start(config_probed("cache", lis, srv,
 	    "recovery_timeout = 300ms\n"
 	    "connect_timeout = 1500ms\n"));
-	const char *half, *probe;
+	const char *half, *probe, *rej;
+	double ra;
 	enum h_outcome out;
 	size_t len;
 	char *reply;
@@ -809,10 +811,17 @@ START_TEST(probe_timeout_half_open_rejects)
 	h_assert(strcmp(reply,
 		     "-ERR circuitproxy: upstream 'cache' "
 		     "unavailable (circuit half_open), retry after "
-		     "0s\r\n") == 0,
+		     "2s\r\n") == 0 ||
+		strcmp(reply,
+		    "-ERR circuitproxy: upstream 'cache' "
+		    "unavailable (circuit half_open), retry after "
+		    "1s\r\n") == 0,
 	    "reply \"%s\"", reply);
-	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=cache",
-	    "state=half_open", "retry_after=0.000");
+	rej = h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=cache",
+	    "state=half_open");
+	ra = h_log_double(rej, "retry_after");
+	h_assert(ra >= 1.0 && ra <= 1.5, "told to retry after %g s: %s", ra,
+	    rej);
 	probe = h_expect_log_after(d, h_log_index(d, half), H_WAIT_MS,
 	    "event=probe", "upstream=cache", "result=fail", "error=timeout");
 	took = h_log_time_ms(probe) - h_log_time_ms(half);

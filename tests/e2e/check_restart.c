@@ -231,7 +231,7 @@ START_TEST(state_forced_and_expired)
 
 	/* web's force ends when the file said, on its own. */
 	line = h_expect_log(d, 3000 + LATE_MS, "event=state", "upstream=web",
-	    "from=forced_open", "to=closed", "reason=manual");
+	    "from=forced_open", "to=closed", "reason=expired");
 	t_closed = h_log_time_ms(line);
 	h_assert(t_closed >= now + 3000 - ROUND_MS &&
 		t_closed <= now + 3000 + LATE_MS,

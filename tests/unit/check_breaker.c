@@ -156,9 +156,14 @@ START_TEST(test_names)
 	    "failure_rate");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_HALF_OPEN_FAILURE),
 	    "half_open_failure");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_SUCCESS),
-	    "success");
+	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_TRIALS_SUCCEEDED),
+	    "trials_succeeded");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_MANUAL), "manual");
+	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_EXPIRED), "expired");
+	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_RECOVERY_TIMEOUT),
+	    "recovery_timeout");
+	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_PROBES_SUCCEEDED),
+	    "probes_succeeded");
 	ck_assert_str_eq(breaker_state_name(BREAKER_STATE_COUNT), "unknown");
 	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_COUNT), "unknown");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_COUNT), "unknown");
@@ -224,10 +229,10 @@ START_TEST(test_history)
 	ck_assert_uint_eq(st.nchanges, 3);
 	ck_assert_int_eq(st.changes[0].from, BREAKER_HALF_OPEN);
 	ck_assert_int_eq(st.changes[0].to, BREAKER_CLOSED);
-	ck_assert_int_eq(st.changes[0].reason, BREAKER_REASON_SUCCESS);
+	ck_assert_int_eq(st.changes[0].reason, BREAKER_REASON_TRIALS_SUCCEEDED);
 	ck_assert_uint_eq(st.changes[0].at_ms, t + 2);
 	ck_assert_int_eq(st.changes[1].to, BREAKER_HALF_OPEN);
-	ck_assert_int_eq(st.changes[1].reason, BREAKER_REASON_NONE);
+	ck_assert_int_eq(st.changes[1].reason, BREAKER_REASON_RECOVERY_TIMEOUT);
 	ck_assert_uint_eq(st.changes[1].at_ms, t);
 	ck_assert_int_eq(st.changes[2].from, BREAKER_CLOSED);
 	ck_assert_int_eq(st.changes[2].to, BREAKER_OPEN);
@@ -567,7 +572,8 @@ START_TEST(test_tick_deadline)
 	ck_assert_int_eq(l.n, 1);
 	breaker_tick(b, T0 + 30000);
 	ck_assert_int_eq(l.n, 2);
-	ck_tr(&l, 1, BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_REASON_NONE);
+	ck_tr(&l, 1, BREAKER_OPEN, BREAKER_HALF_OPEN,
+	    BREAKER_REASON_RECOVERY_TIMEOUT);
 	ck_assert_int_eq(l.tr[1].retry_after_ms, 0);
 	ck_assert_uint_eq(l.tr[1].now_ms, T0 + 30000);
 	ck_assert_uint_eq(breaker_next_deadline(b), 0);
@@ -648,7 +654,7 @@ START_TEST(test_half_open_success_closes)
 	ck_assert_int_eq(state(b, T0 + 90001), BREAKER_HALF_OPEN);
 	breaker_record(b, &t2, true, BREAKER_ERR_OTHER, T0 + 90002);
 	ck_assert_int_eq(l.n, 5);
-	ck_tr(&l, 4, BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_SUCCESS);
+	ck_tr(&l, 4, BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_TRIALS_SUCCEEDED);
 	ck_assert_int_eq(l.tr[4].retry_after_ms, -1);
 	ck_assert_uint_eq(l.tr[4].window_attempts, 0);
 	breaker_snapshot(b, T0 + 90002, &st);
@@ -950,11 +956,13 @@ START_TEST(test_forced_open_lifetime)
 	ck_assert_uint_eq(breaker_next_deadline(b), T0 + 60000);
 	t = admit(b, T0 + 20000);
 	ck_assert_int_eq(t.retry_after_ms, 40000);
+	breaker_snapshot(b, T0 + 20000, &st);
+	ck_assert_int_eq(st.expires_in_ms, 40000);
 	ck_assert_int_eq(breaker_retry_after(b, T0 + 59999), 1);
 	breaker_tick(b, T0 + 60000);
 	ck_assert_int_eq(l.n, 2);
 	ck_tr(&l, 1, BREAKER_FORCED_OPEN, BREAKER_CLOSED,
-	    BREAKER_REASON_MANUAL);
+	    BREAKER_REASON_EXPIRED);
 	ck_assert_uint_eq(breaker_next_deadline(b), 0);
 	breaker_snapshot(b, T0 + 60000, &st);
 	ck_assert_uint_eq(st.window_attempts, 0);
@@ -983,6 +991,7 @@ START_TEST(test_forced_closed)
 	breaker_snapshot(b, T0 + 2, &st);
 	ck_assert_int_eq(st.state, BREAKER_FORCED_CLOSED);
 	ck_assert_int_eq(st.retry_after_ms, -1);
+	ck_assert_int_eq(st.expires_in_ms, 4999);
 	ck_assert_uint_eq(st.consecutive_failures, 55);
 	ck_assert_uint_eq(st.window_attempts, 20);
 	ck_assert_uint_eq(st.failures_by_error[BREAKER_ERR_SLOW], 50);
@@ -990,8 +999,9 @@ START_TEST(test_forced_closed)
 	ck_assert(admit(b, T0 + 5000).admitted);
 	ck_assert_int_eq(state(b, T0 + 5001), BREAKER_CLOSED);
 	ck_tr(&l, 2, BREAKER_FORCED_CLOSED, BREAKER_CLOSED,
-	    BREAKER_REASON_MANUAL);
+	    BREAKER_REASON_EXPIRED);
 	breaker_snapshot(b, T0 + 5001, &st);
+	ck_assert_int_eq(st.expires_in_ms, -1);
 	ck_assert_uint_eq(st.window_attempts, 0);
 	ck_assert_uint_eq(st.consecutive_failures, 0);
 	ck_assert_uint_eq(st.opened_total, 1);
@@ -1199,17 +1209,19 @@ START_TEST(test_callback_sequence)
 		uint64_t now;
 	} want[] = {
 		{ BREAKER_CLOSED, BREAKER_OPEN, BREAKER_REASON_RATE, 1000, T0 },
-		{ BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_REASON_NONE, 0,
+		{ BREAKER_OPEN, BREAKER_HALF_OPEN,
+	    BREAKER_REASON_RECOVERY_TIMEOUT, 0,
 		    T0 + 1000 },
 		{ BREAKER_HALF_OPEN, BREAKER_OPEN,
 		    BREAKER_REASON_HALF_OPEN_FAILURE, 3000, T0 + 1001 },
-		{ BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_REASON_NONE, 0,
+		{ BREAKER_OPEN, BREAKER_HALF_OPEN,
+	    BREAKER_REASON_RECOVERY_TIMEOUT, 0,
 		    T0 + 4001 },
-		{ BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_SUCCESS, -1,
+		{ BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_TRIALS_SUCCEEDED, -1,
 		    T0 + 4002 },
 		{ BREAKER_CLOSED, BREAKER_FORCED_OPEN, BREAKER_REASON_MANUAL,
 		    7000, T0 + 5000 },
-		{ BREAKER_FORCED_OPEN, BREAKER_CLOSED, BREAKER_REASON_MANUAL,
+		{ BREAKER_FORCED_OPEN, BREAKER_CLOSED, BREAKER_REASON_EXPIRED,
 		    -1, T0 + 12000 },
 		{ BREAKER_CLOSED, BREAKER_FORCED_CLOSED, BREAKER_REASON_MANUAL,
 		    -1, T0 + 12001 },
@@ -2017,7 +2029,8 @@ START_TEST(test_restore_open)
 	ck_assert_int_eq(l.n, 0);
 	breaker_tick(b, T0 + 20500);
 	ck_assert_int_eq(l.n, 1);
-	ck_tr(&l, 0, BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_REASON_NONE);
+	ck_tr(&l, 0, BREAKER_OPEN, BREAKER_HALF_OPEN,
+	    BREAKER_REASON_RECOVERY_TIMEOUT);
 	breaker_free(b);
 }
 END_TEST
@@ -2176,12 +2189,13 @@ static bool
 probe_begin(struct breaker *b, uint64_t now, struct breaker_ticket *t)
 {
 	memset(t, 0xa5, sizeof(*t));
-	return breaker_probe_begin(b, now, t);
+	return breaker_probe_begin(b, now, 5000, t);
 }
 
 /*
- * recovery_probe = connect: half_open turns every client away (retry after
- * 0) and hands its slot to one probe at a time; success_threshold probes
+ * recovery_probe = connect: half_open turns every client away (told to
+ * retry after what is left of the probe's connect_timeout, at least 1 s)
+ * and hands its slot to one probe at a time; success_threshold probes
  * close the circuit. No probe outside half_open, nor with probes off.
  */
 START_TEST(test_probe_closes)
@@ -2204,13 +2218,15 @@ START_TEST(test_probe_closes)
 	t = admit(b, now);
 	ck_assert(!t.admitted);
 	ck_assert_int_eq(t.verdict, BREAKER_REJECT_HALF_OPEN);
-	ck_assert_int_eq(t.retry_after_ms, 0);
+	ck_assert_int_eq(t.retry_after_ms, 1000);
 
 	ck_assert(probe_begin(b, now, &p));
 	ck_assert(p.admitted && p.trial && p.probe);
 	ck_assert_int_eq(p.verdict, BREAKER_ADMITTED);
 	ck_assert(!probe_begin(b, now, &t)); /* one at a time */
 	ck_assert(!admit(b, now).admitted);
+	ck_assert_int_eq(admit(b, now).retry_after_ms, 5000);
+	ck_assert_int_eq(admit(b, now + 1).retry_after_ms, 4999);
 	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 1);
 	ck_assert_int_eq(state(b, now + 1), BREAKER_HALF_OPEN);
 	ck_assert(!admit(b, now + 1).admitted);
@@ -2218,14 +2234,15 @@ START_TEST(test_probe_closes)
 	ck_assert(probe_begin(b, now + 1, &p));
 	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 2);
 	ck_assert_int_eq(state(b, now + 2), BREAKER_CLOSED);
-	ck_tr(&l, 2, BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_SUCCESS);
+	ck_tr(&l, 2, BREAKER_HALF_OPEN, BREAKER_CLOSED,
+	    BREAKER_REASON_PROBES_SUCCEEDED);
 	ck_assert(!probe_begin(b, now + 2, &p));
 	ck_assert(admit(b, now + 2).admitted);
 
 	breaker_snapshot(b, now + 2, &st);
 	ck_assert_uint_eq(st.attempts_total, 5 + 2);
 	ck_assert_uint_eq(st.successes_total, 2);
-	ck_assert_uint_eq(st.rejected_half_open, 3);
+	ck_assert_uint_eq(st.rejected_half_open, 5);
 	breaker_free(b);
 }
 END_TEST

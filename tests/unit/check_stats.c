@@ -26,6 +26,7 @@ snap_api(struct stats_upstream *su, struct addr *listen)
 	su->state = BREAKER_OPEN;
 	su->state_since_ms = 1700000000123;
 	su->retry_after_ms = 29412;
+	su->expires_in_ms = -1;
 	su->recovery_timeout_ms = 30000;
 	su->failure_rate = 0.25;
 	su->success_rate = 0.75;
@@ -55,7 +56,7 @@ snap_api(struct stats_upstream *su, struct addr *listen)
 	su->changes[0] = (struct stats_change){ 1700000000123, BREAKER_CLOSED,
 		BREAKER_OPEN, BREAKER_REASON_CONSECUTIVE };
 	su->changes[1] = (struct stats_change){ 1699999990000,
-		BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_SUCCESS };
+		BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_TRIALS_SUCCEEDED };
 }
 
 /* A quiet upstream: closed, nothing yet. */
@@ -72,6 +73,7 @@ snap_db(struct stats_upstream *su, struct addr *listen)
 	su->state = BREAKER_CLOSED;
 	su->state_since_ms = 1700000000000;
 	su->retry_after_ms = -1;
+	su->expires_in_ms = -1;
 	su->recovery_timeout_ms = 1500;
 	su->failure_rate = 0;
 	su->success_rate = 1;
@@ -87,7 +89,8 @@ START_TEST(test_json_upstream)
 	stats_json_upstream(&b, &su);
 	ck_assert_str_eq(b.p,
 	    "{\"state\":\"open\",\"state_since\":1700000000.123,"
-	    "\"retry_after\":29.412,\"recovery_timeout\":30.000,"
+	    "\"retry_after\":29.412,\"expires_in\":null,"
+	    "\"recovery_timeout\":30.000,"
 	    "\"failure_rate\":0.25,\"success_rate\":0.75,"
 	    "\"consecutive_failures\":5,\"window_attempts\":20,"
 	    "\"window_failures\":5,\"attempts_total\":120,"
@@ -107,7 +110,7 @@ START_TEST(test_json_upstream)
 	    "{\"at\":1700000000.123,\"from\":\"closed\",\"to\":\"open\","
 	    "\"reason\":\"consecutive_failures\"},"
 	    "{\"at\":1699999990.000,\"from\":\"half_open\",\"to\":\"closed\","
-	    "\"reason\":null}]}");
+	    "\"reason\":\"trials_succeeded\"}]}");
 	stats_buf_free(&b);
 }
 END_TEST
@@ -124,7 +127,7 @@ START_TEST(test_json_document)
 	ck_assert_str_eq(b.p,
 	    "{\"version\":\"0.1.0\",\"uptime_s\":61.005,\"upstreams\":{"
 	    "\"db\":{\"state\":\"closed\",\"state_since\":1700000000.000,"
-	    "\"retry_after\":null,\"recovery_timeout\":1.500,"
+	    "\"retry_after\":null,\"expires_in\":null,\"recovery_timeout\":1.500,"
 	    "\"failure_rate\":0.0,\"success_rate\":1.0,"
 	    "\"consecutive_failures\":0,\"window_attempts\":0,"
 	    "\"window_failures\":0,\"attempts_total\":0,"
@@ -174,8 +177,10 @@ START_TEST(test_json_retry_after)
 	stats_buf_free(&b);
 	su.state = BREAKER_FORCED_CLOSED;
 	su.retry_after_ms = 5000;
+	su.expires_in_ms = 4200;
 	stats_json_upstream(&b, &su);
-	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":null,"));
+	ck_assert_ptr_nonnull(
+	    strstr(b.p, "\"retry_after\":null,\"expires_in\":4.200,"));
 	stats_buf_free(&b);
 }
 END_TEST
