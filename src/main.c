@@ -2,11 +2,14 @@
  * circuitproxyd: the command line, start-up and exit codes (SPEC.md 2).
  * It always runs in the foreground; a supervisor keeps it running.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "daemon.h"
@@ -35,6 +38,27 @@ static void __attribute__((noreturn)) usage(FILE *f, int status)
 	exit(status);
 }
 
+/*
+ * Open /dev/null on whichever of descriptors 0-2 is closed, so that the
+ * first descriptors the daemon opens (libevent's signal pipe, a listener)
+ * do not take their numbers and receive what is written to stderr.
+ */
+static void
+main_std_fds_open(void)
+{
+	int fd, nul;
+
+	for (fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+			continue;
+		/* The lowest free number: fd itself, as those below are open. */
+		nul =
+		    open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
+		if (nul != fd)
+			exit(EX_OSERR);
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -53,6 +77,7 @@ main(int argc, char **argv)
 	struct daemon *d;
 	char *cause = NULL, q[1024];
 
+	main_std_fds_open();
 	while (
 	    (ch = getopt_long(argc, argv, "c:tl:p:Vh", longopts, NULL)) != -1) {
 		switch (ch) {

@@ -496,6 +496,58 @@ START_TEST(config_world_writable)
 }
 END_TEST
 
+/* Where a descriptor of the daemon points ("/dev/null", "pipe:[N]"). */
+static const char *
+fd_target(struct h_daemon *d, int fd)
+{
+	char path[64], link[256];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)h_daemon_pid(d),
+	    fd);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n <= 0)
+		return h_strf("(%s)", strerror(errno));
+	link[n] = '\0';
+	return h_strf("%s", link);
+}
+
+/*
+ * Started by a supervisor with stdin, stdout and stderr closed: the daemon
+ * opens /dev/null on all three first thing, so that libevent's signal pipe
+ * does not take fd 2 and receive every log line. It relays, reloads on
+ * SIGHUP (through that signal pipe) and stops cleanly on SIGTERM.
+ */
+START_TEST(started_with_std_fds_closed)
+{
+	struct h_opts opts = { .std_closed = true };
+	struct h_backend *echo = h_backend(H_ECHO);
+	const char *api = h_free_addr4();
+	const char *config = h_strf("%s%s", global_section(1, ""),
+	    upstream("api", api, h_backend_addr(echo), ""));
+	struct h_daemon *d = h_daemon_start_opts(&opts, config);
+	const char *t;
+	int fd, i;
+
+	for (i = 0; i <= 2; i++) {
+		t = fd_target(d, i);
+		h_assert(strcmp(t, "/dev/null") == 0,
+		    "the daemon's fd %d is %s, not /dev/null", i, t);
+	}
+	fd = h_connect_ok(api);
+	h_assert(relay_answers(fd, RELAY_MS), "the relay does not answer");
+	close(fd);
+	/* Two reloads with log lines each: the signal pipe still works. */
+	for (i = 0; i < 2; i++)
+		h_reload(d, config);
+	fd = h_connect_ok(api);
+	h_assert(relay_answers(fd, RELAY_MS),
+	    "the relay does not answer after the reloads");
+	close(fd);
+	stop_ok(d);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -508,5 +560,6 @@ main(void)
 	H_TEST(s, reload_burst_of_sighups);
 	H_TEST(s, watchdog_hung_worker);
 	H_TEST(s, config_world_writable);
+	H_TEST(s, started_with_std_fds_closed);
 	return h_main(s);
 }

@@ -863,11 +863,22 @@ h_child_exec(pid_t parent, int out, int err, const char **argv, char **env,
 			rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	if (devnull != -1)
-		dup2(devnull, STDIN_FILENO);
-	dup2(out, STDOUT_FILENO);
-	dup2(err, STDERR_FILENO);
-	close_range(3, ~0u, 0);
+	if (err == -1) {
+		/*
+		 * Started with stdin, stdout and stderr closed; the log pipe
+		 * stays open on fd 3, unwritten, so that its end still tells
+		 * when the daemon exited.
+		 */
+		dup2(out, 3);
+		close_range(0, 2, 0);
+		close_range(4, ~0u, 0);
+	} else {
+		if (devnull != -1)
+			dup2(devnull, STDIN_FILENO);
+		dup2(out, STDOUT_FILENO);
+		dup2(err, STDERR_FILENO);
+		close_range(3, ~0u, 0);
+	}
 	if (journal) {
 		struct stat st;
 		char js[64];
@@ -1026,6 +1037,8 @@ h_daemon_spawn_ap(const char *where, const struct h_opts *opts,
 	d->pid = fork();
 	if (d->pid == -1)
 		h_fail(where, "fork: %s", strerror(errno));
+	if (d->pid == 0 && opts != NULL && opts->std_closed)
+		h_child_exec(parent, p[1], -1, argv, env, opts->nofile, false);
 	if (d->pid == 0)
 		h_child_exec(parent, p[1], p[1], argv, env,
 		    opts != NULL ? opts->nofile : 0,

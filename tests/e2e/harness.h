@@ -120,6 +120,7 @@ void h_daemon_log_stall(struct h_daemon *, bool);
 struct h_opts {
 	unsigned nofile;    /* soft RLIMIT_NOFILE before exec; 0 = ours */
 	bool journal;	    /* JOURNAL_STREAM names the daemon's stderr */
+	bool std_closed;    /* started with fds 0-2 closed (no log read) */
 	const char *env[8]; /* extra "NAME=value" entries, NULL-ended */
 };
 struct h_daemon *h_daemon_spawn_opts_args(const char *, const struct h_opts *,
