@@ -18,9 +18,13 @@
 /* The protocol major version of a StartupMessage we can answer. */
 #define REJECT_PG_MAJOR 3U
 
-/* MySQL: "too many connections", which clients show as a refusal. */
+/*
+ * MySQL: "too many connections", which clients show as a refusal. Before
+ * the handshake a client does not know yet that the server speaks
+ * protocol 4.1, so the ERR packet has no '#' SQLSTATE marker (as mysqld's
+ * own refusal): libmysqlclient would show the marker as part of the text.
+ */
 #define REJECT_MYSQL_ERRNO 1040U
-#define REJECT_MYSQL_SQLSTATE "08004"
 
 /* Round milliseconds up to seconds; -1 (no end in sight) is recovery_ms. */
 uint64_t
@@ -107,7 +111,7 @@ reject_reply_postgres(const char *upstream, const char *state, uint64_t secs,
 
 /*
  * A MySQL ERR packet in place of the server greeting (sequence id 0): error
- * 1040 with SQLSTATE 08004 behind the '#' marker, then the sentence.
+ * 1040, then the sentence, with no SQLSTATE marker (see the top).
  */
 static size_t
 reject_reply_mysql(const char *upstream, const char *state, uint64_t secs,
@@ -115,10 +119,10 @@ reject_reply_mysql(const char *upstream, const char *state, uint64_t secs,
 {
 	size_t n, payload;
 
-	if (len < 13)
+	if (len < 7)
 		return 0;
-	n = reject_text(upstream, state, secs, buf + 13, len - 13);
-	payload = 9 + n;
+	n = reject_text(upstream, state, secs, buf + 7, len - 7);
+	payload = 3 + n;
 	buf[0] = (char)(payload & 0xff);
 	buf[1] = (char)((payload >> 8) & 0xff);
 	buf[2] = (char)((payload >> 16) & 0xff);
@@ -126,8 +130,6 @@ reject_reply_mysql(const char *upstream, const char *state, uint64_t secs,
 	buf[4] = (char)0xff;
 	buf[5] = (char)(REJECT_MYSQL_ERRNO & 0xff);
 	buf[6] = (char)(REJECT_MYSQL_ERRNO >> 8);
-	buf[7] = '#';
-	memcpy(buf + 8, REJECT_MYSQL_SQLSTATE, 5);
 	return 4 + payload;
 }
 

@@ -125,7 +125,7 @@ START_TEST(test_mysql)
 	static const char text[] = "circuitproxy: upstream 'db' unavailable "
 				   "(circuit open), retry after 7s";
 	char want[REJECT_REPLY_MAX], buf[REJECT_REPLY_MAX];
-	size_t n, payload = 1 + 2 + 1 + 5 + sizeof(text) - 1;
+	size_t n, payload = 1 + 2 + sizeof(text) - 1;
 
 	want[0] = (char)payload;
 	want[1] = 0;
@@ -134,10 +134,11 @@ START_TEST(test_mysql)
 	want[4] = (char)0xff; /* ERR */
 	want[5] = (char)0x10; /* 1040, little-endian */
 	want[6] = (char)0x04;
-	memcpy(want + 7, "#08004", 6);
-	memcpy(want + 13, text, sizeof(text) - 1);
+	/* No '#' SQLSTATE marker before the handshake, as mysqld's own. */
+	memcpy(want + 7, text, sizeof(text) - 1);
 	n = reject_reply(REJECT_MYSQL, "db", "open", 7, buf, sizeof(buf));
 	expect_bytes(buf, n, want, 4 + payload);
+	ck_assert_int_ne(buf[7], '#');
 }
 END_TEST
 
