@@ -5,9 +5,12 @@
  * its lock writes a line with one non-blocking write when the sink takes
  * it at once. Otherwise the line joins a queue, bounded to LOG_QUEUE_MAX
  * bytes, that a thread of its own writes out as the sink drains; past the
- * bound lines are dropped and counted, and one event=log_dropped line says
- * how many once the queue is empty again. One lock orders every line, so
- * lines leave in the order their callers wrote them.
+ * bound lines are dropped and counted, as are lines a sink refused (syslog
+ * gone while /dev/log is reopened). As soon as the sink takes a line again,
+ * and at most once a second while the loss goes on, an event=log_dropped
+ * line says how many: it goes out next, ahead of the queue, so that a
+ * loss is told while it lasts. One lock orders every other line, so they
+ * leave in the order their callers wrote them.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -41,6 +44,8 @@
 #define LOG_FLUSH_BATCH 64
 /* How long the writer thread waits for the sink before looking again. */
 #define LOG_POLL_MS 200
+/* The least time between two event=log_dropped lines. */
+#define LOG_DROPPED_EVERY_MS 1000
 
 /* Set by the main thread (start, reload), read by every thread. */
 static _Atomic int log_level = LOG_LEVEL_INFO;
@@ -65,6 +70,9 @@ static pthread_cond_t log_cv = PTHREAD_COND_INITIALIZER;
 static struct log_rec *log_head, **log_tail = &log_head;
 static size_t log_queued;	   /* bytes in the queue */
 static uint64_t log_dropped;	   /* lines lost since the last log_dropped */
+static uint64_t log_dropped_ms;	   /* when the last log_dropped was queued */
+static bool log_sink_took;	   /* the sink's last answer was a line taken */
+static uint64_t log_lines_out;	   /* writes the sink took, ever */
 static int log_fd = STDERR_FILENO; /* stderr, or a non-blocking reopening */
 static bool log_fd_send;	   /* a socket: send(MSG_DONTWAIT) */
 static bool log_fd_dgram;	   /* one line per datagram (syslog) */
@@ -127,6 +135,13 @@ log_sink_write(const char *buf, size_t len)
 		close(log_fd);
 		log_fd = -1;
 	}
+	log_sink_took = n > 0;
+	if (n > 0) {
+		log_lines_out++;
+		/* A loss waits to be told: wake the writer thread. */
+		if (log_dropped != 0 && log_head == NULL)
+			pthread_cond_signal(&log_cv);
+	}
 	return n;
 }
 
@@ -136,11 +151,8 @@ log_queue_add(const char *buf, size_t len, bool bounded)
 {
 	struct log_rec *rec;
 
-	if (bounded && log_queued + len > LOG_QUEUE_MAX) {
-		log_dropped++;
-		return;
-	}
-	if ((rec = malloc(sizeof(*rec) + len)) == NULL) {
+	if ((bounded && log_queued + len > LOG_QUEUE_MAX) ||
+	    (rec = malloc(sizeof(*rec) + len)) == NULL) {
 		log_dropped++;
 		return;
 	}
@@ -188,6 +200,8 @@ log_queue_flush(unsigned max)
 			rec->off += (size_t)n;
 			continue;
 		}
+		if (n == -1)
+			log_dropped++;
 		log_queue_pop();
 	}
 	return true;
@@ -210,7 +224,10 @@ log_put(const char *buf, size_t len)
 	n = log_sink_write(buf, len);
 	if (n == -1 && errno == EAGAIN)
 		log_queue_add(buf, len, true);
-	else if (n > 0 && !log_fd_dgram && (size_t)n < len)
+	else if (n == -1) {
+		/* Refused for good (no syslog daemon): lost, and counted. */
+		log_dropped++;
+	} else if (!log_fd_dgram && (size_t)n < len)
 		log_queue_add(buf + n, len - (size_t)n, false);
 }
 
@@ -312,39 +329,78 @@ static size_t LOG_FMT(3, 4)
 }
 
 /*
- * The writer thread: write the queue out as the sink drains, then say how
- * many lines were lost. It ends at log_close(), once the queue is empty or
- * the deadline passed.
+ * Queue the event=log_dropped line to go out next, ahead of the queue (but
+ * after a line half written, which must be finished first); locked.
+ */
+static void
+log_dropped_queue(uint64_t now)
+{
+	char line[LOG_LINE_MAX];
+	struct log_rec *rec, **at;
+	size_t n;
+
+	n = log_formatf(line, LOG_LEVEL_WARNING,
+	    "event=log_dropped lines=%" PRIu64, log_dropped);
+	if ((rec = malloc(sizeof(*rec) + n)) == NULL)
+		return;
+	rec->len = n;
+	rec->off = 0;
+	memcpy(rec->text, line, n);
+	at =
+	    log_head != NULL && log_head->off > 0 ? &log_head->next : &log_head;
+	rec->next = *at;
+	*at = rec;
+	if (rec->next == NULL)
+		log_tail = &rec->next;
+	log_queued += n;
+	log_dropped = 0;
+	log_dropped_ms = now;
+}
+
+/*
+ * The writer thread: write the queue out as the sink drains, and say how
+ * many lines were lost as soon as the sink takes lines again, at most once
+ * a second. It ends at log_close(), once the queue is empty or the
+ * deadline passed.
  */
 static void *
 log_writer_main(void *arg)
 {
-	char line[LOG_LINE_MAX];
 	struct pollfd pfd;
-	uint64_t lost;
-	size_t n;
+	uint64_t now, due, out;
+	int wait_ms;
 
 	(void)arg;
 	pthread_mutex_lock(&log_mu);
 	for (;;) {
-		while (log_head == NULL && log_dropped == 0 && !log_stopping)
+		while (log_head == NULL &&
+		    (log_dropped == 0 || !log_sink_took) && !log_stopping)
 			pthread_cond_wait(&log_cv, &log_mu);
-		if (log_queue_flush(LOG_FLUSH_BATCH) && log_dropped != 0) {
-			lost = log_dropped;
-			log_dropped = 0;
-			n = log_formatf(line, LOG_LEVEL_WARNING,
-			    "event=log_dropped lines=%" PRIu64, lost);
-			log_put(line, n);
+		out = log_lines_out;
+		log_queue_flush(LOG_FLUSH_BATCH);
+		now = log_now_ms();
+		due = log_dropped_ms + LOG_DROPPED_EVERY_MS;
+		/* The sink took lines just now, or takes them at once. */
+		if (log_dropped != 0 && (now >= due || log_stopping) &&
+		    (log_lines_out != out ||
+			(log_head == NULL && log_sink_took))) {
+			log_dropped_queue(now);
+			log_queue_flush(LOG_FLUSH_BATCH);
 		}
 		if (log_stopping &&
-		    (log_head == NULL || log_now_ms() >= log_stop_deadline))
+		    (log_head == NULL || now >= log_stop_deadline))
 			break;
-		if (log_head == NULL)
+		if (log_head == NULL && (log_dropped == 0 || !log_sink_took))
 			continue;
-		pfd.fd = log_fd;
+		wait_ms = LOG_POLL_MS;
+		if (log_dropped != 0 && log_sink_took && due > now &&
+		    due - now < (uint64_t)wait_ms)
+			wait_ms = (int)(due - now);
+		/* Without a queue, only the next log_dropped line is waited. */
+		pfd.fd = log_head != NULL ? log_fd : -1;
 		pfd.events = POLLOUT;
 		pthread_mutex_unlock(&log_mu);
-		poll(&pfd, 1, LOG_POLL_MS);
+		poll(&pfd, 1, wait_ms);
 		pthread_mutex_lock(&log_mu);
 	}
 	pthread_mutex_unlock(&log_mu);

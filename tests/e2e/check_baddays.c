@@ -27,6 +27,10 @@
 #define FLOOD_PROBE_EVERY 500
 /* The longest the flood may take, on a loaded box. */
 #define FLOOD_MS 60000
+/* The trickle story: the sink reads 16 KiB this often; its flood's bounds. */
+#define TRICKLE_EVERY_MS 250
+#define TRICKLE_CLIENTS 400000
+#define TRICKLE_MS 12000
 /* A reply on a relay that the log must not hold up. */
 #define RELAY_MS 2000
 
@@ -149,6 +153,98 @@ START_TEST(log_stalled_sink)
 	h_assert(relay_answers(fd, RELAY_MS), "the relay stopped answering");
 	close(fd);
 	stop_ok(d);
+}
+END_TEST
+
+/*
+ * The log sink keeps taking a little (a journal behind, 16 KiB every
+ * TRICKLE_EVERY_MS) while a flood of rejects goes on: the loss goes on,
+ * and is told while it lasts: at least two event=log_dropped lines come
+ * out during the flood, a second or more apart, each counting lines. The
+ * relay answers all along; once the sink is read again, the lost lines
+ * told add up to fewer than the rejects.
+ */
+START_TEST(log_dropped_while_loss_goes_on)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	struct h_backend *dead = h_backend_new(H_REFUSE, AF_UNIX);
+	const char *api = h_free_addr4(), *flood = h_free_addr(AF_UNIX);
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s%s",
+	    global_section(1, "log_rejects_per_second = 1000000"),
+	    upstream("api", api, h_backend_addr(echo), ""),
+	    upstream(LONG_NAME, flood, h_backend_addr(dead),
+		"recovery_timeout = 1h\nrecovery_timeout_max = 1h")));
+	uint64_t t0, next_trickle;
+	const char *line, *first = NULL;
+	unsigned i, sent = 0, told;
+	double lost = 0;
+	size_t mark, at;
+	int fd, c;
+
+	fd = h_connect_ok(api);
+	h_assert(relay_answers(fd, RELAY_MS), "the relay does not answer");
+	for (i = 0; i < 5; i++)
+		h_close(h_connect(flood, H_WAIT_MS));
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=" LONG_NAME,
+	    "to=open");
+
+	mark = h_log_mark(d);
+	h_daemon_log_stall(d, true);
+	t0 = h_now_ms();
+	next_trickle = t0 + TRICKLE_EVERY_MS;
+	for (i = 0; i < TRICKLE_CLIENTS && h_now_ms() - t0 < TRICKLE_MS;
+	     i++) {
+		c = h_connect(flood, H_WAIT_MS);
+		if (c != -1) {
+			sent++;
+			close(c);
+		}
+		if (h_now_ms() >= next_trickle) {
+			h_daemon_log_allow(d, 16384);
+			next_trickle += TRICKLE_EVERY_MS;
+		}
+		if (i % FLOOD_PROBE_EVERY == 0) {
+			h_assert(relay_answers(fd, RELAY_MS),
+			    "with the log stalled, the relay stopped "
+			    "answering after %u rejected clients",
+			    i);
+			if (h_count_log_after(d, mark, "event=log_dropped") >=
+			    2)
+				break;
+		}
+	}
+	told = h_count_log_after(d, mark, "event=log_dropped");
+	h_assert(told >= 2,
+	    "%u event=log_dropped lines in %llu ms of loss (%u rejects, "
+	    "the sink read at 16 KiB per %d ms)",
+	    told, (unsigned long long)(h_now_ms() - t0), sent,
+	    TRICKLE_EVERY_MS);
+	/* Two in a row: a second or more apart, each with lines lost. */
+	at = mark;
+	for (i = 0; i < 2; i++) {
+		line = h_wait_log_after(d, at, 0, "level=warning",
+		    "event=log_dropped", "lines=");
+		h_assert(line != NULL, "no log_dropped line");
+		h_assert(h_log_double(line, "lines") > 0, "%s", line);
+		if (first == NULL)
+			first = line;
+		at = h_log_index(d, line) + 1;
+	}
+	h_assert(h_log_time_ms(line) - h_log_time_ms(first) >= 990,
+	    "log_dropped lines less than a second apart: %s / %s", first,
+	    line);
+
+	h_daemon_log_stall(d, false);
+	h_assert(relay_answers(fd, RELAY_MS), "the relay stopped answering");
+	/* What is left of the queue comes out; add up the lines told lost. */
+	close(fd);
+	stop_ok(d);
+	for (at = mark; (line = h_wait_log_after(d, at, 0,
+			     "event=log_dropped", "lines=")) != NULL;
+	     at = h_log_index(d, line) + 1)
+		lost += h_log_double(line, "lines");
+	h_assert(lost > 0 && lost < sent, "lines=%.0f of %u rejects", lost,
+	    sent);
 }
 END_TEST
 
@@ -554,6 +650,7 @@ main(void)
 	Suite *s = suite_create("baddays");
 
 	H_TEST(s, log_stalled_sink);
+	H_TEST(s, log_dropped_while_loss_goes_on);
 	H_TEST(s, notify_with_full_table);
 	H_TEST(s, reload_host_wildcard_and_back);
 	H_TEST(s, reload_wildcard_rolled_back);

@@ -82,6 +82,7 @@ struct h_daemon {
 	size_t cap;
 	bool eof;
 	bool log_stalled; /* the reader stops reading the log pipe */
+	size_t log_allow; /* bytes it may read all the same (a trickle) */
 };
 
 struct h_conn {
@@ -705,14 +706,21 @@ h_daemon_reader(void *arg)
 	struct h_daemon *d = arg;
 	char buf[8192], *part = NULL;
 	size_t plen = 0, pcap = 0, start, i;
+	size_t want;
 	ssize_t n;
 
 	for (;;) {
 		pthread_mutex_lock(&d->mu);
-		while (d->log_stalled)
+		while (d->log_stalled && d->log_allow == 0)
 			pthread_cond_wait(&d->cv, &d->mu);
+		want = sizeof(buf);
+		if (d->log_stalled) {
+			if (d->log_allow < want)
+				want = d->log_allow;
+			d->log_allow -= want;
+		}
 		pthread_mutex_unlock(&d->mu);
-		n = read(d->log_fd, buf, sizeof(buf));
+		n = read(d->log_fd, buf, want);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -1063,6 +1071,17 @@ h_daemon_log_stall(struct h_daemon *d, bool stall)
 {
 	pthread_mutex_lock(&d->mu);
 	d->log_stalled = stall;
+	d->log_allow = 0;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* While the log is stalled, let the reader read this many more bytes. */
+void
+h_daemon_log_allow(struct h_daemon *d, size_t bytes)
+{
+	pthread_mutex_lock(&d->mu);
+	d->log_allow += bytes;
 	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mu);
 }

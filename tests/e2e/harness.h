@@ -115,6 +115,7 @@ void h_daemon_dump(struct h_daemon *, const char *);
 size_t h_reload_at(const char *, struct h_daemon *, const char *);
 #define h_reload(d, config) h_reload_at(H_WHERE, (d), (config))
 void h_daemon_log_stall(struct h_daemon *, bool);
+void h_daemon_log_allow(struct h_daemon *, size_t);
 
 /* What the daemon's child process gets beyond the usual. */
 struct h_opts {
