@@ -61,6 +61,13 @@
  */
 #define RELAY_LINGER_READ_MAX (16 * 1024)
 #define RELAY_LINGER_TOTAL_MAX (64 * 1024)
+/*
+ * A server's last words (SPEC 8): when a write to it fails, what it had
+ * sent is still delivered to the client, this much at most and within this
+ * long, before the client is reset.
+ */
+#define RELAY_LAST_WORDS_MAX (64 * 1024)
+#define RELAY_LAST_WORDS_MS 100
 /* Queued clients looked at in one poll(2). */
 #define RELAY_LINGER_BATCH 64
 /* relay->queued before the first look at the send queues. */
@@ -142,7 +149,9 @@ struct relay {
 	uint64_t connect_us; /* connect() called, for the histogram */
 	uint64_t connected_ms;
 	uint64_t last_active_ms;
-	uint32_t queued; /* kernel send queues at the last look */
+	uint32_t queued;	  /* kernel send queues at the last look */
+	uint64_t last_words_ms;	  /* their deadline; 0 until a write fails */
+	uint32_t last_words_left; /* bytes the server may still have said */
 	struct relay_dir c2s, s2c;
 	struct relay_reject rej;
 	struct event cev_r, cev_w, sev_r, sev_w, timer;
@@ -166,6 +175,7 @@ static void relay_timer_arm(struct relay *, uint64_t);
 static void relay_forward(struct relay *, struct relay_dir *);
 static void relay_reject_read(struct relay *);
 static void relay_pipe_put(struct relay *, struct relay_dir *);
+static void relay_last_words(struct relay *);
 
 /* Close a socket so the peer sees a reset (RST) rather than a FIN. */
 static void
@@ -352,14 +362,18 @@ relay_touch(struct relay *r)
 }
 
 /*
- * A write failed (a reset): the relay ends. A server that resets before its
- * first byte is an early close, whichever side noticed first.
+ * A write failed (a reset): the relay ends. A write to the server that
+ * fails first hands the client what the server had said (its last words);
+ * a server that resets before its first byte is an early close, whichever
+ * side noticed first.
  */
 static void
 relay_write_error(struct relay *r, struct relay_dir *d)
 {
-	if (d->dst == r->sfd && relay_early_close(r))
+	if (d->dst == r->sfd) {
+		relay_last_words(r);
 		return;
+	}
 	relay_close(r, RELAY_END_RESET);
 }
 
@@ -506,6 +520,132 @@ relay_pipe_unsplice(struct relay *r, struct relay_dir *d)
 	}
 	relay_pipe_put(r, d);
 	return true;
+}
+
+/*
+ * The server's last words are out (or their time is up): reset the client
+ * once its send queue has handed them to the network, as a reset drops
+ * what is still unsent. A server that said nothing closed early.
+ */
+static void
+relay_last_words_end(struct relay *r, uint64_t now)
+{
+	struct timeval tv;
+	int unsent = 0;
+
+#ifdef SIOCOUTQNSD
+	if (now < r->last_words_ms &&
+	    ioctl(r->cfd, SIOCOUTQNSD, &unsent) == 0 && unsent > 0) {
+		event_del(&r->sev_r);
+		event_del(&r->cev_w);
+		event_add(&r->timer, util_timeval(&tv, 1));
+		return;
+	}
+#else
+	(void)now;
+	(void)tv;
+	(void)unsent;
+#endif
+	if (relay_early_close(r))
+		return;
+	relay_close(r, RELAY_END_RESET);
+}
+
+/*
+ * Deliver the server's last words: its remainder first, then what waits
+ * on its socket, up to RELAY_LAST_WORDS_MAX in all; wait for either side
+ * while the deadline allows.
+ */
+static void
+relay_last_words_step(struct relay *r)
+{
+	struct relay_dir *d = &r->s2c;
+	char *buf = r->w->scratch;
+	size_t cap;
+	ssize_t n, m;
+
+	for (;;) {
+		if (d->buf != NULL) {
+			m = send(r->cfd, d->buf + d->off, d->len - d->off,
+			    MSG_NOSIGNAL);
+			if (m == -1 && errno != EAGAIN && errno != EINTR)
+				break;
+			if (m > 0)
+				d->off += (uint32_t)m;
+			if (d->off < d->len) {
+				/* The client cannot take more yet. */
+				event_del(&r->sev_r);
+				event_add(&r->cev_w, NULL);
+				return;
+			}
+			free(d->buf);
+			d->buf = NULL;
+			d->off = d->len = 0;
+		}
+		if (d->eof || r->last_words_left == 0)
+			break;
+		cap = r->w->scratch_len < r->last_words_left
+		    ? r->w->scratch_len
+		    : r->last_words_left;
+		n = recv(r->sfd, buf, cap, 0);
+		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+			event_del(&r->cev_w);
+			event_add(&r->sev_r, NULL);
+			return;
+		}
+		if (n <= 0) {
+			d->eof = true;
+			break;
+		}
+		relay_got(r, d, (size_t)n);
+		r->last_words_left -= (uint32_t)n;
+		m = send(r->cfd, buf, (size_t)n, MSG_NOSIGNAL);
+		if (m == -1 && errno != EAGAIN && errno != EINTR)
+			break;
+		if (m < 0)
+			m = 0;
+		if (m < n) {
+			d->len = (uint32_t)(n - m);
+			d->off = 0;
+			if ((d->buf = malloc(d->len)) == NULL)
+				break;
+			memcpy(d->buf, buf + m, d->len);
+		}
+	}
+	relay_last_words_end(r, util_now_ms());
+}
+
+/*
+ * A write to the server failed: it closed or reset, but what it sent
+ * before may still wait unread on its socket (an error reply, say).
+ * Stop reading the client and deliver those bytes, bounded in size and
+ * time, before the client is reset (SPEC 8).
+ */
+static void
+relay_last_words(struct relay *r)
+{
+	struct relay_dir *c2s = &r->c2s, *s2c = &r->s2c;
+	struct timeval tv;
+
+	event_del(c2s->rev);
+	event_del(c2s->wev);
+	event_del(&r->timer);
+	free(c2s->buf);
+	c2s->buf = NULL;
+	relay_pipe_put(r, c2s);
+	/* The server's FIN was passed on: all it said was delivered. */
+	if (s2c->done) {
+		relay_close(r, RELAY_END_RESET);
+		return;
+	}
+	/* Its bytes parked in a pipe become a remainder, sent first. */
+	if (s2c->inpipe > 0 && !relay_pipe_unsplice(r, s2c))
+		return;
+	relay_pipe_put(r, s2c);
+	r->last_words_ms = util_now_ms() + RELAY_LAST_WORDS_MS;
+	r->last_words_left = RELAY_LAST_WORDS_MAX;
+	event_add(&r->timer, util_timeval(&tv, RELAY_LAST_WORDS_MS));
+	relay_last_words_step(r);
 }
 
 /*
@@ -790,18 +930,28 @@ relay_client_read_cb(evutil_socket_t fd, short what, void *arg)
 static void
 relay_server_read_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct relay *r = arg;
+
 	(void)fd;
 	(void)what;
-	relay_forward(arg, &((struct relay *)arg)->s2c);
+	if (r->last_words_ms != 0)
+		relay_last_words_step(r);
+	else
+		relay_forward(r, &r->s2c);
 }
 
 /* Client writable: the server's remainder can go on. */
 static void
 relay_client_write_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct relay *r = arg;
+
 	(void)fd;
 	(void)what;
-	relay_flush(arg, &((struct relay *)arg)->s2c);
+	if (r->last_words_ms != 0)
+		relay_last_words_step(r);
+	else
+		relay_flush(r, &r->s2c);
 }
 
 /* Server writable: the client's remainder can go on. */
@@ -944,6 +1094,10 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (r->phase == RELAY_REJECT_READING) {
 		/* Nothing, or not all of it, within connect_timeout. */
 		relay_close(r, RELAY_END_RESET);
+		return;
+	}
+	if (r->last_words_ms != 0) {
+		relay_last_words_end(r, now);
 		return;
 	}
 	if (relay_paused_source_gone(r))

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,9 @@
 /* Relays gone idle after a bulk flow; the empty pipes a pool keeps. */
 #define IDLE_RELAYS 40
 #define PIPE_KEEP 32
+/* Clients told a server's last words, direct and through the daemon. */
+#define LAST_WORDS_TRIES 100u
+#define REDIS_TRIES 50u
 /* A stalled stream: no progress for this long. */
 #define STALL_MS 1000
 /* How much the daemon may grow while a stream is stalled. */
@@ -1184,6 +1188,156 @@ START_TEST(relay_out_of_fds)
 END_TEST
 
 /* The suite: the relay stories, run once per relay path. */
+/*
+ * A client that writes until the server answers and closes (as Redis's
+ * "Protocol desync" test does): it sends prefix, then chunk after chunk,
+ * reading all along, until an end (EOF or reset) or ms. True if it read
+ * the whole answer, starting with want, before the end.
+ */
+static bool
+last_words_heard(const char *addr, const char *prefix, const char *want,
+    int ms)
+{
+	static char chunk[65536];
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	char buf[4096], got[256];
+	size_t glen = 0;
+	bool writing = true;
+	struct pollfd pfd;
+	ssize_t n;
+	int fd;
+
+	if ((fd = h_connect(addr, H_WAIT_MS)) == -1)
+		return false;
+	memset(chunk, 'A', sizeof(chunk));
+	if (h_send_all(fd, prefix, strlen(prefix), H_WAIT_MS) != 0)
+		writing = false;
+	while (h_now_ms() < deadline) {
+		if (writing) {
+			n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+			if (n == -1 && errno != EAGAIN && errno != EINTR)
+				writing = false;
+		}
+		pfd.fd = fd;
+		pfd.events = POLLIN | (writing ? POLLOUT : 0);
+		poll(&pfd, 1, 10);
+		n = recv(fd, buf, sizeof(buf), 0);
+		if (n > 0) {
+			if ((size_t)n > sizeof(got) - glen)
+				n = (ssize_t)(sizeof(got) - glen);
+			memcpy(got + glen, buf, (size_t)n);
+			glen += (size_t)n;
+			continue;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EINTR))
+			break;
+	}
+	close(fd);
+	return glen >= strlen(want) && memcmp(got, want, strlen(want)) == 0;
+}
+
+/*
+ * A server's last words: the client keeps writing, the server reads once,
+ * answers with an error and closes (a reset, as it leaves bytes unread).
+ * Direct, the client reads the answer LAST_WORDS_TRIES times of as many;
+ * through the daemon too, on every relay path: the answer waiting on the
+ * server socket is delivered before the client is reset, whichever side
+ * the daemon noticed first.
+ */
+START_TEST(relay_server_last_words)
+{
+	static const char answer[] = "-ERR Protocol error: unbalanced\r\n";
+	struct h_backend *srv = h_backend(H_LAST_WORDS);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d;
+	unsigned i, direct = 0, proxied = 0;
+
+	h_backend_set_banner(srv, answer);
+	d = h_daemon_start(config_relay(lis, h_backend_addr(srv), ""));
+	for (i = 0; i < LAST_WORDS_TRIES; i++) {
+		direct += last_words_heard(h_backend_addr(srv), "", answer,
+		    H_WAIT_MS);
+		proxied += last_words_heard(lis, "", answer, H_WAIT_MS);
+	}
+	fprintf(stderr,
+	    "last words (splice %s): %u/%u direct, %u/%u through "
+	    "circuitproxyd\n",
+	    h_splice_mode(), direct, LAST_WORDS_TRIES, proxied,
+	    LAST_WORDS_TRIES);
+	h_assert(direct == LAST_WORDS_TRIES, "direct, %u of %u answers read",
+	    direct, LAST_WORDS_TRIES);
+	h_assert(proxied == LAST_WORDS_TRIES,
+	    "through the daemon, %u of %u answers read (direct: %u)", proxied,
+	    LAST_WORDS_TRIES, direct);
+	h_assert(h_daemon_stop(d) == 0, "exit status");
+}
+END_TEST
+
+/* Stop the redis-server whose pidfile this is. */
+static void
+redis_stop(void *arg)
+{
+	FILE *f = fopen(arg, "r");
+	int pid = 0;
+
+	if (f == NULL)
+		return;
+	if (fscanf(f, "%d", &pid) == 1 && pid > 1)
+		kill(pid, SIGKILL);
+	fclose(f);
+}
+
+/*
+ * Redis's "Protocol desync regression test" through the daemon: a client
+ * sends a NUL byte, then an inline request without end; redis-server
+ * answers "-ERR Protocol error: too big inline request" and closes while
+ * the client still writes. The client reads that error every time, direct
+ * and through the daemon.
+ */
+START_TEST(relay_redis_protocol_desync)
+{
+	const char *redis = h_client("redis-server");
+	const char *srv = h_free_addr4(), *lis = h_free_addr4();
+	const char *pidfile = h_path("redis.pid");
+	static const char want[] = "-ERR Protocol error";
+	uint64_t deadline;
+	unsigned i, direct = 0, proxied = 0;
+	struct h_daemon *d;
+	struct h_run r;
+	int fd = -1;
+
+	if (redis == NULL)
+		h_skip("redis-server is not installed (apt-get install "
+		       "redis-server)");
+	h_exec(&r, redis, "--port", strchr(srv, ':') + 1, "--bind",
+	    "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize",
+	    "yes", "--pidfile", pidfile, "--dir", h_tmpdir(), "--logfile",
+	    h_path("redis.log"));
+	h_assert(r.status == 0, "redis-server: %s%s", r.out, r.err);
+	h_defer(redis_stop, (void *)pidfile);
+	for (deadline = h_now_ms() + H_WAIT_MS;
+	     h_now_ms() < deadline && (fd = h_connect(srv, 100)) == -1;)
+		poll(NULL, 0, 20);
+	h_assert(fd != -1, "redis-server does not listen on %s", srv);
+	close(fd);
+	d = h_daemon_start(config_relay(lis, srv, ""));
+	for (i = 0; i < REDIS_TRIES; i++) {
+		direct += last_words_heard(srv, "\x01", want, H_WAIT_MS);
+		proxied += last_words_heard(lis, "\x01", want, H_WAIT_MS);
+	}
+	fprintf(stderr,
+	    "redis protocol desync (splice %s): %u/%u direct, %u/%u "
+	    "through circuitproxyd\n",
+	    h_splice_mode(), direct, REDIS_TRIES, proxied, REDIS_TRIES);
+	h_assert(direct == REDIS_TRIES, "direct, %u of %u errors read",
+	    direct, REDIS_TRIES);
+	h_assert(proxied == REDIS_TRIES,
+	    "through the daemon, %u of %u errors read (direct: %u)", proxied,
+	    REDIS_TRIES, direct);
+	h_assert(h_daemon_stop(d) == 0, "exit status");
+}
+END_TEST
+
 static Suite *
 relay_suite(void)
 {
@@ -1196,6 +1350,8 @@ relay_suite(void)
 	H_TEST(s, relay_server_never_reads);
 	H_TEST(s, relay_client_resets_mid_transfer);
 	H_TEST(s, relay_server_resets_mid_transfer);
+	H_TEST(s, relay_server_last_words);
+	H_TEST(s, relay_redis_protocol_desync);
 	H_TEST(s, relay_idle_timeout_parked);
 	H_TEST(s, relay_many_bulk);
 	H_TEST(s, relay_idle_relays_hold_no_pipe);

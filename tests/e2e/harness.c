@@ -2313,6 +2313,10 @@ h_conn_main(void *arg)
 		h_conn_linger(c, H_LATE_RST_MS);
 		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		break;
+	case H_LAST_WORDS:
+		if (h_conn_read(c, buf, sizeof(buf)) > 0 && b->banner != NULL)
+			h_conn_write(c, b->banner, strlen(b->banner));
+		break;
 	case H_LATE_RST:
 		if (b->banner != NULL)
 			h_conn_write(c, b->banner, strlen(b->banner));

@@ -265,6 +265,8 @@ enum h_kind {
 	H_LATE_RST,  /* accepts, never reads nor sends, resets after a while */
 	H_HALF_RST,  /* accepts, sends its FIN at once, resets after a while */
 	H_FIN_FIRST, /* sends its banner and FIN at once, reads until EOF */
+	H_LAST_WORDS, /* reads once, sends its banner, closes: a reset if the
+			 client sent more (an error reply, then the end) */
 };
 /* How long H_LATE_RST and H_HALF_RST wait before their reset. */
 #define H_LATE_RST_MS 500
