@@ -8,7 +8,6 @@
 #include <sys/socket.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,7 +25,7 @@
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
-#include "state.h"
+#include "state_file.h"
 #include "stats.h"
 #include "upstream.h"
 #include "util.h"
@@ -78,14 +77,8 @@ struct daemon {
 	bool watchdog_stalled;	 /* pings held back: a worker is stuck */
 	uint64_t start_ms;
 
-	/* state_file: written on the main thread when dirty, retried. */
-	char *state_path;     /* as at start: a reload changes it at restart */
-	int state_reserve_fd; /* kept for a write with the table full, or -1 */
-	struct event *state_ev;
-	bool state_dirty;
-	bool state_failing;	   /* the last write failed */
-	uint64_t state_retry_ms;   /* wait before the next retry */
-	uint64_t state_written_ms; /* when the last write was tried, or 0 */
+	/* NULL: no state_file (a reload changes it at the next restart). */
+	struct state_file *state;
 
 	struct worker_reload *reload;	 /* in progress, or NULL */
 	bool reload_queued;		 /* a SIGHUP came meanwhile */
@@ -99,12 +92,6 @@ struct daemon {
 
 static void daemon_reload(struct daemon *);
 static void daemon_upstream_changed(struct upstream *, void *);
-
-/* The first retry of a failed state_file write, and the longest wait. */
-#define DAEMON_STATE_RETRY_MS 1000
-#define DAEMON_STATE_RETRY_MAX_MS 30000
-/* Writes at most this often: a flapping circuit costs ten fsyncs a second. */
-#define DAEMON_STATE_SPACING_MS 100
 
 /* Route libevent's own messages into our log. */
 static void
@@ -155,196 +142,14 @@ daemon_notify_status(struct daemon *d, const char *prefix)
 	d->status = sb.p;
 }
 
-/* The upstreams the admin endpoint shows: the running set. */
+/* The running upstreams: what the admin endpoint shows, state_file keeps. */
 static struct upstream *const *
-daemon_admin_upstreams(void *arg, size_t *n)
+daemon_running_upstreams(void *arg, size_t *n)
 {
 	struct daemon *d = arg;
 
 	*n = d->nupstreams;
 	return d->upstreams;
-}
-
-/* Write every running upstream's state to state_file: 0 or -1 + *cause. */
-static int
-daemon_state_save(struct daemon *d, char **cause)
-{
-	struct state_entry *v;
-	uint64_t now = util_now_ms();
-	size_t i;
-	char *text;
-	int rc;
-
-	v = xcalloc(d->nupstreams, sizeof(*v));
-	for (i = 0; i < d->nupstreams; i++) {
-		snprintf(v[i].name, sizeof(v[i].name), "%s",
-		    d->upstreams[i]->name);
-		breaker_save(d->upstreams[i]->breaker, now, &v[i].saved);
-	}
-	text = state_encode(v, d->nupstreams, util_wall_ms());
-	/*
-	 * A worker may have taken the slot freed at the last shortage before
-	 * the reserve was reopened: take one back whenever there is room.
-	 */
-	if (d->state_reserve_fd == -1)
-		d->state_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	rc = state_write(d->state_path, text, cause);
-	/*
-	 * Out of descriptors (SPEC 8: the write must still happen): give up
-	 * the one kept for this and try again, then take it back.
-	 */
-	if (rc != 0 && (errno == EMFILE || errno == ENFILE) &&
-	    d->state_reserve_fd != -1) {
-		free(*cause);
-		*cause = NULL;
-		close(d->state_reserve_fd);
-		rc = state_write(d->state_path, text, cause);
-		d->state_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	}
-	free(text);
-	free(v);
-	return rc;
-}
-
-/*
- * Write state_file if a breaker changed since the last write. Main thread
- * only, off every worker's path; a failure is logged and retried, with a
- * wait that doubles up to 30s, for as long as the daemon runs.
- */
-static void
-daemon_state_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct daemon *d = arg;
-	struct timeval tv;
-	char *cause = NULL, q[1024], retry[32];
-
-	(void)fd;
-	(void)what;
-	if (!d->state_dirty || d->state_path == NULL)
-		return;
-	d->state_dirty = false;
-	d->state_written_ms = util_now_ms();
-	if (daemon_state_save(d, &cause) == 0) {
-		if (d->state_failing)
-			log_info("event=state_file result=ok path=%s",
-			    d->state_path);
-		d->state_failing = false;
-		d->state_retry_ms = DAEMON_STATE_RETRY_MS;
-		return;
-	}
-	d->state_dirty = true;
-	d->state_failing = true;
-	log_errorx("event=state_file result=error error=%s retry_in=%s",
-	    log_quote(q, sizeof(q), cause),
-	    util_fmt_secs(retry, sizeof(retry), (int64_t)d->state_retry_ms));
-	free(cause);
-	evtimer_add(d->state_ev, util_timeval(&tv, d->state_retry_ms));
-	d->state_retry_ms *= 2;
-	if (d->state_retry_ms > DAEMON_STATE_RETRY_MAX_MS)
-		d->state_retry_ms = DAEMON_STATE_RETRY_MAX_MS;
-}
-
-/*
- * A breaker changed: write state_file soon. At once, unless a retry waits
- * or the last write was less than DAEMON_STATE_SPACING_MS ago; changes in
- * between are written together.
- */
-static void
-daemon_state_schedule(struct daemon *d)
-{
-	struct timeval tv;
-	uint64_t now, since;
-
-	if (d->state_path == NULL || d->state_ev == NULL)
-		return;
-	d->state_dirty = true;
-	if (evtimer_pending(d->state_ev, NULL))
-		return;
-	now = util_now_ms();
-	since = now - d->state_written_ms;
-	if (d->state_written_ms != 0 && since < DAEMON_STATE_SPACING_MS)
-		evtimer_add(d->state_ev,
-		    util_timeval(&tv, DAEMON_STATE_SPACING_MS - since));
-	else
-		event_active(d->state_ev, EV_TIMEOUT, 0);
-}
-
-/*
- * A state file that cannot be used is logged and kept as FILE.bad, before
- * the first write would replace it.
- */
-static void
-daemon_state_reject(const char *path, const char *why)
-{
-	char *bad = NULL, *cause = NULL, q[1024], qb[1024];
-
-	if (state_set_aside(path, &bad, &cause) == 0) {
-		log_warnx("event=state_file result=error path=%s error=%s "
-			  "kept=%s",
-		    path, log_quote(q, sizeof(q), why),
-		    log_quote(qb, sizeof(qb), bad));
-		free(bad);
-		return;
-	}
-	log_warnx("event=state_file result=error path=%s error=%s", path,
-	    log_quote(q, sizeof(q), why));
-	log_errorx("event=state_file result=error path=%s error=%s", path,
-	    log_quote(q, sizeof(q), cause));
-	free(cause);
-}
-
-/*
- * Take back the breaker states of state_file at start. A missing file is a
- * first start; a bad one is logged and ignored; upstreams no longer in the
- * config are dropped (the next write leaves them out).
- */
-static void
-daemon_state_load(struct daemon *d)
-{
-	const char *path = d->state_path;
-	uint64_t now;
-	struct state_entry *v = NULL;
-	struct breaker_stats st;
-	struct upstream *up;
-	char *text = NULL, *cause = NULL, retry[32];
-	size_t len, n = 0, i;
-	int rc;
-
-	rc = state_read(path, &text, &len, &cause);
-	if (rc == 1) {
-		log_info("event=state_file result=missing path=%s", path);
-		return;
-	}
-	/* The two clocks read together: what is left carries over exactly. */
-	now = util_now_ms();
-	if (rc == 0)
-		rc = state_decode(text, len, util_wall_ms(), &v, &n, &cause);
-	free(text);
-	if (rc != 0) {
-		daemon_state_reject(path, cause);
-		free(cause);
-		return;
-	}
-	for (i = 0; i < n; i++) {
-		if ((up = daemon_upstream(d, v[i].name)) == NULL) {
-			log_info("event=state_file result=dropped upstream=%s "
-				 "error=\"not in the config\"",
-			    v[i].name);
-			continue;
-		}
-		breaker_restore(up->breaker, &v[i].saved, now);
-		breaker_snapshot(up->breaker, now, &st);
-		if (v[i].saved.state == BREAKER_CLOSED &&
-		    st.state == BREAKER_CLOSED)
-			continue;
-		log_notice("event=state_file result=restored upstream=%s "
-			   "saved=%s state=%s retry_after=%s backoff=%u",
-		    up->name, breaker_state_name(v[i].saved.state),
-		    breaker_state_name(st.state),
-		    util_fmt_secs(retry, sizeof(retry), st.retry_after_ms),
-		    v[i].saved.backoff_steps);
-	}
-	free(v);
 }
 
 /* An upstream's breaker changed state (main thread). */
@@ -356,7 +161,7 @@ daemon_upstream_changed(struct upstream *up, void *arg)
 	(void)up;
 	/* Keep systemctl status current. */
 	daemon_notify_status(d, "");
-	daemon_state_schedule(d);
+	state_file_changed(d->state);
 }
 
 /* Post a command to every worker. */
@@ -568,7 +373,7 @@ daemon_admin_bind(struct daemon *d, const struct config *conf,
 		return 0;
 	if (d->admin == NULL)
 		*next = admin_new(d->base, &conf->admin, conf->admin_token,
-		    d->start_ms, daemon_admin_upstreams, d, cause);
+		    d->start_ms, daemon_running_upstreams, d, cause);
 	else
 		*next = admin_rebind(d->admin, &conf->admin, conf->admin_token,
 		    cause);
@@ -734,7 +539,7 @@ daemon_reload(struct daemon *d)
 	    conf->log_target);
 	for (i = 0; i < d->nupstreams; i++)
 		upstream_tick(d->upstreams[i], now);
-	daemon_state_schedule(d);
+	state_file_changed(d->state);
 
 	d->reload = rl;
 	atomic_store(&d->reload_pending, d->nworkers);
@@ -1007,7 +812,6 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 		    log_quote(q, sizeof(q), strerror(errno)));
 	}
 	d = xcalloc(1, sizeof(*d));
-	d->state_reserve_fd = -1;
 	d->conf = conf;
 	d->conf_path = path;
 	d->log_level_override = level_override;
@@ -1025,12 +829,12 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	daemon_config_check_mode(conf, path);
 
 	daemon_make_upstreams(d, now);
-	d->state_ev = evtimer_new(d->base, daemon_state_cb, d);
-	d->state_retry_ms = DAEMON_STATE_RETRY_MS;
 	if (conf->state_file != NULL) {
-		d->state_path = xstrdup(conf->state_file);
-		d->state_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		daemon_state_load(d);
+		d->state = state_file_new(d->base, conf->state_file,
+		    daemon_running_upstreams, d, cause);
+		if (d->state == NULL)
+			goto fail;
+		state_file_load(d->state);
 	}
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
 	for (i = 0; i < d->nworkers; i++) {
@@ -1043,7 +847,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 		goto fail;
 	if (conf->admin_enabled &&
 	    (d->admin = admin_new(d->base, &conf->admin, conf->admin_token,
-		 d->start_ms, daemon_admin_upstreams, d, cause)) == NULL)
+		 d->start_ms, daemon_running_upstreams, d, cause)) == NULL)
 		goto fail;
 	for (j = 0; j < d->nlisteners; j++)
 		for (i = 0; i < d->nworkers; i++)
@@ -1094,7 +898,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	for (j = 0; j < d->nupstreams; j++)
 		upstream_tick(d->upstreams[j], now);
 	/* At once: a state_file that cannot be written shows at start. */
-	daemon_state_schedule(d);
+	state_file_changed(d->state);
 	daemon_notify_status(d, "READY=1\n");
 	*dp = d;
 	return 0;
@@ -1102,21 +906,6 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 fail:
 	daemon_free(d);
 	return -1;
-}
-
-/* The last write of state_file, at stop: logged if it fails. */
-static void
-daemon_state_final(struct daemon *d)
-{
-	char *cause = NULL, q[1024];
-
-	if (d->state_path == NULL)
-		return;
-	if (daemon_state_save(d, &cause) != 0) {
-		log_errorx("event=state_file result=error error=%s",
-		    log_quote(q, sizeof(q), cause));
-		free(cause);
-	}
 }
 
 /* Run until every worker has ended; returns the exit status. */
@@ -1133,7 +922,7 @@ daemon_run(struct daemon *d)
 		closed += d->workers[i]->closed;
 	}
 	d->nspawned = 0;
-	daemon_state_final(d);
+	state_file_stop(d->state);
 	log_info("event=stop reason=%s drained=%" PRIu64 " closed=%" PRIu64,
 	    d->stop_reason != NULL ? d->stop_reason : "unknown", drained,
 	    closed);
@@ -1196,11 +985,7 @@ daemon_free(struct daemon *d)
 	free(d->watchdog_seen);
 	if (d->reload_done_ev != NULL)
 		event_free(d->reload_done_ev);
-	if (d->state_ev != NULL)
-		event_free(d->state_ev);
-	free(d->state_path);
-	if (d->state_reserve_fd != -1)
-		close(d->state_reserve_fd);
+	state_file_free(d->state);
 	if (d->base != NULL)
 		event_base_free(d->base);
 	config_free(d->conf);

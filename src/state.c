@@ -213,8 +213,8 @@ state_decode_line(char *line, uint64_t wall_ms, struct state_entry *e,
 	}
 	/* An opening lasts open= from since: a longer one was not ours. */
 	if (e->saved.state == BREAKER_OPEN && until - since > open) {
-		xasprintf(cause, "upstream %s: until - since is longer than open=",
-		    e->name);
+		xasprintf(cause,
+		    "upstream %s: until - since is longer than open=", e->name);
 		return -1;
 	}
 	e->saved.age_ms = wall_ms > since ? wall_ms - since : 0;

@@ -16,7 +16,7 @@ floors='
 4 config
 5 state stats notify reject admin_page probe
 6 upstream
-7 listener pipe
+7 listener pipe state_file
 8 relay worker
 9 admin
 10 daemon

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <poll.h>
@@ -386,7 +387,8 @@ START_TEST(state_bad_file_ignored)
 		    "line 2: upstream api: bad since 'x'" },
 		{ "circuitproxyd-state 1\napi state=open since=1764630000.000 "
 		  "until=1795766400.000 open=30.000 backoff=0\n",
-		    "line 2: upstream api: until - since is longer than open=" },
+		    "line 2: upstream api: until - since is longer than "
+		    "open=" },
 	};
 	struct h_backend *srv = h_backend(H_ECHO);
 	char *lis = h_free_addr4(), *path = h_path("state"), *text;
@@ -509,6 +511,135 @@ START_TEST(state_flapping_coalesced)
 }
 END_TEST
 
+/* How long the state_file write hangs, and the watchdog interval then. */
+#define STALL_MS 5000
+#define STALL_WATCHDOG_US 1000000
+
+/* GET /health once: how long the 200 took, or -1. */
+static int64_t
+health_ms(const char *admin)
+{
+	static const char req[] = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+				  "Connection: close\r\n\r\n";
+	uint64_t t0 = h_now_ms();
+	char *resp = NULL;
+	size_t len = 0;
+	int fd = h_connect(admin, H_WAIT_MS);
+	bool ok;
+
+	if (fd < 0)
+		return -1;
+	ok = h_send_all(fd, req, sizeof(req) - 1, H_WAIT_MS) == 0 &&
+	    h_recv_all(fd, &resp, &len, H_WAIT_MS) == H_OUT_EOF && len >= 12 &&
+	    strncmp(resp, "HTTP/1.1 200", 12) == 0;
+	h_close(fd);
+	return ok ? (int64_t)(h_now_ms() - t0) : -1;
+}
+
+/* Read a FIFO to its end (the writer closed it) within ms. */
+static char *
+read_fifo(const char *path, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	static char buf[65536];
+	size_t len = 0;
+	ssize_t r;
+	int fd = open(path, O_RDONLY | O_NONBLOCK);
+
+	h_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+	while (h_now_ms() < deadline && len < sizeof(buf) - 1) {
+		r = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (r > 0)
+			len += (size_t)r;
+		else if (r == 0 && len > 0)
+			break;
+		else
+			poll(NULL, 0, 10);
+	}
+	close(fd);
+	buf[len] = '\0';
+	return h_strf("%s", buf);
+}
+
+/*
+ * A state_file write that hangs (a FIFO where FILE.tmp goes, read by no
+ * one: open() waits, as on a hung disk) for STALL_MS holds up nothing
+ * else: WATCHDOG=1 keeps coming at its interval, /health answers, and the
+ * circuit opens and goes half_open on time. When the write comes unstuck
+ * (it fails: fsync of a FIFO), the newest state, handed over while it
+ * hung, is written next; the ones in between were replaced, not queued.
+ */
+START_TEST(state_slow_disk)
+{
+	struct h_backend *srv = h_backend(H_REFUSE);
+	char *lis = h_free_addr4(), *admin = h_free_addr4();
+	char *path = h_path("state"), *tmp = h_strf("%s.tmp", path), *text;
+	struct h_opts opts = {
+		.env = { "WATCHDOG_USEC=" H_STR(STALL_WATCHDOG_US), NULL }
+	};
+	const char *conf = h_strf("[global]\n"
+				  "workers = 1\n"
+				  "admin = %s\n"
+				  "state_file = %s\n\n%s",
+	    admin, path, upstream("api", lis, srv, "recovery_timeout = 1s"));
+	struct h_daemon *d;
+	const char *line;
+	int64_t t_open, t_half, ms, worst = 0;
+	unsigned pings, answers = 0;
+	uint64_t t0;
+	size_t nmark;
+
+	h_assert(mkfifo(tmp, 0600) == 0, "mkfifo %s: %s", tmp, strerror(errno));
+	d = h_daemon_start_opts(&opts, conf);
+	t0 = h_now_ms();
+	nmark = h_notify_mark(d);
+
+	h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	line = h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api",
+	    "from=closed", "to=open");
+	t_open = h_log_time_ms(line);
+	line = h_expect_log(d, 1000 + LATE_MS, "event=state", "upstream=api",
+	    "from=open", "to=half_open");
+	t_half = h_log_time_ms(line);
+	h_assert_between(t_half - t_open, 1000 - ROUND_MS, 1000 + LATE_MS,
+	    "ms from open to half_open while the write hung");
+	while (h_now_ms() - t0 < STALL_MS) {
+		ms = health_ms(admin);
+		h_assert(ms >= 0,
+		    "/health unanswered %" PRIu64 " ms into the "
+		    "hung write",
+		    h_now_ms() - t0);
+		worst = ms > worst ? ms : worst;
+		answers++;
+		poll(NULL, 0, 100);
+	}
+	pings = h_count_notify(d, nmark, "WATCHDOG=1");
+	h_assert(access(path, F_OK) != 0,
+	    "%s was written: the write did not hang", path);
+	h_assert(pings >= STALL_MS / (STALL_WATCHDOG_US / 2000) - 2,
+	    "%u WATCHDOG=1 in a %d ms hung write, every %d ms expected", pings,
+	    STALL_MS, STALL_WATCHDOG_US / 2000);
+	fprintf(stderr,
+	    "state_slow_disk: write hung %d ms: %u WATCHDOG=1 (interval %d "
+	    "ms), %u /health answered, slowest %" PRId64 " ms\n",
+	    STALL_MS, pings, STALL_WATCHDOG_US / 2000, answers, worst);
+
+	/* Unstuck: the hung write carried a state file... */
+	text = read_fifo(tmp, H_WAIT_MS);
+	h_assert(strncmp(text, "circuitproxyd-state 1\n", 22) == 0 &&
+		strstr(text, "\napi state=") != NULL,
+	    "the hung write carried:\n%s", text);
+	h_expect_log(d, H_WAIT_MS, "level=error", "event=state_file",
+	    "result=error", "error=");
+	/* ...and the newest state is what is written next. */
+	wait_state_line(path, "api state=half_open", "backoff=", H_WAIT_MS);
+	stop_ok(d);
+	text = read_file(path);
+	h_assert(text != NULL && strstr(text, "\napi state=half_open ") != NULL,
+	    "the state file after the stop:\n%s", text ? text : "(none)");
+}
+END_TEST
+
 int
 main(void)
 {
@@ -521,5 +652,6 @@ main(void)
 	H_TEST(s, state_bad_file_ignored);
 	H_TEST(s, state_write_failure_retried);
 	H_TEST(s, state_flapping_coalesced);
+	H_TEST(s, state_slow_disk);
 	return h_main(s);
 }
