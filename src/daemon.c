@@ -843,8 +843,10 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 		if (d->workers[i] == NULL)
 			goto fail;
 	}
+	listener_receive();
 	if (daemon_bind(d, cause) != 0)
 		goto fail;
+	listener_receive_done();
 	if (conf->admin_enabled &&
 	    (d->admin = admin_new(d->base, &conf->admin, conf->admin_token,
 		 d->start_ms, daemon_running_upstreams, d, cause)) == NULL)
@@ -960,6 +962,7 @@ daemon_free(struct daemon *d)
 	for (j = 0; j < d->nlisteners; j++)
 		listener_free(d->listeners[j]);
 	free(d->listeners);
+	listener_receive_free();
 	for (i = 0; i < d->nworkers && d->workers != NULL; i++)
 		worker_free(d->workers[i]);
 	free(d->workers);

@@ -3,6 +3,8 @@
  * thread at start; each worker accepts from it with its own event. Running
  * out of file descriptors pauses that worker's accepts for a moment (the
  * clients wait in the backlog) and is logged at most once a second.
+ * Sockets received from the service manager (LISTEN_FDS, socket
+ * activation) are kept here and taken by the address they are bound to.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -12,6 +14,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,6 +24,10 @@
 
 #include <event2/event.h>
 
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
 #include "listener.h"
 #include "log.h"
 #include "upstream.h"
@@ -29,6 +36,26 @@
 #define LISTENER_BACKLOG 4096
 #define LISTENER_ACCEPT_BATCH 64
 #define LISTENER_PAUSE_MS 100
+
+/* The first descriptor the service manager passes (SD_LISTEN_FDS_START). */
+#define LISTENER_FDS_START 3
+#define LISTENER_RECEIVED_MAX 256
+
+/*
+ * A socket received from the service manager. It outlives the listeners
+ * that take it: a reload that drops its address hands it back here, and
+ * one that names it again takes it back; it is never shut down, so the
+ * clients that arrive while the daemon restarts wait in its backlog.
+ */
+struct listener_received {
+	int fd;
+	struct addr addr; /* as bound (getsockname) */
+	char name[64];	  /* from LISTEN_FDNAMES, or "unknown" */
+	bool taken;
+};
+
+static struct listener_received *listener_received;
+static size_t listener_nreceived;
 
 /* The second of the last such line, shared by every worker. */
 static _Atomic uint64_t listener_shortage_logged;
@@ -104,6 +131,207 @@ listener_socket(const struct addr *a, bool reuseport, bool do_listen,
 	return fd;
 }
 
+/* Do a received socket's address and a config address name the same? */
+static bool
+listener_addr_equal(const struct addr *r, const struct addr *a)
+{
+	const struct sockaddr_un *x = (const struct sockaddr_un *)&r->ss,
+				 *y = (const struct sockaddr_un *)&a->ss;
+	const struct sockaddr_in *x4 = (const struct sockaddr_in *)&r->ss,
+				 *y4 = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in6 *x6 = (const struct sockaddr_in6 *)&r->ss,
+				  *y6 = (const struct sockaddr_in6 *)&a->ss;
+
+	if (r->family != a->family)
+		return false;
+	if (a->family == AF_UNIX)
+		return strncmp(x->sun_path, y->sun_path, sizeof(x->sun_path)) ==
+		    0;
+	if (a->family == AF_INET)
+		return x4->sin_port == y4->sin_port &&
+		    x4->sin_addr.s_addr == y4->sin_addr.s_addr;
+	return x6->sin6_port == y6->sin6_port &&
+	    memcmp(&x6->sin6_addr, &y6->sin6_addr, sizeof(x6->sin6_addr)) == 0;
+}
+
+/*
+ * The descriptors and names the service manager passed, if it passed any
+ * to this process: *names is a colon-separated list or NULL. The variables
+ * are removed, so that nothing started later takes them for its own.
+ */
+static int
+listener_received_fds(char **names)
+{
+#ifdef HAVE_LIBSYSTEMD
+	char **v = NULL;
+	size_t i, len = 0;
+	int n;
+
+	*names = NULL;
+	n = sd_listen_fds_with_names(1, &v);
+	if (n <= 0 || v == NULL)
+		return n < 0 ? 0 : n;
+	for (i = 0; v[i] != NULL; i++)
+		len += strlen(v[i]) + 1;
+	*names = xcalloc(1, len + 1);
+	for (i = 0; v[i] != NULL; i++) {
+		if (i > 0)
+			strcat(*names, ":");
+		strcat(*names, v[i]);
+		free(v[i]);
+	}
+	free(v);
+	return n;
+#else
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	const char *fdnames = getenv("LISTEN_FDNAMES");
+	char *end;
+	long n = 0;
+
+	*names = NULL;
+	if (pid != NULL && fds != NULL &&
+	    strtol(pid, &end, 10) == (long)getpid() && *end == '\0') {
+		n = strtol(fds, &end, 10);
+		if (*end != '\0' || n < 0 || n > LISTENER_RECEIVED_MAX)
+			n = 0;
+		if (fdnames != NULL)
+			*names = xstrdup(fdnames);
+	}
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return (int)n;
+#endif
+}
+
+/* Is this descriptor a listening stream socket we can take? */
+static bool
+listener_received_usable(int fd, struct addr *a)
+{
+	int type = 0, listening = 0, on = 1;
+	socklen_t len = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1 ||
+	    type != SOCK_STREAM)
+		return false;
+	len = sizeof(listening);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == -1 ||
+	    !listening)
+		return false;
+	memset(a, 0, sizeof(*a));
+	a->len = sizeof(a->ss);
+	if (getsockname(fd, (struct sockaddr *)&a->ss, &a->len) == -1)
+		return false;
+	a->family = a->ss.ss_family;
+	if (a->family != AF_INET && a->family != AF_INET6 &&
+	    a->family != AF_UNIX)
+		return false;
+	addr_format((struct sockaddr *)&a->ss, a->len, a->text,
+	    sizeof(a->text));
+	/* Accepts are batched: never block. Accepted sockets inherit it. */
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == -1 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) == -1)
+		return false;
+	if (a->family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	return true;
+}
+
+/*
+ * Take the sockets the service manager passed (socket activation), once,
+ * at start. Each is logged; one that is not a listening stream socket is
+ * closed at once. Returns how many are kept.
+ */
+size_t
+listener_receive(void)
+{
+	char *names, *name, *save = NULL, q[ADDR_TEXT_MAX + 8], nq[80];
+	struct listener_received *r;
+	int i, n;
+
+	n = listener_received_fds(&names);
+	if (n <= 0) {
+		free(names);
+		return 0;
+	}
+	listener_received = xcalloc((size_t)n, sizeof(*listener_received));
+	name = names != NULL ? strtok_r(names, ":", &save) : NULL;
+	for (i = 0; i < n; i++) {
+		r = &listener_received[listener_nreceived];
+		r->fd = LISTENER_FDS_START + i;
+		snprintf(r->name, sizeof(r->name), "%s",
+		    name != NULL ? name : "unknown");
+		if (name != NULL)
+			name = strtok_r(NULL, ":", &save);
+		if (!listener_received_usable(r->fd, &r->addr)) {
+			log_warnx("event=socket_received fd=%d name=%s "
+				  "error=\"not a listening stream socket: "
+				  "closed\"",
+			    r->fd, log_quote(nq, sizeof(nq), r->name));
+			close(r->fd);
+			continue;
+		}
+		log_info("event=socket_received fd=%d name=%s addr=%s", r->fd,
+		    log_quote(nq, sizeof(nq), r->name),
+		    log_quote(q, sizeof(q), r->addr.text));
+		listener_nreceived++;
+	}
+	free(names);
+	return listener_nreceived;
+}
+
+/*
+ * Close the received sockets no listen address of the config took (at
+ * start, once every listener is bound): nobody would accept from them.
+ */
+void
+listener_receive_done(void)
+{
+	char q[ADDR_TEXT_MAX + 8], nq[80];
+	size_t i;
+
+	for (i = 0; i < listener_nreceived; i++) {
+		if (listener_received[i].taken || listener_received[i].fd == -1)
+			continue;
+		log_warnx("event=socket_received fd=%d name=%s addr=%s "
+			  "error=\"no listen address of the config names it: "
+			  "closed\"",
+		    listener_received[i].fd,
+		    log_quote(nq, sizeof(nq), listener_received[i].name),
+		    log_quote(q, sizeof(q), listener_received[i].addr.text));
+		close(listener_received[i].fd);
+		listener_received[i].fd = -1;
+	}
+}
+
+/* Free what is left of the received sockets, at exit. */
+void
+listener_receive_free(void)
+{
+	size_t i;
+
+	for (i = 0; i < listener_nreceived; i++)
+		if (listener_received[i].fd != -1)
+			close(listener_received[i].fd);
+	free(listener_received);
+	listener_received = NULL;
+	listener_nreceived = 0;
+}
+
+/* The received socket bound to this address and still free, or NULL. */
+static struct listener_received *
+listener_received_find(const struct addr *a)
+{
+	size_t i;
+
+	for (i = 0; i < listener_nreceived; i++)
+		if (!listener_received[i].taken &&
+		    listener_received[i].fd != -1 &&
+		    listener_addr_equal(&listener_received[i].addr, a))
+			return &listener_received[i];
+	return NULL;
+}
+
 /* One plain listening socket (the admin endpoint's); -1 with *cause. */
 int
 listener_bind(const struct addr *a, char **cause)
@@ -123,10 +351,25 @@ struct listener *
 listener_open(const struct addr *a, struct upstream *up, unsigned nworkers,
     char **cause)
 {
+	struct listener_received *r;
 	struct listener *l;
 	unsigned i, nfds = 1;
 	int probe;
 
+	if ((r = listener_received_find(a)) != NULL) {
+		/* One socket, shared by every worker, as a unix path's. */
+		r->taken = true;
+		l = xcalloc(1, sizeof(*l));
+		l->addr = *a;
+		atomic_init(&l->up, up);
+		l->received = r->name;
+		l->fds = xcalloc(1, sizeof(*l->fds));
+		l->fds[0] = r->fd;
+		l->nfds = 1;
+		l->nslots = nworkers;
+		l->slots = xcalloc(nworkers, sizeof(*l->slots));
+		return l;
+	}
 	if (a->family == AF_UNIX)
 		listener_unlink_stale(a);
 #ifdef SO_REUSEPORT
@@ -199,11 +442,17 @@ listener_slot_pause(struct listener_slot *s, int error)
 void
 listener_log(struct listener *l, const char *event)
 {
-	char addr[ADDR_TEXT_MAX + 8];
+	char addr[ADDR_TEXT_MAX + 8], name[80];
 
-	log_info("event=%s upstream=%s addr=%s", event,
-	    atomic_load(&l->up)->name,
-	    log_quote(addr, sizeof(addr), l->addr.text));
+	if (l->received != NULL)
+		log_info("event=%s upstream=%s addr=%s socket=received name=%s",
+		    event, atomic_load(&l->up)->name,
+		    log_quote(addr, sizeof(addr), l->addr.text),
+		    log_quote(name, sizeof(name), l->received));
+	else
+		log_info("event=%s upstream=%s addr=%s", event,
+		    atomic_load(&l->up)->name,
+		    log_quote(addr, sizeof(addr), l->addr.text));
 }
 
 /* Log an unexpected accept error, once a second at most. */
@@ -356,24 +605,39 @@ listener_relisten(struct listener *l, char **cause)
 /*
  * Refuse new clients at once. shutdown() does that without freeing the
  * descriptors, which workers may still be polling; they are closed when
- * the workers have let go.
+ * the workers have let go. A received socket is left listening: the
+ * service manager holds it too, and the clients that arrive meanwhile
+ * wait in its backlog for the next process (the workers stop accepting).
  */
 void
 listener_shutdown(struct listener *l)
 {
 	unsigned i;
 
+	if (l->received != NULL)
+		return;
 	for (i = 0; i < l->nfds; i++)
 		if (l->fds[i] != -1)
 			shutdown(l->fds[i], SHUT_RDWR);
 }
 
-/* Close the sockets; a unix socket file is removed. */
+/*
+ * Close the sockets; a unix socket file is removed. A received socket is
+ * handed back, open, for a later reload that names its address again.
+ */
 static void
 listener_close(struct listener *l)
 {
 	unsigned i;
+	size_t k;
 
+	if (l->received != NULL) {
+		for (k = 0; k < listener_nreceived; k++)
+			if (listener_received[k].fd == l->fds[0])
+				listener_received[k].taken = false;
+		l->nfds = 0;
+		return;
+	}
 	for (i = 0; i < l->nfds; i++) {
 		if (l->fds[i] != -1)
 			close(l->fds[i]);

@@ -37,10 +37,17 @@ struct listener {
 	_Atomic(struct upstream *) up; /* a reload may hand it to another */
 	int *fds;		       /* one per worker (TCP), or one */
 	unsigned nfds;
+	const char *received; /* the socket came from systemd: its name */
 	struct listener_slot *slots; /* one per worker */
 	unsigned nslots;
 };
 
+/* Keep the sockets the service manager passed; how many were kept. */
+size_t listener_receive(void);
+/* Log and close the received sockets no listener took (after binding). */
+void listener_receive_done(void);
+/* Close the received sockets still kept, at exit. */
+void listener_receive_free(void);
 /* One plain listening socket, stale unix file removed; -1 with *cause. */
 int listener_bind(const struct addr *, char **cause);
 /* Bind and listen; -1 with *cause on failure. */

@@ -823,7 +823,7 @@ h_build_env(const char *notify, const char *const *extra)
 
 	while (environ[n] != NULL)
 		n++;
-	env = h_alloc((n + 3 + H_MAX_ENV) * sizeof(*env));
+	env = h_alloc((n + 6 + H_MAX_ENV) * sizeof(*env));
 	for (i = 0, k = 0; i < n; i++) {
 		size_t j;
 
@@ -842,13 +842,45 @@ h_build_env(const char *notify, const char *const *extra)
 }
 
 /*
+ * In the child: the listening sockets to 3.. as systemd passes them, with
+ * LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES (h_build_env left room).
+ */
+static void
+h_child_pass_fds(const struct h_opts *opts, char **env)
+{
+	static char lfds[32], lpid[32], lnames[256];
+	unsigned i, nl = opts->nlisten_fds;
+	int high[4];
+	size_t n = 0;
+
+	/* Out of the way first, then to 3.. without FD_CLOEXEC. */
+	for (i = 0; i < nl && i < 4; i++)
+		high[i] = fcntl(opts->listen_fds[i], F_DUPFD, 900);
+	for (i = 0; i < nl && i < 4; i++)
+		dup2(high[i], 3 + (int)i);
+	close_range(3 + nl, ~0u, 0);
+	snprintf(lfds, sizeof(lfds), "LISTEN_FDS=%u", nl);
+	snprintf(lpid, sizeof(lpid), "LISTEN_PID=%ld", (long)getpid());
+	while (env[n] != NULL)
+		n++;
+	env[n++] = lfds;
+	env[n++] = lpid;
+	if (opts->listen_fdnames != NULL) {
+		snprintf(lnames, sizeof(lnames), "LISTEN_FDNAMES=%s",
+		    opts->listen_fdnames);
+		env[n++] = lnames;
+	}
+	env[n] = NULL;
+}
+
+/*
  * In the child, between fork and exec: only async-signal-safe calls. The
  * daemon dies with the test (PR_SET_PDEATHSIG), even when the test fails
  * and Check's child exits at once.
  */
 static void
 h_child_exec(pid_t parent, int out, int err, const char **argv, char **env,
-    unsigned nofile, bool journal)
+    unsigned nofile, bool journal, const struct h_opts *opts)
 {
 	int devnull = open("/dev/null", O_RDONLY);
 	struct rlimit rl;
@@ -885,7 +917,10 @@ h_child_exec(pid_t parent, int out, int err, const char **argv, char **env,
 			dup2(devnull, STDIN_FILENO);
 		dup2(out, STDOUT_FILENO);
 		dup2(err, STDERR_FILENO);
-		close_range(3, ~0u, 0);
+		if (opts != NULL && opts->nlisten_fds > 0)
+			h_child_pass_fds(opts, env);
+		else
+			close_range(3, ~0u, 0);
 	}
 	if (journal) {
 		struct stat st;
@@ -1046,11 +1081,12 @@ h_daemon_spawn_ap(const char *where, const struct h_opts *opts,
 	if (d->pid == -1)
 		h_fail(where, "fork: %s", strerror(errno));
 	if (d->pid == 0 && opts != NULL && opts->std_closed)
-		h_child_exec(parent, p[1], -1, argv, env, opts->nofile, false);
+		h_child_exec(parent, p[1], -1, argv, env, opts->nofile, false,
+		    NULL);
 	if (d->pid == 0)
 		h_child_exec(parent, p[1], p[1], argv, env,
 		    opts != NULL ? opts->nofile : 0,
-		    opts != NULL && opts->journal);
+		    opts != NULL && opts->journal, opts);
 	close(p[1]);
 	if (pthread_create(&d->notifier, NULL, h_daemon_notifier, d) != 0)
 		h_fail(where, "pthread_create failed");
@@ -2039,7 +2075,7 @@ h_run_argv(struct h_run *r, const char **argv)
 	if (pid == -1)
 		h_fail(H_WHERE, "fork: %s", strerror(errno));
 	if (pid == 0)
-		h_child_exec(parent, op[1], ep[1], argv, env, 0, false);
+		h_child_exec(parent, op[1], ep[1], argv, env, 0, false, NULL);
 	close(op[1]);
 	close(ep[1]);
 	r->out = NULL;

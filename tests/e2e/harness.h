@@ -123,6 +123,14 @@ struct h_opts {
 	bool journal;	    /* JOURNAL_STREAM names the daemon's stderr */
 	bool std_closed;    /* started with fds 0-2 closed (no log read) */
 	const char *env[8]; /* extra "NAME=value" entries, NULL-ended */
+	/*
+	 * Listening sockets passed as systemd does (socket activation): as
+	 * descriptors 3.. with LISTEN_FDS, LISTEN_PID and, if set,
+	 * LISTEN_FDNAMES. The test keeps its own copies.
+	 */
+	int listen_fds[4];
+	unsigned nlisten_fds;
+	const char *listen_fdnames;
 };
 struct h_daemon *h_daemon_spawn_opts_args(const char *, const struct h_opts *,
     const char *, ...);
