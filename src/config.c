@@ -64,6 +64,10 @@ static const struct config_key config_key_table[] = {
 	    CONFIG_KEY_RELOADABLE | CONFIG_KEY_SECRET, 0, 0, "",
 	    G(admin_token), 0, NULL,
 	    "bearer token every admin request but /health needs" },
+	{ "admin_token_file", CONFIG_SCOPE_GLOBAL, CONFIG_T_STRING,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "",
+	    G(admin_token_file), 0, NULL,
+	    "read admin_token from this file's first line" },
 	{ "shutdown_timeout", CONFIG_SCOPE_GLOBAL, CONFIG_T_DURATION,
 	    CONFIG_KEY_RELOADABLE, 0, DURATION_MAX, "30s",
 	    G(shutdown_timeout_ms), 0, NULL,
@@ -898,6 +902,7 @@ config_free(struct config *cfg)
 		config_upstream_free(&cfg->upstreams[i]);
 	free(cfg->upstreams);
 	free(cfg->admin_token);
+	free(cfg->admin_token_file);
 	free(cfg->state_file);
 	free(cfg->path);
 	free(cfg);
@@ -1127,6 +1132,83 @@ config_check_binds(struct config_parse *cp, const struct config *cfg,
  * The second pass: build the config from the sections, then check the rules
  * that span keys and sections. Errors go to cp->errs.
  */
+/*
+ * Read an admin token: the file's first line without its line end. 0, or
+ * -1 with *cause (allocated). The file may be 0600 root: it is read at
+ * start and at each reload, before any privilege is given up.
+ */
+int
+config_read_token(const char *path, char **token, char **cause)
+{
+	char buf[CONFIG_TOKEN_MAX + 2];
+	size_t n;
+	FILE *f;
+
+	*token = NULL;
+	if ((f = fopen(path, "re")) == NULL) {
+		xasprintf(cause, "cannot open: %s", strerror(errno));
+		return -1;
+	}
+	if (fgets(buf, sizeof(buf), f) == NULL)
+		buf[0] = '\0';
+	fclose(f);
+	n = strcspn(buf, "\r\n");
+	if (n == 0 || n > CONFIG_TOKEN_MAX) {
+		xasprintf(cause, "%s",
+		    n == 0 ? "no token on its first line" : "token too long");
+		return -1;
+	}
+	buf[n] = '\0';
+	*token = xstrdup(buf);
+	return 0;
+}
+
+/*
+ * Where the admin token comes from (SPEC 3): admin_token, or the file
+ * admin_token_file names, or, with neither, the credential systemd passes
+ * as $CREDENTIALS_DIRECTORY/admin_token (LoadCredential=). A missing
+ * credential is no token; a named file that cannot be read is an error.
+ */
+static void
+config_token_resolve(struct config_parse *cp, struct config *cfg,
+    const int *gseen)
+{
+	int tline = gseen[config_key_index("admin_token")];
+	int fline = gseen[config_key_index("admin_token_file")];
+	const char *dir;
+	char *path = NULL, *cause = NULL;
+
+	cfg->admin_token_inline = cfg->admin_token != NULL;
+	if (cfg->admin_token_file != NULL) {
+		if (cfg->admin_token != NULL) {
+			config_error_add(cp->errs, cp->path, fline,
+			    "admin_token_file '%s': admin_token is set too "
+			    "(set one of them)",
+			    cfg->admin_token_file);
+			return;
+		}
+		if (config_read_token(cfg->admin_token_file, &cfg->admin_token,
+			&cause) != 0) {
+			config_error_add(cp->errs, cp->path, fline,
+			    "admin_token_file '%s': %s", cfg->admin_token_file,
+			    cause);
+			free(cause);
+		}
+		return;
+	}
+	if (tline != 0 || (dir = getenv("CREDENTIALS_DIRECTORY")) == NULL ||
+	    *dir == '\0')
+		return;
+	xasprintf(&path, "%s/admin_token", dir);
+	if (access(path, F_OK) == 0 &&
+	    config_read_token(path, &cfg->admin_token, &cause) != 0) {
+		config_error_add(cp->errs, cp->path, 0,
+		    "credential admin_token '%s': %s", path, cause);
+		free(cause);
+	}
+	free(path);
+}
+
 static struct config *
 config_build(struct config_parse *cp)
 {
@@ -1204,6 +1286,7 @@ config_build(struct config_parse *cp)
 		config_check_breaker(cp, uc, &info[i], dseen);
 	}
 	config_check_binds(cp, cfg, info, gseen[config_key_index("admin")]);
+	config_token_resolve(cp, cfg, gseen);
 	if (cfg->admin_enabled && !addr_is_local(&cfg->admin) &&
 	    cfg->admin_token == NULL) {
 		config_error_add(cp->errs, cp->path,
@@ -1334,8 +1417,11 @@ config_load(const char *path, struct config_errors *errs)
 	cfg = config_load_buffer(path, text, len, errs);
 	free(text);
 	/* The file as read (fstat of that descriptor), for a warning. */
-	if (cfg != NULL)
+	if (cfg != NULL) {
 		cfg->world_writable = (sb.st_mode & S_IWOTH) != 0;
+		cfg->secret_readable = cfg->admin_token_inline &&
+		    (sb.st_mode & (S_IRGRP | S_IROTH)) != 0;
+	}
 	return cfg;
 }
 

@@ -52,13 +52,17 @@ struct upstream_conf {
 struct config {
 	char *path;
 	bool world_writable; /* the file read: anyone may change it */
+	bool secret_readable; /* it holds admin_token, group/others read it */
 	enum log_level log_level;
 	enum log_target log_target;
 	unsigned workers; /* resolved: "auto" is the CPU count */
 	bool workers_auto;
 	bool admin_enabled;
 	struct addr admin;
-	char *admin_token; /* NULL if unset */
+	char *
+	    admin_token; /* NULL if unset; else from the key, the file or the credential */
+	bool admin_token_inline; /* admin_token itself is in the file */
+	char *admin_token_file;	 /* NULL if unset */
 	uint64_t shutdown_timeout_ms;
 	unsigned log_rejects_per_second;
 	char *state_file; /* NULL if unset */
@@ -127,6 +131,10 @@ const char *config_key_value(const struct config *,
     const struct upstream_conf *, const struct config_key *, char *, size_t);
 /* Print every effective key = value, [global] then each upstream. */
 void config_dump(const struct config *, FILE *);
+/* The longest admin token read from a file. */
+#define CONFIG_TOKEN_MAX 4096
+/* Read a token file's first line: 0, or -1 with *cause (allocated). */
+int config_read_token(const char *path, char **token, char **cause);
 /* Print each error on its own line. */
 void config_errors_print(const struct config_errors *, FILE *);
 

@@ -38,7 +38,6 @@
 #define CTL_CONNECT_TIMEOUT_MS 3000
 #define CTL_TIMEOUT_MS 10000
 #define CTL_BODY_MAX (16 * 1024 * 1024)
-#define CTL_TOKEN_MAX 4096
 
 static const char ctl_usage_text[] =
     "usage: circuitproxyctl [-c FILE] [-a ADDR] [-T TOKEN_FILE] [-j] COMMAND\n"
@@ -99,32 +98,21 @@ ctl_usage_error(const char *fmt, ...)
 static char *
 ctl_read_token(const char *path)
 {
-	char buf[CTL_TOKEN_MAX + 2];
-	size_t n;
-	FILE *f;
+	char *token, *cause = NULL;
 
-	if ((f = fopen(path, "r")) == NULL) {
-		fprintf(stderr, "circuitproxyctl: %s: cannot open: %s\n", path,
-		    strerror(errno));
+	if (config_read_token(path, &token, &cause) != 0) {
+		fprintf(stderr, "circuitproxyctl: %s: %s\n", path, cause);
+		free(cause);
 		exit(EX_CONFIG);
 	}
-	if (fgets(buf, sizeof(buf), f) == NULL)
-		buf[0] = '\0';
-	fclose(f);
-	n = strcspn(buf, "\r\n");
-	if (n > CTL_TOKEN_MAX || n == 0) {
-		fprintf(stderr, "circuitproxyctl: %s: %s\n", path,
-		    n == 0 ? "no token on its first line" : "token too long");
-		exit(EX_CONFIG);
-	}
-	buf[n] = '\0';
-	return xstrdup(buf);
+	return token;
 }
 
 /* What the config file says of the endpoint. */
 struct ctl_found {
 	char *admin; /* as written, or NULL */
 	char *token;
+	char *token_file;
 };
 
 /* inih: keep admin and admin_token of [global], skip everything else. */
@@ -141,6 +129,8 @@ ctl_global_cb(void *arg, const char *section, const char *name,
 		slot = &f->admin;
 	else if (strcmp(name, "admin_token") == 0)
 		slot = &f->token;
+	else if (strcmp(name, "admin_token_file") == 0)
+		slot = &f->token_file;
 	if (slot != NULL) {
 		free(*slot);
 		*slot = value[0] != '\0' ? xstrdup(value) : NULL;
@@ -156,6 +146,7 @@ ctl_config_fail(struct config_errors *errs, struct ctl_found *f)
 	config_errors_clear(errs);
 	free(f->admin);
 	free(f->token);
+	free(f->token_file);
 	exit(EX_CONFIG);
 }
 
@@ -171,7 +162,7 @@ ctl_setup(struct ctl *c, const char *path, bool path_given, const char *addr,
     const char *token_file)
 {
 	struct config_errors errs = { NULL, 0 };
-	struct ctl_found f = { NULL, NULL };
+	struct ctl_found f = { NULL, NULL, NULL };
 	struct config *conf;
 	bool partial = false;
 	char *cause = NULL;
@@ -218,6 +209,10 @@ ctl_setup(struct ctl *c, const char *path, bool path_given, const char *addr,
 	config_errors_clear(&errs);
 	free(f.admin);
 	c->token = f.token;
+	/* A file with errors: admin_token_file as the daemon would read it. */
+	if (c->token == NULL && f.token_file != NULL && token_file == NULL)
+		c->token = ctl_read_token(f.token_file);
+	free(f.token_file);
 	if (token_file != NULL) {
 		free(c->token);
 		c->token = ctl_read_token(token_file);

@@ -274,6 +274,12 @@ daemon_config_check_mode(const struct config *conf, const char *path)
 			  "world-writable: any local user can change what the "
 			  "proxy does (chmod o-w)\"",
 		    log_quote(q, sizeof(q), path));
+	if (conf->secret_readable)
+		log_warnx("event=config_insecure file=%s error=\"the file "
+			  "holds admin_token and others may read it: keep the "
+			  "token in admin_token_file or a credential, or chmod "
+			  "go-r\"",
+		    log_quote(q, sizeof(q), path));
 }
 
 /* Log why a reload was refused, and carry on with the running config. */

@@ -232,7 +232,7 @@ log_put(const char *buf, size_t len)
 }
 
 /* Is stderr the journal's stream (JOURNAL_STREAM is "DEV:INODE")? */
-static int
+int
 log_stderr_is_journal(void)
 {
 	const char *js = getenv("JOURNAL_STREAM");
@@ -245,6 +245,22 @@ log_stderr_is_journal(void)
 		return 0;
 	return (unsigned long long)sb.st_dev == dev &&
 	    (unsigned long long)sb.st_ino == ino;
+}
+
+/*
+ * The priority prefix ("<3>") for a line of that level written straight to
+ * stderr (circuitproxyd -t), when stderr is the journal; else "".
+ */
+const char *
+log_stderr_prefix(enum log_level level)
+{
+	static char prefix[LOG_LEVEL_ERROR + 1][8];
+
+	if (!log_stderr_is_journal())
+		return "";
+	snprintf(prefix[level], sizeof(prefix[level]), "<%d>",
+	    log_level_prio[level]);
+	return prefix[level];
 }
 
 /*

@@ -35,6 +35,10 @@ int log_enabled(enum log_level);
  */
 void log_msg(enum log_level, const char *, ...) LOG_FMT(2, 3);
 void log_vmsg(enum log_level, const char *, va_list) LOG_FMT(2, 0);
+/* Is stderr the journal's stream (JOURNAL_STREAM names it)? */
+int log_stderr_is_journal(void);
+/* "<N>" for a line of that level written to stderr when it is the journal. */
+const char *log_stderr_prefix(enum log_level);
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_LEVEL_NOTICE, __VA_ARGS__)

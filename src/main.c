@@ -117,17 +117,27 @@ main(int argc, char **argv)
 
 	conf = config_load(path, &errs);
 	if (conf == NULL) {
-		config_errors_print(&errs, stderr);
+		/* The journal files them as errors (systemctl reload). */
+		for (size_t i = 0; i < errs.n; i++)
+			fprintf(stderr, "%s%s\n",
+			    log_stderr_prefix(LOG_LEVEL_ERROR), errs.v[i].msg);
 		config_errors_clear(&errs);
 		return EX_CONFIG;
 	}
 	if (test) {
 		if (conf->world_writable)
 			fprintf(stderr,
-			    "%s: warning: the file is world-writable: any "
+			    "%s%s: warning: the file is world-writable: any "
 			    "local user can change what the proxy does "
 			    "(chmod o-w)\n",
-			    path);
+			    log_stderr_prefix(LOG_LEVEL_WARNING), path);
+		if (conf->secret_readable)
+			fprintf(stderr,
+			    "%s%s: warning: the file holds admin_token and "
+			    "others may read it: keep the token in "
+			    "admin_token_file or a credential, or chmod "
+			    "go-r\n",
+			    log_stderr_prefix(LOG_LEVEL_WARNING), path);
 		printf("%s: ok\n", path);
 		config_free(conf);
 		return 0;

@@ -1428,6 +1428,7 @@ static const struct {
 	{ "workers", CONFIG_SCOPE_GLOBAL },
 	{ "admin", CONFIG_SCOPE_GLOBAL },
 	{ "admin_token", CONFIG_SCOPE_GLOBAL },
+	{ "admin_token_file", CONFIG_SCOPE_GLOBAL },
 	{ "shutdown_timeout", CONFIG_SCOPE_GLOBAL },
 	{ "log_rejects_per_second", CONFIG_SCOPE_GLOBAL },
 	{ "state_file", CONFIG_SCOPE_GLOBAL },

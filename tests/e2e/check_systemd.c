@@ -1,11 +1,16 @@
 /*
- * End-to-end stories of socket activation (SPEC.md 6): the test binds and
+ * End-to-end stories of what systemd gives the daemon, played without
+ * systemd. Socket activation (SPEC.md 6): the test binds and
  * listens as systemd's circuitproxyd.socket would, and passes the sockets
  * with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES. The daemon takes a
  * received socket by its address and binds the others itself, closes one
  * no address names, keeps them across a reload, never shuts one down, and
- * so a restart, socket in hand, refuses no client.
+ * so a restart, socket in hand, refuses no client. Secrets (SPEC.md 3):
+ * admin_token_file, read at start and on reload, and the credential
+ * $CREDENTIALS_DIRECTORY/admin_token; circuitproxyctl finds the token the
+ * same way. And -t under the journal gives its errors priority 3.
  */
+#include <sys/stat.h>
 #include <sys/socket.h>
 
 #include <arpa/inet.h>
@@ -281,13 +286,214 @@ START_TEST(activation_restart_refuses_none)
 }
 END_TEST
 
+/* The status of one GET with an optional bearer token (Connection: close). */
+static int
+http_status(const char *addr, const char *path, const char *token)
+{
+	char *req, *raw = NULL;
+	size_t got = 0;
+	int fd = h_connect_ok(addr), status = 0;
+
+	req = h_strf("GET %s HTTP/1.1\r\nHost: %s\r\n%s%s%sConnection: "
+		     "close\r\n\r\n",
+	    path, addr, token != NULL ? "Authorization: Bearer " : "",
+	    token != NULL ? token : "", token != NULL ? "\r\n" : "");
+	h_assert(h_send_all(fd, req, strlen(req), H_WAIT_MS) == 0, "send");
+	h_recv_all(fd, &raw, &got, 2 * H_WAIT_MS);
+	close(fd);
+	if (raw != NULL && got > 12)
+		sscanf(raw, "HTTP/1.%*d %d", &status);
+	return status;
+}
+
+/* circuitproxyctl with arguments, run to its end. */
+static void
+ctl_run(struct h_run *r, const char *a1, const char *a2, const char *a3)
+{
+	const char *d = getenv("CIRCUITPROXYD"),
+		   *ctl = getenv("CIRCUITPROXYCTL");
+	char *daemon = h_strf("%s", d);
+
+	if (ctl == NULL || *ctl == '\0')
+		ctl = h_strf("%.*sctl", (int)strlen(d) - 1, d);
+	setenv("CIRCUITPROXYD", ctl, 1);
+	h_run(r, a1, a2, a3);
+	setenv("CIRCUITPROXYD", daemon, 1);
+}
+
+/* A file with that text and mode. */
+static char *
+file_mode(const char *name, const char *text, mode_t mode)
+{
+	char *path = h_write_file(name, text);
+
+	h_assert(chmod(path, mode) == 0, "chmod %s", path);
+	return path;
+}
+
+/*
+ * admin_token_file: the token is the file's first line, asked of every
+ * admin request; a reload reads the file again; circuitproxyctl, given only
+ * the config, finds the token there too.
+ */
+START_TEST(token_file_read_and_reloaded)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *lis = h_free_addr4();
+	char *tok = file_mode("token", "first-secret\n", 0600);
+	const char *conf = h_strf("[global]\nadmin = %s\nadmin_token_file = "
+				  "%s\n\n%s",
+	    admin, tok, upstream("api", lis, srv));
+	struct h_daemon *d = h_daemon_start(conf);
+	struct h_run r;
+	size_t mark;
+
+	h_assert(http_status(admin, "/stats", NULL) == 401,
+	    "/stats without the token");
+	h_assert(http_status(admin, "/stats", "first-secret") == 200,
+	    "/stats with the file's token");
+	ctl_run(&r, "-c", h_daemon_config(d), "status");
+	h_assert(r.status == 0 && strstr(r.out, "api") != NULL,
+	    "circuitproxyctl status exited %d: %s%s", r.status, r.out, r.err);
+
+	file_mode("token", "second-secret\n", 0600);
+	mark = h_reload(d, conf);
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	h_assert(http_status(admin, "/stats", "first-secret") == 401,
+	    "the old token still works after the file changed and a reload");
+	h_assert(http_status(admin, "/stats", "second-secret") == 200,
+	    "the new token does not work after a reload");
+	h_assert(h_daemon_stop(d) == 0, "the daemon did not exit 0");
+}
+END_TEST
+
+/*
+ * With neither admin_token nor admin_token_file, the token is the
+ * credential systemd passes (LoadCredential=admin_token:...), in
+ * $CREDENTIALS_DIRECTORY; circuitproxyctl under the same variable finds it
+ * too. The config holds no secret and may be 0644 without a warning.
+ */
+START_TEST(token_from_credential)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *lis = h_free_addr4();
+	char *dir = h_path("credentials");
+	const char *conf = h_strf("[global]\nadmin = %s\n\n%s", admin,
+	    upstream("api", lis, srv));
+	struct h_daemon *d;
+	struct h_run r;
+
+	mkdir(dir, 0700);
+	file_mode("credentials/admin_token", "from-systemd\n", 0400);
+	setenv("CREDENTIALS_DIRECTORY", dir, 1);
+	d = h_daemon_start(conf);
+	h_assert(http_status(admin, "/stats", NULL) == 401,
+	    "/stats without the credential's token");
+	h_assert(http_status(admin, "/stats", "from-systemd") == 200,
+	    "/stats with the credential's token");
+	ctl_run(&r, "-c", h_daemon_config(d), "status");
+	h_assert(r.status == 0, "circuitproxyctl status exited %d: %s%s",
+	    r.status, r.out, r.err);
+	h_run(&r, "-t", "-c", h_daemon_config(d));
+	h_assert(r.status == 0 && strstr(r.err, "warning") == NULL,
+	    "-t on a 0644 config with the token in a credential: %d %s",
+	    r.status, r.err);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	h_assert(h_daemon_stop(d) == 0, "the daemon did not exit 0");
+}
+END_TEST
+
+/*
+ * The mistakes: a token file that cannot be read, or both keys set, are
+ * errors naming FILE:LINE and the key; a config holding admin_token that
+ * group or others may read gets a -t warning, and none at 0600.
+ */
+START_TEST(token_mistakes)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *lis = h_free_addr4();
+	char *missing = h_path("no-such-token"), *path;
+	struct h_run r;
+
+	path = file_mode("missing.ini",
+	    h_strf("[global]\nadmin = %s\nadmin_token_file = %s\n\n%s", admin,
+		missing, upstream("api", lis, srv)),
+	    0600);
+	h_run(&r, "-t", "-c", path);
+	h_assert(r.status == 78 &&
+		strstr(r.err,
+		    h_strf("%s:3: admin_token_file '%s': cannot "
+			   "open: No such file or directory",
+			path, missing)) != NULL,
+	    "-t with a missing token file: %d %s", r.status, r.err);
+
+	path = file_mode("both.ini",
+	    h_strf("[global]\nadmin = %s\nadmin_token = x\nadmin_token_file "
+		   "= %s\n\n%s",
+		admin, file_mode("tok", "y\n", 0600),
+		upstream("api", lis, srv)),
+	    0600);
+	h_run(&r, "-t", "-c", path);
+	h_assert(r.status == 78 &&
+		strstr(r.err,
+		    h_strf("%s:4: "
+			   "admin_token_file",
+			path)) != NULL &&
+		strstr(r.err, "admin_token is set too") != NULL,
+	    "-t with both keys: %d %s", r.status, r.err);
+
+	path = file_mode("inline.ini",
+	    h_strf("[global]\nadmin = %s\nadmin_token = s3cret\n\n%s", admin,
+		upstream("api", lis, srv)),
+	    0644);
+	h_run(&r, "-t", "-c", path);
+	h_assert(r.status == 0 &&
+		strstr(r.err,
+		    h_strf("%s: warning: the file holds admin_token "
+			   "and others may read it",
+			path)) != NULL,
+	    "-t on a 0644 config holding admin_token: %d %s", r.status, r.err);
+	chmod(path, 0600);
+	h_run(&r, "-t", "-c", path);
+	h_assert(r.status == 0 && strstr(r.err, "warning") == NULL,
+	    "-t on a 0600 config holding admin_token: %d %s", r.status, r.err);
+}
+END_TEST
+
+/*
+ * -t under the journal (JOURNAL_STREAM names stderr, as when systemctl
+ * reload runs ExecReload=circuitproxyd -t): each error line starts with
+ * <3>, so "journalctl -p err" shows why a reload failed.
+ */
+START_TEST(test_errors_to_journal)
+{
+	struct h_opts opts = { .journal = true };
+	struct h_daemon *d = h_daemon_spawn_opts(&opts,
+	    "[global]\nworkers = 1\n\n[upstream:api]\nlisten = "
+	    "127.0.0.1:1\nserver = 127.0.0.1:2\ntimeout = 5s\n",
+	    "-t");
+	const char *line;
+
+	h_assert(h_daemon_wait_exit(d, H_WAIT_MS) == 78,
+	    "-t on a bad file did not exit 78");
+	line = h_expect_log(d, H_WAIT_MS, "unknown key");
+	h_assert(strncmp(line, "<3>", 3) == 0 &&
+		strstr(line, h_strf("%s:7:", h_daemon_config(d))) != NULL,
+	    "a -t error under the journal: %s", line);
+}
+END_TEST
+
 int
 main(void)
 {
-	Suite *s = suite_create("activation");
+	Suite *s = suite_create("systemd");
 
 	H_TEST(s, activation_by_address);
 	H_TEST(s, activation_reload_keeps);
 	H_TEST(s, activation_restart_refuses_none);
+	H_TEST(s, token_file_read_and_reloaded);
+	H_TEST(s, token_from_credential);
+	H_TEST(s, token_mistakes);
+	H_TEST(s, test_errors_to_journal);
 	return h_main(s);
 }
