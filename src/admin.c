@@ -6,11 +6,14 @@
  *
  * Bounds: headers and bodies are capped by evhttp; every connection has a
  * deadline by which its (next) request must be complete, so a slow or
- * silent client is cut off; at ADMIN_MAX_CONNECTIONS open connections the
- * listener stops accepting (new clients wait in the backlog) until one
- * closes.
+ * silent client is cut off. Clients that send nothing or trickle cannot
+ * starve the endpoint (SPEC.md 7): the listener is never turned off for
+ * them; a full table closes the oldest connection that has not sent a
+ * complete request, and the listener yields to the loop after a batch of
+ * accepts, so the requests of clients already in are read in between.
  */
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -41,7 +44,9 @@
 #include "upstream.h"
 #include "util.h"
 
-#define ADMIN_MAX_CONNECTIONS 64
+#define ADMIN_MAX_CONNECTIONS 4096 /* and at most a quarter of RLIMIT_NOFILE */
+#define ADMIN_MIN_CONNECTIONS 16
+#define ADMIN_ACCEPT_BATCH 64 /* accepts before the loop reads requests */
 #define ADMIN_MAX_HEADERS 8192
 #define ADMIN_MAX_BODY 1024
 #define ADMIN_DEADLINE_MS 5000 /* to send a whole request, or idle between */
@@ -60,6 +65,7 @@ struct admin_conn {
 	struct bufferevent *bev;	 /* held until adopted */
 	struct evhttp_connection *evcon; /* once adopted */
 	struct event *deadline;
+	unsigned requests; /* complete requests received */
 };
 
 struct admin {
@@ -72,10 +78,14 @@ struct admin {
 	admin_upstreams_cb upstreams;
 	void *upstreams_arg;
 
-	TAILQ_HEAD(, admin_conn) conns;
+	TAILQ_HEAD(, admin_conn) conns; /* oldest first */
 	unsigned nconns;
-	bool full;   /* listener off: ADMIN_MAX_CONNECTIONS reached */
-	bool paused; /* listener off: out of descriptors */
+	unsigned max_conns; /* beyond: the oldest waiting one is closed */
+	unsigned batch;	    /* accepts since the loop last turned */
+	bool yielded;	    /* listener off until the loop turns */
+	bool paused;	    /* listener off: out of descriptors */
+	unsigned evicted;   /* closed for room, not yet logged */
+	uint64_t evicted_logged_s;
 	struct event *adopt_ev;
 	struct event *resume_ev;
 	uint64_t error_logged_s;
@@ -96,13 +106,13 @@ enum admin_route {
 	ADMIN_RESET_ALL,
 };
 
-/* Turn the listener on or off as the cap and the pause say. */
+/* Turn the listener on or off as the batch and the pause say. */
 static void
 admin_listener_update(struct admin *a)
 {
 	if (a->listener == NULL)
 		return;
-	if (a->full || a->paused)
+	if (a->yielded || a->paused)
 		evconnlistener_disable(a->listener);
 	else
 		evconnlistener_enable(a->listener);
@@ -133,10 +143,6 @@ admin_conn_free(struct admin_conn *c)
 		event_free(c->deadline);
 	free(c);
 	admin_spare_take(a);
-	if (a->full && a->nconns < ADMIN_MAX_CONNECTIONS) {
-		a->full = false;
-		admin_listener_update(a);
-	}
 }
 
 /* evhttp is closing a connection. */
@@ -190,12 +196,50 @@ admin_bev_cb(struct event_base *base, void *arg)
 	c->bev = bev;
 	bufferevent_incref(bev);
 	TAILQ_INSERT_TAIL(&a->conns, c, entry);
-	if (++a->nconns >= ADMIN_MAX_CONNECTIONS && !a->full) {
-		a->full = true;
+	a->nconns++;
+	/* Enough for this turn: read what the clients in have sent. */
+	if (++a->batch >= ADMIN_ACCEPT_BATCH && !a->yielded) {
+		a->yielded = true;
 		admin_listener_update(a);
 	}
 	event_active(a->adopt_ev, EV_TIMEOUT, 0);
 	return bev;
+}
+
+/*
+ * Close the oldest connection that has not sent a complete request (a
+ * silent or trickling client), or failing that, if any, the oldest of all;
+ * false if there is none to close.
+ */
+static bool
+admin_evict(struct admin *a, bool any)
+{
+	struct admin_conn *c, *victim = NULL;
+	uint64_t now_s = util_now_ms() / 1000;
+
+	TAILQ_FOREACH(c, &a->conns, entry) {
+		if (c->evcon == NULL)
+			continue;
+		if (victim == NULL)
+			victim = c;
+		if (c->requests == 0) {
+			victim = c;
+			break;
+		}
+	}
+	if (victim == NULL || (victim->requests != 0 && !any))
+		return false;
+	a->evicted++;
+	if (now_s != a->evicted_logged_s) {
+		a->evicted_logged_s = now_s;
+		log_warnx("event=admin_evicted count=%u connections=%u "
+			  "addr=%s",
+		    a->evicted, a->nconns, a->addr.text);
+		a->evicted = 0;
+	}
+	/* Calls admin_conn_closed_cb, which frees victim. */
+	evhttp_connection_free(victim->evcon);
+	return true;
 }
 
 /*
@@ -230,6 +274,13 @@ admin_adopt_cb(evutil_socket_t fd, short what, void *arg)
 		admin_conn_arm(c);
 		bufferevent_decref(c->bev);
 		c->bev = NULL;
+	}
+	while (a->nconns > a->max_conns && admin_evict(a, true))
+		;
+	a->batch = 0;
+	if (a->yielded) {
+		a->yielded = false;
+		admin_listener_update(a);
 	}
 }
 
@@ -281,6 +332,9 @@ admin_accept_error_cb(struct evconnlistener *l, void *arg)
 		a->spare_fd = -1;
 		return;
 	}
+	/* No spare: a silent connection gives its descriptor up. */
+	if ((error == EMFILE || error == ENFILE) && admin_evict(a, false))
+		return;
 	a->paused = true;
 	admin_listener_update(a);
 	evtimer_add(a->resume_ev, util_timeval(&tv, ADMIN_PAUSE_MS));
@@ -769,10 +823,11 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 	 * only for a client that holds the token, so that requests anybody
 	 * may send cannot keep the admin connection slots taken.
 	 */
-	for (c = TAILQ_FIRST(&a->conns); authed && c != NULL;
-	     c = TAILQ_NEXT(c, entry)) {
-		if (c->evcon == evcon && c->deadline != NULL) {
-			admin_conn_arm(c);
+	TAILQ_FOREACH(c, &a->conns, entry) {
+		if (c->evcon == evcon) {
+			c->requests++;
+			if (authed && c->deadline != NULL)
+				admin_conn_arm(c);
 			break;
 		}
 	}
@@ -837,6 +892,23 @@ out:
 	free(decoded);
 }
 
+/*
+ * How many admin connections may be open: ADMIN_MAX_CONNECTIONS, and no
+ * more than a quarter of the descriptors, which relays need.
+ */
+static unsigned
+admin_max_conns(void)
+{
+	struct rlimit rl;
+	rlim_t n = ADMIN_MAX_CONNECTIONS;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		n = rl.rlim_cur / 4;
+	if (n > ADMIN_MAX_CONNECTIONS)
+		n = ADMIN_MAX_CONNECTIONS;
+	return n < ADMIN_MIN_CONNECTIONS ? ADMIN_MIN_CONNECTIONS : (unsigned)n;
+}
+
 /* Bind the admin address and start serving. */
 struct admin *
 admin_new(struct event_base *base, const struct addr *addr, const char *token,
@@ -855,6 +927,7 @@ admin_new(struct event_base *base, const struct addr *addr, const char *token,
 	a->upstreams = upstreams;
 	a->upstreams_arg = arg;
 	TAILQ_INIT(&a->conns);
+	a->max_conns = admin_max_conns();
 	a->spare_fd = -1;
 	admin_spare_take(a);
 	a->adopt_ev = event_new(base, -1, 0, admin_adopt_cb, a);
