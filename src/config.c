@@ -887,7 +887,9 @@ static void
 config_upstream_free(struct upstream_conf *uc)
 {
 	free(uc->listen);
+	free(uc->listen_line);
 	free(uc->backup);
+	free(uc->key_line);
 }
 
 /* Free a config. */
@@ -905,6 +907,7 @@ config_free(struct config *cfg)
 	free(cfg->admin_token_file);
 	free(cfg->state_file);
 	free(cfg->path);
+	free(cfg->key_line);
 	free(cfg);
 }
 
@@ -1129,6 +1132,31 @@ config_check_binds(struct config_parse *cp, const struct config *cfg,
 }
 
 /*
+ * Keep where every value came from, for config_dump and for messages at
+ * start (an address in use names its line): a line of the section, minus
+ * the line of [defaults], or 0 for built in. The listen lines move over.
+ */
+static void
+config_origins_keep(struct config *cfg, struct config_upinfo *info,
+    const int *gseen, const int *dseen)
+{
+	struct upstream_conf *uc;
+	size_t i, k;
+
+	cfg->key_line = xcalloc(CONFIG_NKEYS, sizeof(*cfg->key_line));
+	memcpy(cfg->key_line, gseen, CONFIG_NKEYS * sizeof(*gseen));
+	for (i = 0; i < cfg->nupstreams; i++) {
+		uc = &cfg->upstreams[i];
+		uc->key_line = xcalloc(CONFIG_NKEYS, sizeof(*uc->key_line));
+		for (k = 0; k < CONFIG_NKEYS; k++)
+			uc->key_line[k] =
+			    info[i].seen[k] != 0 ? info[i].seen[k] : -dseen[k];
+		uc->listen_line = info[i].listen_line;
+		info[i].listen_line = NULL;
+	}
+}
+
+/*
  * The second pass: build the config from the sections, then check the rules
  * that span keys and sections. Errors go to cp->errs.
  */
@@ -1296,8 +1324,7 @@ config_build(struct config_parse *cp)
 		    cfg->admin.text);
 	}
 
-	for (i = 0; i < cfg->nupstreams; i++)
-		free(info[i].listen_line);
+	config_origins_keep(cfg, info, gseen, dseen);
 	free(info);
 	return cfg;
 }
@@ -1496,13 +1523,45 @@ config_key_value(const struct config *cfg, const struct upstream_conf *uc,
 	return buf;
 }
 
-/* Print the keys of one scope as "key = value" lines. */
+/* Where a key's value came from, as config_dump shows it. */
+static const char *
+config_key_origin(const struct config *cfg, const struct upstream_conf *uc,
+    const struct config_key *k, size_t l, char *buf, size_t len)
+{
+	size_t ki = (size_t)(k - config_key_table);
+	const int *lines =
+	    k->scope == CONFIG_SCOPE_GLOBAL ? cfg->key_line : uc->key_line;
+	int line = lines != NULL ? lines[ki] : 0;
+
+	if (k->type == CONFIG_T_LISTEN && uc->listen_line != NULL)
+		line = uc->listen_line[l];
+	if (line > 0)
+		snprintf(buf, len, "%s:%d", cfg->path, line);
+	else if (line < 0)
+		snprintf(buf, len, "[defaults] %s:%d", cfg->path, -line);
+	else
+		snprintf(buf, len, "built in");
+	return buf;
+}
+
+/* Print one "key = value ; origin - help" line. */
+static void
+config_dump_line(const struct config_key *k, const char *value,
+    const char *origin, FILE *f)
+{
+	int n;
+
+	n = fprintf(f, "%s =%s%s", k->name, value[0] != '\0' ? " " : "", value);
+	fprintf(f, "%*s ; %s - %s\n", n < 36 ? 36 - n : 0, "", origin, k->help);
+}
+
+/* Print the keys of one scope, each with its origin and help. */
 static void
 config_dump_scope(const struct config *cfg, const struct upstream_conf *uc,
     enum config_scope scope, FILE *f)
 {
 	const struct config_key *k;
-	char buf[1024];
+	char buf[1024], origin[1024];
 	size_t i, l;
 
 	for (i = 0; i < CONFIG_NKEYS; i++) {
@@ -1511,27 +1570,34 @@ config_dump_scope(const struct config *cfg, const struct upstream_conf *uc,
 			continue;
 		if (k->type == CONFIG_T_LISTEN) {
 			for (l = 0; l < uc->nlisten; l++)
-				fprintf(f, "listen = %s\n", uc->listen[l].text);
+				config_dump_line(k, uc->listen[l].text,
+				    config_key_origin(cfg, uc, k, l, origin,
+					sizeof(origin)),
+				    f);
 			continue;
 		}
 		config_key_value(cfg, uc, k, buf, sizeof(buf));
-		if (buf[0] == '\0')
-			fprintf(f, "%s =\n", k->name);
-		else
-			fprintf(f, "%s = %s\n", k->name, buf);
+		config_dump_line(k, buf,
+		    config_key_origin(cfg, uc, k, 0, origin, sizeof(origin)),
+		    f);
 	}
 }
 
-/* Print every effective key = value: [global], then each upstream. */
+/* Print the config as the daemon reads it: [global], then each upstream. */
 void
 config_dump(const struct config *cfg, FILE *f)
 {
 	size_t i;
 
-	fprintf(f, "[global]\n");
+	fprintf(f,
+	    "# %s as circuitproxyd reads it: every key with its effective\n"
+	    "# value; after \";\" where it came from and what it does.\n"
+	    "\n[global]\n",
+	    cfg->path);
 	config_dump_scope(cfg, NULL, CONFIG_SCOPE_GLOBAL, f);
 	for (i = 0; i < cfg->nupstreams; i++) {
-		fprintf(f, "\n[upstream:%s]\n", cfg->upstreams[i].name);
+		fprintf(f, "\n# %s:%d\n[upstream:%s]\n", cfg->path,
+		    cfg->upstreams[i].line, cfg->upstreams[i].name);
 		config_dump_scope(cfg, &cfg->upstreams[i],
 		    CONFIG_SCOPE_UPSTREAM, f);
 	}

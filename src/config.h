@@ -35,6 +35,7 @@ struct upstream_conf {
 	char name[UPSTREAM_NAME_MAX + 1];
 	int line;	     /* of its [upstream:NAME] header */
 	struct addr *listen; /* nlisten entries */
+	int *listen_line;    /* the line each listen address is on */
 	size_t nlisten;
 	struct addr server;
 	char *backup;	  /* NULL if none */
@@ -47,6 +48,8 @@ struct upstream_conf {
 	enum reject_mode reject;
 	enum splice_mode splice;
 	struct breaker_conf breaker;
+	/* Per key of the table: where its value came from (config_key_origin). */
+	int *key_line;
 };
 
 struct config {
@@ -68,6 +71,7 @@ struct config {
 	char *state_file; /* NULL if unset */
 	struct upstream_conf *upstreams;
 	size_t nupstreams;
+	int *key_line; /* per [global] key: its line, 0 built in */
 };
 
 /* One error, as "FILE:LINE: message" (or "FILE: message" with line 0). */
@@ -129,7 +133,11 @@ const struct config_key *config_key_find(const char *);
 /* Format a key's effective value (up is ignored for global keys). */
 const char *config_key_value(const struct config *,
     const struct upstream_conf *, const struct config_key *, char *, size_t);
-/* Print every effective key = value, [global] then each upstream. */
+/*
+ * Print the config as it is understood: [global] then each upstream, every
+ * key with its effective value and, as a trailing comment, where it came
+ * from (FILE:LINE, [defaults] at FILE:LINE, or built in) and what it does.
+ */
 void config_dump(const struct config *, FILE *);
 /* The longest admin token read from a file. */
 #define CONFIG_TOKEN_MAX 4096

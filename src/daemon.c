@@ -766,6 +766,22 @@ daemon_make_upstreams(struct daemon *d, uint64_t now)
 	}
 }
 
+/*
+ * Name where a listen address that failed to bind is written, as a config
+ * error would: "FILE:LINE: upstream 'NAME': " before the cause.
+ */
+static void
+daemon_cause_at(const struct config *conf, const struct upstream_conf *uc,
+    size_t j, char **cause)
+{
+	char *why = *cause;
+
+	xasprintf(cause, "%s:%d: upstream '%s': %s", conf->path,
+	    uc->listen_line != NULL ? uc->listen_line[j] : uc->line, uc->name,
+	    why);
+	free(why);
+}
+
 /* Bind every listen address of every upstream. */
 static int
 daemon_bind(struct daemon *d, char **cause)
@@ -782,8 +798,10 @@ daemon_bind(struct daemon *d, char **cause)
 		for (j = 0; j < uc->nlisten; j++) {
 			l = listener_open(&uc->listen[j], d->upstreams[i],
 			    d->nworkers, cause);
-			if (l == NULL)
+			if (l == NULL) {
+				daemon_cause_at(d->conf, uc, j, cause);
 				return -1;
+			}
 			d->listeners[d->nlisteners++] = l;
 			listener_log(l, "listen");
 		}

@@ -23,9 +23,14 @@
 #endif
 
 static const char usage_text[] =
-    "usage: circuitproxyd [-c FILE] [-t] [-l LEVEL] [-p PIDFILE] [-V] [-h]\n"
+    "usage: circuitproxyd [-c FILE] [-t] [-T] [-l LEVEL] [-p PIDFILE] [-V] "
+    "[-h]\n"
     "  -c, --config FILE      config file (default: " CP_CONFIG_PATH ")\n"
     "  -t, --test             check the config and exit\n"
+    "  -T, --dump             check it, then print it as the daemon reads "
+    "it:\n"
+    "                         every key, defaults included, and where it "
+    "came from\n"
     "  -l, --log-level LEVEL  debug|info|notice|warning|error\n"
     "  -p, --pidfile FILE     write the pid there; removed on clean exit\n"
     "  -V, --version          print the version and exit\n"
@@ -65,6 +70,7 @@ main(int argc, char **argv)
 	static const struct option longopts[] = { { "config", required_argument,
 						      NULL, 'c' },
 		{ "test", no_argument, NULL, 't' },
+		{ "dump", no_argument, NULL, 'T' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "pidfile", required_argument, NULL, 'p' },
 		{ "version", no_argument, NULL, 'V' },
@@ -72,20 +78,23 @@ main(int argc, char **argv)
 	const char *path = CP_CONFIG_PATH, *pidfile = NULL;
 	struct config_errors errs = { NULL, 0 };
 	enum log_level level = LOG_LEVEL_INFO;
-	int ch, test = 0, level_set = 0, to_syslog, status;
+	int ch, test = 0, dump = 0, level_set = 0, to_syslog, status;
 	struct config *conf;
 	struct daemon *d;
 	char *cause = NULL, q[1024];
 
 	main_std_fds_open();
-	while (
-	    (ch = getopt_long(argc, argv, "c:tl:p:Vh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:tTl:p:Vh", longopts, NULL)) !=
+	    -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
 			break;
 		case 't':
 			test = 1;
+			break;
+		case 'T':
+			test = dump = 1;
 			break;
 		case 'l':
 			if (log_level_parse(optarg, &level) != 0) {
@@ -138,7 +147,10 @@ main(int argc, char **argv)
 			    "admin_token_file or a credential, or chmod "
 			    "go-r\n",
 			    log_stderr_prefix(LOG_LEVEL_WARNING), path);
-		printf("%s: ok\n", path);
+		/* With -T, stdout is the config alone (a valid file). */
+		fprintf(dump ? stderr : stdout, "%s: ok\n", path);
+		if (dump)
+			config_dump(conf, stdout);
 		config_free(conf);
 		return 0;
 	}

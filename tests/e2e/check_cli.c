@@ -73,6 +73,7 @@ START_TEST(cli_help)
 		    "%s: no usage on stdout: \"%s\"", opts[i], r.out);
 		h_assert(strstr(r.out, "--config") != NULL &&
 			strstr(r.out, "--test") != NULL &&
+			strstr(r.out, "--dump") != NULL &&
 			strstr(r.out, "--log-level") != NULL &&
 			strstr(r.out, "--pidfile") != NULL,
 		    "%s: an option is missing: \"%s\"", opts[i], r.out);
@@ -224,6 +225,71 @@ START_TEST(cli_test_missing)
 }
 END_TEST
 
+/*
+ * -T (--dump): "FILE: ok" on stderr, and on stdout the config as the
+ * daemon reads it: every key with its effective value, defaults included,
+ * each with where it came from (FILE:LINE, [defaults] FILE:LINE, built in)
+ * and what it does. The dump is itself a valid config; -T on a bad file
+ * fails as -t does.
+ */
+START_TEST(cli_dump)
+{
+	const char *lis = h_free_addr4();
+	char *path = h_write_file("dump.ini",
+	    h_strf("[global]\n"		       /* 1 */
+		   "workers = 1\n"		       /* 2 */
+		   "admin_token = s3cret\n"       /* 3 */
+		   "[defaults]\n"		       /* 4 */
+		   "connect_timeout = 2s\n"       /* 5 */
+		   "[upstream:api]\n"	       /* 6 */
+		   "listen = %s\n"		       /* 7 */
+		   "server = 127.0.0.1:9\n"       /* 8 */
+		   "failure_threshold = 3 ; a few\n", /* 9 */
+		lis));
+	char *again;
+	struct h_run r;
+
+	h_run(&r, "-T", "-c", path);
+	h_assert(r.status == 0, "exit %d, stderr \"%s\"", r.status, r.err);
+	h_assert(strcmp(r.err, h_strf("%s: ok\n", path)) == 0,
+	    "stderr \"%s\"", r.err);
+	h_assert(strstr(r.out, "\n[global]\n") != NULL &&
+		strstr(r.out, h_strf("\n# %s:6\n[upstream:api]\n", path)) !=
+		    NULL,
+	    "sections:\n%s", r.out);
+	h_assert(h_value_matches(r.out,
+		     h_strf("*\nworkers = 1 * ; %s:2 - event-loop threads*",
+			 path)) &&
+		h_value_matches(r.out,
+		    h_strf("*\nlisten = %s * ; %s:7 - address clients*", lis,
+			path)) &&
+		h_value_matches(r.out,
+		    h_strf("*\nconnect_timeout = 2s * ; [defaults] %s:5 - "
+			   "how long a connect*",
+			path)) &&
+		h_value_matches(r.out,
+		    h_strf("*\nfailure_threshold = 3 * ; %s:9 - *", path)) &&
+		h_value_matches(r.out,
+		    "*\nrecovery_timeout = 30s * ; built in - how long open*") &&
+		h_value_matches(r.out,
+		    "*\nlog_level = info * ; built in - *"),
+	    "values, origins or help missing:\n%s", r.out);
+	h_assert(strstr(r.out, "s3cret") == NULL &&
+		strstr(r.out, "admin_token = (hidden)") != NULL,
+	    "the token is shown:\n%s", r.out);
+	again = h_write_file("dump-again.ini", r.out);
+	h_run(&r, "-t", "-c", again);
+	h_assert(r.status == 0, "the dump is not a valid config: %s", r.err);
+
+	h_run(&r, "--dump", "-c",
+	    h_write_file("dump-bad.ini", "[upstream:api]\nlisten = x\n"));
+	h_assert(r.status == 78 && r.out[0] == '\0' &&
+		strstr(r.err, "dump-bad.ini:2: ") != NULL,
+	    "a bad file: exit %d, stdout %s, stderr %s", r.status, r.out,
+	    r.err);
+}
+END_TEST
+
 /* The example config shipped in conf/ passes -t. */
 START_TEST(cli_example_config)
 {
@@ -240,7 +306,8 @@ END_TEST
 
 /*
  * Start on an address another process listens on: exit 1, never READY,
- * and a line that names the address and says it is in use.
+ * and a line that names the address and says it is in use, and where it
+ * is written, as a config error would: "FILE:4: upstream 'api': ...".
  */
 START_TEST(cli_address_in_use)
 {
@@ -261,9 +328,14 @@ START_TEST(cli_address_in_use)
 	h_assert(st == 1, "exit status %d, 1 expected", st);
 	for (i = 0; (line = h_log_line(d, i)) != NULL; i++)
 		if (strstr(line, addr) != NULL &&
-		    strcasestr(line, "in use") != NULL)
+		    strcasestr(line, "in use") != NULL &&
+		    strstr(line,
+			h_strf("error=\"%s:4: upstream 'api': listen %s: ",
+			    h_daemon_config(d), addr)) != NULL)
 			named = true;
-	h_assert(named, "no line names %s and says it is in use", addr);
+	h_assert(named,
+	    "no line names %s, the file and line 4, and says it is in use",
+	    addr);
 }
 END_TEST
 
@@ -296,11 +368,14 @@ START_TEST(cli_address_in_use_syslog)
 	for (i = 0; i < n; i++) {
 		line = h_line_at(r.err, i);
 		if (strstr(line, addr) != NULL &&
-		    strcasestr(line, "in use") != NULL)
+		    strcasestr(line, "in use") != NULL &&
+		    strstr(line, h_strf("%s:5: upstream 'api': ", path)) !=
+			NULL)
 			named = true;
 	}
-	h_assert(named, "no line on stderr names %s and says it is in use:\n%s",
-	    addr, r.err);
+	h_assert(named,
+	    "no line on stderr names %s, %s:5 and says it is in use:\n%s",
+	    addr, path, r.err);
 	h_assert(n == 1, "%u lines on stderr, one expected:\n%s", n, r.err);
 }
 END_TEST
@@ -478,6 +553,7 @@ cli_suite(void)
 	H_TEST(s, cli_test_bad);
 	H_TEST(s, cli_test_no_upstream);
 	H_TEST(s, cli_test_missing);
+	H_TEST(s, cli_dump);
 	H_TEST(s, cli_example_config);
 	H_TEST(s, cli_address_in_use);
 	H_TEST(s, cli_address_in_use_syslog);

@@ -1475,7 +1475,60 @@ START_TEST(test_key_table)
 }
 END_TEST
 
-/* config_dump prints every effective key, secrets hidden. */
+/*
+ * Is there a dump line "KEYVALUE<spaces> ; ORIGIN - help" (after the start
+ * of the dump or a newline)?
+ */
+static bool
+test_dump_has(const char *out, const char *kv, const char *origin)
+{
+	const char *p = out, *q;
+	size_t n = strlen(kv), o = strlen(origin);
+
+	for (; p != NULL; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+		if (strncmp(p, kv, n) != 0)
+			continue;
+		q = p + n;
+		if (*q != ' ')
+			continue;
+		q += strspn(q, " ");
+		if (strncmp(q, "; ", 2) == 0 && strncmp(q + 2, origin, o) == 0 &&
+		    strncmp(q + 2 + o, " - ", 3) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The dump without its comments: what a parser makes of it. */
+static char *
+test_dump_values(const char *out)
+{
+	char *v = xstrdup(out), *r = v, *w = v, *c;
+	size_t n;
+
+	while (*r != '\0') {
+		n = strcspn(r, "\n");
+		if (*r == '#') {
+			r += n + (r[n] == '\n');
+			continue;
+		}
+		c = memmem(r, n, " ;", 2);
+		memmove(w, r, c != NULL ? (size_t)(c - r) : n);
+		w += c != NULL ? (size_t)(c - r) : n;
+		while (w > v && w[-1] == ' ')
+			w--;
+		*w++ = '\n';
+		r += n + (r[n] == '\n');
+	}
+	*w = '\0';
+	return v;
+}
+
+/*
+ * config_dump (circuitproxyd -T) prints every effective key, secrets
+ * hidden, each with where it came from (FILE:LINE, [defaults] FILE:LINE or
+ * built in) and the key table's help.
+ */
 START_TEST(test_dump)
 {
 	struct config *cfg = test_load_ok(
@@ -1483,7 +1536,7 @@ START_TEST(test_dump)
 	    "[defaults]\nwindow = 60s\n" UP("listen = [::1]:8080\n"
 					    "recovery_jitter = 12.5\n"));
 	const struct config_key *k;
-	char *out = NULL, buf[64];
+	char *out = NULL, *values, buf[64];
 	size_t len = 0;
 	FILE *f;
 
@@ -1491,22 +1544,32 @@ START_TEST(test_dump)
 	ck_assert_ptr_nonnull(f);
 	config_dump(cfg, f);
 	fclose(f);
-	ck_assert_ptr_nonnull(strstr(out, "[global]\nlog_level = info\n"));
-	ck_assert_ptr_nonnull(strstr(out, "\nadmin = 127.0.0.1:9901\n"));
-	ck_assert_ptr_nonnull(strstr(out, "\nadmin_token = (hidden)\n"));
+	ck_assert_msg(test_dump_has(out, "admin = 127.0.0.1:9901", "t.ini:2"),
+	    "%s", out);
+	ck_assert(test_dump_has(out, "admin_token = (hidden)", "t.ini:3"));
 	ck_assert_ptr_null(strstr(out, "s3cret"));
-	ck_assert_ptr_nonnull(strstr(out, "\nstate_file =\n"));
-	ck_assert_ptr_nonnull(strstr(out,
+	ck_assert(test_dump_has(out, "log_level = info", "built in"));
+	ck_assert_ptr_nonnull(
+	    strstr(out, "; built in - least severe level logged\n"));
+	ck_assert(test_dump_has(out, "state_file =", "built in"));
+	ck_assert(test_dump_has(out, "listen = 127.0.0.1:8080", "t.ini:7"));
+	ck_assert(test_dump_has(out, "listen = [::1]:8080", "t.ini:9"));
+	ck_assert(test_dump_has(out, "window = 1m", "[defaults] t.ini:5"));
+	ck_assert(test_dump_has(out, "recovery_jitter = 12.5%", "t.ini:10"));
+	ck_assert(test_dump_has(out, "recovery_timeout_max = 10m", "built in"));
+	ck_assert_ptr_nonnull(strstr(out, "\n# t.ini:6\n[upstream:a]\n"));
+
+	values = test_dump_values(out);
+	ck_assert_ptr_nonnull(strstr(values, "\n[global]\nlog_level = info\n"));
+	ck_assert_ptr_nonnull(strstr(values,
 	    "\n[upstream:a]\nlisten = "
 	    "127.0.0.1:8080\nlisten = "
 	    "[::1]:8080\nserver = "
 	    "127.0.0.1:9090\nbackup =\n"));
-	ck_assert_ptr_nonnull(strstr(out, "\nwindow = 1m\n"));
-	ck_assert_ptr_nonnull(strstr(out, "\nrecovery_jitter = 12.5%\n"));
-	ck_assert_ptr_nonnull(strstr(out, "\nrecovery_timeout_max = 10m\n"));
-	ck_assert_ptr_nonnull(strstr(out,
+	ck_assert_ptr_nonnull(strstr(values,
 	    "\nreject = reset\nrecovery_probe = off\nsplice = auto\n"
 	    "dry_run = no\n"));
+	free(values);
 	free(out);
 
 	k = config_key_find("listen");
@@ -1522,7 +1585,10 @@ START_TEST(test_dump)
 }
 END_TEST
 
-/* The dump of a config loads back to the same dump. */
+/*
+ * The dump of a config, comments and all, loads back to the same values,
+ * every one of them now from a line of the file.
+ */
 START_TEST(test_dump_roundtrip)
 {
 	struct config *cfg = test_load_ok(
@@ -1531,7 +1597,7 @@ START_TEST(test_dump_roundtrip)
 	    "recovery_backoff = 1.5\nslow_connect = 250ms\n" UP(
 		"backup = b\n") "[upstream:b]\nserver = unix:/run/b.sock\n");
 	struct config *again;
-	char *one = NULL, *two = NULL;
+	char *one = NULL, *two = NULL, *v1, *v2;
 	size_t len;
 	FILE *f;
 
@@ -1542,8 +1608,14 @@ START_TEST(test_dump_roundtrip)
 	f = open_memstream(&two, &len);
 	config_dump(again, f);
 	fclose(f);
-	ck_assert_str_eq(one, two);
+	v1 = test_dump_values(one);
+	v2 = test_dump_values(two);
+	ck_assert_str_eq(v1, v2);
+	ck_assert_ptr_null(strstr(two, "; built in"));
+	ck_assert_ptr_null(strstr(two, "; [defaults]"));
 	ck_assert_int_eq(again->upstreams[0].backup_index, 1);
+	free(v1);
+	free(v2);
 	free(one);
 	free(two);
 	config_free(cfg);
