@@ -44,6 +44,50 @@ example_config(void)
 #endif
 }
 
+/* Where the README is, beside the example config. */
+static const char *
+readme_path(void)
+{
+#ifdef CP_SRCDIR
+	return CP_SRCDIR "/README.md";
+#else
+	const char *srcdir = getenv("srcdir");
+
+	return h_strf("%s/README.md", srcdir ? srcdir : ".");
+#endif
+}
+
+/* A file's whole text (the test fails if it cannot be read). */
+static char *
+read_text(const char *path)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = fopen(path, "r"), *m = open_memstream(&buf, &len);
+	int c;
+
+	h_assert(f != NULL && m != NULL, "%s: %s", path, strerror(errno));
+	while ((c = getc(f)) != EOF)
+		putc(c, m);
+	fclose(f);
+	fclose(m);
+	return h_track(buf);
+}
+
+/* text with every from replaced by to. */
+static char *
+replace_all(const char *text, const char *from, const char *to)
+{
+	const char *p;
+	char *out = h_strf("%s", "");
+
+	while ((p = strstr(text, from)) != NULL) {
+		out = h_strf("%s%.*s%s", out, (int)(p - text), text, to);
+		text = p + strlen(from);
+	}
+	return h_strf("%s%s", out, text);
+}
+
 /* -V and --version print the version alone, exit 0. */
 START_TEST(cli_version)
 {
@@ -290,6 +334,63 @@ START_TEST(cli_dump)
 		strstr(r.err, "dump-bad.ini:2: ") != NULL,
 	    "a bad file: exit %d, stdout %s, stderr %s", r.status, r.out,
 	    r.err);
+}
+END_TEST
+
+/*
+ * The README's five-minute tour, its commands run as written (only the
+ * ports moved to free ones) against the daemon on the example config: the
+ * backend is waited for before step 2, so step 2 is relayed and the
+ * breaker sees exactly the five failures after the backend dies, opens,
+ * and turns the last two clients away. Without the wait, python's
+ * http.server is not listening yet when step 2 runs: that client fails,
+ * and the breaker counts it.
+ */
+START_TEST(cli_readme_tour)
+{
+	const char *readme = read_text(readme_path()), *a, *b;
+	char *conf, *cmds, *lis = h_free_addr4(), *srv = h_free_addr4();
+	char *admin = h_free_addr4();
+	const char *sport = strrchr(srv, ':') + 1, *sh = h_client("sh");
+	struct h_daemon *d;
+	struct h_run r;
+
+	if (h_client("curl") == NULL || h_client("python3") == NULL ||
+	    sh == NULL)
+		h_skip("the tour needs sh, curl and python3 (http.server)");
+	a = strstr(readme, "\n<!-- tour -->\n```sh\n");
+	b = a != NULL ? strstr(a, "\n```\n<!-- /tour -->") : NULL;
+	h_assert(a != NULL && b != NULL, "no <!-- tour --> block in %s",
+	    readme_path());
+	a += strlen("\n<!-- tour -->\n```sh\n");
+	cmds = h_strf("%.*s\n", (int)(b - a), a);
+	cmds = replace_all(replace_all(cmds, "127.0.0.1:8080", lis),
+	    "127.0.0.1:9090", srv);
+	cmds = replace_all(cmds, " 9090 ", h_strf(" %s ", sport));
+	h_assert(strstr(cmds, "9090") == NULL && strstr(cmds, "8080") == NULL,
+	    "a port of the tour was not moved:\n%s", cmds);
+
+	conf = read_text(example_config());
+	conf = replace_all(replace_all(replace_all(conf, "127.0.0.1:8080",
+					   lis),
+			       "127.0.0.1:9090", srv),
+	    "127.0.0.1:9901", admin);
+	d = h_daemon_start(conf);
+	h_exec(&r, sh, "-c", cmds);
+	h_assert(r.status != -1, "the tour did not finish:\n%s", cmds);
+	h_assert(strcasestr(r.out, "<!DOCTYPE HTML") != NULL,
+	    "step 2 printed no page; stdout:\n%s\nstderr:\n%s", r.out, r.err);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=demo",
+	    "from=closed", "to=open", "reason=consecutive_failures",
+	    "failures=5");
+	h_assert(h_wait_count(d, 2, H_WAIT_MS, "event=reject", "state=open") ==
+		2,
+	    "not two clients turned away");
+	h_assert(h_count_log(d, "event=connect_fail") == 5,
+	    "%u failed connects, 5 expected (the backend dies in step 3)",
+	    h_count_log(d, "event=connect_fail"));
+	h_assert(h_count_log(d, "event=reject") == 2, "%u rejects, 2 expected",
+	    h_count_log(d, "event=reject"));
 }
 END_TEST
 
@@ -557,6 +658,7 @@ cli_suite(void)
 	H_TEST(s, cli_test_no_upstream);
 	H_TEST(s, cli_test_missing);
 	H_TEST(s, cli_dump);
+	H_TEST(s, cli_readme_tour);
 	H_TEST(s, cli_example_config);
 	H_TEST(s, cli_address_in_use);
 	H_TEST(s, cli_address_in_use_syslog);
