@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -645,6 +646,47 @@ START_TEST(state_slow_disk)
 }
 END_TEST
 
+/*
+ * The last write, at the stop, is waited for: with that write hung (a FIFO
+ * at FILE.tmp again) the daemon does not exit, and has not said
+ * event=stop, until the write comes unstuck; it then carries the state of
+ * the stop, and the daemon exits 0.
+ */
+START_TEST(state_final_write_waited)
+{
+	struct h_backend *srv = h_backend(H_ECHO);
+	char *lis = h_free_addr4(), *admin = h_free_addr4();
+	char *path = h_path("state"), *tmp = h_strf("%s.tmp", path), *text;
+	struct h_daemon *d = h_daemon_start(h_strf("[global]\n"
+						   "workers = 1\n"
+						   "admin = %s\n"
+						   "state_file = %s\n\n%s",
+	    admin, path, upstream("api", lis, srv, "")));
+	uint64_t t0;
+	int st;
+
+	admin_post(admin, "/upstreams/api/force-open");
+	wait_state_line(path, "api state=forced_open", "until=none", H_WAIT_MS);
+	h_assert(mkfifo(tmp, 0600) == 0, "mkfifo %s: %s", tmp, strerror(errno));
+	h_daemon_signal(d, SIGTERM);
+	h_expect_log(d, H_WAIT_MS, "event=stopping");
+	t0 = h_now_ms();
+	while (h_now_ms() - t0 < 1000) {
+		h_assert(h_daemon_running(d) &&
+			h_count_log(d, "event=stop") == 0,
+		    "the daemon ended %" PRIu64 " ms into its hung last write",
+		    h_now_ms() - t0);
+		poll(NULL, 0, 50);
+	}
+	text = read_fifo(tmp, H_WAIT_MS);
+	h_assert(strstr(text, "\napi state=forced_open ") != NULL,
+	    "the last write carried:\n%s", text);
+	st = h_daemon_wait_exit(d, H_STOP_MS);
+	h_assert(st == 0, "the daemon exited with %d after its last write", st);
+	h_expect_log(d, H_WAIT_MS, "event=stop");
+}
+END_TEST
+
 int
 main(void)
 {
@@ -658,5 +700,6 @@ main(void)
 	H_TEST(s, state_write_failure_retried);
 	H_TEST(s, state_flapping_coalesced);
 	H_TEST(s, state_slow_disk);
+	H_TEST(s, state_final_write_waited);
 	return h_main(s);
 }
