@@ -41,10 +41,14 @@ static const char *const config_rejects[] = {
 	"reset", "http503", "redis", "postgres", "mysql", NULL
 };
 static const char *const config_splices[] = { "auto", "off", NULL };
+static const char *const config_balances[] = {
+	"roundrobin", "leastconn", "first", NULL
+};
 
 #define G(f) offsetof(struct config, f)
 #define U(f) offsetof(struct upstream_conf, f)
 #define B(f) offsetof(struct upstream_conf, breaker.f)
+#define P(f) offsetof(struct pool_conf, f)
 
 /* Every key of SPEC.md section 3. Defaults are written as in the file. */
 static const struct config_key config_key_table[] = {
@@ -163,12 +167,37 @@ static const struct config_key config_key_table[] = {
 	{ "dry_run", CONFIG_SCOPE_UPSTREAM, CONFIG_T_BOOL,
 	    CONFIG_KEY_RELOADABLE, 0, 0, "no", B(dry_run), 0, NULL,
 	    "run the breaker but never reject" },
+
+	{ "listen", CONFIG_SCOPE_POOL, CONFIG_T_LISTEN,
+	    CONFIG_KEY_RELOADABLE | CONFIG_KEY_REPEATABLE, 0, 0, NULL,
+	    P(listen), P(nlisten), NULL,
+	    "address the pool's clients connect to; repeatable" },
+	{ "members", CONFIG_SCOPE_POOL, CONFIG_T_MEMBERS,
+	    CONFIG_KEY_RELOADABLE, 0, 0, NULL, P(members), P(nmembers), NULL,
+	    "upstream names, in order, a client may be given to" },
+	{ "balance", CONFIG_SCOPE_POOL, CONFIG_T_ENUM,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "roundrobin", P(balance), 0,
+	    config_balances, "how a member is chosen among those that admit" },
+	{ "retries", CONFIG_SCOPE_POOL, CONFIG_T_UINT,
+	    CONFIG_KEY_RELOADABLE, 0, POOL_RETRIES_MAX, "1", P(retries), 0,
+	    NULL, "other members a client whose connect failed is tried on" },
+	{ "reject", CONFIG_SCOPE_POOL, CONFIG_T_ENUM,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "reset", P(reject), 0,
+	    config_rejects, "how a client no member admits is told" },
+	{ "log_rejects_per_second", CONFIG_SCOPE_POOL, CONFIG_T_UINT,
+	    CONFIG_KEY_RELOADABLE, 0, COUNT_MAX, NULL,
+	    P(log_rejects_per_second), 0, NULL,
+	    "the pool's reject lines per second; [global]'s unless set" },
+	{ "log_connections", CONFIG_SCOPE_POOL, CONFIG_T_BOOL,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "no", P(log_connections), 0, NULL,
+	    "one event=conn line per client of the pool's listeners" },
 };
 /* clang-format on */
 
 #undef G
 #undef U
 #undef B
+#undef P
 
 #define CONFIG_NKEYS CP_ARRAY_LEN(config_key_table)
 
@@ -176,6 +205,7 @@ enum config_section_kind {
 	CONFIG_SECTION_GLOBAL,
 	CONFIG_SECTION_DEFAULTS,
 	CONFIG_SECTION_UPSTREAM,
+	CONFIG_SECTION_POOL,
 	CONFIG_SECTION_IGNORED, /* unknown or badly named: skipped */
 };
 
@@ -191,7 +221,7 @@ struct config_section {
 	enum config_section_kind kind;
 	char name[UPSTREAM_NAME_MAX + 1];
 	int line;
-	int duplicate; /* an upstream name seen before */
+	int duplicate; /* an upstream or pool name seen before */
 	struct config_pair *pairs;
 	size_t npairs;
 };
@@ -215,6 +245,13 @@ struct config_upinfo {
 	int seen[CONFIG_NKEYS]; /* line each key was set on, 0 unset */
 	int *listen_line;	/* line of each listen address */
 	int backup_of;		/* another upstream names it as backup */
+	int member_of;		/* a pool lists it in members */
+};
+
+/* What the second pass knows about one pool beyond its conf. */
+struct config_poolinfo {
+	int seen[CONFIG_NKEYS];
+	int *listen_line;
 };
 
 /* Return the key table. */
@@ -233,6 +270,20 @@ config_key_find(const char *name)
 
 	for (i = 0; i < CONFIG_NKEYS; i++) {
 		if (strcmp(config_key_table[i].name, name) == 0)
+			return &config_key_table[i];
+	}
+	return NULL;
+}
+
+/* Find a key by name in one scope, or NULL. */
+static const struct config_key *
+config_key_find_scope(const char *name, enum config_scope scope)
+{
+	size_t i;
+
+	for (i = 0; i < CONFIG_NKEYS; i++) {
+		if (config_key_table[i].scope == scope &&
+		    strcmp(config_key_table[i].name, name) == 0)
 			return &config_key_table[i];
 	}
 	return NULL;
@@ -325,6 +376,7 @@ config_parse_section(struct config_parse *cp, const char *p)
 	const char *close = strchr(p, ']'), *after, *name;
 	char text[256];
 	size_t len, i;
+	int pool;
 
 	cp->sections =
 	    xrealloc(cp->sections, (cp->nsections + 1) * sizeof(*cp->sections));
@@ -362,34 +414,44 @@ config_parse_section(struct config_parse *cp, const char *p)
 		sec->kind = CONFIG_SECTION_GLOBAL;
 	else if (strcmp(text, "defaults") == 0)
 		sec->kind = CONFIG_SECTION_DEFAULTS;
-	else if (strncmp(text, "upstream:", 9) == 0) {
-		cp->upstream_headers++;
-		name = text + 9;
+	else if (strncmp(text, "upstream:", 9) == 0 ||
+	    strncmp(text, "pool:", 5) == 0) {
+		pool = text[0] == 'p';
+		if (!pool)
+			cp->upstream_headers++;
+		name = text + (pool ? 5 : 9);
 		if (!config_name_valid(name)) {
 			config_error_add(cp->errs, cp->path, cp->line,
-			    "invalid upstream name '%s' (1 to 64 letters, "
+			    "invalid %s name '%s' (1 to 64 letters, "
 			    "digits, '_', '.' or '-')",
-			    name);
+			    pool ? "pool" : "upstream", name);
 			return;
 		}
-		sec->kind = CONFIG_SECTION_UPSTREAM;
+		sec->kind =
+		    pool ? CONFIG_SECTION_POOL : CONFIG_SECTION_UPSTREAM;
 		memcpy(sec->name, name, strlen(name) + 1);
+		/* Upstreams and pools share one namespace. */
 		for (i = 0; i + 1 < cp->nsections; i++) {
-			if (cp->sections[i].kind == CONFIG_SECTION_UPSTREAM &&
+			if ((cp->sections[i].kind == CONFIG_SECTION_UPSTREAM ||
+				cp->sections[i].kind == CONFIG_SECTION_POOL) &&
 			    !cp->sections[i].duplicate &&
 			    strcmp(cp->sections[i].name, name) == 0) {
 				config_error_add(cp->errs, cp->path, cp->line,
-				    "duplicate upstream '%s' (first defined "
+				    "duplicate name '%s' (the %s defined "
 				    "on line %d)",
-				    name, cp->sections[i].line);
+				    name,
+				    cp->sections[i].kind == CONFIG_SECTION_POOL
+					? "pool"
+					: "upstream",
+				    cp->sections[i].line);
 				sec->duplicate = 1;
 				break;
 			}
 		}
 	} else {
 		config_error_add(cp->errs, cp->path, cp->line,
-		    "unknown section '[%s]' (expected [global], [defaults] "
-		    "or [upstream:NAME])",
+		    "unknown section '[%s]' (expected [global], [defaults], "
+		    "[upstream:NAME] or [pool:NAME])",
 		    text);
 	}
 }
@@ -658,17 +720,54 @@ config_window_set(const struct config_key *k, void *base, const char *value,
 	return -1;
 }
 
+/* Set a pool's members from "a b c"; names are checked against upstreams later. */
+static int
+config_members_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	char ***mv = (char ***)((char *)base + k->off);
+	size_t *mn = (size_t *)((char *)base + k->off2), len;
+	const char *p = value, *end;
+
+	while (*p != '\0') {
+		while (isspace((unsigned char)*p) || *p == ',')
+			p++;
+		if (*p == '\0')
+			break;
+		for (end = p; *end != '\0' && !isspace((unsigned char)*end) &&
+		     *end != ',';
+		     end++)
+			;
+		len = (size_t)(end - p);
+		if (*mn >= POOL_MEMBERS_MAX) {
+			xasprintf(cause, "more than %d members", POOL_MEMBERS_MAX);
+			return -1;
+		}
+		*mv = xrealloc(*mv, (*mn + 1) * sizeof(**mv));
+		(*mv)[*mn] = xmalloc(len + 1);
+		memcpy((*mv)[*mn], p, len);
+		(*mv)[(*mn)++][len] = '\0';
+		p = end;
+	}
+	if (*mn == 0) {
+		xasprintf(cause, "no member named (at least one upstream name)");
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * Parse one value into the struct a key lives in (struct config for global
- * keys, struct upstream_conf for upstream ones). 0, or -1 with *cause.
+ * keys, struct upstream_conf for upstream ones, struct pool_conf for pool
+ * ones). 0, or -1 with *cause.
  */
 static int
 config_key_set(const struct config_key *k, void *base, const char *value,
     char **cause)
 {
 	char *field = (char *)base + k->off;
-	struct upstream_conf *uc = base;
-	struct addr a;
+	struct addr a, **lv;
+	size_t *ln;
 	uint64_t u;
 	double d;
 	int b, r;
@@ -762,10 +861,13 @@ config_key_set(const struct config_key *k, void *base, const char *value,
 	case CONFIG_T_LISTEN:
 		if (addr_parse(value, ADDR_ALLOW_WILDCARD, &a, cause) != 0)
 			return -1;
-		uc->listen = xrealloc(uc->listen,
-		    (uc->nlisten + 1) * sizeof(*uc->listen));
-		uc->listen[uc->nlisten++] = a;
+		lv = (struct addr **)field;
+		ln = (size_t *)((char *)base + k->off2);
+		*lv = xrealloc(*lv, (*ln + 1) * sizeof(**lv));
+		(*lv)[(*ln)++] = a;
 		return 0;
+	case CONFIG_T_MEMBERS:
+		return config_members_set(k, base, value, cause);
 	case CONFIG_T_SERVER:
 		if (addr_parse(value, 0, &a, cause) != 0)
 			return -1;
@@ -808,6 +910,9 @@ config_section_label(const struct config_section *sec, char *buf, size_t len)
 	case CONFIG_SECTION_DEFAULTS:
 		snprintf(buf, len, "[defaults]");
 		break;
+	case CONFIG_SECTION_POOL:
+		snprintf(buf, len, "[pool:%s]", sec->name);
+		break;
 	default:
 		snprintf(buf, len, "[upstream:%s]", sec->name);
 		break;
@@ -825,17 +930,20 @@ config_section_apply(struct config_parse *cp, const struct config_section *sec,
 {
 	enum config_scope scope = sec->kind == CONFIG_SECTION_GLOBAL
 	    ? CONFIG_SCOPE_GLOBAL
-	    : CONFIG_SCOPE_UPSTREAM;
+	    : sec->kind == CONFIG_SECTION_POOL ? CONFIG_SCOPE_POOL
+					       : CONFIG_SCOPE_UPSTREAM;
 	const struct config_pair *pair;
 	const struct config_key *k;
-	struct upstream_conf *uc = base;
+	size_t *nlisten;
 	char label[UPSTREAM_NAME_MAX + 16], *cause;
 	size_t i, ki;
 
 	config_section_label(sec, label, sizeof(label));
 	for (i = 0; i < sec->npairs; i++) {
 		pair = &sec->pairs[i];
-		k = config_key_find(pair->key);
+		k = config_key_find_scope(pair->key, scope);
+		if (k == NULL)
+			k = config_key_find(pair->key);
 		if (k == NULL) {
 			config_error_add(cp->errs, cp->path, pair->line,
 			    "unknown key '%s' in %s", pair->key, label);
@@ -845,8 +953,9 @@ config_section_apply(struct config_parse *cp, const struct config_section *sec,
 			config_error_add(cp->errs, cp->path, pair->line,
 			    "unknown key '%s' in %s (it belongs in %s)",
 			    pair->key, label,
-			    k->scope == CONFIG_SCOPE_GLOBAL
-				? "[global]"
+			    k->scope == CONFIG_SCOPE_GLOBAL ? "[global]"
+			    : k->scope == CONFIG_SCOPE_POOL
+				? "[pool:NAME]"
 				: "[defaults] or [upstream:NAME]");
 			continue;
 		}
@@ -875,9 +984,9 @@ config_section_apply(struct config_parse *cp, const struct config_section *sec,
 			continue;
 		}
 		if (k->type == CONFIG_T_LISTEN && lines != NULL) {
-			*lines =
-			    xrealloc(*lines, uc->nlisten * sizeof(**lines));
-			(*lines)[uc->nlisten - 1] = pair->line;
+			nlisten = (size_t *)((char *)base + k->off2);
+			*lines = xrealloc(*lines, *nlisten * sizeof(**lines));
+			(*lines)[*nlisten - 1] = pair->line;
 		}
 	}
 }
@@ -892,6 +1001,19 @@ config_upstream_free(struct upstream_conf *uc)
 	free(uc->key_line);
 }
 
+/* Free the allocated parts of one pool. */
+static void
+config_pool_free(struct pool_conf *pc)
+{
+	size_t i;
+
+	free(pc->listen);
+	for (i = 0; i < pc->nmembers; i++)
+		free(pc->members[i]);
+	free(pc->members);
+	free(pc->member_index);
+}
+
 /* Free a config. */
 void
 config_free(struct config *cfg)
@@ -903,6 +1025,9 @@ config_free(struct config *cfg)
 	for (i = 0; i < cfg->nupstreams; i++)
 		config_upstream_free(&cfg->upstreams[i]);
 	free(cfg->upstreams);
+	for (i = 0; i < cfg->npools; i++)
+		config_pool_free(&cfg->pools[i]);
+	free(cfg->pools);
 	free(cfg->admin_token);
 	free(cfg->admin_token_file);
 	free(cfg->state_file);
@@ -920,6 +1045,19 @@ config_find_upstream(const struct config *cfg, const char *name)
 	for (i = 0; i < cfg->nupstreams; i++) {
 		if (strcmp(cfg->upstreams[i].name, name) == 0)
 			return &cfg->upstreams[i];
+	}
+	return NULL;
+}
+
+/* Find a pool by name, or NULL. */
+const struct pool_conf *
+config_find_pool(const struct config *cfg, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->npools; i++) {
+		if (strcmp(cfg->pools[i].name, name) == 0)
+			return &cfg->pools[i];
 	}
 	return NULL;
 }
@@ -1065,6 +1203,7 @@ config_check_backups(struct config_parse *cp, struct config *cfg,
 struct config_bind {
 	const struct addr *addr;
 	const char *upstream; /* NULL for admin */
+	const char *kind;     /* "upstream" or "pool" */
 	int line;
 };
 
@@ -1075,14 +1214,15 @@ config_bind_describe(const struct config_bind *b, char *buf, size_t len)
 	if (b->upstream == NULL)
 		snprintf(buf, len, "admin '%s'", b->addr->text);
 	else
-		snprintf(buf, len, "listen '%s' of upstream '%s'",
-		    b->addr->text, b->upstream);
+		snprintf(buf, len, "listen '%s' of %s '%s'", b->addr->text,
+		    b->kind, b->upstream);
 }
 
 /* Report every listen (or admin) address that collides with an earlier one. */
 static void
 config_check_binds(struct config_parse *cp, const struct config *cfg,
-    const struct config_upinfo *info, int admin_line)
+    const struct config_upinfo *info, const struct config_poolinfo *pinfo,
+    int admin_line)
 {
 	struct config_bind *v, *later, *earlier;
 	char desc[ADDR_TEXT_MAX + UPSTREAM_NAME_MAX + 32];
@@ -1090,6 +1230,8 @@ config_check_binds(struct config_parse *cp, const struct config *cfg,
 
 	for (i = 0; i < cfg->nupstreams; i++)
 		n += cfg->upstreams[i].nlisten;
+	for (i = 0; i < cfg->npools; i++)
+		n += cfg->pools[i].nlisten;
 	v = xcalloc(n + 1, sizeof(*v));
 	n = 0;
 	if (cfg->admin_enabled) {
@@ -1101,7 +1243,17 @@ config_check_binds(struct config_parse *cp, const struct config *cfg,
 		for (l = 0; l < cfg->upstreams[i].nlisten; l++) {
 			v[n].addr = &cfg->upstreams[i].listen[l];
 			v[n].upstream = cfg->upstreams[i].name;
+			v[n].kind = "upstream";
 			v[n].line = info[i].listen_line[l];
+			n++;
+		}
+	}
+	for (i = 0; i < cfg->npools; i++) {
+		for (l = 0; l < cfg->pools[i].nlisten; l++) {
+			v[n].addr = &cfg->pools[i].listen[l];
+			v[n].upstream = cfg->pools[i].name;
+			v[n].kind = "pool";
+			v[n].line = pinfo[i].listen_line[l];
 			n++;
 		}
 	}
@@ -1121,10 +1273,10 @@ config_check_binds(struct config_parse *cp, const struct config *cfg,
 			} else {
 				config_error_add(cp->errs, cp->path,
 				    later->line,
-				    "upstream '%s': listen '%s' "
+				    "%s '%s': listen '%s' "
 				    "overlaps %s (line %d)",
-				    later->upstream, later->addr->text, desc,
-				    earlier->line);
+				    later->kind, later->upstream,
+				    later->addr->text, desc, earlier->line);
 			}
 		}
 	}
@@ -1153,6 +1305,105 @@ config_origins_keep(struct config *cfg, struct config_upinfo *info,
 			    info[i].seen[k] != 0 ? info[i].seen[k] : -dseen[k];
 		uc->listen_line = info[i].listen_line;
 		info[i].listen_line = NULL;
+	}
+}
+
+/*
+ * Build the pools from their sections (duplicates are read for their errors
+ * and dropped); their member names are checked by config_check_pools().
+ */
+static struct config_poolinfo *
+config_build_pools(struct config_parse *cp, struct config *cfg, size_t np)
+{
+	const struct config_key *lk =
+	    config_key_find_scope("log_rejects_per_second", CONFIG_SCOPE_POOL);
+	size_t lrps = (size_t)(lk - config_key_table), i;
+	const struct config_section *sec;
+	struct config_poolinfo *pinfo, scratch;
+	struct pool_conf *pc, tmp;
+
+	cfg->pools = xcalloc(np + 1, sizeof(*cfg->pools));
+	pinfo = xcalloc(np + 1, sizeof(*pinfo));
+	for (i = 0; i < cp->nsections; i++) {
+		sec = &cp->sections[i];
+		if (sec->kind != CONFIG_SECTION_POOL)
+			continue;
+		if (sec->duplicate) {
+			memset(&tmp, 0, sizeof(tmp));
+			memset(&scratch, 0, sizeof(scratch));
+			config_defaults_apply(CONFIG_SCOPE_POOL, &tmp);
+			config_section_apply(cp, sec, &tmp, scratch.seen,
+			    &scratch.listen_line);
+			config_pool_free(&tmp);
+			free(scratch.listen_line);
+			continue;
+		}
+		pc = &cfg->pools[cfg->npools];
+		config_defaults_apply(CONFIG_SCOPE_POOL, pc);
+		memcpy(pc->name, sec->name, sizeof(pc->name));
+		pc->line = sec->line;
+		config_section_apply(cp, sec, pc, pinfo[cfg->npools].seen,
+		    &pinfo[cfg->npools].listen_line);
+		/* The pool's own budget, else [global]'s. */
+		if (pinfo[cfg->npools].seen[lrps] == 0)
+			pc->log_rejects_per_second = cfg->log_rejects_per_second;
+		cfg->npools++;
+	}
+	return pinfo;
+}
+
+/*
+ * Resolve each pool's members to upstream indexes: a pool needs a listen
+ * and at least one member, each a defined upstream, none listed twice.
+ */
+static void
+config_check_pools(struct config_parse *cp, struct config *cfg,
+    struct config_upinfo *info, const struct config_poolinfo *pinfo)
+{
+	const struct config_key *mk =
+	    config_key_find_scope("members", CONFIG_SCOPE_POOL);
+	size_t mki = (size_t)(mk - config_key_table), i, j, m;
+	struct pool_conf *pc;
+	int line;
+
+	for (i = 0; i < cfg->npools; i++) {
+		pc = &cfg->pools[i];
+		line = pinfo[i].seen[mki] != 0 ? pinfo[i].seen[mki] : pc->line;
+		if (pc->nlisten == 0)
+			config_error_add(cp->errs, cp->path, pc->line,
+			    "pool '%s': 'listen' is not set", pc->name);
+		if (pinfo[i].seen[mki] == 0)
+			config_error_add(cp->errs, cp->path, pc->line,
+			    "pool '%s': 'members' is not set (at least one "
+			    "upstream name)",
+			    pc->name);
+		pc->member_index = xcalloc(pc->nmembers + 1,
+		    sizeof(*pc->member_index));
+		for (m = 0; m < pc->nmembers; m++) {
+			for (j = 0; j < m; j++)
+				if (strcmp(pc->members[j], pc->members[m]) ==
+				    0)
+					break;
+			if (j < m) {
+				config_error_add(cp->errs, cp->path, line,
+				    "pool '%s': member '%s' is listed twice",
+				    pc->name, pc->members[m]);
+				continue;
+			}
+			for (j = 0; j < cfg->nupstreams; j++)
+				if (strcmp(cfg->upstreams[j].name,
+					pc->members[m]) == 0)
+					break;
+			if (j == cfg->nupstreams) {
+				config_error_add(cp->errs, cp->path, line,
+				    "pool '%s': member '%s' is not a defined "
+				    "upstream",
+				    pc->name, pc->members[m]);
+				continue;
+			}
+			pc->member_index[m] = j;
+			info[j].member_of = 1;
+		}
 	}
 }
 
@@ -1242,10 +1493,11 @@ config_build(struct config_parse *cp)
 {
 	struct config *cfg;
 	struct config_upinfo *info, scratch;
+	struct config_poolinfo *pinfo;
 	struct upstream_conf defaults, *uc, tmp;
 	int gseen[CONFIG_NKEYS], dseen[CONFIG_NKEYS];
 	const struct config_section *sec;
-	size_t i, n = 0, server = config_key_index("server");
+	size_t i, n = 0, np = 0, server = config_key_index("server");
 	size_t listen = config_key_index("listen");
 
 	cfg = xcalloc(1, sizeof(*cfg));
@@ -1267,6 +1519,8 @@ config_build(struct config_parse *cp)
 		else if (sec->kind == CONFIG_SECTION_UPSTREAM &&
 		    !sec->duplicate)
 			n++;
+		else if (sec->kind == CONFIG_SECTION_POOL)
+			np++;
 	}
 
 	cfg->upstreams = xcalloc(n + 1, sizeof(*cfg->upstreams));
@@ -1293,6 +1547,7 @@ config_build(struct config_parse *cp)
 		    &info[cfg->nupstreams].listen_line);
 		cfg->nupstreams++;
 	}
+	pinfo = config_build_pools(cp, cfg, np);
 
 	/* A file that proxies nothing is a mistake (an empty or wrong file). */
 	if (cp->upstream_headers == 0)
@@ -1301,19 +1556,22 @@ config_build(struct config_parse *cp)
 		    "no upstream: add an [upstream:NAME] section with listen "
 		    "and server");
 	config_check_backups(cp, cfg, info);
+	config_check_pools(cp, cfg, info, pinfo);
 	for (i = 0; i < cfg->nupstreams; i++) {
 		uc = &cfg->upstreams[i];
 		if (info[i].seen[server] == 0)
 			config_error_add(cp->errs, cp->path, uc->line,
 			    "upstream '%s': 'server' is not set", uc->name);
-		if (info[i].seen[listen] == 0 && !info[i].backup_of)
+		if (info[i].seen[listen] == 0 && !info[i].backup_of &&
+		    !info[i].member_of)
 			config_error_add(cp->errs, cp->path, uc->line,
-			    "upstream '%s': 'listen' is not set and no other "
-			    "upstream names it as backup",
+			    "upstream '%s': 'listen' is not set, no other "
+			    "upstream names it as backup and no pool lists it",
 			    uc->name);
 		config_check_breaker(cp, uc, &info[i], dseen);
 	}
-	config_check_binds(cp, cfg, info, gseen[config_key_index("admin")]);
+	config_check_binds(cp, cfg, info, pinfo,
+	    gseen[config_key_index("admin")]);
 	config_token_resolve(cp, cfg, gseen);
 	if (cfg->admin_enabled && !addr_is_local(&cfg->admin) &&
 	    cfg->admin_token == NULL) {
@@ -1326,6 +1584,9 @@ config_build(struct config_parse *cp)
 
 	config_origins_keep(cfg, info, gseen, dseen);
 	free(info);
+	for (i = 0; i < cfg->npools; i++)
+		free(pinfo[i].listen_line);
+	free(pinfo);
 	return cfg;
 }
 
@@ -1452,14 +1713,15 @@ config_load(const char *path, struct config_errors *errs)
 	return cfg;
 }
 
-/* Format a key's effective value as it could be written in the file. */
-const char *
-config_key_value(const struct config *cfg, const struct upstream_conf *uc,
-    const struct config_key *k, char *buf, size_t len)
+/* Format the value of a key that lives in base (its section's struct). */
+static const char *
+config_key_value_in(const char *base, const struct config_key *k, char *buf,
+    size_t len)
 {
-	const char *base = k->scope == CONFIG_SCOPE_GLOBAL ? (const char *)cfg
-							   : (const char *)uc;
 	const char *field = base + k->off;
+	const struct addr *lv;
+	char *const *mv;
+	size_t n;
 	const char *s;
 	size_t i, o;
 	int e;
@@ -1511,9 +1773,19 @@ config_key_value(const struct config *cfg, const struct upstream_conf *uc,
 			    (k->flags & CONFIG_KEY_SECRET) ? "(hidden)" : s);
 		break;
 	case CONFIG_T_LISTEN:
-		for (i = 0, o = 0; i < uc->nlisten && o < len; i++) {
+		lv = *(const struct addr *const *)field;
+		n = *(const size_t *)(base + k->off2);
+		for (i = 0, o = 0; i < n && o < len; i++) {
 			o += (size_t)snprintf(buf + o, len - o, "%s%s",
-			    i == 0 ? "" : ", ", uc->listen[i].text);
+			    i == 0 ? "" : ", ", lv[i].text);
+		}
+		break;
+	case CONFIG_T_MEMBERS:
+		mv = *(char *const *const *)field;
+		n = *(const size_t *)(base + k->off2);
+		for (i = 0, o = 0; i < n && o < len; i++) {
+			o += (size_t)snprintf(buf + o, len - o, "%s%s",
+			    i == 0 ? "" : " ", mv[i]);
 		}
 		break;
 	case CONFIG_T_SERVER:
@@ -1522,6 +1794,18 @@ config_key_value(const struct config *cfg, const struct upstream_conf *uc,
 	}
 	return buf;
 }
+
+/* Format a key's effective value as it could be written in the file. */
+const char *
+config_key_value(const struct config *cfg, const struct upstream_conf *uc,
+    const struct config_key *k, char *buf, size_t len)
+{
+	return config_key_value_in(k->scope == CONFIG_SCOPE_GLOBAL
+		? (const char *)cfg
+		: (const char *)uc,
+	    k, buf, len);
+}
+
 
 /* Where a key's value came from, as config_dump shows it. */
 static const char *
@@ -1583,7 +1867,33 @@ config_dump_scope(const struct config *cfg, const struct upstream_conf *uc,
 	}
 }
 
-/* Print the config as the daemon reads it: [global], then each upstream. */
+/* Print a pool's keys, each with its help (the origin: its section). */
+static void
+config_dump_pool(const struct config *cfg, const struct pool_conf *pc,
+    FILE *f)
+{
+	const struct config_key *k;
+	char buf[1024], origin[1024];
+	size_t i, l;
+
+	snprintf(origin, sizeof(origin), "[pool:%s] %s:%d", pc->name,
+	    cfg->path, pc->line);
+	for (i = 0; i < CONFIG_NKEYS; i++) {
+		k = &config_key_table[i];
+		if (k->scope != CONFIG_SCOPE_POOL)
+			continue;
+		if (k->type == CONFIG_T_LISTEN) {
+			for (l = 0; l < pc->nlisten; l++)
+				config_dump_line(k, pc->listen[l].text, origin,
+				    f);
+			continue;
+		}
+		config_key_value_in((const char *)pc, k, buf, sizeof(buf));
+		config_dump_line(k, buf, origin, f);
+	}
+}
+
+/* Print every effective key = value: [global], each upstream, each pool. */
 void
 config_dump(const struct config *cfg, FILE *f)
 {
@@ -1600,5 +1910,10 @@ config_dump(const struct config *cfg, FILE *f)
 		    cfg->upstreams[i].line, cfg->upstreams[i].name);
 		config_dump_scope(cfg, &cfg->upstreams[i],
 		    CONFIG_SCOPE_UPSTREAM, f);
+	}
+	for (i = 0; i < cfg->npools; i++) {
+		fprintf(f, "\n# %s:%d\n[pool:%s]\n", cfg->path,
+		    cfg->pools[i].line, cfg->pools[i].name);
+		config_dump_pool(cfg, &cfg->pools[i], f);
 	}
 }

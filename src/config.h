@@ -52,6 +52,31 @@ struct upstream_conf {
 	int *key_line;
 };
 
+enum pool_balance {
+	POOL_BALANCE_ROUNDROBIN, /* rotate over the admitting members */
+	POOL_BALANCE_LEASTCONN,	 /* the fewest active relays, ties in order */
+	POOL_BALANCE_FIRST,	 /* the first member that admits */
+};
+
+/* Members a pool may list, and retries it may make. */
+#define POOL_MEMBERS_MAX 64
+#define POOL_RETRIES_MAX 8
+
+struct pool_conf {
+	char name[UPSTREAM_NAME_MAX + 1];
+	int line;	     /* of its [pool:NAME] header */
+	struct addr *listen; /* nlisten entries */
+	size_t nlisten;
+	char **members; /* upstream names, in order */
+	size_t nmembers;
+	size_t *member_index; /* index of each in config->upstreams */
+	enum pool_balance balance;
+	unsigned retries;
+	enum reject_mode reject;
+	unsigned log_rejects_per_second; /* [global]'s unless set */
+	bool log_connections;
+};
+
 struct config {
 	char *path;
 	bool world_writable; /* the file read: anyone may change it */
@@ -72,6 +97,8 @@ struct config {
 	struct upstream_conf *upstreams;
 	size_t nupstreams;
 	int *key_line; /* per [global] key: its line, 0 built in */
+	struct pool_conf *pools;
+	size_t npools;
 };
 
 /* One error, as "FILE:LINE: message" (or "FILE: message" with line 0). */
@@ -100,11 +127,13 @@ enum config_type {
 	CONFIG_T_LISTEN,   /* struct addr, repeatable, "*:PORT" allowed */
 	CONFIG_T_SERVER,   /* struct addr */
 	CONFIG_T_BACKUP,   /* another upstream's name; empty = none */
+	CONFIG_T_MEMBERS,  /* char **, space-separated upstream names */
 };
 
 enum config_scope {
 	CONFIG_SCOPE_GLOBAL,   /* [global], field of struct config */
 	CONFIG_SCOPE_UPSTREAM, /* [defaults] or [upstream:NAME] */
+	CONFIG_SCOPE_POOL,     /* [pool:NAME], field of struct pool_conf */
 };
 
 #define CONFIG_KEY_RELOADABLE 0x1  /* SIGHUP applies it without a restart */
@@ -165,5 +194,7 @@ void config_errors_clear(struct config_errors *);
 /* Find an upstream by name, or NULL. */
 const struct upstream_conf *config_find_upstream(const struct config *,
     const char *);
+/* Find a pool by name, or NULL. */
+const struct pool_conf *config_find_pool(const struct config *, const char *);
 
 #endif
