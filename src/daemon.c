@@ -23,6 +23,7 @@
 #include "admin.h"
 #include "daemon.h"
 #include "listener.h"
+#include "pool.h"
 #include "log.h"
 #include "notify.h"
 #include "state_file.h"
@@ -47,6 +48,8 @@ struct daemon_retired {
 	struct config *conf;
 	struct upstream **upstreams;
 	size_t nupstreams;
+	struct pool **pools; /* dropped pools, freed with it */
+	size_t npools;
 	bool seen; /* every worker has passed the swap */
 };
 
@@ -59,6 +62,8 @@ struct daemon {
 
 	struct upstream **upstreams;
 	size_t nupstreams;
+	struct pool **pools;
+	size_t npools;
 	struct listener **listeners;
 	size_t nlisteners;
 	struct worker **workers;
@@ -103,6 +108,18 @@ daemon_libevent_log(int severity, const char *msg)
 		: severity == EVENT_LOG_WARN ? LOG_LEVEL_WARNING
 					     : LOG_LEVEL_DEBUG,
 	    "event=libevent message=%s", log_quote(q, sizeof(q), msg));
+}
+
+/* Find a running pool by name. */
+static struct pool *
+daemon_pool(struct daemon *d, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < d->npools; i++)
+		if (strcmp(d->pools[i]->name, name) == 0)
+			return d->pools[i];
+	return NULL;
 }
 
 /* Find a running upstream by name. */
@@ -214,8 +231,32 @@ daemon_retired_free(struct daemon_retired *rt)
 		upstream_free(rt->upstreams[i]);
 	}
 	free(rt->upstreams);
+	for (i = 0; i < rt->npools; i++) {
+		pool_log_summary_flush(rt->pools[i], util_now_ms());
+		pool_free(rt->pools[i]);
+	}
+	free(rt->pools);
 	config_free(rt->conf);
 	free(rt);
+}
+
+/* May a relay or a worker still reach what this retired config holds? */
+static bool
+daemon_retired_busy(struct daemon_retired *rt)
+{
+	size_t i;
+
+	if (!rt->seen)
+		return true;
+	for (i = 0; i < rt->nupstreams; i++)
+		if (atomic_load_explicit(&rt->upstreams[i]->refs,
+			memory_order_acquire) != 0)
+			return true;
+	for (i = 0; i < rt->npools; i++)
+		if (atomic_load_explicit(&rt->pools[i]->refs,
+			memory_order_acquire) != 0)
+			return true;
+	return false;
 }
 
 /* Free the retired configs nobody can reach any more. */
@@ -223,14 +264,9 @@ static void
 daemon_retired_collect(struct daemon *d)
 {
 	struct daemon_retired **p = &d->retired, *rt;
-	size_t i;
 
 	while ((rt = *p) != NULL) {
-		for (i = 0; rt->seen && i < rt->nupstreams; i++)
-			if (atomic_load_explicit(&rt->upstreams[i]->refs,
-				memory_order_acquire) != 0)
-				break;
-		if (!rt->seen || i < rt->nupstreams) {
+		if (daemon_retired_busy(rt)) {
 			p = &rt->next;
 			continue;
 		}
@@ -340,6 +376,13 @@ daemon_listener_in_the_way(const struct listener *l, const struct config *conf)
 				conflict = true;
 		}
 	}
+	for (i = 0; i < conf->npools; i++)
+		for (j = 0; j < conf->pools[i].nlisten; j++) {
+			if (listener_same_addr(l, &conf->pools[i].listen[j]))
+				return false; /* kept */
+			if (listener_same_port(l, &conf->pools[i].listen[j]))
+				conflict = true;
+		}
 	return conflict;
 }
 
@@ -417,6 +460,7 @@ daemon_reload(struct daemon *d)
 	struct config *conf, *old = d->conf;
 	struct config_errors errs = { NULL, 0 };
 	struct upstream **ups, *up;
+	struct pool **pools;
 	struct listener **ls, *l;
 	struct worker_reload *rl;
 	struct daemon_retired *rt;
@@ -426,7 +470,7 @@ daemon_reload(struct daemon *d)
 	struct listener **shut = NULL;
 	struct admin *admin;
 	char *cause = NULL;
-	bool *created;
+	bool *created, *pcreated;
 
 	if (atomic_load(&d->phase) != DAEMON_RUNNING)
 		return;
@@ -459,9 +503,19 @@ daemon_reload(struct daemon *d)
 			created[i] = true;
 		}
 	}
+	/* The new pool set: kept ones by name (members set at the swap). */
+	pools = xcalloc(conf->npools + 1, sizeof(*pools));
+	pcreated = xcalloc(conf->npools + 1, sizeof(*pcreated));
+	for (i = 0; i < conf->npools; i++)
+		if ((pools[i] = daemon_pool(d, conf->pools[i].name)) == NULL) {
+			pools[i] = pool_new(&conf->pools[i], ups, now);
+			pcreated[i] = true;
+		}
 	/* The new listener set: kept sockets, and new ones bound now. */
 	for (i = 0, n = 0; i < conf->nupstreams; i++)
 		n += conf->upstreams[i].nlisten;
+	for (i = 0; i < conf->npools; i++)
+		n += conf->pools[i].nlisten;
 	ls = xcalloc(n, sizeof(*ls));
 	rl = xcalloc(1, sizeof(*rl));
 	rl->added = xcalloc(n, sizeof(*rl->added));
@@ -481,6 +535,19 @@ daemon_reload(struct daemon *d)
 			ls[nls++] = l;
 		}
 	}
+	for (i = 0; i < conf->npools; i++)
+		for (j = 0; j < conf->pools[i].nlisten; j++) {
+			if ((l = daemon_find_listener(d,
+				 &conf->pools[i].listen[j])) == NULL) {
+				l = listener_open(&conf->pools[i].listen[j],
+				    NULL, d->nworkers, &cause);
+				if (l == NULL)
+					goto fail;
+				listener_set_owner(l, NULL, pools[i]);
+				rl->added[rl->nadded++] = l;
+			}
+			ls[nls++] = l;
+		}
 
 	if (daemon_admin_bind(d, conf, &admin, &cause) != 0)
 		goto fail;
@@ -498,8 +565,17 @@ daemon_reload(struct daemon *d)
 			l = daemon_find_listener(d,
 			    &conf->upstreams[i].listen[j]);
 			if (l != NULL)
-				atomic_store(&l->up, ups[i]);
+				listener_set_owner(l, ups[i], NULL);
 		}
+	for (i = 0; i < conf->npools; i++) {
+		if (!pcreated[i])
+			pool_set_conf(pools[i], &conf->pools[i], ups);
+		for (j = 0; j < conf->pools[i].nlisten; j++) {
+			l = daemon_find_listener(d, &conf->pools[i].listen[j]);
+			if (l != NULL)
+				listener_set_owner(l, NULL, pools[i]);
+		}
+	}
 	free(shut);
 	rl->removed = xcalloc(d->nlisteners, sizeof(*rl->removed));
 	for (i = 0; i < d->nlisteners; i++) {
@@ -521,6 +597,14 @@ daemon_reload(struct daemon *d)
 			rt->upstreams[rt->nupstreams++] = up;
 		}
 	}
+	rt->pools = xcalloc(d->npools + 1, sizeof(*rt->pools));
+	for (i = 0; i < d->npools; i++)
+		if (config_find_pool(conf, d->pools[i]->name) == NULL)
+			rt->pools[rt->npools++] = d->pools[i];
+	free(d->pools);
+	d->pools = pools;
+	d->npools = conf->npools;
+	free(pcreated);
 	rt->next = d->retired;
 	d->retired = rt;
 	for (i = 0; i < rl->nadded; i++)
@@ -571,6 +655,11 @@ fail:
 	for (i = 0; i < conf->nupstreams; i++)
 		if (created[i])
 			upstream_free(ups[i]);
+	for (i = 0; i < conf->npools; i++)
+		if (pcreated[i])
+			pool_free(pools[i]);
+	free(pools);
+	free(pcreated);
 	free(rl->added);
 	free(rl);
 	free(ls);
@@ -687,6 +776,8 @@ daemon_summary_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	for (i = 0; i < d->nupstreams; i++)
 		upstream_log_summary_flush(d->upstreams[i], now);
+	for (i = 0; i < d->npools; i++)
+		pool_log_summary_flush(d->pools[i], now);
 	daemon_retired_collect(d);
 	/* The counters in STATUS= move without a transition. */
 	daemon_notify_status(d, "");
@@ -764,6 +855,10 @@ daemon_make_upstreams(struct daemon *d, uint64_t now)
 			atomic_store(&d->upstreams[i]->backup,
 			    d->upstreams[uc->backup_index]);
 	}
+	d->npools = conf->npools;
+	d->pools = xcalloc(conf->npools + 1, sizeof(*d->pools));
+	for (i = 0; i < conf->npools; i++)
+		d->pools[i] = pool_new(&conf->pools[i], d->upstreams, now);
 }
 
 /*
@@ -792,7 +887,9 @@ daemon_bind(struct daemon *d, char **cause)
 
 	for (i = 0; i < d->conf->nupstreams; i++)
 		n += d->conf->upstreams[i].nlisten;
-	d->listeners = xcalloc(n, sizeof(*d->listeners));
+	for (i = 0; i < d->conf->npools; i++)
+		n += d->conf->pools[i].nlisten;
+	d->listeners = xcalloc(n + 1, sizeof(*d->listeners));
 	for (i = 0; i < d->conf->nupstreams; i++) {
 		uc = &d->conf->upstreams[i];
 		for (j = 0; j < uc->nlisten; j++) {
@@ -806,6 +903,16 @@ daemon_bind(struct daemon *d, char **cause)
 			listener_log(l, "listen");
 		}
 	}
+	for (i = 0; i < d->conf->npools; i++)
+		for (j = 0; j < d->conf->pools[i].nlisten; j++) {
+			l = listener_open(&d->conf->pools[i].listen[j], NULL,
+			    d->nworkers, cause);
+			if (l == NULL)
+				return -1;
+			listener_set_owner(l, NULL, d->pools[i]);
+			d->listeners[d->nlisteners++] = l;
+			listener_log(l, "listen");
+		}
 	return 0;
 }
 
@@ -993,6 +1100,9 @@ daemon_free(struct daemon *d)
 	for (j = 0; j < d->nupstreams; j++)
 		upstream_free(d->upstreams[j]);
 	free(d->upstreams);
+	for (j = 0; j < d->npools; j++)
+		pool_free(d->pools[j]);
+	free(d->pools);
 	if (d->pidfile != NULL)
 		unlink(d->pidfile);
 	if (d->sig_term != NULL)

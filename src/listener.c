@@ -30,6 +30,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "pool.h"
 #include "upstream.h"
 #include "util.h"
 
@@ -420,10 +421,37 @@ listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 		event_add(s->accept_ev, NULL);
 }
 
+/* "upstream=NAME" or "pool=NAME": whose clients the listener takes. */
+static const char *
+listener_owner(struct listener *l, char *buf, size_t len)
+{
+	struct pool *p = atomic_load(&l->pool);
+
+	if (p != NULL)
+		snprintf(buf, len, "pool=%s", p->name);
+	else
+		snprintf(buf, len, "upstream=%s", atomic_load(&l->up)->name);
+	return buf;
+}
+
+/*
+ * Hand the listener to an upstream or a pool. up is never cleared, and a
+ * pool is cleared only after up is set: an accept that reads pool, then
+ * up, always finds an owner.
+ */
+void
+listener_set_owner(struct listener *l, struct upstream *up, struct pool *p)
+{
+	if (up != NULL)
+		atomic_store(&l->up, up);
+	atomic_store(&l->pool, p);
+}
+
 /* Pause a worker's accepts briefly: out of descriptors or memory, or shut. */
 static void
 listener_slot_pause(struct listener_slot *s, int error)
 {
+	char owner[UPSTREAM_NAME_MAX + 16];
 	struct timeval tv = { 0, LISTENER_PAUSE_MS * 1000 };
 
 	if (s->accept_ev == NULL)
@@ -432,9 +460,10 @@ listener_slot_pause(struct listener_slot *s, int error)
 	event_add(s->resume_ev, &tv);
 	if (error != EINVAL &&
 	    listener_log_once_a_second(&listener_shortage_logged))
-		log_errorx("event=accept_paused upstream=%s addr=%s error=%s "
+		log_errorx("event=accept_paused %s addr=%s error=%s "
 			   "pause_ms=%d",
-		    atomic_load(&s->listener->up)->name, s->listener->addr.text,
+		    listener_owner(s->listener, owner, sizeof(owner)),
+		    s->listener->addr.text,
 		    util_errno_name(error), LISTENER_PAUSE_MS);
 }
 
@@ -442,16 +471,15 @@ listener_slot_pause(struct listener_slot *s, int error)
 void
 listener_log(struct listener *l, const char *event)
 {
-	char addr[ADDR_TEXT_MAX + 8], name[80];
+	char addr[ADDR_TEXT_MAX + 8], name[80], owner[UPSTREAM_NAME_MAX + 16];
 
+	listener_owner(l, owner, sizeof(owner));
 	if (l->received != NULL)
-		log_info("event=%s upstream=%s addr=%s socket=received name=%s",
-		    event, atomic_load(&l->up)->name,
-		    log_quote(addr, sizeof(addr), l->addr.text),
+		log_info("event=%s %s addr=%s socket=received name=%s", event,
+		    owner, log_quote(addr, sizeof(addr), l->addr.text),
 		    log_quote(name, sizeof(name), l->received));
 	else
-		log_info("event=%s upstream=%s addr=%s", event,
-		    atomic_load(&l->up)->name,
+		log_info("event=%s %s addr=%s", event, owner,
 		    log_quote(addr, sizeof(addr), l->addr.text));
 }
 
@@ -459,12 +487,12 @@ listener_log(struct listener *l, const char *event)
 static void
 listener_log_error(struct listener_slot *s, int error)
 {
-	char addr[ADDR_TEXT_MAX + 8], msg[128];
+	char addr[ADDR_TEXT_MAX + 8], msg[128], owner[UPSTREAM_NAME_MAX + 16];
 
 	if (!listener_log_once_a_second(&listener_error_logged))
 		return;
-	log_warnx("event=accept_error upstream=%s addr=%s error=%s",
-	    atomic_load(&s->listener->up)->name,
+	log_warnx("event=accept_error %s addr=%s error=%s",
+	    listener_owner(s->listener, owner, sizeof(owner)),
 	    log_quote(addr, sizeof(addr), s->listener->addr.text),
 	    log_quote(msg, sizeof(msg), strerror(error)));
 }
@@ -475,6 +503,7 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener_slot *s = arg;
 	struct sockaddr_storage ss;
+	struct pool *p;
 	socklen_t len;
 	int cfd, i, error;
 
@@ -518,8 +547,9 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 				return;
 			}
 		}
-		error = s->accept(atomic_load(&s->listener->up), cfd,
-		    (struct sockaddr *)&ss, len, s->arg);
+		p = atomic_load(&s->listener->pool);
+		error = s->accept(p != NULL ? NULL : atomic_load(&s->listener->up),
+		    p, cfd, (struct sockaddr *)&ss, len, s->arg);
 		/* Out of descriptors for the server: wait in the backlog. */
 		if (error != 0) {
 			listener_slot_pause(s, error);

@@ -13,6 +13,7 @@
 
 struct event;
 struct event_base;
+struct pool;
 struct upstream;
 
 /*
@@ -20,7 +21,7 @@ struct upstream;
  * returns 0, or EMFILE/ENFILE when no descriptor was left for its server
  * (the slot's accepts then pause for a moment).
  */
-typedef int (*listener_client_cb)(struct upstream *, int fd,
+typedef int (*listener_client_cb)(struct upstream *, struct pool *, int fd,
     const struct sockaddr *, socklen_t, void *);
 
 /* One worker's share of a listener: its accept event and its callback. */
@@ -34,7 +35,12 @@ struct listener_slot {
 
 struct listener {
 	struct addr addr;
-	_Atomic(struct upstream *) up; /* a reload may hand it to another */
+	/*
+	 * Whose clients it takes: a pool's when pool is set, else up's. A
+	 * reload may hand it to another (see listener_set_owner()).
+	 */
+	_Atomic(struct upstream *) up;
+	_Atomic(struct pool *) pool;
 	int *fds;		       /* one per worker (TCP), or one */
 	unsigned nfds;
 	const char *received; /* the socket came from systemd: its name */
@@ -53,6 +59,8 @@ int listener_bind(const struct addr *, char **cause);
 /* Bind and listen; -1 with *cause on failure. */
 struct listener *listener_open(const struct addr *, struct upstream *,
     unsigned nworkers, char **cause);
+/* Hand the listener to an upstream (pool NULL) or a pool (main thread). */
+void listener_set_owner(struct listener *, struct upstream *, struct pool *);
 /* Create and arm slot's accept event on base (before its thread runs). */
 void listener_attach(struct listener *, unsigned slot, struct event_base *,
     listener_client_cb, void *);

@@ -40,9 +40,11 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "admit.h"
 #include "log.h"
 #include "reject.h"
 #include "pipe.h"
+#include "pool.h"
 #include "relay.h"
 #include "upstream.h"
 #include "util.h"
@@ -77,8 +79,6 @@
 #endif
 /* Rejected clients a worker reads from or waits for at once. */
 #define RELAY_LINGER_MAX 1024
-/* Backups followed at most (a reload may briefly link them in a ring). */
-#define RELAY_BACKUP_HOPS 16
 /* How often a source that is not read (paused or finished) is checked. */
 #define RELAY_PAUSED_CHECK_MS 1000
 /* Reads per wakeup before giving other relays their turn. */
@@ -100,8 +100,10 @@ enum relay_phase {
 /* What a reply to a rejected client says, kept while its packet comes. */
 struct relay_reject {
 	struct reject_pg pg;
+	const char *name;  /* the upstream or pool named in the reply */
 	const char *state; /* "open", "half_open", "forced_open" */
 	uint64_t secs;	   /* retry after */
+	uint64_t read_ms;  /* how long the startup packet may take */
 	size_t discarded;  /* bytes read and dropped after the reply */
 };
 
@@ -138,13 +140,13 @@ struct relay {
 	LIST_ENTRY(relay) entry;
 	TAILQ_ENTRY(relay) linger_entry; /* RELAY_LINGER_QUEUED */
 	struct worker *w;
-	struct upstream *up; /* whose server (a backup after failover) */
+	/* Whose server (a backup, a pool's member); NULL for a pool's reject. */
+	struct upstream *up;
 	enum relay_phase phase;
 	int cfd, sfd;
-	struct breaker_ticket ticket;
+	struct admit adm;     /* the verdict, and the attempt it is on */
 	bool outcome_pending; /* attempt not yet recorded */
 	bool server_spoke;    /* the server has sent a byte */
-	bool counted_active;
 	uint64_t start_ms;   /* connect began */
 	uint64_t connect_us; /* connect() called, for the histogram */
 	uint64_t connected_ms;
@@ -176,6 +178,7 @@ static void relay_forward(struct relay *, struct relay_dir *);
 static void relay_reject_read(struct relay *);
 static void relay_pipe_put(struct relay *, struct relay_dir *);
 static void relay_last_words(struct relay *);
+static int relay_connect(struct relay *);
 
 /* Close a socket so the peer sees a reset (RST) rather than a FIN. */
 static void
@@ -213,7 +216,7 @@ relay_record(struct relay *r, bool success, enum breaker_error err)
 	if (!r->outcome_pending)
 		return;
 	r->outcome_pending = false;
-	breaker_record(r->up->breaker, &r->ticket, success, err, util_now_ms());
+	admit_record(&r->adm, success, err, util_now_ms());
 }
 
 /* Log a failed attempt (before recording it, so the state line follows). */
@@ -231,28 +234,13 @@ relay_log_fail(struct relay *r, enum breaker_error err, uint64_t elapsed_ms)
 	    elapsed_ms);
 }
 
-/* Count a rejected client as overload (not the server's fault) and reset it. */
-static void
-relay_reject_overload(struct worker *w, struct upstream *up, int fd,
-    const struct relay_peer *peer)
-{
-	char client[RELAY_PEER_STR_MAX];
-
-	upstream_count(up, w->id, UC_rejected_overload_total, 1);
-	if (upstream_log_allowed(up, UPSTREAM_LOG_REJECT, util_now_ms()))
-		log_notice("event=reject upstream=%s client=%s reason=overload "
-			   "max_connections=%u",
-		    up->name, relay_peer_str(peer, client),
-		    upstream_conf(up)->max_connections);
-	relay_close_rst(fd);
-}
-
 /* The whole and only way out: release both sides, timers and counters. */
 static void
 relay_close(struct relay *r, enum relay_end why)
 {
 	struct worker *w = r->w;
 	struct upstream *up = r->up;
+	struct pool *pool = r->adm.pool;
 
 	if (r->outcome_pending) {
 		/*
@@ -260,7 +248,7 @@ relay_close(struct relay *r, enum relay_end why)
 		 * shutdown): the attempt has no outcome.
 		 */
 		if (r->phase == RELAY_CONNECTING) {
-			breaker_cancel(up->breaker, &r->ticket);
+			admit_cancel(&r->adm);
 			r->outcome_pending = false;
 		} else
 			relay_record(r, true, BREAKER_ERR_OTHER);
@@ -284,8 +272,7 @@ relay_close(struct relay *r, enum relay_end why)
 	free(r->s2c.buf);
 	relay_pipe_put(r, &r->c2s);
 	relay_pipe_put(r, &r->s2c);
-	if (r->counted_active)
-		atomic_fetch_sub(&up->active, 1);
+	admit_release(&r->adm);
 	if (r->phase == RELAY_LINGER_QUEUED)
 		TAILQ_REMOVE(&w->lingering, r, linger_entry);
 	if (r->phase == RELAY_LINGERING || r->phase == RELAY_REJECT_READING ||
@@ -294,17 +281,21 @@ relay_close(struct relay *r, enum relay_end why)
 	if (log_enabled(LOG_LEVEL_DEBUG)) {
 		char client[RELAY_PEER_STR_MAX];
 
-		log_debug("event=close upstream=%s client=%s reason=%s",
-		    up->name, relay_peer_str(&r->peer, client),
-		    relay_end_names[why]);
+		log_debug("event=close %s=%s client=%s reason=%s",
+		    up != NULL ? "upstream" : "pool",
+		    up != NULL ? up->name : pool->name,
+		    relay_peer_str(&r->peer, client), relay_end_names[why]);
 	}
 	LIST_REMOVE(r, entry);
 	free(r);
 	/*
-	 * Last: once refs is 0 the main thread may free a retired upstream,
-	 * so nothing here may touch up after this.
+	 * Last: once refs is 0 the main thread may free a retired upstream
+	 * or pool, so nothing here may touch them after this.
 	 */
-	atomic_fetch_sub_explicit(&up->refs, 1, memory_order_release);
+	if (up != NULL)
+		atomic_fetch_sub_explicit(&up->refs, 1, memory_order_release);
+	if (pool != NULL)
+		atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_release);
 	worker_relay_gone(w);
 }
 
@@ -1082,7 +1073,7 @@ static void
 relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct relay *r = arg;
-	const struct upstream_conf *uc = upstream_conf(r->up);
+	const struct upstream_conf *uc;
 	uint64_t now = util_now_ms();
 
 	(void)fd;
@@ -1102,6 +1093,7 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (relay_paused_source_gone(r))
 		return;
+	uc = upstream_conf(r->up);
 	if (r->outcome_pending &&
 	    now >= r->connected_ms + uc->connect_timeout_ms)
 		relay_record(r, true, BREAKER_ERR_OTHER);
@@ -1160,6 +1152,34 @@ relay_connected(struct relay *r, uint64_t now)
 	relay_timer_arm(r, now);
 }
 
+/*
+ * The attempt failed before a byte was relayed (and was recorded): a pool's
+ * client is tried on another admitting member while it has tries left,
+ * else reset. Returns as relay_connect() does.
+ */
+static int
+relay_retry(struct relay *r)
+{
+	struct upstream *old = r->up;
+
+	if (!admit_retry(&r->adm, r->w->id, &r->peer.u.sa, r->peer.len,
+		util_now_ms())) {
+		relay_close(r, RELAY_END_RESET);
+		return 0;
+	}
+	event_del(&r->sev_r);
+	event_del(&r->sev_w);
+	close(r->sfd);
+	r->sfd = -1;
+	r->up = r->adm.up;
+	atomic_fetch_add_explicit(&r->up->refs, 1, memory_order_relaxed);
+	/* old may be a retired upstream: not touched after this. */
+	atomic_fetch_sub_explicit(&old->refs, 1, memory_order_release);
+	r->outcome_pending = true;
+	r->start_ms = util_now_ms();
+	return relay_connect(r);
+}
+
 /* The connect finished one way or the other, or connect_timeout passed. */
 static void
 relay_connect_cb(evutil_socket_t fd, short what, void *arg)
@@ -1197,7 +1217,7 @@ relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	relay_log_fail(r, kind, now - r->start_ms);
 	relay_record(r, false, kind);
-	relay_close(r, RELAY_END_RESET);
+	relay_retry(r);
 }
 
 /*
@@ -1213,7 +1233,7 @@ relay_shortage(struct relay *r, int error)
 	struct pipe_pool *pipes = r->w->pipes;
 	char client[RELAY_PEER_STR_MAX];
 
-	breaker_cancel(r->up->breaker, &r->ticket);
+	admit_cancel(&r->adm);
 	r->outcome_pending = false;
 	upstream_count(r->up, r->w->id, UC_rejected_overload_total, 1);
 	if (upstream_log_allowed(r->up, UPSTREAM_LOG_REJECT, util_now_ms()))
@@ -1248,8 +1268,7 @@ relay_connect(struct relay *r)
 		/* Say EAFNOSUPPORT: persistent, and worth opening the circuit. */
 		relay_log_fail(r, BREAKER_ERR_OTHER, 0);
 		relay_record(r, false, BREAKER_ERR_OTHER);
-		relay_close(r, RELAY_END_RESET);
-		return 0;
+		return relay_retry(r);
 	}
 	if (sa->family != AF_UNIX)
 		setsockopt(r->sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
@@ -1280,13 +1299,15 @@ relay_connect(struct relay *r)
 	kind = breaker_error_from_errno(error);
 	relay_log_fail(r, kind, 0);
 	relay_record(r, false, kind);
-	relay_close(r, RELAY_END_RESET);
-	return 0;
+	return relay_retry(r);
 }
 
-/* Allocate a relay for a client, owned by the worker. */
+/*
+ * Allocate a relay for a client, owned by the worker, holding up (NULL for
+ * a pool's reject) and pool (or NULL) until it ends.
+ */
 static struct relay *
-relay_new(struct worker *w, struct upstream *up, int cfd,
+relay_new(struct worker *w, struct upstream *up, struct pool *pool, int cfd,
     const struct relay_peer *peer)
 {
 	struct relay *r;
@@ -1308,7 +1329,11 @@ relay_new(struct worker *w, struct upstream *up, int cfd,
 	evtimer_assign(&r->timer, w->base, relay_timer_cb, r);
 	LIST_INSERT_HEAD(&w->relays, r, entry);
 	w->nrelays++;
-	atomic_fetch_add_explicit(&up->refs, 1, memory_order_relaxed);
+	r->adm.pool = pool;
+	if (up != NULL)
+		atomic_fetch_add_explicit(&up->refs, 1, memory_order_relaxed);
+	if (pool != NULL)
+		atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
 	return r;
 }
 
@@ -1317,14 +1342,16 @@ relay_new(struct worker *w, struct upstream *up, int cfd,
  * out) or waits for; NULL past the cap (a flood) or short of memory.
  */
 static struct relay *
-relay_reject_new(struct worker *w, struct upstream *up, int fd,
+relay_reject_new(struct worker *w, const struct admit *a, int fd,
     const struct relay_peer *peer)
 {
 	struct relay *r;
 
 	if (w->nlingering >= RELAY_LINGER_MAX ||
-	    (r = relay_new(w, up, fd, peer)) == NULL)
+	    (r = relay_new(w, a->up, a->pool, fd, peer)) == NULL)
 		return NULL;
+	r->rej.name = a->name;
+	r->rej.read_ms = a->connect_timeout_ms;
 	w->nlingering++;
 	r->phase = RELAY_REJECT_READING;
 	return r;
@@ -1375,7 +1402,6 @@ relay_reject_read(struct relay *r)
 {
 	const uint8_t *buf = (const uint8_t *)r->w->scratch;
 	char out[REJECT_PG_REQUESTS_MAX + REJECT_REPLY_MAX];
-	const struct upstream_conf *uc;
 	size_t off, used, nout = 0;
 	struct timeval tv;
 	ssize_t n;
@@ -1403,7 +1429,7 @@ relay_reject_read(struct relay *r)
 				break;
 			case REJECT_PG_STARTUP:
 				nout += reject_reply(REJECT_POSTGRES,
-				    r->up->name, r->rej.state, r->rej.secs,
+				    r->rej.name, r->rej.state, r->rej.secs,
 				    out + nout, sizeof(out) - nout);
 				if (!relay_reject_send(r->cfd, out, nout))
 					relay_close(r, RELAY_END_RESET);
@@ -1423,198 +1449,97 @@ relay_reject_read(struct relay *r)
 		return;
 	}
 	if (!event_pending(&r->cev_r, EV_READ, NULL)) {
-		uc = upstream_conf(r->up);
 		event_add(&r->cev_r, NULL);
-		event_add(&r->timer, util_timeval(&tv, uc->connect_timeout_ms));
+		event_add(&r->timer, util_timeval(&tv, r->rej.read_ms));
 	}
 }
 
 /*
- * Turn a client away as the breaker decided: log, then reset it or tell
- * it in its own protocol (SPEC 4). A reply goes out at once, except
- * postgres's, which waits for the client's startup packet.
+ * Turn a client away as admission decided (the line is logged): reset it
+ * or tell it in its own protocol (SPEC 4). A reply goes out at once,
+ * except postgres's, which waits for the client's startup packet.
  */
 static void
-relay_reject(struct worker *w, struct upstream *up, int fd,
-    const struct breaker_ticket *t, const struct relay_peer *peer)
+relay_reject(struct worker *w, const struct admit *a, int fd,
+    const struct relay_peer *peer)
 {
-	static const char *states[] = {
-		[BREAKER_REJECT_OPEN] = "open",
-		[BREAKER_REJECT_HALF_OPEN] = "half_open",
-		[BREAKER_REJECT_FORCED_OPEN] = "forced_open",
-	};
-	const struct upstream_conf *uc = upstream_conf(up);
-	char retry[32], client[RELAY_PEER_STR_MAX], reply[REJECT_REPLY_MAX];
+	char reply[REJECT_REPLY_MAX];
 	struct relay *r;
 	uint64_t secs;
 	size_t n;
 
-	if (upstream_log_allowed(up, UPSTREAM_LOG_REJECT, util_now_ms()))
-		log_notice("event=reject upstream=%s client=%s state=%s "
-			   "retry_after=%s",
-		    up->name, relay_peer_str(peer, client), states[t->verdict],
-		    util_fmt_secs(retry, sizeof(retry), t->retry_after_ms));
-	if (uc->reject == REJECT_RESET) {
+	if (a->reject == REJECT_RESET) {
 		relay_close_rst(fd);
 		return;
 	}
-	secs = reject_retry_secs(t->retry_after_ms,
-	    uc->breaker.recovery_timeout_ms);
-	if (uc->reject == REJECT_POSTGRES) {
-		r = relay_reject_new(w, up, fd, peer);
+	secs = reject_retry_secs(a->retry_after_ms, a->recovery_timeout_ms);
+	if (a->reject == REJECT_POSTGRES) {
+		r = relay_reject_new(w, a, fd, peer);
 		if (r == NULL) {
 			relay_close_rst(fd);
 			return;
 		}
 		reject_pg_init(&r->rej.pg);
-		r->rej.state = states[t->verdict];
+		r->rej.state = a->state;
 		r->rej.secs = secs;
 		/* The packet is often in already: spare a trip through epoll. */
 		relay_reject_read(r);
 		return;
 	}
-	n = reject_reply(uc->reject, up->name, states[t->verdict], secs, reply,
+	n = reject_reply(a->reject, a->name, a->state, secs, reply,
 	    sizeof(reply));
 	if (!relay_reject_send(fd, reply, n)) {
 		relay_close_rst(fd);
 		return;
 	}
 	/* Past the cap, a flood of rejects gets its reply without the wait. */
-	if ((r = relay_reject_new(w, up, fd, peer)) == NULL)
+	if ((r = relay_reject_new(w, a, fd, peer)) == NULL)
 		close(fd);
 	else
 		relay_linger_queue(r);
 }
 
-/* Take a slot under max_connections; false if the upstream is full. */
-static bool
-relay_take_slot(struct upstream *up)
-{
-	unsigned max = upstream_conf(up)->max_connections;
-
-	if (atomic_fetch_add(&up->active, 1) < max || max == 0)
-		return true;
-	atomic_fetch_sub(&up->active, 1);
-	return false;
-}
-
-/* dry_run: the line of a reject that was not carried out. */
-static void
-relay_log_dry_run(struct upstream *up, const struct breaker_ticket *t,
-    const struct relay_peer *peer, uint64_t now)
-{
-	char client[RELAY_PEER_STR_MAX], retry[32];
-
-	if (upstream_log_allowed(up, UPSTREAM_LOG_REJECT, now))
-		log_notice("event=reject upstream=%s client=%s state=%s "
-			   "retry_after=%s dry_run=yes",
-		    up->name, relay_peer_str(peer, client),
-		    breaker_state_name(t->state),
-		    util_fmt_secs(retry, sizeof(retry), t->retry_after_ms));
-}
-
 /*
- * The circuit of up turned a client away: follow its backups to the first
- * whose breaker admits it. If that one has a free slot, *t becomes its
- * ticket and the client is a failover, not a reject: the rejects the
- * breakers counted on the way are taken back. If it is full, *full is set
- * and it is returned: the client is its overload reject (SPEC 4).
- */
-static struct upstream *
-relay_failover(struct worker *w, struct upstream *up, struct breaker_ticket *t,
-    const struct relay_peer *peer, uint64_t now, bool *full)
-{
-	struct breaker_ticket bt;
-	struct upstream *b;
-	char client[RELAY_PEER_STR_MAX];
-	int hops = 0;
-
-	for (b = upstream_backup(up);
-	     b != NULL && b != up && hops < RELAY_BACKUP_HOPS;
-	     b = upstream_backup(b), hops++) {
-		breaker_admit(b->breaker, now, &bt);
-		if (!bt.admitted) {
-			/* Not b's client: up counts the reject, if any. */
-			breaker_unreject(b->breaker, &bt);
-			continue;
-		}
-		if (bt.verdict != BREAKER_ADMITTED)
-			relay_log_dry_run(b, &bt, peer, now);
-		if (!relay_take_slot(b)) {
-			/* SPEC 4: b turns the client away, as b's overload. */
-			breaker_cancel(b->breaker, &bt);
-			breaker_unreject(up->breaker, t);
-			*full = true;
-			return b;
-		}
-		breaker_unreject(up->breaker, t);
-		upstream_count(up, w->id, UC_failover_total, 1);
-		if (upstream_log_allowed(up, UPSTREAM_LOG_FAILOVER, now))
-			log_notice("event=failover upstream=%s backup=%s "
-				   "client=%s state=%s",
-			    up->name, b->name, relay_peer_str(peer, client),
-			    breaker_state_name(t->state));
-		*t = bt;
-		return b;
-	}
-	return NULL;
-}
-
-/*
- * Take an accepted client: admit it, fail it over, or turn it away. Returns
- * EMFILE or ENFILE when no descriptor was left for its server (the caller
- * pauses accepting), else 0.
+ * Take an accepted client of up's listener (pool NULL) or pool's (up
+ * NULL): relay it as admission decides, or turn it away. Returns EMFILE or
+ * ENFILE when no descriptor was left for its server (the caller pauses
+ * accepting), else 0.
  */
 int
-relay_accept(struct worker *w, struct upstream *up, int fd,
-    const struct sockaddr *sa, socklen_t salen)
+relay_accept(struct worker *w, struct upstream *up, struct pool *pool,
+    int fd, const struct sockaddr *sa, socklen_t salen)
 {
-	struct upstream *target = up;
-	struct breaker_ticket t;
+	struct admit a;
 	struct relay *r;
 	struct relay_peer peer;
 	uint64_t now = util_now_ms();
-	bool full = false;
 #ifndef __linux__
 	int on = 1;
 #endif
 
 	relay_peer_set(&peer, sa, salen);
-	upstream_count(up, w->id, UC_connections_total, 1);
-	breaker_admit(up->breaker, now, &t);
-	if (!t.admitted) {
-		target = relay_failover(w, up, &t, &peer, now, &full);
-		if (target != NULL && full) {
-			relay_reject_overload(w, target, fd, &peer);
-			return 0;
-		}
-		if (target != NULL)
-			goto admitted;
-		relay_reject(w, up, fd, &t, &peer);
+	admit_client(&a, up, pool, w->id, &peer.u.sa, peer.len, now);
+	if (a.kind == ADMIT_OVERLOAD) {
+		relay_close_rst(fd);
 		return 0;
 	}
-	if (t.verdict != BREAKER_ADMITTED)
-		relay_log_dry_run(up, &t, &peer, now);
-	if (!relay_take_slot(up)) {
-		breaker_cancel(up->breaker, &t);
-		relay_reject_overload(w, up, fd, &peer);
+	if (a.kind == ADMIT_REJECT) {
+		relay_reject(w, &a, fd, &peer);
 		return 0;
 	}
-
-admitted:
 #ifndef __linux__
 	/* Linux hands it down from the listening socket. */
 	if (sa->sa_family != AF_UNIX)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 #endif
-	if ((r = relay_new(w, target, fd, &peer)) == NULL) {
-		breaker_cancel(target->breaker, &t);
-		atomic_fetch_sub(&target->active, 1);
-		relay_reject_overload(w, target, fd, &peer);
+	if ((r = relay_new(w, a.up, pool, fd, &peer)) == NULL) {
+		admit_cancel(&a);
+		admit_release(&a);
+		upstream_count(a.up, w->id, UC_rejected_overload_total, 1);
+		relay_close_rst(fd);
 		return 0;
 	}
-	r->counted_active = true;
-	r->ticket = t;
+	r->adm = a;
 	r->outcome_pending = true;
 	r->start_ms = now;
 	return relay_connect(r);

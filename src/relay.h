@@ -7,11 +7,15 @@
 
 #include <sys/socket.h>
 
+struct pool;
 struct upstream;
 struct worker;
 
-/* Take an accepted client; EMFILE/ENFILE if none was left for its server. */
-int relay_accept(struct worker *, struct upstream *, int fd,
+/*
+ * Take a client accepted on an upstream's listener (pool NULL) or a pool's
+ * (upstream NULL); EMFILE/ENFILE if no descriptor was left for its server.
+ */
+int relay_accept(struct worker *, struct upstream *, struct pool *, int fd,
     const struct sockaddr *, socklen_t);
 /* Reset every relay of a worker (shutdown timeout). */
 void relay_close_all(struct worker *);

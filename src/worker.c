@@ -61,10 +61,10 @@ worker_splice_forced(void)
 
 /* A listener of this worker accepted a client: relay it. */
 static int
-worker_accept_cb(struct upstream *up, int fd, const struct sockaddr *sa,
-    socklen_t salen, void *arg)
+worker_accept_cb(struct upstream *up, struct pool *pool, int fd,
+    const struct sockaddr *sa, socklen_t salen, void *arg)
 {
-	return relay_accept(arg, up, fd, sa, salen);
+	return relay_accept(arg, up, pool, fd, sa, salen);
 }
 
 /* Accept on a listener from now on. */

@@ -15,8 +15,8 @@ floors='
 3 breaker
 4 config
 5 state stats notify reject admin_page probe
-6 upstream
-7 listener pipe state_file
+6 upstream pool
+7 listener pipe state_file admit
 8 relay worker
 9 admin
 10 daemon
