@@ -436,14 +436,22 @@ config_parse_section(struct config_parse *cp, const char *p)
 				cp->sections[i].kind == CONFIG_SECTION_POOL) &&
 			    !cp->sections[i].duplicate &&
 			    strcmp(cp->sections[i].name, name) == 0) {
-				config_error_add(cp->errs, cp->path, cp->line,
-				    "duplicate name '%s' (the %s defined "
-				    "on line %d)",
-				    name,
-				    cp->sections[i].kind == CONFIG_SECTION_POOL
-					? "pool"
-					: "upstream",
-				    cp->sections[i].line);
+				if (cp->sections[i].kind == sec->kind)
+					config_error_add(cp->errs, cp->path,
+					    cp->line,
+					    "duplicate %s '%s' (first defined "
+					    "on line %d)",
+					    pool ? "pool" : "upstream", name,
+					    cp->sections[i].line);
+				else
+					config_error_add(cp->errs, cp->path,
+					    cp->line,
+					    "%s '%s': the name is taken by the "
+					    "%s on line %d (upstreams and pools "
+					    "share one namespace)",
+					    pool ? "pool" : "upstream", name,
+					    pool ? "upstream" : "pool",
+					    cp->sections[i].line);
 				sec->duplicate = 1;
 				break;
 			}
@@ -1565,8 +1573,8 @@ config_build(struct config_parse *cp)
 		if (info[i].seen[listen] == 0 && !info[i].backup_of &&
 		    !info[i].member_of)
 			config_error_add(cp->errs, cp->path, uc->line,
-			    "upstream '%s': 'listen' is not set, no other "
-			    "upstream names it as backup and no pool lists it",
+			    "upstream '%s': 'listen' is not set and no other "
+			    "upstream names it as backup",
 			    uc->name);
 		config_check_breaker(cp, uc, &info[i], dseen);
 	}

@@ -874,11 +874,11 @@ static const struct {
 	{ "workers = 2\n[global]\n", 1,
 	    "key 'workers' is outside of any section" },
 	{ "[foo]\nx = 1\ny = 2\n", 1,
-	    "unknown section '[foo]' (expected [global], [defaults] or "
-	    "[upstream:NAME])" },
+	    "unknown section '[foo]' (expected [global], [defaults], "
+	    "[upstream:NAME] or [pool:NAME])" },
 	{ "[Global]\n", 1,
-	    "unknown section '[Global]' (expected [global], [defaults] or "
-	    "[upstream:NAME])" },
+	    "unknown section '[Global]' (expected [global], [defaults], "
+	    "[upstream:NAME] or [pool:NAME])" },
 	{ "[upstream:]\n", 1,
 	    "invalid upstream name '' (1 to 64 letters, digits, '_', '.' or "
 	    "'-')" },
@@ -1099,6 +1099,63 @@ static const struct {
 	{ "[global]\nadmin = [2001:db8::1]:9901\nadmin_token =\n", 2,
 	    "admin '[2001:db8::1]:9901' is not a loopback address and "
 	    "admin_token is not set" },
+	/* Pools (BASE is upstream a, lines 1-3). */
+	{ UP("[pool:p]\nmembers = a\n"), 4, "pool 'p': 'listen' is not set" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\n"), 4,
+	    "pool 'p': 'members' is not set (at least one upstream name)" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers =\n"), 6,
+	    "members: no member named (at least one upstream name)" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a zz\n"), 6,
+	    "pool 'p': member 'zz' is not a defined upstream" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a a\n"), 6,
+	    "pool 'p': member 'a' is listed twice" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\n"
+	     "balance = random\n"),
+	    7,
+	    "balance: invalid value 'random' (expected roundrobin, "
+	    "leastconn or first)" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\nretries = 9\n"),
+	    7, "retries: '9' out of range (0..8)" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\nretries = x\n"),
+	    7, "retries: invalid number 'x'" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\n"
+	     "reject = teapot\n"),
+	    7,
+	    "reject: invalid value 'teapot' (expected reset, http503, "
+	    "redis, postgres or mysql)" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\n"
+	     "log_rejects_per_second = -1\n"),
+	    7, "log_rejects_per_second: invalid number '-1'" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\n"
+	     "log_connections = maybe\n"),
+	    7, "log_connections: invalid boolean 'maybe' (expected yes/no, "
+	    "true/false, on/off or 1/0)" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\n"
+	     "server = 127.0.0.1:1\n"),
+	    7,
+	    "unknown key 'server' in [pool:p] (it belongs in [defaults] or "
+	    "[upstream:NAME])" },
+	{ UP("retries = 1\n"), 4,
+	    "unknown key 'retries' in [upstream:a] (it belongs in "
+	    "[pool:NAME])" },
+	{ "[defaults]\nmembers = a\n" BASE, 2,
+	    "unknown key 'members' in [defaults] (it belongs in "
+	    "[pool:NAME])" },
+	{ UP("[pool:a]\nlisten = 127.0.0.1:81\nmembers = a\n"), 4,
+	    "pool 'a': the name is taken by the upstream on line 1 "
+	    "(upstreams and pools share one namespace)" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\n"
+	     "[pool:p]\nlisten = 127.0.0.1:82\nmembers = a\n"),
+	    7, "duplicate pool 'p' (first defined on line 4)" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:8080\nmembers = a\n"), 5,
+	    "pool 'p': listen '127.0.0.1:8080' overlaps listen "
+	    "'127.0.0.1:8080' of upstream 'a' (line 2)" },
+	{ UP("[pool:p]\nlisten = *:8080\nmembers = a\n"), 5,
+	    "pool 'p': listen '*:8080' overlaps listen '127.0.0.1:8080' of "
+	    "upstream 'a' (line 2)" },
+	{ UP("[pool:bad name]\n"), 4,
+	    "invalid pool name 'bad name' (1 to 64 letters, digits, '_', "
+	    "'.' or '-')" },
 };
 
 /* Load one bad config and check its only error. */
@@ -1161,7 +1218,7 @@ START_TEST(test_many_errors)
 		    "'junk'" },
 		{ 11,
 		    "t.ini:11: unknown section '[bogus]' (expected [global], "
-		    "[defaults] or [upstream:NAME])" },
+		    "[defaults], [upstream:NAME] or [pool:NAME])" },
 		{ 13,
 		    "t.ini:13: upstream 'a': success_threshold 9 is greater "
 		    "than half_open_max_calls 3" },
@@ -1454,18 +1511,45 @@ static const struct {
 	{ "recovery_probe", CONFIG_SCOPE_UPSTREAM },
 	{ "splice", CONFIG_SCOPE_UPSTREAM },
 	{ "dry_run", CONFIG_SCOPE_UPSTREAM },
+	{ "listen", CONFIG_SCOPE_POOL },
+	{ "members", CONFIG_SCOPE_POOL },
+	{ "balance", CONFIG_SCOPE_POOL },
+	{ "retries", CONFIG_SCOPE_POOL },
+	{ "reject", CONFIG_SCOPE_POOL },
+	{ "log_rejects_per_second", CONFIG_SCOPE_POOL },
+	{ "log_connections", CONFIG_SCOPE_POOL },
 };
+
+/* A key of the table by name and scope (a pool repeats some names). */
+static const struct config_key *
+test_key_find(const char *name, enum config_scope scope)
+{
+	const struct config_key *keys;
+	size_t n, i;
+
+	keys = config_keys(&n);
+	for (i = 0; i < n; i++)
+		if (keys[i].scope == scope && strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	return NULL;
+}
 
 /* Find one key of SPEC.md in the table. */
 START_TEST(test_key_table)
 {
-	const struct config_key *k = config_key_find(key_rows[_i].name);
+	const struct config_key *k =
+	    test_key_find(key_rows[_i].name, key_rows[_i].scope);
 	size_t n;
 
 	ck_assert_ptr_nonnull(k);
 	ck_assert_int_eq(k->scope, key_rows[_i].scope);
 	ck_assert_ptr_nonnull(k->help);
-	if (k->type == CONFIG_T_LISTEN || k->type == CONFIG_T_SERVER ||
+	if (k->scope == CONFIG_SCOPE_POOL)
+		ck_assert((k->flags & CONFIG_KEY_RELOADABLE) &&
+		    (k->def != NULL || k->type == CONFIG_T_LISTEN ||
+			k->type == CONFIG_T_MEMBERS ||
+			k->type == CONFIG_T_UINT));
+	else if (k->type == CONFIG_T_LISTEN || k->type == CONFIG_T_SERVER ||
 	    k->type == CONFIG_T_BACKUP)
 		ck_assert(k->flags & CONFIG_KEY_NO_DEFAULTS);
 	else
@@ -1639,6 +1723,68 @@ START_TEST(test_find_upstream)
 }
 END_TEST
 
+/*
+ * A pool: members resolved in order, a member with no listen of its own,
+ * one in two pools and listening on its own; the pool's defaults, its
+ * log_rejects_per_second inherited from [global]; the dump loads back.
+ */
+START_TEST(test_pool_good)
+{
+	struct config *cfg = test_load_ok(
+	    "[global]\nlog_rejects_per_second = 7\n" BASE
+	    "[upstream:b]\nserver = 127.0.0.1:9091\n"
+	    "[upstream:c]\nserver = unix:/run/c.sock\n"
+	    "[pool:web]\nlisten = 127.0.0.1:80\nlisten = [::1]:80\n"
+	    "members = c, a b\n"
+	    "[pool:second]\nlisten = 127.0.0.1:81\nmembers = a\n"
+	    "balance = leastconn\nretries = 0\nreject = http503\n"
+	    "log_rejects_per_second = 2\nlog_connections = yes\n");
+	const struct pool_conf *pc = config_find_pool(cfg, "web"), *p2;
+	struct config *again;
+	char *one = NULL, *two = NULL;
+	size_t len;
+	FILE *f;
+
+	ck_assert_ptr_nonnull(pc);
+	ck_assert_uint_eq(cfg->npools, 2);
+	ck_assert_uint_eq(pc->nlisten, 2);
+	ck_assert_uint_eq(pc->nmembers, 3);
+	ck_assert_str_eq(pc->members[0], "c");
+	ck_assert_uint_eq(pc->member_index[0], 2);
+	ck_assert_uint_eq(pc->member_index[1], 0);
+	ck_assert_uint_eq(pc->member_index[2], 1);
+	ck_assert_int_eq(pc->balance, POOL_BALANCE_ROUNDROBIN);
+	ck_assert_uint_eq(pc->retries, 1);
+	ck_assert_int_eq(pc->reject, REJECT_RESET);
+	ck_assert_uint_eq(pc->log_rejects_per_second, 7);
+	ck_assert(!pc->log_connections);
+	ck_assert_int_eq(pc->line, 10);
+	p2 = config_find_pool(cfg, "second");
+	ck_assert_int_eq(p2->balance, POOL_BALANCE_LEASTCONN);
+	ck_assert_uint_eq(p2->retries, 0);
+	ck_assert_int_eq(p2->reject, REJECT_HTTP503);
+	ck_assert_uint_eq(p2->log_rejects_per_second, 2);
+	ck_assert(p2->log_connections);
+	ck_assert_ptr_null(config_find_pool(cfg, "a"));
+
+	f = open_memstream(&one, &len);
+	config_dump(cfg, f);
+	fclose(f);
+	ck_assert_ptr_nonnull(strstr(one, "[pool:web]\nlisten = 127.0.0.1:80\n"
+					 "listen = [::1]:80\nmembers = c a b\n"
+					 "balance = roundrobin\n"));
+	again = test_load_ok(one);
+	f = open_memstream(&two, &len);
+	config_dump(again, f);
+	fclose(f);
+	ck_assert_str_eq(one, two);
+	free(one);
+	free(two);
+	config_free(again);
+	config_free(cfg);
+}
+END_TEST
+
 /* Read a file of the source tree whole (NUL-terminated). */
 static char *
 test_read_source(const char *rel)
@@ -1807,6 +1953,7 @@ config_suite(void)
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_workers_auto);
 	tcase_add_test(tc, test_find_upstream);
+	tcase_add_test(tc, test_pool_good);
 	tcase_add_test(tc, test_example_conf);
 	tcase_add_test(tc, test_key_table_documented);
 	suite_add_tcase(s, tc);

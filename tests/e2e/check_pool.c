@@ -1,0 +1,613 @@
+/*
+ * End-to-end stories of pools (SPEC.md sections 3 and 4): real
+ * redis-server replicas and python3 http.server replicas behind a
+ * [pool:NAME], clients that ask each reply which replica answered, one
+ * replica killed mid-run and started again, leastconn following the open
+ * relays, every member open (the pool's reject seen by redis-cli and curl),
+ * and a reload of pools with a relay open. A story whose server or client
+ * is not installed is skipped with a line that says so.
+ */
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define NREPLICAS 3
+/* Clients per phase of a story: bounded, each with its own deadline. */
+#define PHASE_CLIENTS 150
+#define CLIENT_MS 3000
+
+/* A server process of the test's own on a free loopback port. */
+struct replica {
+	pid_t pid;
+	const char *addr; /* "127.0.0.1:P" */
+	const char *port;
+	const char *dir; /* http.server: what it serves */
+};
+
+/* Kill a replica (SIGKILL: a crash) and reap it; a no-op if it is down. */
+static void
+replica_kill(void *arg)
+{
+	struct replica *r = arg;
+
+	if (r->pid <= 0)
+		return;
+	kill(r->pid, SIGKILL);
+	waitpid(r->pid, NULL, 0);
+	r->pid = -1;
+}
+
+/* Start argv[0] as a replica, dying with the test, quiet. */
+static void
+replica_spawn(struct replica *r, char *const argv[])
+{
+	int fd;
+
+	r->pid = fork();
+	h_assert(r->pid != -1, "fork: %s", strerror(errno));
+	if (r->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		fd = open("/dev/null", O_RDWR);
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (r->dir != NULL && chdir(r->dir) != 0)
+			_exit(126);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	h_defer(replica_kill, r);
+}
+
+/* Wait until a replica accepts connections. */
+static void
+replica_wait_up(struct replica *r)
+{
+	uint64_t end = h_now_ms() + H_WAIT_MS * 2;
+	int fd;
+
+	for (;;) {
+		fd = h_connect(r->addr, 200);
+		if (fd != -1 && h_next_event(fd, 50) == H_OUT_TIMEOUT) {
+			close(fd);
+			return;
+		}
+		if (fd != -1)
+			close(fd);
+		h_assert(h_now_ms() < end, "replica %s did not come up",
+		    r->addr);
+		usleep(20000);
+	}
+}
+
+/* Start (or start again) a redis-server replica on its port. */
+static void
+redis_start(struct replica *r, const char *server)
+{
+	char *argv[] = { (char *)server, "--port", (char *)r->port, "--bind",
+		"127.0.0.1", "--save", "", "--appendonly", "no",
+		"--protected-mode", "no", "--dir", (char *)h_tmpdir(), NULL };
+
+	replica_spawn(r, argv);
+	replica_wait_up(r);
+}
+
+/* Three redis-server replicas on free ports; skips without redis-server. */
+static struct replica *
+redis_replicas(void)
+{
+	const char *server = h_client("redis-server");
+	struct replica *v;
+	int i;
+
+	if (server == NULL) {
+		h_skip_note(H_WHERE, "redis-server is not installed (apt-get "
+				     "install redis-server)");
+		return NULL;
+	}
+	v = h_track(calloc(NREPLICAS, sizeof(*v)));
+	for (i = 0; i < NREPLICAS; i++) {
+		v[i].addr = h_free_addr4();
+		v[i].port = strrchr(v[i].addr, ':') + 1;
+		redis_start(&v[i], server);
+	}
+	return v;
+}
+
+/*
+ * One client through the proxy: it sends req and reads until the reply
+ * holds key (a "name:value\r\n" line of redis INFO, or a body line);
+ * returns the value, or NULL when the client saw a reset, an EOF or
+ * nothing before the deadline.
+ */
+static char *
+ask(const char *addr, const char *req, const char *key, int *keep)
+{
+	char buf[8192], *p, *e;
+	size_t len = 0;
+	uint64_t end = h_now_ms() + CLIENT_MS;
+	struct pollfd pfd;
+	ssize_t n;
+	int fd;
+
+	if (keep != NULL)
+		*keep = -1;
+	if ((fd = h_connect(addr, CLIENT_MS)) == -1)
+		return NULL;
+	if (h_send_all(fd, req, strlen(req), CLIENT_MS) != 0) {
+		close(fd);
+		return NULL;
+	}
+	while (len < sizeof(buf) - 1 && h_now_ms() < end) {
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, (int)(end - h_now_ms())) <= 0)
+			continue;
+		n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+		if (n <= 0 && !(n == -1 && errno == EAGAIN))
+			break;
+		if (n > 0)
+			len += (size_t)n;
+		buf[len] = '\0';
+		if ((p = strstr(buf, key)) != NULL &&
+		    (e = strstr(p, "\r\n")) != NULL) {
+			p += strlen(key);
+			*e = '\0';
+			if (keep != NULL)
+				*keep = fd;
+			else
+				close(fd);
+			return h_strf("%s", p);
+		}
+	}
+	close(fd);
+	return NULL;
+}
+
+/* Which redis replica answered a client through addr (its port), or NULL. */
+static char *
+redis_who(const char *addr, int *keep)
+{
+	return ask(addr, "INFO server\r\n", "tcp_port:", keep);
+}
+
+/*
+ * n clients one after the other through addr: count the answers of each
+ * replica in got[] and return how many clients got no answer.
+ */
+static unsigned
+redis_round(const char *addr, const struct replica *v, unsigned n,
+    unsigned got[NREPLICAS])
+{
+	unsigned i, failed = 0;
+	char *who;
+	int k;
+
+	memset(got, 0, NREPLICAS * sizeof(*got));
+	for (i = 0; i < n; i++) {
+		if ((who = redis_who(addr, NULL)) == NULL) {
+			failed++;
+			continue;
+		}
+		for (k = 0; k < NREPLICAS; k++)
+			if (strcmp(who, v[k].port) == 0)
+				got[k]++;
+	}
+	return failed;
+}
+
+/* The [global] section of every story: one worker, no admin. */
+static const char *
+global_section(void)
+{
+	return "[global]\nworkers = 1\nadmin =\nshutdown_timeout = 2s\n"
+	       "log_rejects_per_second = 1000\n\n";
+}
+
+/* Upstreams r1..r3 on the replicas (no listen: pool members only). */
+static const char *
+member_sections(const struct replica *v, const char *keys)
+{
+	return h_strf("[upstream:r1]\nserver = %s\n%s\n"
+		      "[upstream:r2]\nserver = %s\n%s\n"
+		      "[upstream:r3]\nserver = %s\n%s\n",
+	    v[0].addr, keys, v[1].addr, keys, v[2].addr, keys);
+}
+
+/* Stop the daemon and check it exits 0. */
+static void
+stop_ok(struct h_daemon *d)
+{
+	int st = h_daemon_stop(d);
+
+	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
+}
+
+/*
+ * Three redis replicas, roundrobin, retries = 1: the three share the
+ * clients evenly; one is killed: no client fails, its circuit opens and
+ * from then on it is sent nobody, the two others share evenly; it comes
+ * back: after its half_open trials it closes and takes its share again.
+ */
+START_TEST(redis_roundrobin_kill_one)
+{
+	struct replica *v = redis_replicas();
+	const char *lis = h_free_addr4(), *line;
+	unsigned got[NREPLICAS], failed, i, n;
+	struct h_daemon *d;
+	size_t mark;
+
+	if (v == NULL)
+		return;
+	d = h_daemon_start(h_strf("%s%s[pool:redis]\nlisten = %s\n"
+				  "members = r1 r2 r3\nbalance = roundrobin\n"
+				  "retries = 1\n",
+	    global_section(),
+	    member_sections(v,
+		"failure_threshold = 2\nrecovery_timeout = 3s\n"
+		"half_open_max_calls = 2\nsuccess_threshold = 2\n"
+		"connect_timeout = 1s\n"),
+	    lis));
+	h_expect_log(d, H_WAIT_MS, "event=listen", "pool=redis",
+	    h_strf("addr=%s", lis));
+
+	failed = redis_round(lis, v, PHASE_CLIENTS, got);
+	h_assert(failed == 0, "%u of %d clients got no answer", failed,
+	    PHASE_CLIENTS);
+	for (i = 0; i < NREPLICAS; i++)
+		h_assert_between(got[i], 45, 55, "answers of a replica");
+
+	/* r2 dies: the clients sent to it are carried to another member. */
+	replica_kill(&v[1]);
+	mark = h_log_mark(d);
+	failed = redis_round(lis, v, PHASE_CLIENTS, got);
+	h_assert(failed == 0, "%u clients failed with retries = 1", failed);
+	h_assert(got[1] == 0, "the dead replica answered %u", got[1]);
+	line = h_expect_log_after(d, mark, H_WAIT_MS, "event=state",
+	    "upstream=r2", "to=open");
+	h_assert_fields(line, "reason=consecutive_failures", "failures=2");
+	h_assert(h_count_log_after(d, mark, "event=connect_fail",
+		     "upstream=r2") == 2,
+	    "r2 was tried %u times before it opened, not 2",
+	    h_count_log_after(d, mark, "event=connect_fail", "upstream=r2"));
+
+	/* Open: r2 gets no attempt at all; r1 and r3 share evenly. */
+	mark = h_log_mark(d);
+	failed = redis_round(lis, v, 100, got);
+	h_assert(failed == 0, "%u clients failed while r2 is open", failed);
+	h_assert(h_count_log_after(d, mark, "event=state", "upstream=r2") ==
+		    0 ||
+		h_count_log_after(d, mark, "event=connect_fail",
+		    "upstream=r2") <= 1,
+	    "the open member was still tried");
+	h_assert_between(got[0], 45, 55, "r1's share of 100 with r2 open");
+	h_assert_between(got[2], 45, 55, "r3's share of 100 with r2 open");
+
+	/* r2 comes back: half_open trials close it; it takes its share. */
+	redis_start(&v[1], h_client("redis-server"));
+	mark = h_log_mark(d);
+	for (n = 0; n < 2000; n++) {
+		if (h_count_log_after(d, mark, "event=state", "upstream=r2",
+			"from=half_open", "to=closed") > 0)
+			break;
+		h_assert(redis_who(lis, NULL) != NULL,
+		    "a client failed while r2 came back");
+		usleep(10000);
+	}
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=state", "upstream=r2",
+	    "from=half_open", "to=closed");
+	failed = redis_round(lis, v, PHASE_CLIENTS, got);
+	h_assert(failed == 0, "%u clients failed after r2 returned", failed);
+	for (i = 0; i < NREPLICAS; i++)
+		h_assert_between(got[i], 45, 55, "answers of a replica after the return");
+	stop_ok(d);
+}
+END_TEST
+
+/* Connected clients of a redis replica, asked directly (this one included). */
+static int
+redis_connected(const struct replica *r)
+{
+	char *s = ask(r->addr, "INFO clients\r\n", "connected_clients:", NULL);
+
+	return s != NULL ? atoi(s) : -1;
+}
+
+/*
+ * leastconn: six clients held open spread two per replica; the two on r1
+ * leave; the next two go both to r1, the member with the fewest relays.
+ */
+START_TEST(redis_leastconn_follows_active)
+{
+	struct replica *v = redis_replicas();
+	const char *lis = h_free_addr4();
+	int fd[6], at[6], i, k, on[NREPLICAS] = { 0 };
+	uint64_t end;
+	struct h_daemon *d;
+	char *who;
+
+	if (v == NULL)
+		return;
+	d = h_daemon_start(h_strf("%s%s[pool:redis]\nlisten = %s\n"
+				  "members = r1 r2 r3\nbalance = leastconn\n",
+	    global_section(), member_sections(v, ""), lis));
+	for (i = 0; i < 6; i++) {
+		who = redis_who(lis, &fd[i]);
+		h_assert(who != NULL, "held client %d got no answer", i);
+		for (k = 0; k < NREPLICAS; k++)
+			if (strcmp(who, v[k].port) == 0)
+				break;
+		h_assert(k < NREPLICAS, "answered by port %s", who);
+		at[i] = k;
+		on[k]++;
+	}
+	for (k = 0; k < NREPLICAS; k++)
+		h_assert(on[k] == 2, "replica %d holds %d of 6 relays", k + 1,
+		    on[k]);
+	/* r1's two clients leave; r1 sees them go (our question is left). */
+	for (i = 0; i < 6; i++)
+		if (at[i] == 0) {
+			close(fd[i]);
+			fd[i] = -1;
+		}
+	end = h_now_ms() + H_WAIT_MS;
+	while (redis_connected(&v[0]) != 1) {
+		h_assert(h_now_ms() < end, "r1's relays did not end");
+		usleep(10000);
+	}
+	for (i = 0; i < 6; i++) {
+		if (fd[i] != -1)
+			continue;
+		who = redis_who(lis, &fd[i]);
+		h_assert(who != NULL && strcmp(who, v[0].port) == 0,
+		    "a new client went to port %s, not r1's %s",
+		    who != NULL ? who : "(none)", v[0].port);
+	}
+	for (i = 0; i < 6; i++)
+		if (fd[i] >= 0)
+			close(fd[i]);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * Every member open: one pool per reject form over the same two members
+ * (an upstream may be in several pools). redis-cli shows the pool's -ERR,
+ * curl the 503 with the soonest Retry-After of the members, a raw client a
+ * reset; each logged as event=reject pool=NAME.
+ */
+START_TEST(all_members_open_rejects)
+{
+	struct h_backend *a = h_backend(H_REFUSE), *b = h_backend(H_REFUSE);
+	const char *cache = h_free_addr4(), *web = h_free_addr4(),
+		   *raw = h_free_addr4(), *cli = h_client("redis-cli"),
+		   *curl = h_client("curl"), *line;
+	struct h_daemon *d;
+	struct h_run r;
+	char *p;
+	int secs;
+
+	d = h_daemon_start(h_strf("%s[upstream:a]\nserver = %s\n"
+				  "failure_threshold = 1\n"
+				  "recovery_timeout = 60s\n"
+				  "[upstream:b]\nserver = %s\n"
+				  "failure_threshold = 1\n"
+				  "recovery_timeout = 20s\n"
+				  "[pool:cache]\nlisten = %s\nmembers = a b\n"
+				  "reject = redis\n"
+				  "[pool:web]\nlisten = %s\nmembers = b a\n"
+				  "reject = http503\n"
+				  "[pool:raw]\nlisten = %s\nmembers = a b\n"
+				  "retries = 1\n",
+	    global_section(), h_backend_addr(a), h_backend_addr(b), cache,
+	    web, raw));
+	/* One client: a refuses, the retry on b refuses: it is reset. */
+	h_assert(h_client_try(raw, H_WAIT_MS, NULL, NULL) == H_OUT_RESET,
+	    "the client of two refusing members was not reset");
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=a", "to=open");
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=b", "to=open");
+
+	h_assert(h_client_try(raw, H_WAIT_MS, NULL, NULL) == H_OUT_RESET,
+	    "reject = reset did not reset");
+	line = h_expect_log(d, H_WAIT_MS, "event=reject", "pool=raw");
+	h_assert_fields(line, "state=open", "retry_after=", "client=",
+	    "!upstream");
+	if (cli != NULL) {
+		h_exec(&r, cli, "-h", "127.0.0.1", "-p",
+		    strrchr(cache, ':') + 1, "GET", "k");
+		h_assert(strstr(r.out, "ERR circuitproxy: ") == r.out &&
+			strstr(r.out, "'cache'") != NULL,
+		    "redis-cli printed \"%s\" (stderr \"%s\")", r.out, r.err);
+		h_expect_log(d, H_WAIT_MS, "event=reject", "pool=cache",
+		    "state=open");
+	} else
+		h_skip_note(H_WHERE, "redis-cli is not installed: the redis "
+				     "reject is not shown");
+	if (curl != NULL) {
+		h_exec(&r, curl, "-s", "-i", "--max-time", "5",
+		    h_strf("http://%s/", web));
+		h_assert(strncmp(r.out, "HTTP/1.1 503", 12) == 0,
+		    "curl got \"%s\"", r.out);
+		p = strstr(r.out, "Retry-After: ");
+		h_assert(p != NULL, "no Retry-After in \"%s\"", r.out);
+		secs = atoi(p + 13);
+		/* b's 20 s, the soonest, not a's 60 s. */
+		h_assert(secs >= 15 && secs <= 20,
+		    "Retry-After: %d, not b's soonest 20 s", secs);
+		h_expect_log(d, H_WAIT_MS, "event=reject", "pool=web");
+	} else
+		h_skip_note(H_WHERE, "curl is not installed: the http503 "
+				     "reject is not shown");
+	/* A skipped member is not charged: the members' rejects stay 0. */
+	h_assert(h_count_log(d, "event=reject", "upstream=a") == 0 &&
+		h_count_log(d, "event=reject", "upstream=b") == 0,
+	    "a member was charged the pool's reject");
+	stop_ok(d);
+}
+END_TEST
+
+/* Start python3 -m http.server on a replica's port, serving its dir. */
+static void
+http_start(struct replica *r, const char *python)
+{
+	char *argv[] = { (char *)python, "-m", "http.server", "--bind",
+		"127.0.0.1", (char *)r->port, NULL };
+
+	replica_spawn(r, argv);
+	replica_wait_up(r);
+}
+
+/* Ask through the pool with curl which replica served /who. */
+static char *
+curl_who(const char *curl, const char *lis)
+{
+	struct h_run r;
+
+	h_exec(&r, curl, "-s", "-f", "--max-time", "5",
+	    h_strf("http://%s/who", lis));
+	if (r.status != 0)
+		return NULL;
+	return h_strf("%.*s", (int)strcspn(r.out, "\n"), r.out);
+}
+
+/*
+ * Three python3 http.server replicas and curl: each serves its name; one
+ * is killed; with retries = 1 no curl fails, and the two others share.
+ */
+START_TEST(http_servers_kill_one)
+{
+	const char *python = h_client("python3"), *curl = h_client("curl");
+	const char *lis = h_free_addr4(), *names[] = { "A", "B", "C" };
+	struct replica v[NREPLICAS];
+	unsigned got[NREPLICAS], i, k, failed;
+	struct h_daemon *d;
+	char *who;
+
+	if (python == NULL || curl == NULL)
+		h_skip("python3 or curl is not installed");
+	memset(v, 0, sizeof(v));
+	for (i = 0; i < NREPLICAS; i++) {
+		v[i].addr = h_free_addr4();
+		v[i].port = strrchr(v[i].addr, ':') + 1;
+		v[i].dir = h_strf("%s/www%u", h_tmpdir(), i);
+		h_assert(mkdir(v[i].dir, 0700) == 0, "mkdir %s", v[i].dir);
+		h_write_file(h_strf("www%u/who", i), h_strf("%s\n", names[i]));
+		http_start(&v[i], python);
+	}
+	d = h_daemon_start(h_strf("%s%s[pool:web]\nlisten = %s\n"
+				  "members = r1 r2 r3\nretries = 1\n",
+	    global_section(), member_sections(v, "failure_threshold = 1\n"),
+	    lis));
+	for (int phase = 0; phase < 2; phase++) {
+		if (phase == 1)
+			replica_kill(&v[1]);
+		memset(got, 0, sizeof(got));
+		failed = 0;
+		for (i = 0; i < 30; i++) {
+			if ((who = curl_who(curl, lis)) == NULL) {
+				failed++;
+				continue;
+			}
+			for (k = 0; k < NREPLICAS; k++)
+				if (strcmp(who, names[k]) == 0)
+					got[k]++;
+		}
+		h_assert(failed == 0, "phase %d: %u curls failed", phase,
+		    failed);
+		if (phase == 0)
+			for (k = 0; k < NREPLICAS; k++)
+				h_assert_between(got[k], 9, 11, "curls a replica served");
+		else {
+			h_assert(got[1] == 0, "the killed replica served");
+			h_assert_between(got[0], 14, 16, "A's share");
+			h_assert_between(got[2], 14, 16, "C's share");
+		}
+	}
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=r2", "to=open");
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * Reload under a relay: a pool gains a member and changes its balance, a
+ * pool is added and one removed; the open relay keeps flowing, the added
+ * pool listens, the removed one stops, and a member that also listens on
+ * its own keeps doing so.
+ */
+START_TEST(reload_pools_keeps_relays)
+{
+	struct h_backend *e1 = h_backend(H_ECHO), *e2 = h_backend(H_ECHO);
+	const char *p1 = h_free_addr4(), *p2 = h_free_addr4(),
+		   *own = h_free_addr4(), *p3 = h_free_addr4();
+	const char *base = h_strf("%s[upstream:e1]\nserver = %s\nlisten = %s\n"
+				  "[upstream:e2]\nserver = %s\n",
+	    global_section(), h_backend_addr(e1), own, h_backend_addr(e2));
+	struct h_daemon *d;
+	char buf[5];
+	size_t mark;
+	int fd;
+
+	d = h_daemon_start(h_strf("%s[pool:one]\nlisten = %s\nmembers = e1\n"
+				  "[pool:two]\nlisten = %s\nmembers = e1 e2\n",
+	    base, p1, p2));
+	fd = h_connect_ok(p1);
+	h_assert(h_send_all(fd, "ping", 4, H_WAIT_MS) == 0, "send");
+	h_assert(h_recv_exact(fd, buf, 4, H_WAIT_MS) == H_OUT_DATA, "echo");
+
+	mark = h_reload(d, h_strf("%s[pool:one]\nlisten = %s\n"
+				  "members = e2 e1\nbalance = first\n"
+				  "[pool:three]\nlisten = %s\nmembers = e2\n",
+			       base, p1, p3));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=listen", "pool=three");
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=unlisten", "pool=two");
+	/* The relay opened before the reload still flows. */
+	h_assert(h_send_all(fd, "pong", 4, H_WAIT_MS) == 0, "send after");
+	h_assert(h_recv_exact(fd, buf, 4, H_WAIT_MS) == H_OUT_DATA &&
+		memcmp(buf, "pong", 4) == 0,
+	    "the relay did not survive the reload");
+	close(fd);
+	/* balance = first: e2 now takes one's clients. */
+	h_assert(h_echo_roundtrip(p1, "x", H_WAIT_MS), "pool one after");
+	h_assert(h_backend_wait_accepted(e2, 1, H_WAIT_MS),
+	    "balance = first did not send the client to e2");
+	h_assert(h_echo_roundtrip(p3, "y", H_WAIT_MS), "pool three");
+	h_assert(h_echo_roundtrip(own, "z", H_WAIT_MS), "e1's own listen");
+	h_assert(h_client_try(p2, 1000, NULL, NULL) == H_OUT_REFUSED,
+	    "the removed pool still listens");
+	stop_ok(d);
+}
+END_TEST
+
+/* The suite. */
+static Suite *
+pool_suite(void)
+{
+	Suite *s = suite_create("pool");
+
+	H_TEST(s, redis_roundrobin_kill_one);
+	H_TEST(s, redis_leastconn_follows_active);
+	H_TEST(s, all_members_open_rejects);
+	H_TEST(s, http_servers_kill_one);
+	H_TEST(s, reload_pools_keeps_relays);
+	return s;
+}
+
+/* Run the pool stories. */
+int
+main(void)
+{
+	return h_main(pool_suite());
+}
