@@ -208,12 +208,48 @@ redis_round(const char *addr, const struct replica *v, unsigned n,
 	return failed;
 }
 
-/* The [global] section of every story: one worker, no admin. */
+/* GET path from the admin endpoint: the body of a 200, else NULL. */
+static char *
+admin_get(const char *admin, const char *path)
+{
+	const char *req = h_strf("GET %s HTTP/1.1\r\nHost: %s\r\n"
+				 "Connection: close\r\n\r\n",
+	    path, admin);
+	char *all = NULL, *body;
+	size_t len = 0;
+	int fd = h_connect(admin, H_WAIT_MS);
+
+	if (fd == -1)
+		return NULL;
+	if (h_send_all(fd, req, strlen(req), H_WAIT_MS) != 0 ||
+	    h_recv_all(fd, &all, &len, H_WAIT_MS) != H_OUT_EOF ||
+	    all == NULL || strncmp(all, "HTTP/1.1 200", 12) != 0 ||
+	    (body = strstr(all, "\r\n\r\n")) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	close(fd);
+	return body + 4;
+}
+
+/* A number of a JSON document: the first "key": in it; fails if absent. */
+static double
+json_num(const char *doc, const char *key)
+{
+	const char *p = doc != NULL ? strstr(doc, h_strf("\"%s\":", key))
+				    : NULL;
+
+	h_assert(p != NULL, "no \"%s\" in %s", key,
+	    doc != NULL ? doc : "(no document)");
+	return strtod(p + strlen(key) + 3, NULL);
+}
+
+/* The [global] section of every story: one worker (no admin unless added). */
 static const char *
 global_section(void)
 {
-	return "[global]\nworkers = 1\nadmin =\nshutdown_timeout = 2s\n"
-	       "log_rejects_per_second = 1000\n\n";
+	return "[global]\nworkers = 1\nshutdown_timeout = 2s\n"
+	       "log_rejects_per_second = 1000\n";
 }
 
 /* Upstreams r1..r3 on the replicas (no listen: pool members only). */
@@ -393,13 +429,13 @@ START_TEST(all_members_open_rejects)
 	struct h_backend *a = h_backend(H_REFUSE), *b = h_backend(H_REFUSE);
 	const char *cache = h_free_addr4(), *web = h_free_addr4(),
 		   *raw = h_free_addr4(), *cli = h_client("redis-cli"),
-		   *curl = h_client("curl"), *line;
+		   *curl = h_client("curl"), *admin = h_free_addr4(), *line;
 	struct h_daemon *d;
 	struct h_run r;
 	char *p;
 	int secs;
 
-	d = h_daemon_start(h_strf("%s[upstream:a]\nserver = %s\n"
+	d = h_daemon_start(h_strf("%sadmin = %s\n[upstream:a]\nserver = %s\n"
 				  "failure_threshold = 1\n"
 				  "recovery_timeout = 60s\n"
 				  "[upstream:b]\nserver = %s\n"
@@ -411,8 +447,8 @@ START_TEST(all_members_open_rejects)
 				  "reject = http503\n"
 				  "[pool:raw]\nlisten = %s\nmembers = a b\n"
 				  "retries = 1\n",
-	    global_section(), h_backend_addr(a), h_backend_addr(b), cache,
-	    web, raw));
+	    global_section(), admin, h_backend_addr(a), h_backend_addr(b),
+	    cache, web, raw));
 	/* One client: a refuses, the retry on b refuses: it is reset. */
 	h_assert(h_client_try(raw, H_WAIT_MS, NULL, NULL) == H_OUT_RESET,
 	    "the client of two refusing members was not reset");
@@ -454,6 +490,9 @@ START_TEST(all_members_open_rejects)
 	h_assert(h_count_log(d, "event=reject", "upstream=a") == 0 &&
 		h_count_log(d, "event=reject", "upstream=b") == 0,
 	    "a member was charged the pool's reject");
+	h_assert(json_num(admin_get(admin, "/stats/a"), "rejected_total") == 0 &&
+		json_num(admin_get(admin, "/stats/b"), "rejected_total") == 0,
+	    "a member counts the pool's rejects");
 	stop_ok(d);
 }
 END_TEST
@@ -591,6 +630,39 @@ START_TEST(reload_pools_keeps_relays)
 }
 END_TEST
 
+/*
+ * balance = first over a dead member and a live one: with retries = 1
+ * every client is carried to the live member (a retry never goes back to
+ * the member that just failed); with retries = 0 the client is reset.
+ */
+START_TEST(retry_first_skips_the_failed_member)
+{
+	struct h_backend *dead = h_backend(H_REFUSE), *live = h_backend(H_ECHO);
+	const char *p1 = h_free_addr4(), *p0 = h_free_addr4();
+	struct h_daemon *d;
+	int i;
+
+	d = h_daemon_start(h_strf("%s[upstream:dead]\nserver = %s\n"
+				  "failure_threshold = 50\n"
+				  "[upstream:live]\nserver = %s\n"
+				  "[pool:one]\nlisten = %s\nmembers = dead live\n"
+				  "balance = first\nretries = 1\n"
+				  "[pool:zero]\nlisten = %s\nmembers = dead live\n"
+				  "balance = first\nretries = 0\n",
+	    global_section(), h_backend_addr(dead), h_backend_addr(live), p1,
+	    p0));
+	for (i = 0; i < 5; i++)
+		h_assert(h_echo_roundtrip(p1, "hello", H_WAIT_MS),
+		    "client %d of the retrying pool failed", i);
+	h_assert(h_wait_count(d, 5, H_WAIT_MS, "event=connect_fail",
+		     "upstream=dead") == 5,
+	    "the dead member was not tried first each time");
+	h_assert(h_client_try(p0, H_WAIT_MS, NULL, NULL) == H_OUT_RESET,
+	    "with retries = 0 the client was not reset");
+	stop_ok(d);
+}
+END_TEST
+
 /* The suite. */
 static Suite *
 pool_suite(void)
@@ -602,6 +674,7 @@ pool_suite(void)
 	H_TEST(s, all_members_open_rejects);
 	H_TEST(s, http_servers_kill_one);
 	H_TEST(s, reload_pools_keeps_relays);
+	H_TEST(s, retry_first_skips_the_failed_member);
 	return s;
 }
 
