@@ -1,7 +1,9 @@
 /*
- * One client from accept to close: admission through the breaker (with
- * failover to a backup and the overload limit), the non-blocking connect
- * under connect_timeout, the byte relay both ways, and the end.
+ * One client from accept to close: the verdict of admission (admit.c:
+ * which upstream, or how it is turned away), the non-blocking connect
+ * under connect_timeout (a pool's client whose connect fails is handed to
+ * another member while it has retries), the byte relay both ways, and the
+ * end.
  *
  * The data path uses plain persistent read events and one scratch buffer per
  * worker: bytes read are written straight to the other side. Only what the
