@@ -40,6 +40,7 @@
 #include "admin_page.h"
 #include "listener.h"
 #include "log.h"
+#include "pool.h"
 #include "stats.h"
 #include "upstream.h"
 #include "util.h"
@@ -77,6 +78,8 @@ struct admin {
 	uint64_t start_ms;
 	admin_upstreams_cb upstreams;
 	void *upstreams_arg;
+	admin_pools_cb pools; /* NULL: none */
+	void *pools_arg;
 
 	TAILQ_HEAD(, admin_conn) conns; /* oldest first */
 	unsigned nconns;
@@ -99,6 +102,7 @@ enum admin_route {
 	ADMIN_HEALTH,
 	ADMIN_STATS,
 	ADMIN_STATS_ONE,
+	ADMIN_STATS_POOL,
 	ADMIN_METRICS,
 	ADMIN_FORCE_OPEN,
 	ADMIN_FORCE_CLOSED,
@@ -522,12 +526,32 @@ admin_snapshot(struct admin *a, size_t *np)
 	return sus;
 }
 
+/* Copy out every pool's figures, judged by its members' in sus. */
+static struct stats_pool *
+admin_pools_snapshot(struct admin *a, const struct stats_upstream *sus,
+    size_t n, size_t *np)
+{
+	struct pool *const *pools;
+	struct stats_pool *sps;
+	size_t i;
+
+	*np = 0;
+	pools = a->pools != NULL ? a->pools(a->pools_arg, np) : NULL;
+	sps = xcalloc(*np + 1, sizeof(*sps));
+	for (i = 0; i < *np; i++) {
+		pool_snapshot(pools[i], &sps[i]);
+		stats_pool_members(&sps[i], sus, n);
+	}
+	return sps;
+}
+
 /* The daemon-wide fields. */
 static struct stats_info
 admin_info(struct admin *a)
 {
 	struct stats_info info;
 
+	memset(&info, 0, sizeof(info));
 	info.version = PACKAGE_VERSION;
 	info.uptime_ms = util_now_ms() - a->start_ms;
 	return info;
@@ -562,9 +586,37 @@ admin_render_all(struct admin *a, struct evhttp_request *req,
 	size_t n;
 
 	sus = admin_snapshot(a, &n);
+	info.pools = admin_pools_snapshot(a, sus, n, &info.npools);
 	render(&sb, &info, sus, n);
+	free((void *)info.pools);
 	free(sus);
 	admin_send_buf(req, type, &sb);
+}
+
+/* GET /stats/pools/NAME: one pool's POOLSTATS, or 404. */
+static void
+admin_stats_pool(struct admin *a, struct evhttp_request *req,
+    const char *name)
+{
+	struct stats_buf sb = { NULL, 0, 0 };
+	struct stats_upstream *sus;
+	struct stats_pool *sps;
+	size_t n, np, i;
+
+	sus = admin_snapshot(a, &n);
+	sps = admin_pools_snapshot(a, sus, n, &np);
+	for (i = 0; i < np; i++)
+		if (strcmp(sps[i].name, name) == 0)
+			break;
+	if (i == np)
+		admin_send_text(req, 404, "Not Found", "unknown pool\n");
+	else {
+		stats_json_pool(&sb, &sps[i]);
+		stats_buf_printf(&sb, "\n");
+		admin_send_buf(req, ADMIN_JSON, &sb);
+	}
+	free(sps);
+	free(sus);
 }
 
 /* Reply with one upstream's STATS. */
@@ -747,6 +799,15 @@ admin_route_find(const char *path, char *name_buf, size_t len,
 		return ADMIN_METRICS;
 	if (strcmp(path, "/reset") == 0)
 		return ADMIN_RESET_ALL;
+	if (strncmp(path, "/stats/pools/", 13) == 0) {
+		rest = path + 13;
+		n = strlen(rest);
+		if (n == 0 || n >= len || strchr(rest, '/') != NULL)
+			return ADMIN_NONE;
+		memcpy(name_buf, rest, n + 1);
+		*name = name_buf;
+		return ADMIN_STATS_POOL;
+	}
 	if (strncmp(path, "/stats/", 7) == 0) {
 		rest = path + 7;
 		n = strlen(rest);
@@ -801,7 +862,7 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 	route = admin_route_find(decoded, name_buf, sizeof(name_buf), &name);
 	get = route == ADMIN_PAGE || route == ADMIN_HEALTH ||
 	    route == ADMIN_STATS || route == ADMIN_STATS_ONE ||
-	    route == ADMIN_METRICS;
+	    route == ADMIN_STATS_POOL || route == ADMIN_METRICS;
 
 	/* Liveness probes and the page (which holds no data) need no token. */
 	open_route = route == ADMIN_HEALTH ||
@@ -873,6 +934,9 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 			    "unknown upstream\n");
 		else
 			admin_stats_upstream(req, up);
+		break;
+	case ADMIN_STATS_POOL:
+		admin_stats_pool(a, req, name);
 		break;
 	case ADMIN_METRICS:
 		admin_render_all(a, req, stats_prometheus, ADMIN_PROMETHEUS);
@@ -1022,6 +1086,8 @@ admin_rebind(struct admin *old, const struct addr *addr, const char *token,
 	}
 	a = admin_new(old->base, addr, token, old->start_ms, old->upstreams,
 	    old->upstreams_arg, cause);
+	if (a != NULL)
+		admin_set_pools(a, old->pools, old->pools_arg);
 	if (shut && a == NULL) {
 		if (listen(fd, SOMAXCONN) == -1)
 			log_warnx("event=admin addr=%s error=\"listen again: "
@@ -1030,6 +1096,16 @@ admin_rebind(struct admin *old, const struct addr *addr, const char *token,
 		admin_listener_update(old);
 	}
 	return a;
+}
+
+/* Show pools too. */
+void
+admin_set_pools(struct admin *a, admin_pools_cb cb, void *arg)
+{
+	if (a == NULL)
+		return;
+	a->pools = cb;
+	a->pools_arg = arg;
 }
 
 /* Take a reloaded admin_token. */

@@ -15,10 +15,13 @@
 
 struct admin;
 struct event_base;
+struct pool;
 struct upstream;
 
 /* The running upstreams, as the owner has them now (main thread). */
 typedef struct upstream *const *(*admin_upstreams_cb)(void *, size_t *);
+/* The running pools, likewise. */
+typedef struct pool *const *(*admin_pools_cb)(void *, size_t *);
 
 /*
  * Bind and serve on addr; token NULL = none. -1 with *cause on failure.
@@ -36,6 +39,8 @@ bool admin_same_addr(const struct admin *, const struct addr *);
  */
 struct admin *admin_rebind(struct admin *, const struct addr *,
     const char *token, char **cause);
+/* Show pools too (kept by admin_rebind). */
+void admin_set_pools(struct admin *, admin_pools_cb, void *);
 /* Take a reloaded admin_token (NULL = none). */
 void admin_set_token(struct admin *, const char *);
 /* Close every admin connection and the socket. */

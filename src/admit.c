@@ -300,6 +300,7 @@ admit_client(struct admit *a, struct upstream *up, struct pool *pool,
 	a->pool = pool;
 	a->tries = 0;
 	a->holds_slot = false;
+	a->holds_pool = false;
 	if (pool != NULL) {
 		pool_count(&pool->clients_total, 1);
 		admit_walk_pool(&wk, pool, a);
@@ -307,8 +308,13 @@ admit_client(struct admit *a, struct upstream *up, struct pool *pool,
 		upstream_count(up, w, UC_connections_total, 1);
 		admit_walk_chain(&wk, up);
 	}
-	if (admit_walk_run(a, &wk, w, sa, salen, now, &soonest, &st))
+	if (admit_walk_run(a, &wk, w, sa, salen, now, &soonest, &st)) {
+		if (a->kind == ADMIT_RELAY && pool != NULL) {
+			atomic_fetch_add(&pool->active, 1);
+			a->holds_pool = true;
+		}
 		return;
+	}
 	if (soonest == NULL) {
 		/* A pool with no member left (a reload emptied it). */
 		admit_overload(a, NULL, w, sa, salen, now);
@@ -365,5 +371,7 @@ admit_release(struct admit *a)
 {
 	if (a->holds_slot)
 		atomic_fetch_sub(&a->up->active, 1);
-	a->holds_slot = false;
+	if (a->holds_pool)
+		atomic_fetch_sub(&a->pool->active, 1);
+	a->holds_slot = a->holds_pool = false;
 }

@@ -33,6 +33,7 @@ struct admit {
 	struct pool *pool;   /* the pool the client came through, or NULL */
 	struct breaker_ticket ticket; /* RELAY: the attempt's */
 	bool holds_slot;	      /* RELAY: counted in up->active */
+	bool holds_pool;	      /* RELAY: counted in pool->active */
 	unsigned tries;		      /* attempts made for this client */
 	struct upstream *tried[POOL_RETRIES_MAX + 1];
 	/* REJECT: what the reply says, and on whose behalf. */
@@ -64,7 +65,7 @@ void admit_record(struct admit *, bool success, enum breaker_error,
     uint64_t now_ms);
 /* End the attempt with no outcome (the client left, a local shortage). */
 void admit_cancel(struct admit *);
-/* Give back the max_connections slot the relay held. */
+/* Give back the max_connections slot (and the pool's count) the relay held. */
 void admit_release(struct admit *);
 
 #endif

@@ -144,6 +144,7 @@ daemon_notify_status(struct daemon *d, const char *prefix)
 {
 	struct stats_buf sb = { NULL, 0, 0 };
 	struct stats_upstream *sus;
+	struct stats_pool *sps;
 	uint64_t now = util_now_ms();
 	size_t i;
 
@@ -151,12 +152,29 @@ daemon_notify_status(struct daemon *d, const char *prefix)
 	for (i = 0; i < d->nupstreams; i++)
 		upstream_snapshot(d->upstreams[i], now, 0, &sus[i]);
 	stats_status_line(&sb, sus, d->nupstreams);
+	sps = xcalloc(d->npools + 1, sizeof(*sps));
+	for (i = 0; i < d->npools; i++) {
+		pool_snapshot(d->pools[i], &sps[i]);
+		stats_pool_members(&sps[i], sus, d->nupstreams);
+	}
+	stats_status_pools(&sb, sps, d->npools);
+	free(sps);
 	free(sus);
 	if (*prefix != '\0' || d->status == NULL ||
 	    strcmp(d->status, sb.p) != 0)
 		notify_sendf("%sSTATUS=%s", prefix, sb.p);
 	free(d->status);
 	d->status = sb.p;
+}
+
+/* The pools the admin endpoint shows: the running set. */
+static struct pool *const *
+daemon_admin_pools(void *arg, size_t *n)
+{
+	struct daemon *d = arg;
+
+	*n = d->npools;
+	return d->pools;
 }
 
 /* The running upstreams: what the admin endpoint shows, state_file keeps. */
@@ -423,6 +441,8 @@ daemon_admin_bind(struct daemon *d, const struct config *conf,
 	if (d->admin == NULL)
 		*next = admin_new(d->base, &conf->admin, conf->admin_token,
 		    d->start_ms, daemon_running_upstreams, d, cause);
+	if (d->admin == NULL)
+		admin_set_pools(*next, daemon_admin_pools, d);
 	else
 		*next = admin_rebind(d->admin, &conf->admin, conf->admin_token,
 		    cause);
@@ -982,6 +1002,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	    (d->admin = admin_new(d->base, &conf->admin, conf->admin_token,
 		 d->start_ms, daemon_running_upstreams, d, cause)) == NULL)
 		goto fail;
+	admin_set_pools(d->admin, daemon_admin_pools, d);
 	for (j = 0; j < d->nlisteners; j++)
 		for (i = 0; i < d->nworkers; i++)
 			worker_listen(d->workers[i], d->listeners[j]);

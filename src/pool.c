@@ -59,6 +59,31 @@ pool_free(struct pool *p)
 	free(p);
 }
 
+/* Copy the pool's figures out for rendering. */
+void
+pool_snapshot(struct pool *p, struct stats_pool *sp)
+{
+	static const char *balances[] = {
+		[POOL_BALANCE_ROUNDROBIN] = "roundrobin",
+		[POOL_BALANCE_LEASTCONN] = "leastconn",
+		[POOL_BALANCE_FIRST] = "first",
+	};
+	const struct pool_conf *pc = pool_conf(p);
+
+	memset(sp, 0, sizeof(*sp));
+	sp->name = p->name;
+	sp->balance = balances[pc->balance];
+	sp->members = pc->members;
+	sp->nmembers = pc->nmembers;
+	sp->listen = pc->listen;
+	sp->nlisten = pc->nlisten;
+	sp->clients_total = atomic_load(&p->clients_total);
+	sp->rejected_total = atomic_load(&p->rejected_total);
+	sp->retried_total = atomic_load(&p->retried_total);
+	sp->active = atomic_load(&p->active);
+	sp->retry_after_ms = -1;
+}
+
 /* May this reject get its own line, under the pool's budget? */
 bool
 pool_log_allowed(struct pool *p, uint64_t now_ms)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "stats.h"
 
 struct upstream;
 
@@ -30,6 +31,7 @@ struct pool {
 	_Atomic unsigned nmembers;
 	_Atomic unsigned cursor; /* roundrobin: where the next search starts */
 	_Atomic unsigned refs;	 /* relays of its clients */
+	_Atomic unsigned active; /* those relaying (not being turned away) */
 
 	_Atomic uint64_t clients_total;
 	_Atomic uint64_t rejected_total;
@@ -65,6 +67,12 @@ pool_count(_Atomic uint64_t *c, uint64_t n)
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
+/*
+ * Copy the pool's figures out for rendering (admitting and retry_after
+ * come from its members: stats_pool_members()). Strings point into the
+ * running config: render before the main loop turns again.
+ */
+void pool_snapshot(struct pool *, struct stats_pool *);
 /* May this reject of the pool get its own log line (else it is summed)? */
 bool pool_log_allowed(struct pool *, uint64_t now_ms);
 /* Log the summary line of the reject lines summed since the last call. */

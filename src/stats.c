@@ -274,6 +274,68 @@ stats_json_upstream(struct stats_buf *b, const struct stats_upstream *su)
 	stats_buf_printf(b, "]}");
 }
 
+/* Fill in a pool's admitting and retry_after from its members' figures. */
+void
+stats_pool_members(struct stats_pool *sp, const struct stats_upstream *ups,
+    size_t n)
+{
+	const struct stats_upstream *su;
+	int64_t r, soonest = -1;
+	size_t m, i;
+
+	sp->admitting = 0;
+	for (m = 0; m < sp->nmembers; m++) {
+		for (i = 0; i < n; i++)
+			if (strcmp(ups[i].name, sp->members[m]) == 0)
+				break;
+		if (i == n)
+			continue;
+		su = &ups[i];
+		if (su->state == BREAKER_CLOSED ||
+		    su->state == BREAKER_HALF_OPEN ||
+		    su->state == BREAKER_FORCED_CLOSED) {
+			sp->admitting++;
+			continue;
+		}
+		r = stats_retry_after(su);
+		if (r >= 0 && (soonest < 0 || r < soonest))
+			soonest = r;
+	}
+	sp->retry_after_ms = sp->admitting == 0 ? soonest : -1;
+}
+
+/* Append one pool's POOLSTATS object. */
+void
+stats_json_pool(struct stats_buf *b, const struct stats_pool *sp)
+{
+	size_t i;
+
+	stats_buf_printf(b, "{\"members\":[");
+	for (i = 0; i < sp->nmembers; i++) {
+		if (i > 0)
+			stats_buf_add(b, ",", 1);
+		stats_json_string(b, sp->members[i]);
+	}
+	stats_buf_printf(b, "],\"balance\":\"%s\",\"listen\":[", sp->balance);
+	for (i = 0; i < sp->nlisten; i++) {
+		if (i > 0)
+			stats_buf_add(b, ",", 1);
+		stats_json_string(b, sp->listen[i].text);
+	}
+	stats_buf_printf(b,
+	    "],\"clients_total\":%" PRIu64 ",\"rejected_total\":%" PRIu64
+	    ",\"retried_total\":%" PRIu64
+	    ",\"active_connections\":%u,\"admitting\":%u,\"retry_after\":",
+	    sp->clients_total, sp->rejected_total, sp->retried_total,
+	    sp->active, sp->admitting);
+	if (sp->retry_after_ms < 0)
+		stats_buf_printf(b, "null}");
+	else {
+		stats_seconds(b, sp->retry_after_ms);
+		stats_buf_add(b, "}", 1);
+	}
+}
+
 /* Append the /stats document. */
 void
 stats_json(struct stats_buf *b, const struct stats_info *info,
@@ -292,6 +354,14 @@ stats_json(struct stats_buf *b, const struct stats_info *info,
 		stats_json_string(b, ups[i].name);
 		stats_buf_add(b, ":", 1);
 		stats_json_upstream(b, &ups[i]);
+	}
+	stats_buf_printf(b, "},\"pools\":{");
+	for (i = 0; i < info->npools; i++) {
+		if (i > 0)
+			stats_buf_add(b, ",", 1);
+		stats_json_string(b, info->pools[i].name);
+		stats_buf_add(b, ":", 1);
+		stats_json_pool(b, &info->pools[i]);
 	}
 	stats_buf_printf(b, "}}\n");
 }
@@ -364,6 +434,41 @@ stats_prom_histogram(struct stats_buf *b, const struct stats_upstream *ups,
 		    "seconds_count",
 		    ups[i].name);
 		stats_buf_printf(b, "} %" PRIu64 "\n", cum);
+	}
+}
+
+/* The pool families of /metrics, each series labelled pool="NAME". */
+static void
+stats_prom_pools(struct stats_buf *b, const struct stats_pool *ps, size_t n)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fam[] = {
+		{ "circuitproxy_pool_clients_total", "counter",
+		    "Clients accepted on the pool's listeners." },
+		{ "circuitproxy_pool_rejected_total", "counter",
+		    "Clients no member admitted, turned away by the pool." },
+		{ "circuitproxy_pool_retried_total", "counter",
+		    "Clients tried on another member after a failed connect." },
+		{ "circuitproxy_pool_admitting_members", "gauge",
+		    "Members whose breaker admits clients now." },
+	};
+	uint64_t v;
+	size_t f, i;
+
+	if (n == 0)
+		return;
+	for (f = 0; f < CP_ARRAY_LEN(fam); f++) {
+		stats_prom_family(b, fam[f].name, fam[f].type, fam[f].help);
+		for (i = 0; i < n; i++) {
+			v = f == 0 ? ps[i].clients_total
+			    : f == 1 ? ps[i].rejected_total
+			    : f == 2 ? ps[i].retried_total
+				     : ps[i].admitting;
+			stats_buf_printf(b, "%s{pool=\"", fam[f].name);
+			stats_prom_label(b, ps[i].name);
+			stats_buf_printf(b, "\"} %" PRIu64 "\n", v);
+		}
 	}
 }
 
@@ -445,6 +550,23 @@ stats_prometheus(struct stats_buf *b, const struct stats_info *info,
 		}
 	}
 	stats_prom_histogram(b, ups, n);
+	stats_prom_pools(b, info->pools, info->npools);
+}
+
+/* Append ", 1 pool, 0 without a member" to the STATUS= summary. */
+void
+stats_status_pools(struct stats_buf *b, const struct stats_pool *ps, size_t n)
+{
+	unsigned none = 0;
+	size_t i;
+
+	if (n == 0)
+		return;
+	for (i = 0; i < n; i++)
+		if (ps[i].admitting == 0)
+			none++;
+	stats_buf_printf(b, ", %zu pool%s, %u without a member", n,
+	    n == 1 ? "" : "s", none);
 }
 
 /* Append the STATUS= summary: "3 upstreams, 1 open, 9 rejected, 2 active". */

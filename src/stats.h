@@ -158,6 +158,22 @@ struct stats_upstream {
 struct stats_info {
 	const char *version;
 	uint64_t uptime_ms;
+	const struct stats_pool *pools; /* npools, rendered after upstreams */
+	size_t npools;
+};
+
+/* Everything rendered about one pool (POOLSTATS), copied out before. */
+struct stats_pool {
+	const char *name;
+	const char *balance;
+	char *const *members; /* nmembers upstream names, in order */
+	size_t nmembers;
+	const struct addr *listen; /* nlisten addresses */
+	size_t nlisten;
+	uint64_t clients_total, rejected_total, retried_total;
+	unsigned active;    /* open relays of its clients */
+	unsigned admitting; /* members whose breaker admits now */
+	int64_t retry_after_ms; /* soonest of its members when none admits; -1 */
 };
 
 /* A growing text buffer; the renderers append to it. */
@@ -184,9 +200,20 @@ void stats_json_upstream(struct stats_buf *, const struct stats_upstream *);
 /* Append the /stats document. */
 void stats_json(struct stats_buf *, const struct stats_info *,
     const struct stats_upstream *, size_t n);
+/*
+ * Fill in a pool's admitting and retry_after from its members' figures
+ * (ups: every upstream, found by name).
+ */
+void stats_pool_members(struct stats_pool *, const struct stats_upstream *,
+    size_t n);
+/* Append one pool's POOLSTATS object. */
+void stats_json_pool(struct stats_buf *, const struct stats_pool *);
 /* Append the /metrics text (Prometheus exposition format 0.0.4). */
 void stats_prometheus(struct stats_buf *, const struct stats_info *,
     const struct stats_upstream *, size_t n);
+/* Append ", 1 pool, 0 without a member" to the STATUS= summary (none: nothing). */
+void stats_status_pools(struct stats_buf *, const struct stats_pool *,
+    size_t n);
 /* Append the STATUS= summary: "3 upstreams, 1 open, 9 rejected, 2 active". */
 void stats_status_line(struct stats_buf *, const struct stats_upstream *,
     size_t n);

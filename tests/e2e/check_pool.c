@@ -280,17 +280,17 @@ stop_ok(struct h_daemon *d)
 START_TEST(redis_roundrobin_kill_one)
 {
 	struct replica *v = redis_replicas();
-	const char *lis = h_free_addr4(), *line;
-	unsigned got[NREPLICAS], failed, i, n;
+	const char *lis = h_free_addr4(), *admin = h_free_addr4(), *line, *ps;
+	unsigned got[NREPLICAS], failed, i, n, clients = 0;
 	struct h_daemon *d;
 	size_t mark;
 
 	if (v == NULL)
 		return;
-	d = h_daemon_start(h_strf("%s%s[pool:redis]\nlisten = %s\n"
+	d = h_daemon_start(h_strf("%sadmin = %s\n%s[pool:redis]\nlisten = %s\n"
 				  "members = r1 r2 r3\nbalance = roundrobin\n"
 				  "retries = 1\n",
-	    global_section(),
+	    global_section(), admin,
 	    member_sections(v,
 		"failure_threshold = 2\nrecovery_timeout = 3s\n"
 		"half_open_max_calls = 2\nsuccess_threshold = 2\n"
@@ -300,6 +300,7 @@ START_TEST(redis_roundrobin_kill_one)
 	    h_strf("addr=%s", lis));
 
 	failed = redis_round(lis, v, PHASE_CLIENTS, got);
+	clients += PHASE_CLIENTS;
 	h_assert(failed == 0, "%u of %d clients got no answer", failed,
 	    PHASE_CLIENTS);
 	for (i = 0; i < NREPLICAS; i++)
@@ -309,6 +310,7 @@ START_TEST(redis_roundrobin_kill_one)
 	replica_kill(&v[1]);
 	mark = h_log_mark(d);
 	failed = redis_round(lis, v, PHASE_CLIENTS, got);
+	clients += PHASE_CLIENTS;
 	h_assert(failed == 0, "%u clients failed with retries = 1", failed);
 	h_assert(got[1] == 0, "the dead replica answered %u", got[1]);
 	line = h_expect_log_after(d, mark, H_WAIT_MS, "event=state",
@@ -320,8 +322,12 @@ START_TEST(redis_roundrobin_kill_one)
 	    h_count_log_after(d, mark, "event=connect_fail", "upstream=r2"));
 
 	/* Open: r2 gets no attempt at all; r1 and r3 share evenly. */
+	ps = admin_get(admin, "/stats/pools/redis");
+	h_assert(json_num(ps, "admitting") == 2, "admitting with r2 open: %s",
+	    ps);
 	mark = h_log_mark(d);
 	failed = redis_round(lis, v, 100, got);
+	clients += 100;
 	h_assert(failed == 0, "%u clients failed while r2 is open", failed);
 	h_assert(h_count_log_after(d, mark, "event=state", "upstream=r2") ==
 		    0 ||
@@ -340,14 +346,31 @@ START_TEST(redis_roundrobin_kill_one)
 			break;
 		h_assert(redis_who(lis, NULL) != NULL,
 		    "a client failed while r2 came back");
+		clients++;
 		usleep(10000);
 	}
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=state", "upstream=r2",
 	    "from=half_open", "to=closed");
 	failed = redis_round(lis, v, PHASE_CLIENTS, got);
+	clients += PHASE_CLIENTS;
 	h_assert(failed == 0, "%u clients failed after r2 returned", failed);
 	for (i = 0; i < NREPLICAS; i++)
 		h_assert_between(got[i], 45, 55, "answers of a replica after the return");
+	/* The counters add up: every client, one retry per failed connect. */
+	ps = admin_get(admin, "/stats/pools/redis");
+	h_assert(json_num(ps, "clients_total") == clients,
+	    "clients_total is not the %u clients sent: %s", clients, ps);
+	h_assert(json_num(ps, "retried_total") ==
+		    h_count_log(d, "event=connect_fail", "upstream=r2"),
+	    "retried_total is not the %u failed connects: %s",
+	    h_count_log(d, "event=connect_fail", "upstream=r2"), ps);
+	h_assert(json_num(ps, "rejected_total") == 0 &&
+		json_num(ps, "admitting") == 3,
+	    "after the return: %s", ps);
+	h_assert(strstr(admin_get(admin, "/metrics"),
+		     "circuitproxy_pool_admitting_members{pool=\"redis\"} 3\n") !=
+		NULL,
+	    "no pool metric");
 	stop_ok(d);
 }
 END_TEST
@@ -493,6 +516,18 @@ START_TEST(all_members_open_rejects)
 	h_assert(json_num(admin_get(admin, "/stats/a"), "rejected_total") == 0 &&
 		json_num(admin_get(admin, "/stats/b"), "rejected_total") == 0,
 	    "a member counts the pool's rejects");
+	line = admin_get(admin, "/stats/pools/web");
+	h_assert(json_num(line, "admitting") == 0 &&
+		json_num(line, "retry_after") > 15 &&
+		json_num(line, "retry_after") <= 20,
+	    "POOLSTATS of a pool with every member open: %s", line);
+	h_assert(admin_get(admin, "/stats/pools/nope") == NULL,
+	    "an unknown pool answered");
+	h_assert(h_wait_notify(d,
+		     "STATUS=2 upstreams, 2 open, 0 rejected, 0 active, "
+		     "3 pools, 3 without a member",
+		     H_WAIT_MS),
+	    "STATUS= does not tell the pools");
 	stop_ok(d);
 }
 END_TEST

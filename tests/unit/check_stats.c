@@ -119,7 +119,7 @@ START_TEST(test_json_document)
 {
 	struct stats_buf b = { NULL, 0, 0 };
 	struct stats_upstream su[2];
-	struct stats_info info = { "0.1.0", 61005 };
+	struct stats_info info = { "0.1.0", 61005, NULL, 0 };
 	struct addr l[1];
 
 	snap_db(&su[0], l);
@@ -142,13 +142,14 @@ START_TEST(test_json_document)
 	    "\"active_connections\":0,\"bytes_sent_total\":0,"
 	    "\"bytes_received_total\":0,\"listen\":[\"[::1]:5432\"],"
 	    "\"server\":\"unix:/run/postgresql/.s.PGSQL.5432\","
-	    "\"backup\":null,\"transitions\":[]}}}\n");
+	    "\"backup\":null,\"transitions\":[]}},\"pools\":{}}\n");
 	stats_buf_free(&b);
 
 	/* No upstream at all is still a document. */
 	stats_json(&b, &info, su, 0);
 	ck_assert_str_eq(b.p,
-	    "{\"version\":\"0.1.0\",\"uptime_s\":61.005,\"upstreams\":{}}\n");
+	    "{\"version\":\"0.1.0\",\"uptime_s\":61.005,\"upstreams\":{},"
+	    "\"pools\":{}}\n");
 	stats_buf_free(&b);
 }
 END_TEST
@@ -200,7 +201,7 @@ START_TEST(test_prometheus)
 {
 	struct stats_buf b = { NULL, 0, 0 };
 	struct stats_upstream su[2];
-	struct stats_info info = { "0.1.0", 61005 };
+	struct stats_info info = { "0.1.0", 61005, NULL, 0 };
 	struct addr l1[2], l2[1];
 	FILE *f;
 	char *want;
@@ -249,6 +250,73 @@ START_TEST(test_status_line)
 	su[1].state = BREAKER_FORCED_OPEN;
 	stats_status_line(&b, su, 2);
 	ck_assert_str_eq(b.p, "2 upstreams, 2 open, 1450 rejected, 3 active");
+	stats_buf_free(&b);
+}
+END_TEST
+
+/*
+ * A pool: admitting counts the members whose breaker admits, retry_after
+ * is the soonest of its members only when none admits; POOLSTATS, its
+ * place in /stats, the pool metrics and the STATUS= words.
+ */
+START_TEST(test_pool)
+{
+	struct stats_buf b = { NULL, 0, 0 };
+	struct stats_upstream su[2];
+	struct addr l1[2], l2[1], pl[1];
+	char *members[] = { "api", "db", "gone" };
+	struct stats_pool sp = { .name = "web", .balance = "leastconn",
+		.members = members, .nmembers = 3, .listen = pl, .nlisten = 1,
+		.clients_total = 10, .rejected_total = 2, .retried_total = 3,
+		.active = 1 };
+	struct stats_info info = { "0.1.0", 1000, &sp, 1 };
+
+	memset(pl, 0, sizeof(pl));
+	snprintf(pl[0].text, sizeof(pl[0].text), "127.0.0.1:80");
+	snap_api(&su[0], l1);
+	snap_db(&su[1], l2);
+	stats_pool_members(&sp, su, 2);
+	ck_assert_uint_eq(sp.admitting, 1);
+	ck_assert_int_eq(sp.retry_after_ms, -1);
+	stats_json_pool(&b, &sp);
+	ck_assert_str_eq(b.p,
+	    "{\"members\":[\"api\",\"db\",\"gone\"],\"balance\":\"leastconn\","
+	    "\"listen\":[\"127.0.0.1:80\"],\"clients_total\":10,"
+	    "\"rejected_total\":2,\"retried_total\":3,"
+	    "\"active_connections\":1,\"admitting\":1,\"retry_after\":null}");
+	stats_buf_free(&b);
+	stats_status_pools(&b, &sp, 1);
+	ck_assert_str_eq(b.p, ", 1 pool, 0 without a member");
+	stats_buf_free(&b);
+
+	su[1].state = BREAKER_FORCED_OPEN;
+	su[1].retry_after_ms = 40000;
+	stats_pool_members(&sp, su, 2);
+	ck_assert_uint_eq(sp.admitting, 0);
+	ck_assert_int_eq(sp.retry_after_ms, 29412);
+	stats_json(&b, &info, su, 0);
+	ck_assert_str_eq(b.p,
+	    "{\"version\":\"0.1.0\",\"uptime_s\":1.000,\"upstreams\":{},"
+	    "\"pools\":{\"web\":{\"members\":[\"api\",\"db\",\"gone\"],"
+	    "\"balance\":\"leastconn\",\"listen\":[\"127.0.0.1:80\"],"
+	    "\"clients_total\":10,\"rejected_total\":2,\"retried_total\":3,"
+	    "\"active_connections\":1,\"admitting\":0,"
+	    "\"retry_after\":29.412}}}\n");
+	stats_buf_free(&b);
+	stats_prometheus(&b, &info, su, 0);
+	ck_assert_ptr_nonnull(strstr(b.p,
+	    "# TYPE circuitproxy_pool_clients_total counter\n"
+	    "circuitproxy_pool_clients_total{pool=\"web\"} 10\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(b.p, "circuitproxy_pool_rejected_total{pool=\"web\"} 2\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(b.p, "circuitproxy_pool_retried_total{pool=\"web\"} 3\n"));
+	ck_assert_ptr_nonnull(strstr(b.p,
+	    "# TYPE circuitproxy_pool_admitting_members gauge\n"
+	    "circuitproxy_pool_admitting_members{pool=\"web\"} 0\n"));
+	stats_buf_free(&b);
+	stats_status_pools(&b, &sp, 1);
+	ck_assert_str_eq(b.p, ", 1 pool, 1 without a member");
 	stats_buf_free(&b);
 }
 END_TEST
@@ -379,6 +447,7 @@ stats_suite(void)
 	tcase_add_test(tc, test_prometheus);
 	tcase_add_test(tc, test_status_line);
 	tcase_add_test(tc, test_hist_bucket);
+	tcase_add_test(tc, test_pool);
 	tcase_add_test(tc, test_reset_column);
 	tcase_add_test(tc, test_list_shape);
 	suite_add_tcase(s, tc);
