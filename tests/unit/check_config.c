@@ -1741,7 +1741,7 @@ START_TEST(test_pool_good)
 	    "log_rejects_per_second = 2\nlog_connections = yes\n");
 	const struct pool_conf *pc = config_find_pool(cfg, "web"), *p2;
 	struct config *again;
-	char *one = NULL, *two = NULL;
+	char *one = NULL, *two = NULL, *v1, *v2;
 	size_t len;
 	FILE *f;
 
@@ -1770,14 +1770,18 @@ START_TEST(test_pool_good)
 	f = open_memstream(&one, &len);
 	config_dump(cfg, f);
 	fclose(f);
-	ck_assert_ptr_nonnull(strstr(one, "[pool:web]\nlisten = 127.0.0.1:80\n"
-					 "listen = [::1]:80\nmembers = c a b\n"
-					 "balance = roundrobin\n"));
+	ck_assert_ptr_nonnull(strstr(one, "[pool:web]\nlisten = 127.0.0.1:80 "));
+	ck_assert_ptr_nonnull(strstr(one, "\nmembers = c a b "));
+	ck_assert_ptr_nonnull(strstr(one, "\nbalance = roundrobin "));
 	again = test_load_ok(one);
 	f = open_memstream(&two, &len);
 	config_dump(again, f);
 	fclose(f);
-	ck_assert_str_eq(one, two);
+	v1 = test_dump_values(one);
+	v2 = test_dump_values(two);
+	ck_assert(strcmp(v1, v2) == 0);
+	free(v1);
+	free(v2);
 	free(one);
 	free(two);
 	config_free(again);
