@@ -56,11 +56,14 @@ main_std_fds_open(void)
 	for (fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
 		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
 			continue;
-		/* The lowest free number: fd itself, as those below are open. */
-		nul =
-		    open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
-		if (nul != fd)
+		if ((nul = open("/dev/null", O_RDWR)) == -1)
 			exit(EX_OSERR);
+		/* Not fd itself if a wrapper keeps a low descriptor. */
+		if (nul != fd) {
+			if (dup2(nul, fd) == -1)
+				exit(EX_OSERR);
+			close(nul);
+		}
 	}
 }
 

@@ -30,7 +30,7 @@
 /* The trickle story: the sink reads 16 KiB this often; its flood's bounds. */
 #define TRICKLE_EVERY_MS 250
 #define TRICKLE_CLIENTS 400000
-#define TRICKLE_MS 12000
+#define TRICKLE_MS 20000
 /* A reply on a relay that the log must not hold up. */
 #define RELAY_MS 2000
 
@@ -621,9 +621,16 @@ START_TEST(started_with_std_fds_closed)
 	const char *api = h_free_addr4();
 	const char *config = h_strf("%s%s", global_section(1, ""),
 	    upstream("api", api, h_backend_addr(echo), ""));
-	struct h_daemon *d = h_daemon_start_opts(&opts, config);
+	const char *wrapper = getenv("CP_TEST_WRAPPER");
+	struct h_daemon *d;
 	const char *t;
 	int fd, i;
+
+	if (wrapper != NULL && *wrapper != '\0')
+		h_skip("%s keeps fd 2 for its own output: it refuses the "
+		       "daemon's dup2 there",
+		    wrapper);
+	d = h_daemon_start_opts(&opts, config);
 
 	for (i = 0; i <= 2; i++) {
 		t = fd_target(d, i);
