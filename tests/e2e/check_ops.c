@@ -7,6 +7,7 @@
  */
 #include <sys/socket.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -434,14 +435,25 @@ hammer_main(void *arg)
 	return NULL;
 }
 
-/* Wait (bounded) until the hammer has done n clients. */
+/*
+ * Wait until the hammer has done n clients, for as long as it makes
+ * progress: a busy machine makes the clients slow, not the story wrong.
+ * Bounded: it gives up when no client ended for 2 * H_WAIT_MS (each
+ * client's steps have deadlines of their own).
+ */
 static bool
 hammer_wait(struct hammer *h, unsigned n)
 {
 	uint64_t deadline = h_now_ms() + 2 * H_WAIT_MS;
+	unsigned seen = atomic_load(&h->done), now;
 
-	while (atomic_load(&h->done) < n && h_now_ms() < deadline)
+	while ((now = atomic_load(&h->done)) < n && h_now_ms() < deadline) {
+		if (now != seen) {
+			seen = now;
+			deadline = h_now_ms() + 2 * H_WAIT_MS;
+		}
 		poll(NULL, 0, 1);
+	}
 	return atomic_load(&h->done) >= n;
 }
 
@@ -500,6 +512,9 @@ START_TEST(reload_keeps_listening_socket)
 	h_assert(h_backend_accepted(srv) == atomic_load(&h.done),
 	    "the server saw %u clients of %u", h_backend_accepted(srv),
 	    atomic_load(&h.done));
+	fprintf(stderr, "reload_keeps_listening_socket: %u clients through "
+			"%u reloads\n",
+	    atomic_load(&h.done), HAMMER_RELOADS);
 	stop_ok(d);
 }
 END_TEST
@@ -768,23 +783,87 @@ START_TEST(notify_status_follows_breaker)
 END_TEST
 
 /*
+ * Wait until no descriptor of the daemon names a file or directory under
+ * dir (a state_file write's temporary file and directory are closed);
+ * true if so within ms.
+ */
+static bool
+daemon_fds_leave(struct h_daemon *d, const char *dir, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	char fddir[64], path[320], link[512];
+	size_t len = strlen(dir);
+	struct dirent *e;
+	unsigned held;
+	ssize_t n;
+	DIR *dp;
+
+	snprintf(fddir, sizeof(fddir), "/proc/%d/fd", (int)h_daemon_pid(d));
+	for (;;) {
+		if ((dp = opendir(fddir)) == NULL)
+			return false;
+		held = 0;
+		while ((e = readdir(dp)) != NULL) {
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", fddir, e->d_name);
+			n = readlink(path, link, sizeof(link) - 1);
+			if (n <= 0)
+				continue;
+			link[n] = '\0';
+			if (strncmp(link, dir, len) == 0)
+				held++;
+		}
+		closedir(dp);
+		if (held == 0)
+			return true;
+		if (h_now_ms() >= deadline)
+			return false;
+		poll(NULL, 0, 5);
+	}
+}
+
+static bool file_has_within(const char *, const char *, int);
+
+/*
+ * The descriptors a daemon holds at rest: once its first state_file write
+ * is done (when written names the text it puts in the file) and no write
+ * holds a file of the test's directory any more.
+ */
+static int
+daemon_nfds_at_rest(struct h_daemon *d, const char *state, const char *text)
+{
+	if (state != NULL)
+		h_assert(file_has_within(state, text, H_WAIT_MS),
+		    "the daemon did not write %s", state);
+	h_assert(daemon_fds_leave(d, h_tmpdir(), H_WAIT_MS),
+	    "the daemon still holds a file under %s", h_tmpdir());
+	return h_daemon_nfds_settled(d);
+}
+
+/*
  * A daemon with room for exactly FD_ROOM relays (and `spare` descriptors
  * more): as many descriptors as the same config takes at rest, plus two per
- * relay, as RLIMIT_NOFILE.
+ * relay, as RLIMIT_NOFILE. With a state_file, the two starts are counted
+ * after the file holds text (their first write), as a write in flight or
+ * yet to come would make the counts differ.
  */
 static struct h_daemon *
-start_with_room(const char *config, unsigned spare)
+start_with_room(const char *config, unsigned spare, const char *state,
+    const char *text)
 {
 	struct h_daemon *probe = h_daemon_start(config);
 	struct h_opts opts = { 0 };
 	struct h_daemon *d;
-	int used = h_daemon_nfds_settled(probe), now;
+	int used = daemon_nfds_at_rest(probe, state, text), now;
 
 	h_assert(used > 0, "cannot count the daemon's descriptors");
 	stop_ok(probe);
+	if (state != NULL)
+		h_write_file(state, "circuitproxyd-state 1\n");
 	opts.nofile = (unsigned)used + 2 * FD_ROOM + spare;
 	d = h_daemon_start_opts(&opts, config);
-	now = h_daemon_nfds_settled(d);
+	now = daemon_nfds_at_rest(d, state, text);
 	h_assert(now == used, "%d descriptors at rest, %d the first time", now,
 	    used);
 	return d;
@@ -833,7 +912,7 @@ START_TEST(emfile_pauses_accepting)
 	const char *lis = h_free_addr4();
 	const char *config =
 	    h_strf("%s%s", global_section("2s"), upstream("api", lis, srv, ""));
-	struct h_daemon *d = start_with_room(config, 0);
+	struct h_daemon *d = start_with_room(config, 0, NULL, NULL);
 	int fds[FD_ROOM], waiting[FD_WAITING], i;
 	enum h_outcome out;
 	uint64_t t0, secs;
@@ -955,7 +1034,7 @@ START_TEST(emfile_one_fd_left)
 				    "log_rejects_per_second = 2\n"
 				    "\n%s",
 	    upstream("api", lis, srv, ""));
-	struct h_daemon *d = start_with_room(config, 1);
+	struct h_daemon *d = start_with_room(config, 1, NULL, NULL);
 	int fds[FD_ROOM], burst[FD_BURST], i;
 	unsigned resets = 0, rejects;
 	uint64_t t0, now, secs;
@@ -1083,18 +1162,22 @@ START_TEST(emfile_state_file_written)
 
 	/* The same file for both starts of start_with_room: same descriptors. */
 	h_write_file("state", "circuitproxyd-state 1\n");
-	d = start_with_room(config, 0);
+	d = start_with_room(config, 0, path, "\napi state=closed ");
 	h_client_expect_reset(l_api, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
 	h_assert(file_has_within(path, "\napi state=open ", H_WAIT_MS),
 	    "the opening never reached %s", path);
-	/* The write's descriptors are given back before the room is filled. */
-	h_daemon_nfds_settled(d);
+	/*
+	 * The write's descriptors are given back before the room is filled:
+	 * waited for as such, not as a count that looks settled.
+	 */
+	h_assert(daemon_fds_leave(d, h_tmpdir(), H_WAIT_MS),
+	    "the daemon still holds a file under %s", h_tmpdir());
 	fill_room(l_web, fds);
 	mark = h_log_mark(d);
 	h_expect_log_after(d, mark, 2000 + H_WAIT_MS, "event=state",
 	    "upstream=api", "from=open", "to=half_open");
-	h_assert(file_has_within(path, "\napi state=half_open ", 1000),
+	h_assert(file_has_within(path, "\napi state=half_open ", H_WAIT_MS),
 	    "half_open never reached %s with the descriptor table full",
 	    path);
 	h_assert(h_count_log_after(d, mark, "event=state_file",

@@ -90,6 +90,7 @@ struct h_conn {
 	int fd;
 	enum h_kind kind;
 	pthread_t thread;
+	bool ended; /* its thread is done with it (under b->mu) */
 };
 
 struct h_backend {
@@ -2367,9 +2368,30 @@ h_conn_main(void *arg)
 	c->fd = -1;
 	pthread_mutex_lock(&b->mu);
 	b->active--;
+	c->ended = true;
 	pthread_cond_broadcast(&b->cv);
 	pthread_mutex_unlock(&b->mu);
 	return NULL;
+}
+
+/*
+ * Join the connection threads that have ended, making room for more: the
+ * bound is on connections at once, not in a backend's life. Locked.
+ */
+static void
+h_backend_reap(struct h_backend *b)
+{
+	size_t i, kept = 0;
+
+	for (i = 0; i < b->nconns; i++) {
+		if (!b->conns[i]->ended) {
+			b->conns[kept++] = b->conns[i];
+			continue;
+		}
+		pthread_join(b->conns[i]->thread, NULL);
+		free(b->conns[i]);
+	}
+	b->nconns = kept;
 }
 
 /* The acceptor thread: a connection thread per client, up to a bound. */
@@ -2406,6 +2428,8 @@ h_backend_acceptor(void *arg)
 		c->kind = (enum h_kind)atomic_load(&b->kind);
 		pthread_mutex_lock(&b->mu);
 		b->accepted++;
+		if (b->nconns == H_MAX_CONNS)
+			h_backend_reap(b);
 		if (b->nconns < H_MAX_CONNS &&
 		    pthread_create(&c->thread, &attr, h_conn_main, c) == 0) {
 			b->conns[b->nconns++] = c;
