@@ -194,6 +194,49 @@ stats_ratio(struct stats_buf *b, double r)
 	stats_buf_printf(b, "%s", tmp);
 }
 
+/*
+ * The q-quantile (0..1) of an upstream's successful connects, in
+ * microseconds, from the histogram as Prometheus' histogram_quantile()
+ * reads it: linear within the bucket it falls in, the last finite bound
+ * for the +Inf bucket; -1 with no connect yet.
+ */
+static int64_t
+stats_hist_quantile_us(const struct stats_upstream *su, double q)
+{
+	uint64_t total = 0, cum = 0, lo;
+	double rank;
+	unsigned k;
+
+	for (k = 0; k <= STATS_HIST_BUCKETS; k++)
+		total += su->hist[k];
+	if (total == 0)
+		return -1;
+	rank = q * (double)total;
+	for (k = 0; k < STATS_HIST_BUCKETS; k++) {
+		if ((double)(cum + su->hist[k]) >= rank && su->hist[k] > 0) {
+			lo = k == 0 ? 0 : stats_hist_bounds_us[k - 1];
+			return (int64_t)((double)lo +
+			    (double)(stats_hist_bounds_us[k] - lo) *
+				(rank - (double)cum) / (double)su->hist[k]);
+		}
+		cum += su->hist[k];
+	}
+	return (int64_t)stats_hist_bounds_us[STATS_HIST_BUCKETS - 1];
+}
+
+/* Append a quantile in seconds (six decimals), or null. */
+static void
+stats_quantile(struct stats_buf *b, const struct stats_upstream *su, double q)
+{
+	int64_t us = stats_hist_quantile_us(su, q);
+
+	if (us < 0)
+		stats_buf_printf(b, "null");
+	else
+		stats_buf_printf(b, "%" PRId64 ".%06" PRId64, us / 1000000,
+		    us % 1000000);
+}
+
 /* retry_after: seconds until it leaves open or forced_open, else none. */
 static int64_t
 stats_retry_after(const struct stats_upstream *su)
@@ -247,7 +290,11 @@ stats_json_upstream(struct stats_buf *b, const struct stats_upstream *su)
 	}
 	if (group != NULL)
 		stats_buf_add(b, "}", 1);
-	stats_buf_printf(b, ",\"listen\":[");
+	stats_buf_printf(b, ",\"connect_latency\":{\"p50\":");
+	stats_quantile(b, su, 0.5);
+	stats_buf_printf(b, ",\"p99\":");
+	stats_quantile(b, su, 0.99);
+	stats_buf_printf(b, "},\"listen\":[");
 	for (i = 0; i < su->nlisten; i++) {
 		if (i > 0)
 			stats_buf_add(b, ",", 1);

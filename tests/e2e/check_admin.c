@@ -2753,6 +2753,11 @@ START_TEST(admin_status_page_chromium)
 	    "db's last transition is not shown:\n%s", out);
 	h_assert(strstr(out, "loading…") == NULL,
 	    "the page never loaded /stats:\n%s", out);
+	h_assert(strstr(out, " · 2 upstreams · ") != NULL,
+	    "the header does not count 2 upstreams:\n%s", out);
+	h_assert(strstr(out, "<button id=\"token\" type=\"button\" hidden=\"\">") !=
+		NULL,
+	    "token… is offered with no token set:\n%s", out);
 
 	shot = h_strf("%s/status-page.png", top != NULL ? top : h_tmpdir());
 	unlink(shot);
@@ -2763,6 +2768,123 @@ START_TEST(admin_status_page_chromium)
 	    "no PNG screenshot at %s", shot);
 	fclose(f);
 	fprintf(stderr, "check_admin: the status page is in %s\n", shot);
+	stop_ok(d);
+}
+END_TEST
+
+/* Where tests/e2e/page_layout.py is (the source tree). */
+static const char *
+page_layout_script(void)
+{
+#ifdef CP_SRCDIR
+	return CP_SRCDIR "/tests/e2e/page_layout.py";
+#else
+	const char *srcdir = getenv("srcdir");
+
+	return h_strf("%s/tests/e2e/page_layout.py", srcdir ? srcdir : ".");
+#endif
+}
+
+/*
+ * Lay the page out at 1280 and at 420 pixels in one browser; the JSON
+ * report of each in *wide and *phone, the screenshots kept in dir.
+ */
+static void
+page_layout(const char *browser, const char *python, const char *page,
+    const char *dir, char **wide, char **phone)
+{
+	const char *argv[] = { python, page_layout_script(), browser, page,
+		h_path("layout-profile"),
+		h_strf("1280:%s/status-page-wide.png", dir),
+		h_strf("420:%s/status-page-phone.png", dir), NULL };
+	char *out, *err, *nl;
+	int st;
+
+	st = tool_run(argv, NULL, 25000, &out, &err);
+	h_assert(st == 0, "page_layout.py %s: exit %d\n%s", page, st, err);
+	nl = strchr(out, '\n');
+	h_assert(nl != NULL && h_count_lines(out) == 2,
+	    "page_layout.py printed:\n%s", out);
+	*wide = h_strf("%.*s", (int)(nl - out), out);
+	*phone = h_strf("%s", nl + 1);
+}
+
+/*
+ * The status page with 20 upstreams (open, closed, forced_closed for a
+ * while, with traffic), laid out by a real Chromium: at 1280 pixels no
+ * element reaches past the window (no horizontal scrollbar) and every
+ * upstream is a table row; at 420 pixels (a phone) nothing does either,
+ * and each upstream is a card. It shows connect latency and bytes each
+ * way, ends in for the forced_closed one, and no "token..." button (none
+ * is set). Both screenshots are kept beside the test directory
+ * (status-page-wide.png, status-page-phone.png), as in docs/.
+ */
+START_TEST(admin_status_page_layout)
+{
+	const char *browser = chromium(), *python = tool("python3");
+	const char *top = getenv("CP_TEST_TMPDIR");
+	struct h_backend *echo = h_backend(H_ECHO);
+	struct h_backend *refuse = h_backend(H_REFUSE);
+	char *admin = h_free_addr4(), *lis[20], *wide, *phone;
+	const char *conf;
+	const char *name = "orders-service-04-eu-west";
+	struct h_daemon *d;
+	unsigned i;
+
+	if (browser == NULL)
+		h_skip("no chromium installed (Debian package chromium)");
+	if (python == NULL)
+		h_skip("no python3 to drive chromium (tests/e2e/page_layout.py)");
+	conf = global_admin(admin, NULL);
+	for (i = 0; i < 20; i++) {
+		lis[i] = h_free_addr4();
+		conf = h_strf("%s%s", conf,
+		    upstream(h_strf("orders-service-%02u-eu-west", i), lis[i],
+			h_backend_addr(i < 3 ? refuse : echo),
+			"failure_threshold = 1\nrecovery_timeout = 10m\n"));
+	}
+	d = h_daemon_start(conf);
+	for (i = 0; i < 3; i++)
+		trip(lis[i], 1);
+	for (i = 3; i < 8; i++)
+		h_assert(h_echo_roundtrip(lis[i], "hello", H_WAIT_MS), "echo");
+	http_expect(admin, "POST",
+	    h_strf("/upstreams/%s/force-closed?for=5m", name), NULL, 200);
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=orders-service-02-eu-west",
+	    "to=open");
+
+	page_layout(browser, python, url(admin, "/"),
+	    top != NULL ? top : h_tmpdir(), &wide, &phone);
+	h_assert(strstr(wide, "\"viewport\": 1280, \"scroll_width\": 1280,") !=
+		    NULL &&
+		strstr(wide, "\"wider\": []") != NULL,
+	    "at 1280 px something is wider than the window:\n%.2000s", wide);
+	h_assert(strstr(wide, "\"rows\": 20, \"row_display\": \"table-row\"") !=
+		NULL,
+	    "at 1280 px not 20 table rows:\n%.600s", wide);
+	h_assert(strstr(wide, " 20 upstreams ") != NULL,
+	    "the header does not say 20 upstreams:\n%.600s", wide);
+	h_assert(strstr(wide, "\"token_button_hidden\": true") != NULL,
+	    "token... shown with no token set:\n%.600s", wide);
+	h_assert(strstr(wide, " ms\\n") != NULL &&
+		strstr(wide, "CONNECT P50 / P99") != NULL &&
+		strstr(wide, "BYTES IN / OUT") != NULL &&
+		strstr(wide, "5 B\\n") != NULL,
+	    "no connect latency or bytes shown:\n%.3000s", wide);
+
+	h_assert(strstr(phone, "\"viewport\": 420, \"scroll_width\": 420,") !=
+		    NULL &&
+		strstr(phone, "\"wider\": []") != NULL,
+	    "at 420 px something is wider than the window:\n%.2000s", phone);
+	h_assert(strstr(phone, "\"rows\": 20, \"row_display\": \"block\"") !=
+		NULL,
+	    "at 420 px the upstreams are not cards:\n%.600s", phone);
+	h_assert(strstr(phone, "forced_closed\\n4 m ") != NULL &&
+		strstr(wide, "forced_closed\\t4 m ") != NULL,
+	    "the forced_closed lifetime is not shown:\n%.3000s", phone);
+	fprintf(stderr, "check_admin: the status page is in %s/status-page-"
+			"{wide,phone}.png\n",
+	    top != NULL ? top : h_tmpdir());
 	stop_ok(d);
 }
 END_TEST
@@ -2799,6 +2921,10 @@ START_TEST(admin_status_page_token)
 	    "the page does not show api with the token:\n%s", out);
 	h_assert(strstr(out, "<form id=\"tokenform\" hidden") != NULL,
 	    "the token form is still out:\n%s", out);
+	h_assert(strstr(out, " · 1 upstream · ") != NULL,
+	    "the header does not say \"1 upstream\":\n%s", out);
+	h_assert(strstr(out, "<button id=\"token\" type=\"button\">") != NULL,
+	    "token… is not offered with a token in use:\n%s", out);
 	stop_ok(d);
 }
 END_TEST
@@ -2832,6 +2958,7 @@ admin_suite(void)
 	H_TEST(s, admin_address_in_use);
 	H_TEST(s, admin_curl);
 	H_TEST(s, admin_status_page_chromium);
+	H_TEST(s, admin_status_page_layout);
 	H_TEST(s, admin_status_page_token);
 	return s;
 }

@@ -104,6 +104,7 @@ START_TEST(test_json_upstream)
 	    "\"opened_total\":1,\"connections_total\":1576,"
 	    "\"active_connections\":3,\"bytes_sent_total\":1000,"
 	    "\"bytes_received_total\":2000000,"
+	    "\"connect_latency\":{\"p50\":0.000275,\"p99\":0.002483},"
 	    "\"listen\":[\"127.0.0.1:8080\",\"unix:/run/a\\\"b\"],"
 	    "\"server\":\"127.0.0.1:9090\",\"backup\":\"spare\","
 	    "\"transitions\":["
@@ -140,7 +141,9 @@ START_TEST(test_json_document)
 	    "\"rejected_overload_total\":0,\"failover_total\":0,"
 	    "\"opened_total\":0,\"connections_total\":0,"
 	    "\"active_connections\":0,\"bytes_sent_total\":0,"
-	    "\"bytes_received_total\":0,\"listen\":[\"[::1]:5432\"],"
+	    "\"bytes_received_total\":0,"
+	    "\"connect_latency\":{\"p50\":null,\"p99\":null},"
+	    "\"listen\":[\"[::1]:5432\"],"
 	    "\"server\":\"unix:/run/postgresql/.s.PGSQL.5432\","
 	    "\"backup\":null,\"transitions\":[]}},\"pools\":{}}\n");
 	stats_buf_free(&b);
