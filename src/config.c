@@ -44,6 +44,7 @@ static const char *const config_splices[] = { "auto", "off", NULL };
 static const char *const config_balances[] = {
 	"roundrobin", "leastconn", "first", NULL
 };
+static const char *const config_send_proxies[] = { "off", "v1", "v2", NULL };
 
 #define G(f) offsetof(struct config, f)
 #define U(f) offsetof(struct upstream_conf, f)
@@ -164,6 +165,13 @@ static const struct config_key config_key_table[] = {
 	{ "splice", CONFIG_SCOPE_UPSTREAM, CONFIG_T_ENUM,
 	    CONFIG_KEY_RELOADABLE, 0, 0, "auto", U(splice), 0,
 	    config_splices, "bulk flows move through a pipe by splice(2)" },
+	{ "log_connections", CONFIG_SCOPE_UPSTREAM, CONFIG_T_BOOL,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "no", U(log_connections), 0, NULL,
+	    "one event=conn line per client when it ends" },
+	{ "send_proxy", CONFIG_SCOPE_UPSTREAM, CONFIG_T_ENUM,
+	    CONFIG_KEY_RELOADABLE, 0, 0, "off", U(send_proxy), 0,
+	    config_send_proxies,
+	    "off | v1 | v2: a PROXY protocol header starts each server connection" },
 	{ "dry_run", CONFIG_SCOPE_UPSTREAM, CONFIG_T_BOOL,
 	    CONFIG_KEY_RELOADABLE, 0, 0, "no", B(dry_run), 0, NULL,
 	    "run the breaker but never reject" },

@@ -15,6 +15,7 @@
 #include "addr.h"
 #include "breaker.h"
 #include "log.h"
+#include "proxyproto.h"
 
 #define UPSTREAM_NAME_MAX 64
 
@@ -47,6 +48,8 @@ struct upstream_conf {
 	uint64_t slow_connect_ms; /* 0 = off */
 	enum reject_mode reject;
 	enum splice_mode splice;
+	bool log_connections;		 /* event=conn for its listeners' clients */
+	enum proxyproto_version send_proxy; /* PROXY header to the server */
 	struct breaker_conf breaker;
 	/* Per key of the table: where its value came from (config_key_origin). */
 	int *key_line;

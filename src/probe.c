@@ -2,7 +2,8 @@
  * Recovery probes: the daemon's own connects to a half_open upstream's
  * server, on the main thread's event loop, one at a time. A probe takes the
  * breaker's half_open slot, connects without blocking (TCP or unix socket)
- * under connect_timeout, judges slow_connect, closes at once, logs
+ * under connect_timeout, judges slow_connect, sends a PROXY header that
+ * names no client (send_proxy: v1 UNKNOWN, v2 LOCAL), closes at once, logs
  * event=probe, records its outcome like an attempt, and tells its owner,
  * who starts the next one while the circuit is still half_open.
  */
@@ -23,6 +24,7 @@
 #include "breaker.h"
 #include "config.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "probe.h"
 #include "util.h"
 
@@ -38,6 +40,7 @@ struct probe {
 
 	struct addr server; /* copied at the start of each probe */
 	uint64_t slow_connect_ms;
+	enum proxyproto_version send_proxy;
 	int fd; /* -1: no probe in progress */
 	struct breaker_ticket ticket;
 	uint64_t start_ms;
@@ -128,11 +131,21 @@ probe_shortage(struct probe *p, int error)
 	evtimer_add(p->retry_ev, util_timeval(&tv, PROBE_RETRY_MS));
 }
 
-/* Connected: a success, unless slower than slow_connect. */
+/*
+ * Connected: a success, unless slower than slow_connect. A server that
+ * requires the PROXY header gets one that names no client, so it accepts
+ * the probe (a fresh socket takes it whole).
+ */
 static void
 probe_connected(struct probe *p)
 {
 	uint64_t took = util_now_ms() - p->start_ms;
+	char hdr[PROXYPROTO_MAX];
+	size_t n;
+
+	n = proxyproto_header_build(p->send_proxy, NULL, NULL, hdr);
+	if (n > 0 && send(p->fd, hdr, n, MSG_NOSIGNAL) == -1)
+		n = 0; /* the outcome is the connect's, as without a header */
 
 	if (p->slow_connect_ms != 0 && took > p->slow_connect_ms)
 		probe_end(p, false, BREAKER_ERR_SLOW);
@@ -163,7 +176,8 @@ probe_connect_cb(evutil_socket_t fd, short what, void *arg)
 /* Start a probe if none is in progress and the breaker gives the slot. */
 void
 probe_start(struct probe *p, const struct addr *server,
-    uint64_t connect_timeout_ms, uint64_t slow_connect_ms)
+    uint64_t connect_timeout_ms, uint64_t slow_connect_ms,
+    enum proxyproto_version send_proxy)
 {
 	struct timeval tv;
 	int error;
@@ -174,6 +188,7 @@ probe_start(struct probe *p, const struct addr *server,
 		return;
 	p->server = *server;
 	p->slow_connect_ms = slow_connect_ms;
+	p->send_proxy = send_proxy;
 	p->start_ms = util_now_ms();
 	p->fd = socket(server->family,
 	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "proxyproto.h"
+
 struct addr;
 struct breaker;
 struct event_base;
@@ -30,7 +32,8 @@ void probe_free(struct probe *);
  * out the half_open slot; the settings are copied. Main thread.
  */
 void probe_start(struct probe *, const struct addr *server,
-    uint64_t connect_timeout_ms, uint64_t slow_connect_ms);
+    uint64_t connect_timeout_ms, uint64_t slow_connect_ms,
+    enum proxyproto_version send_proxy);
 /* Stop a probe in progress, its slot given back; none starts after. */
 void probe_stop(struct probe *);
 

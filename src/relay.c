@@ -47,6 +47,7 @@
 #include "reject.h"
 #include "pipe.h"
 #include "pool.h"
+#include "proxyproto.h"
 #include "relay.h"
 #include "upstream.h"
 #include "util.h"
@@ -149,6 +150,10 @@ struct relay {
 	struct admit adm;     /* the verdict, and the attempt it is on */
 	bool outcome_pending; /* attempt not yet recorded */
 	bool server_spoke;    /* the server has sent a byte */
+	bool log_conn;	      /* leaves an event=conn line when it ends */
+	uint64_t accept_ms;   /* the client was taken */
+	int64_t connect_took_us;      /* connect to established; -1 never */
+	uint64_t bytes_in, bytes_out; /* client->server, server->client */
 	uint64_t start_ms;   /* connect began */
 	uint64_t connect_us; /* connect() called, for the histogram */
 	uint64_t connected_ms;
@@ -164,15 +169,24 @@ struct relay {
 
 #define RELAY_PEER_STR_MAX 64
 
-/* Why a relay ends. */
+/* Why a relay ends: the end= of its event=conn line (SPEC 5). */
 enum relay_end {
-	RELAY_END_DONE,	    /* both directions finished */
-	RELAY_END_RESET,    /* a reset, an error or a failed attempt */
-	RELAY_END_IDLE,	    /* idle_timeout */
-	RELAY_END_SHUTDOWN, /* shutdown_timeout */
+	RELAY_END_DONE,		/* both directions finished */
+	RELAY_END_CLIENT_RESET, /* the client reset (or left while connecting) */
+	RELAY_END_SERVER_RESET, /* the server reset */
+	RELAY_END_IDLE,		/* idle_timeout */
+	RELAY_END_SHUTDOWN,	/* shutdown_timeout */
+	RELAY_END_CONNECT_FAIL, /* the connect to the server failed */
+	RELAY_END_OVERLOAD,	/* no slot, descriptor or memory for it */
 };
 
-static const char *relay_end_names[] = { "done", "reset", "idle", "shutdown" };
+/* end= of event=conn, per relay_end. */
+static const char *relay_end_names[] = { "done", "client_reset",
+	"server_reset", "idle_timeout", "shutdown", "connect_fail",
+	"overload" };
+/* reason= of the debug event=close line, per relay_end. */
+static const char *relay_close_names[] = { "done", "reset", "reset", "idle",
+	"shutdown", "reset", "reset" };
 
 static void relay_close(struct relay *, enum relay_end);
 static void relay_timer_arm(struct relay *, uint64_t);
@@ -236,6 +250,68 @@ relay_log_fail(struct relay *r, enum breaker_error err, uint64_t elapsed_ms)
 	    elapsed_ms);
 }
 
+/* What an event=conn line says of one client. */
+struct relay_conn {
+	const char *end;
+	const char *state;	 /* rejected: the circuit's state, else NULL */
+	unsigned tries;		 /* 0: no connect, server=- */
+	int64_t connect_took_us; /* -1: never connected */
+	uint64_t duration_ms;
+	uint64_t bytes_in, bytes_out;
+};
+
+/*
+ * The client's event=conn line (log_connections), through the log queue
+ * and never rate-limited: up is whose server it was given (NULL when a
+ * pool turned it away), pool the pool it came through (or NULL).
+ */
+static void
+relay_log_conn(struct upstream *up, struct pool *pool,
+    const struct relay_peer *peer, const struct relay_conn *c)
+{
+	char client[RELAY_PEER_STR_MAX], server[ADDR_TEXT_MAX + 8];
+	char connect[32];
+
+	if (c->tries > 0 && up != NULL)
+		log_quote(server, sizeof(server), upstream_conf(up)->server.text);
+	else
+		snprintf(server, sizeof(server), "-");
+	if (c->connect_took_us < 0)
+		snprintf(connect, sizeof(connect), "-1");
+	else
+		snprintf(connect, sizeof(connect), "%" PRId64 ".%" PRId64,
+		    c->connect_took_us / 1000, c->connect_took_us % 1000 / 100);
+	log_info("event=conn upstream=%s%s%s server=%s client=%s end=%s%s%s "
+		 "connect_ms=%s duration_ms=%" PRIu64 " bytes_in=%" PRIu64
+		 " bytes_out=%" PRIu64 " tries=%u",
+	    up != NULL ? up->name : "-", pool != NULL ? " pool=" : "",
+	    pool != NULL ? pool->name : "", server,
+	    relay_peer_str(peer, client), c->end,
+	    c->state != NULL ? " state=" : "", c->state != NULL ? c->state : "",
+	    connect, c->duration_ms, c->bytes_in, c->bytes_out, c->tries);
+}
+
+/* Does the entry a client came through (its pool, else its upstream) log? */
+static bool
+relay_log_wanted(struct upstream *up, struct pool *pool)
+{
+	if (pool != NULL)
+		return pool_conf(pool)->log_connections;
+	return up != NULL && upstream_conf(up)->log_connections;
+}
+
+/* The event=conn line of a client turned away before it had a relay. */
+static void
+relay_log_conn_turned(const struct admit *a, const struct relay_peer *peer,
+    const char *end, const char *state)
+{
+	struct relay_conn c = { .end = end,
+		.state = state,
+		.connect_took_us = -1 };
+
+	relay_log_conn(a->up, a->pool, peer, &c);
+}
+
 /* The whole and only way out: release both sides, timers and counters. */
 static void
 relay_close(struct relay *r, enum relay_end why)
@@ -243,7 +319,22 @@ relay_close(struct relay *r, enum relay_end why)
 	struct worker *w = r->w;
 	struct upstream *up = r->up;
 	struct pool *pool = r->adm.pool;
+	struct relay_conn c;
 
+	if (r->log_conn) {
+		c = (struct relay_conn){ .end = relay_end_names[why],
+			.state = r->rej.state,
+			.tries = r->adm.tries,
+			.connect_took_us = r->connect_took_us,
+			.duration_ms = util_now_ms() - r->accept_ms,
+			.bytes_in = r->bytes_in,
+			.bytes_out = r->bytes_out };
+		if (r->rej.state != NULL) {
+			c.end = "rejected";
+			c.tries = 0;
+		}
+		relay_log_conn(up, pool, &r->peer, &c);
+	}
 	if (r->outcome_pending) {
 		/*
 		 * Cut short while connecting (the client left, or
@@ -262,7 +353,7 @@ relay_close(struct relay *r, enum relay_end why)
 		event_del(&r->sev_r);
 		event_del(&r->sev_w);
 	}
-	if (why == RELAY_END_RESET || why == RELAY_END_SHUTDOWN) {
+	if (why != RELAY_END_DONE && why != RELAY_END_IDLE) {
 		relay_close_rst(r->cfd);
 		relay_close_rst(r->sfd);
 	} else {
@@ -286,7 +377,7 @@ relay_close(struct relay *r, enum relay_end why)
 		log_debug("event=close %s=%s client=%s reason=%s",
 		    up != NULL ? "upstream" : "pool",
 		    up != NULL ? up->name : pool->name,
-		    relay_peer_str(&r->peer, client), relay_end_names[why]);
+		    relay_peer_str(&r->peer, client), relay_close_names[why]);
 	}
 	LIST_REMOVE(r, entry);
 	free(r);
@@ -339,7 +430,7 @@ relay_early_close(struct relay *r)
 		return false;
 	relay_log_fail(r, BREAKER_ERR_EARLY_CLOSE, util_now_ms() - r->start_ms);
 	relay_record(r, false, BREAKER_ERR_EARLY_CLOSE);
-	relay_close(r, RELAY_END_RESET);
+	relay_close(r, RELAY_END_SERVER_RESET);
 	return true;
 }
 
@@ -367,7 +458,7 @@ relay_write_error(struct relay *r, struct relay_dir *d)
 		relay_last_words(r);
 		return;
 	}
-	relay_close(r, RELAY_END_RESET);
+	relay_close(r, RELAY_END_CLIENT_RESET);
 }
 
 /* Give a direction's pipe back to the pool (closed if bytes are left). */
@@ -396,6 +487,10 @@ static void
 relay_got(struct relay *r, struct relay_dir *d, size_t n)
 {
 	upstream_count(r->up, r->w->id, d->counter, (uint64_t)n);
+	if (d == &r->c2s)
+		r->bytes_in += n;
+	else
+		r->bytes_out += n;
 	if (d == &r->s2c && !r->server_spoke) {
 		r->server_spoke = true;
 		relay_record(r, true, BREAKER_ERR_OTHER);
@@ -424,7 +519,8 @@ relay_read_error(struct relay *r, struct relay_dir *d)
 {
 	if (d == &r->s2c && relay_early_close(r))
 		return;
-	relay_close(r, RELAY_END_RESET);
+	relay_close(r,
+	    d == &r->s2c ? RELAY_END_SERVER_RESET : RELAY_END_CLIENT_RESET);
 }
 
 /* dst cannot take more now: stop reading src until the remainder is gone. */
@@ -474,7 +570,7 @@ relay_copy_step(struct relay *r, struct relay_dir *d)
 		d->len = (uint32_t)(n - m);
 		d->off = 0;
 		if ((d->buf = malloc(d->len)) == NULL) {
-			relay_close(r, RELAY_END_RESET);
+			relay_close(r, RELAY_END_OVERLOAD);
 			return RELAY_STEP_STOP;
 		}
 		memcpy(d->buf, buf + m, d->len);
@@ -504,7 +600,7 @@ relay_pipe_unsplice(struct relay *r, struct relay_dir *d)
 		if ((d->buf = malloc(d->inpipe)) == NULL ||
 		    (n = read(d->pipe[0], d->buf, d->inpipe)) !=
 			(ssize_t)d->inpipe) {
-			relay_close(r, RELAY_END_RESET);
+			relay_close(r, RELAY_END_OVERLOAD);
 			return false;
 		}
 		d->off = 0;
@@ -541,7 +637,7 @@ relay_last_words_end(struct relay *r, uint64_t now)
 #endif
 	if (relay_early_close(r))
 		return;
-	relay_close(r, RELAY_END_RESET);
+	relay_close(r, RELAY_END_SERVER_RESET);
 }
 
 /*
@@ -628,7 +724,7 @@ relay_last_words(struct relay *r)
 	relay_pipe_put(r, c2s);
 	/* The server's FIN was passed on: all it said was delivered. */
 	if (s2c->done) {
-		relay_close(r, RELAY_END_RESET);
+		relay_close(r, RELAY_END_SERVER_RESET);
 		return;
 	}
 	/* Its bytes parked in a pipe become a remainder, sent first. */
@@ -804,7 +900,7 @@ relay_client_wait(struct relay *r)
 	}
 	if (n == -1 && (errno == EAGAIN || errno == EINTR))
 		return;
-	relay_close(r, RELAY_END_RESET);
+	relay_close(r, RELAY_END_CLIENT_RESET);
 }
 
 /*
@@ -911,7 +1007,7 @@ relay_client_read_cb(evutil_socket_t fd, short what, void *arg)
 			relay_close(r, RELAY_END_DONE);
 			break;
 		case -1:
-			relay_close(r, RELAY_END_RESET);
+			relay_close(r, RELAY_END_CLIENT_RESET);
 			break;
 		}
 		return;
@@ -1018,7 +1114,8 @@ relay_paused_source_gone(struct relay *r)
 			continue;
 		if (d->src == r->sfd && relay_early_close(r))
 			return true;
-		relay_close(r, RELAY_END_RESET);
+		relay_close(r, d->src == r->sfd ? RELAY_END_SERVER_RESET
+						: RELAY_END_CLIENT_RESET);
 		return true;
 	}
 	return false;
@@ -1086,7 +1183,7 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (r->phase == RELAY_REJECT_READING) {
 		/* Nothing, or not all of it, within connect_timeout. */
-		relay_close(r, RELAY_END_RESET);
+		relay_close(r, RELAY_END_CLIENT_RESET);
 		return;
 	}
 	if (r->last_words_ms != 0) {
@@ -1114,6 +1211,42 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 	relay_timer_arm(r, now);
 }
 
+/*
+ * The server hung up (reset) as the connection was made, before a byte: an
+ * early close if failure_on_early_close says so, else a success.
+ */
+static void
+relay_server_hung_up(struct relay *r, uint64_t now)
+{
+	if (upstream_conf(r->up)->failure_on_early_close) {
+		relay_log_fail(r, BREAKER_ERR_EARLY_CLOSE, now - r->start_ms);
+		relay_record(r, false, BREAKER_ERR_EARLY_CLOSE);
+	} else
+		relay_record(r, true, BREAKER_ERR_OTHER);
+	relay_close(r, RELAY_END_SERVER_RESET);
+}
+
+/*
+ * send_proxy: the PROXY header naming the client and the address it
+ * reached, first on the new server connection (SPEC 8). It fits an empty
+ * send buffer whole; false if the server is gone already.
+ */
+static bool
+relay_proxy_send(struct relay *r, enum proxyproto_version v)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+	const struct sockaddr *dst = NULL;
+	char hdr[PROXYPROTO_MAX];
+	size_t n;
+
+	if (r->peer.u.sa.sa_family != AF_UNIX &&
+	    getsockname(r->cfd, (struct sockaddr *)&local, &len) == 0)
+		dst = (const struct sockaddr *)&local;
+	n = proxyproto_header_build(v, &r->peer.u.sa, dst, hdr);
+	return send(r->sfd, hdr, n, MSG_NOSIGNAL) == (ssize_t)n;
+}
+
 /* The server accepted: judge the attempt and start relaying. */
 static void
 relay_connected(struct relay *r, uint64_t now)
@@ -1122,7 +1255,13 @@ relay_connected(struct relay *r, uint64_t now)
 	struct event_base *base = r->w->base;
 	uint64_t took = now - r->start_ms;
 
-	upstream_count_connect(r->up, r->w->id, util_now_us() - r->connect_us);
+	r->connect_took_us = (int64_t)(util_now_us() - r->connect_us);
+	upstream_count_connect(r->up, r->w->id, (uint64_t)r->connect_took_us);
+	if (uc->send_proxy != PROXYPROTO_OFF &&
+	    !relay_proxy_send(r, uc->send_proxy)) {
+		relay_server_hung_up(r, now);
+		return;
+	}
 	r->connected_ms = now;
 	r->last_active_ms = now;
 	r->queued = RELAY_QUEUED_UNKNOWN;
@@ -1166,7 +1305,7 @@ relay_retry(struct relay *r)
 
 	if (!admit_retry(&r->adm, r->w->id, &r->peer.u.sa, r->peer.len,
 		util_now_ms())) {
-		relay_close(r, RELAY_END_RESET);
+		relay_close(r, RELAY_END_CONNECT_FAIL);
 		return 0;
 	}
 	event_del(&r->sev_r);
@@ -1206,13 +1345,7 @@ relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 			 * Established, then reset before we saw it: the
 			 * server hung up before a byte.
 			 */
-			if (upstream_conf(r->up)->failure_on_early_close) {
-				relay_log_fail(r, BREAKER_ERR_EARLY_CLOSE,
-				    now - r->start_ms);
-				relay_record(r, false, BREAKER_ERR_EARLY_CLOSE);
-			} else
-				relay_record(r, true, BREAKER_ERR_OTHER);
-			relay_close(r, RELAY_END_RESET);
+			relay_server_hung_up(r, now);
 			return;
 		}
 		kind = breaker_error_from_errno(error);
@@ -1243,7 +1376,7 @@ relay_shortage(struct relay *r, int error)
 			   "error=%s",
 		    r->up->name, relay_peer_str(&r->peer, client),
 		    util_errno_name(error));
-	relay_close(r, RELAY_END_RESET);
+	relay_close(r, RELAY_END_OVERLOAD);
 	if (error != EMFILE && error != ENFILE)
 		return 0;
 	/* Spare pipes are descriptors the next clients can use. */
@@ -1324,6 +1457,9 @@ relay_new(struct worker *w, struct upstream *up, struct pool *pool, int cfd,
 	r->c2s.pipe[0] = r->c2s.pipe[1] = -1;
 	r->s2c.pipe[0] = r->s2c.pipe[1] = -1;
 	r->peer = *peer;
+	r->log_conn = relay_log_wanted(up, pool);
+	r->accept_ms = util_now_ms();
+	r->connect_took_us = -1;
 	event_assign(&r->cev_r, w->base, cfd, EV_READ | EV_PERSIST,
 	    relay_client_read_cb, r);
 	event_assign(&r->cev_w, w->base, cfd, EV_WRITE | EV_PERSIST,
@@ -1418,7 +1554,7 @@ relay_reject_read(struct relay *r)
 		if (n == -1) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;
-			relay_close(r, RELAY_END_RESET);
+			relay_close(r, RELAY_END_CLIENT_RESET);
 			return;
 		}
 		for (off = 0; off < (size_t)n; off += used) {
@@ -1434,12 +1570,14 @@ relay_reject_read(struct relay *r)
 				    r->rej.name, r->rej.state, r->rej.secs,
 				    out + nout, sizeof(out) - nout);
 				if (!relay_reject_send(r->cfd, out, nout))
-					relay_close(r, RELAY_END_RESET);
-				else
+					relay_close(r, RELAY_END_CLIENT_RESET);
+				else {
+					r->bytes_out += nout;
 					relay_linger_queue(r);
+				}
 				return;
 			case REJECT_PG_BAD:
-				relay_close(r, RELAY_END_RESET);
+				relay_close(r, RELAY_END_CLIENT_RESET);
 				return;
 			}
 		}
@@ -1447,9 +1585,10 @@ relay_reject_read(struct relay *r)
 	/* More to come: answer what came, and wait for the rest. */
 	if (nout > 0 &&
 	    send(r->cfd, out, nout, MSG_NOSIGNAL) != (ssize_t)nout) {
-		relay_close(r, RELAY_END_RESET);
+		relay_close(r, RELAY_END_CLIENT_RESET);
 		return;
 	}
+	r->bytes_out += nout;
 	if (!event_pending(&r->cev_r, EV_READ, NULL)) {
 		event_add(&r->cev_r, NULL);
 		event_add(&r->timer, util_timeval(&tv, r->rej.read_ms));
@@ -1470,7 +1609,11 @@ relay_reject(struct worker *w, const struct admit *a, int fd,
 	uint64_t secs;
 	size_t n;
 
+	bool log_conn = relay_log_wanted(a->up, a->pool);
+
 	if (a->reject == REJECT_RESET) {
+		if (log_conn)
+			relay_log_conn_turned(a, peer, "rejected", a->state);
 		relay_close_rst(fd);
 		return;
 	}
@@ -1478,6 +1621,9 @@ relay_reject(struct worker *w, const struct admit *a, int fd,
 	if (a->reject == REJECT_POSTGRES) {
 		r = relay_reject_new(w, a, fd, peer);
 		if (r == NULL) {
+			if (log_conn)
+				relay_log_conn_turned(a, peer, "rejected",
+				    a->state);
 			relay_close_rst(fd);
 			return;
 		}
@@ -1491,14 +1637,21 @@ relay_reject(struct worker *w, const struct admit *a, int fd,
 	n = reject_reply(a->reject, a->name, a->state, secs, reply,
 	    sizeof(reply));
 	if (!relay_reject_send(fd, reply, n)) {
+		if (log_conn)
+			relay_log_conn_turned(a, peer, "rejected", a->state);
 		relay_close_rst(fd);
 		return;
 	}
 	/* Past the cap, a flood of rejects gets its reply without the wait. */
-	if ((r = relay_reject_new(w, a, fd, peer)) == NULL)
+	if ((r = relay_reject_new(w, a, fd, peer)) == NULL) {
+		if (log_conn)
+			relay_log_conn_turned(a, peer, "rejected", a->state);
 		close(fd);
-	else
-		relay_linger_queue(r);
+		return;
+	}
+	r->rej.state = a->state;
+	r->bytes_out = n;
+	relay_linger_queue(r);
 }
 
 /*
@@ -1522,6 +1675,8 @@ relay_accept(struct worker *w, struct upstream *up, struct pool *pool,
 	relay_peer_set(&peer, sa, salen);
 	admit_client(&a, up, pool, w->id, &peer.u.sa, peer.len, now);
 	if (a.kind == ADMIT_OVERLOAD) {
+		if (relay_log_wanted(a.up, pool))
+			relay_log_conn_turned(&a, &peer, "overload", NULL);
 		relay_close_rst(fd);
 		return 0;
 	}
@@ -1538,6 +1693,8 @@ relay_accept(struct worker *w, struct upstream *up, struct pool *pool,
 		admit_cancel(&a);
 		admit_release(&a);
 		upstream_count(a.up, w->id, UC_rejected_overload_total, 1);
+		if (relay_log_wanted(a.up, pool))
+			relay_log_conn_turned(&a, &peer, "overload", NULL);
 		relay_close_rst(fd);
 		return 0;
 	}

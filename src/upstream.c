@@ -107,7 +107,7 @@ upstream_tick(struct upstream *up, uint64_t now)
 	if (up->probe != NULL &&
 	    uc->breaker.recovery_probe == BREAKER_PROBE_CONNECT)
 		probe_start(up->probe, &uc->server, uc->connect_timeout_ms,
-		    uc->slow_connect_ms);
+		    uc->slow_connect_ms, uc->send_proxy);
 	next = breaker_next_deadline(up->breaker);
 	if (next == 0)
 		evtimer_del(up->tick_ev);

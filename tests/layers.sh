@@ -11,7 +11,7 @@ src="${srcdir:-.}/src"
 floors='
 0 log
 1 util
-2 addr json
+2 addr json proxyproto
 3 breaker
 4 config
 5 state stats notify reject admin_page probe
