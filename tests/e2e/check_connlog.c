@@ -9,6 +9,7 @@
  * versions and both address families, and by a scripted server for what
  * probes and unix clients send.
  */
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -328,6 +329,420 @@ START_TEST(conn_overload)
 }
 END_TEST
 
+/* A server program of the test's own (nginx, haproxy), killed at its end. */
+struct ext {
+	const char *name;
+	pid_t pid;
+	char *out; /* its stdout and stderr */
+};
+
+/* Stop a server program: SIGTERM, then SIGKILL if it lingers. */
+static void
+ext_stop(void *arg)
+{
+	struct ext *e = arg;
+	uint64_t deadline = h_now_ms() + H_STOP_MS;
+	int st;
+
+	if (e->pid <= 0)
+		return;
+	kill(e->pid, SIGTERM);
+	while (waitpid(e->pid, &st, WNOHANG) == 0) {
+		if (h_now_ms() > deadline) {
+			kill(e->pid, SIGKILL);
+			waitpid(e->pid, &st, 0);
+			break;
+		}
+		poll(NULL, 0, 10);
+	}
+	e->pid = -1;
+}
+
+/* Start a server program, its output to a file; it dies with the test. */
+static struct ext *
+ext_start(const char *name, const char *const *argv)
+{
+	struct ext *e = h_track(calloc(1, sizeof(*e)));
+	int fd;
+
+	e->name = name;
+	e->out = h_path(h_strf("%s.out", name));
+	fd = open(e->out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	h_assert(fd != -1, "%s: %s", e->out, strerror(errno));
+	e->pid = fork();
+	h_assert(e->pid != -1, "fork: %s", strerror(errno));
+	if (e->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(fd);
+	h_defer(ext_stop, e);
+	return e;
+}
+
+/* Wait until addr accepts connections (the program is up), within ms. */
+static void
+ext_wait_port(struct ext *e, const char *addr, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	int fd, st;
+
+	for (;;) {
+		if ((fd = h_connect(addr, 200)) != -1) {
+			close(fd);
+			return;
+		}
+		h_assert(waitpid(e->pid, &st, WNOHANG) == 0,
+		    "%s exited before listening on %s: see %s", e->name, addr,
+		    e->out);
+		h_assert(h_now_ms() < deadline, "%s is not listening on %s",
+		    e->name, addr);
+		poll(NULL, 0, 20);
+	}
+}
+
+/* Wait until a file holds a line with text, within ms. */
+static bool
+file_wait_text(const char *path, const char *text, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	char buf[65536];
+	ssize_t n;
+	int fd;
+
+	do {
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) != -1) {
+			n = read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+			if (n > 0) {
+				buf[n] = '\0';
+				if (strstr(buf, text) != NULL)
+					return true;
+			}
+		}
+		poll(NULL, 0, 20);
+	} while (h_now_ms() < deadline);
+	return false;
+}
+
+/* "[::1]:P" as a server prints a client: "::1:P" (IPv4 unchanged). */
+static const char *
+addr_plain(const char *addr)
+{
+	const char *end;
+
+	if (addr[0] != '[' || (end = strchr(addr, ']')) == NULL)
+		return addr;
+	return h_strf("%.*s%s", (int)(end - addr - 1), addr + 1, end + 1);
+}
+
+/*
+ * GET / through lis: the body of the answer (the server's view of the
+ * client); *client is the client's address as the daemon logs it.
+ */
+static const char *
+http_get_body(const char *lis, char **client)
+{
+	static const char req[] = "GET / HTTP/1.0\r\nHost: t\r\n\r\n";
+	enum h_outcome out;
+	char *got, *body;
+	size_t len;
+	int fd;
+
+	fd = h_connect_name(lis, H_WAIT_MS, client);
+	h_assert(fd != -1, "connect to %s", lis);
+	h_assert(h_send_all(fd, req, sizeof(req) - 1, H_WAIT_MS) == 0, "send");
+	out = h_recv_all(fd, &got, &len, H_WAIT_MS);
+	close(fd);
+	h_assert(out == H_OUT_EOF, "the answer through %s: %s", lis,
+	    h_outcome_name(out));
+	body = strstr(got, "\r\n\r\n");
+	h_assert(body != NULL && strncmp(got, "HTTP/1.1 200", 12) == 0,
+	    "answer: %s", got);
+	return body + 4;
+}
+
+/* Three upstreams to a server: IPv4, IPv6 and unix clients, send_proxy. */
+static const char *
+config_proxy(const char *version, const char *lis4, const char *srv4,
+    const char *lis6, const char *srv6, const char *lisu)
+{
+	const char *splice =
+	    strcmp(h_splice_mode(), "off") == 0 ? "splice = off\n" : "";
+
+	return h_strf("%s"
+		      "[defaults]\n"
+		      "send_proxy = %s\n"
+		      "log_connections = yes\n"
+		      "%s"
+		      "[upstream:api4]\n"
+		      "listen = %s\n"
+		      "server = %s\n"
+		      "[upstream:api6]\n"
+		      "listen = %s\n"
+		      "server = %s\n"
+		      "[upstream:apiu]\n"
+		      "listen = %s\n"
+		      "server = %s\n",
+	    global_section(), version, splice, lis4, srv4, lis6, srv6, lisu,
+	    srv4);
+}
+
+/*
+ * nginx with `listen ... proxy_protocol` answers and logs
+ * $proxy_protocol_addr:$proxy_protocol_port: the client's address, IPv4
+ * and IPv6, as circuitproxyd told it; a unix client's header (UNKNOWN,
+ * LOCAL) is accepted and names no address.
+ */
+static void
+proxy_nginx(const char *version)
+{
+	const char *nginx = h_client("nginx");
+	const char *srv4 = h_free_addr(AF_INET), *srv6 = h_free_addr(AF_INET6);
+	const char *lis4 = h_free_addr(AF_INET), *lis6 = h_free_addr(AF_INET6);
+	const char *lisu = h_free_addr(AF_UNIX);
+	const char *dir = h_path("nginx"), *conf, *alog;
+	const char *argv[8];
+	struct h_daemon *d;
+	struct h_fields f;
+	struct ext *e;
+	char *client;
+	const char *body;
+
+	if (nginx == NULL) {
+		h_skip("nginx is not installed (Debian package nginx-light)");
+	}
+	h_assert(mkdir(dir, 0755) == 0, "mkdir %s", dir);
+	alog = h_strf("%s/access.log", dir);
+	conf = h_write_file("nginx.conf",
+	    h_strf("worker_processes 1;\n"
+		   "daemon off;\n"
+		   "master_process off;\n"
+		   "pid %s/nginx.pid;\n"
+		   "error_log %s/error.log warn;\n"
+		   "events { worker_connections 64; }\n"
+		   "http {\n"
+		   "  log_format pp 'pp=$proxy_protocol_addr:"
+		   "$proxy_protocol_port remote=$remote_addr';\n"
+		   "  access_log %s pp;\n"
+		   "  client_body_temp_path %s/body;\n"
+		   "  proxy_temp_path %s/proxy;\n"
+		   "  fastcgi_temp_path %s/fastcgi;\n"
+		   "  uwsgi_temp_path %s/uwsgi;\n"
+		   "  scgi_temp_path %s/scgi;\n"
+		   "  server {\n"
+		   "    listen %s proxy_protocol;\n"
+		   "    listen %s proxy_protocol;\n"
+		   "    location / { return 200 "
+		   "\"pp=$proxy_protocol_addr:$proxy_protocol_port\\n\"; }\n"
+		   "  }\n"
+		   "}\n",
+		dir, dir, alog, dir, dir, dir, dir, dir, srv4, srv6));
+	argv[0] = nginx;
+	argv[1] = "-p";
+	argv[2] = dir;
+	argv[3] = "-e";
+	argv[4] = h_strf("%s/error.log", dir);
+	argv[5] = "-c";
+	argv[6] = conf;
+	argv[7] = NULL;
+	e = ext_start("nginx", argv);
+	ext_wait_port(e, srv4, H_READY_MS);
+	ext_wait_port(e, srv6, H_READY_MS);
+	d = h_daemon_start(config_proxy(version, lis4, srv4, lis6, srv6, lisu));
+
+	body = http_get_body(lis4, &client);
+	h_assert(strcmp(body, h_strf("pp=%s\n", client)) == 0,
+	    "nginx saw %s, not the IPv4 client %s", body, client);
+	h_assert(file_wait_text(alog, h_strf("pp=%s remote=127.0.0.1", client),
+		     H_WAIT_MS),
+	    "nginx did not log pp=%s", client);
+	h_assert_fields(conn_line(d, client, &f), "upstream=api4", "end=done");
+
+	body = http_get_body(lis6, &client);
+	h_assert(strcmp(body, h_strf("pp=%s\n", addr_plain(client))) == 0,
+	    "nginx saw %s, not the IPv6 client %s", body, client);
+	h_assert(file_wait_text(alog,
+		     h_strf("pp=%s remote=::1", addr_plain(client)), H_WAIT_MS),
+	    "nginx did not log pp=%s", addr_plain(client));
+
+	body = http_get_body(lisu, &client);
+	h_assert(strcmp(body, "pp=:\n") == 0,
+	    "a unix client must name no address to nginx: %s", body);
+	stop_ok(d);
+}
+
+START_TEST(proxy_nginx_v1)
+{
+	proxy_nginx("v1");
+}
+END_TEST
+
+START_TEST(proxy_nginx_v2)
+{
+	proxy_nginx("v2");
+}
+END_TEST
+
+/*
+ * HAProxy with `bind ... accept-proxy` answers and logs %ci:%cp: the
+ * client circuitproxyd named, IPv4 and IPv6; a unix client's header
+ * (UNKNOWN, LOCAL) is accepted and HAProxy sees the connection's own
+ * address.
+ */
+static void
+proxy_haproxy(const char *version)
+{
+	const char *haproxy = h_client("haproxy");
+	const char *srv4 = h_free_addr(AF_INET), *srv6 = h_free_addr(AF_INET6);
+	const char *lis4 = h_free_addr(AF_INET), *lis6 = h_free_addr(AF_INET6);
+	const char *lisu = h_free_addr(AF_UNIX);
+	const char *conf, *argv[5], *body;
+	struct h_daemon *d;
+	struct h_fields f;
+	struct ext *e;
+	char *client;
+
+	if (haproxy == NULL) {
+		h_skip("haproxy is not installed (Debian package haproxy)");
+	}
+	conf = h_write_file("haproxy.cfg",
+	    h_strf("global\n"
+		   "  log stdout format raw local0\n"
+		   "defaults\n"
+		   "  mode http\n"
+		   "  log global\n"
+		   "  timeout connect 5s\n"
+		   "  timeout client 10s\n"
+		   "  timeout server 10s\n"
+		   "frontend fe\n"
+		   "  bind %s accept-proxy\n"
+		   "  bind %s accept-proxy\n"
+		   "  log-format \"pp ci=%%ci:%%cp\"\n"
+		   "  http-request return status 200 content-type text/plain "
+		   "lf-string \"src=%%[src]:%%[src_port]\\n\"\n",
+		srv4, srv6));
+	argv[0] = haproxy;
+	argv[1] = "-db";
+	argv[2] = "-f";
+	argv[3] = conf;
+	argv[4] = NULL;
+	e = ext_start("haproxy", argv);
+	ext_wait_port(e, srv4, H_READY_MS);
+	ext_wait_port(e, srv6, H_READY_MS);
+	d = h_daemon_start(config_proxy(version, lis4, srv4, lis6, srv6, lisu));
+
+	body = http_get_body(lis4, &client);
+	h_assert(strcmp(body, h_strf("src=%s\n", client)) == 0,
+	    "HAProxy saw %s, not the IPv4 client %s", body, client);
+	h_assert(file_wait_text(e->out, h_strf("pp ci=%s\n", client), H_WAIT_MS),
+	    "HAProxy did not log ci=%s", client);
+	h_assert_fields(conn_line(d, client, &f), "upstream=api4", "end=done");
+
+	body = http_get_body(lis6, &client);
+	h_assert(strcmp(body, h_strf("src=%s\n", addr_plain(client))) == 0,
+	    "HAProxy saw %s, not the IPv6 client %s", body, client);
+	h_assert(file_wait_text(e->out,
+		     h_strf("pp ci=%s\n", addr_plain(client)), H_WAIT_MS),
+	    "HAProxy did not log ci=%s", addr_plain(client));
+
+	body = http_get_body(lisu, &client);
+	h_assert(strncmp(body, "src=127.0.0.1:", 14) == 0,
+	    "a unix client: HAProxy should see the connection's own address, "
+	    "saw %s",
+	    body);
+	stop_ok(d);
+}
+
+START_TEST(proxy_haproxy_v1)
+{
+	proxy_haproxy("v1");
+}
+END_TEST
+
+START_TEST(proxy_haproxy_v2)
+{
+	proxy_haproxy("v2");
+}
+END_TEST
+
+/*
+ * A recovery probe to a server that requires the header: the server
+ * reads exactly v2 LOCAL (or v1 UNKNOWN) and then the probe's FIN.
+ */
+static void
+proxy_probe(const char *version, const char *want, size_t wlen)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+	const char *lis = h_free_addr4(), *srv;
+	struct h_daemon *d;
+	struct pollfd pfd;
+	char buf[256];
+	size_t got = 0;
+	uint64_t deadline;
+	ssize_t n;
+	int lfd, cfd, fd;
+
+	/* Bound but not listening: refused, until listen(). */
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	h_assert(lfd != -1, "socket");
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	h_assert(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) == 0, "bind");
+	h_assert(getsockname(lfd, (struct sockaddr *)&sin, &sl) == 0, "name");
+	srv = h_strf("127.0.0.1:%d", ntohs(sin.sin_port));
+	d = h_daemon_start(config_api(lis, srv,
+	    h_strf("send_proxy = %s\nfailure_threshold = 1\n"
+		   "recovery_timeout = 200ms\nrecovery_probe = connect\n",
+		version)));
+	fd = h_connect(lis, H_WAIT_MS);
+	h_assert(fd != -1, "connect");
+	h_assert(h_next_event(fd, H_WAIT_MS) == H_OUT_RESET, "refused: reset");
+	close(fd);
+	h_expect_log(d, H_WAIT_MS, "event=state", "to=open");
+	h_assert(listen(lfd, 8) == 0, "listen");
+	pfd.fd = lfd;
+	pfd.events = POLLIN;
+	h_assert(poll(&pfd, 1, H_WAIT_MS) == 1, "no probe came");
+	cfd = accept(lfd, NULL, NULL);
+	h_assert(cfd != -1, "accept");
+	deadline = h_now_ms() + H_WAIT_MS;
+	for (;;) {
+		pfd.fd = cfd;
+		h_assert(h_now_ms() < deadline, "the probe did not close");
+		if (poll(&pfd, 1, 100) != 1)
+			continue;
+		n = read(cfd, buf + got, sizeof(buf) - got);
+		h_assert(n >= 0, "read: %s", strerror(errno));
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	h_assert(got == wlen && memcmp(buf, want, wlen) == 0,
+	    "the probe sent %zu bytes, not the %zu of its header", got, wlen);
+	h_expect_log(d, H_WAIT_MS, "event=probe", "result=ok");
+	close(cfd);
+	close(lfd);
+	stop_ok(d);
+}
+
+START_TEST(proxy_probe_v2_local)
+{
+	static const char local[16] = "\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+
+	proxy_probe("v2", local, sizeof(local));
+}
+END_TEST
+
+START_TEST(proxy_probe_v1_unknown)
+{
+	proxy_probe("v1", "PROXY UNKNOWN\r\n", 15);
+}
+END_TEST
+
 /* Build the suite. */
 static Suite *
 connlog_suite(void)
@@ -342,6 +757,12 @@ connlog_suite(void)
 	H_TEST(s, conn_shutdown);
 	H_TEST(s, conn_connect_fail_then_rejected);
 	H_TEST(s, conn_overload);
+	H_TEST(s, proxy_nginx_v1);
+	H_TEST(s, proxy_nginx_v2);
+	H_TEST(s, proxy_haproxy_v1);
+	H_TEST(s, proxy_haproxy_v2);
+	H_TEST(s, proxy_probe_v2_local);
+	H_TEST(s, proxy_probe_v1_unknown);
 	return s;
 }
 

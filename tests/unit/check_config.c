@@ -1511,6 +1511,8 @@ static const struct {
 	{ "recovery_probe", CONFIG_SCOPE_UPSTREAM },
 	{ "splice", CONFIG_SCOPE_UPSTREAM },
 	{ "dry_run", CONFIG_SCOPE_UPSTREAM },
+	{ "log_connections", CONFIG_SCOPE_UPSTREAM },
+	{ "send_proxy", CONFIG_SCOPE_UPSTREAM },
 	{ "listen", CONFIG_SCOPE_POOL },
 	{ "members", CONFIG_SCOPE_POOL },
 	{ "balance", CONFIG_SCOPE_POOL },
