@@ -48,7 +48,7 @@ struct upstream_conf {
 	uint64_t slow_connect_ms; /* 0 = off */
 	enum reject_mode reject;
 	enum splice_mode splice;
-	bool log_connections;		 /* event=conn for its listeners' clients */
+	bool log_connections; /* event=conn for its listeners' clients */
 	enum proxyproto_version send_proxy; /* PROXY header to the server */
 	struct breaker_conf breaker;
 	/* Per key of the table: where its value came from (config_key_origin). */

@@ -147,15 +147,15 @@ struct relay {
 	struct upstream *up;
 	enum relay_phase phase;
 	int cfd, sfd;
-	struct admit adm;     /* the verdict, and the attempt it is on */
-	bool outcome_pending; /* attempt not yet recorded */
-	bool server_spoke;    /* the server has sent a byte */
-	bool log_conn;	      /* leaves an event=conn line when it ends */
-	uint64_t accept_ms;   /* the client was taken */
-	int64_t connect_took_us;      /* connect to established; -1 never */
+	struct admit adm;	 /* the verdict, and the attempt it is on */
+	bool outcome_pending;	 /* attempt not yet recorded */
+	bool server_spoke;	 /* the server has sent a byte */
+	bool log_conn;		 /* leaves an event=conn line when it ends */
+	uint64_t accept_ms;	 /* the client was taken */
+	int64_t connect_took_us; /* connect to established; -1 never */
 	uint64_t bytes_in, bytes_out; /* client->server, server->client */
-	uint64_t start_ms;   /* connect began */
-	uint64_t connect_us; /* connect() called, for the histogram */
+	uint64_t start_ms;	      /* connect began */
+	uint64_t connect_us;	      /* connect() called, for the histogram */
 	uint64_t connected_ms;
 	uint64_t last_active_ms;
 	uint32_t queued;	  /* kernel send queues at the last look */
@@ -181,9 +181,8 @@ enum relay_end {
 };
 
 /* end= of event=conn, per relay_end. */
-static const char *relay_end_names[] = { "done", "client_reset",
-	"server_reset", "idle_timeout", "shutdown", "connect_fail",
-	"overload" };
+static const char *relay_end_names[] = { "done", "client_reset", "server_reset",
+	"idle_timeout", "shutdown", "connect_fail", "overload" };
 /* reason= of the debug event=close line, per relay_end. */
 static const char *relay_close_names[] = { "done", "reset", "reset", "idle",
 	"shutdown", "reset", "reset" };
@@ -273,7 +272,8 @@ relay_log_conn(struct upstream *up, struct pool *pool,
 	char connect[32];
 
 	if (c->tries > 0 && up != NULL)
-		log_quote(server, sizeof(server), upstream_conf(up)->server.text);
+		log_quote(server, sizeof(server),
+		    upstream_conf(up)->server.text);
 	else
 		snprintf(server, sizeof(server), "-");
 	if (c->connect_took_us < 0)
@@ -1114,8 +1114,9 @@ relay_paused_source_gone(struct relay *r)
 			continue;
 		if (d->src == r->sfd && relay_early_close(r))
 			return true;
-		relay_close(r, d->src == r->sfd ? RELAY_END_SERVER_RESET
-						: RELAY_END_CLIENT_RESET);
+		relay_close(r,
+		    d->src == r->sfd ? RELAY_END_SERVER_RESET
+				     : RELAY_END_CLIENT_RESET);
 		return true;
 	}
 	return false;
@@ -1661,8 +1662,8 @@ relay_reject(struct worker *w, const struct admit *a, int fd,
  * accepting), else 0.
  */
 int
-relay_accept(struct worker *w, struct upstream *up, struct pool *pool,
-    int fd, const struct sockaddr *sa, socklen_t salen)
+relay_accept(struct worker *w, struct upstream *up, struct pool *pool, int fd,
+    const struct sockaddr *sa, socklen_t salen)
 {
 	struct admit a;
 	struct relay *r;

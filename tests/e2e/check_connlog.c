@@ -103,8 +103,8 @@ START_TEST(conn_done)
 {
 	struct h_backend *srv = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis,
-	    h_backend_addr(srv), "log_connections = yes\n"));
+	struct h_daemon *d = h_daemon_start(
+	    config_api(lis, h_backend_addr(srv), "log_connections = yes\n"));
 	char msg[3000], back[3000], *client, *rest;
 	uint64_t t0, t1;
 	struct h_fields f;
@@ -165,8 +165,8 @@ START_TEST(conn_client_reset)
 {
 	struct h_backend *srv = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis,
-	    h_backend_addr(srv), "log_connections = yes\n"));
+	struct h_daemon *d = h_daemon_start(
+	    config_api(lis, h_backend_addr(srv), "log_connections = yes\n"));
 	struct h_fields f;
 	char back[10], *client;
 	int fd;
@@ -187,8 +187,8 @@ START_TEST(conn_server_reset)
 {
 	struct h_backend *srv = h_backend(H_LATE_RST);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis,
-	    h_backend_addr(srv), "log_connections = yes\n"));
+	struct h_daemon *d = h_daemon_start(
+	    config_api(lis, h_backend_addr(srv), "log_connections = yes\n"));
 	struct h_fields f;
 	char hello[6], *client;
 	int fd;
@@ -213,8 +213,7 @@ START_TEST(conn_idle_timeout)
 {
 	struct h_backend *srv = h_backend(H_SILENT);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis,
-	    h_backend_addr(srv),
+	struct h_daemon *d = h_daemon_start(config_api(lis, h_backend_addr(srv),
 	    "log_connections = yes\nidle_timeout = 300ms\n"));
 	struct h_fields f;
 	char *client;
@@ -271,8 +270,7 @@ START_TEST(conn_connect_fail_then_rejected)
 {
 	struct h_backend *srv = h_backend(H_REFUSE);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis,
-	    h_backend_addr(srv),
+	struct h_daemon *d = h_daemon_start(config_api(lis, h_backend_addr(srv),
 	    "log_connections = yes\nfailure_threshold = 1\n"
 	    "recovery_timeout = 60s\nreject = http503\n"));
 	struct h_fields f;
@@ -307,8 +305,7 @@ START_TEST(conn_overload)
 {
 	struct h_backend *srv = h_backend(H_SILENT);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis,
-	    h_backend_addr(srv),
+	struct h_daemon *d = h_daemon_start(config_api(lis, h_backend_addr(srv),
 	    "log_connections = yes\nmax_connections = 1\n"));
 	struct h_fields f;
 	char *first, *second;
@@ -638,7 +635,8 @@ proxy_haproxy(const char *version)
 	body = http_get_body(lis4, &client);
 	h_assert(strcmp(body, h_strf("src=%s\n", client)) == 0,
 	    "HAProxy saw %s, not the IPv4 client %s", body, client);
-	h_assert(file_wait_text(e->out, h_strf("pp ci=%s\n", client), H_WAIT_MS),
+	h_assert(file_wait_text(e->out, h_strf("pp ci=%s\n", client),
+		     H_WAIT_MS),
 	    "HAProxy did not log ci=%s", client);
 	h_assert_fields(conn_line(d, client, &f), "upstream=api4", "end=done");
 

@@ -53,7 +53,8 @@ expect_bytes(const char *got, size_t n, const void *want, size_t wn)
 		    w[i]);
 }
 
-#define SIG 0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a
+#define SIG                                                                    \
+	0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a
 
 START_TEST(test_off_is_nothing)
 {
@@ -61,18 +62,20 @@ START_TEST(test_off_is_nothing)
 	char buf[PROXYPROTO_MAX];
 
 	ck_assert_uint_eq(proxyproto_header_build(PROXYPROTO_OFF,
-			      (struct sockaddr *)&c, (struct sockaddr *)&l, buf),
+			      (struct sockaddr *)&c, (struct sockaddr *)&l,
+			      buf),
 	    0);
 }
 END_TEST
 
 START_TEST(test_v1_tcp4)
 {
-	struct sockaddr_in c = v4("192.0.2.4", 51234), l = v4("127.0.0.1", 8080);
+	struct sockaddr_in c = v4("192.0.2.4", 51234),
+			   l = v4("127.0.0.1", 8080);
 	char buf[PROXYPROTO_MAX];
 	const char *want = "PROXY TCP4 192.0.2.4 127.0.0.1 51234 8080\r\n";
-	size_t n = proxyproto_header_build(PROXYPROTO_V1,
-	    (struct sockaddr *)&c, (struct sockaddr *)&l, buf);
+	size_t n = proxyproto_header_build(PROXYPROTO_V1, (struct sockaddr *)&c,
+	    (struct sockaddr *)&l, buf);
 
 	expect_bytes(buf, n, want, strlen(want));
 }
@@ -83,8 +86,8 @@ START_TEST(test_v1_tcp6)
 	struct sockaddr_in6 c = v6("2001:db8::4", 1), l = v6("::1", 65535);
 	char buf[PROXYPROTO_MAX];
 	const char *want = "PROXY TCP6 2001:db8::4 ::1 1 65535\r\n";
-	size_t n = proxyproto_header_build(PROXYPROTO_V1,
-	    (struct sockaddr *)&c, (struct sockaddr *)&l, buf);
+	size_t n = proxyproto_header_build(PROXYPROTO_V1, (struct sockaddr *)&c,
+	    (struct sockaddr *)&l, buf);
 
 	expect_bytes(buf, n, want, strlen(want));
 }
@@ -97,10 +100,11 @@ START_TEST(test_v1_longest_fits)
 			    l = v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
 				65535);
 	char buf[PROXYPROTO_MAX];
-	const char *want = "PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe "
-			   "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
-	size_t n = proxyproto_header_build(PROXYPROTO_V1,
-	    (struct sockaddr *)&c, (struct sockaddr *)&l, buf);
+	const char *want =
+	    "PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe "
+	    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
+	size_t n = proxyproto_header_build(PROXYPROTO_V1, (struct sockaddr *)&c,
+	    (struct sockaddr *)&l, buf);
 
 	/* The longest address line: 104 bytes, under the spec's 107. */
 	ck_assert_uint_eq(strlen(want), 104);
@@ -114,8 +118,8 @@ START_TEST(test_v1_mapped_is_tcp4)
 			    l = v6("::ffff:127.0.0.1", 80);
 	char buf[PROXYPROTO_MAX];
 	const char *want = "PROXY TCP4 192.0.2.4 127.0.0.1 4000 80\r\n";
-	size_t n = proxyproto_header_build(PROXYPROTO_V1,
-	    (struct sockaddr *)&c, (struct sockaddr *)&l, buf);
+	size_t n = proxyproto_header_build(PROXYPROTO_V1, (struct sockaddr *)&c,
+	    (struct sockaddr *)&l, buf);
 
 	expect_bytes(buf, n, want, strlen(want));
 }
@@ -137,12 +141,13 @@ END_TEST
 
 START_TEST(test_v2_tcp4)
 {
-	struct sockaddr_in c = v4("192.0.2.4", 51234), l = v4("127.0.0.1", 8080);
+	struct sockaddr_in c = v4("192.0.2.4", 51234),
+			   l = v4("127.0.0.1", 8080);
 	char buf[PROXYPROTO_MAX];
 	static const uint8_t want[] = { SIG, 0x21, 0x11, 0x00, 12, 192, 0, 2, 4,
 		127, 0, 0, 1, 0xc8, 0x22, 0x1f, 0x90 };
-	size_t n = proxyproto_header_build(PROXYPROTO_V2,
-	    (struct sockaddr *)&c, (struct sockaddr *)&l, buf);
+	size_t n = proxyproto_header_build(PROXYPROTO_V2, (struct sockaddr *)&c,
+	    (struct sockaddr *)&l, buf);
 
 	expect_bytes(buf, n, want, sizeof(want));
 }
@@ -153,10 +158,10 @@ START_TEST(test_v2_tcp6)
 	struct sockaddr_in6 c = v6("2001:db8::4", 443), l = v6("::1", 8443);
 	char buf[PROXYPROTO_MAX];
 	static const uint8_t want[] = { SIG, 0x21, 0x21, 0x00, 36, 0x20, 0x01,
-		0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0,
-		0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x01, 0xbb, 0x20, 0xfb };
-	size_t n = proxyproto_header_build(PROXYPROTO_V2,
-	    (struct sockaddr *)&c, (struct sockaddr *)&l, buf);
+		0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0,
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x01, 0xbb, 0x20, 0xfb };
+	size_t n = proxyproto_header_build(PROXYPROTO_V2, (struct sockaddr *)&c,
+	    (struct sockaddr *)&l, buf);
 
 	expect_bytes(buf, n, want, sizeof(want));
 }
