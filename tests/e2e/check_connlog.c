@@ -321,6 +321,51 @@ START_TEST(conn_overload)
 }
 END_TEST
 
+/*
+ * A pool's client whose first member refuses is retried on the next: one
+ * line, naming the pool and the member that served it, tries=2 (the
+ * pool's log_connections decides; its members' own say no).
+ */
+START_TEST(conn_pool_retry)
+{
+	struct h_backend *dead = h_backend(H_REFUSE);
+	struct h_backend *srv = h_backend(H_ECHO);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s"
+						   "[defaults]\n"
+						   "%s"
+						   "[upstream:a]\n"
+						   "server = %s\n"
+						   "[upstream:b]\n"
+						   "server = %s\n"
+						   "[pool:web]\n"
+						   "listen = %s\n"
+						   "members = a b\n"
+						   "balance = first\n"
+						   "retries = 1\n"
+						   "log_connections = yes\n",
+	    global_section(),
+	    strcmp(h_splice_mode(), "off") == 0 ? "splice = off\n" : "",
+	    h_backend_addr(dead), h_backend_addr(srv), lis));
+	struct h_fields f;
+	char back[4], *client;
+	int fd;
+
+	fd = h_connect_name(lis, H_WAIT_MS, &client);
+	h_assert(fd != -1, "connect: %s", strerror(errno));
+	h_assert(h_send_all(fd, "ping", 4, H_WAIT_MS) == 0, "send");
+	h_assert(h_recv_exact(fd, back, 4, H_WAIT_MS) == H_OUT_DATA, "echo");
+	close(fd);
+	h_assert_fields_only(conn_line(d, client, &f), "level=info",
+	    "event=conn", "upstream=b", "pool=web",
+	    h_strf("server=%s", h_backend_addr(srv)),
+	    h_strf("client=%s", client), "end=done", "connect_ms=#*.#",
+	    "duration_ms=#*", "bytes_in=4", "bytes_out=4", "tries=2");
+	h_assert(h_count_log(d, "event=conn") == 1, "one line per client");
+	stop_ok(d);
+}
+END_TEST
+
 /* A server program of the test's own (nginx, haproxy), killed at its end. */
 struct ext {
 	const char *name;
@@ -747,6 +792,7 @@ connlog_suite(void)
 	H_TEST(s, conn_shutdown);
 	H_TEST(s, conn_connect_fail_then_rejected);
 	H_TEST(s, conn_overload);
+	H_TEST(s, conn_pool_retry);
 	H_TEST(s, proxy_nginx_v1);
 	H_TEST(s, proxy_nginx_v2);
 	H_TEST(s, proxy_haproxy_v1);
