@@ -67,7 +67,17 @@ ALL_TARGETS = [
     ("nginx-2", "nginx 2w", "nginx", 2, None),
     ("circuitproxyd-nosplice-1", "circuitproxyd 1w splice=off",
      "circuitproxyd", 1, "nosplice"),
+    # What a connection log and the PROXY header cost, beside circuitproxyd-1
+    # and haproxy-1: keep-alive and new-connection rows only.
+    ("circuitproxyd-connlog-1", "circuitproxyd 1w log_connections",
+     "circuitproxyd", 1, "connlog"),
+    ("haproxy-tcplog-1", "HAProxy 1t tcplog", "haproxy", 1, "tcplog"),
+    ("circuitproxyd-proxyv2-1", "circuitproxyd 1w send_proxy=v2",
+     "circuitproxyd", 1, "proxyv2"),
 ]
+# Variants measured only on the request rows (LOG_TESTS).
+LOG_VARIANTS = {"connlog", "tcplog", "proxyv2"}
+LOG_TESTS = {"keepalive", "close"}
 # Left out unless --targets names them.
 OPTIONAL_TARGETS = {"circuitproxyd-nosplice-1"}
 
@@ -282,6 +292,7 @@ class Layout:
         self.backend_http = base
         self.backend_iperf = base + 1
         self.dead = base + 2
+        self.backend_pp = base + 3  # the backend nginx with proxy_protocol
         self.backend_procs = []
 
     def ports(self, index):
@@ -294,7 +305,8 @@ class Layout:
         return self.base + 10 + 10 * index + 3
 
     def all_ports(self, ntargets):
-        out = [self.backend_http, self.backend_iperf, self.dead]
+        out = [self.backend_http, self.backend_iperf, self.dead,
+               self.backend_pp]
         for i in range(ntargets):
             out += list(self.ports(i)) + [self.admin_port(i)]
         return out
@@ -342,7 +354,12 @@ def start_backend(lay, workers):
           "        listen %s:%d backlog=4096;\n"
           "        root %s;\n"
           "    }\n"
-          "}\n" % (LOOPBACK, lay.backend_http, www))
+          "    server {\n"
+          "        listen %s:%d backlog=4096 proxy_protocol;\n"
+          "        root %s;\n"
+          "    }\n"
+          "}\n" % (LOOPBACK, lay.backend_http, www,
+                   LOOPBACK, lay.backend_pp, www))
     web = Proc("backend-nginx", ["nginx", "-p", prefix, "-e",
                                  os.path.join(prefix, "error.log"), "-c", conf],
                os.path.join(lay.tmp, "backend-nginx.log"))
@@ -436,6 +453,22 @@ class Target:
             write(conf, text.replace("[upstream:bench]",
                                      "[defaults]\nsplice = off\n\n"
                                      "[upstream:bench]", 1))
+        elif self.variant == "connlog":
+            # event=conn is info: every line goes to the log file (stderr).
+            with open(conf) as f:
+                text = f.read()
+            write(conf, text.replace("log_level = warning",
+                                     "log_level = info", 1).replace(
+                "connect_timeout = 2s\n",
+                "connect_timeout = 2s\nlog_connections = yes\n", 1))
+        elif self.variant == "proxyv2":
+            with open(conf) as f:
+                text = f.read()
+            write(conf, text.replace(
+                "server = %s:%d\nconnect_timeout = 2s\n"
+                % (LOOPBACK, lay.backend_http),
+                "server = %s:%d\nconnect_timeout = 2s\nsend_proxy = v2\n"
+                % (LOOPBACK, lay.backend_pp), 1))
         nsock_path = os.path.join(lay.tmp, "%s.notify" % self.id)
         if os.path.exists(nsock_path):
             os.unlink(nsock_path)
@@ -470,6 +503,7 @@ class Target:
               "    timeout client 10m\n"
               "    timeout server 10m\n"
               "%s"
+              "%s"
               "\n"
               "frontend http_in\n"
               "    bind %s:%d\n"
@@ -491,6 +525,9 @@ class Target:
               % (self.workers, maxconn, self.stats_sock, maxconn,
                  "    option splice-auto\n" if self.variant == "splice"
                  else "",
+                 # tcplog: one line per connection, to stdout = the log file
+                 "    log stdout format raw local0\n"
+                 "    option tcplog\n" if self.variant == "tcplog" else "",
                  LOOPBACK, http, LOOPBACK, lay.backend_http,
                  LOOPBACK, iperf, LOOPBACK, lay.backend_iperf,
                  LOOPBACK, down, LOOPBACK, lay.dead))
@@ -996,6 +1033,8 @@ def run_round(rnd, targets, args, lay, problems):
                     continue
                 if test == "scraped" and t.kind != "circuitproxyd":
                     continue
+                if t.variant in LOG_VARIANTS and test not in LOG_TESTS:
+                    continue
                 if test == "fastfail":
                     why = t.prepare_down()
                     if why:
@@ -1413,6 +1452,38 @@ def table_rows(med, rat, targets, rounds):
     return rows
 
 
+def cost_lines(med):
+    """What log_connections, tcplog and send_proxy = v2 cost, as sentences."""
+    def ratio(a, b, key):
+        va, vb = med.get(a, {}).get(key), med.get(b, {}).get(key)
+        return va / vb if va and vb else None
+
+    def pct(r):
+        return "—" if r is None else "%+.1f%%" % (100 * (r - 1))
+
+    out = []
+    for key, what in (("ka_rps", "keep-alive"), ("cc_rps", "new connection "
+                                                 "per request")):
+        ours = ratio("circuitproxyd-connlog-1", "circuitproxyd-1", key)
+        hap = ratio("haproxy-tcplog-1", "haproxy-1", key)
+        if ours is None and hap is None:
+            continue
+        out.append("%s requests/s with a connection log to a file vs "
+                   "without: circuitproxyd log_connections %s, HAProxy "
+                   "option tcplog %s%s." % (
+                       what, pct(ours), pct(hap),
+                       "" if ours is None or hap is None else
+                       " (ours costs %s HAProxy's, as a ratio)"
+                       % ("no more than" if ours >= hap else "more than")))
+    v2 = ratio("circuitproxyd-proxyv2-1", "circuitproxyd-1", "cc_rps")
+    cpu = ratio("circuitproxyd-proxyv2-1", "circuitproxyd-1", "cc_cpu_us")
+    if v2 is not None:
+        out.append("send_proxy = v2 (backend nginx with proxy_protocol) vs "
+                   "off, new connection per request: requests/s %s, proxy "
+                   "CPU per request %s." % (pct(v2), pct(cpu)))
+    return out
+
+
 def render_text(rows):
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
@@ -1518,7 +1589,7 @@ def parse_args(argv):
                     help="comma-separated subset of: %s" %
                     ", ".join(t[0] for t in ALL_TARGETS))
     ap.add_argument("--port-base", type=int, default=62000,
-                    help="first of the ports used (62000; 62000-62099)")
+                    help="first of the ports used (62000; 62000-62129)")
     ap.add_argument("--backend-workers", type=int, default=1,
                     help="worker_processes of the backend nginx (1)")
     ap.add_argument("--pause", type=float, default=0.3,
@@ -1569,8 +1640,8 @@ def parse_args(argv):
             0.5 <= a.flood_seconds <= 60 and 1 <= a.idle_conns <= 100000):
         ap.error("rounds 1-20, duration 1-60, flood-seconds 0.5-60, "
                  "idle-conns 1-100000")
-    if not (1024 < a.port_base <= 65535 - 100):
-        ap.error("--port-base must leave 100 ports below 65536")
+    if not (1024 < a.port_base <= 65535 - 130):
+        ap.error("--port-base must leave 130 ports below 65536")
     return a
 
 
@@ -1673,11 +1744,14 @@ def main(argv):
     rat = ratios(med, targets)
     rows = table_rows(med, rat, targets, rounds)
     text = legend(args, lay, meta)
+    costs = cost_lines(med)
     if rounds:
         print()
         print(render_text(rows))
         print()
         print(text)
+        for line in costs:
+            print("- " + line)
     if counts:
         print()
         print(render_text(counts_rows(counts)))
@@ -1704,6 +1778,10 @@ def main(argv):
     md = ["# circuitproxyd vs HAProxy vs nginx (`make bench`)", ""]
     if rounds:
         md += [render_md(rows), "", text, ""]
+        if costs:
+            md += ["Logging and PROXY header costs (same run; the log lines "
+                   "go to each proxy's log file):", ""]
+            md += ["- " + line for line in costs] + [""]
     if counts:
         md += [render_md(counts_rows(counts)), "", counts_legend(), "",
                "Where the system calls go, per unit (the eight most "
