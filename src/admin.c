@@ -52,6 +52,7 @@
 #define ADMIN_MAX_BODY 1024
 #define ADMIN_DEADLINE_MS 5000 /* to send a whole request, or idle between */
 #define ADMIN_PAUSE_MS 100     /* out of descriptors: accept again after */
+#define ADMIN_PATH_LOG 128 /* of a refused request's path, logged */
 #define ADMIN_JSON "application/json"
 #define ADMIN_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
 
@@ -67,6 +68,15 @@ struct admin_conn {
 	struct evhttp_connection *evcon; /* once adopted */
 	struct event *deadline;
 	unsigned requests; /* complete requests received */
+};
+
+/* Refused requests of one status, summed between two log lines. */
+struct admin_refusals {
+	int status;
+	unsigned count;	   /* since the last line */
+	uint64_t logged_s; /* the second of the last line */
+	char client[ADDR_TEXT_MAX + 8];
+	char path[ADMIN_PATH_LOG];
 };
 
 struct admin {
@@ -89,26 +99,14 @@ struct admin {
 	bool paused;	    /* listener off: out of descriptors */
 	unsigned evicted;   /* closed for room, not yet logged */
 	uint64_t evicted_logged_s;
+	struct admin_refusals refused[2]; /* 401, 403 */
+	struct event *refused_ev;	  /* logs the rest a second on */
 	struct event *adopt_ev;
 	struct event *resume_ev;
 	uint64_t error_logged_s;
 	int spare_fd; /* given up when accept() finds no descriptor, or -1 */
 };
 
-/* The routes of SPEC.md 7. */
-enum admin_route {
-	ADMIN_NONE,
-	ADMIN_PAGE,
-	ADMIN_HEALTH,
-	ADMIN_STATS,
-	ADMIN_STATS_ONE,
-	ADMIN_STATS_POOL,
-	ADMIN_METRICS,
-	ADMIN_FORCE_OPEN,
-	ADMIN_FORCE_CLOSED,
-	ADMIN_RESET_ONE,
-	ADMIN_RESET_ALL,
-};
 
 /* Turn the listener on or off as the batch and the pause say. */
 static void
@@ -650,67 +648,68 @@ admin_client(struct evhttp_request *req, char *buf, size_t len)
 	    buf, len);
 }
 
+/* What a route's handler is given. */
+struct admin_call {
+	struct admin *a;
+	struct evhttp_request *req;
+	const char *name; /* the NAME of a per-upstream path, or NULL */
+	const char *arg;  /* the value of its query parameter, or NULL */
+};
+
+/* The manual overrides of one upstream. */
+enum admin_action {
+	ADMIN_FORCE_OPEN,
+	ADMIN_FORCE_CLOSED,
+	ADMIN_RESET,
+};
+
 /*
  * POST /upstreams/NAME/force-open|force-closed|reset: apply, log, and reply
  * with the STATS after the change. ?for=DURATION gives a force a lifetime.
  */
 static void
-admin_override(struct admin *a, struct evhttp_request *req,
-    enum admin_route route, const char *name)
+admin_override(const struct admin_call *call, enum admin_action action)
 {
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *query = evhttp_uri_get_query(uri), *action, *v = NULL;
-	struct evkeyvalq params;
+	static const char *names[] = { "force-open", "force-closed",
+		"reset" };
+	struct evhttp_request *req = call->req;
 	struct upstream *up;
 	uint64_t lifetime = 0, now;
 	char *cause = NULL, client[ADDR_TEXT_MAX + 8], d[32];
 
-	if ((up = admin_find(a, name)) == NULL) {
+	if ((up = admin_find(call->a, call->name)) == NULL) {
 		admin_send_text(req, 404, "Not Found", "unknown upstream\n");
 		return;
 	}
-	TAILQ_INIT(&params);
-	if (query != NULL && evhttp_parse_query_str(query, &params) != 0) {
-		admin_send_text(req, 400, "Bad Request", "bad query string\n");
+	if (call->arg != NULL &&
+	    (parse_duration(call->arg, &lifetime, &cause) != 0 ||
+		lifetime == 0)) {
+		admin_send_close(req);
+		admin_send_text(req, 400, "Bad Request", "for: %s\n",
+		    cause != NULL ? cause : "a duration above 0, e.g. 30s");
+		free(cause);
 		return;
 	}
-	v = evhttp_find_header(&params, "for");
-	if (v != NULL && route != ADMIN_RESET_ONE) {
-		if (parse_duration(v, &lifetime, &cause) != 0 ||
-		    lifetime == 0) {
-			admin_send_text(req, 400, "Bad Request", "for: %s\n",
-			    cause != NULL ? cause
-					  : "a duration above 0, e.g. 30s");
-			free(cause);
-			evhttp_clear_headers(&params);
-			return;
-		}
-	}
-	evhttp_clear_headers(&params);
 
 	now = util_now_ms();
-	switch (route) {
+	switch (action) {
 	case ADMIN_FORCE_OPEN:
-		action = "force-open";
 		breaker_force_open(up->breaker, lifetime, now);
 		break;
 	case ADMIN_FORCE_CLOSED:
-		action = "force-closed";
 		breaker_force_closed(up->breaker, lifetime, now);
 		break;
-	default:
-		action = "reset";
-		lifetime = 0;
+	case ADMIN_RESET:
 		breaker_reset(up->breaker, now);
 		break;
 	}
-	if (route == ADMIN_RESET_ONE)
+	if (action == ADMIN_RESET)
 		log_notice("event=admin action=%s upstream=%s client=%s",
-		    action, up->name,
+		    names[action], up->name,
 		    admin_client(req, client, sizeof(client)));
 	else
 		log_notice("event=admin action=%s upstream=%s for=%s client=%s",
-		    action, up->name,
+		    names[action], up->name,
 		    lifetime != 0 ? format_duration(lifetime, d, sizeof(d))
 				  : "none",
 		    admin_client(req, client, sizeof(client)));
@@ -769,73 +768,276 @@ admin_page(struct evhttp_request *req)
 	evbuffer_free(body);
 }
 
-/*
- * Map a path to its route; *name gets the upstream name of a per-upstream
- * route (pointing into name_buf).
- */
-static enum admin_route
-admin_route_find(const char *path, char *name_buf, size_t len,
-    const char **name)
+/* GET /health: the liveness probe. */
+static void
+admin_health_cb(const struct admin_call *call)
 {
-	static const struct {
-		const char *action;
-		enum admin_route route;
-	} actions[] = {
-		{ "force-open", ADMIN_FORCE_OPEN },
-		{ "force-closed", ADMIN_FORCE_CLOSED },
-		{ "reset", ADMIN_RESET_ONE },
-	};
-	const char *rest, *slash;
-	size_t i, n;
-
-	*name = NULL;
-	if (strcmp(path, "/") == 0)
-		return ADMIN_PAGE;
-	if (strcmp(path, "/health") == 0)
-		return ADMIN_HEALTH;
-	if (strcmp(path, "/stats") == 0)
-		return ADMIN_STATS;
-	if (strcmp(path, "/metrics") == 0)
-		return ADMIN_METRICS;
-	if (strcmp(path, "/reset") == 0)
-		return ADMIN_RESET_ALL;
-	if (strncmp(path, "/stats/pools/", 13) == 0) {
-		rest = path + 13;
-		n = strlen(rest);
-		if (n == 0 || n >= len || strchr(rest, '/') != NULL)
-			return ADMIN_NONE;
-		memcpy(name_buf, rest, n + 1);
-		*name = name_buf;
-		return ADMIN_STATS_POOL;
-	}
-	if (strncmp(path, "/stats/", 7) == 0) {
-		rest = path + 7;
-		n = strlen(rest);
-		if (n == 0 || n >= len || strchr(rest, '/') != NULL)
-			return ADMIN_NONE;
-		memcpy(name_buf, rest, n + 1);
-		*name = name_buf;
-		return ADMIN_STATS_ONE;
-	}
-	if (strncmp(path, "/upstreams/", 11) == 0) {
-		rest = path + 11;
-		if ((slash = strchr(rest, '/')) == NULL)
-			return ADMIN_NONE;
-		n = (size_t)(slash - rest);
-		if (n == 0 || n >= len)
-			return ADMIN_NONE;
-		for (i = 0; i < CP_ARRAY_LEN(actions); i++)
-			if (strcmp(slash + 1, actions[i].action) == 0) {
-				memcpy(name_buf, rest, n);
-				name_buf[n] = '\0';
-				*name = name_buf;
-				return actions[i].route;
-			}
-	}
-	return ADMIN_NONE;
+	admin_send_text(call->req, 200, "OK", "ok\n");
 }
 
-/* Every request: authorize, route, check the method, answer. */
+/* GET /: the status page. */
+static void
+admin_page_cb(const struct admin_call *call)
+{
+	admin_page(call->req);
+}
+
+/* GET /stats: every upstream's STATS. */
+static void
+admin_stats_cb(const struct admin_call *call)
+{
+	admin_render_all(call->a, call->req, stats_json, ADMIN_JSON);
+}
+
+/* GET /stats/NAME: one upstream's STATS. */
+static void
+admin_stats_one_cb(const struct admin_call *call)
+{
+	struct upstream *up = admin_find(call->a, call->name);
+
+	if (up == NULL)
+		admin_send_text(call->req, 404, "Not Found",
+		    "unknown upstream\n");
+	else
+		admin_stats_upstream(call->req, up);
+}
+
+/* GET /stats/pools/NAME: one pool's POOLSTATS. */
+static void
+admin_stats_pool_cb(const struct admin_call *call)
+{
+	admin_stats_pool(call->a, call->req, call->name);
+}
+
+/* GET /metrics: the Prometheus exposition. */
+static void
+admin_metrics_cb(const struct admin_call *call)
+{
+	admin_render_all(call->a, call->req, stats_prometheus,
+	    ADMIN_PROMETHEUS);
+}
+
+/* POST /upstreams/NAME/force-open. */
+static void
+admin_force_open_cb(const struct admin_call *call)
+{
+	admin_override(call, ADMIN_FORCE_OPEN);
+}
+
+/* POST /upstreams/NAME/force-closed. */
+static void
+admin_force_closed_cb(const struct admin_call *call)
+{
+	admin_override(call, ADMIN_FORCE_CLOSED);
+}
+
+/* POST /upstreams/NAME/reset. */
+static void
+admin_reset_one_cb(const struct admin_call *call)
+{
+	admin_override(call, ADMIN_RESET);
+}
+
+/* POST /reset. */
+static void
+admin_reset_all_cb(const struct admin_call *call)
+{
+	admin_reset_all(call->a, call->req);
+}
+
+/*
+ * The routes of SPEC.md 7, one row each: the path ('*' is one segment, the
+ * NAME), the method (GET answers HEAD too), whether it is served without
+ * the token, the one query parameter it takes (or none), the handler.
+ */
+static const struct admin_route {
+	const char *path;
+	enum evhttp_cmd_type method;
+	bool open;
+	const char *param;
+	void (*handler)(const struct admin_call *);
+} admin_routes[] = {
+	{ "/", EVHTTP_REQ_GET, true, NULL, admin_page_cb },
+	{ "/health", EVHTTP_REQ_GET, true, NULL, admin_health_cb },
+	{ "/stats", EVHTTP_REQ_GET, false, NULL, admin_stats_cb },
+	{ "/stats/*", EVHTTP_REQ_GET, false, NULL, admin_stats_one_cb },
+	{ "/stats/pools/*", EVHTTP_REQ_GET, false, NULL, admin_stats_pool_cb },
+	{ "/metrics", EVHTTP_REQ_GET, false, NULL, admin_metrics_cb },
+	{ "/upstreams/*/force-open", EVHTTP_REQ_POST, false, "for",
+	    admin_force_open_cb },
+	{ "/upstreams/*/force-closed", EVHTTP_REQ_POST, false, "for",
+	    admin_force_closed_cb },
+	{ "/upstreams/*/reset", EVHTTP_REQ_POST, false, NULL,
+	    admin_reset_one_cb },
+	{ "/reset", EVHTTP_REQ_POST, false, NULL, admin_reset_all_cb },
+};
+
+/* Does a path match a route's pattern? A '*' segment is copied to name. */
+static bool
+admin_path_match(const char *pat, const char *path, char *name, size_t len)
+{
+	size_t n;
+
+	while (*pat != '\0') {
+		if (*pat == '*') {
+			n = strcspn(path, "/");
+			if (n == 0 || n >= len)
+				return false;
+			memcpy(name, path, n);
+			name[n] = '\0';
+			path += n;
+			pat++;
+		} else if (*pat++ != *path++)
+			return false;
+	}
+	return *path == '\0';
+}
+
+/*
+ * Find the route of a path and method. NULL if there is none; *known says
+ * whether the path has routes under other methods (405, with their names
+ * in allow).
+ */
+static const struct admin_route *
+admin_route_find(const char *path, enum evhttp_cmd_type method, char *name,
+    size_t len, bool *known, char *allow, size_t allow_len)
+{
+	const struct admin_route *r;
+	size_t i;
+
+	*known = false;
+	*allow = '\0';
+	for (i = 0; i < CP_ARRAY_LEN(admin_routes); i++) {
+		r = &admin_routes[i];
+		if (!admin_path_match(r->path, path, name, len))
+			continue;
+		if (method == r->method ||
+		    (method == EVHTTP_REQ_HEAD && r->method == EVHTTP_REQ_GET))
+			return r;
+		*known = true;
+		snprintf(allow + strlen(allow), allow_len - strlen(allow),
+		    "%s%s", *allow != '\0' ? ", " : "",
+		    r->method == EVHTTP_REQ_GET ? "GET, HEAD" : "POST");
+	}
+	return NULL;
+}
+
+/* One piece of a query string, %-decoded ('+' is a space); NULL if bad. */
+static char *
+admin_query_piece(const char *p, size_t n)
+{
+	char *raw, *out;
+
+	xasprintf(&raw, "%.*s", (int)n, p);
+	out = evhttp_uridecode(raw, 1, NULL);
+	free(raw);
+	return out;
+}
+
+/*
+ * Check a request's query against its route (SPEC.md 7): a parameter other
+ * than the route's (with or without a value), or the route's given twice,
+ * is refused, so that a typo never turns a timed force into one that lasts
+ * until reset. *arg gets the parameter's value (to free). NULL, or why not
+ * (in why).
+ */
+static const char *
+admin_query_check(const struct admin_route *r, const char *query, char **arg,
+    char *why, size_t len)
+{
+	const char *p = query, *eq;
+	char *key;
+	size_t n, k;
+
+	*arg = NULL;
+	for (; p != NULL && *p != '\0'; p += n + (p[n] == '&')) {
+		if ((n = strcspn(p, "&")) == 0)
+			continue;
+		eq = memchr(p, '=', n);
+		k = eq != NULL ? (size_t)(eq - p) : n;
+		if ((key = admin_query_piece(p, k)) == NULL) {
+			snprintf(why, len, "bad query string");
+			return why;
+		}
+		if (r->param == NULL || strcmp(key, r->param) != 0) {
+			snprintf(why, len,
+			    "unknown parameter '%.64s' (this path takes %s)",
+			    key, r->param != NULL ? r->param : "none");
+			free(key);
+			return why;
+		}
+		free(key);
+		if (*arg != NULL) {
+			snprintf(why, len, "parameter '%s' given twice",
+			    r->param);
+			return why;
+		}
+		*arg = eq != NULL ? admin_query_piece(eq + 1, n - k - 1)
+				  : xstrdup("");
+		if (*arg == NULL) {
+			snprintf(why, len, "bad query string");
+			return why;
+		}
+	}
+	return NULL;
+}
+
+/* Log the refused requests counted since the last line. */
+static void
+admin_refused_log(struct admin *a, struct admin_refusals *t, uint64_t now_s)
+{
+	char q[ADMIN_PATH_LOG + 8];
+
+	if (t->count == 0)
+		return;
+	log_warnx("event=admin_refused status=%d count=%u client=%s path=%s "
+		  "addr=%s",
+	    t->status, t->count, t->client, log_quote(q, sizeof(q), t->path),
+	    a->addr.text);
+	t->count = 0;
+	t->logged_s = now_s;
+}
+
+/* A second has passed since the last refusals line: log what came since. */
+static void
+admin_refused_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin *a = arg;
+	uint64_t now_s = util_now_ms() / 1000;
+	size_t i;
+
+	(void)fd;
+	(void)what;
+	for (i = 0; i < CP_ARRAY_LEN(a->refused); i++)
+		admin_refused_log(a, &a->refused[i], now_s);
+}
+
+/*
+ * Count a refused request (401, 403): at most one line a second for each
+ * status, with how many were refused and the last one's client and path.
+ */
+static void
+admin_refused(struct admin *a, struct evhttp_request *req, int status,
+    const char *path)
+{
+	struct admin_refusals *t = &a->refused[status == 401 ? 0 : 1];
+	uint64_t now = util_now_ms();
+	char client[ADDR_TEXT_MAX + 8];
+	struct timeval tv;
+
+	t->status = status;
+	t->count++;
+	snprintf(t->client, sizeof(t->client), "%s",
+	    admin_client(req, client, sizeof(client)));
+	snprintf(t->path, sizeof(t->path), "%s", path);
+	if (now / 1000 != t->logged_s)
+		admin_refused_log(a, t, now / 1000);
+	else if (!evtimer_pending(a->refused_ev, NULL))
+		evtimer_add(a->refused_ev,
+		    util_timeval(&tv, 1000 - now % 1000));
+}
+
+/* Every request: route, authorize, check the method and query, answer. */
 static void
 admin_request_cb(struct evhttp_request *req, void *arg)
 {
@@ -843,12 +1045,13 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	const struct admin_route *r;
+	struct admin_call call = { a, req, NULL, NULL };
 	struct admin_conn *c;
-	const char *path, *name, *auth, *why;
-	char name_buf[UPSTREAM_NAME_MAX + 2], *decoded;
-	enum admin_route route;
-	bool get, open_route, authed;
-	struct upstream *up;
+	const char *path, *auth, *why;
+	char name[UPSTREAM_NAME_MAX + 2], allow[64], text[160], *decoded;
+	char *value = NULL;
+	bool known, authed;
 
 	path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	if (path == NULL || *path == '\0')
@@ -859,24 +1062,22 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 		admin_send_text(req, 400, "Bad Request", "bad path\n");
 		return;
 	}
-	route = admin_route_find(decoded, name_buf, sizeof(name_buf), &name);
-	get = route == ADMIN_PAGE || route == ADMIN_HEALTH ||
-	    route == ADMIN_STATS || route == ADMIN_STATS_ONE ||
-	    route == ADMIN_STATS_POOL || route == ADMIN_METRICS;
+	r = admin_route_find(decoded, method, name, sizeof(name), &known,
+	    allow, sizeof(allow));
+	if (r != NULL && strchr(r->path, '*') != NULL)
+		call.name = name;
 
 	/* Liveness probes and the page (which holds no data) need no token. */
-	open_route = route == ADMIN_HEALTH ||
-	    (route == ADMIN_PAGE &&
-		(method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD));
 	auth = evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "Authorization");
 	authed = a->token == NULL || admin_token_ok(a->token, auth);
-	if (!authed && !open_route) {
+	if (!authed && (r == NULL || !r->open)) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "WWW-Authenticate", "Bearer realm=\"circuitproxyd\"");
 		admin_send_close(req);
 		admin_send_text(req, 401, "Unauthorized",
 		    "a bearer token is needed (admin_token)\n");
+		admin_refused(a, req, 401, decoded);
 		goto out;
 	}
 	/*
@@ -892,67 +1093,36 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 			break;
 		}
 	}
-	if (route == ADMIN_NONE) {
+	if (r == NULL && !known) {
 		admin_send_text(req, 404, "Not Found", "no such route\n");
 		goto out;
 	}
-	if (route != ADMIN_HEALTH &&
+	if ((r == NULL || r->handler != admin_health_cb) &&
 	    (why = admin_request_foreign(a, req,
 		 method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)) !=
 		NULL) {
 		admin_send_close(req);
 		admin_send_text(req, 403, "Forbidden", "%s\n", why);
+		admin_refused(a, req, 403, decoded);
 		goto out;
 	}
-	if (get && method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+	if (r == NULL) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
-		    "Allow", "GET, HEAD");
-		admin_send_text(req, 405, "Method Not Allowed",
-		    "use GET or HEAD\n");
+		    "Allow", allow);
+		admin_send_text(req, 405, "Method Not Allowed", "use %s\n",
+		    allow);
 		goto out;
 	}
-	if (!get && method != EVHTTP_REQ_POST) {
-		evhttp_add_header(evhttp_request_get_output_headers(req),
-		    "Allow", "POST");
-		admin_send_text(req, 405, "Method Not Allowed", "use POST\n");
+	if ((why = admin_query_check(r, evhttp_uri_get_query(uri), &value, text,
+		 sizeof(text))) != NULL) {
+		admin_send_close(req);
+		admin_send_text(req, 400, "Bad Request", "%s\n", why);
 		goto out;
 	}
-
-	switch (route) {
-	case ADMIN_PAGE:
-		admin_page(req);
-		break;
-	case ADMIN_HEALTH:
-		admin_send_text(req, 200, "OK", "ok\n");
-		break;
-	case ADMIN_STATS:
-		admin_render_all(a, req, stats_json, ADMIN_JSON);
-		break;
-	case ADMIN_STATS_ONE:
-		if ((up = admin_find(a, name)) == NULL)
-			admin_send_text(req, 404, "Not Found",
-			    "unknown upstream\n");
-		else
-			admin_stats_upstream(req, up);
-		break;
-	case ADMIN_STATS_POOL:
-		admin_stats_pool(a, req, name);
-		break;
-	case ADMIN_METRICS:
-		admin_render_all(a, req, stats_prometheus, ADMIN_PROMETHEUS);
-		break;
-	case ADMIN_FORCE_OPEN:
-	case ADMIN_FORCE_CLOSED:
-	case ADMIN_RESET_ONE:
-		admin_override(a, req, route, name);
-		break;
-	case ADMIN_RESET_ALL:
-		admin_reset_all(a, req);
-		break;
-	default:
-		break;
-	}
+	call.arg = value;
+	r->handler(&call);
 out:
+	free(value);
 	free(decoded);
 }
 
@@ -996,8 +1166,10 @@ admin_new(struct event_base *base, const struct addr *addr, const char *token,
 	admin_spare_take(a);
 	a->adopt_ev = event_new(base, -1, 0, admin_adopt_cb, a);
 	a->resume_ev = evtimer_new(base, admin_resume_cb, a);
+	a->refused_ev = evtimer_new(base, admin_refused_cb, a);
 	a->http = evhttp_new(base);
-	if (a->http == NULL || a->adopt_ev == NULL || a->resume_ev == NULL) {
+	if (a->http == NULL || a->adopt_ev == NULL || a->resume_ev == NULL ||
+	    a->refused_ev == NULL) {
 		xasprintf(cause, "admin %s: out of memory", addr->text);
 		admin_free(a);
 		return NULL;
@@ -1140,6 +1312,10 @@ admin_free(struct admin *a)
 		event_free(a->adopt_ev);
 	if (a->resume_ev != NULL)
 		event_free(a->resume_ev);
+	if (a->refused_ev != NULL) {
+		admin_refused_cb(-1, 0, a);
+		event_free(a->refused_ev);
+	}
 	if (a->spare_fd != -1)
 		close(a->spare_fd);
 	free(a->token);

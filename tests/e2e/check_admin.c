@@ -981,7 +981,10 @@ START_TEST(admin_routes)
 	    "/stats type %s", type);
 	j = json_parse(r.body);
 	h_assert(jget(jget(j, "upstreams"), "api") != NULL, "no api in /stats");
-	r = http_expect(admin, "GET", "/stats?pretty=1", NULL, 200);
+	r = http_expect(admin, "GET", "/stats?pretty=1", NULL, 400);
+	h_assert(strstr(r.body, "'pretty'") != NULL,
+	    "the 400 does not name the parameter: %.*s", (int)r.body_len,
+	    r.body);
 	r = http_expect(admin, "GET", "/stats/api", NULL, 200);
 	j = json_parse(r.body);
 	h_assert(strcmp(jmust(j, "state", J_STR)->str, "closed") == 0,
@@ -1037,6 +1040,111 @@ START_TEST(admin_routes)
 	    "a refused force changed the state: %s", jget(j, "state")->str);
 	h_assert(h_echo_roundtrip(l1, "still", H_WAIT_MS),
 	    "the proxy stopped relaying");
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * SPEC.md 7, issue 18: a query parameter other than the route's, or the
+ * route's given twice, is 400 naming it, and changes nothing: a typo
+ * (?fro=5m) must never force a circuit open until reset.
+ */
+START_TEST(admin_query_params)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d = start_api(admin, NULL, l1, echo);
+	static const struct {
+		const char *method, *path, *named;
+	} bad[] = {
+		{ "POST", "/upstreams/api/force-open?fro=5m", "'fro'" },
+		{ "POST", "/upstreams/api/force-open?for=5m&for=1s", "'for'" },
+		{ "POST", "/upstreams/api/force-open?for=5m&x=1", "'x'" },
+		{ "POST", "/upstreams/api/force-closed?FOR=5m", "'FOR'" },
+		{ "POST", "/upstreams/api/reset?for=5m", "'for'" },
+		{ "POST", "/reset?all=1", "'all'" },
+		{ "GET", "/stats?x", "'x'" },
+		{ "GET", "/stats/api?for=1s", "'for'" },
+		{ "GET", "/metrics?name[]=x", "'name[]'" },
+		{ "GET", "/health?probe=1", "'probe'" },
+	};
+	struct resp r;
+	struct jv *j;
+	size_t i;
+
+	for (i = 0; i < ALEN(bad); i++) {
+		r = http_expect(admin, bad[i].method, bad[i].path, NULL, 400);
+		h_assert(strstr(r.body, bad[i].named) != NULL,
+		    "%s %s: the 400 does not name %s: %.*s", bad[i].method,
+		    bad[i].path, bad[i].named, (int)r.body_len, r.body);
+		j = stats_of(admin, "api", NULL);
+		h_assert(strcmp(jget(j, "state")->str, "closed") == 0,
+		    "%s %s changed the state to %s", bad[i].method,
+		    bad[i].path, jget(j, "state")->str);
+	}
+	/* The right one still works; an empty query is no parameter. */
+	r = http_expect(admin, "POST", "/upstreams/api/force-open?for=5m", NULL,
+	    200);
+	j = json_parse(r.body);
+	h_assert(strcmp(jget(j, "state")->str, "forced_open") == 0 &&
+		jget(j, "retry_after")->t == J_NUM &&
+		jget(j, "retry_after")->num > 290,
+	    "force-open?for=5m: %s", r.body);
+	http_expect(admin, "POST", "/upstreams/api/reset?", NULL, 200);
+	http_expect(admin, "GET", "/stats?", NULL, 200);
+	stop_ok(d);
+}
+END_TEST
+
+/*
+ * SPEC.md 7, issue 18: refused requests (401, 403) are logged, at most one
+ * line a second for each status, with a count that adds up to every one.
+ */
+START_TEST(admin_refused_logged)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	struct h_daemon *d = start_api(admin, "s3cret-t0ken", l1, echo);
+	const char *good = "Authorization: Bearer s3cret-t0ken\r\n";
+	enum { N = 40 };
+	unsigned i, sum = 0, lines = 0;
+	uint64_t t0 = h_now_ms(), took;
+	size_t mark = h_log_mark(d), k;
+	const char *line;
+	char v[32];
+
+	for (i = 0; i < N; i++)
+		http_expect(admin, "GET", i % 2 ? "/stats" : "/metrics",
+		    i % 4 == 0 ? "Authorization: Bearer wrong\r\n" : NULL, 401);
+	took = h_now_ms() - t0;
+	/* A cross-site POST with the token is a 403. */
+	http_expect(admin, "POST", "/reset",
+	    h_strf("%sOrigin: http://evil.example\r\n", good), 403);
+	h_expect_log_after(d, mark, 3000, "event=admin_refused", "status=403",
+	    "count=1", "path=/reset");
+	/* Every 401 is told within a second of the last. */
+	for (t0 = h_now_ms(); h_now_ms() - t0 < 3000; poll(NULL, 0, 50)) {
+		sum = lines = 0;
+		for (k = mark; (line = h_log_line(d, k)) != NULL; k++) {
+			if (!h_line_has(line, "event=admin_refused") ||
+			    !h_line_has(line, "status=401"))
+				continue;
+			h_assert(h_log_value(line, "count", v, sizeof(v)) &&
+				strstr(line, " client=127.0.0.1:") != NULL &&
+				h_log_value(line, "path", v + 16, 16),
+			    "admin_refused without count, client or path: %s",
+			    line);
+			sum += (unsigned)atoi(v);
+			lines++;
+		}
+		if (sum == N)
+			break;
+	}
+	h_assert(sum == N, "admin_refused counts add up to %u, not %d", sum,
+	    N);
+	h_assert(lines <= took / 1000 + 2,
+	    "%u admin_refused lines for %d refusals in %llu ms", lines, N,
+	    (unsigned long long)took);
 	stop_ok(d);
 }
 END_TEST
@@ -2940,6 +3048,8 @@ admin_suite(void)
 	H_TEST(s, admin_metrics_format);
 	H_TEST(s, admin_metrics_promtool);
 	H_TEST(s, admin_token);
+	H_TEST(s, admin_query_params);
+	H_TEST(s, admin_refused_logged);
 	H_TEST(s, admin_reload_moves_with_token);
 	H_TEST(s, admin_reload_on_off_unix);
 	H_TEST(s, admin_unauthenticated_cannot_hold_slots);
