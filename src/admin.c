@@ -73,8 +73,8 @@ struct admin_conn {
 /* Refused requests of one status, summed between two log lines. */
 struct admin_refusals {
 	int status;
-	unsigned count;	   /* since the last line */
-	uint64_t logged_s; /* the second of the last line */
+	unsigned count;	    /* since the last line */
+	uint64_t logged_ms; /* when the last line was written */
 	char client[ADDR_TEXT_MAX + 8];
 	char path[ADMIN_PATH_LOG];
 };
@@ -984,7 +984,7 @@ admin_query_check(const struct admin_route *r, const char *query, char **arg,
 
 /* Log the refused requests counted since the last line. */
 static void
-admin_refused_log(struct admin *a, struct admin_refusals *t, uint64_t now_s)
+admin_refused_log(struct admin *a, struct admin_refusals *t, uint64_t now)
 {
 	char q[ADMIN_PATH_LOG + 8];
 
@@ -995,7 +995,7 @@ admin_refused_log(struct admin *a, struct admin_refusals *t, uint64_t now_s)
 	    t->status, t->count, t->client, log_quote(q, sizeof(q), t->path),
 	    a->addr.text);
 	t->count = 0;
-	t->logged_s = now_s;
+	t->logged_ms = now;
 }
 
 /* A second has passed since the last refusals line: log what came since. */
@@ -1003,13 +1003,13 @@ static void
 admin_refused_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct admin *a = arg;
-	uint64_t now_s = util_now_ms() / 1000;
+	uint64_t now = util_now_ms();
 	size_t i;
 
 	(void)fd;
 	(void)what;
 	for (i = 0; i < CP_ARRAY_LEN(a->refused); i++)
-		admin_refused_log(a, &a->refused[i], now_s);
+		admin_refused_log(a, &a->refused[i], now);
 }
 
 /*
@@ -1030,11 +1030,11 @@ admin_refused(struct admin *a, struct evhttp_request *req, int status,
 	snprintf(t->client, sizeof(t->client), "%s",
 	    admin_client(req, client, sizeof(client)));
 	snprintf(t->path, sizeof(t->path), "%s", path);
-	if (now / 1000 != t->logged_s)
-		admin_refused_log(a, t, now / 1000);
+	if (t->logged_ms == 0 || now - t->logged_ms >= 1000)
+		admin_refused_log(a, t, now);
 	else if (!evtimer_pending(a->refused_ev, NULL))
 		evtimer_add(a->refused_ev,
-		    util_timeval(&tv, 1000 - now % 1000));
+		    util_timeval(&tv, t->logged_ms + 1000 - now));
 }
 
 /* Every request: route, authorize, check the method and query, answer. */
