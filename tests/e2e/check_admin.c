@@ -2506,34 +2506,63 @@ cmp_u64(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
-/* Latencies of 80 /health and 80 authorized /stats, 30 ms apart. */
+/*
+ * Latencies of 80 /health and 80 authorized /stats, 30 ms apart; worst_own
+ * is the worst less the time the daemon's main thread or the client
+ * waited for a CPU (the machine's delay, not the daemon's).
+ */
 struct probes {
-	uint64_t health[80], stats[80], worst;
+	uint64_t health[80], stats[80], worst, worst_own;
 };
+
+/* Milliseconds a thread has waited on a run queue (its schedstat), or 0. */
+static uint64_t
+runq_wait_ms(const char *path)
+{
+	unsigned long long run, wait;
+	FILE *f = fopen(path, "r");
+	int n;
+
+	if (f == NULL)
+		return 0;
+	n = fscanf(f, "%llu %llu", &run, &wait);
+	fclose(f);
+	return n == 2 ? wait / 1000000 : 0;
+}
 
 /* Ask /health and /stats (with the token) in turn; each must be 200. */
 static void
-probe_admin(const char *admin, const char *auth, const char *when,
-    struct probes *p)
+probe_admin(struct h_daemon *d, const char *admin, const char *auth,
+    const char *when, struct probes *p)
 {
-	uint64_t t0 = h_now_ms(), t;
+	const char *main_thread = h_strf("/proc/%ld/task/%ld/schedstat",
+	    (long)h_daemon_pid(d), (long)h_daemon_pid(d));
+	uint64_t t0 = h_now_ms(), t, w0, s0, w, own;
 	unsigned i, nh = 0, ns = 0;
 	struct resp r;
 
-	p->worst = 0;
+	p->worst = p->worst_own = 0;
 	for (i = 0; i < 2 * ALEN(p->health); i++) {
 		bool is_health = i % 2 == 0;
 
+		w0 = runq_wait_ms(main_thread);
+		s0 = runq_wait_ms("/proc/thread-self/schedstat");
 		t = h_now_ms();
 		r = http(admin, "GET", is_health ? "/health" : "/stats",
 		    is_health ? NULL : auth);
 		t = h_now_ms() - t;
+		w = runq_wait_ms(main_thread) - w0;
+		s0 = runq_wait_ms("/proc/thread-self/schedstat") - s0;
+		w = w > s0 ? w : s0;
+		own = t > w ? t - w : 0;
 		h_assert(r.status == 200, "%s: %d %s",
 		    is_health ? "/health" : "/stats", r.status, when);
 		if (t >= 50)
-			fprintf(stderr, "%s: %s took %llu ms at %llu ms %s\n",
+			fprintf(stderr,
+			    "%s: %s took %llu ms (%llu waiting for a CPU) at "
+			    "%llu ms %s\n",
 			    H_WHERE, is_health ? "/health" : "/stats",
-			    (unsigned long long)t,
+			    (unsigned long long)t, (unsigned long long)w,
 			    (unsigned long long)(h_now_ms() - t0), when);
 		if (is_health)
 			p->health[nh++] = t;
@@ -2541,6 +2570,8 @@ probe_admin(const char *admin, const char *auth, const char *when,
 			p->stats[ns++] = t;
 		if (t > p->worst)
 			p->worst = t;
+		if (own > p->worst_own)
+			p->worst_own = own;
 		poll(NULL, 0, 30);
 	}
 	qsort(p->health, nh, sizeof(uint64_t), cmp_u64);
@@ -2552,8 +2583,9 @@ probe_admin(const char *admin, const char *auth, const char *when,
  * the endpoint. With 1,000 idle and 1,000 trickling connections held open
  * (each made again when the daemon closes it), /health and an authorized
  * /stats answer within limit_ms, every time, over 5 s (across the cut of
- * them all at the 5 s deadline). The limit is over what the same probes
- * took before the attack: on a loaded machine the scheduler's own delay.
+ * them all at the 5 s deadline). On a loaded machine, the time the daemon's
+ * main thread (or the client) waited for a CPU is the machine's, and is
+ * not counted.
  * With nofile, the daemon's descriptor limit is low enough that the table
  * is full, and the oldest waiting connections are closed for newcomers.
  */
@@ -2566,7 +2598,7 @@ starvation_story(unsigned nofile, uint64_t limit_ms)
 	const char *wrapper = getenv("CP_TEST_WRAPPER");
 	enum { NIDLE = 1000, NTRICKLE = 1000 };
 	volatile struct attack *at;
-	struct probes base, p;
+	struct probes p;
 	struct h_opts opts = { 0 };
 	struct rlimit rl;
 	struct h_daemon *d;
@@ -2589,7 +2621,6 @@ starvation_story(unsigned nofile, uint64_t limit_ms)
 	d = h_daemon_start_opts(&opts,
 	    h_strf("%s%s", global_admin(admin, "s3cret-t0ken"),
 		upstream("api", l1, h_backend_addr(echo), NULL)));
-	probe_admin(admin, good, "before the attack", &base);
 
 	at = mmap(NULL, sizeof(*at), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -2604,27 +2635,25 @@ starvation_story(unsigned nofile, uint64_t limit_ms)
 	h_assert(at->ready, "the attacker opened %u of %u connections",
 	    at->opened, NIDLE + NTRICKLE);
 	nfds = h_daemon_nfds(d);
-	probe_admin(admin, good, "with the attacker on", &p);
+	probe_admin(d, admin, good, "with the attacker on", &p);
 	fprintf(stderr,
 	    "%s: nofile %u: %u idle + %u trickling held (%u open at the end, "
 	    "%u made again; daemon %d fds at the start): /health p50 %llu "
 	    "ms p99 %llu ms, /stats p50 %llu ms p99 %llu ms, worst %llu "
-	    "ms (before the attack: p99 %llu ms, worst %llu ms)\n",
+	    "ms (%llu ms without the waits for a CPU)\n",
 	    H_WHERE, opts.nofile, NIDLE, NTRICKLE, at->open, at->reconnects,
 	    nfds, (unsigned long long)p.health[n / 2],
 	    (unsigned long long)p.health[n * 99 / 100],
 	    (unsigned long long)p.stats[n / 2],
 	    (unsigned long long)p.stats[n * 99 / 100],
-	    (unsigned long long)p.worst,
-	    (unsigned long long)base.health[n * 99 / 100],
-	    (unsigned long long)base.worst);
+	    (unsigned long long)p.worst, (unsigned long long)p.worst_own);
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
-	h_assert(p.worst < limit_ms + base.worst,
-	    "an answer took %llu ms (limit %llu + %llu, the worst before "
-	    "the attack) with %u idle and %u trickling connections",
-	    (unsigned long long)p.worst, (unsigned long long)limit_ms,
-	    (unsigned long long)base.worst, NIDLE, NTRICKLE);
+	h_assert(p.worst_own < limit_ms,
+	    "an answer took %llu ms, %llu without the waits for a CPU "
+	    "(limit %llu) with %u idle and %u trickling connections",
+	    (unsigned long long)p.worst, (unsigned long long)p.worst_own,
+	    (unsigned long long)limit_ms, NIDLE, NTRICKLE);
 	still_answers(admin, l1, "the attacker");
 	stop_ok(d);
 }
@@ -2639,11 +2668,11 @@ END_TEST
 /*
  * The same with a table of 128 (nofile 512): the oldest waiting go, the
  * attacker comes back thousands of times a second, and every answer still
- * comes within a second (on the old code: none in 5 s).
+ * comes within 250 ms (on the old code: none in 5 s).
  */
 START_TEST(admin_starvation_table_full)
 {
-	starvation_story(512, 1000);
+	starvation_story(512, 250);
 }
 END_TEST
 
