@@ -52,7 +52,7 @@
 #define ADMIN_MAX_BODY 1024
 #define ADMIN_DEADLINE_MS 5000 /* to send a whole request, or idle between */
 #define ADMIN_PAUSE_MS 100     /* out of descriptors: accept again after */
-#define ADMIN_PATH_LOG 128 /* of a refused request's path, logged */
+#define ADMIN_PATH_LOG 128     /* of a refused request's path, logged */
 #define ADMIN_JSON "application/json"
 #define ADMIN_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
 
@@ -106,7 +106,6 @@ struct admin {
 	uint64_t error_logged_s;
 	int spare_fd; /* given up when accept() finds no descriptor, or -1 */
 };
-
 
 /* Turn the listener on or off as the batch and the pause say. */
 static void
@@ -670,8 +669,7 @@ enum admin_action {
 static void
 admin_override(const struct admin_call *call, enum admin_action action)
 {
-	static const char *names[] = { "force-open", "force-closed",
-		"reset" };
+	static const char *names[] = { "force-open", "force-closed", "reset" };
 	struct evhttp_request *req = call->req;
 	struct upstream *up;
 	uint64_t lifetime = 0, now;
@@ -1062,8 +1060,8 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 		admin_send_text(req, 400, "Bad Request", "bad path\n");
 		return;
 	}
-	r = admin_route_find(decoded, method, name, sizeof(name), &known,
-	    allow, sizeof(allow));
+	r = admin_route_find(decoded, method, name, sizeof(name), &known, allow,
+	    sizeof(allow));
 	if (r != NULL && strchr(r->path, '*') != NULL)
 		call.name = name;
 

@@ -1079,8 +1079,8 @@ START_TEST(admin_query_params)
 		    bad[i].path, bad[i].named, (int)r.body_len, r.body);
 		j = stats_of(admin, "api", NULL);
 		h_assert(strcmp(jget(j, "state")->str, "closed") == 0,
-		    "%s %s changed the state to %s", bad[i].method,
-		    bad[i].path, jget(j, "state")->str);
+		    "%s %s changed the state to %s", bad[i].method, bad[i].path,
+		    jget(j, "state")->str);
 	}
 	/* The right one still works; an empty query is no parameter. */
 	r = http_expect(admin, "POST", "/upstreams/api/force-open?for=5m", NULL,
@@ -1145,8 +1145,7 @@ START_TEST(admin_refused_logged)
 		if (sum == N)
 			break;
 	}
-	h_assert(sum == N, "admin_refused counts add up to %u, not %d", sum,
-	    N);
+	h_assert(sum == N, "admin_refused counts add up to %u, not %d", sum, N);
 	stop_ok(d);
 }
 END_TEST
