@@ -31,6 +31,8 @@
 #define TRICKLE_EVERY_MS 250
 #define TRICKLE_CLIENTS 400000
 #define TRICKLE_MS 20000
+/* Clients rejected while the syslog story's /dev/log is gone. */
+#define SYSLOG_LOST_REJECTS 20
 /* A reply on a relay that the log must not hold up. */
 #define RELAY_MS 2000
 
@@ -247,6 +249,88 @@ START_TEST(log_dropped_while_loss_goes_on)
 		lost += h_log_double(line, "lines");
 	h_assert(lost > 0 && lost < sent, "lines=%.0f of %u rejects", lost,
 	    sent);
+}
+END_TEST
+
+/*
+ * The next datagram on the test's /dev/log holding every one of a, b (b
+ * may be NULL), within ms: its text, or NULL. Others are read and dropped.
+ */
+static const char *
+syslog_wait(int fd, const char *a, const char *b, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	char buf[4096];
+	ssize_t n;
+
+	for (;;) {
+		while ((n = recv(fd, buf, sizeof(buf) - 1, 0)) > 0) {
+			buf[n] = '\0';
+			if (strstr(buf, a) != NULL &&
+			    (b == NULL || strstr(buf, b) != NULL))
+				return h_strf("%s", buf);
+		}
+		if (h_now_ms() >= deadline)
+			return NULL;
+		poll(&pfd, 1, (int)(deadline - h_now_ms()));
+	}
+}
+
+/*
+ * log_target = syslog, and the syslog daemon goes away (restarted: its
+ * socket closed, /dev/log gone) while clients are rejected: their lines are
+ * lost. Once /dev/log is back, the daemon finds it again, and one
+ * event=log_dropped line counts at least every reject line lost meanwhile.
+ */
+START_TEST(log_dropped_syslog_reopened)
+{
+	struct h_backend *dead = h_backend(H_REFUSE);
+	const char *flood = h_free_addr4();
+	struct h_daemon *d;
+	const char *line;
+	unsigned i, lost_rejects = 0;
+	int log;
+
+	if (!h_own_dev_log())
+		h_skip("no /dev of the test's own here: %s", strerror(errno));
+	log = h_dev_log_open();
+	h_assert(log != -1, "bind /dev/log: %s", strerror(errno));
+	d = h_daemon_start(h_strf("%s%s",
+	    global_section(1, "log_target = syslog\n"
+			      "log_rejects_per_second = 1000000"),
+	    upstream("db", flood, h_backend_addr(dead),
+		"recovery_timeout = 1h\nrecovery_timeout_max = 1h")));
+	for (i = 0; i < 5; i++)
+		h_close(h_connect(flood, H_WAIT_MS));
+	h_assert(syslog_wait(log, "event=state upstream=db", "to=open",
+		     H_WAIT_MS) != NULL,
+	    "no state line on the test's /dev/log");
+	line = syslog_wait(log, "event=reject upstream=db", NULL, H_WAIT_MS);
+	h_assert(line == NULL || strstr(line, "circuitproxyd[") != NULL,
+	    "not a syslog line: %s", line);
+
+	/* The syslog daemon restarts: every line meanwhile is lost. */
+	h_dev_log_close(log);
+	/* Each reset is sent after its line: the line went nowhere. */
+	for (i = 0; i < SYSLOG_LOST_REJECTS; i++) {
+		h_client_expect_reset(flood, H_WAIT_MS, NULL);
+		lost_rejects++;
+	}
+	log = h_dev_log_open();
+	h_assert(log != -1, "bind /dev/log again: %s", strerror(errno));
+	/* A line to write finds /dev/log again; the count follows it. */
+	h_close(h_connect(flood, H_WAIT_MS));
+	line = syslog_wait(log, "level=warning event=log_dropped", NULL,
+	    H_WAIT_MS);
+	h_assert(line != NULL,
+	    "no event=log_dropped after %u reject lines lost to a missing "
+	    "/dev/log",
+	    lost_rejects);
+	h_assert(h_log_double(strstr(line, "level="), "lines") >= lost_rejects,
+	    "%s: fewer than the %u reject lines lost", line, lost_rejects);
+	h_dev_log_close(log);
+	stop_ok(d);
 }
 END_TEST
 
@@ -666,6 +750,7 @@ main(void)
 
 	H_TEST(s, log_stalled_sink);
 	H_TEST(s, log_dropped_while_loss_goes_on);
+	H_TEST(s, log_dropped_syslog_reopened);
 	H_TEST(s, notify_with_full_table);
 	H_TEST(s, reload_host_wildcard_and_back);
 	H_TEST(s, reload_wildcard_rolled_back);

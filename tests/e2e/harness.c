@@ -352,7 +352,7 @@ h_teardown(void)
 	h_nallocs = 0;
 	h_nports = 0;
 	if (h_dir != NULL) {
-		nftw(h_dir, h_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		nftw(h_dir, h_rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 		free(h_dir);
 		h_dir = NULL;
 	}
@@ -1150,15 +1150,30 @@ h_daemon_spawn_opts_args(const char *where, const struct h_opts *opts,
 	return d;
 }
 
+/*
+ * H_READY_MS times CK_TIMEOUT_MULTIPLIER, as Check's own timeout: under a
+ * wrapper on a busy machine the start alone can take longer.
+ */
+static int
+h_ready_ms(void)
+{
+	const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
+	int k = m != NULL ? atoi(m) : 1;
+
+	return H_READY_MS * (k > 1 && k < 100 ? k : 1);
+}
+
 /* Wait for READY=1 of a spawned daemon; fail the test if it never comes. */
 static void
 h_daemon_expect_ready(const char *where, struct h_daemon *d)
 {
-	if (h_daemon_wait_ready(d, H_READY_MS))
+	int ms = h_ready_ms();
+
+	if (h_daemon_wait_ready(d, ms))
 		return;
 	if (d->exited)
 		h_fail(where, "the daemon exited %d before READY=1", d->status);
-	h_fail(where, "no READY=1 from the daemon within %d ms", H_READY_MS);
+	h_fail(where, "no READY=1 from the daemon within %d ms", ms);
 }
 
 /* Start the daemon and wait for READY=1; fail the test if it never comes. */
@@ -3409,6 +3424,61 @@ h_own_hosts(const char *text)
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1)
 		return false;
 	return mount(h_hosts_path, "/etc/hosts", NULL, MS_BIND, NULL) == 0;
+}
+
+/*
+ * A /dev of the test's own, for its own /dev/log (see harness.h): a tmpfs
+ * made ready aside, the real device nodes bound into it, then moved over
+ * /dev. Nothing of the real /dev is ever reachable under the test's
+ * directory, which is removed when the test ends.
+ */
+bool
+h_own_dev_log(void)
+{
+	static const char *const keep[] = { "null", "zero", "random",
+		"urandom" };
+	char *stage = h_path("dev"), *to;
+	size_t i;
+	int fd;
+
+	if (mkdir(stage, 0755) == -1 || !h_unshare(CLONE_NEWNS))
+		return false;
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1 ||
+	    mount("tmpfs", stage, "tmpfs", 0, "mode=0755") == -1)
+		return false;
+	for (i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+		to = h_strf("%s/%s", stage, keep[i]);
+		if ((fd = open(to, O_CREAT | O_WRONLY, 0666)) == -1)
+			return false;
+		close(fd);
+		if (mount(h_strf("/dev/%s", keep[i]), to, NULL, MS_BIND,
+			NULL) == -1)
+			return false;
+	}
+	return mount(stage, "/dev", NULL, MS_MOVE, NULL) == 0;
+}
+
+/* Bind the test's syslog daemon at /dev/log: its socket, or -1. */
+int
+h_dev_log_open(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX,
+		.sun_path = "/dev/log" };
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd != -1 && bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* The test's syslog daemon goes away: its socket closed, /dev/log gone. */
+void
+h_dev_log_close(int fd)
+{
+	close(fd);
+	unlink("/dev/log");
 }
 
 /* Rewrite the test's /etc/hosts in place (the bind mount sees it). */

@@ -231,11 +231,18 @@ const char *h_assert_fields_v(const char *, bool, const char *, ...);
  * h_own_netns: a network with only loopback, up. h_own_hosts: /etc/hosts
  * replaced by a file of the test's, rewritten by h_own_hosts_set. Each
  * returns false (errno set) where that is not allowed, or under CK_FORK=no,
- * where it would move the whole run: the caller skips.
+ * where it would move the whole run: the caller skips. h_own_dev_log: a
+ * /dev of the test's own (a tmpfs with the real null, zero, random and
+ * urandom bound in, moved over /dev) where h_dev_log_open binds a datagram
+ * socket at /dev/log, the test's syslog daemon, and h_dev_log_close
+ * removes it; call h_dev_log_open only once h_own_dev_log succeeded.
  */
 bool h_own_netns(void);
 bool h_own_hosts(const char *);
 void h_own_hosts_set(const char *);
+bool h_own_dev_log(void);
+int h_dev_log_open(void);
+void h_dev_log_close(int);
 
 /* Find a program on $PATH; the name itself if it is not there. */
 const char *h_which(const char *);
