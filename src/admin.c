@@ -98,9 +98,9 @@ struct admin {
 	bool yielded;	    /* listener off until the loop turns */
 	bool paused;	    /* listener off: out of descriptors */
 	unsigned evicted;   /* closed for room, not yet logged */
-	uint64_t evicted_logged_s;
+	uint64_t evicted_logged_ms;
 	struct admin_refusals refused[2]; /* 401, 403 */
-	struct event *refused_ev;	  /* logs the rest a second on */
+	struct event *tally_ev;	  /* logs the rest of both a second on */
 	struct event *adopt_ev;
 	struct event *resume_ev;
 	uint64_t error_logged_s;
@@ -207,6 +207,18 @@ admin_bev_cb(struct event_base *base, void *arg)
 	return bev;
 }
 
+/* Log the connections closed for room since the last line. */
+static void
+admin_evicted_log(struct admin *a, uint64_t now)
+{
+	if (a->evicted == 0)
+		return;
+	log_warnx("event=admin_evicted count=%u connections=%u addr=%s",
+	    a->evicted, a->nconns, a->addr.text);
+	a->evicted = 0;
+	a->evicted_logged_ms = now;
+}
+
 /*
  * Close the oldest connection that has not sent a complete request (a
  * silent or trickling client), or failing that, if any, the oldest of all;
@@ -216,7 +228,8 @@ static bool
 admin_evict(struct admin *a, bool any)
 {
 	struct admin_conn *c, *victim = NULL;
-	uint64_t now_s = util_now_ms() / 1000;
+	uint64_t now = util_now_ms();
+	struct timeval tv;
 
 	TAILQ_FOREACH(c, &a->conns, entry) {
 		if (c->evcon == NULL)
@@ -231,13 +244,11 @@ admin_evict(struct admin *a, bool any)
 	if (victim == NULL || (victim->requests != 0 && !any))
 		return false;
 	a->evicted++;
-	if (now_s != a->evicted_logged_s) {
-		a->evicted_logged_s = now_s;
-		log_warnx("event=admin_evicted count=%u connections=%u "
-			  "addr=%s",
-		    a->evicted, a->nconns, a->addr.text);
-		a->evicted = 0;
-	}
+	if (a->evicted_logged_ms == 0 || now - a->evicted_logged_ms >= 1000)
+		admin_evicted_log(a, now);
+	else if (!evtimer_pending(a->tally_ev, NULL))
+		evtimer_add(a->tally_ev,
+		    util_timeval(&tv, a->evicted_logged_ms + 1000 - now));
 	/* Calls admin_conn_closed_cb, which frees victim. */
 	evhttp_connection_free(victim->evcon);
 	return true;
@@ -996,18 +1007,55 @@ admin_refused_log(struct admin *a, struct admin_refusals *t, uint64_t now)
 	t->logged_ms = now;
 }
 
-/* A second has passed since the last refusals line: log what came since. */
-static void
-admin_refused_cb(evutil_socket_t fd, short what, void *arg)
+/*
+ * Is a summed line due: something to tell and a second since the last
+ * line? If it is not yet time, *wait_ms gets how long until it is.
+ */
+static bool
+admin_tally_due(unsigned count, uint64_t logged_ms, uint64_t now,
+    uint64_t *wait_ms)
 {
-	struct admin *a = arg;
-	uint64_t now = util_now_ms();
+	uint64_t left;
+
+	if (count == 0)
+		return false;
+	if (logged_ms == 0 || now - logged_ms >= 1000)
+		return true;
+	left = logged_ms + 1000 - now;
+	if (*wait_ms == 0 || left < *wait_ms)
+		*wait_ms = left;
+	return false;
+}
+
+/*
+ * Log the summed lines (refusals, evictions) whose second is over, or all
+ * of them; arm the timer for the rest.
+ */
+static void
+admin_tally_flush(struct admin *a, bool all)
+{
+	uint64_t now = util_now_ms(), wait_ms = 0;
+	struct timeval tv;
 	size_t i;
 
+	for (i = 0; i < CP_ARRAY_LEN(a->refused); i++)
+		if (all || admin_tally_due(a->refused[i].count,
+			       a->refused[i].logged_ms, now, &wait_ms))
+			admin_refused_log(a, &a->refused[i], now);
+	if (all ||
+	    admin_tally_due(a->evicted, a->evicted_logged_ms, now, &wait_ms))
+		admin_evicted_log(a, now);
+	if (!all && wait_ms != 0)
+		evtimer_add(a->tally_ev, util_timeval(&tv, wait_ms));
+}
+
+/* The timer of the summed lines. */
+static void
+admin_tally_cb(evutil_socket_t fd, short what, void *arg)
+{
 	(void)fd;
 	(void)what;
-	for (i = 0; i < CP_ARRAY_LEN(a->refused); i++)
-		admin_refused_log(a, &a->refused[i], now);
+	admin_tally_flush(arg, false);
 }
 
 /*
@@ -1030,8 +1078,8 @@ admin_refused(struct admin *a, struct evhttp_request *req, int status,
 	snprintf(t->path, sizeof(t->path), "%s", path);
 	if (t->logged_ms == 0 || now - t->logged_ms >= 1000)
 		admin_refused_log(a, t, now);
-	else if (!evtimer_pending(a->refused_ev, NULL))
-		evtimer_add(a->refused_ev,
+	else if (!evtimer_pending(a->tally_ev, NULL))
+		evtimer_add(a->tally_ev,
 		    util_timeval(&tv, t->logged_ms + 1000 - now));
 }
 
@@ -1164,10 +1212,10 @@ admin_new(struct event_base *base, const struct addr *addr, const char *token,
 	admin_spare_take(a);
 	a->adopt_ev = event_new(base, -1, 0, admin_adopt_cb, a);
 	a->resume_ev = evtimer_new(base, admin_resume_cb, a);
-	a->refused_ev = evtimer_new(base, admin_refused_cb, a);
+	a->tally_ev = evtimer_new(base, admin_tally_cb, a);
 	a->http = evhttp_new(base);
 	if (a->http == NULL || a->adopt_ev == NULL || a->resume_ev == NULL ||
-	    a->refused_ev == NULL) {
+	    a->tally_ev == NULL) {
 		xasprintf(cause, "admin %s: out of memory", addr->text);
 		admin_free(a);
 		return NULL;
@@ -1310,9 +1358,9 @@ admin_free(struct admin *a)
 		event_free(a->adopt_ev);
 	if (a->resume_ev != NULL)
 		event_free(a->resume_ev);
-	if (a->refused_ev != NULL) {
-		admin_refused_cb(-1, 0, a);
-		event_free(a->refused_ev);
+	if (a->tally_ev != NULL) {
+		admin_tally_flush(a, true);
+		event_free(a->tally_ev);
 	}
 	if (a->spare_fd != -1)
 		close(a->spare_fd);

@@ -2205,7 +2205,7 @@ START_TEST(admin_connection_cap)
 	struct h_opts opts = { 0 };
 	struct h_daemon *d;
 	enum { N = ADMIN_MAX_CONNECTIONS + 16 };
-	int fds[N], nfds0, nfds1, closed = 0;
+	int fds[N], nfds0, nfds1, closed = 0, evicted = 0;
 	uint64_t t0, took;
 	struct resp r;
 	size_t i;
@@ -2236,6 +2236,28 @@ START_TEST(admin_connection_cap)
 	}
 	h_assert(closed == 16, "%d of the 16 oldest silent clients closed",
 	    closed);
+	/* Logged, summed: the counts add up to the clients closed. */
+	for (t0 = h_now_ms(); h_now_ms() - t0 < 3000; poll(NULL, 0, 50)) {
+		const char *line;
+		char v[32];
+		size_t k;
+
+		evicted = closed = 0;
+		for (k = 0; (line = h_log_line(d, k)) != NULL; k++)
+			if (h_line_has(line, "event=admin_evicted") &&
+			    h_log_value(line, "count", v, sizeof(v)))
+				evicted += atoi(v);
+		for (i = 0; i < N; i++) {
+			enum h_outcome out = h_next_event(fds[i], 0);
+
+			closed += out == H_OUT_EOF || out == H_OUT_RESET;
+		}
+		if (evicted == closed)
+			break;
+	}
+	h_assert(evicted == closed,
+	    "admin_evicted counts add up to %d, %d clients were closed",
+	    evicted, closed);
 	nfds1 = h_daemon_nfds(d);
 	h_assert(nfds1 <= nfds0 + ADMIN_MAX_CONNECTIONS + 2,
 	    "%d descriptors with %d admin clients (from %d): no cap", nfds1, N,
