@@ -361,19 +361,14 @@ config_errors_print(const struct config_errors *errs, FILE *f)
 }
 
 /* Is this a valid upstream name: [A-Za-z0-9_.-]{1,64}? */
-static int
+bool
 config_name_valid(const char *name)
 {
-	size_t n = strlen(name), i;
+	size_t n = strspn(name,
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_."
+	    "-");
 
-	if (n == 0 || n > UPSTREAM_NAME_MAX)
-		return 0;
-	for (i = 0; i < n; i++) {
-		if (!isalnum((unsigned char)name[i]) &&
-		    strchr("_.-", name[i]) == NULL)
-			return 0;
-	}
-	return 1;
+	return n >= 1 && n <= UPSTREAM_NAME_MAX && name[n] == '\0';
 }
 
 /* Start a new section from a "[...]" line; p points at the '['. */

@@ -194,6 +194,8 @@ struct config *config_load_string(const char *path, const char *text,
 void config_free(struct config *);
 void config_errors_clear(struct config_errors *);
 
+/* Is this a name an upstream can have: [A-Za-z0-9_.-]{1,64}? */
+bool config_name_valid(const char *);
 /* Find an upstream by name, or NULL. */
 const struct upstream_conf *config_find_upstream(const struct config *,
     const char *);

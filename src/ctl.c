@@ -474,17 +474,6 @@ ctl_status(struct ctl *c)
 	return 0;
 }
 
-/* Is this a name an upstream can have? */
-static bool
-ctl_name_ok(const char *s)
-{
-	size_t n = strspn(s,
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_."
-	    "-");
-
-	return n >= 1 && n <= UPSTREAM_NAME_MAX && s[n] == '\0';
-}
-
 /* Print an upstream's STATS answer: its table row, or the JSON with -j. */
 static void
 ctl_print_stats(struct ctl *c, const struct ctl_body *b, const char *name)
@@ -567,7 +556,7 @@ ctl_check_args(int argc, char **argv)
 	} else if (strcmp(cmd, "stats") == 0) {
 		if (argc > 2)
 			ctl_usage_error("stats takes at most one NAME");
-		if (argc == 2 && !ctl_name_ok(argv[1]))
+		if (argc == 2 && !config_name_valid(argv[1]))
 			ctl_usage_error("'%s' is not an upstream name",
 			    argv[1]);
 	} else if (strcmp(cmd, "force-open") == 0 ||
@@ -575,7 +564,7 @@ ctl_check_args(int argc, char **argv)
 		if (argc < 2 || argc > 3)
 			ctl_usage_error("%s takes NAME and an optional FOR",
 			    cmd);
-		if (!ctl_name_ok(argv[1]))
+		if (!config_name_valid(argv[1]))
 			ctl_usage_error("'%s' is not an upstream name",
 			    argv[1]);
 		if (argc == 3 &&
@@ -587,7 +576,7 @@ ctl_check_args(int argc, char **argv)
 	} else if (strcmp(cmd, "reset") == 0) {
 		if (argc != 2)
 			ctl_usage_error("reset takes NAME or --all");
-		if (strcmp(argv[1], "--all") != 0 && !ctl_name_ok(argv[1]))
+		if (strcmp(argv[1], "--all") != 0 && !config_name_valid(argv[1]))
 			ctl_usage_error("'%s' is not an upstream name",
 			    argv[1]);
 	} else

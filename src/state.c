@@ -122,17 +122,6 @@ state_parse_ms(const char *s, uint64_t *out)
 	return 0;
 }
 
-/* Is this a valid upstream name ([A-Za-z0-9_.-]{1,64})? */
-static bool
-state_name_ok(const char *s)
-{
-	size_t n = strspn(s,
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_."
-	    "-");
-
-	return n >= 1 && n <= UPSTREAM_NAME_MAX && s[n] == '\0';
-}
-
 /* Decode one upstream's line (modified in place) as of wall_ms. */
 static int
 state_decode_line(char *line, uint64_t wall_ms, struct state_entry *e,
@@ -146,7 +135,7 @@ state_decode_line(char *line, uint64_t wall_ms, struct state_entry *e,
 
 	memset(e, 0, sizeof(*e));
 	tok = strtok_r(line, " \t", &save);
-	if (tok == NULL || !state_name_ok(tok)) {
+	if (tok == NULL || !config_name_valid(tok)) {
 		xasprintf(cause, "bad upstream name '%s'", tok ? tok : "");
 		return -1;
 	}
