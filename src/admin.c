@@ -493,14 +493,14 @@ admin_buf_cleanup(const void *data, size_t len, void *arg)
 /* Send a rendered buffer (taken over) as the body. */
 static void
 admin_send_buf(struct evhttp_request *req, const char *type,
-    struct stats_buf *sb)
+    struct util_buf *sb)
 {
 	struct evbuffer *body = evbuffer_new();
 
 	if (body == NULL ||
 	    evbuffer_add_reference(body, sb->p, sb->len, admin_buf_cleanup,
 		NULL) != 0) {
-		stats_buf_free(sb);
+		util_buf_free(sb);
 		if (body != NULL)
 			evbuffer_free(body);
 		evhttp_send_error(req, 500, NULL);
@@ -580,7 +580,7 @@ admin_find(struct admin *a, const char *name)
 }
 
 /* The renderers of every upstream at once: stats_json, stats_prometheus. */
-typedef void (*admin_render_fn)(struct stats_buf *, const struct stats_info *,
+typedef void (*admin_render_fn)(struct util_buf *, const struct stats_info *,
     const struct stats_upstream *, size_t);
 
 /* GET /stats or /metrics: every upstream, rendered by render. */
@@ -588,7 +588,7 @@ static void
 admin_render_all(struct admin *a, struct evhttp_request *req,
     admin_render_fn render, const char *type)
 {
-	struct stats_buf sb = { NULL, 0, 0 };
+	struct util_buf sb = { NULL, 0, 0 };
 	struct stats_info info = admin_info(a);
 	struct stats_upstream *sus;
 	size_t n;
@@ -606,7 +606,7 @@ static void
 admin_stats_pool(struct admin *a, struct evhttp_request *req,
     const char *name)
 {
-	struct stats_buf sb = { NULL, 0, 0 };
+	struct util_buf sb = { NULL, 0, 0 };
 	struct stats_upstream *sus;
 	struct stats_pool *sps;
 	size_t n, np, i;
@@ -620,7 +620,7 @@ admin_stats_pool(struct admin *a, struct evhttp_request *req,
 		admin_send_text(req, 404, "Not Found", "unknown pool\n");
 	else {
 		stats_json_pool(&sb, &sps[i]);
-		stats_buf_printf(&sb, "\n");
+		util_buf_printf(&sb, "\n");
 		admin_send_buf(req, ADMIN_JSON, &sb);
 	}
 	free(sps);
@@ -631,13 +631,13 @@ admin_stats_pool(struct admin *a, struct evhttp_request *req,
 static void
 admin_stats_upstream(struct evhttp_request *req, struct upstream *up)
 {
-	struct stats_buf sb = { NULL, 0, 0 };
+	struct util_buf sb = { NULL, 0, 0 };
 	struct stats_upstream su;
 	uint64_t now = util_now_ms();
 
 	upstream_snapshot(up, now, (int64_t)util_wall_ms() - (int64_t)now, &su);
 	stats_json_upstream(&sb, &su);
-	stats_buf_printf(&sb, "\n");
+	util_buf_printf(&sb, "\n");
 	admin_send_buf(req, ADMIN_JSON, &sb);
 }
 

@@ -67,12 +67,6 @@ struct ctl {
 	CURL *curl;
 };
 
-/* A growing answer body. */
-struct ctl_body {
-	char *buf;
-	size_t len;
-};
-
 /* Print the usage and exit with a status. */
 static void __attribute__((noreturn)) ctl_usage(FILE *f, int status)
 {
@@ -223,14 +217,11 @@ ctl_setup(struct ctl *c, const char *path, bool path_given, const char *addr,
 static size_t
 ctl_write_cb(char *data, size_t size, size_t n, void *arg)
 {
-	struct ctl_body *b = arg;
+	struct util_buf *b = arg;
 
 	if (b->len + n > CTL_BODY_MAX)
 		return 0;
-	b->buf = xrealloc(b->buf, b->len + n + 1);
-	memcpy(b->buf + b->len, data, n);
-	b->len += n;
-	b->buf[b->len] = '\0';
+	util_buf_add(b, data, n);
 	(void)size;
 	return n;
 }
@@ -278,7 +269,7 @@ ctl_unix_why(struct ctl *c)
  */
 static long
 ctl_request(struct ctl *c, const char *method, const char *path,
-    struct ctl_body *b)
+    struct util_buf *b)
 {
 	struct curl_slist *hdrs = NULL;
 	char url[512], host[ADDR_TEXT_MAX + 8], *auth;
@@ -318,8 +309,8 @@ ctl_request(struct ctl *c, const char *method, const char *path,
 			fatalx("out of memory");
 		curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, hdrs);
 	}
-	b->buf = xstrdup("");
-	b->len = 0;
+	*b = (struct util_buf){ 0 };
+	util_buf_add(b, "", 0);
 	rc = curl_easy_perform(c->curl);
 	curl_slist_free_all(hdrs);
 	if (rc == CURLE_COULDNT_CONNECT && c->admin.family == AF_UNIX)
@@ -362,12 +353,12 @@ ctl_check(struct ctl *c, long status, const char *name)
 
 /* Parse an answer's JSON, or exit 1. */
 static struct json *
-ctl_parse(struct ctl *c, const struct ctl_body *b)
+ctl_parse(struct ctl *c, const struct util_buf *b)
 {
 	struct json *j;
 	char *cause = NULL;
 
-	if ((j = json_parse(b->buf, b->len, &cause)) == NULL) {
+	if ((j = json_parse(b->p, b->len, &cause)) == NULL) {
 		fprintf(stderr, "circuitproxyctl: bad JSON from %s: %s\n",
 		    c->admin.text, cause);
 		exit(CTL_EXIT_NO_ANSWER);
@@ -448,7 +439,7 @@ ctl_table(const struct json *first, bool one)
 static int
 ctl_status(struct ctl *c)
 {
-	struct ctl_body b;
+	struct util_buf b;
 	const struct json *ups;
 	struct json *j;
 
@@ -457,7 +448,7 @@ ctl_status(struct ctl *c)
 	if (c->compact) {
 		json_print(stdout, j, true);
 		json_free(j);
-		free(b.buf);
+		util_buf_free(&b);
 		return 0;
 	}
 	ups = json_get(j, "upstreams");
@@ -470,13 +461,13 @@ ctl_status(struct ctl *c)
 	}
 	ctl_table(ups->child, false);
 	json_free(j);
-	free(b.buf);
+	util_buf_free(&b);
 	return 0;
 }
 
 /* Print an upstream's STATS answer: its table row, or the JSON with -j. */
 static void
-ctl_print_stats(struct ctl *c, const struct ctl_body *b, const char *name)
+ctl_print_stats(struct ctl *c, const struct util_buf *b, const char *name)
 {
 	struct json *j = ctl_parse(c, b);
 
@@ -494,7 +485,7 @@ ctl_print_stats(struct ctl *c, const struct ctl_body *b, const char *name)
 static int
 ctl_stats(struct ctl *c, const char *name)
 {
-	struct ctl_body b;
+	struct util_buf b;
 	struct json *j;
 	char path[128];
 
@@ -504,7 +495,7 @@ ctl_stats(struct ctl *c, const char *name)
 	j = ctl_parse(c, &b);
 	json_print(stdout, j, c->compact);
 	json_free(j);
-	free(b.buf);
+	util_buf_free(&b);
 	return 0;
 }
 
@@ -513,14 +504,14 @@ static int
 ctl_action(struct ctl *c, const char *action, const char *name,
     const char *lifetime)
 {
-	struct ctl_body b;
+	struct util_buf b;
 	char path[256];
 
 	snprintf(path, sizeof(path), "/upstreams/%s/%s%s%s", name, action,
 	    lifetime ? "?for=" : "", lifetime ? lifetime : "");
 	ctl_check(c, ctl_request(c, "POST", path, &b), name);
 	ctl_print_stats(c, &b, name);
-	free(b.buf);
+	util_buf_free(&b);
 	return 0;
 }
 
@@ -528,15 +519,15 @@ ctl_action(struct ctl *c, const char *action, const char *name,
 static int
 ctl_reset_all(struct ctl *c)
 {
-	struct ctl_body b;
+	struct util_buf b;
 
 	ctl_check(c, ctl_request(c, "POST", "/reset", &b), NULL);
-	free(b.buf);
+	util_buf_free(&b);
 	if (c->compact) {
 		ctl_check(c, ctl_request(c, "GET", "/stats", &b), NULL);
 		json_free(ctl_parse(c, &b));
-		fputs(b.buf, stdout);
-		free(b.buf);
+		fputs(b.p, stdout);
+		util_buf_free(&b);
 		return 0;
 	}
 	return ctl_status(c);

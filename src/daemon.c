@@ -142,7 +142,7 @@ daemon_upstream(struct daemon *d, const char *name)
 static void
 daemon_notify_status(struct daemon *d, const char *prefix)
 {
-	struct stats_buf sb = { NULL, 0, 0 };
+	struct util_buf sb = { NULL, 0, 0 };
 	struct stats_upstream *sus;
 	struct stats_pool *sps;
 	uint64_t now = util_now_ms();

@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,38 +39,16 @@ enum state_field {
 static const char *state_field_names[] = { "state", "since", "until", "open",
 	"backoff" };
 
-/* Append formatted text to a growing string. */
-static void __attribute__((format(printf, 4, 5)))
-state_append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			fatalx("state: bad format");
-		if ((size_t)n < *cap - *len)
-			break;
-		*cap = (*cap + (size_t)n) * 2;
-		*buf = xrealloc(*buf, *cap);
-	}
-	*len += (size_t)n;
-}
-
 /* Encode entries as of wall_ms: when a state began and when it ends. */
 char *
 state_encode(const struct state_entry *v, size_t n, uint64_t wall_ms)
 {
 	const struct breaker_saved *sv;
 	char since[32], until[32], open[32];
-	size_t len = 0, cap = 256, i;
-	char *buf = xmalloc(cap);
+	struct util_buf b = { 0 };
+	size_t i;
 
-	buf[0] = '\0';
-	state_append(&buf, &len, &cap,
+	util_buf_printf(&b,
 	    "%s %d\n# NAME state= since= until= open= backoff= "
 	    "(unix seconds; rewritten by circuitproxyd)\n",
 	    STATE_MAGIC, STATE_VERSION);
@@ -83,12 +60,12 @@ state_encode(const struct state_entry *v, size_t n, uint64_t wall_ms)
 		    sv->remaining_ms < 0 ? -1
 					 : (int64_t)wall_ms + sv->remaining_ms);
 		util_fmt_secs(open, sizeof(open), (int64_t)sv->open_ms);
-		state_append(&buf, &len, &cap,
+		util_buf_printf(&b,
 		    "%s state=%s since=%s until=%s open=%s backoff=%u\n",
 		    v[i].name, breaker_state_name(sv->state), since, until,
 		    open, sv->backoff_steps);
 	}
-	return buf;
+	return b.p;
 }
 
 /* Parse "S" or "S.mmm" (at most three decimals) as milliseconds. */

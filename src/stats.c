@@ -5,7 +5,6 @@
  * compare whole.
  */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,60 +48,6 @@ stats_hist_bucket(uint64_t us)
 	return i;
 }
 
-/* Make room for n more bytes (and a NUL). */
-static void
-stats_buf_grow(struct stats_buf *b, size_t n)
-{
-	if (b->len + n + 1 <= b->cap)
-		return;
-	while (b->len + n + 1 > b->cap)
-		b->cap = b->cap == 0 ? 4096 : b->cap * 2;
-	b->p = xrealloc(b->p, b->cap);
-}
-
-/* Append formatted text: formatted once when it fits, as it mostly does. */
-void
-stats_buf_printf(struct stats_buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	size_t room;
-	int n;
-
-	stats_buf_grow(b, 256);
-	room = b->cap - b->len;
-	va_start(ap, fmt);
-	n = vsnprintf(b->p + b->len, room, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		fatalx("stats: bad format %s", fmt);
-	if ((size_t)n >= room) {
-		stats_buf_grow(b, (size_t)n);
-		va_start(ap, fmt);
-		vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-		va_end(ap);
-	}
-	b->len += (size_t)n;
-}
-
-/* Append bytes as they are. */
-static void
-stats_buf_add(struct stats_buf *b, const char *s, size_t n)
-{
-	stats_buf_grow(b, n);
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-/* Free a buffer's memory. */
-void
-stats_buf_free(struct stats_buf *b)
-{
-	free(b->p);
-	b->p = NULL;
-	b->len = b->cap = 0;
-}
-
 /* Copy a breaker snapshot into the rows it feeds, times made wall-clock. */
 void
 stats_from_breaker(struct stats_upstream *su, const struct breaker_stats *st,
@@ -135,50 +80,50 @@ stats_from_breaker(struct stats_upstream *su, const struct breaker_stats *st,
 
 /* Append a string as a JSON string literal. */
 void
-stats_json_string(struct stats_buf *b, const char *s)
+stats_json_string(struct util_buf *b, const char *s)
 {
 	const unsigned char *p;
 
-	stats_buf_add(b, "\"", 1);
+	util_buf_add(b, "\"", 1);
 	for (p = (const unsigned char *)s; *p != '\0'; p++) {
 		switch (*p) {
 		case '"':
-			stats_buf_add(b, "\\\"", 2);
+			util_buf_add(b, "\\\"", 2);
 			break;
 		case '\\':
-			stats_buf_add(b, "\\\\", 2);
+			util_buf_add(b, "\\\\", 2);
 			break;
 		case '\n':
-			stats_buf_add(b, "\\n", 2);
+			util_buf_add(b, "\\n", 2);
 			break;
 		case '\r':
-			stats_buf_add(b, "\\r", 2);
+			util_buf_add(b, "\\r", 2);
 			break;
 		case '\t':
-			stats_buf_add(b, "\\t", 2);
+			util_buf_add(b, "\\t", 2);
 			break;
 		default:
 			if (*p < 0x20 || *p == 0x7f)
-				stats_buf_printf(b, "\\u%04x", *p);
+				util_buf_printf(b, "\\u%04x", *p);
 			else
-				stats_buf_add(b, (const char *)p, 1);
+				util_buf_add(b, (const char *)p, 1);
 		}
 	}
-	stats_buf_add(b, "\"", 1);
+	util_buf_add(b, "\"", 1);
 }
 
 /* Append milliseconds (>= 0) as seconds with three decimals. */
 static void
-stats_seconds(struct stats_buf *b, int64_t ms)
+stats_seconds(struct util_buf *b, int64_t ms)
 {
 	char tmp[32];
 
-	stats_buf_printf(b, "%s", util_fmt_secs(tmp, sizeof(tmp), ms));
+	util_buf_printf(b, "%s", util_fmt_secs(tmp, sizeof(tmp), ms));
 }
 
 /* Append a ratio 0..1 as JSON: at most six decimals, no exponent. */
 static void
-stats_ratio(struct stats_buf *b, double r)
+stats_ratio(struct util_buf *b, double r)
 {
 	char tmp[32], *e;
 
@@ -191,7 +136,7 @@ stats_ratio(struct stats_buf *b, double r)
 	e = tmp + strlen(tmp) - 1;
 	while (*e == '0' && e[-1] != '.')
 		*e-- = '\0';
-	stats_buf_printf(b, "%s", tmp);
+	util_buf_printf(b, "%s", tmp);
 }
 
 /*
@@ -226,14 +171,14 @@ stats_hist_quantile_us(const struct stats_upstream *su, double q)
 
 /* Append a quantile in seconds (six decimals), or null. */
 static void
-stats_quantile(struct stats_buf *b, const struct stats_upstream *su, double q)
+stats_quantile(struct util_buf *b, const struct stats_upstream *su, double q)
 {
 	int64_t us = stats_hist_quantile_us(su, q);
 
 	if (us < 0)
-		stats_buf_printf(b, "null");
+		util_buf_printf(b, "null");
 	else
-		stats_buf_printf(b, "%" PRId64 ".%06" PRId64, us / 1000000,
+		util_buf_printf(b, "%" PRId64 ".%06" PRId64, us / 1000000,
 		    us % 1000000);
 }
 
@@ -248,77 +193,77 @@ stats_retry_after(const struct stats_upstream *su)
 
 /* Append one upstream's STATS object. */
 void
-stats_json_upstream(struct stats_buf *b, const struct stats_upstream *su)
+stats_json_upstream(struct util_buf *b, const struct stats_upstream *su)
 {
 	const struct stats_counter *c;
 	const char *group = NULL;
 	int64_t retry = stats_retry_after(su);
 	size_t i;
 
-	stats_buf_printf(b, "{\"state\":\"%s\",\"state_since\":",
+	util_buf_printf(b, "{\"state\":\"%s\",\"state_since\":",
 	    breaker_state_name(su->state));
 	stats_seconds(b, su->state_since_ms);
-	stats_buf_printf(b, ",\"retry_after\":");
+	util_buf_printf(b, ",\"retry_after\":");
 	if (retry < 0)
-		stats_buf_printf(b, "null");
+		util_buf_printf(b, "null");
 	else
 		stats_seconds(b, retry);
-	stats_buf_printf(b, ",\"expires_in\":");
+	util_buf_printf(b, ",\"expires_in\":");
 	if (su->expires_in_ms < 0)
-		stats_buf_printf(b, "null");
+		util_buf_printf(b, "null");
 	else
 		stats_seconds(b, su->expires_in_ms);
-	stats_buf_printf(b, ",\"recovery_timeout\":");
+	util_buf_printf(b, ",\"recovery_timeout\":");
 	stats_seconds(b, (int64_t)su->recovery_timeout_ms);
-	stats_buf_printf(b, ",\"failure_rate\":");
+	util_buf_printf(b, ",\"failure_rate\":");
 	stats_ratio(b, su->failure_rate);
-	stats_buf_printf(b, ",\"success_rate\":");
+	util_buf_printf(b, ",\"success_rate\":");
 	stats_ratio(b, su->success_rate);
 	for (i = 0; i < UC_COUNT; i++) {
 		c = &stats_counters[i];
 		if (group != NULL &&
 		    (c->group == NULL || strcmp(c->group, group) != 0)) {
-			stats_buf_add(b, "}", 1);
+			util_buf_add(b, "}", 1);
 			group = NULL;
 		}
 		if (c->group != NULL && group == NULL) {
-			stats_buf_printf(b, ",\"%s\":{", c->group);
+			util_buf_printf(b, ",\"%s\":{", c->group);
 			group = c->group;
 		} else
-			stats_buf_add(b, ",", 1);
-		stats_buf_printf(b, "\"%s\":%" PRIu64, c->json, su->v[i]);
+			util_buf_add(b, ",", 1);
+		util_buf_printf(b, "\"%s\":%" PRIu64, c->json, su->v[i]);
 	}
 	if (group != NULL)
-		stats_buf_add(b, "}", 1);
-	stats_buf_printf(b, ",\"connect_latency\":{\"p50\":");
+		util_buf_add(b, "}", 1);
+	util_buf_printf(b, ",\"connect_latency\":{\"p50\":");
 	stats_quantile(b, su, 0.5);
-	stats_buf_printf(b, ",\"p99\":");
+	util_buf_printf(b, ",\"p99\":");
 	stats_quantile(b, su, 0.99);
-	stats_buf_printf(b, "},\"listen\":[");
+	util_buf_printf(b, "},\"listen\":[");
 	for (i = 0; i < su->nlisten; i++) {
 		if (i > 0)
-			stats_buf_add(b, ",", 1);
+			util_buf_add(b, ",", 1);
 		stats_json_string(b, su->listen[i].text);
 	}
-	stats_buf_printf(b, "],\"server\":");
+	util_buf_printf(b, "],\"server\":");
 	stats_json_string(b, su->server);
-	stats_buf_printf(b, ",\"backup\":");
+	util_buf_printf(b, ",\"backup\":");
 	if (su->backup == NULL)
-		stats_buf_printf(b, "null");
+		util_buf_printf(b, "null");
 	else
 		stats_json_string(b, su->backup);
-	stats_buf_printf(b, ",\"transitions\":[");
+	util_buf_printf(b, ",\"transitions\":[");
 	for (i = 0; i < su->nchanges; i++) {
 		const struct stats_change *ch = &su->changes[i];
 
-		stats_buf_printf(b, "%s{\"at\":", i > 0 ? "," : "");
+		util_buf_printf(b, "%s{\"at\":", i > 0 ? "," : "");
 		stats_seconds(b, ch->at_ms);
-		stats_buf_printf(b,
+		util_buf_printf(b,
 		    ",\"from\":\"%s\",\"to\":\"%s\",\"reason\":\"%s\"}",
 		    breaker_state_name(ch->from), breaker_state_name(ch->to),
 		    breaker_reason_name(ch->reason));
 	}
-	stats_buf_printf(b, "]}");
+	util_buf_printf(b, "]}");
 }
 
 /* Fill in a pool's admitting and retry_after from its members' figures. */
@@ -353,101 +298,101 @@ stats_pool_members(struct stats_pool *sp, const struct stats_upstream *ups,
 
 /* Append one pool's POOLSTATS object. */
 void
-stats_json_pool(struct stats_buf *b, const struct stats_pool *sp)
+stats_json_pool(struct util_buf *b, const struct stats_pool *sp)
 {
 	size_t i;
 
-	stats_buf_printf(b, "{\"members\":[");
+	util_buf_printf(b, "{\"members\":[");
 	for (i = 0; i < sp->nmembers; i++) {
 		if (i > 0)
-			stats_buf_add(b, ",", 1);
+			util_buf_add(b, ",", 1);
 		stats_json_string(b, sp->members[i]);
 	}
-	stats_buf_printf(b, "],\"balance\":\"%s\",\"listen\":[", sp->balance);
+	util_buf_printf(b, "],\"balance\":\"%s\",\"listen\":[", sp->balance);
 	for (i = 0; i < sp->nlisten; i++) {
 		if (i > 0)
-			stats_buf_add(b, ",", 1);
+			util_buf_add(b, ",", 1);
 		stats_json_string(b, sp->listen[i].text);
 	}
-	stats_buf_printf(b,
+	util_buf_printf(b,
 	    "],\"clients_total\":%" PRIu64 ",\"rejected_total\":%" PRIu64
 	    ",\"retried_total\":%" PRIu64
 	    ",\"active_connections\":%u,\"admitting\":%u,\"retry_after\":",
 	    sp->clients_total, sp->rejected_total, sp->retried_total,
 	    sp->active, sp->admitting);
 	if (sp->retry_after_ms < 0)
-		stats_buf_printf(b, "null}");
+		util_buf_printf(b, "null}");
 	else {
 		stats_seconds(b, sp->retry_after_ms);
-		stats_buf_add(b, "}", 1);
+		util_buf_add(b, "}", 1);
 	}
 }
 
 /* Append the /stats document. */
 void
-stats_json(struct stats_buf *b, const struct stats_info *info,
+stats_json(struct util_buf *b, const struct stats_info *info,
     const struct stats_upstream *ups, size_t n)
 {
 	size_t i;
 
-	stats_buf_printf(b, "{\"version\":");
+	util_buf_printf(b, "{\"version\":");
 	stats_json_string(b, info->version);
-	stats_buf_printf(b, ",\"uptime_s\":");
+	util_buf_printf(b, ",\"uptime_s\":");
 	stats_seconds(b, (int64_t)info->uptime_ms);
-	stats_buf_printf(b, ",\"upstreams\":{");
+	util_buf_printf(b, ",\"upstreams\":{");
 	for (i = 0; i < n; i++) {
 		if (i > 0)
-			stats_buf_add(b, ",", 1);
+			util_buf_add(b, ",", 1);
 		stats_json_string(b, ups[i].name);
-		stats_buf_add(b, ":", 1);
+		util_buf_add(b, ":", 1);
 		stats_json_upstream(b, &ups[i]);
 	}
-	stats_buf_printf(b, "},\"pools\":{");
+	util_buf_printf(b, "},\"pools\":{");
 	for (i = 0; i < info->npools; i++) {
 		if (i > 0)
-			stats_buf_add(b, ",", 1);
+			util_buf_add(b, ",", 1);
 		stats_json_string(b, info->pools[i].name);
-		stats_buf_add(b, ":", 1);
+		util_buf_add(b, ":", 1);
 		stats_json_pool(b, &info->pools[i]);
 	}
-	stats_buf_printf(b, "}}\n");
+	util_buf_printf(b, "}}\n");
 }
 
 /* Append a Prometheus label value, escaped. */
 static void
-stats_prom_label(struct stats_buf *b, const char *s)
+stats_prom_label(struct util_buf *b, const char *s)
 {
 	for (; *s != '\0'; s++) {
 		if (*s == '\\' || *s == '"')
-			stats_buf_printf(b, "\\%c", *s);
+			util_buf_printf(b, "\\%c", *s);
 		else if (*s == '\n')
-			stats_buf_add(b, "\\n", 2);
+			util_buf_add(b, "\\n", 2);
 		else
-			stats_buf_add(b, s, 1);
+			util_buf_add(b, s, 1);
 	}
 }
 
 /* Append "# HELP" and "# TYPE" of a family. */
 static void
-stats_prom_family(struct stats_buf *b, const char *name, const char *type,
+stats_prom_family(struct util_buf *b, const char *name, const char *type,
     const char *help)
 {
-	stats_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+	util_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
 	    type);
 }
 
 /* Append "NAME{upstream="U"" without the closing brace. */
 static void
-stats_prom_series(struct stats_buf *b, const char *name, const char *up)
+stats_prom_series(struct util_buf *b, const char *name, const char *up)
 {
-	stats_buf_printf(b, "%s{upstream=\"", name);
+	util_buf_printf(b, "%s{upstream=\"", name);
 	stats_prom_label(b, up);
-	stats_buf_add(b, "\"", 1);
+	util_buf_add(b, "\"", 1);
 }
 
 /* Append the connect-duration histogram of every upstream. */
 static void
-stats_prom_histogram(struct stats_buf *b, const struct stats_upstream *ups,
+stats_prom_histogram(struct util_buf *b, const struct stats_upstream *ups,
     size_t n)
 {
 	static const char name[] =
@@ -466,7 +411,7 @@ stats_prom_histogram(struct stats_buf *b, const struct stats_upstream *ups,
 			    "circuitproxy_upstream_connect_"
 			    "duration_seconds_bucket",
 			    ups[i].name);
-			stats_buf_printf(b, ",le=\"%s\"} %" PRIu64 "\n",
+			util_buf_printf(b, ",le=\"%s\"} %" PRIu64 "\n",
 			    k < STATS_HIST_BUCKETS ? stats_hist_le[k] : "+Inf",
 			    cum);
 		}
@@ -474,19 +419,19 @@ stats_prom_histogram(struct stats_buf *b, const struct stats_upstream *ups,
 		    "circuitproxy_upstream_connect_duration_"
 		    "seconds_sum",
 		    ups[i].name);
-		stats_buf_printf(b, "} %" PRIu64 ".%06" PRIu64 "\n",
+		util_buf_printf(b, "} %" PRIu64 ".%06" PRIu64 "\n",
 		    ups[i].hist_sum_us / 1000000, ups[i].hist_sum_us % 1000000);
 		stats_prom_series(b,
 		    "circuitproxy_upstream_connect_duration_"
 		    "seconds_count",
 		    ups[i].name);
-		stats_buf_printf(b, "} %" PRIu64 "\n", cum);
+		util_buf_printf(b, "} %" PRIu64 "\n", cum);
 	}
 }
 
 /* The pool families of /metrics, each series labelled pool="NAME". */
 static void
-stats_prom_pools(struct stats_buf *b, const struct stats_pool *ps, size_t n)
+stats_prom_pools(struct util_buf *b, const struct stats_pool *ps, size_t n)
 {
 	static const struct {
 		const char *name, *type, *help;
@@ -512,16 +457,16 @@ stats_prom_pools(struct stats_buf *b, const struct stats_pool *ps, size_t n)
 			    : f == 1 ? ps[i].rejected_total
 			    : f == 2 ? ps[i].retried_total
 				     : ps[i].admitting;
-			stats_buf_printf(b, "%s{pool=\"", fam[f].name);
+			util_buf_printf(b, "%s{pool=\"", fam[f].name);
 			stats_prom_label(b, ps[i].name);
-			stats_buf_printf(b, "\"} %" PRIu64 "\n", v);
+			util_buf_printf(b, "\"} %" PRIu64 "\n", v);
 		}
 	}
 }
 
 /* Append the /metrics text. */
 void
-stats_prometheus(struct stats_buf *b, const struct stats_info *info,
+stats_prometheus(struct util_buf *b, const struct stats_info *info,
     const struct stats_upstream *ups, size_t n)
 {
 	const struct stats_counter *c;
@@ -530,14 +475,14 @@ stats_prometheus(struct stats_buf *b, const struct stats_info *info,
 
 	stats_prom_family(b, "circuitproxy_build_info", "gauge",
 	    "The running version, always 1.");
-	stats_buf_printf(b, "circuitproxy_build_info{version=\"");
+	util_buf_printf(b, "circuitproxy_build_info{version=\"");
 	stats_prom_label(b, info->version);
-	stats_buf_printf(b, "\"} 1\n");
+	util_buf_printf(b, "\"} 1\n");
 	stats_prom_family(b, "circuitproxy_uptime_seconds", "gauge",
 	    "Seconds since the daemon started.");
-	stats_buf_printf(b, "circuitproxy_uptime_seconds ");
+	util_buf_printf(b, "circuitproxy_uptime_seconds ");
 	stats_seconds(b, (int64_t)info->uptime_ms);
-	stats_buf_add(b, "\n", 1);
+	util_buf_add(b, "\n", 1);
 
 	stats_prom_family(b, "circuitproxy_breaker_state", "gauge",
 	    "The circuit's state: 1 for the current one, 0 for the others.");
@@ -545,7 +490,7 @@ stats_prometheus(struct stats_buf *b, const struct stats_info *info,
 		for (s = 0; s < BREAKER_STATE_COUNT; s++) {
 			stats_prom_series(b, "circuitproxy_breaker_state",
 			    ups[i].name);
-			stats_buf_printf(b, ",state=\"%s\"} %d\n",
+			util_buf_printf(b, ",state=\"%s\"} %d\n",
 			    breaker_state_name((enum breaker_state)s),
 			    ups[i].state == (enum breaker_state)s);
 		}
@@ -558,9 +503,9 @@ stats_prometheus(struct stats_buf *b, const struct stats_info *info,
 
 		stats_prom_series(b, "circuitproxy_breaker_retry_after_seconds",
 		    ups[i].name);
-		stats_buf_add(b, "} ", 2);
+		util_buf_add(b, "} ", 2);
 		stats_seconds(b, r < 0 ? 0 : r);
-		stats_buf_add(b, "\n", 1);
+		util_buf_add(b, "\n", 1);
 	}
 	stats_prom_family(b, "circuitproxy_breaker_recovery_timeout_seconds",
 	    "gauge", "The current (or next) open duration.");
@@ -568,9 +513,9 @@ stats_prometheus(struct stats_buf *b, const struct stats_info *info,
 		stats_prom_series(b,
 		    "circuitproxy_breaker_recovery_timeout_seconds",
 		    ups[i].name);
-		stats_buf_add(b, "} ", 2);
+		util_buf_add(b, "} ", 2);
 		stats_seconds(b, (int64_t)ups[i].recovery_timeout_ms);
-		stats_buf_add(b, "\n", 1);
+		util_buf_add(b, "\n", 1);
 	}
 
 	/* Each family: its rows are consecutive in the list. */
@@ -589,9 +534,9 @@ stats_prometheus(struct stats_buf *b, const struct stats_info *info,
 			for (k = first; k < last; k++) {
 				stats_prom_series(b, c->metric, ups[i].name);
 				if (stats_counters[k].label != NULL)
-					stats_buf_printf(b, ",%s",
+					util_buf_printf(b, ",%s",
 					    stats_counters[k].label);
-				stats_buf_printf(b, "} %" PRIu64 "\n",
+				util_buf_printf(b, "} %" PRIu64 "\n",
 				    ups[i].v[k]);
 			}
 		}
@@ -602,7 +547,7 @@ stats_prometheus(struct stats_buf *b, const struct stats_info *info,
 
 /* Append ", 1 pool, 0 without a member" to the STATUS= summary. */
 void
-stats_status_pools(struct stats_buf *b, const struct stats_pool *ps, size_t n)
+stats_status_pools(struct util_buf *b, const struct stats_pool *ps, size_t n)
 {
 	unsigned none = 0;
 	size_t i;
@@ -612,13 +557,13 @@ stats_status_pools(struct stats_buf *b, const struct stats_pool *ps, size_t n)
 	for (i = 0; i < n; i++)
 		if (ps[i].admitting == 0)
 			none++;
-	stats_buf_printf(b, ", %zu pool%s, %u without a member", n,
+	util_buf_printf(b, ", %zu pool%s, %u without a member", n,
 	    n == 1 ? "" : "s", none);
 }
 
 /* Append the STATUS= summary: "3 upstreams, 1 open, 9 rejected, 2 active". */
 void
-stats_status_line(struct stats_buf *b, const struct stats_upstream *ups,
+stats_status_line(struct util_buf *b, const struct stats_upstream *ups,
     size_t n)
 {
 	unsigned open = 0;
@@ -629,14 +574,14 @@ stats_status_line(struct stats_buf *b, const struct stats_upstream *ups,
 		if (ups[i].state == BREAKER_OPEN ||
 		    ups[i].state == BREAKER_FORCED_OPEN)
 			open++;
-	stats_buf_printf(b, "%zu upstream%s, %u open", n, n == 1 ? "" : "s",
+	util_buf_printf(b, "%zu upstream%s, %u open", n, n == 1 ? "" : "s",
 	    open);
 	for (k = 0; k < UC_COUNT; k++) {
 		if (stats_counters[k].status == NULL)
 			continue;
 		for (sum = 0, i = 0; i < n; i++)
 			sum += ups[i].v[k];
-		stats_buf_printf(b, ", %" PRIu64 " %s", sum,
+		util_buf_printf(b, ", %" PRIu64 " %s", sum,
 		    stats_counters[k].status);
 	}
 }

@@ -14,6 +14,7 @@
 
 #include "addr.h"
 #include "breaker.h"
+#include "util.h"
 
 /*
  * Every counter and gauge of an upstream, once. This list makes the enum
@@ -176,16 +177,6 @@ struct stats_pool {
 	int64_t retry_after_ms; /* soonest of its members when none admits; -1 */
 };
 
-/* A growing text buffer; the renderers append to it. */
-struct stats_buf {
-	char *p;
-	size_t len, cap;
-};
-
-void stats_buf_printf(struct stats_buf *, const char *, ...)
-    __attribute__((format(printf, 2, 3)));
-void stats_buf_free(struct stats_buf *);
-
 /*
  * Copy a breaker snapshot in; wall_offset_ms turns its monotonic times into
  * unix milliseconds (wall clock minus monotonic clock, both now).
@@ -194,11 +185,11 @@ void stats_from_breaker(struct stats_upstream *, const struct breaker_stats *,
     int64_t wall_offset_ms);
 
 /* Append a string as a JSON string literal (quoted, escaped). */
-void stats_json_string(struct stats_buf *, const char *);
+void stats_json_string(struct util_buf *, const char *);
 /* Append one upstream's STATS object. */
-void stats_json_upstream(struct stats_buf *, const struct stats_upstream *);
+void stats_json_upstream(struct util_buf *, const struct stats_upstream *);
 /* Append the /stats document. */
-void stats_json(struct stats_buf *, const struct stats_info *,
+void stats_json(struct util_buf *, const struct stats_info *,
     const struct stats_upstream *, size_t n);
 /*
  * Fill in a pool's admitting and retry_after from its members' figures
@@ -207,15 +198,15 @@ void stats_json(struct stats_buf *, const struct stats_info *,
 void stats_pool_members(struct stats_pool *, const struct stats_upstream *,
     size_t n);
 /* Append one pool's POOLSTATS object. */
-void stats_json_pool(struct stats_buf *, const struct stats_pool *);
+void stats_json_pool(struct util_buf *, const struct stats_pool *);
 /* Append the /metrics text (Prometheus exposition format 0.0.4). */
-void stats_prometheus(struct stats_buf *, const struct stats_info *,
+void stats_prometheus(struct util_buf *, const struct stats_info *,
     const struct stats_upstream *, size_t n);
 /* Append ", 1 pool, 0 without a member" to the STATUS= summary (none: nothing). */
-void stats_status_pools(struct stats_buf *, const struct stats_pool *,
+void stats_status_pools(struct util_buf *, const struct stats_pool *,
     size_t n);
 /* Append the STATUS= summary: "3 upstreams, 1 open, 9 rejected, 2 active". */
-void stats_status_line(struct stats_buf *, const struct stats_upstream *,
+void stats_status_line(struct util_buf *, const struct stats_upstream *,
     size_t n);
 
 #endif

@@ -85,6 +85,60 @@ util_timeval(struct timeval *tv, uint64_t ms)
 	return tv;
 }
 
+/* Make room for n more bytes (and a NUL). */
+static void
+util_buf_grow(struct util_buf *b, size_t n)
+{
+	if (b->len + n + 1 <= b->cap)
+		return;
+	while (b->len + n + 1 > b->cap)
+		b->cap = b->cap == 0 ? 256 : b->cap * 2;
+	b->p = xrealloc(b->p, b->cap);
+}
+
+/* Append bytes as they are. */
+void
+util_buf_add(struct util_buf *b, const void *s, size_t n)
+{
+	util_buf_grow(b, n);
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+/* Append formatted text: formatted once when it fits, as it mostly does. */
+void
+util_buf_printf(struct util_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	size_t room;
+	int n;
+
+	util_buf_grow(b, 128);
+	room = b->cap - b->len;
+	va_start(ap, fmt);
+	n = vsnprintf(b->p + b->len, room, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatalx("util: bad format %s", fmt);
+	if ((size_t)n >= room) {
+		util_buf_grow(b, (size_t)n);
+		va_start(ap, fmt);
+		vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+	}
+	b->len += (size_t)n;
+}
+
+/* Free a buffer's memory; it can be used again, empty. */
+void
+util_buf_free(struct util_buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
 /* Allocate or die: running out of memory is not a state we can serve from. */
 void *
 xmalloc(size_t n)

@@ -81,7 +81,7 @@ snap_db(struct stats_upstream *su, struct addr *listen)
 
 START_TEST(test_json_upstream)
 {
-	struct stats_buf b = { NULL, 0, 0 };
+	struct util_buf b = { NULL, 0, 0 };
 	struct stats_upstream su;
 	struct addr l[2];
 
@@ -112,13 +112,13 @@ START_TEST(test_json_upstream)
 	    "\"reason\":\"consecutive_failures\"},"
 	    "{\"at\":1699999990.000,\"from\":\"half_open\",\"to\":\"closed\","
 	    "\"reason\":\"trials_succeeded\"}]}");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 }
 END_TEST
 
 START_TEST(test_json_document)
 {
-	struct stats_buf b = { NULL, 0, 0 };
+	struct util_buf b = { NULL, 0, 0 };
 	struct stats_upstream su[2];
 	struct stats_info info = { "0.1.0", 61005, NULL, 0 };
 	struct addr l[1];
@@ -146,21 +146,21 @@ START_TEST(test_json_document)
 	    "\"listen\":[\"[::1]:5432\"],"
 	    "\"server\":\"unix:/run/postgresql/.s.PGSQL.5432\","
 	    "\"backup\":null,\"transitions\":[]}},\"pools\":{}}\n");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 
 	/* No upstream at all is still a document. */
 	stats_json(&b, &info, su, 0);
 	ck_assert_str_eq(b.p,
 	    "{\"version\":\"0.1.0\",\"uptime_s\":61.005,\"upstreams\":{},"
 	    "\"pools\":{}}\n");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 }
 END_TEST
 
 /* retry_after: open and forced_open with a lifetime have one; no others. */
 START_TEST(test_json_retry_after)
 {
-	struct stats_buf b = { NULL, 0, 0 };
+	struct util_buf b = { NULL, 0, 0 };
 	struct stats_upstream su;
 	struct addr l[1];
 
@@ -169,40 +169,40 @@ START_TEST(test_json_retry_after)
 	su.retry_after_ms = -1;
 	stats_json_upstream(&b, &su);
 	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":null,"));
-	stats_buf_free(&b);
+	util_buf_free(&b);
 	su.retry_after_ms = 999;
 	stats_json_upstream(&b, &su);
 	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":0.999,"));
-	stats_buf_free(&b);
+	util_buf_free(&b);
 	su.state = BREAKER_HALF_OPEN;
 	su.retry_after_ms = 0;
 	stats_json_upstream(&b, &su);
 	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":null,"));
-	stats_buf_free(&b);
+	util_buf_free(&b);
 	su.state = BREAKER_FORCED_CLOSED;
 	su.retry_after_ms = 5000;
 	su.expires_in_ms = 4200;
 	stats_json_upstream(&b, &su);
 	ck_assert_ptr_nonnull(
 	    strstr(b.p, "\"retry_after\":null,\"expires_in\":4.200,"));
-	stats_buf_free(&b);
+	util_buf_free(&b);
 }
 END_TEST
 
 /* Strings: quotes, backslashes and control characters are escaped. */
 START_TEST(test_json_string)
 {
-	struct stats_buf b = { NULL, 0, 0 };
+	struct util_buf b = { NULL, 0, 0 };
 
 	stats_json_string(&b, "a\"b\\c\nd\te\x01\x7f/é");
 	ck_assert_str_eq(b.p, "\"a\\\"b\\\\c\\nd\\te\\u0001\\u007f/é\"");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 }
 END_TEST
 
 START_TEST(test_prometheus)
 {
-	struct stats_buf b = { NULL, 0, 0 };
+	struct util_buf b = { NULL, 0, 0 };
 	struct stats_upstream su[2];
 	struct stats_info info = { "0.1.0", 61005, NULL, 0 };
 	struct addr l1[2], l2[1];
@@ -232,13 +232,13 @@ START_TEST(test_prometheus)
 	    "metrics differ from tests/unit/stats_metrics.txt; see "
 	    "stats_metrics.got");
 	free(want);
-	stats_buf_free(&b);
+	util_buf_free(&b);
 }
 END_TEST
 
 START_TEST(test_status_line)
 {
-	struct stats_buf b = { NULL, 0, 0 };
+	struct util_buf b = { NULL, 0, 0 };
 	struct stats_upstream su[2];
 	struct addr l1[2], l2[1];
 
@@ -246,14 +246,14 @@ START_TEST(test_status_line)
 	snap_db(&su[1], l2);
 	stats_status_line(&b, su, 2);
 	ck_assert_str_eq(b.p, "2 upstreams, 1 open, 1450 rejected, 3 active");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 	stats_status_line(&b, &su[1], 1);
 	ck_assert_str_eq(b.p, "1 upstream, 0 open, 0 rejected, 0 active");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 	su[1].state = BREAKER_FORCED_OPEN;
 	stats_status_line(&b, su, 2);
 	ck_assert_str_eq(b.p, "2 upstreams, 2 open, 1450 rejected, 3 active");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 }
 END_TEST
 
@@ -264,7 +264,7 @@ END_TEST
  */
 START_TEST(test_pool)
 {
-	struct stats_buf b = { NULL, 0, 0 };
+	struct util_buf b = { NULL, 0, 0 };
 	struct stats_upstream su[2];
 	struct addr l1[2], l2[1], pl[1];
 	char *members[] = { "api", "db", "gone" };
@@ -287,10 +287,10 @@ START_TEST(test_pool)
 	    "\"listen\":[\"127.0.0.1:80\"],\"clients_total\":10,"
 	    "\"rejected_total\":2,\"retried_total\":3,"
 	    "\"active_connections\":1,\"admitting\":1,\"retry_after\":null}");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 	stats_status_pools(&b, &sp, 1);
 	ck_assert_str_eq(b.p, ", 1 pool, 0 without a member");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 
 	su[1].state = BREAKER_FORCED_OPEN;
 	su[1].retry_after_ms = 40000;
@@ -305,7 +305,7 @@ START_TEST(test_pool)
 	    "\"clients_total\":10,\"rejected_total\":2,\"retried_total\":3,"
 	    "\"active_connections\":1,\"admitting\":0,"
 	    "\"retry_after\":29.412}}}\n");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 	stats_prometheus(&b, &info, su, 0);
 	ck_assert_ptr_nonnull(strstr(b.p,
 	    "# TYPE circuitproxy_pool_clients_total counter\n"
@@ -317,10 +317,10 @@ START_TEST(test_pool)
 	ck_assert_ptr_nonnull(strstr(b.p,
 	    "# TYPE circuitproxy_pool_admitting_members gauge\n"
 	    "circuitproxy_pool_admitting_members{pool=\"web\"} 0\n"));
-	stats_buf_free(&b);
+	util_buf_free(&b);
 	stats_status_pools(&b, &sp, 1);
 	ck_assert_str_eq(b.p, ", 1 pool, 1 without a member");
-	stats_buf_free(&b);
+	util_buf_free(&b);
 }
 END_TEST
 
