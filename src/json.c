@@ -386,30 +386,45 @@ json_get(const struct json *j, const char *key)
 	return NULL;
 }
 
-/* Print a string with the escapes JSON needs. */
-static void
-json_print_string(FILE *f, const char *s, size_t len)
+/*
+ * Append len bytes as a JSON string literal: quoted, with '"', '\\' and the
+ * control characters escaped; DEL (0x7f) too, which JSON allows raw but a
+ * terminal would act on.
+ */
+void
+json_quote(struct util_buf *b, const char *s, size_t len)
 {
 	unsigned char c;
 	size_t i;
 
-	fputc('"', f);
+	util_buf_add(b, "\"", 1);
 	for (i = 0; i < len; i++) {
 		c = (unsigned char)s[i];
 		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
+			util_buf_printf(b, "\\%c", c);
 		else if (c == '\n')
-			fputs("\\n", f);
+			util_buf_add(b, "\\n", 2);
 		else if (c == '\t')
-			fputs("\\t", f);
+			util_buf_add(b, "\\t", 2);
 		else if (c == '\r')
-			fputs("\\r", f);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
+			util_buf_add(b, "\\r", 2);
+		else if (c < 0x20 || c == 0x7f)
+			util_buf_printf(b, "\\u%04x", c);
 		else
-			fputc(c, f);
+			util_buf_add(b, &s[i], 1);
 	}
-	fputc('"', f);
+	util_buf_add(b, "\"", 1);
+}
+
+/* Print a string with the escapes JSON needs. */
+static void
+json_print_string(FILE *f, const char *s, size_t len)
+{
+	struct util_buf b = { 0 };
+
+	json_quote(&b, s, len);
+	fwrite(b.p, 1, b.len, f);
+	util_buf_free(&b);
 }
 
 /* Print a value at an indentation level. */

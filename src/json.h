@@ -1,7 +1,8 @@
 /*
  * A small JSON reader for circuitproxyctl: the admin endpoint's answers
  * parsed into a tree, looked up by key, and printed again (indented or
- * compact). Numbers keep their text, so printing changes no digit.
+ * compact). Numbers keep their text, so printing changes no digit. Its
+ * string quoting is the one the daemon's JSON is written with too.
  */
 #ifndef CP_JSON_H
 #define CP_JSON_H
@@ -9,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+
+#include "util.h"
 
 /* Deeper nesting than this is refused. */
 #define JSON_DEPTH_MAX 64
@@ -40,5 +43,7 @@ void json_free(struct json *);
 const struct json *json_get(const struct json *, const char *);
 /* Print a value: indented by two spaces per level, or compact; newline ends. */
 void json_print(FILE *, const struct json *, bool compact);
+/* Append len bytes as a quoted, escaped JSON string literal. */
+void json_quote(struct util_buf *, const char *, size_t);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "log.h"
 #include "stats.h"
 #include "util.h"
@@ -78,38 +79,11 @@ stats_from_breaker(struct stats_upstream *su, const struct breaker_stats *st,
 	}
 }
 
-/* Append a string as a JSON string literal. */
-void
+/* Append a NUL-terminated string as a JSON string literal. */
+static void
 stats_json_string(struct util_buf *b, const char *s)
 {
-	const unsigned char *p;
-
-	util_buf_add(b, "\"", 1);
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		switch (*p) {
-		case '"':
-			util_buf_add(b, "\\\"", 2);
-			break;
-		case '\\':
-			util_buf_add(b, "\\\\", 2);
-			break;
-		case '\n':
-			util_buf_add(b, "\\n", 2);
-			break;
-		case '\r':
-			util_buf_add(b, "\\r", 2);
-			break;
-		case '\t':
-			util_buf_add(b, "\\t", 2);
-			break;
-		default:
-			if (*p < 0x20 || *p == 0x7f)
-				util_buf_printf(b, "\\u%04x", *p);
-			else
-				util_buf_add(b, (const char *)p, 1);
-		}
-	}
-	util_buf_add(b, "\"", 1);
+	json_quote(b, s, strlen(s));
 }
 
 /* Append milliseconds (>= 0) as seconds with three decimals. */

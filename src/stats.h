@@ -184,8 +184,6 @@ struct stats_pool {
 void stats_from_breaker(struct stats_upstream *, const struct breaker_stats *,
     int64_t wall_offset_ms);
 
-/* Append a string as a JSON string literal (quoted, escaped). */
-void stats_json_string(struct util_buf *, const char *);
 /* Append one upstream's STATS object. */
 void stats_json_upstream(struct util_buf *, const struct stats_upstream *);
 /* Append the /stats document. */

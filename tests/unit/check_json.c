@@ -43,7 +43,8 @@ START_TEST(test_values)
 	    "\"upstreams\": {\"api\": {\"state\": \"open\", \"retry_after\": "
 	    "29.412, \"backup\": null, \"dry\": false, \"on\": true, "
 	    "\"listen\": [\"127.0.0.1:8080\", \"[::1]:8080\"], \"big\": "
-	    "18446744073709551615, \"neg\": -0.5e-3, \"e\": [] , \"o\": {}}}} ");
+	    "18446744073709551615, \"neg\": -0.5e-3, \"e\": [] , \"o\": "
+	    "{}}}} ");
 	const struct json *api, *v;
 
 	ck_assert_int_eq(j->type, JSON_OBJECT);
@@ -127,6 +128,30 @@ START_TEST(test_print)
 	ck_assert_str_eq(out, "7\n");
 	free(out);
 	json_free(j);
+}
+END_TEST
+
+/* Quoting: quotes, backslashes, control characters, DEL and NUL escaped. */
+START_TEST(test_quote)
+{
+	struct util_buf b = { 0 };
+	struct json *j;
+	char *out;
+
+	json_quote(&b, "a\"b\\c\nd\te\r\x01\x1f\x7f/\xc3\xa9\0z", 18);
+	ck_assert_str_eq(b.p,
+	    "\"a\\\"b\\\\c\\nd\\te\\r\\u0001\\u001f\\u007f/\xc3\xa9\\u0000z\"");
+	j = parse_ok(b.p);
+	ck_assert_uint_eq(j->len, 18);
+	ck_assert_mem_eq(j->text, "a\"b\\c\nd\te\r\x01\x1f\x7f/\xc3\xa9\0z",
+	    18);
+	out = print(j, true);
+	ck_assert_str_eq(out,
+	    "\"a\\\"b\\\\c\\nd\\te\\r\\u0001\\u001f\\u007f/"
+	    "\xc3\xa9\\u0000z\"\n");
+	free(out);
+	json_free(j);
+	util_buf_free(&b);
 }
 END_TEST
 
@@ -220,7 +245,9 @@ json_suite(void)
 	tcase_add_test(tc, test_values);
 	tcase_add_test(tc, test_strings);
 	tcase_add_test(tc, test_print);
-	tcase_add_loop_test(tc, test_bad, 0, (int)(sizeof(bad) / sizeof(bad[0])));
+	tcase_add_test(tc, test_quote);
+	tcase_add_loop_test(tc, test_bad, 0,
+	    (int)(sizeof(bad) / sizeof(bad[0])));
 	tcase_add_test(tc, test_depth);
 	tcase_add_test(tc, test_embedded_nul);
 	suite_add_tcase(s, tc);

@@ -189,17 +189,6 @@ START_TEST(test_json_retry_after)
 }
 END_TEST
 
-/* Strings: quotes, backslashes and control characters are escaped. */
-START_TEST(test_json_string)
-{
-	struct util_buf b = { NULL, 0, 0 };
-
-	stats_json_string(&b, "a\"b\\c\nd\te\x01\x7f/é");
-	ck_assert_str_eq(b.p, "\"a\\\"b\\\\c\\nd\\te\\u0001\\u007f/é\"");
-	util_buf_free(&b);
-}
-END_TEST
-
 START_TEST(test_prometheus)
 {
 	struct util_buf b = { NULL, 0, 0 };
@@ -446,7 +435,6 @@ stats_suite(void)
 	tcase_add_test(tc, test_json_upstream);
 	tcase_add_test(tc, test_json_document);
 	tcase_add_test(tc, test_json_retry_after);
-	tcase_add_test(tc, test_json_string);
 	tcase_add_test(tc, test_prometheus);
 	tcase_add_test(tc, test_status_line);
 	tcase_add_test(tc, test_hist_bucket);
