@@ -27,15 +27,12 @@ const struct stats_counter stats_counters[UC_COUNT] = {
 #undef STATS_COUNTER_ROW
 };
 
-const uint64_t stats_hist_bounds_us[STATS_HIST_BUCKETS] = { 500, 1000, 2500,
-	5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
-	5000000 };
-
-/* The same bounds as Prometheus "le" labels, in seconds. */
-static const char *const stats_hist_le[STATS_HIST_BUCKETS] = { "0.0005",
-	"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
-	"0.5", "1", "2.5", "5" };
 /* clang-format on */
+
+/* The upper bounds of the histogram's finite buckets, in microseconds. */
+static const uint64_t stats_hist_bounds_us[STATS_HIST_BUCKETS] = { 500, 1000,
+	2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
+	2500000, 5000000 };
 
 /* The bucket a connect of us microseconds falls in. */
 unsigned
@@ -364,6 +361,27 @@ stats_prom_series(struct util_buf *b, const char *name, const char *up)
 	util_buf_add(b, "\"", 1);
 }
 
+/* Append bucket k's Prometheus "le" label: its bound in seconds, or +Inf. */
+static void
+stats_prom_le(struct util_buf *b, unsigned k)
+{
+	char frac[8];
+	uint64_t us;
+	size_t n;
+
+	if (k >= STATS_HIST_BUCKETS) {
+		util_buf_printf(b, ",le=\"+Inf\"");
+		return;
+	}
+	us = stats_hist_bounds_us[k];
+	snprintf(frac, sizeof(frac), ".%06" PRIu64, us % 1000000);
+	for (n = strlen(frac); frac[n - 1] == '0'; n--)
+		frac[n - 1] = '\0';
+	if (n == 1)
+		frac[0] = '\0';
+	util_buf_printf(b, ",le=\"%" PRIu64 "%s\"", us / 1000000, frac);
+}
+
 /* Append the connect-duration histogram of every upstream. */
 static void
 stats_prom_histogram(struct util_buf *b, const struct stats_upstream *ups,
@@ -385,9 +403,8 @@ stats_prom_histogram(struct util_buf *b, const struct stats_upstream *ups,
 			    "circuitproxy_upstream_connect_"
 			    "duration_seconds_bucket",
 			    ups[i].name);
-			util_buf_printf(b, ",le=\"%s\"} %" PRIu64 "\n",
-			    k < STATS_HIST_BUCKETS ? stats_hist_le[k] : "+Inf",
-			    cum);
+			stats_prom_le(b, k);
+			util_buf_printf(b, "} %" PRIu64 "\n", cum);
 		}
 		stats_prom_series(b,
 		    "circuitproxy_upstream_connect_duration_"

@@ -120,11 +120,10 @@ struct stats_counter {
 extern const struct stats_counter stats_counters[UC_COUNT];
 
 /*
- * The connect-duration histogram: upper bounds in microseconds of its
- * finite buckets (SPEC.md 7); one more bucket counts what lies above.
+ * The connect-duration histogram: this many finite buckets (their bounds,
+ * SPEC.md 7, are in stats.c); one more bucket counts what lies above.
  */
 #define STATS_HIST_BUCKETS 13
-extern const uint64_t stats_hist_bounds_us[STATS_HIST_BUCKETS];
 /* The bucket a connect of us microseconds falls in (STATS_HIST_BUCKETS: +Inf). */
 unsigned stats_hist_bucket(uint64_t us);
 
