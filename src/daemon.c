@@ -1018,9 +1018,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	d->reload_done_ev = event_new(d->base, -1, 0, daemon_reload_done_cb, d);
 	d->summary_ev =
 	    event_new(d->base, -1, EV_PERSIST, daemon_summary_cb, d);
-	tv.tv_sec = 1;
-	tv.tv_usec = 0;
-	event_add(d->summary_ev, &tv);
+	event_add(d->summary_ev, util_timeval(&tv, 1000));
 	if ((wd = notify_watchdog_usec()) != 0) {
 		/* Each loop shows it turns four times per ping at least. */
 		d->watchdog_seen =
@@ -1030,9 +1028,7 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 			    wd / 8 / 1000 > 0 ? wd / 8 / 1000 : 1);
 		d->watchdog_ev =
 		    event_new(d->base, -1, EV_PERSIST, daemon_watchdog_cb, d);
-		tv.tv_sec = (time_t)(wd / 2 / 1000000);
-		tv.tv_usec = (suseconds_t)(wd / 2 % 1000000);
-		event_add(d->watchdog_ev, &tv);
+		event_add(d->watchdog_ev, util_timeval(&tv, wd / 2 / 1000));
 	}
 
 	if (pidfile != NULL) {

@@ -452,12 +452,12 @@ static void
 listener_slot_pause(struct listener_slot *s, int error)
 {
 	char owner[UPSTREAM_NAME_MAX + 16];
-	struct timeval tv = { 0, LISTENER_PAUSE_MS * 1000 };
+	struct timeval tv;
 
 	if (s->accept_ev == NULL)
 		return;
 	event_del(s->accept_ev);
-	event_add(s->resume_ev, &tv);
+	event_add(s->resume_ev, util_timeval(&tv, LISTENER_PAUSE_MS));
 	if (error != EINVAL &&
 	    listener_log_once_a_second(&listener_shortage_logged))
 		log_errorx("event=accept_paused %s addr=%s error=%s "
