@@ -79,10 +79,28 @@ addr_looks_ipv4(const char *host)
 	return host[strspn(host, "0123456789.")] == '\0';
 }
 
-/* Resolve a host (literal or name) into a->ss; the port is set later. */
+/* Is this a host name as DNS writes it (letters, digits, '-', '_', '.')? */
 static int
-addr_resolve(const char *s, const char *host, int v6only, struct addr *a,
-    char **cause)
+addr_valid_name(const char *host)
+{
+	size_t n = strlen(host);
+
+	if (n == 0 || n > 253 || host[0] == '.' || host[0] == '-' ||
+	    strstr(host, "..") != NULL)
+		return 0;
+	return strspn(host,
+		   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		   "0123456789-_.") == n;
+}
+
+/*
+ * Resolve a host (literal or name) into a->ss; the port is set later. With
+ * ADDR_KEEP_NAME a name is kept for the resolver; with ADDR_NUMERIC it is an
+ * error.
+ */
+static int
+addr_resolve(const char *s, const char *host, int v6only, int flags,
+    struct addr *a, char **cause)
 {
 	struct addrinfo hints, *res;
 	int error;
@@ -97,6 +115,23 @@ addr_resolve(const char *s, const char *host, int v6only, struct addr *a,
 		sin->sin_family = AF_INET;
 		a->family = AF_INET;
 		a->len = sizeof(*sin);
+		return 0;
+	}
+	if (!v6only && (flags & (ADDR_KEEP_NAME | ADDR_NUMERIC))) {
+		if (flags & ADDR_NUMERIC) {
+			xasprintf(cause,
+			    "invalid address '%s' (expected an IP address, "
+			    "not a host name)",
+			    s);
+			return -1;
+		}
+		if (!addr_valid_name(host)) {
+			xasprintf(cause, "invalid host name in '%s'", s);
+			return -1;
+		}
+		a->name = 1;
+		a->family = AF_UNSPEC;
+		memcpy(a->host, host, strlen(host) + 1);
 		return 0;
 	}
 
@@ -209,14 +244,61 @@ addr_parse(const char *s, int flags, struct addr *a, char **cause)
 	} else if (hlen == 0) {
 		xasprintf(cause, "invalid address '%s': empty host", s);
 		return -1;
-	} else if (addr_resolve(s, host, v6, a, cause) != 0)
+	} else if (addr_resolve(s, host, v6, flags, a, cause) != 0)
 		return -1;
 
+	if (a->name) {
+		a->port = ntohs(port);
+		return 0;
+	}
 	if (a->family == AF_INET)
 		sin->sin_port = port;
 	else
 		((struct sockaddr_in6 *)&a->ss)->sin6_port = port;
 	return 0;
+}
+
+/* Set the port (host order) of an IPv4 or IPv6 address. */
+void
+addr_set_port(struct addr *a, uint16_t port)
+{
+	if (a->family == AF_INET)
+		((struct sockaddr_in *)&a->ss)->sin_port = htons(port);
+	else if (a->family == AF_INET6)
+		((struct sockaddr_in6 *)&a->ss)->sin6_port = htons(port);
+}
+
+/*
+ * Parse a DNS server: IP:PORT, [IPv6]:PORT, or an IP alone (port 53), as
+ * the resolver key lists them. Host names are refused.
+ */
+int
+addr_parse_nameserver(const char *s, struct addr *a, char **cause)
+{
+	char buf[ADDR_TEXT_MAX + 8];
+	const char *colon = strrchr(s, ':');
+
+	if (strlen(s) >= ADDR_TEXT_MAX) {
+		xasprintf(cause, "address longer than %d characters",
+		    ADDR_TEXT_MAX - 1);
+		return -1;
+	}
+	if (strncmp(s, ADDR_UNIX_PREFIX, strlen(ADDR_UNIX_PREFIX)) == 0) {
+		xasprintf(cause,
+		    "invalid address '%s' (expected IP[:PORT] or "
+		    "[IPv6][:PORT])",
+		    s);
+		return -1;
+	}
+	if (colon == NULL)
+		snprintf(buf, sizeof(buf), "%s:53", s);
+	else if (s[0] == '[' && s[strlen(s) - 1] == ']')
+		snprintf(buf, sizeof(buf), "%s:53", s);
+	else if (s[0] != '[' && strchr(s, ':') != colon)
+		snprintf(buf, sizeof(buf), "[%s]:53", s);
+	else
+		snprintf(buf, sizeof(buf), "%s", s);
+	return addr_parse(buf, ADDR_NUMERIC, a, cause);
 }
 
 /* Is this address the IPv4 or IPv6 "any" address? */

@@ -92,7 +92,7 @@ struct breaker {
 static const char *breaker_state_names[] = { "closed", "open", "half_open",
 	"forced_open", "forced_closed" };
 static const char *breaker_error_names[] = { "refused", "timeout",
-	"unreachable", "early_close", "slow", "other" };
+	"unreachable", "early_close", "slow", "dns", "other" };
 static const char *breaker_reason_names[] = { "none", "consecutive_failures",
 	"failure_rate", "half_open_failure", "trials_succeeded", "manual",
 	"expired", "recovery_timeout", "probes_succeeded" };

@@ -24,6 +24,7 @@ enum breaker_error {
 	BREAKER_ERR_UNREACHABLE,
 	BREAKER_ERR_EARLY_CLOSE,
 	BREAKER_ERR_SLOW,
+	BREAKER_ERR_DNS, /* a host-name server with no address yet */
 	BREAKER_ERR_OTHER,
 	BREAKER_ERR_COUNT
 };

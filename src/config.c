@@ -84,6 +84,9 @@ static const struct config_key config_key_table[] = {
 	{ "state_file", CONFIG_SCOPE_GLOBAL, CONFIG_T_STRING, 0,
 	    0, 0, "", G(state_file), 0, NULL,
 	    "where breaker states are kept across restarts" },
+	{ "resolver", CONFIG_SCOPE_GLOBAL, CONFIG_T_RESOLVER,
+	    CONFIG_KEY_REPEATABLE, 0, 0, "", G(resolver), 0, NULL,
+	    "DNS servers for host names; empty = /etc/resolv.conf" },
 
 	{ "listen", CONFIG_SCOPE_UPSTREAM, CONFIG_T_LISTEN,
 	    CONFIG_KEY_RELOADABLE | CONFIG_KEY_NO_DEFAULTS |
@@ -175,6 +178,10 @@ static const struct config_key config_key_table[] = {
 	    CONFIG_KEY_RELOADABLE, 0, 0, "off", U(send_proxy), 0,
 	    config_send_proxies,
 	    "off | v1 | v2: a PROXY protocol header starts each server connection" },
+	{ "resolve_interval", CONFIG_SCOPE_UPSTREAM, CONFIG_T_DURATION,
+	    CONFIG_KEY_RELOADABLE, 0, DURATION_MAX, "30s",
+	    U(resolve_interval_ms), 0, NULL,
+	    "how often a host-name server is resolved again; 0 = at load" },
 
 	{ "listen", CONFIG_SCOPE_POOL, CONFIG_T_LISTEN,
 	    CONFIG_KEY_RELOADABLE | CONFIG_KEY_REPEATABLE, 0, 0, NULL,
@@ -768,6 +775,39 @@ config_members_set(const struct config_key *k, void *base, const char *value,
 }
 
 /*
+ * Add the DNS servers of one resolver line (IP[:PORT], space-separated) to
+ * the list; an empty line empties it.
+ */
+static int
+config_resolver_add(char **list, const char *value, char **cause)
+{
+	char *copy, *tok, *save = NULL, *joined;
+	struct addr a;
+
+	if (value[strspn(value, " \t")] == '\0') {
+		free(*list);
+		*list = NULL;
+		return 0;
+	}
+	copy = xstrdup(value);
+	for (tok = strtok_r(copy, " \t", &save); tok != NULL;
+	    tok = strtok_r(NULL, " \t", &save)) {
+		if (addr_parse_nameserver(tok, &a, cause) != 0) {
+			free(copy);
+			return -1;
+		}
+		if (*list == NULL)
+			joined = xstrdup(a.text);
+		else
+			xasprintf(&joined, "%s %s", *list, a.text);
+		free(*list);
+		*list = joined;
+	}
+	free(copy);
+	return 0;
+}
+
+/*
  * Parse one value into the struct a key lives in (struct config for global
  * keys, struct upstream_conf for upstream ones, struct pool_conf for pool
  * ones). 0, or -1 with *cause.
@@ -880,7 +920,7 @@ config_key_set(const struct config_key *k, void *base, const char *value,
 	case CONFIG_T_MEMBERS:
 		return config_members_set(k, base, value, cause);
 	case CONFIG_T_SERVER:
-		if (addr_parse(value, 0, &a, cause) != 0)
+		if (addr_parse(value, ADDR_KEEP_NAME, &a, cause) != 0)
 			return -1;
 		memcpy(field, &a, sizeof(a));
 		return 0;
@@ -888,6 +928,8 @@ config_key_set(const struct config_key *k, void *base, const char *value,
 		free(*(char **)field);
 		*(char **)field = value[0] == '\0' ? NULL : xstrdup(value);
 		return 0;
+	case CONFIG_T_RESOLVER:
+		return config_resolver_add((char **)field, value, cause);
 	}
 	fatalx("config: key %s has an unknown type", k->name);
 }
@@ -1042,6 +1084,7 @@ config_free(struct config *cfg)
 	free(cfg->admin_token);
 	free(cfg->admin_token_file);
 	free(cfg->state_file);
+	free(cfg->resolver);
 	free(cfg->path);
 	free(cfg->key_line);
 	free(cfg);
@@ -1099,6 +1142,29 @@ config_rule_line(const struct upstream_conf *uc, const struct config_upinfo *ui,
 	int line = la > lb ? la : lb;
 
 	return line != 0 ? line : uc->line;
+}
+
+/* A resolve_interval under a second (but not 0) would flood the DNS server. */
+static void
+config_check_resolve_interval(struct config_parse *cp,
+    const struct upstream_conf *uc, const struct config_upinfo *ui,
+    const int *dseen, bool *told)
+{
+	size_t k = config_key_index("resolve_interval");
+	char buf[32];
+
+	if (uc->resolve_interval_ms == 0 || uc->resolve_interval_ms >= 1000)
+		return;
+	/* Set in [defaults]: said once, there. */
+	if (ui->seen[k] == 0) {
+		if (*told)
+			return;
+		*told = true;
+	}
+	config_error_add(cp->errs, cp->path,
+	    ui->seen[k] != 0 ? ui->seen[k] : dseen[k],
+	    "resolve_interval: '%s' is too short (0, or at least 1s)",
+	    format_duration(uc->resolve_interval_ms, buf, sizeof(buf)));
 }
 
 /* Check the breaker settings of one upstream against each other. */
@@ -1510,6 +1576,7 @@ config_build(struct config_parse *cp)
 	const struct config_section *sec;
 	size_t i, n = 0, np = 0, server = config_key_index("server");
 	size_t listen = config_key_index("listen");
+	bool interval_told = false;
 
 	cfg = xcalloc(1, sizeof(*cfg));
 	cfg->path = xstrdup(cp->path);
@@ -1573,6 +1640,9 @@ config_build(struct config_parse *cp)
 		if (info[i].seen[server] == 0)
 			config_error_add(cp->errs, cp->path, uc->line,
 			    "upstream '%s': 'server' is not set", uc->name);
+		uc->server_line = info[i].seen[server];
+		config_check_resolve_interval(cp, uc, &info[i], dseen,
+		    &interval_told);
 		if (info[i].seen[listen] == 0 && !info[i].backup_of &&
 		    !info[i].member_of)
 			config_error_add(cp->errs, cp->path, uc->line,
@@ -1778,6 +1848,7 @@ config_key_value_in(const char *base, const struct config_key *k, char *buf,
 		break;
 	case CONFIG_T_STRING:
 	case CONFIG_T_BACKUP:
+	case CONFIG_T_RESOLVER:
 		s = *(char *const *)field;
 		if (s != NULL)
 			snprintf(buf, len, "%s",

@@ -38,7 +38,9 @@ struct upstream_conf {
 	struct addr *listen; /* nlisten entries */
 	int *listen_line;    /* the line each listen address is on */
 	size_t nlisten;
-	struct addr server;
+	struct addr server; /* server.name: a host name for the resolver */
+	int server_line;    /* of its server key */
+	uint64_t resolve_interval_ms; /* 0 = only at start and reload */
 	char *backup;	  /* NULL if none */
 	int backup_index; /* index in config->upstreams, or -1 */
 	uint64_t connect_timeout_ms;
@@ -97,6 +99,7 @@ struct config {
 	uint64_t shutdown_timeout_ms;
 	unsigned log_rejects_per_second;
 	char *state_file; /* NULL if unset */
+	char *resolver;	  /* DNS servers "IP:PORT ..."; NULL: the system's */
 	struct upstream_conf *upstreams;
 	size_t nupstreams;
 	int *key_line; /* per [global] key: its line, 0 built in */
@@ -131,6 +134,7 @@ enum config_type {
 	CONFIG_T_SERVER,   /* struct addr */
 	CONFIG_T_BACKUP,   /* another upstream's name; empty = none */
 	CONFIG_T_MEMBERS,  /* char **, space-separated upstream names */
+	CONFIG_T_RESOLVER, /* char *: IP[:PORT] list, repeatable; empty = NULL */
 };
 
 enum config_scope {

@@ -26,6 +26,7 @@
 #include "pool.h"
 #include "log.h"
 #include "notify.h"
+#include "resolve.h"
 #include "state_file.h"
 #include "stats.h"
 #include "upstream.h"
@@ -58,6 +59,7 @@ struct daemon {
 	const char *conf_path;
 	int log_level_override; /* -l, or -1 */
 	struct event_base *base;
+	struct resolve_base *resolver; /* host names (as at start) */
 	const char *pidfile;
 
 	struct upstream **upstreams;
@@ -97,6 +99,9 @@ struct daemon {
 
 static void daemon_reload(struct daemon *);
 static void daemon_upstream_changed(struct upstream *, void *);
+
+/* At start, how long the first answers for host names are waited for. */
+#define DAEMON_RESOLVE_SETTLE_MS 3000
 
 /* Route libevent's own messages into our log. */
 static void
@@ -577,6 +582,8 @@ daemon_reload(struct daemon *d)
 		uc = &conf->upstreams[i];
 		if (!created[i])
 			upstream_set_conf(ups[i], conf, uc, now);
+		else
+			upstream_set_resolver(ups[i], d->resolver);
 		atomic_store(&ups[i]->backup,
 		    uc->backup_index >= 0 ? ups[uc->backup_index] : NULL);
 	}
@@ -869,6 +876,8 @@ daemon_make_upstreams(struct daemon *d, uint64_t now)
 		d->upstreams[i] =
 		    upstream_new(d->base, conf, &conf->upstreams[i],
 			d->nworkers, now, daemon_upstream_changed, d);
+	for (i = 0; i < conf->nupstreams; i++)
+		upstream_set_resolver(d->upstreams[i], d->resolver);
 	for (i = 0; i < conf->nupstreams; i++) {
 		uc = &conf->upstreams[i];
 		if (uc->backup_index >= 0)
@@ -979,7 +988,12 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 	    PACKAGE_VERSION, d->nworkers, conf->nupstreams);
 	daemon_config_check_mode(conf, path);
 
+	if ((d->resolver = resolve_base_new(d->base, conf->resolver, cause)) ==
+	    NULL)
+		goto fail;
 	daemon_make_upstreams(d, now);
+	/* A name that resolves is ready before READY=1 (see resolve.h). */
+	resolve_base_settle(d->resolver, DAEMON_RESOLVE_SETTLE_MS);
 	if (conf->state_file != NULL) {
 		d->state = state_file_new(d->base, conf->state_file,
 		    daemon_running_upstreams, d, cause);
@@ -1140,6 +1154,7 @@ daemon_free(struct daemon *d)
 	if (d->reload_done_ev != NULL)
 		event_free(d->reload_done_ev);
 	state_file_free(d->state);
+	resolve_base_free(d->resolver);
 	if (d->base != NULL)
 		event_base_free(d->base);
 	config_free(d->conf);

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "resolve.h"
 
 /* How long the last log lines may wait for a stalled sink at exit. */
 #define LOG_CLOSE_MS 2000
@@ -150,6 +151,8 @@ main(int argc, char **argv)
 			    "admin_token_file or a credential, or chmod "
 			    "go-r\n",
 			    log_stderr_prefix(LOG_LEVEL_WARNING), path);
+		/* A name that does not resolve is a warning (SPEC 3). */
+		resolve_check(conf, stderr);
 		/* With -T, stdout is the config alone (a valid file). */
 		fprintf(dump ? stderr : stdout, "%s: ok\n", path);
 		if (dump)

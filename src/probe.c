@@ -190,6 +190,11 @@ probe_start(struct probe *p, const struct addr *server,
 	p->slow_connect_ms = slow_connect_ms;
 	p->send_proxy = send_proxy;
 	p->start_ms = util_now_ms();
+	if (server->name) {
+		/* A host name with no address yet (SPEC 3). */
+		probe_end(p, false, BREAKER_ERR_DNS);
+		return;
+	}
 	p->fd = socket(server->family,
 	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (p->fd == -1) {

@@ -29,7 +29,8 @@ struct probe *probe_new(struct event_base *, struct breaker *, const char *name,
 void probe_free(struct probe *);
 /*
  * Start a probe of server if none is in progress and the breaker hands
- * out the half_open slot; the settings are copied. Main thread.
+ * out the half_open slot; the settings are copied. A server that is still
+ * a host name (no address) fails at once as dns. Main thread.
  */
 void probe_start(struct probe *, const struct addr *server,
     uint64_t connect_timeout_ms, uint64_t slow_connect_ms,

@@ -1389,12 +1389,19 @@ relay_shortage(struct relay *r, int error)
 static int
 relay_connect(struct relay *r)
 {
-	const struct addr *sa = &upstream_conf(r->up)->server;
 	struct event_base *base = r->w->base;
+	struct addr addr, *sa = &addr;
 	struct timeval tv;
 	enum breaker_error kind;
 	int on = 1, error;
 
+	if (upstream_server_addr(r->up, sa) != 0) {
+		/* A host name with no address yet: the attempt fails (SPEC 3). */
+		relay_log_fail(r, BREAKER_ERR_DNS, 0);
+		relay_record(r, false, BREAKER_ERR_DNS);
+		relay_close(r, RELAY_END_RESET);
+		return 0;
+	}
 	r->sfd =
 	    socket(sa->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (r->sfd == -1) {

@@ -23,6 +23,7 @@ const struct stats_counter stats_counters[UC_COUNT] = {
 #define STATS_FROM_BR true
 #define STATS_FROM_WK false
 #define STATS_FROM_AC false
+#define STATS_FROM_RS false
 	STATS_COUNTERS(STATS_COUNTER_ROW)
 #undef STATS_COUNTER_ROW
 };
@@ -63,6 +64,7 @@ stats_from_breaker(struct stats_upstream *su, const struct breaker_stats *st,
 #define STATS_COPY_BR(id, field) su->v[UC_##id] = st->field;
 #define STATS_COPY_WK(id, field)
 #define STATS_COPY_AC(id, field)
+#define STATS_COPY_RS(id, field)
 #define STATS_COPY(id, from, field, ...) STATS_COPY_##from(id, field)
 	STATS_COUNTERS(STATS_COPY)
 #undef STATS_COPY

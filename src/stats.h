@@ -24,7 +24,8 @@
  *
  *   id      the name in C (UC_id)
  *   from    BR: copied from struct breaker_stats (field), WK: summed over
- *           the workers' slots, AC: the upstream's count of active relays
+ *           the workers' slots, AC: the upstream's count of active relays,
+ *           RS: the upstream's count of failed host-name lookups
  *   field   the breaker_stats member for BR (else 0)
  *   group   the JSON object it sits in (consecutive rows share it), or NULL
  *   json    its JSON key
@@ -65,6 +66,8 @@ X(failures_early_close, BR, failures_by_error[BREAKER_ERR_EARLY_CLOSE], "failure
   "circuitproxy_upstream_failures_total", "error=\"early_close\"", counter, KEPT, NULL, NULL) \
 X(failures_slow, BR, failures_by_error[BREAKER_ERR_SLOW], "failures_by_error", "slow", \
   "circuitproxy_upstream_failures_total", "error=\"slow\"", counter, KEPT, NULL, NULL) \
+X(failures_dns, BR, failures_by_error[BREAKER_ERR_DNS], "failures_by_error", "dns", \
+  "circuitproxy_upstream_failures_total", "error=\"dns\"", counter, KEPT, NULL, NULL) \
 X(failures_other, BR, failures_by_error[BREAKER_ERR_OTHER], "failures_by_error", "other", \
   "circuitproxy_upstream_failures_total", "error=\"other\"", counter, KEPT, NULL, NULL) \
 X(rejected_total, BR, rejected_total, NULL, "rejected_total", \
@@ -95,7 +98,10 @@ X(bytes_sent_total, WK, 0, NULL, "bytes_sent_total", \
   "Bytes relayed from clients to the server.") \
 X(bytes_received_total, WK, 0, NULL, "bytes_received_total", \
   "circuitproxy_upstream_received_bytes_total", NULL, counter, KEPT, NULL, \
-  "Bytes relayed from the server to clients.")
+  "Bytes relayed from the server to clients.") \
+X(resolve_errors_total, RS, 0, NULL, "resolve_errors_total", \
+  "circuitproxy_upstream_resolve_errors_total", NULL, counter, KEPT, NULL, \
+  "Failed lookups of the server's host name.")
 
 enum upstream_counter {
 #define STATS_COUNTER_ENUM(id, ...) UC_##id,

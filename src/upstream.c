@@ -1,6 +1,7 @@
 /*
  * A running upstream: its breaker, per-worker counters, the breaker's timer
- * on the main thread, the state log lines and the reject-log limiter.
+ * on the main thread, the state log lines, the reject-log limiter, and the
+ * server's addresses (a host name's kept current by its resolve).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 
 #include "log.h"
 #include "probe.h"
+#include "resolve.h"
 #include "upstream.h"
 #include "util.h"
 
@@ -105,9 +107,13 @@ upstream_tick(struct upstream *up, uint64_t now)
 	breaker_tick(up->breaker, now);
 	/* A no-op unless half_open with no probe out (the breaker decides). */
 	if (up->probe != NULL &&
-	    uc->breaker.recovery_probe == BREAKER_PROBE_CONNECT)
-		probe_start(up->probe, &uc->server, uc->connect_timeout_ms,
-		    uc->slow_connect_ms, uc->send_proxy);
+	    uc->breaker.recovery_probe == BREAKER_PROBE_CONNECT) {
+		struct addr sa;
+
+		probe_start(up->probe,
+		    upstream_server_addr(up, &sa) == 0 ? &sa : &uc->server,
+		    uc->connect_timeout_ms, uc->slow_connect_ms, uc->send_proxy);
+	}
 	next = breaker_next_deadline(up->breaker);
 	if (next == 0)
 		evtimer_del(up->tick_ev);
@@ -160,6 +166,99 @@ upstream_tick_cb(evutil_socket_t fd, short what, void *arg)
 		up->changed_cb(up, up->changed_arg);
 }
 
+/* Replace the address set (main thread); workers copy from it. */
+static void
+upstream_addrs_set(struct upstream *up, const struct addr *addrs, size_t n)
+{
+	struct addr *copy = NULL, *old;
+
+	if (n > 0) {
+		copy = xcalloc(n, sizeof(*copy));
+		memcpy(copy, addrs, n * sizeof(*copy));
+	}
+	pthread_mutex_lock(&up->addr_lock);
+	old = up->addrs;
+	up->addrs = copy;
+	up->naddrs = n;
+	pthread_mutex_unlock(&up->addr_lock);
+	free(old);
+}
+
+/* The address for this attempt, in rotation; -1 if there is none. */
+int
+upstream_server_addr(struct upstream *up, struct addr *out)
+{
+	int rc = -1;
+
+	pthread_mutex_lock(&up->addr_lock);
+	if (up->naddrs > 0) {
+		*out = up->addrs[up->addr_next++ % up->naddrs];
+		rc = 0;
+	}
+	pthread_mutex_unlock(&up->addr_lock);
+	return rc;
+}
+
+/*
+ * News from the name's lookups: a new set is used at once; a failure is
+ * counted and keeps the set, unless the name is new (changed by a reload)
+ * and this is its first answer.
+ */
+static void
+upstream_resolved(void *arg, enum resolve_news news, const struct addr *addrs,
+    size_t n)
+{
+	struct upstream *up = arg;
+
+	if (news == RESOLVE_FAILED)
+		atomic_fetch_add(&up->resolve_errors, 1);
+	if (news == RESOLVE_CHANGED || up->resolve_fresh)
+		upstream_addrs_set(up, addrs, n);
+	up->resolve_fresh = false;
+}
+
+/*
+ * Follow the server of a new config section (old: the previous one, or
+ * NULL): a literal address is used at once; a new host name is looked up,
+ * the addresses in use kept until its first answer.
+ */
+static void
+upstream_server_follow(struct upstream *up, const struct upstream_conf *old,
+    const struct upstream_conf *uc)
+{
+	if (!uc->server.name) {
+		resolve_free(up->resolve);
+		up->resolve = NULL;
+		if (old == NULL || old->server.name ||
+		    strcmp(old->server.text, uc->server.text) != 0)
+			upstream_addrs_set(up, &uc->server, 1);
+		return;
+	}
+	if (up->resolve != NULL && old != NULL && old->server.name &&
+	    strcmp(old->server.text, uc->server.text) == 0) {
+		resolve_set_interval(up->resolve, uc->resolve_interval_ms);
+		return;
+	}
+	resolve_free(up->resolve);
+	up->resolve = NULL;
+	if (old == NULL || up->resolver == NULL)
+		upstream_addrs_set(up, NULL, 0);
+	if (up->resolver == NULL)
+		return;
+	up->resolve_fresh = true;
+	up->resolve = resolve_new(up->resolver, up->name, &uc->server,
+	    uc->resolve_interval_ms, upstream_resolved, up);
+}
+
+/* Look the server's host name up with this resolver from now on. */
+void
+upstream_set_resolver(struct upstream *up, struct resolve_base *rb)
+{
+	up->resolver = rb;
+	if (upstream_conf(up)->server.name)
+		upstream_server_follow(up, NULL, upstream_conf(up));
+}
+
 /* Create the running upstream for a config section; cb hears of changes. */
 struct upstream *
 upstream_new(struct event_base *base, const struct config *conf,
@@ -189,6 +288,9 @@ upstream_new(struct event_base *base, const struct config *conf,
 	atomic_init(&up->active, 0);
 	atomic_init(&up->refs, 0);
 	pthread_mutex_init(&up->rl_lock, NULL);
+	pthread_mutex_init(&up->addr_lock, NULL);
+	atomic_init(&up->resolve_errors, 0);
+	upstream_server_follow(up, NULL, uc);
 	up->rl_since_ms = now;
 	if (base != NULL) {
 		up->tick_ev = evtimer_new(base, upstream_tick_cb, up);
@@ -207,8 +309,11 @@ upstream_free(struct upstream *up)
 	if (up->tick_ev != NULL)
 		event_free(up->tick_ev);
 	probe_free(up->probe);
+	resolve_free(up->resolve);
 	breaker_free(up->breaker);
 	pthread_mutex_destroy(&up->rl_lock);
+	pthread_mutex_destroy(&up->addr_lock);
+	free(up->addrs);
 	free(up->counters);
 	free(up);
 }
@@ -218,8 +323,11 @@ void
 upstream_set_conf(struct upstream *up, const struct config *conf,
     const struct upstream_conf *uc, uint64_t now)
 {
+	const struct upstream_conf *old = upstream_conf(up);
+
 	atomic_store_explicit(&up->conf, uc, memory_order_release);
 	atomic_store(&up->log_rejects_per_second, conf->log_rejects_per_second);
+	upstream_server_follow(up, old, uc);
 	breaker_reconfigure(up->breaker, &uc->breaker, now);
 }
 
@@ -256,6 +364,8 @@ upstream_snapshot(struct upstream *up, uint64_t now, int64_t wall_offset_ms,
 	}
 	su->v[UC_active_connections] =
 	    atomic_load_explicit(&up->active, memory_order_relaxed);
+	su->v[UC_resolve_errors_total] =
+	    atomic_load_explicit(&up->resolve_errors, memory_order_relaxed);
 }
 
 /*

@@ -19,6 +19,8 @@
 struct event;
 struct event_base;
 struct probe;
+struct resolve;
+struct resolve_base;
 struct upstream;
 
 /* Told on the main thread after the upstream's breaker changed state. */
@@ -67,6 +69,20 @@ struct upstream {
 	_Atomic bool tick_wanted; /* a wake-up since upstream_tick() looked */
 	struct probe *probe;	  /* main thread: recovery_probe = connect */
 
+	/*
+	 * The server's addresses, used in rotation: the literal address, or
+	 * the host name's last good answer (none yet: attempts fail as dns).
+	 * Written on the main thread, copied out by workers, under addr_lock.
+	 */
+	pthread_mutex_t addr_lock;
+	struct addr *addrs;
+	size_t naddrs;
+	size_t addr_next;
+	struct resolve_base *resolver; /* main thread; NULL: none */
+	struct resolve *resolve;       /* main thread: the name's lookups */
+	bool resolve_fresh;	       /* no answer yet since the name changed */
+	_Atomic uint64_t resolve_errors;
+
 	_Atomic unsigned active;	    /* open relays, all workers */
 	_Atomic unsigned refs;		    /* relays pointing here */
 	struct upstream_counters *counters; /* one per worker */
@@ -88,6 +104,14 @@ struct upstream *upstream_new(struct event_base *, const struct config *,
 void upstream_free(struct upstream *);
 void upstream_set_conf(struct upstream *, const struct config *,
     const struct upstream_conf *, uint64_t now_ms);
+
+/* Look the server's host name up with this resolver (main thread). */
+void upstream_set_resolver(struct upstream *, struct resolve_base *);
+/*
+ * The server address for this attempt, the next in rotation, copied to out
+ * (any thread). -1 when a host-name server has no address yet.
+ */
+int upstream_server_addr(struct upstream *, struct addr *);
 
 /* The upstream's section of the running config. */
 static inline const struct upstream_conf *

@@ -93,7 +93,14 @@ test_field(const struct config *cfg, const char *up, const char *f)
 		if (strcmp(f, "listen0.wildcard") == 0)
 			return u->listen[0].wildcard;
 		if (strcmp(f, "server.port") == 0)
-			return test_port(&u->server);
+			return u->server.name ? u->server.port
+					      : test_port(&u->server);
+		if (strcmp(f, "server.name") == 0)
+			return u->server.name;
+		if (strcmp(f, "server_line") == 0)
+			return u->server_line;
+		if (strcmp(f, "resolve_interval_ms") == 0)
+			return (double)u->resolve_interval_ms;
 		if (strcmp(f, "server.family") == 0)
 			return u->server.family;
 		if (strcmp(f, "backup_index") == 0)
@@ -165,6 +172,8 @@ test_sfield(const struct config *cfg, const char *up, const char *f)
 			return u->backup != NULL ? u->backup : "";
 		if (strcmp(f, "server") == 0)
 			return u->server.text;
+		if (strcmp(f, "server.host") == 0)
+			return u->server.host;
 		if (strcmp(f, "listen0") == 0)
 			return u->listen[0].text;
 		if (strcmp(f, "listen1") == 0)
@@ -176,6 +185,8 @@ test_sfield(const struct config *cfg, const char *up, const char *f)
 			return cfg->admin_token != NULL ? cfg->admin_token : "";
 		if (strcmp(f, "state_file") == 0)
 			return cfg->state_file != NULL ? cfg->state_file : "";
+		if (strcmp(f, "resolver") == 0)
+			return cfg->resolver != NULL ? cfg->resolver : "";
 	}
 	ck_abort_msg("test_sfield: unknown field %s", f);
 	return "";
@@ -612,6 +623,30 @@ static const struct {
 	double num;
 	const char *str; /* non-NULL: compare a string */
 } good_rows[] = {
+	/* Host names: kept for the resolver, never a load error. */
+	{ "[upstream:a]\nlisten = 127.0.0.1:8080\nserver = "
+	  "api.internal:9090\n",
+	    "a", "server.name", 1, NULL },
+	{ "[upstream:a]\nlisten = 127.0.0.1:8080\nserver = "
+	  "nosuch.invalid:9090\n",
+	    "a", "server.host", 0, "nosuch.invalid" },
+	{ "[upstream:a]\nlisten = 127.0.0.1:8080\n\nserver = "
+	  "api.internal:9090\n",
+	    "a", "server_line", 4, NULL },
+	{ BASE, "a", "server.name", 0, NULL },
+	{ BASE, "a", "resolve_interval_ms", 30000, NULL },
+	{ UP("resolve_interval = 0\n"), "a", "resolve_interval_ms", 0, NULL },
+	{ UP("resolve_interval = 5m\n"), "a", "resolve_interval_ms", 300000,
+	    NULL },
+	{ "[defaults]\nresolve_interval = 10s\n" BASE, "a",
+	    "resolve_interval_ms", 10000, NULL },
+	{ "[global]\nresolver = 127.0.0.1:5353\n", NULL, "resolver", 0,
+	    "127.0.0.1:5353" },
+	{ "[global]\nresolver = 10.0.0.1 [::1]:5353 ::2\n", NULL, "resolver",
+	    0, "10.0.0.1:53 [::1]:5353 [::2]:53" },
+	{ "[global]\nresolver = 10.0.0.1\nresolver = 10.0.0.2:54\n", NULL,
+	    "resolver", 0, "10.0.0.1:53 10.0.0.2:54" },
+	{ "[global]\nresolver =\n", NULL, "resolver", 0, "" },
 	/* Upstream keys and their units. */
 	{ UP("connect_timeout = 250ms\n"), "a", "connect_timeout_ms", 250,
 	    NULL },
@@ -860,6 +895,28 @@ static const struct {
 	int line;
 	const char *msg; /* without "t.ini:LINE: " */
 } bad_rows[] = {
+	/* Host names: the resolver and the interval. */
+	{ "[global]\nresolver = dns.example\n" BASE, 2,
+	    "resolver: invalid address 'dns.example:53' (expected an IP "
+	    "address, not a host name)" },
+	{ "[global]\nresolver = 127.0.0.1:0\n" BASE, 2,
+	    "resolver: invalid port in '127.0.0.1:0' (expected 1..65535)" },
+	{ "[global]\nresolver = 10.0.0.1 300.0.0.1\n" BASE, 2,
+	    "resolver: invalid IPv4 address in '300.0.0.1:53'" },
+	{ "[global]\nresolver = unix:/run/dns\n" BASE, 2,
+	    "resolver: invalid address 'unix:/run/dns' (expected IP[:PORT] "
+	    "or [IPv6][:PORT])" },
+	{ UP("resolve_interval = 500ms\n"), 4,
+	    "resolve_interval: '500ms' is too short (0, or at least 1s)" },
+	{ UP("resolve_interval = soon\n"), 4,
+	    "resolve_interval: invalid duration 'soon'" },
+	{ "[defaults]\nresolve_interval = 1ms\n" BASE
+	  "[upstream:b]\nlisten = 127.0.0.1:8081\nserver = 127.0.0.1:9091\n",
+	    2, "resolve_interval: '1ms' is too short (0, or at least 1s)" },
+	{ "[upstream:a]\nlisten = 127.0.0.1:8080\nserver = bad..name:90\n", 3,
+	    "server: invalid host name in 'bad..name:90'" },
+	{ "[upstream:a]\nlisten = 127.0.0.1:8080\nserver = a!b:90\n", 3,
+	    "server: invalid host name in 'a!b:90'" },
 	/* Syntax and sections. */
 	{ "garbage\n", 1, "expected 'key = value' or '[section]': 'garbage'" },
 	{ "[global]\nworkers: 2\n", 2,
@@ -1489,6 +1546,7 @@ static const struct {
 	{ "shutdown_timeout", CONFIG_SCOPE_GLOBAL },
 	{ "log_rejects_per_second", CONFIG_SCOPE_GLOBAL },
 	{ "state_file", CONFIG_SCOPE_GLOBAL },
+	{ "resolver", CONFIG_SCOPE_GLOBAL },
 	{ "listen", CONFIG_SCOPE_UPSTREAM },
 	{ "server", CONFIG_SCOPE_UPSTREAM },
 	{ "backup", CONFIG_SCOPE_UPSTREAM },
@@ -1513,6 +1571,7 @@ static const struct {
 	{ "dry_run", CONFIG_SCOPE_UPSTREAM },
 	{ "log_connections", CONFIG_SCOPE_UPSTREAM },
 	{ "send_proxy", CONFIG_SCOPE_UPSTREAM },
+	{ "resolve_interval", CONFIG_SCOPE_UPSTREAM },
 	{ "listen", CONFIG_SCOPE_POOL },
 	{ "members", CONFIG_SCOPE_POOL },
 	{ "balance", CONFIG_SCOPE_POOL },
