@@ -578,6 +578,7 @@ daemon_reload(struct daemon *d)
 		goto fail;
 
 	/* Nothing can fail from here: swap. */
+	resolve_base_reload(d->resolver);
 	for (i = 0; i < conf->nupstreams; i++) {
 		uc = &conf->upstreams[i];
 		if (!created[i])

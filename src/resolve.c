@@ -34,6 +34,7 @@ struct resolve_base {
 	unsigned inflight;  /* tickets out, cancelled ones included */
 	bool settling;	    /* resolve_base_settle() runs the loop */
 	bool quiet;	    /* -t: no log lines */
+	bool system;	    /* /etc/resolv.conf and /etc/hosts */
 };
 
 /*
@@ -58,12 +59,39 @@ struct resolve {
 	size_t naddrs;
 	bool answered; /* the first answer came */
 	bool failing;  /* the last lookup failed */
+	bool again;    /* look up again as soon as the answer is in */
 	char error[128];
 	resolve_cb cb;
 	void *cb_arg;
 };
 
 static void resolve_lookup(struct resolve *);
+
+/* Our own patience, over what resolv.conf says. */
+static void
+resolve_base_options(struct resolve_base *rb)
+{
+	evdns_base_set_option(rb->dns, "timeout:", RESOLVE_TIMEOUT);
+	evdns_base_set_option(rb->dns, "attempts:", RESOLVE_ATTEMPTS);
+}
+
+/*
+ * A reload: the system's resolver reads /etc/resolv.conf and /etc/hosts
+ * again (lookups in flight are kept and resumed).
+ */
+void
+resolve_base_reload(struct resolve_base *rb)
+{
+	if (rb == NULL || !rb->system)
+		return;
+	evdns_base_clear_nameservers_and_suspend(rb->dns);
+	evdns_base_clear_host_addresses(rb->dns);
+	evdns_base_search_clear(rb->dns);
+	evdns_base_resolv_conf_parse(rb->dns, DNS_OPTIONS_ALL,
+	    "/etc/resolv.conf");
+	resolve_base_options(rb);
+	evdns_base_resume(rb->dns);
+}
 
 /* Create the resolver on a loop, with the servers given or the system's. */
 struct resolve_base *
@@ -82,8 +110,8 @@ resolve_base_new(struct event_base *base, const char *servers, char **cause)
 		free(rb);
 		return NULL;
 	}
-	evdns_base_set_option(rb->dns, "timeout:", RESOLVE_TIMEOUT);
-	evdns_base_set_option(rb->dns, "attempts:", RESOLVE_ATTEMPTS);
+	rb->system = servers == NULL;
+	resolve_base_options(rb);
 	if (servers != NULL) {
 		copy = xstrdup(servers);
 		for (tok = strtok_r(copy, " ", &save); tok != NULL;
@@ -228,11 +256,12 @@ resolve_adopt(struct resolve *r, const struct addr *addrs, size_t n)
 	r->addrs = xcalloc(n, sizeof(*r->addrs));
 	memcpy(r->addrs, addrs, n * sizeof(*addrs));
 	r->naddrs = n;
+	/* In use before the line says so. */
+	r->cb(r->cb_arg, RESOLVE_CHANGED, r->addrs, r->naddrs);
 	if (!r->rb->quiet)
 		log_info("event=resolve upstream=%s name=%s result=ok addrs=%s",
 		    r->upstream, r->host,
 		    resolve_format(addrs, n, list, sizeof(list)));
-	r->cb(r->cb_arg, RESOLVE_CHANGED, r->addrs, r->naddrs);
 }
 
 /*
@@ -247,12 +276,12 @@ resolve_fail(struct resolve *r, const char *error)
 
 	r->failing = true;
 	snprintf(r->error, sizeof(r->error), "%s", error);
+	r->cb(r->cb_arg, RESOLVE_FAILED, r->addrs, r->naddrs);
 	if (news && !r->rb->quiet)
 		log_warnx("event=resolve upstream=%s name=%s result=error "
 			  "error=%s kept=%s",
 		    r->upstream, r->host, log_quote(q, sizeof(q), error),
 		    resolve_format(r->addrs, r->naddrs, list, sizeof(list)));
-	r->cb(r->cb_arg, RESOLVE_FAILED, r->addrs, r->naddrs);
 }
 
 /* evdns answered (or the lookup was cancelled). */
@@ -292,6 +321,11 @@ resolve_answer_cb(int err, struct evutil_addrinfo *res, void *arg)
 			event_base_loopbreak(rb->base);
 	}
 	resolve_schedule(r);
+	if (r->again) {
+		r->again = false;
+		evtimer_del(r->timer);
+		resolve_lookup(r);
+	}
 }
 
 /* Send one lookup of the name. */
@@ -350,17 +384,17 @@ resolve_new(struct resolve_base *rb, const char *upstream,
 	return r;
 }
 
-/* Change the interval; an armed timer is re-armed with it. */
+/* A reload: take the interval and look the name up again now. */
 void
-resolve_set_interval(struct resolve *r, uint64_t interval_ms)
+resolve_reload(struct resolve *r, uint64_t interval_ms)
 {
-	if (r->interval_ms == interval_ms)
-		return;
 	r->interval_ms = interval_ms;
-	if (evtimer_pending(r->timer, NULL)) {
-		evtimer_del(r->timer);
-		resolve_schedule(r);
+	if (r->ticket != NULL) {
+		r->again = true;
+		return;
 	}
+	evtimer_del(r->timer);
+	resolve_lookup(r);
 }
 
 /* Stop the lookups; one in flight calls back to its ticket only. */

@@ -35,6 +35,8 @@ typedef void (*resolve_cb)(void *, enum resolve_news, const struct addr *,
  */
 struct resolve_base *resolve_base_new(struct event_base *, const char *servers,
     char **cause);
+/* A reload: the system's resolver reads its files again. */
+void resolve_base_reload(struct resolve_base *);
 /* Free the resolver; every resolve must have been freed before. */
 void resolve_base_free(struct resolve_base *);
 /*
@@ -49,8 +51,8 @@ void resolve_base_settle(struct resolve_base *, uint64_t max_ms);
  */
 struct resolve *resolve_new(struct resolve_base *, const char *upstream,
     const struct addr *server, uint64_t interval_ms, resolve_cb, void *);
-/* Change the interval (a reload); the next lookup follows it. */
-void resolve_set_interval(struct resolve *, uint64_t interval_ms);
+/* A reload: take the new interval and look the name up again now. */
+void resolve_reload(struct resolve *, uint64_t interval_ms);
 /* Stop looking up; a lookup in flight is cancelled, cb is not called again. */
 void resolve_free(struct resolve *);
 

@@ -219,8 +219,9 @@ upstream_resolved(void *arg, enum resolve_news news, const struct addr *addrs,
 
 /*
  * Follow the server of a new config section (old: the previous one, or
- * NULL): a literal address is used at once; a new host name is looked up,
- * the addresses in use kept until its first answer.
+ * NULL): a literal address is used at once; a host name is looked up
+ * again (a reload), a new one with the addresses in use kept until its
+ * first answer.
  */
 static void
 upstream_server_follow(struct upstream *up, const struct upstream_conf *old,
@@ -236,7 +237,7 @@ upstream_server_follow(struct upstream *up, const struct upstream_conf *old,
 	}
 	if (up->resolve != NULL && old != NULL && old->server.name &&
 	    strcmp(old->server.text, uc->server.text) == 0) {
-		resolve_set_interval(up->resolve, uc->resolve_interval_ms);
+		resolve_reload(up->resolve, uc->resolve_interval_ms);
 		return;
 	}
 	resolve_free(up->resolve);

@@ -112,6 +112,7 @@ struct h_backend {
 	unsigned active;
 	unsigned received; /* bytes H_FIN_FIRST read */
 	int port;	   /* asked for, or 0 for any */
+	uint32_t ip4;	   /* another 127.0.0.0/8 address, or 0 */
 	char *banner;
 	int fill[H_BLACKHOLE_FILL];
 	bool stopped;
@@ -2485,6 +2486,17 @@ h_backend_bind(struct h_backend *b, bool again)
 		    bind(b->lfd, (struct sockaddr *)&b->ss, b->sslen) == -1)
 			h_fail(H_WHERE, "bind %s: %s", sun->sun_path,
 			    strerror(errno));
+	} else if (!again && b->ip4 != 0) {
+		/* Another 127.0.0.0/8 address, on the port asked for. */
+		struct sockaddr_in *sin = (struct sockaddr_in *)&b->ss;
+
+		memset(&b->ss, 0, sizeof(b->ss));
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(b->ip4);
+		sin->sin_port = htons((uint16_t)b->port);
+		b->sslen = sizeof(*sin);
+		h_backend_bind(b, true);
+		return;
 	} else if (!again) {
 		b->lfd = h_bind_loopback(b->family, b->port, true, &b->ss,
 		    &b->sslen);
@@ -2613,6 +2625,16 @@ h_backend_new(enum h_kind kind, int family)
 struct h_backend *
 h_backend_new_port(enum h_kind kind, int family, int port)
 {
+	return h_backend_new_ip4(kind, family, 0, port);
+}
+
+/*
+ * Start a backend on ip4, another address of 127.0.0.0/8 (host order; 0:
+ * the family's loopback), on a given port (0: any).
+ */
+struct h_backend *
+h_backend_new_ip4(enum h_kind kind, int family, uint32_t ip4, int port)
+{
 	struct h_backend *b;
 	int i;
 
@@ -2634,6 +2656,7 @@ h_backend_new_port(enum h_kind kind, int family, int port)
 		b->fill[i] = -1;
 	b->family = family;
 	b->port = port;
+	b->ip4 = family == AF_INET ? ip4 : 0;
 	b->lfd = -1;
 	atomic_store(&b->kind, (int)kind);
 	if (pipe2(b->wake, O_CLOEXEC) == -1 || pipe2(b->stop, O_CLOEXEC) == -1)

@@ -289,6 +289,7 @@ enum h_kind {
 struct h_backend;
 struct h_backend *h_backend_new(enum h_kind, int);
 struct h_backend *h_backend_new_port(enum h_kind, int, int);
+struct h_backend *h_backend_new_ip4(enum h_kind, int, uint32_t, int);
 void h_backend_unblock(struct h_backend *, enum h_kind);
 bool h_backend_wait_received(struct h_backend *, unsigned, int);
 #define h_backend(kind) h_backend_new((kind), AF_INET)
