@@ -76,6 +76,21 @@ resolve_base_options(struct resolve_base *rb)
 }
 
 /*
+ * Read the system's files. Without /etc/resolv.conf evdns asks 127.0.0.1
+ * and reads no hosts file: /etc/hosts is read then too.
+ */
+static void
+resolve_base_system(struct resolve_base *rb)
+{
+	if (evdns_base_resolv_conf_parse(rb->dns, DNS_OPTIONS_ALL,
+		"/etc/resolv.conf") != 0) {
+		evdns_base_clear_host_addresses(rb->dns);
+		evdns_base_load_hosts(rb->dns, "/etc/hosts");
+	}
+	resolve_base_options(rb);
+}
+
+/*
  * A reload: the system's resolver reads /etc/resolv.conf and /etc/hosts
  * again (lookups in flight are kept and resumed).
  */
@@ -87,9 +102,7 @@ resolve_base_reload(struct resolve_base *rb)
 	evdns_base_clear_nameservers_and_suspend(rb->dns);
 	evdns_base_clear_host_addresses(rb->dns);
 	evdns_base_search_clear(rb->dns);
-	evdns_base_resolv_conf_parse(rb->dns, DNS_OPTIONS_ALL,
-	    "/etc/resolv.conf");
-	resolve_base_options(rb);
+	resolve_base_system(rb);
 	evdns_base_resume(rb->dns);
 }
 
@@ -102,16 +115,17 @@ resolve_base_new(struct event_base *base, const char *servers, char **cause)
 
 	rb = xcalloc(1, sizeof(*rb));
 	rb->base = base;
-	rb->dns = evdns_base_new(base,
-	    (servers == NULL ? EVDNS_BASE_INITIALIZE_NAMESERVERS : 0) |
-		EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	rb->dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 	if (rb->dns == NULL) {
 		xasprintf(cause, "cannot start the DNS resolver");
 		free(rb);
 		return NULL;
 	}
 	rb->system = servers == NULL;
-	resolve_base_options(rb);
+	if (rb->system)
+		resolve_base_system(rb);
+	else
+		resolve_base_options(rb);
 	if (servers != NULL) {
 		copy = xstrdup(servers);
 		for (tok = strtok_r(copy, " ", &save); tok != NULL;

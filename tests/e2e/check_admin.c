@@ -1157,13 +1157,13 @@ check_stats_object(const char *name, const struct jv *u)
 	static const char *states[] = { "closed", "open", "half_open",
 		"forced_open", "forced_closed" };
 	static const char *errors[] = { "refused", "timeout", "unreachable",
-		"early_close", "slow", "other" };
+		"early_close", "slow", "dns", "other" };
 	static const char *counts[] = { "consecutive_failures",
 		"window_attempts", "window_failures", "attempts_total",
 		"successes_total", "failures_total", "rejected_total",
 		"rejected_overload_total", "failover_total", "opened_total",
 		"active_connections", "bytes_sent_total",
-		"bytes_received_total" };
+		"bytes_received_total", "resolve_errors_total" };
 	const struct jv *v, *t, *fe;
 	const char *state;
 	double fr, sr, sum = 0, now = wall_now();
