@@ -468,8 +468,8 @@ resolve_check(const struct config *conf, FILE *f)
 	if ((base = event_base_new()) == NULL)
 		fatalx("cannot create an event base");
 	if ((rb = resolve_base_new(base, conf->resolver, &cause)) == NULL) {
-		fprintf(f, "%s: warning: %s: host names cannot be checked\n",
-		    conf->path, cause);
+		fprintf(f, "%s%s: warning: %s: host names cannot be checked\n",
+		    log_stderr_prefix(LOG_LEVEL_WARNING), conf->path, cause);
 		free(cause);
 		event_base_free(base);
 		return 1;
@@ -488,10 +488,11 @@ resolve_check(const struct config *conf, FILE *f)
 		if (rs[i] == NULL || rs[i]->naddrs > 0)
 			continue;
 		fprintf(f,
-		    "%s:%d: warning: upstream '%s': server '%s' does not "
+		    "%s%s:%d: warning: upstream '%s': server '%s' does not "
 		    "resolve (%s); it is tried again every second at run "
 		    "time\n",
-		    conf->path, uc->server_line, uc->name, uc->server.text,
+		    log_stderr_prefix(LOG_LEVEL_WARNING), conf->path,
+		    uc->server_line, uc->name, uc->server.text,
 		    rs[i]->answered ? rs[i]->error : "no answer in time");
 		warned++;
 	}
