@@ -1399,8 +1399,7 @@ relay_connect(struct relay *r)
 		/* A host name with no address yet: the attempt fails (SPEC 3). */
 		relay_log_fail(r, BREAKER_ERR_DNS, 0);
 		relay_record(r, false, BREAKER_ERR_DNS);
-		relay_close(r, RELAY_END_RESET);
-		return 0;
+		return relay_retry(r);
 	}
 	r->sfd =
 	    socket(sa->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
