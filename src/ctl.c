@@ -435,6 +435,61 @@ ctl_table(const struct json *first, bool one)
 		}
 }
 
+/* A number member of a JSON object, or -1 if absent or not a number. */
+static double
+ctl_num(const struct json *o, const char *key)
+{
+	const struct json *v = json_get(o, key);
+
+	return v != NULL && v->type == JSON_NUMBER ? v->num : -1;
+}
+
+/*
+ * Print each pool as a group under the table: a line with its balance,
+ * how many members admit, its counters and retry-after, then its members'
+ * rows (found among the upstreams), indented.
+ */
+static void
+ctl_pools(const struct json *pools, const struct json *ups)
+{
+	const struct json *p, *m, *members, *u, *r;
+	char cell[128];
+	int i, n;
+
+	for (p = pools != NULL ? pools->child : NULL; p != NULL; p = p->next) {
+		members = json_get(p, "members");
+		n = 0;
+		for (m = members != NULL ? members->child : NULL; m != NULL;
+		     m = m->next)
+			n++;
+		r = json_get(p, "retry_after");
+		printf("\npool %s (%s): %.0f of %d admitting, %.0f clients, "
+		       "%.0f retried, %.0f rejected, %.0f active",
+		    p->key,
+		    json_get(p, "balance") != NULL ? json_get(p, "balance")->text
+						  : "?",
+		    ctl_num(p, "admitting"), n, ctl_num(p, "clients_total"),
+		    ctl_num(p, "retried_total"), ctl_num(p, "rejected_total"),
+		    ctl_num(p, "active_connections"));
+		if (r != NULL && r->type == JSON_NUMBER)
+			printf(", retry after %.1fs", r->num);
+		printf("\n");
+		for (m = members != NULL ? members->child : NULL; m != NULL;
+		     m = m->next) {
+			if (m->type != JSON_STRING ||
+			    (u = json_get(ups, m->text)) == NULL)
+				continue;
+			printf("  ");
+			for (i = 0; i < COL_COUNT; i++) {
+				ctl_cell(u, (enum ctl_col)i, cell,
+				    sizeof(cell));
+				printf("%s%s", cell,
+				    i + 1 < COL_COUNT ? "  " : "\n");
+			}
+		}
+	}
+}
+
 /* GET /stats and print it as the status table, or with -j the JSON. */
 static int
 ctl_status(struct ctl *c)
@@ -460,6 +515,7 @@ ctl_status(struct ctl *c)
 		exit(CTL_EXIT_NO_ANSWER);
 	}
 	ctl_table(ups->child, false);
+	ctl_pools(json_get(j, "pools"), ups);
 	json_free(j);
 	util_buf_free(&b);
 	return 0;

@@ -208,6 +208,19 @@ redis_round(const char *addr, const struct replica *v, unsigned n,
 	return failed;
 }
 
+/* circuitproxyctl: $CIRCUITPROXYCTL, or beside the daemon. */
+static const char *
+ctl_prog(void)
+{
+	const char *p = getenv("CIRCUITPROXYCTL"), *d;
+
+	if (p != NULL && *p != '\0')
+		return p;
+	d = getenv("CIRCUITPROXYD");
+	h_assert(d != NULL, "CIRCUITPROXYD is not set");
+	return h_strf("%.*sctl", (int)strlen(d) - 1, d);
+}
+
 /* GET path from the admin endpoint: the body of a 200, else NULL. */
 static char *
 admin_get(const char *admin, const char *path)
@@ -523,6 +536,14 @@ START_TEST(all_members_open_rejects)
 	    "POOLSTATS of a pool with every member open: %s", line);
 	h_assert(admin_get(admin, "/stats/pools/nope") == NULL,
 	    "an unknown pool answered");
+	/* circuitproxyctl status groups each pool with its members. */
+	h_exec(&r, ctl_prog(), "-a", admin, "status");
+	h_assert(r.status == 0 &&
+		strstr(r.out, "\npool web (roundrobin): 0 of 2 admitting, ") !=
+		    NULL &&
+		strstr(r.out, ", retry after ") != NULL &&
+		strstr(r.out, "\n  b  open  ") != NULL,
+	    "circuitproxyctl status shows no pool group:\n%s%s", r.out, r.err);
 	h_assert(h_wait_notify(d,
 		     "STATUS=2 upstreams, 2 open, 0 rejected, 0 active, "
 		     "3 pools, 3 without a member",
