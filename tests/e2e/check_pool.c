@@ -719,6 +719,106 @@ START_TEST(retry_first_skips_the_failed_member)
 }
 END_TEST
 
+/*
+ * The DOM of the status page after its script ran in headless Chromium
+ * (a fresh profile, 3 s of virtual time), or NULL if it did not finish
+ * within a minute (a loaded box).
+ */
+static char *
+chromium_dom(const char *browser, const char *url)
+{
+	const char *out = h_path("dom.html");
+	char *argv[] = { (char *)browser, "--headless", "--no-sandbox",
+		"--disable-gpu", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update",
+		"--disable-sync",
+		h_strf("--user-data-dir=%s", h_path("chromium-profile")),
+		"--virtual-time-budget=3000", "--window-size=1280,600",
+		"--dump-dom", (char *)url, NULL };
+	uint64_t end = h_now_ms() + 60000;
+	char *dom = NULL;
+	size_t len = 0;
+	FILE *f;
+	pid_t pid;
+	int fd, st;
+
+	pid = fork();
+	h_assert(pid != -1, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(fd, 1);
+		fd = open("/dev/null", O_RDWR);
+		dup2(fd, 0);
+		dup2(fd, 2);
+		execv(browser, argv);
+		_exit(127);
+	}
+	while (waitpid(pid, &st, WNOHANG) == 0) {
+		if (h_now_ms() > end) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return NULL;
+		}
+		usleep(50000);
+	}
+	if ((f = fopen(out, "r")) == NULL)
+		return NULL;
+	if (getdelim(&dom, &len, '\0', f) == -1) {
+		free(dom);
+		dom = NULL;
+	}
+	fclose(f);
+	return dom != NULL ? h_track(dom) : NULL;
+}
+
+/*
+ * The status page shows a pool as a group, its members beneath: one
+ * member open, the group says 1 of 2 admitting, and the member rows come
+ * after the pool's row; an upstream in no pool follows.
+ */
+START_TEST(status_page_groups_pools)
+{
+	const char *browser = h_client("chromium");
+	struct h_backend *up = h_backend(H_ECHO), *down = h_backend(H_REFUSE),
+			 *other = h_backend(H_ECHO);
+	const char *admin = h_free_addr4(), *lis = h_free_addr4(),
+		   *own = h_free_addr4(), *at, *pool, *a, *b, *o;
+	struct h_daemon *d;
+	char *dom;
+
+	if (browser == NULL)
+		h_skip("no chromium installed (Debian package chromium)");
+	d = h_daemon_start(h_strf("%sadmin = %s\n[upstream:solo]\nserver = %s\n"
+				  "listen = %s\n"
+				  "[upstream:a]\nserver = %s\n"
+				  "[upstream:b]\nserver = %s\nfailure_threshold = 1\n"
+				  "[pool:web]\nlisten = %s\nmembers = a b\n",
+	    global_section(), admin, h_backend_addr(other), own,
+	    h_backend_addr(up), h_backend_addr(down), lis));
+	/* Two clients: one of them meets b, which opens; both are served. */
+	h_assert(h_echo_roundtrip(lis, "x", H_WAIT_MS), "first client");
+	h_assert(h_echo_roundtrip(lis, "y", H_WAIT_MS), "second client");
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=b", "to=open");
+	dom = chromium_dom(browser, h_strf("http://%s/", admin));
+	h_assert(dom != NULL, "chromium did not render the page in a minute");
+	pool = strstr(dom, "<tr class=\"pool\" data-pool=\"web\">");
+	h_assert(pool != NULL, "no pool row in the page:\n%s", dom);
+	at = strstr(pool, "pool web · roundrobin · 1 of 2 admitting · 2 clients · "
+			  "1 retried · 0 rejected");
+	h_assert(at != NULL, "the pool row does not sum up the pool:\n%s", dom);
+	a = strstr(dom, "data-upstream=\"a\" data-state=\"closed\" "
+			"class=\"member\"");
+	b = strstr(dom, "data-upstream=\"b\" data-state=\"open\" "
+			"class=\"member\"");
+	o = strstr(dom, "data-upstream=\"solo\" data-state=\"closed\">");
+	h_assert(a != NULL && b != NULL && o != NULL && pool < a && a < b &&
+		b < o,
+	    "members are not beneath their pool, the others after:\n%s", dom);
+	stop_ok(d);
+}
+END_TEST
+
 /* The suite. */
 static Suite *
 pool_suite(void)
@@ -731,6 +831,7 @@ pool_suite(void)
 	H_TEST(s, http_servers_kill_one);
 	H_TEST(s, reload_pools_keeps_relays);
 	H_TEST(s, retry_first_skips_the_failed_member);
+	H_TEST(s, status_page_groups_pools);
 	return s;
 }
 
