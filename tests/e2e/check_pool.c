@@ -610,7 +610,7 @@ START_TEST(http_servers_kill_one)
 			replica_kill(&v[1]);
 		memset(got, 0, sizeof(got));
 		failed = 0;
-		for (i = 0; i < 30; i++) {
+		for (i = 0; i < (phase == 0 ? 15u : 12u); i++) {
 			if ((who = curl_who(curl, lis)) == NULL) {
 				failed++;
 				continue;
@@ -623,11 +623,11 @@ START_TEST(http_servers_kill_one)
 		    failed);
 		if (phase == 0)
 			for (k = 0; k < NREPLICAS; k++)
-				h_assert_between(got[k], 9, 11, "curls a replica served");
+				h_assert_between(got[k], 5, 5, "curls a replica served");
 		else {
 			h_assert(got[1] == 0, "the killed replica served");
-			h_assert_between(got[0], 14, 16, "A's share");
-			h_assert_between(got[2], 14, 16, "C's share");
+			h_assert_between(got[0], 5, 7, "A's share");
+			h_assert_between(got[2], 5, 7, "C's share");
 		}
 	}
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=r2", "to=open");
@@ -819,19 +819,33 @@ START_TEST(status_page_groups_pools)
 }
 END_TEST
 
+/*
+ * A story that runs many real clients (or a browser) gets more time than
+ * the harness's 30 s: the box is shared with other suites.
+ */
+static void
+add_long(Suite *s, const char *name, const TTest *test)
+{
+	TCase *tc = h_tcase_new(name);
+
+	tcase_add_test(tc, test);
+	tcase_set_timeout(tc, 90);
+	suite_add_tcase(s, tc);
+}
+
 /* The suite. */
 static Suite *
 pool_suite(void)
 {
 	Suite *s = suite_create("pool");
 
-	H_TEST(s, redis_roundrobin_kill_one);
+	add_long(s, "redis_roundrobin_kill_one", redis_roundrobin_kill_one);
 	H_TEST(s, redis_leastconn_follows_active);
 	H_TEST(s, all_members_open_rejects);
-	H_TEST(s, http_servers_kill_one);
+	add_long(s, "http_servers_kill_one", http_servers_kill_one);
 	H_TEST(s, reload_pools_keeps_relays);
 	H_TEST(s, retry_first_skips_the_failed_member);
-	H_TEST(s, status_page_groups_pools);
+	add_long(s, "status_page_groups_pools", status_page_groups_pools);
 	return s;
 }
 
