@@ -15,7 +15,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -833,6 +836,85 @@ add_long(Suite *s, const char *name, const TTest *test)
 	suite_add_tcase(s, tc);
 }
 
+/* A bounded client loop through a pool, in a thread of its own. */
+struct loop {
+	const char *addr;
+	_Atomic bool stop;
+	_Atomic unsigned n; /* clients sent */
+	unsigned ok;
+};
+
+/*
+ * Echo roundtrips one after the other until told to stop (at most 20,000
+ * or 60 s); counts those sent and those that came back.
+ */
+static void *
+loop_run(void *arg)
+{
+	struct loop *l = arg;
+	uint64_t end = h_now_ms() + 60000;
+
+	while (!atomic_load(&l->stop) && l->n < 20000 && h_now_ms() < end) {
+		atomic_fetch_add(&l->n, 1);
+		if (h_echo_roundtrip(l->addr, "ping", H_WAIT_MS))
+			l->ok++;
+	}
+	return NULL;
+}
+
+/*
+ * Reload under load: clients go through a pool the whole time while a
+ * reload changes its balance and members and another pool's; none
+ * fails, and the pool's clients_total counts every one of them across the
+ * reload (the pool of a name that stays keeps its totals).
+ */
+START_TEST(reload_pools_under_load)
+{
+	struct h_backend *e1 = h_backend(H_ECHO), *e2 = h_backend(H_ECHO);
+	const char *p1 = h_free_addr4(), *p2 = h_free_addr4(),
+		   *admin = h_free_addr4(), *ps;
+	const char *base = h_strf("%sadmin = %s\n[upstream:e1]\nserver = %s\n"
+				  "[upstream:e2]\nserver = %s\n",
+	    global_section(), admin, h_backend_addr(e1), h_backend_addr(e2));
+	struct loop l = { .addr = p1 };
+	struct h_daemon *d;
+	pthread_t t;
+	size_t mark;
+
+	d = h_daemon_start(h_strf("%s[pool:one]\nlisten = %s\nmembers = e1\n"
+				  "[pool:two]\nlisten = %s\nmembers = e2\n",
+	    base, p1, p2));
+	h_assert(pthread_create(&t, NULL, loop_run, &l) == 0, "thread");
+	h_assert(h_backend_wait_accepted(e1, 20, H_WAIT_MS),
+	    "the loop did not start");
+	mark = h_reload(d, h_strf("%s[pool:one]\nlisten = %s\n"
+				  "members = e2 e1\nbalance = leastconn\n"
+				  "[pool:two]\nlisten = %s\nmembers = e1 e2\n",
+			       base, p1, p2));
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
+	/* The loop goes on past the reload, to the new first member. */
+	h_backend_wait_accepted(e2, 20, H_WAIT_MS);
+	atomic_store(&l.stop, true);
+	pthread_join(t, NULL);
+	h_assert(l.ok == l.n, "%u of %u clients failed across the reload",
+	    (unsigned)l.n - l.ok, (unsigned)l.n);
+	h_assert(h_backend_accepted(e2) > 0, "the new member took no client");
+	ps = admin_get(admin, "/stats/pools/one");
+	h_assert(json_num(ps, "clients_total") == l.n,
+	    "clients_total is not the %u clients: %s", (unsigned)l.n, ps);
+	h_assert(json_num(ps, "retried_total") == 0 &&
+		json_num(ps, "rejected_total") == 0,
+	    "%s", ps);
+	h_assert(strstr(ps, "\"balance\":\"leastconn\"") != NULL &&
+		strstr(ps, "\"members\":[\"e2\",\"e1\"]") != NULL,
+	    "the reload did not change the pool: %s", ps);
+	h_assert(json_num(admin_get(admin, "/stats/pools/two"),
+		     "clients_total") == 0,
+	    "the added pool");
+	stop_ok(d);
+}
+END_TEST
+
 /* The suite. */
 static Suite *
 pool_suite(void)
@@ -844,6 +926,7 @@ pool_suite(void)
 	H_TEST(s, all_members_open_rejects);
 	add_long(s, "http_servers_kill_one", http_servers_kill_one);
 	H_TEST(s, reload_pools_keeps_relays);
+	add_long(s, "reload_pools_under_load", reload_pools_under_load);
 	H_TEST(s, retry_first_skips_the_failed_member);
 	add_long(s, "status_page_groups_pools", status_page_groups_pools);
 	return s;
