@@ -1065,6 +1065,8 @@ config_pool_free(struct pool_conf *pc)
 		free(pc->members[i]);
 	free(pc->members);
 	free(pc->member_index);
+	free(pc->key_line);
+	free(pc->listen_line);
 }
 
 /* Free a config. */
@@ -1665,8 +1667,13 @@ config_build(struct config_parse *cp)
 
 	config_origins_keep(cfg, info, gseen, dseen);
 	free(info);
-	for (i = 0; i < cfg->npools; i++)
-		free(pinfo[i].listen_line);
+	for (i = 0; i < cfg->npools; i++) {
+		cfg->pools[i].key_line =
+		    xcalloc(CONFIG_NKEYS, sizeof(*cfg->pools[i].key_line));
+		memcpy(cfg->pools[i].key_line, pinfo[i].seen,
+		    CONFIG_NKEYS * sizeof(*pinfo[i].seen));
+		cfg->pools[i].listen_line = pinfo[i].listen_line;
+	}
 	free(pinfo);
 	return cfg;
 }
@@ -1949,7 +1956,34 @@ config_dump_scope(const struct config *cfg, const struct upstream_conf *uc,
 	}
 }
 
-/* Print a pool's keys, each with its help (the origin: its section). */
+/*
+ * Where a pool key's value came from: its line, [global]'s line for a
+ * log_rejects_per_second taken from there, or built in.
+ */
+static const char *
+config_pool_origin(const struct config *cfg, const struct pool_conf *pc,
+    const struct config_key *k, size_t l, char *buf, size_t len)
+{
+	const struct config_key *g;
+	int line =
+	    pc->key_line != NULL ? pc->key_line[k - config_key_table] : 0;
+
+	if (k->type == CONFIG_T_LISTEN && pc->listen_line != NULL)
+		line = pc->listen_line[l];
+	if (line > 0) {
+		snprintf(buf, len, "%s:%d", cfg->path, line);
+		return buf;
+	}
+	g = config_key_find_scope(k->name, CONFIG_SCOPE_GLOBAL);
+	if (g != NULL && cfg->key_line != NULL &&
+	    (line = cfg->key_line[g - config_key_table]) > 0)
+		snprintf(buf, len, "[global] %s:%d", cfg->path, line);
+	else
+		snprintf(buf, len, "built in");
+	return buf;
+}
+
+/* Print a pool's keys, each with its origin and help. */
 static void
 config_dump_pool(const struct config *cfg, const struct pool_conf *pc,
     FILE *f)
@@ -1958,20 +1992,22 @@ config_dump_pool(const struct config *cfg, const struct pool_conf *pc,
 	char buf[1024], origin[1024];
 	size_t i, l;
 
-	snprintf(origin, sizeof(origin), "[pool:%s] %s:%d", pc->name,
-	    cfg->path, pc->line);
 	for (i = 0; i < CONFIG_NKEYS; i++) {
 		k = &config_key_table[i];
 		if (k->scope != CONFIG_SCOPE_POOL)
 			continue;
 		if (k->type == CONFIG_T_LISTEN) {
 			for (l = 0; l < pc->nlisten; l++)
-				config_dump_line(k, pc->listen[l].text, origin,
+				config_dump_line(k, pc->listen[l].text,
+				    config_pool_origin(cfg, pc, k, l, origin,
+					sizeof(origin)),
 				    f);
 			continue;
 		}
 		config_key_value_in((const char *)pc, k, buf, sizeof(buf));
-		config_dump_line(k, buf, origin, f);
+		config_dump_line(k, buf,
+		    config_pool_origin(cfg, pc, k, 0, origin, sizeof(origin)),
+		    f);
 	}
 }
 

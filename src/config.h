@@ -80,6 +80,8 @@ struct pool_conf {
 	enum reject_mode reject;
 	unsigned log_rejects_per_second; /* [global]'s unless set */
 	bool log_connections;
+	int *key_line;	  /* per key of the table: its line, 0 unset */
+	int *listen_line; /* the line each listen address is on */
 };
 
 struct config {

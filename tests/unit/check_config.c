@@ -1832,6 +1832,13 @@ START_TEST(test_pool_good)
 	config_dump(cfg, f);
 	fclose(f);
 	ck_assert_ptr_nonnull(strstr(one, "[pool:web]\nlisten = 127.0.0.1:80 "));
+	/* -T's origins: the line, [global]'s for an inherited budget, built in. */
+	ck_assert(test_dump_has(one, "listen = [::1]:80", "t.ini:12"));
+	ck_assert(test_dump_has(one, "members = c a b", "t.ini:13"));
+	ck_assert(test_dump_has(one, "balance = roundrobin", "built in"));
+	ck_assert(test_dump_has(one, "log_rejects_per_second = 7",
+	    "[global] t.ini:2"));
+	ck_assert(test_dump_has(one, "log_rejects_per_second = 2", "t.ini:20"));
 	ck_assert_ptr_nonnull(strstr(one, "\nmembers = c a b "));
 	ck_assert_ptr_nonnull(strstr(one, "\nbalance = roundrobin "));
 	again = test_load_ok(one);
