@@ -188,7 +188,10 @@ void breaker_unreject(struct breaker *, const struct breaker_ticket *);
 void breaker_tick(struct breaker *, uint64_t now_ms);
 /* When breaker_tick() next has work to do (monotonic ms), or 0 for never. */
 uint64_t breaker_next_deadline(struct breaker *);
-/* Milliseconds until the circuit leaves open, 0 in half_open, -1 if none. */
+/*
+ * Milliseconds until the circuit leaves open, 0 in half_open, -1 if none.
+ * A test seam: the daemon reads the same number from breaker_stats().
+ */
 int64_t breaker_retry_after(struct breaker *, uint64_t now_ms);
 
 /* Manual overrides; lifetime_ms 0 = until reset. */

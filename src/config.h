@@ -166,7 +166,7 @@ struct config_key {
 
 /* The key table, read-only; *n is set to its length. */
 const struct config_key *config_keys(size_t *n);
-/* Find a key by name, or NULL. */
+/* Find a key by name, or NULL. Exported as a test seam (check_config). */
 const struct config_key *config_key_find(const char *);
 /* Format a key's effective value (up is ignored for global keys). */
 const char *config_key_value(const struct config *,
@@ -194,7 +194,7 @@ struct config *config_load(const char *path, struct config_errors *errs);
 /* The same from len bytes in memory (path is for messages only). */
 struct config *config_load_buffer(const char *path, const char *text,
     size_t len, struct config_errors *errs);
-/* The same from a string (path is used in messages only); for tests. */
+/* The same from a string (path is for messages only). A test seam. */
 struct config *config_load_string(const char *path, const char *text,
     struct config_errors *errs);
 void config_free(struct config *);

@@ -543,30 +543,22 @@ log_quote(char *buf, size_t len, const char *value)
 	return buf;
 }
 
-/* Write one line, or queue it: never blocks (see the top of the file). */
+/* Write one line at a level, or queue it: never blocks (see the top). */
 void
-log_vmsg(enum log_level level, const char *fmt, va_list ap)
+log_msg(enum log_level level, const char *fmt, ...)
 {
 	char line[LOG_LINE_MAX];
+	va_list ap;
 	size_t n;
 
 	if (!log_enabled(level))
 		return;
+	va_start(ap, fmt);
 	n = log_format(line, level, fmt, ap);
+	va_end(ap);
 	pthread_mutex_lock(&log_mu);
 	log_put(line, n);
 	pthread_mutex_unlock(&log_mu);
-}
-
-/* Write one line at a level. */
-void
-log_msg(enum log_level level, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	log_vmsg(level, fmt, ap);
-	va_end(ap);
 }
 
 /* A broken invariant: say so and abort. */

@@ -34,7 +34,6 @@ int log_enabled(enum log_level);
  * text. Values that may hold spaces go through log_quote().
  */
 void log_msg(enum log_level, const char *, ...) LOG_FMT(2, 3);
-void log_vmsg(enum log_level, const char *, va_list) LOG_FMT(2, 0);
 /* Is stderr the journal's stream (JOURNAL_STREAM names it)? */
 int log_stderr_is_journal(void);
 /* "<N>" for a line of that level written to stderr when it is the journal. */

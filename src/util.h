@@ -7,7 +7,6 @@
 
 struct timeval;
 
-#define CP_UNUSED __attribute__((unused))
 #define CP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 uint64_t util_now_ms(void);
