@@ -366,6 +366,40 @@ START_TEST(conn_pool_retry)
 }
 END_TEST
 
+/*
+ * A pool whose only member's circuit is open turns its client away: the
+ * line names the pool, no member (upstream=-) and no server.
+ */
+START_TEST(conn_pool_rejected)
+{
+	struct h_backend *dead = h_backend(H_REFUSE);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d = h_daemon_start(h_strf("%s"
+						   "[upstream:a]\n"
+						   "server = %s\n"
+						   "failure_threshold = 1\n"
+						   "recovery_timeout = 60s\n"
+						   "[pool:web]\n"
+						   "listen = %s\n"
+						   "members = a\n"
+						   "retries = 0\n"
+						   "log_connections = yes\n",
+	    global_section(), h_backend_addr(dead), lis));
+	struct h_fields f;
+	char *client;
+
+	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	h_assert_fields(conn_line(d, client, &f), "upstream=a", "pool=web",
+	    "end=connect_fail", "tries=1");
+	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=a", "to=open");
+	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
+	h_assert_fields(conn_line(d, client, &f), "upstream=-", "pool=web",
+	    "server=-", "end=rejected", "state=open", "tries=0",
+	    "connect_ms=-1");
+	stop_ok(d);
+}
+END_TEST
+
 /* A server program of the test's own (nginx, haproxy), killed at its end. */
 struct ext {
 	const char *name;
@@ -793,6 +827,7 @@ connlog_suite(void)
 	H_TEST(s, conn_connect_fail_then_rejected);
 	H_TEST(s, conn_overload);
 	H_TEST(s, conn_pool_retry);
+	H_TEST(s, conn_pool_rejected);
 	H_TEST(s, proxy_nginx_v1);
 	H_TEST(s, proxy_nginx_v2);
 	H_TEST(s, proxy_haproxy_v1);
