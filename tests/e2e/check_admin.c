@@ -52,28 +52,10 @@ global_admin(const char *admin, const char *token)
 	    token != NULL ? token : "", token != NULL ? "\n" : "");
 }
 
-/* One upstream section. */
-static const char *
-upstream(const char *name, const char *listen, const char *server,
-    const char *keys)
-{
-	return h_strf("[upstream:%s]\nlisten = %s\nserver = %s\n%s\n", name,
-	    listen, server, keys != NULL ? keys : "");
-}
-
 /* Start the daemon with admin (and a token) and one upstream "api". */
 #define start_api(admin, token, listen, server)                                \
 	h_daemon_start(h_strf("%s%s", global_admin((admin), (token)),          \
-	    upstream("api", (listen), h_backend_addr(server), NULL)))
-
-/* Stop the daemon and check it exits 0. */
-static void
-stop_ok(struct h_daemon *d)
-{
-	int st = h_daemon_stop(d);
-
-	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
-}
+	    h_upstream("api", (listen), h_backend_addr(server), NULL)))
 
 /* ------------------------------------------------------------------ */
 /* A small HTTP/1.1 client: one request per connection. */
@@ -1040,7 +1022,7 @@ START_TEST(admin_routes)
 	    "a refused force changed the state: %s", jget(j, "state")->str);
 	h_assert(h_echo_roundtrip(l1, "still", H_WAIT_MS),
 	    "the proxy stopped relaying");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1092,7 +1074,7 @@ START_TEST(admin_query_params)
 	    "force-open?for=5m: %s", r.body);
 	http_expect(admin, "POST", "/upstreams/api/reset?", NULL, 200);
 	http_expect(admin, "GET", "/stats?", NULL, 200);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1146,7 +1128,7 @@ START_TEST(admin_refused_logged)
 			break;
 	}
 	h_assert(sum == N, "admin_refused counts add up to %u, not %d", sum, N);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1266,9 +1248,9 @@ START_TEST(admin_stats_fields)
 	double t0 = wall_now();
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s%s", global_admin(admin, NULL),
-		upstream("api", h_strf("%s\nlisten = %s", l1, l2),
+		h_upstream("api", h_strf("%s\nlisten = %s", l1, l2),
 		    h_backend_addr(echo), NULL),
-		upstream("db", l3, h_backend_addr(refuse),
+		h_upstream("db", l3, h_backend_addr(refuse),
 		    "failure_threshold = 2\nrecovery_timeout = 60s\n"
 		    "backup = api\n")));
 	struct jv *doc, *ups, *api, *db, *v, *tr;
@@ -1349,7 +1331,7 @@ START_TEST(admin_stats_fields)
 	v = stats_of(admin, "db", NULL);
 	check_stats_object("db", v);
 	h_assert(jget(v, "opened_total")->num == 1, "/stats/db");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1366,8 +1348,8 @@ START_TEST(admin_metrics_format)
 	     *l2 = h_free_addr4();
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(echo), NULL),
-		upstream("db", l2, h_backend_addr(refuse),
+		h_upstream("api", l1, h_backend_addr(echo), NULL),
+		h_upstream("db", l2, h_backend_addr(refuse),
 		    "failure_threshold = 2\nrecovery_timeout = 60s\n")));
 	static const struct {
 		const char *name, *type;
@@ -1497,7 +1479,7 @@ START_TEST(admin_metrics_format)
 		h_assert(successes == 0 ? v == 0 : (v > 0 && v < 3 * 5),
 		    "%s histogram sum %g", up, v);
 	}
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1523,7 +1505,7 @@ START_TEST(admin_metrics_promtool)
 	}
 	h_assert(st == 0 && *out == '\0' && *err == '\0',
 	    "promtool check metrics: exit %d\n%s%s", st, out, err);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1583,13 +1565,13 @@ START_TEST(admin_token)
 	mark = h_log_mark(d);
 	h_write_file(h_daemon_config(d),
 	    h_strf("%s%s", global_admin(admin, "n3w"),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+		h_upstream("api", l1, h_backend_addr(echo), NULL)));
 	h_daemon_signal(d, SIGHUP);
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
 	http_expect(admin, "GET", "/stats", good, 401);
 	http_expect(admin, "GET", "/stats", "Authorization: Bearer n3w\r\n",
 	    200);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1682,7 +1664,7 @@ START_TEST(admin_reload_moves_with_token)
 	const char *any = on_host(admin, "0.0.0.0"),
 		   *outside = on_host(admin, "127.0.0.2");
 	const char *good = "Authorization: Bearer s3cret-t0ken\r\n";
-	const char *up = upstream("api", l1, h_backend_addr(echo), NULL);
+	const char *up = h_upstream("api", l1, h_backend_addr(echo), NULL);
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s", global_admin(any, "s3cret-t0ken"),
 		up));
@@ -1713,7 +1695,7 @@ START_TEST(admin_reload_moves_with_token)
 	http_expect(outside, "GET", "/stats", good, 200);
 	http_expect(admin, "GET", "/stats", NULL, 401);
 	http_expect(admin, "GET", "/health", NULL, 200);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1728,7 +1710,7 @@ START_TEST(admin_reload_on_off_unix)
 	struct h_backend *taken = h_backend(H_SILENT);
 	char *admin = h_free_addr4(), *l1 = h_free_addr4();
 	char *u1 = h_free_addr(AF_UNIX), *u2 = h_free_addr(AF_UNIX);
-	const char *up = upstream("api", l1, h_backend_addr(echo), NULL);
+	const char *up = h_upstream("api", l1, h_backend_addr(echo), NULL);
 	const char *off = "[global]\nworkers = 2\nshutdown_timeout = 3s\n\n";
 	struct h_daemon *d = h_daemon_start(h_strf("%s%s", off, up));
 	struct stat sb;
@@ -1768,7 +1750,7 @@ START_TEST(admin_reload_on_off_unix)
 	h_assert(stat(u2 + 5, &sb) == -1 && errno == ENOENT,
 	    "the socket file %s is still there with admin off", u2 + 5);
 	h_assert(h_echo_roundtrip(l1, "still", H_WAIT_MS), "relay");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1818,7 +1800,7 @@ START_TEST(admin_foreign_requests)
 	r = http_expect(admin, "POST", "/upstreams/api/force-open",
 	    h_strf("%sSec-Fetch-Site: same-origin\r\n", self), 200);
 	http_expect(admin, "POST", "/upstreams/api/reset", NULL, 200);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1895,7 +1877,7 @@ START_TEST(admin_force_open_expires)
 	took = h_now_ms() - t0;
 	h_assert(took >= 400 && took <= 2500,
 	    "the 500ms force ended after %llu ms", (unsigned long long)took);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1912,8 +1894,8 @@ START_TEST(admin_force_closed_and_reset)
 	const char *keys = "failure_threshold = 2\nrecovery_timeout = 60s\n";
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(refuse), keys),
-		upstream("db", l2, h_backend_addr(refuse), keys)));
+		h_upstream("api", l1, h_backend_addr(refuse), keys),
+		h_upstream("db", l2, h_backend_addr(refuse), keys)));
 	struct jv *j;
 	size_t mark;
 
@@ -1989,7 +1971,7 @@ START_TEST(admin_force_closed_and_reset)
 	    "db after reset all: attempts %g consecutive %g",
 	    jget(j, "attempts_total")->num,
 	    jget(j, "consecutive_failures")->num);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -2003,7 +1985,7 @@ START_TEST(admin_transitions)
 	char *admin = h_free_addr4(), *l1 = h_free_addr4();
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(b),
+		h_upstream("api", l1, h_backend_addr(b),
 		    "failure_threshold = 1\nrecovery_timeout = 300ms\n"
 		    "half_open_max_calls = 1\nsuccess_threshold = 1\n")));
 	double t0 = wall_now(), t1;
@@ -2053,7 +2035,7 @@ START_TEST(admin_transitions)
 	    jget(tr->items[1], "at")->num - jget(tr->items[2], "at")->num);
 	h_assert(jget(j, "state_since")->num == jget(tr->items[0], "at")->num,
 	    "state_since is not the last transition");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -2131,7 +2113,7 @@ START_TEST(admin_garbage)
 	still_answers(admin, l1, "an oversized body");
 	free(big);
 	h_assert(h_daemon_running(d), "the daemon died");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -2187,7 +2169,7 @@ START_TEST(admin_slow_clients)
 	close(slow);
 	close(silent);
 	still_answers(admin, l1, "the slow clients");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -2216,7 +2198,7 @@ START_TEST(admin_connection_cap)
 	opts.nofile = 4 * ADMIN_MAX_CONNECTIONS;
 	d = h_daemon_start_opts(&opts,
 	    h_strf("%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+		h_upstream("api", l1, h_backend_addr(echo), NULL)));
 	nfds0 = h_daemon_nfds(d);
 	t0 = h_now_ms();
 	for (i = 0; i < N; i++)
@@ -2265,7 +2247,7 @@ START_TEST(admin_connection_cap)
 	for (i = 0; i < N; i++)
 		close(fds[i]);
 	still_answers(admin, l1, "the flood");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -2332,7 +2314,7 @@ START_TEST(admin_unauthenticated_cannot_hold_slots)
 	http_expect(admin, "GET", "/health", NULL, 200);
 	for (i = 0; i < 64; i++)
 		close(fds[i]);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -2387,7 +2369,7 @@ START_TEST(admin_full_table)
 	opts.nofile = 48;
 	d = h_daemon_start_opts(&opts,
 	    h_strf("%s%s", global_admin(admin, NULL),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+		h_upstream("api", l1, h_backend_addr(echo), NULL)));
 	kept = h_connect_ok(admin);
 	h_assert(http_keepalive(kept, admin, "/health", H_WAIT_MS) == 200,
 	    "kept-alive /health");
@@ -2441,7 +2423,7 @@ START_TEST(admin_full_table)
 	close(kept);
 	close(waiting);
 	still_answers(admin, l1, "the full table");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -2641,7 +2623,7 @@ starvation_story(unsigned nofile, uint64_t limit_ms)
 	opts.nofile = nofile != 0 ? nofile : 8192;
 	d = h_daemon_start_opts(&opts,
 	    h_strf("%s%s", global_admin(admin, "s3cret-t0ken"),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+		h_upstream("api", l1, h_backend_addr(echo), NULL)));
 
 	at = mmap(NULL, sizeof(*at), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -2676,7 +2658,7 @@ starvation_story(unsigned nofile, uint64_t limit_ms)
 	    (unsigned long long)p.worst, (unsigned long long)p.worst_own,
 	    (unsigned long long)limit_ms, NIDLE, NTRICKLE);
 	still_answers(admin, l1, "the attacker");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 
 /* 2,000 connections held, all of them in the daemon's table: 100 ms. */
@@ -2753,7 +2735,7 @@ START_TEST(admin_unix_socket)
 		    "curl --unix-socket\n",
 		    H_WHERE);
 	h_assert(stat(admin + 5, &sb) == 0, "no socket file %s", admin + 5);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	h_assert(stat(admin + 5, &sb) == -1 && errno == ENOENT,
 	    "the socket file %s is still there", admin + 5);
 }
@@ -2767,7 +2749,7 @@ START_TEST(admin_address_in_use)
 	char *l1 = h_free_addr4();
 	const char *path = h_write_file("in-use.ini",
 	    h_strf("%s%s", global_admin(h_backend_addr(taken), NULL),
-		upstream("api", l1, h_backend_addr(echo), NULL)));
+		h_upstream("api", l1, h_backend_addr(echo), NULL)));
 	struct h_run r;
 
 	h_run(&r, "-c", path);
@@ -2829,7 +2811,7 @@ START_TEST(admin_curl)
 		h_assert(st == 0 && strcmp(out, "ok\n") == 0,
 		    "curl /health: %d %s", st, out);
 	}
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -2892,8 +2874,8 @@ START_TEST(admin_status_page_chromium)
 	if (browser == NULL)
 		h_skip("no chromium installed (Debian package chromium)");
 	d = h_daemon_start(h_strf("%s%s%s", global_admin(admin, NULL),
-	    upstream("api", l1, h_backend_addr(echo), NULL),
-	    upstream("db", l2, h_backend_addr(refuse),
+	    h_upstream("api", l1, h_backend_addr(echo), NULL),
+	    h_upstream("db", l2, h_backend_addr(refuse),
 		"failure_threshold = 2\nrecovery_timeout = 10m\n")));
 	h_assert(h_echo_roundtrip(l1, "hi", H_WAIT_MS), "echo");
 	trip(l2, 3);
@@ -2929,7 +2911,7 @@ START_TEST(admin_status_page_chromium)
 	    "no PNG screenshot at %s", shot);
 	fclose(f);
 	fprintf(stderr, "check_admin: the status page is in %s\n", shot);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -3000,7 +2982,7 @@ START_TEST(admin_status_page_layout)
 	for (i = 0; i < 20; i++) {
 		lis[i] = h_free_addr4();
 		conf = h_strf("%s%s", conf,
-		    upstream(h_strf("orders-service-%02u-eu-west", i), lis[i],
+		    h_upstream(h_strf("orders-service-%02u-eu-west", i), lis[i],
 			h_backend_addr(i < 3 ? refuse : echo),
 			"failure_threshold = 1\nrecovery_timeout = 10m\n"));
 	}
@@ -3046,7 +3028,7 @@ START_TEST(admin_status_page_layout)
 	fprintf(stderr, "check_admin: the status page is in %s/status-page-"
 			"{wide,phone}.png\n",
 	    top != NULL ? top : h_tmpdir());
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -3086,7 +3068,7 @@ START_TEST(admin_status_page_token)
 	    "the header does not say \"1 upstream\":\n%s", out);
 	h_assert(strstr(out, "<button id=\"token\" type=\"button\">") != NULL,
 	    "token… is not offered with a token in use:\n%s", out);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 

@@ -65,27 +65,6 @@ global_section(unsigned workers, const char *keys)
 	    workers, keys);
 }
 
-/* An upstream section from a listen address to a server, with more keys. */
-static const char *
-upstream(const char *name, const char *listen, const char *server,
-    const char *keys)
-{
-	return h_strf("[upstream:%s]\n"
-		      "listen = %s\n"
-		      "server = %s\n"
-		      "%s\n",
-	    name, listen, server, keys);
-}
-
-/* Stop the daemon and check it exits 0. */
-static void
-stop_ok(struct h_daemon *d)
-{
-	int st = h_daemon_stop(d);
-
-	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
-}
-
 /* One echo round trip on an open relay within ms. */
 static bool
 relay_answers(int fd, int ms)
@@ -111,8 +90,8 @@ START_TEST(log_stalled_sink)
 	const char *api = h_free_addr4(), *flood = h_free_addr(AF_UNIX);
 	struct h_daemon *d = h_daemon_start(h_strf("%s%s%s",
 	    global_section(1, "log_rejects_per_second = 1000000"),
-	    upstream("api", api, h_backend_addr(echo), ""),
-	    upstream(LONG_NAME, flood, h_backend_addr(dead),
+	    h_upstream("api", api, h_backend_addr(echo), ""),
+	    h_upstream(LONG_NAME, flood, h_backend_addr(dead),
 		"recovery_timeout = 1h\nrecovery_timeout_max = 1h")));
 	uint64_t t0 = h_now_ms();
 	const char *line;
@@ -156,7 +135,7 @@ START_TEST(log_stalled_sink)
 	    "more than one log_dropped line after one stall");
 	h_assert(relay_answers(fd, RELAY_MS), "the relay stopped answering");
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -175,8 +154,8 @@ START_TEST(log_dropped_while_loss_goes_on)
 	const char *api = h_free_addr4(), *flood = h_free_addr(AF_UNIX);
 	struct h_daemon *d = h_daemon_start(h_strf("%s%s%s",
 	    global_section(1, "log_rejects_per_second = 1000000"),
-	    upstream("api", api, h_backend_addr(echo), ""),
-	    upstream(LONG_NAME, flood, h_backend_addr(dead),
+	    h_upstream("api", api, h_backend_addr(echo), ""),
+	    h_upstream(LONG_NAME, flood, h_backend_addr(dead),
 		"recovery_timeout = 1h\nrecovery_timeout_max = 1h")));
 	uint64_t t0, next_trickle;
 	const char *line, *first = NULL;
@@ -242,7 +221,7 @@ START_TEST(log_dropped_while_loss_goes_on)
 	h_assert(relay_answers(fd, RELAY_MS), "the relay stopped answering");
 	/* What is left of the queue comes out; add up the lines told lost. */
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	for (at = mark; (line = h_wait_log_after(d, at, 0,
 			     "event=log_dropped", "lines=")) != NULL;
 	     at = h_log_index(d, line) + 1)
@@ -297,9 +276,10 @@ START_TEST(log_dropped_syslog_reopened)
 	log = h_dev_log_open();
 	h_assert(log != -1, "bind /dev/log: %s", strerror(errno));
 	d = h_daemon_start(h_strf("%s%s",
-	    global_section(1, "log_target = syslog\n"
-			      "log_rejects_per_second = 1000000"),
-	    upstream("db", flood, h_backend_addr(dead),
+	    global_section(1,
+		"log_target = syslog\n"
+		"log_rejects_per_second = 1000000"),
+	    h_upstream("db", flood, h_backend_addr(dead),
 		"recovery_timeout = 1h\nrecovery_timeout_max = 1h")));
 	for (i = 0; i < 5; i++)
 		h_close(h_connect(flood, H_WAIT_MS));
@@ -330,7 +310,7 @@ START_TEST(log_dropped_syslog_reopened)
 	h_assert(h_log_double(strstr(line, "level="), "lines") >= lost_rejects,
 	    "%s: fewer than the %u reject lines lost", line, lost_rejects);
 	h_dev_log_close(log);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -365,8 +345,8 @@ START_TEST(notify_with_full_table)
 		.env = { "WATCHDOG_USEC=" H_STR(FULL_WATCHDOG_US), NULL }
 	};
 	const char *config = h_strf("%s%s%s", global_section(1, ""),
-	    upstream("api", api, h_backend_addr(echo), ""),
-	    upstream("dead", lis, h_backend_addr(dead),
+	    h_upstream("api", api, h_backend_addr(echo), ""),
+	    h_upstream("dead", lis, h_backend_addr(dead),
 		"recovery_timeout = " H_STR(
 		    FULL_RECOVERY_MS) "ms\n"
 				      "recovery_timeout_max = 1h"));
@@ -380,7 +360,7 @@ START_TEST(notify_with_full_table)
 	 * table is full, with not one descriptor left over.
 	 */
 	used = h_daemon_nfds_settled(d);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	opts.nofile = (unsigned)used + 2 * FULL_ROOM;
 	d = h_daemon_start_opts(&opts, config);
 
@@ -414,7 +394,7 @@ START_TEST(notify_with_full_table)
 
 	for (i = 0; i < FULL_CLIENTS; i++)
 		h_close(fds[i]);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -451,9 +431,9 @@ START_TEST(reload_host_wildcard_and_back)
 	const char *wild = h_strf("*:%s", port);
 	const char *other = h_strf("127.0.0.2:%s", port);
 	const char *on_host = h_strf("%s%s", global_section(2, ""),
-	    upstream("api", host, h_backend_addr(echo), ""));
+	    h_upstream("api", host, h_backend_addr(echo), ""));
 	const char *on_wild = h_strf("%s%s", global_section(2, ""),
-	    upstream("api", wild, h_backend_addr(echo), ""));
+	    h_upstream("api", wild, h_backend_addr(echo), ""));
 	struct h_daemon *d = h_daemon_start(on_host);
 	size_t mark;
 	int fd, fd2;
@@ -481,7 +461,7 @@ START_TEST(reload_host_wildcard_and_back)
 	h_assert(!h_echo_roundtrip(other, "x", 500), "%s still served", other);
 	close(fd);
 	close(fd2);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -496,7 +476,7 @@ START_TEST(reload_wildcard_rolled_back)
 	const char *host = h_free_addr4(), *port = port_of(host);
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s", global_section(2, ""),
-		upstream("api", host, h_backend_addr(echo), "")));
+		h_upstream("api", host, h_backend_addr(echo), "")));
 	struct sockaddr_in sin = { .sin_family = AF_INET };
 	size_t mark;
 	int fd, blocker;
@@ -513,7 +493,7 @@ START_TEST(reload_wildcard_rolled_back)
 
 	mark = reload(d,
 	    h_strf("%s%s", global_section(2, ""),
-		upstream("api", h_strf("*:%s", port), h_backend_addr(echo),
+		h_upstream("api", h_strf("*:%s", port), h_backend_addr(echo),
 		    "")));
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=error",
 	    "error=");
@@ -522,7 +502,7 @@ START_TEST(reload_wildcard_rolled_back)
 	    "%s does not listen again after the failed reload", host);
 	close(blocker);
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -565,7 +545,7 @@ START_TEST(reload_burst_of_sighups)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	const char *api = h_free_addr4(), *last = h_free_addr4();
-	const char *base = upstream("api", api, h_backend_addr(echo), "");
+	const char *base = h_upstream("api", api, h_backend_addr(echo), "");
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s", global_section(2, ""), base));
 	size_t mark = h_log_mark(d), nmark = h_notify_mark(d);
@@ -587,7 +567,7 @@ START_TEST(reload_burst_of_sighups)
 				  h_strf("log_rejects_per_second = %u", i)),
 			      base)
 			: h_strf("%s%s%s", global_section(2, ""), base,
-			      upstream("last", last, h_backend_addr(echo),
+			      h_upstream("last", last, h_backend_addr(echo),
 				  "")));
 		h_daemon_signal(d, SIGHUP);
 	}
@@ -612,7 +592,7 @@ START_TEST(reload_burst_of_sighups)
 	    "result=ok");
 	h_assert(n >= 2 && n <= 3, "%u reloads ran for %d SIGHUPs", n,
 	    BURST_SIGHUPS);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -632,7 +612,7 @@ START_TEST(watchdog_hung_worker)
 	};
 	struct h_daemon *d = h_daemon_start_opts(&opts,
 	    h_strf("%s%s", global_section(2, ""),
-		upstream("api", h_free_addr4(), h_backend_addr(echo), "")));
+		h_upstream("api", h_free_addr4(), h_backend_addr(echo), "")));
 	size_t mark, lmark;
 	pid_t tid;
 
@@ -653,7 +633,7 @@ START_TEST(watchdog_hung_worker)
 	h_expect_log_after(d, lmark, H_WAIT_MS, "event=watchdog", "result=ok");
 	h_assert(h_wait_notify_count(d, mark, "WATCHDOG=1", 2, H_WAIT_MS) >= 2,
 	    "the pings did not resume once the worker turned again");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -665,7 +645,7 @@ START_TEST(config_world_writable)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	const char *config = h_strf("%s%s", global_section(1, ""),
-	    upstream("api", h_free_addr4(), h_backend_addr(echo), ""));
+	    h_upstream("api", h_free_addr4(), h_backend_addr(echo), ""));
 	const char *path = h_write_file("open.ini", config);
 	struct h_daemon *d;
 	struct h_run r;
@@ -687,7 +667,7 @@ START_TEST(config_world_writable)
 	mark = reload(d, config);
 	h_expect_log_after(d, mark, H_WAIT_MS, "level=warning",
 	    "event=config_insecure", h_strf("file=%s", h_daemon_config(d)));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 
 	d = h_daemon_start(NULL, "-c", path);
 	h_expect_log(d, H_WAIT_MS, "level=warning", "event=config_insecure",
@@ -698,7 +678,7 @@ START_TEST(config_world_writable)
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
 	h_assert(h_count_log_after(d, mark, "event=config_insecure") == 0,
 	    "a warning once the file was fixed");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -730,7 +710,7 @@ START_TEST(started_with_std_fds_closed)
 	struct h_backend *echo = h_backend(H_ECHO);
 	const char *api = h_free_addr4();
 	const char *config = h_strf("%s%s", global_section(1, ""),
-	    upstream("api", api, h_backend_addr(echo), ""));
+	    h_upstream("api", api, h_backend_addr(echo), ""));
 	const char *wrapper = getenv("CP_TEST_WRAPPER");
 	struct h_daemon *d;
 	const char *t;
@@ -757,7 +737,7 @@ START_TEST(started_with_std_fds_closed)
 	h_assert(relay_answers(fd, RELAY_MS),
 	    "the relay does not answer after the reloads");
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 

@@ -50,15 +50,6 @@ config_api(const char *listen, const char *server, const char *keys)
 	    strcmp(h_splice_mode(), "off") == 0 ? "splice = off\n" : "", keys);
 }
 
-/* Stop the daemon; it must exit 0. */
-static void
-stop_ok(struct h_daemon *d)
-{
-	int st = h_daemon_stop(d);
-
-	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
-}
-
 /* The event=conn line of a client, parsed; fails if it does not come. */
 static const char *
 conn_line(struct h_daemon *d, const char *client, struct h_fields *f)
@@ -136,7 +127,7 @@ START_TEST(conn_done)
 	    "duration_ms");
 	h_assert_between(field_num(&f, "connect_ms"), 0, t1 - t0 + 1,
 	    "connect_ms");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -156,7 +147,7 @@ START_TEST(conn_off_by_default)
 	close(fd);
 	h_expect_log(d, H_WAIT_MS, "event=close", h_strf("client=%s", client));
 	h_assert(h_count_log(d, "event=conn") == 0, "an event=conn line");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -178,7 +169,7 @@ START_TEST(conn_client_reset)
 	close_rst(fd);
 	h_assert_fields(conn_line(d, client, &f), "end=client_reset",
 	    "bytes_in=10", "bytes_out=10", "tries=1", "connect_ms=#*.#");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -204,7 +195,7 @@ START_TEST(conn_server_reset)
 	    "bytes_in=0", "bytes_out=6", "tries=1");
 	h_assert_between(field_num(&f, "duration_ms"), H_LATE_RST_MS - 50,
 	    H_WAIT_MS, "duration_ms");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -227,7 +218,7 @@ START_TEST(conn_idle_timeout)
 	    "bytes_in=0", "bytes_out=0");
 	h_assert_between(field_num(&f, "duration_ms"), 300, H_WAIT_MS,
 	    "duration_ms");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -251,7 +242,7 @@ START_TEST(conn_shutdown)
 	fd = h_connect_name(lis, H_WAIT_MS, &client);
 	h_assert(fd != -1, "connect: %s", strerror(errno));
 	h_assert(h_backend_wait_active(srv, 1, H_WAIT_MS), "relayed");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	h_assert(h_next_event(fd, H_WAIT_MS) == H_OUT_RESET, "reset at stop");
 	close(fd);
 	h_assert_fields(conn_line(d, client, &f), "end=shutdown", "tries=1");
@@ -294,7 +285,7 @@ START_TEST(conn_connect_fail_then_rejected)
 	h_assert_fields(conn_line(d, client, &f), "end=rejected", "state=open",
 	    "server=-", "tries=0", "connect_ms=-1", "bytes_in=0",
 	    h_strf("bytes_out=%zu", len));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -317,7 +308,7 @@ START_TEST(conn_overload)
 	    "server=-", "connect_ms=-1");
 	close(fd1);
 	h_assert_fields(conn_line(d, first, &f), "end=done", "tries=1");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -362,7 +353,7 @@ START_TEST(conn_pool_retry)
 	    h_strf("client=%s", client), "end=done", "connect_ms=#*.#",
 	    "duration_ms=#*", "bytes_in=4", "bytes_out=4", "tries=2");
 	h_assert(h_count_log(d, "event=conn") == 1, "one line per client");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -643,7 +634,7 @@ proxy_nginx(const char *version)
 	body = http_get_body(lisu, &client);
 	h_assert(strcmp(body, "pp=:\n") == 0,
 	    "a unix client must name no address to nginx: %s", body);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 
 START_TEST(proxy_nginx_v1)
@@ -726,7 +717,7 @@ proxy_haproxy(const char *version)
 	    "a unix client: HAProxy should see the connection's own address, "
 	    "saw %s",
 	    body);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 
 START_TEST(proxy_haproxy_v1)
@@ -795,7 +786,7 @@ proxy_probe(const char *version, const char *want, size_t wlen)
 	h_expect_log(d, H_WAIT_MS, "event=probe", "result=ok");
 	close(cfd);
 	close(lfd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 
 START_TEST(proxy_probe_v2_local)

@@ -146,15 +146,6 @@ admin_get(const char *admin, const char *path)
 	return r.out;
 }
 
-/* Stop the daemon and check it exits 0. */
-static void
-stop_ok(struct h_daemon *d)
-{
-	int st = h_daemon_stop(d);
-
-	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
-}
-
 /* Connect through the proxy, echo a line, and close: true if it came back. */
 static bool
 roundtrip(const char *lis)
@@ -236,7 +227,7 @@ START_TEST(dns_name_appears)
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=state", "upstream=api",
 	    "to=closed");
 	h_assert(roundtrip(lis), "the closed circuit does not relay");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -302,7 +293,7 @@ START_TEST(dns_name_moves)
 	h_assert(h_backend_accepted(a) == 3 && h_backend_accepted(b) == 3,
 	    "4 connects over two addresses: %u and %u more, not 2 and 2",
 	    h_backend_accepted(a) - 1, h_backend_accepted(b) - 1);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -352,7 +343,7 @@ START_TEST(dns_server_gone_keeps_last_good)
 		    "the metric does not count the failed lookup");
 	} else
 		h_skip_note(H_WHERE, "curl missing: STATS not read");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 

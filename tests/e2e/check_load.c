@@ -108,18 +108,6 @@ global_section(unsigned workers, const char *keys)
 	    workers, keys);
 }
 
-/* An upstream section from a listen address to a server, with more keys. */
-static const char *
-upstream(const char *name, const char *listen, const char *server,
-    const char *keys)
-{
-	return h_strf("[upstream:%s]\n"
-		      "listen = %s\n"
-		      "server = %s\n"
-		      "%s\n",
-	    name, listen, server, keys);
-}
-
 /*
  * The descriptors the daemon holds, but for the pipes of its splice pool
  * (a bounded pool, kept for reuse): h_daemon_nfds() less those pipes.
@@ -470,7 +458,7 @@ START_TEST(load_10k_relays)
 	    limit);
 	d = h_daemon_start_opts(&opts,
 	    h_strf("%s%s", global_section(2, ""),
-		upstream("bulk", lis, h_farm_addr(farm), "")));
+		h_upstream("bulk", lis, h_farm_addr(farm), "")));
 
 	/* One relay first, so what is made once is not counted per relay. */
 	after = h_crowd_connect(lis, 2, H_WAIT_MS);
@@ -551,7 +539,7 @@ START_TEST(fd_exhaustion_flood)
 
 	d = h_daemon_start_opts(&opts,
 	    h_strf("%s%s", global_section(2, ""),
-		upstream("tight", lis, h_farm_addr(farm), "")));
+		h_upstream("tight", lis, h_farm_addr(farm), "")));
 	fds0 = idle_nfds(d);
 	kept = h_crowd_connect(lis, FD_KEPT, H_WAIT_MS);
 	h_assert(h_crowd_echo(kept, "kept", H_WAIT_MS) == FD_KEPT,
@@ -621,7 +609,7 @@ START_TEST(server_death_mid_transfer)
 	char *name;
 
 	d = h_daemon_start(h_strf("%s%s", global_section(2, ""),
-	    upstream("stream", lis, h_farm_addr(farm), "")));
+	    h_upstream("stream", lis, h_farm_addr(farm), "")));
 	fds0 = idle_nfds(d);
 	crowd = h_crowd_connect(lis, DEATH_RELAYS, H_WAIT_MS);
 	h_assert(h_farm_wait_active(farm, DEATH_RELAYS, H_WAIT_MS),
@@ -667,7 +655,7 @@ START_TEST(blackholed_server)
 	int fds0, fds1, i;
 
 	d = h_daemon_start(h_strf("%s%s", global_section(2, ""),
-	    upstream("void", lis, h_backend_addr(srv),
+	    h_upstream("void", lis, h_backend_addr(srv),
 		h_strf("connect_timeout = %dms\n"
 		       "failure_threshold = 5\n"
 		       "recovery_timeout = 60s\n",
@@ -727,7 +715,7 @@ stall_story(const char *story, bool server_sends)
 	uint64_t sent1, more;
 
 	d = h_daemon_start(h_strf("%s%s", global_section(2, ""),
-	    upstream("stall", lis, h_farm_addr(farm), "")));
+	    h_upstream("stall", lis, h_farm_addr(farm), "")));
 	rss0 = h_daemon_rss_kb(d);
 	crowd = h_crowd_connect(lis, STALL_RELAYS, H_WAIT_MS);
 	h_assert(h_farm_wait_active(farm, STALL_RELAYS, H_WAIT_MS),
@@ -785,7 +773,7 @@ START_TEST(slow_drip_reaped)
 	int fds0, fds1;
 
 	d = h_daemon_start(h_strf("%s%s", global_section(2, ""),
-	    upstream("drip", lis, h_farm_addr(farm),
+	    h_upstream("drip", lis, h_farm_addr(farm),
 		h_strf("idle_timeout = %dms\n", DRIP_IDLE_MS))));
 	fds0 = idle_nfds(d);
 	fast = h_crowd_connect(lis, DRIP_CLIENTS, H_WAIT_MS);
@@ -851,7 +839,7 @@ START_TEST(sighup_100_under_load)
 	unsigned oks;
 
 	d = h_daemon_start(h_strf("%s%s", global_section(2, ""),
-	    upstream("hup", lis, h_farm_addr(farm), "")));
+	    h_upstream("hup", lis, h_farm_addr(farm), "")));
 	fds0 = idle_nfds(d);
 	crowd = h_crowd_connect(lis, HUP_RELAYS, H_WAIT_MS);
 	h_assert(h_crowd_echo(crowd, "before", H_WAIT_MS) == HUP_RELAYS,
@@ -865,10 +853,10 @@ START_TEST(sighup_100_under_load)
 		/* Every other reload adds and removes a second upstream. */
 		reload(d,
 		    h_strf("%s%s%s", global_section(2, ""),
-			upstream("hup", lis, h_farm_addr(farm),
+			h_upstream("hup", lis, h_farm_addr(farm),
 			    h_strf("connect_timeout = %zums", 1000 + i)),
 			i % 2 == 0
-			    ? upstream("extra", other, h_farm_addr(farm), "")
+			    ? h_upstream("extra", other, h_farm_addr(farm), "")
 			    : ""));
 		if (i % 10 == 9) {
 			ok = h_crowd_echo(crowd, "during", H_WAIT_MS);
@@ -906,9 +894,9 @@ START_TEST(sighup_100_under_load)
 	for (i = 0; i < HUP_BURST; i++) {
 		h_write_file(h_daemon_config(d),
 		    h_strf("%s%s%s", global_section(2, ""),
-			upstream("hup", lis, h_farm_addr(farm), ""),
+			h_upstream("hup", lis, h_farm_addr(farm), ""),
 			i == HUP_BURST - 1
-			    ? upstream("last", last, h_farm_addr(farm), "")
+			    ? h_upstream("last", last, h_farm_addr(farm), "")
 			    : ""));
 		h_daemon_signal(d, SIGHUP);
 	}
@@ -933,7 +921,7 @@ START_TEST(sighup_100_under_load)
 	/* Back to the first config: one upstream, as at the start. */
 	reload(d,
 	    h_strf("%s%s", global_section(2, ""),
-		upstream("hup", lis, h_farm_addr(farm), "")));
+		h_upstream("hup", lis, h_farm_addr(farm), "")));
 	h_crowd_close(crowd, 0, HUP_RELAYS);
 	fds1 = wait_nfds(d, fds0, H_WAIT_MS);
 	h_assert(fds1 == fds0,
@@ -962,7 +950,7 @@ START_TEST(sigterm_under_load)
 	int st;
 
 	d = h_daemon_start(h_strf("%s%s", global_section(2, ""),
-	    upstream("term", lis, h_farm_addr(farm), "")));
+	    h_upstream("term", lis, h_farm_addr(farm), "")));
 	crowd = h_crowd_connect(lis, TERM_RELAYS, H_WAIT_MS);
 	h_assert(h_crowd_echo(crowd, "before", H_WAIT_MS) == TERM_RELAYS,
 	    "relays before SIGTERM");
@@ -1035,7 +1023,7 @@ START_TEST(breaker_flapping)
 		   "log_rejects_per_second = 100000\n"
 		   "admin = %s\n",
 		admin),
-	    upstream("flap", lis, h_farm_addr(farm),
+	    h_upstream("flap", lis, h_farm_addr(farm),
 		"failure_threshold = 3\n"
 		"recovery_timeout = 100ms\n"
 		"half_open_max_calls = 2\n"

@@ -61,20 +61,7 @@ static const char *
 upstream(const char *name, const char *listen, const struct h_backend *server,
     const char *keys)
 {
-	return h_strf("[upstream:%s]\n"
-		      "listen = %s\n"
-		      "server = %s\n"
-		      "%s\n",
-	    name, listen, h_backend_addr(server), keys);
-}
-
-/* Stop the daemon and check it exits 0. */
-static void
-stop_ok(struct h_daemon *d)
-{
-	int st = h_daemon_stop(d);
-
-	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
+	return h_upstream(name, listen, h_backend_addr(server), keys);
 }
 
 #define reload(d, config) h_reload((d), (config))
@@ -148,7 +135,7 @@ START_TEST(reload_adds_upstream)
 	h_assert(h_echo_roundtrip(api, "to api", H_WAIT_MS), "via %s", api);
 	h_assert(h_backend_accepted(api_srv) == 1, "api's server saw %u",
 	    h_backend_accepted(api_srv));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -202,7 +189,7 @@ START_TEST(reload_removes_upstream)
 	    "old's server still holds the relay");
 
 	h_assert(h_echo_roundtrip(api, "api", H_WAIT_MS), "via %s", api);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -293,7 +280,7 @@ START_TEST(reload_bad_config)
 	    "upstreams=2", "added=1");
 	h_assert(h_echo_roundtrip(fresh, "fixed", H_WAIT_MS),
 	    "the fixed config's %s", fresh);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -346,7 +333,7 @@ START_TEST(reload_keeps_breaker_state)
 	h_assert(h_count_log(d, "event=connect_fail") == 2,
 	    "the server was tried while open: %u connect_fail lines",
 	    h_count_log(d, "event=connect_fail"));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -392,7 +379,7 @@ START_TEST(reload_applies_reject_http503)
 	h_assert(secs >= 1 && secs <= 30, "Retry-After: %d", secs);
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reject", "upstream=api",
 	    "state=open");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -515,7 +502,7 @@ START_TEST(reload_keeps_listening_socket)
 	fprintf(stderr, "reload_keeps_listening_socket: %u clients through "
 			"%u reloads\n",
 	    atomic_load(&h.done), HAMMER_RELOADS);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -544,7 +531,7 @@ START_TEST(reload_workers_not_reloadable)
 	    "upstreams=2", "added=1");
 	h_assert(h_echo_roundtrip(web, "web", H_WAIT_MS), "via %s", web);
 	h_assert(h_echo_roundtrip(api, "api", H_WAIT_MS), "via %s", api);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -745,8 +732,8 @@ START_TEST(watchdog_pings)
 	    (unsigned long long)el);
 	n = h_count_notify(quiet, 0, "WATCHDOG=1");
 	h_assert(n == 0, "%u WATCHDOG=1 though WATCHDOG_PID is another pid", n);
-	stop_ok(d);
-	stop_ok(quiet);
+	h_daemon_stop_ok(d);
+	h_daemon_stop_ok(quiet);
 }
 END_TEST
 
@@ -778,7 +765,7 @@ START_TEST(notify_status_follows_breaker)
 	h_assert(h_wait_notify_after(d, (size_t)opened + 1,
 		     "STATUS=1 upstream, 0 open,*", H_WAIT_MS) >= 0,
 	    "no STATUS=1 upstream, 0 open once it left open");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -858,7 +845,7 @@ start_with_room(const char *config, unsigned spare, const char *state,
 	int used = daemon_nfds_at_rest(probe, state, text), now;
 
 	h_assert(used > 0, "cannot count the daemon's descriptors");
-	stop_ok(probe);
+	h_daemon_stop_ok(probe);
 	if (state != NULL)
 		h_write_file(state, "circuitproxyd-state 1\n");
 	opts.nofile = (unsigned)used + 2 * FD_ROOM + spare;
@@ -969,7 +956,7 @@ START_TEST(emfile_pauses_accepting)
 		h_close(waiting[i]);
 	h_assert(served_within(lis, H_WAIT_MS),
 	    "no new client relayed after the shortage");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	if (wrapped)
 		h_skip("under %s the waiting clients are lost", wrapper);
 }
@@ -1079,7 +1066,7 @@ START_TEST(emfile_one_fd_left)
 	h_assert_fields_only(h_expect_log_after(d, mark, 0, "event=reject"),
 	    "level=notice", "event=reject", "upstream=api",
 	    "client=", "reason=overload", "error=EMFILE");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	h_assert(rejects <= 2 * (secs + 1),
 	    "%u reject lines in %llu s with log_rejects_per_second = 2",
 	    rejects, (unsigned long long)secs);
@@ -1113,7 +1100,7 @@ START_TEST(second_instance_exits_1)
 	    "the error line does not name %s in use: %s", lis, line);
 	h_assert(h_echo_roundtrip(lis, "first", H_WAIT_MS),
 	    "the first instance stopped serving");
-	stop_ok(first);
+	h_daemon_stop_ok(first);
 }
 END_TEST
 
@@ -1185,7 +1172,7 @@ START_TEST(emfile_state_file_written)
 	    "a state_file write failed with the table full");
 	for (i = 0; i < FD_ROOM; i++)
 		close(fds[i]);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 

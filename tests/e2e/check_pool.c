@@ -278,15 +278,6 @@ member_sections(const struct replica *v, const char *keys)
 	    v[0].addr, keys, v[1].addr, keys, v[2].addr, keys);
 }
 
-/* Stop the daemon and check it exits 0. */
-static void
-stop_ok(struct h_daemon *d)
-{
-	int st = h_daemon_stop(d);
-
-	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
-}
-
 /*
  * Three redis replicas, roundrobin, retries = 1: the three share the
  * clients evenly; one is killed: no client fails, its circuit opens and
@@ -387,7 +378,7 @@ START_TEST(redis_roundrobin_kill_one)
 		     "circuitproxy_pool_admitting_members{pool=\"redis\"} 3\n") !=
 		NULL,
 	    "no pool metric");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -453,7 +444,7 @@ START_TEST(redis_leastconn_follows_active)
 	for (i = 0; i < 6; i++)
 		if (fd[i] >= 0)
 			close(fd[i]);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -552,7 +543,7 @@ START_TEST(all_members_open_rejects)
 		     "3 pools, 3 without a member",
 		     H_WAIT_MS),
 	    "STATUS= does not tell the pools");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -634,7 +625,7 @@ START_TEST(http_servers_kill_one)
 		}
 	}
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=r2", "to=open");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -685,7 +676,7 @@ START_TEST(reload_pools_keeps_relays)
 	h_assert(h_echo_roundtrip(own, "z", H_WAIT_MS), "e1's own listen");
 	h_assert(h_client_try(p2, 1000, NULL, NULL) == H_OUT_REFUSED,
 	    "the removed pool still listens");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -718,7 +709,7 @@ START_TEST(retry_first_skips_the_failed_member)
 	    "the dead member was not tried first each time");
 	h_assert(h_client_try(p0, H_WAIT_MS, NULL, NULL) == H_OUT_RESET,
 	    "with retries = 0 the client was not reset");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -818,7 +809,7 @@ START_TEST(status_page_groups_pools)
 	h_assert(a != NULL && b != NULL && o != NULL && pool < a && a < b &&
 		b < o,
 	    "members are not beneath their pool, the others after:\n%s", dom);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -911,7 +902,7 @@ START_TEST(reload_pools_under_load)
 	h_assert(json_num(admin_get(admin, "/stats/pools/two"),
 		     "clients_total") == 0,
 	    "the added pool");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 

@@ -35,35 +35,12 @@ global_section(const char *level, unsigned rejects_per_second,
 	    level, shutdown_timeout, rejects_per_second);
 }
 
-/* An upstream section: a name, where it listens (or NULL), its server. */
-static const char *
-upstream(const char *name, const char *listen, const char *server,
-    const char *keys)
-{
-	return h_strf("[upstream:%s]\n"
-		      "%s%s%s"
-		      "server = %s\n"
-		      "%s\n",
-	    name, listen != NULL ? "listen = " : "",
-	    listen != NULL ? listen : "", listen != NULL ? "\n" : "", server,
-	    keys);
-}
-
 /* One upstream "api" at info level, rejects logged up to 100 a second. */
 static struct h_daemon *
 start_api(const char *lis, const struct h_backend *srv, const char *keys)
 {
 	return h_daemon_start(h_strf("%s%s", global_section("info", 100, "2s"),
-	    upstream("api", lis, h_backend_addr(srv), keys)));
-}
-
-/* Stop the daemon and check it exits 0. */
-static void
-stop_ok(struct h_daemon *d)
-{
-	int st = h_daemon_stop(d);
-
-	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
+	    h_upstream("api", lis, h_backend_addr(srv), keys)));
 }
 
 /* Sum a numeric field over the lines from mark holding every pattern. */
@@ -127,7 +104,7 @@ START_TEST(breaker_slow_connect)
 		memcmp(buf, "slow!", 5) == 0,
 	    "the slow client was not relayed");
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -147,7 +124,7 @@ START_TEST(breaker_unreachable)
 		    strerror(errno));
 	lis = h_free_addr4();
 	d = h_daemon_start(h_strf("%s%s", global_section("info", 100, "2s"),
-	    upstream("api", lis, "192.0.2.1:9",
+	    h_upstream("api", lis, "192.0.2.1:9",
 		"failure_threshold = 2\n"
 		"recovery_timeout = 30s\n")));
 	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
@@ -158,7 +135,7 @@ START_TEST(breaker_unreachable)
 	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "to=open",
 	    "reason=consecutive_failures", "failures=2");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -201,7 +178,7 @@ START_TEST(breaker_early_close_first_byte)
 	h_assert_between(h_now_ms() - t0, 0, 1500,
 	    "ms from the greeting to closed (connect_timeout is 3s)");
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -278,7 +255,7 @@ START_TEST(breaker_http503_retry_after)
 	h_assert_fields_only(line, "level=notice", "event=reject",
 	    "upstream=api", "client=", "state=half_open", "retry_after=0.000");
 	close(trial);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -337,11 +314,11 @@ START_TEST(breaker_backup_chain)
 	const char *keys = "failure_threshold = 1\nrecovery_timeout = 30s\n";
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s%s%s", global_section("info", 1, "2s"),
-		upstream("api", lis, h_backend_addr(down),
+		h_upstream("api", lis, h_backend_addr(down),
 		    h_strf("%sbackup = b1\n", keys)),
-		upstream("b1", NULL, h_backend_addr(down1),
+		h_upstream("b1", NULL, h_backend_addr(down1),
 		    h_strf("%sbackup = b2\n", keys)),
-		upstream("b2", NULL, h_backend_addr(echo),
+		h_upstream("b2", NULL, h_backend_addr(echo),
 		    h_strf("%smax_connections = 1\n", keys))));
 	const char *line;
 	char *client;
@@ -414,7 +391,7 @@ START_TEST(breaker_backup_chain)
 	h_assert_fields_only(line, "level=notice", "event=failover_summary",
 	    "upstream=api", "failovers=", "period=#.###");
 	h_assert_between(h_log_double(line, "period"), 0.5, 3.0, "period");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -428,7 +405,7 @@ START_TEST(log_rejects_zero)
 	const char *lis = h_free_addr4();
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s", global_section("info", 0, "2s"),
-		upstream("api", lis, h_backend_addr(srv),
+		h_upstream("api", lis, h_backend_addr(srv),
 		    "failure_threshold = 1\nrecovery_timeout = 30s\n")));
 	const char *line;
 	unsigned summed = 0;
@@ -451,7 +428,7 @@ START_TEST(log_rejects_zero)
 	line = h_expect_log(d, 0, "event=reject_summary");
 	h_assert_fields_only(line, "level=notice", "event=reject_summary",
 	    "upstream=api", "rejected=", "period=#.###");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -467,7 +444,7 @@ START_TEST(log_journal_prefix)
 	struct h_opts opts = { .journal = true };
 	struct h_daemon *d = h_daemon_start_opts(&opts,
 	    h_strf("%s%s", global_section("info", 100, "2s"),
-		upstream("api", lis, h_backend_addr(srv),
+		h_upstream("api", lis, h_backend_addr(srv),
 		    "failure_threshold = 1\nrecovery_timeout = 30s\n")));
 	static const struct {
 		const char *event, *prio;
@@ -491,7 +468,7 @@ START_TEST(log_journal_prefix)
 		    f.prefix, want[i].prio, line);
 		h_assert_fields(line, want[i].event);
 	}
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -507,7 +484,7 @@ START_TEST(relay_server_half_close)
 	const char *lis = h_free_addr4();
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s", global_section("debug", 100, "2s"),
-		upstream("api", lis, h_backend_addr(srv), "")));
+		h_upstream("api", lis, h_backend_addr(srv), "")));
 	char *got, msg[4096], *client;
 	enum h_outcome out;
 	size_t len;
@@ -530,7 +507,7 @@ START_TEST(relay_server_half_close)
 	h_expect_log(d, H_WAIT_MS, "event=close", h_strf("client=%s", client),
 	    "reason=done");
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -561,7 +538,7 @@ START_TEST(relay_server_reset_mid_relay)
 	h_assert_between(h_now_ms() - t0, H_LATE_RST_MS - 50,
 	    H_LATE_RST_MS + 2500, "ms to the reset");
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -602,7 +579,7 @@ START_TEST(relay_server_backpressure)
 	h_assert(i == len, "byte %zu is wrong", i);
 	close(fd);
 	free(stream);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	if (rss0 <= 0 || rss1 <= 0)
 		h_skip("the daemon's RSS is not readable here");
 	h_assert(rss1 - rss0 < 8 * 1024,
@@ -635,7 +612,7 @@ START_TEST(reload_resolves_names_again)
 	h_backend_set_banner(b, "B");
 	lis = h_free_addr4();
 	cfg = h_strf("%s%s", global_section("info", 100, "2s"),
-	    upstream("api", lis, h_strf("cp-backend.test:%s", port), ""));
+	    h_upstream("api", lis, h_strf("cp-backend.test:%s", port), ""));
 	d = h_daemon_start(cfg);
 	fd = h_connect_ok(lis);
 	h_assert(h_recv_exact(fd, buf, 1, H_WAIT_MS) == H_OUT_DATA &&
@@ -652,7 +629,7 @@ START_TEST(reload_resolves_names_again)
 	    "after the reload cp-backend.test still reached %c",
 	    buf[0] == 'A' ? 'A' : '?');
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 

@@ -63,15 +63,6 @@ config_api(const char *listen, const struct h_backend *server, const char *keys)
 	    global_section(1, 100), listen, h_backend_addr(server), keys);
 }
 
-/* Stop the daemon and check it exits 0. */
-static void
-stop_ok(struct h_daemon *d)
-{
-	int st = h_daemon_stop(d);
-
-	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
-}
-
 /* The harness itself: an echo backend echoes, a client reads it back. */
 START_TEST(harness_echo)
 {
@@ -313,7 +304,7 @@ START_TEST(relay_large_both_ways)
 	free(want);
 	h_assert(h_backend_accepted(echo) == 1, "server connections: %u",
 	    h_backend_accepted(echo));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -351,7 +342,7 @@ START_TEST(relay_many_parallel)
 		close(fd[i]);
 	h_assert(h_backend_accepted(echo) == PARALLEL, "accepted %u",
 	    h_backend_accepted(echo));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -383,7 +374,7 @@ START_TEST(relay_half_close)
 	    "reply of %zu bytes, %zu sent", got, len);
 	close(fd);
 	free(req);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -442,7 +433,7 @@ START_TEST(relay_backpressure)
 	    sent >> 20);
 	close(fd);
 	h_backend_stop(srv);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	if (rss0 <= 0 || rss1 <= 0)
 		h_skip("the daemon's RSS is not readable here");
 	h_assert(rss1 - rss0 < 32 * 1024,
@@ -474,7 +465,7 @@ START_TEST(relay_paused_client_reset)
 	h_assert(h_backend_wait_idle(srv, 5000),
 	    "the server side is still open 5 s after the client's reset");
 	h_backend_stop(srv);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -502,7 +493,7 @@ START_TEST(relay_half_closed_client_reset)
 	h_assert(h_backend_wait_idle(srv, 5000),
 	    "the server side is still open 5 s after the client's reset");
 	h_backend_stop(srv);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -532,7 +523,7 @@ START_TEST(relay_half_closed_server_reset)
 	    "the client is still connected 5 s after the server's reset");
 	close(fd);
 	h_backend_stop(srv);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -565,7 +556,7 @@ START_TEST(breaker_early_close_client_first)
 	h_assert(h_backend_wait_accepted(srv, 2, H_WAIT_MS),
 	    "the next client was not relayed");
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -609,7 +600,7 @@ START_TEST(breaker_trips_on_refused)
 	    "a connect_fail after the circuit opened");
 	h_assert(h_count_log(d, "event=state") == 1, "state lines: %u",
 	    h_count_log(d, "event=state"));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -641,7 +632,7 @@ START_TEST(breaker_trips_on_timeout)
 	    "timeout lines: %u",
 	    h_count_log(d, "event=connect_fail", "error=timeout"));
 	h_assert(h_count_log(d, "event=connect_fail") == 2, "connect_fail");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -677,7 +668,7 @@ START_TEST(breaker_trips_on_unix_backlog_full)
 	h_assert(h_count_log(d, "reason=overload") == 0,
 	    "a full backlog was taken for a local shortage: %u overload lines",
 	    h_count_log(d, "reason=overload"));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -716,7 +707,7 @@ START_TEST(breaker_open_rejects_fast)
 	    (unsigned long long)worst);
 	h_assert(h_count_log(d, "event=connect_fail") == 1,
 	    "the server was tried while open");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -739,7 +730,7 @@ START_TEST(breaker_half_open_on_timer)
 	    "from=open", "to=half_open", "reason=recovery_timeout");
 	gap = h_log_time_ms(half) - h_log_time_ms(open);
 	h_assert_between(gap, 290, 2000, "ms from open to half_open (300ms)");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -797,7 +788,7 @@ START_TEST(breaker_half_open_slots)
 	close(a);
 	close(b);
 	close(c);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -880,7 +871,7 @@ START_TEST(breaker_client_leaves_during_connect)
 	h_assert(h_count_log(d, "event=reject") == 0,
 	    "the slot of the trial that left was not given back");
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -926,7 +917,7 @@ START_TEST(breaker_backoff)
 	    "reason=half_open_failure");
 	r3 = h_log_double(open3, "retry_after");
 	h_assert(fabs(r3 - 4 * r1) < 0.05, "third retry_after=%.3f", r3);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -963,7 +954,7 @@ START_TEST(breaker_failure_rate)
 	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=api",
 	    "state=open");
 	h_assert(h_count_log(d, "event=connect_fail") == 2, "connect_fail");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1009,7 +1000,7 @@ START_TEST(breaker_backup_failover)
 	    h_backend_accepted(spare));
 	h_assert(h_count_log(d, "event=reject") == 0,
 	    "a failover was logged as a reject");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1051,7 +1042,7 @@ START_TEST(breaker_reject_http503)
 	    "no Connection: close: \"%s\"", reply);
 	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=api",
 	    "state=open");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1097,7 +1088,7 @@ START_TEST(relay_max_connections)
 	    "an overload counted as a failure");
 	close(a);
 	close(b);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1157,7 +1148,7 @@ START_TEST(relay_idle_timeout)
 	h_assert(pings >= 10, "only %d pings", pings);
 	close(idle);
 	close(busy);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1220,7 +1211,7 @@ START_TEST(relay_idle_timeout_slow_reader)
 	h_assert(h_backend_wait_idle(srv, H_WAIT_MS),
 	    "the server side of the timed-out relay is still open");
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1245,7 +1236,7 @@ START_TEST(relay_ipv6_and_unix)
 	h_assert(h_echo_roundtrip(lu, "over unix", H_WAIT_MS), "via %s", lu);
 	h_assert(h_backend_accepted(echo) == 2, "accepted %u",
 	    h_backend_accepted(echo));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1288,7 +1279,7 @@ START_TEST(relay_wildcard_v4_beside_v6)
 		memcmp(buf, "v6\n", 3) == 0,
 	    "%s did not reach v6's server", l6);
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1322,7 +1313,7 @@ START_TEST(breaker_shared_by_workers)
 	h_assert(n == 45, "%u reject lines for 45 rejected clients", n);
 	h_assert(h_count_log(d, "event=connect_fail") == 5,
 	    "%u connect_fail lines", h_count_log(d, "event=connect_fail"));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1360,7 +1351,7 @@ START_TEST(breaker_dry_run)
 	    "retry_after=", "dry_run=yes");
 	h_assert(h_backend_accepted(srv) == 1, "accepted %u",
 	    h_backend_accepted(srv));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1390,7 +1381,7 @@ START_TEST(breaker_early_close)
 	    "reason=consecutive_failures", "failures=2");
 	h_assert(h_backend_accepted(srv) == 2, "accepted %u",
 	    h_backend_accepted(srv));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1449,7 +1440,7 @@ START_TEST(breaker_early_close_on_write)
 	    "upstream=api", "from=closed", "to=open",
 	    "reason=consecutive_failures", "failures=1");
 	close(fd);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -1510,7 +1501,7 @@ done:
 	h_assert(individual <= 2 * (secs + 1), "%u reject lines in %llu s",
 	    individual, (unsigned long long)secs);
 	h_assert(summaries >= 1, "no reject_summary line");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 

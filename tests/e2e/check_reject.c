@@ -63,15 +63,6 @@ open_circuit(struct h_daemon *d, const char *lis, const char *name)
 	    "to=open");
 }
 
-/* Stop the daemon and check it exits 0. */
-static void
-stop_ok(struct h_daemon *d)
-{
-	int st = h_daemon_stop(d);
-
-	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
-}
-
 /* The port of "127.0.0.1:P". */
 static const char *
 port_of(const char *addr)
@@ -125,7 +116,7 @@ START_TEST(redis_cli_open)
 	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=cache",
 	    "state=open");
 	h_assert(h_backend_accepted(srv) == 0, "the server was reached");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -163,7 +154,7 @@ START_TEST(redis_raw_then_eof)
 			strchr(reply, '\n') == reply + len - 1,
 		    "not one line: \"%s\"", reply);
 	}
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -215,7 +206,7 @@ START_TEST(redis_linger_bounds)
 	    "the slow client was closed after %llu ms",
 	    (unsigned long long)(h_now_ms() - t0));
 	close(keep);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -305,7 +296,7 @@ START_TEST(reject_linger_flood_bounded)
 	    (unsigned long long)worst);
 	h_expect_log(d, H_WAIT_MS, "event=close", "upstream=cache",
 	    h_strf("client=%s", name));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -367,7 +358,7 @@ START_TEST(psql_open)
 		    "pgbench printed \"%s\"", out);
 	}
 	h_assert(h_backend_accepted(srv) == 0, "the server was reached");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	if (pgbench == NULL)
 		h_skip("pgbench is not installed: psql alone was checked");
 }
@@ -405,7 +396,7 @@ START_TEST(mariadb_open)
 	h_assert(strchr(out, '#') == NULL, "the client printed \"%s\"", out);
 	expect_sentence(out, "my", "open", OPEN_S - 5, OPEN_S);
 	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=my", "state=open");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -455,7 +446,7 @@ START_TEST(half_open_no_slot_retry_0)
 	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=cache",
 	    "state=half_open", "retry_after=0.000");
 	close(trial);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -535,7 +526,7 @@ START_TEST(postgres_garbage_and_silence)
 	h_assert(h_wait_count(d, 5, H_WAIT_MS, "event=reject", "upstream=db") ==
 		5,
 	    "%u rejects logged", h_count_log(d, "event=reject"));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -613,7 +604,7 @@ START_TEST(mysql_rejects_counted_like_resets)
 	    "a dry_run client was not relayed");
 	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=dry",
 	    "state=open", "dry_run=yes");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -664,7 +655,7 @@ START_TEST(forced_open_retry_after)
 		expect_sentence(reply, "cache", "forced_open", lo[k], hi[k]);
 	}
 	h_assert(h_backend_accepted(srv) == 0, "the server was reached");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -741,7 +732,7 @@ START_TEST(probe_closes_without_clients)
 	h_assert(h_count_log(d, "event=probe") == 2, "%u probe lines",
 	    h_count_log(d, "event=probe"));
 	h_assert(h_count_log(d, "event=reject") == 0, "a client was rejected");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -781,7 +772,7 @@ START_TEST(probe_fails_backs_off)
 	h_assert(h_count_log(d, "event=probe") == 2, "%u probe lines",
 	    h_count_log(d, "event=probe"));
 	(void)open3;
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -836,7 +827,7 @@ START_TEST(probe_timeout_half_open_rejects)
 	    (long long)took);
 	h_expect_log_after(d, h_log_index(d, probe), H_WAIT_MS, "event=state",
 	    "from=half_open", "to=open", "reason=half_open_failure");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -858,7 +849,7 @@ START_TEST(probe_unix_server)
 	    "from=half_open", "to=closed");
 	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS),
 	    "the server saw %u connects", h_backend_accepted(srv));
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -918,7 +909,7 @@ START_TEST(probe_reload_on_and_removed)
 		     "upstream=gone"),
 	    "a removed upstream was still probed");
 	close(keep);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 

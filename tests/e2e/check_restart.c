@@ -88,15 +88,6 @@ secs(int64_t ms)
 	return h_strf("%" PRId64 ".%03" PRId64, ms / 1000, ms % 1000);
 }
 
-/* Stop the daemon and check it exits 0. */
-static void
-stop_ok(struct h_daemon *d)
-{
-	int st = h_daemon_stop(d);
-
-	h_assert(st == 0, "the daemon exited with %d on SIGTERM", st);
-}
-
 /*
  * An open circuit survives a restart with the rest of its open time: the
  * restarted daemon rejects at once (the server is up again, and untouched)
@@ -120,7 +111,7 @@ START_TEST(state_open_survives_restart)
 	line = h_expect_log(d1, H_WAIT_MS, "event=state", "upstream=api",
 	    "from=closed", "to=open", "retry_after=6.000");
 	t_open = h_log_time_ms(line);
-	stop_ok(d1);
+	h_daemon_stop_ok(d1);
 	text = read_file(path);
 	h_assert(text != NULL &&
 		strstr(text, "circuitproxyd-state 1\n") == text &&
@@ -164,7 +155,7 @@ START_TEST(state_open_survives_restart)
 	    "the half_open trial did not reach the server");
 	h_expect_log(d2, H_WAIT_MS, "event=state", "upstream=api",
 	    "from=half_open", "to=closed");
-	stop_ok(d2);
+	h_daemon_stop_ok(d2);
 	text = read_file(path);
 	h_assert(text != NULL && strstr(text, "\napi state=closed ") != NULL,
 	    "the state file after the second stop:\n%s",
@@ -247,7 +238,7 @@ START_TEST(state_forced_and_expired)
 	    t_closed - now);
 	h_assert(h_echo_roundtrip(l_web, "again", H_WAIT_MS),
 	    "web does not relay after its force ended");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	text = read_file(path);
 	h_assert(text != NULL &&
 		strstr(text, "\napi state=forced_open ") != NULL &&
@@ -324,7 +315,7 @@ START_TEST(state_reforce_written)
 	    "a 30 s force written without its end");
 	admin_post(admin, "/upstreams/api/force-open");
 	wait_state_line(path, "api state=forced_open", "until=none", 3000);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -367,7 +358,7 @@ START_TEST(state_open_capped)
 	    t_half - t_restored);
 	h_assert(h_echo_roundtrip(lis, "trial", H_WAIT_MS),
 	    "the half_open trial did not reach the server");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -418,7 +409,7 @@ START_TEST(state_bad_file_ignored)
 		    "file %zu: the log does not say it is kept: %s", i, line);
 		h_assert(h_echo_roundtrip(lis, "hello", H_WAIT_MS),
 		    "file %zu: the circuit did not start closed", i);
-		stop_ok(d);
+		h_daemon_stop_ok(d);
 		text = read_file(path);
 		h_assert(text != NULL &&
 			strstr(text, "\napi state=closed ") != NULL,
@@ -474,7 +465,7 @@ START_TEST(state_write_failure_retried)
 	    "the retry wrote:\n%s", text ? text : "(none)");
 	h_assert(h_count_log(d, "event=state_file", "retry_in=4.000") == 0,
 	    "retried once more after the write succeeded");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -513,7 +504,7 @@ START_TEST(state_flapping_coalesced)
 	h_assert(transitions >= 20, "only %u transitions in 2s", transitions);
 	h_assert(writes >= 5 && writes <= 2000 / 100 + 3,
 	    "%u writes for %u transitions in 2s", writes, transitions);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -639,7 +630,7 @@ START_TEST(state_slow_disk)
 	    "result=error", "error=");
 	/* ...and the newest state is what is written next. */
 	wait_state_line(path, "api state=half_open", "backoff=", H_WAIT_MS);
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 	text = read_file(path);
 	h_assert(text != NULL && strstr(text, "\napi state=half_open ") != NULL,
 	    "the state file after the stop:\n%s", text ? text : "(none)");

@@ -199,6 +199,16 @@ h_strf(const char *fmt, ...)
 	return h_track(s);
 }
 
+/* An upstream section from a listen address (or none) to a server. */
+char *
+h_upstream(const char *name, const char *listen, const char *server,
+    const char *keys)
+{
+	return h_strf("[upstream:%s]\n%s%s%sserver = %s\n%s\n", name,
+	    listen != NULL ? "listen = " : "", listen != NULL ? listen : "",
+	    listen != NULL ? "\n" : "", server, keys != NULL ? keys : "");
+}
+
 /* Fail the test: dump every daemon's log on stderr, then abort with a tail. */
 void
 h_fail(const char *where, const char *fmt, ...)
@@ -1348,6 +1358,16 @@ h_daemon_stop(struct h_daemon *d)
 		h_fail(H_WHERE, "no exit within %d ms of SIGTERM", H_STOP_MS);
 	}
 	return st;
+}
+
+/* Stop the daemon and fail at where unless it exits 0. */
+void
+h_daemon_stop_ok_at(const char *where, struct h_daemon *d)
+{
+	int st = h_daemon_stop(d);
+
+	if (st != 0)
+		h_fail(where, "the daemon exited with %d on SIGTERM", st);
 }
 
 /* Kill a daemon if it still runs, and free it. */

@@ -44,6 +44,9 @@ int h_main_modes(Suite *(*)(void));
 const char *h_splice_mode(void);
 const char *h_tmpdir(void);
 char *h_strf(const char *, ...) __attribute__((format(printf, 1, 2)));
+/* An [upstream:NAME] section: listen (NULL: none), server, more keys (or NULL). */
+char *h_upstream(const char *name, const char *listen, const char *server,
+    const char *keys);
 void *h_track(void *);
 char *h_path(const char *);
 char *h_write_file(const char *, const char *);
@@ -103,6 +106,9 @@ bool h_daemon_wait_ready(struct h_daemon *, int);
 bool h_daemon_running(struct h_daemon *);
 int h_daemon_wait_exit(struct h_daemon *, int);
 int h_daemon_stop(struct h_daemon *);
+/* SIGTERM, then fail the test (at the caller's line) unless it exits 0. */
+#define h_daemon_stop_ok(d) h_daemon_stop_ok_at(H_WHERE, (d))
+void h_daemon_stop_ok_at(const char *, struct h_daemon *);
 void h_daemon_signal(struct h_daemon *, int);
 pid_t h_daemon_pid(const struct h_daemon *);
 long h_daemon_rss_kb(const struct h_daemon *);
