@@ -387,7 +387,7 @@ START_TEST(conn_pool_rejected)
 	h_assert_fields(conn_line(d, client, &f), "upstream=-", "pool=web",
 	    "server=-", "end=rejected", "state=open", "tries=0",
 	    "connect_ms=-1");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
