@@ -29,11 +29,10 @@ struct dns {
 	const char *port;
 };
 
-/* Stop dnsmasq (a test's cleanup, or the story itself). */
+/* Stop dnsmasq (the story itself, or the cleanup). */
 static void
-dns_stop(void *arg)
+dns_stop(struct dns *dns)
 {
-	struct dns *dns = arg;
 	int st;
 
 	if (dns->pid <= 0)
@@ -41,6 +40,14 @@ dns_stop(void *arg)
 	kill(dns->pid, SIGTERM);
 	waitpid(dns->pid, &st, 0);
 	dns->pid = 0;
+}
+
+/* The test's cleanup: dnsmasq stopped, its record freed. */
+static void
+dns_cleanup(void *arg)
+{
+	dns_stop(arg);
+	free(arg);
 }
 
 /* Rewrite the hosts file and have dnsmasq read it again. */
@@ -60,20 +67,23 @@ dns_hosts(struct dns *dns, const char *text)
 
 /*
  * Start dnsmasq on a free 127.0.0.1 port, answering only from the hosts
- * file (NXDOMAIN for any other name under .test); false if it is missing.
+ * file (NXDOMAIN for any other name under .test); NULL if it is missing.
+ * It lives until the end of the test.
  */
-static bool
-dns_start(struct dns *dns, const char *hosts)
+static struct dns *
+dns_start(const char *hosts)
 {
 	const char *prog = h_client("dnsmasq");
 	struct passwd *pw = getpwuid(getuid());
+	struct dns *dns;
 	char *args[16];
 	uint64_t until;
 	int fd, n = 0;
 
 	if (prog == NULL)
-		return false;
-	memset(dns, 0, sizeof(*dns));
+		return NULL;
+	if ((dns = calloc(1, sizeof(*dns))) == NULL)
+		abort();
 	dns->hosts = h_path("hosts");
 	dns_hosts(dns, hosts);
 	dns->addr = h_free_addr4();
@@ -99,7 +109,7 @@ dns_start(struct dns *dns, const char *hosts)
 		execv(prog, args);
 		_exit(127);
 	}
-	h_defer(dns_stop, dns);
+	h_defer(dns_cleanup, dns);
 	/* Ready when it answers on its TCP port too. */
 	until = h_now_ms() + H_WAIT_MS;
 	while ((fd = h_connect(dns->addr, 200)) < 0) {
@@ -109,7 +119,7 @@ dns_start(struct dns *dns, const char *hosts)
 		usleep(20000);
 	}
 	close(fd);
-	return true;
+	return dns;
 }
 
 /* The config of these stories: one worker, admin on, the test's resolver. */
@@ -166,15 +176,15 @@ START_TEST(dns_name_appears)
 	const char *cfg, *line, *body;
 	struct h_daemon *d;
 	struct h_run r;
-	struct dns dns;
+	struct dns *dns;
 	uint64_t until;
 	char *path;
 	size_t mark;
 
-	if (!dns_start(&dns, "127.0.0.9 other.test\n"))
+	if ((dns = dns_start("127.0.0.9 other.test\n")) == NULL)
 		h_skip("dnsmasq is not installed (Debian: dnsmasq-base)");
 	port = strrchr(h_backend_addr(b), ':') + 1;
-	cfg = dns_config(&dns, admin, lis, h_strf("api.test:%s", port),
+	cfg = dns_config(dns, admin, lis, h_strf("api.test:%s", port),
 	    "failure_threshold = 2\n"
 	    "recovery_timeout = 1s\n"
 	    "half_open_max_calls = 1\n"
@@ -213,7 +223,7 @@ START_TEST(dns_name_appears)
 
 	/* The name appears. */
 	mark = h_log_mark(d);
-	dns_hosts(&dns, h_strf("127.0.0.1 api.test\n"));
+	dns_hosts(dns, h_strf("127.0.0.1 api.test\n"));
 	line = h_expect_log_after(d, mark, H_WAIT_MS, "event=resolve",
 	    "result=ok");
 	h_assert_fields_only(line, "level=info", "event=resolve",
@@ -242,7 +252,7 @@ START_TEST(dns_name_moves)
 	const char *lis = h_free_addr4(), *admin = h_free_addr4(), *port;
 	const char *line;
 	struct h_daemon *d;
-	struct dns dns;
+	struct dns *dns;
 	char buf[8];
 	size_t mark;
 	unsigned i;
@@ -250,9 +260,9 @@ START_TEST(dns_name_moves)
 
 	port = strrchr(h_backend_addr(a), ':') + 1;
 	b = h_backend_new_ip4(H_ECHO, AF_INET, 0x7f000002, atoi(port));
-	if (!dns_start(&dns, "127.0.0.1 api.test\n"))
+	if ((dns = dns_start("127.0.0.1 api.test\n")) == NULL)
 		h_skip("dnsmasq is not installed (Debian: dnsmasq-base)");
-	d = h_daemon_start(dns_config(&dns, admin, lis,
+	d = h_daemon_start(dns_config(dns, admin, lis,
 	    h_strf("api.test:%s", port), ""));
 	line = h_expect_log(d, H_WAIT_MS, "event=resolve", "result=ok");
 	h_assert_fields(line, h_strf("addrs=127.0.0.1:%s", port));
@@ -265,7 +275,7 @@ START_TEST(dns_name_moves)
 	h_assert(h_backend_accepted(a) == 1, "the first server was not used");
 
 	mark = h_log_mark(d);
-	dns_hosts(&dns, "127.0.0.2 api.test\n");
+	dns_hosts(dns, "127.0.0.2 api.test\n");
 	line = h_expect_log_after(d, mark, H_WAIT_MS, "event=resolve",
 	    "result=ok");
 	h_assert_fields(line, "name=api.test",
@@ -283,7 +293,7 @@ START_TEST(dns_name_moves)
 
 	/* Two addresses: used in rotation. */
 	mark = h_log_mark(d);
-	dns_hosts(&dns, "127.0.0.1 api.test\n127.0.0.2 api.test\n");
+	dns_hosts(dns, "127.0.0.1 api.test\n127.0.0.2 api.test\n");
 	line = h_expect_log_after(d, mark, H_WAIT_MS, "event=resolve",
 	    "result=ok");
 	h_assert_fields(line,
@@ -308,19 +318,19 @@ START_TEST(dns_server_gone_keeps_last_good)
 	const char *lis = h_free_addr4(), *admin = h_free_addr4(), *port;
 	const char *line, *body;
 	struct h_daemon *d;
-	struct dns dns;
+	struct dns *dns;
 	size_t mark;
 
-	if (!dns_start(&dns, "127.0.0.1 api.test\n"))
+	if ((dns = dns_start("127.0.0.1 api.test\n")) == NULL)
 		h_skip("dnsmasq is not installed (Debian: dnsmasq-base)");
 	port = strrchr(h_backend_addr(a), ':') + 1;
-	d = h_daemon_start(dns_config(&dns, admin, lis,
+	d = h_daemon_start(dns_config(dns, admin, lis,
 	    h_strf("api.test:%s", port), ""));
 	h_expect_log(d, H_WAIT_MS, "event=resolve", "result=ok");
 	h_assert(roundtrip(lis), "no relay while DNS works");
 
 	mark = h_log_mark(d);
-	dns_stop(&dns);
+	dns_stop(dns);
 	/* evdns gives up after two tries of 2 s each. */
 	line = h_expect_log_after(d, mark, 3 * H_WAIT_MS, "event=resolve",
 	    "result=error");
