@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "breaker.h"
+#include "unit.h"
 
 #define T0 1000000 /* a start time that is a whole number of buckets */
 #define MAX_TR 64
@@ -2362,8 +2363,8 @@ START_TEST(test_errno_is_shortage)
 }
 END_TEST
 
-static Suite *
-breaker_suite(void)
+Suite *
+unit_suite(void)
 {
 	Suite *s = suite_create("breaker");
 	TCase *tc = tcase_create("rules");
@@ -2429,17 +2430,4 @@ breaker_suite(void)
 	tcase_set_timeout(tt, 120);
 	suite_add_tcase(s, tt);
 	return s;
-}
-
-/* Run the suite; exit nonzero if anything failed. */
-int
-main(void)
-{
-	SRunner *sr = srunner_create(breaker_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

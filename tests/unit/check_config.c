@@ -18,6 +18,7 @@
 #include "addr.h"
 #include "config.h"
 #include "util.h"
+#include "unit.h"
 
 #ifndef CP_SRCDIR
 #define CP_SRCDIR "."
@@ -1985,8 +1986,8 @@ START_TEST(test_example_conf)
 END_TEST
 
 /* Build the suite: one loop test per table. */
-static Suite *
-config_suite(void)
+Suite *
+unit_suite(void)
 {
 	Suite *s = suite_create("config");
 	TCase *tc;
@@ -2036,17 +2037,4 @@ config_suite(void)
 	tcase_add_test(tc, test_dump_roundtrip);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-/* Run the suite; nonzero exit on any failure. */
-int
-main(void)
-{
-	SRunner *sr = srunner_create(config_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "unit.h"
 
 /* Parse text that must be valid. */
 static struct json *
@@ -236,8 +237,8 @@ START_TEST(test_embedded_nul)
 END_TEST
 
 /* Gather the tests into one suite. */
-static Suite *
-json_suite(void)
+Suite *
+unit_suite(void)
 {
 	Suite *s = suite_create("json");
 	TCase *tc = tcase_create("reader");
@@ -252,17 +253,4 @@ json_suite(void)
 	tcase_add_test(tc, test_embedded_nul);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-/* Run the suite; exit nonzero if anything failed. */
-int
-main(void)
-{
-	SRunner *sr = srunner_create(json_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "proxyproto.h"
+#include "unit.h"
 
 /* An IPv4 socket address. */
 static struct sockaddr_in
@@ -188,8 +189,8 @@ START_TEST(test_v2_unix_and_local)
 END_TEST
 
 /* Build the suite. */
-static Suite *
-proxyproto_suite(void)
+Suite *
+unit_suite(void)
 {
 	Suite *s = suite_create("proxyproto");
 	TCase *tc = tcase_create("header");
@@ -205,17 +206,4 @@ proxyproto_suite(void)
 	tcase_add_test(tc, test_v2_unix_and_local);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-/* Run the suite; exit nonzero if anything failed. */
-int
-main(void)
-{
-	SRunner *sr = srunner_create(proxyproto_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

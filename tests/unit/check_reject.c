@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "reject.h"
+#include "unit.h"
 
 /* Assert that a built reply is exactly the expected bytes. */
 static void
@@ -375,8 +376,8 @@ START_TEST(test_pg_done_takes_nothing)
 END_TEST
 
 /* Build the suite. */
-static Suite *
-reject_suite(void)
+Suite *
+unit_suite(void)
 {
 	Suite *s = suite_create("reject");
 	TCase *tc = tcase_create("replies");
@@ -401,17 +402,4 @@ reject_suite(void)
 	tcase_add_test(tp, test_pg_done_takes_nothing);
 	suite_add_tcase(s, tp);
 	return s;
-}
-
-/* Run the suite; exit nonzero if anything failed. */
-int
-main(void)
-{
-	SRunner *sr = srunner_create(reject_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "state.h"
+#include "unit.h"
 
 #define W0 1764630000000ULL /* a wall-clock time, ms */
 
@@ -404,8 +405,8 @@ START_TEST(test_write_fails)
 END_TEST
 
 /* Gather the tests into one suite. */
-static Suite *
-state_suite(void)
+Suite *
+unit_suite(void)
 {
 	Suite *s = suite_create("state");
 	TCase *tc = tcase_create("format");
@@ -423,17 +424,4 @@ state_suite(void)
 	tcase_add_test(tf, test_write_fails);
 	suite_add_tcase(s, tf);
 	return s;
-}
-
-/* Run the suite; exit nonzero if anything failed. */
-int
-main(void)
-{
-	SRunner *sr = srunner_create(state_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

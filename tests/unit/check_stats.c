@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "stats.h"
+#include "unit.h"
 
 /* A busy upstream: open, with a backup, failures of two kinds. */
 static void
@@ -426,8 +427,8 @@ START_TEST(test_list_shape)
 END_TEST
 
 /* Build the suite. */
-static Suite *
-stats_suite(void)
+Suite *
+unit_suite(void)
 {
 	Suite *s = suite_create("stats");
 	TCase *tc = tcase_create("render");
@@ -443,16 +444,4 @@ stats_suite(void)
 	tcase_add_test(tc, test_list_shape);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int
-main(void)
-{
-	SRunner *sr = srunner_create(stats_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "upstream.h"
 #include "util.h"
+#include "unit.h"
 
 /* The open state's length in the story, and how long the test waits. */
 #define RECOVERY_MS 50
@@ -125,19 +126,14 @@ START_TEST(tick_race_keeps_the_timer)
 }
 END_TEST
 
-int
-main(void)
+/* The suite: one test. */
+Suite *
+unit_suite(void)
 {
 	Suite *s = suite_create("upstream");
 	TCase *tc = tcase_create("tick");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, tick_race_keeps_the_timer);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return s;
 }
