@@ -1309,10 +1309,13 @@ relay_retry(struct relay *r)
 		relay_close(r, RELAY_END_CONNECT_FAIL);
 		return 0;
 	}
-	event_del(&r->sev_r);
-	event_del(&r->sev_w);
-	close(r->sfd);
-	r->sfd = -1;
+	/* No socket yet when the attempt failed before one (no address). */
+	if (r->sfd != -1) {
+		event_del(&r->sev_r);
+		event_del(&r->sev_w);
+		close(r->sfd);
+		r->sfd = -1;
+	}
 	r->up = r->adm.up;
 	atomic_fetch_add_explicit(&r->up->refs, 1, memory_order_relaxed);
 	/* old may be a retired upstream: not touched after this. */
