@@ -827,6 +827,35 @@ add_long(Suite *s, const char *name, const TTest *test)
 	suite_add_tcase(s, tc);
 }
 
+/*
+ * A member whose host name has no address fails its attempt at once
+ * (error=dns), before any socket: the client is retried on the next
+ * member and served, and nothing else is disturbed (no libevent warning).
+ */
+START_TEST(retry_after_a_member_with_no_address)
+{
+	struct h_backend *live = h_backend(H_ECHO);
+	const char *lis = h_free_addr4();
+	struct h_daemon *d;
+	int i;
+
+	d = h_daemon_start(h_strf("%s[upstream:nx]\n"
+				  "server = nonexistent.invalid:80\n"
+				  "[upstream:live]\nserver = %s\n"
+				  "[pool:p]\nlisten = %s\nmembers = nx live\n"
+				  "balance = first\nretries = 1\n",
+	    global_section(), h_backend_addr(live), lis));
+	for (i = 0; i < 2; i++)
+		h_assert(h_echo_roundtrip(lis, "hello", H_WAIT_MS),
+		    "client %d was not carried to the live member", i);
+	h_expect_log(d, H_WAIT_MS, "event=connect_fail", "upstream=nx",
+	    "error=dns");
+	h_assert(h_count_log(d, "event=libevent") == 0,
+	    "libevent complained about the retry");
+	stop_ok(d);
+}
+END_TEST
+
 /* A bounded client loop through a pool, in a thread of its own. */
 struct loop {
 	const char *addr;
@@ -919,6 +948,7 @@ pool_suite(void)
 	H_TEST(s, reload_pools_keeps_relays);
 	add_long(s, "reload_pools_under_load", reload_pools_under_load);
 	H_TEST(s, retry_first_skips_the_failed_member);
+	H_TEST(s, retry_after_a_member_with_no_address);
 	add_long(s, "status_page_groups_pools", status_page_groups_pools);
 	return s;
 }
