@@ -852,7 +852,7 @@ START_TEST(retry_after_a_member_with_no_address)
 	    "error=dns");
 	h_assert(h_count_log(d, "event=libevent") == 0,
 	    "libevent complained about the retry");
-	stop_ok(d);
+	h_daemon_stop_ok(d);
 }
 END_TEST
 
