@@ -357,6 +357,45 @@ START_TEST(dns_server_gone_keeps_last_good)
 }
 END_TEST
 
+/*
+ * A reload that points the upstream at another name: it is looked up at
+ * once, the old addresses serve until its answer, and new clients then go
+ * to the new name's server.
+ */
+START_TEST(dns_reload_new_name)
+{
+	struct h_backend *a = h_backend(H_ECHO), *b;
+	const char *lis = h_free_addr4(), *admin = h_free_addr4(), *port;
+	const char *line;
+	struct h_daemon *d;
+	struct dns *dns;
+	size_t mark;
+
+	port = strrchr(h_backend_addr(a), ':') + 1;
+	b = h_backend_new_ip4(H_ECHO, AF_INET, 0x7f000002, atoi(port));
+	if ((dns = dns_start("127.0.0.1 api.test\n127.0.0.2 new.test\n")) ==
+	    NULL)
+		h_skip("dnsmasq is not installed (Debian: dnsmasq-base)");
+	d = h_daemon_start(dns_config(dns, admin, lis,
+	    h_strf("api.test:%s", port), ""));
+	h_expect_log(d, H_WAIT_MS, "event=resolve", "name=api.test",
+	    "result=ok");
+	h_assert(roundtrip(lis), "no relay to api.test");
+	h_assert(h_backend_accepted(a) == 1, "api.test's server was not used");
+
+	mark = h_reload(d, dns_config(dns, admin, lis,
+			       h_strf("new.test:%s", port), ""));
+	line = h_expect_log_after(d, mark, H_WAIT_MS, "event=resolve",
+	    "name=new.test", "result=ok");
+	h_assert_fields(line, "upstream=api",
+	    h_strf("addrs=127.0.0.2:%s", port));
+	h_assert(roundtrip(lis), "no relay after the reload");
+	h_assert(h_backend_accepted(b) == 1 && h_backend_accepted(a) == 1,
+	    "after the reload a client went to the old name's server");
+	h_daemon_stop_ok(d);
+}
+END_TEST
+
 /* The stories, one test case each. */
 static Suite *
 dns_suite(void)
@@ -366,6 +405,7 @@ dns_suite(void)
 	H_TEST(s, dns_name_appears);
 	H_TEST(s, dns_name_moves);
 	H_TEST(s, dns_server_gone_keeps_last_good);
+	H_TEST(s, dns_reload_new_name);
 	return s;
 }
 
