@@ -579,14 +579,14 @@ START_TEST(http_servers_kill_one)
 {
 	const char *python = h_client("python3"), *curl = h_client("curl");
 	const char *lis = h_free_addr4(), *names[] = { "A", "B", "C" };
-	struct replica v[NREPLICAS];
+	/* Tracked, not on the stack: the deferred kills run after return. */
+	struct replica *v = h_track(calloc(NREPLICAS, sizeof(*v)));
 	unsigned got[NREPLICAS], i, k, failed;
 	struct h_daemon *d;
 	char *who;
 
 	if (python == NULL || curl == NULL)
 		h_skip("python3 or curl is not installed");
-	memset(v, 0, sizeof(v));
 	for (i = 0; i < NREPLICAS; i++) {
 		v[i].addr = h_free_addr4();
 		v[i].port = strrchr(v[i].addr, ':') + 1;
