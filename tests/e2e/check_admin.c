@@ -2915,19 +2915,6 @@ START_TEST(admin_status_page_chromium)
 }
 END_TEST
 
-/* Where tests/e2e/page_layout.py is (the source tree). */
-static const char *
-page_layout_script(void)
-{
-#ifdef CP_SRCDIR
-	return CP_SRCDIR "/tests/e2e/page_layout.py";
-#else
-	const char *srcdir = getenv("srcdir");
-
-	return h_strf("%s/tests/e2e/page_layout.py", srcdir ? srcdir : ".");
-#endif
-}
-
 /*
  * Lay the page out at 1280 and at 420 pixels in one browser; the JSON
  * report of each in *wide and *phone, the screenshots kept in dir.
@@ -2936,8 +2923,8 @@ static void
 page_layout(const char *browser, const char *python, const char *page,
     const char *dir, char **wide, char **phone)
 {
-	const char *argv[] = { python, page_layout_script(), browser, page,
-		h_path("layout-profile"),
+	const char *argv[] = { python, h_srcpath("tests/e2e/page_layout.py"),
+		browser, page, h_path("layout-profile"),
 		h_strf("1280:%s/status-page-wide.png", dir),
 		h_strf("420:%s/status-page-phone.png", dir), NULL };
 	char *out, *err, *nl;

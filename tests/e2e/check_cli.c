@@ -31,32 +31,6 @@ good_config(void)
 	    h_free_addr4());
 }
 
-/* Where the example config is: $CP_SRCDIR, or $srcdir from make check. */
-static const char *
-example_config(void)
-{
-#ifdef CP_SRCDIR
-	return CP_SRCDIR "/conf/circuitproxy.ini";
-#else
-	const char *srcdir = getenv("srcdir");
-
-	return h_strf("%s/conf/circuitproxy.ini", srcdir ? srcdir : ".");
-#endif
-}
-
-/* Where the README is, beside the example config. */
-static const char *
-readme_path(void)
-{
-#ifdef CP_SRCDIR
-	return CP_SRCDIR "/README.md";
-#else
-	const char *srcdir = getenv("srcdir");
-
-	return h_strf("%s/README.md", srcdir ? srcdir : ".");
-#endif
-}
-
 /* A file's whole text (the test fails if it cannot be read). */
 static char *
 read_text(const char *path)
@@ -348,7 +322,7 @@ END_TEST
  */
 START_TEST(cli_readme_tour)
 {
-	const char *readme = read_text(readme_path()), *a, *b;
+	const char *readme = read_text(h_srcpath("README.md")), *a, *b;
 	char *conf, *cmds, *lis = h_free_addr4(), *srv = h_free_addr4();
 	char *admin = h_free_addr4();
 	const char *sport = strrchr(srv, ':') + 1, *sh = h_client("sh");
@@ -361,7 +335,7 @@ START_TEST(cli_readme_tour)
 	a = strstr(readme, "\n<!-- tour -->\n```sh\n");
 	b = a != NULL ? strstr(a, "\n```\n<!-- /tour -->") : NULL;
 	h_assert(a != NULL && b != NULL, "no <!-- tour --> block in %s",
-	    readme_path());
+	    h_srcpath("README.md"));
 	a += strlen("\n<!-- tour -->\n```sh\n");
 	cmds = h_strf("%.*s\n", (int)(b - a), a);
 	cmds = replace_all(replace_all(cmds, "127.0.0.1:8080", lis),
@@ -370,7 +344,7 @@ START_TEST(cli_readme_tour)
 	h_assert(strstr(cmds, "9090") == NULL && strstr(cmds, "8080") == NULL,
 	    "a port of the tour was not moved:\n%s", cmds);
 
-	conf = read_text(example_config());
+	conf = read_text(h_srcpath("conf/circuitproxy.ini"));
 	conf = replace_all(replace_all(replace_all(conf, "127.0.0.1:8080",
 					   lis),
 			       "127.0.0.1:9090", srv),
@@ -397,7 +371,7 @@ END_TEST
 /* The example config shipped in conf/ passes -t. */
 START_TEST(cli_example_config)
 {
-	const char *path = example_config();
+	const char *path = h_srcpath("conf/circuitproxy.ini");
 	struct h_run r;
 
 	h_assert(access(path, R_OK) == 0, "%s: %s", path, strerror(errno));

@@ -14,19 +14,6 @@
 
 #include "harness.h"
 
-/* The program under test: $CIRCUITPROXYCTL, or beside the daemon. */
-static const char *
-ctl_prog(void)
-{
-	const char *p = getenv("CIRCUITPROXYCTL"), *d;
-
-	if (p != NULL && *p != '\0')
-		return p;
-	d = getenv("CIRCUITPROXYD");
-	h_assert(d != NULL, "CIRCUITPROXYD is not set");
-	return h_strf("%.*sctl", (int)strlen(d) - 1, d);
-}
-
 /* Run circuitproxyctl with up to 9 arguments (the harness runs $CIRCUITPROXYD). */
 static void
 ctl_run_v(struct h_run *r, const char *const *args)
@@ -37,7 +24,7 @@ ctl_run_v(struct h_run *r, const char *const *args)
 
 	for (i = 0; i < 9 && args[i] != NULL; i++)
 		a[i] = args[i];
-	setenv("CIRCUITPROXYD", ctl_prog(), 1);
+	setenv("CIRCUITPROXYD", h_ctl_prog(), 1);
 	h_run_args(r, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
 	    (const char *)NULL);
 	setenv("CIRCUITPROXYD", daemon, 1);
@@ -347,7 +334,7 @@ START_TEST(ctl_permission_denied)
 	    lv.admin);
 	if (geteuid() == 0)
 		h_exec(&r, setpriv, "--reuid=65534", "--regid=65534",
-		    "--clear-groups", ctl_prog(), "-a", lv.admin, "status");
+		    "--clear-groups", h_ctl_prog(), "-a", lv.admin, "status");
 	else {
 		h_assert(chmod(lv.admin + strlen("unix:"), 0) == 0, "chmod %s",
 		    lv.admin);

@@ -211,19 +211,6 @@ redis_round(const char *addr, const struct replica *v, unsigned n,
 	return failed;
 }
 
-/* circuitproxyctl: $CIRCUITPROXYCTL, or beside the daemon. */
-static const char *
-ctl_prog(void)
-{
-	const char *p = getenv("CIRCUITPROXYCTL"), *d;
-
-	if (p != NULL && *p != '\0')
-		return p;
-	d = getenv("CIRCUITPROXYD");
-	h_assert(d != NULL, "CIRCUITPROXYD is not set");
-	return h_strf("%.*sctl", (int)strlen(d) - 1, d);
-}
-
 /* GET path from the admin endpoint: the body of a 200, else NULL. */
 static char *
 admin_get(const char *admin, const char *path)
@@ -531,7 +518,7 @@ START_TEST(all_members_open_rejects)
 	h_assert(admin_get(admin, "/stats/pools/nope") == NULL,
 	    "an unknown pool answered");
 	/* circuitproxyctl status groups each pool with its members. */
-	h_exec(&r, ctl_prog(), "-a", admin, "status");
+	h_exec(&r, h_ctl_prog(), "-a", admin, "status");
 	h_assert(r.status == 0 &&
 		strstr(r.out, "\npool web (roundrobin): 0 of 2 admitting, ") !=
 		    NULL &&

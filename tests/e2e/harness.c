@@ -199,6 +199,32 @@ h_strf(const char *fmt, ...)
 	return h_track(s);
 }
 
+/* A file of the source tree: $CP_SRCDIR at build time, else $srcdir. */
+const char *
+h_srcpath(const char *rel)
+{
+#ifdef CP_SRCDIR
+	return h_strf("%s/%s", CP_SRCDIR, rel);
+#else
+	const char *srcdir = getenv("srcdir");
+
+	return h_strf("%s/%s", srcdir != NULL ? srcdir : ".", rel);
+#endif
+}
+
+/* circuitproxyctl: $CIRCUITPROXYCTL, or beside the daemon. */
+const char *
+h_ctl_prog(void)
+{
+	const char *p = getenv("CIRCUITPROXYCTL"), *d;
+
+	if (p != NULL && *p != '\0')
+		return p;
+	d = getenv("CIRCUITPROXYD");
+	h_assert(d != NULL, "CIRCUITPROXYD is not set");
+	return h_strf("%.*sctl", (int)strlen(d) - 1, d);
+}
+
 /* An upstream section from a listen address (or none) to a server. */
 char *
 h_upstream(const char *name, const char *listen, const char *server,

@@ -44,6 +44,10 @@ int h_main_modes(Suite *(*)(void));
 const char *h_splice_mode(void);
 const char *h_tmpdir(void);
 char *h_strf(const char *, ...) __attribute__((format(printf, 1, 2)));
+/* A file of the source tree by its relative path ($CP_SRCDIR or $srcdir). */
+const char *h_srcpath(const char *);
+/* circuitproxyctl: $CIRCUITPROXYCTL, or beside $CIRCUITPROXYD. */
+const char *h_ctl_prog(void);
 /* An [upstream:NAME] section: listen (NULL: none), server, more keys (or NULL). */
 char *h_upstream(const char *name, const char *listen, const char *server,
     const char *keys);
