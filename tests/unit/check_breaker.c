@@ -204,7 +204,6 @@ START_TEST(test_error_from_errno)
 }
 END_TEST
 
-/* A new breaker is closed, admits, and has an empty window. */
 /*
  * STATS "transitions": the last BREAKER_HISTORY changes, newest first, each
  * with its time and reason; older ones fall out, repeated forces are no
@@ -258,6 +257,7 @@ START_TEST(test_history)
 }
 END_TEST
 
+/* A new breaker is closed, admits, and has an empty window. */
 START_TEST(test_new_closed)
 {
 	struct breaker_conf c = conf_default();
