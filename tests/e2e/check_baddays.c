@@ -56,13 +56,7 @@
 static const char *
 global_section(unsigned workers, const char *keys)
 {
-	return h_strf("[global]\n"
-		      "log_level = info\n"
-		      "workers = %u\n"
-		      "admin =\n"
-		      "shutdown_timeout = 2s\n"
-		      "%s\n",
-	    workers, keys);
+	return h_global_section(workers, "2s", keys);
 }
 
 /* One echo round trip on an open relay within ms. */

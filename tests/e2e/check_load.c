@@ -99,13 +99,8 @@ under_valgrind(void)
 static const char *
 global_section(unsigned workers, const char *keys)
 {
-	return h_strf("[global]\n"
-		      "log_level = info\n"
-		      "workers = %u\n"
-		      "shutdown_timeout = 2s\n"
-		      "log_rejects_per_second = 100000\n"
-		      "%s\n",
-	    workers, keys);
+	return h_global_section(workers, "2s",
+	    h_strf("log_rejects_per_second = 100000\n%s", keys));
 }
 
 /*

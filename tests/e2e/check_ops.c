@@ -46,14 +46,8 @@
 static const char *
 global_section(const char *shutdown_timeout)
 {
-	return h_strf("[global]\n"
-		      "log_level = info\n"
-		      "workers = 1\n"
-		      "admin =\n"
-		      "shutdown_timeout = %s\n"
-		      "log_rejects_per_second = 100\n"
-		      "\n",
-	    shutdown_timeout);
+	return h_global_section(1, shutdown_timeout,
+	    "log_rejects_per_second = 100\n");
 }
 
 /* An upstream section from a listen address to a server, with more keys. */

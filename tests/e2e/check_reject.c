@@ -28,13 +28,7 @@
 static const char *
 global_section(void)
 {
-	return h_strf("[global]\n"
-		      "log_level = info\n"
-		      "workers = 1\n"
-		      "admin =\n"
-		      "shutdown_timeout = 2s\n"
-		      "log_rejects_per_second = 100\n"
-		      "\n");
+	return h_global_section(1, "2s", "log_rejects_per_second = 100\n");
 }
 
 /* One upstream NAME whose server refuses, one failure from open. */

@@ -225,6 +225,20 @@ h_ctl_prog(void)
 	return h_strf("%.*sctl", (int)strlen(d) - 1, d);
 }
 
+/* A [global] section with the usual keys of the stories, and more. */
+char *
+h_global_section(unsigned workers, const char *shutdown_timeout,
+    const char *keys)
+{
+	return h_strf("[global]\n"
+		      "log_level = info\n"
+		      "workers = %u\n"
+		      "admin =\n"
+		      "shutdown_timeout = %s\n"
+		      "%s\n",
+	    workers, shutdown_timeout, keys != NULL ? keys : "");
+}
+
 /* An upstream section from a listen address (or none) to a server. */
 char *
 h_upstream(const char *name, const char *listen, const char *server,

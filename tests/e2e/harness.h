@@ -48,6 +48,12 @@ char *h_strf(const char *, ...) __attribute__((format(printf, 1, 2)));
 const char *h_srcpath(const char *);
 /* circuitproxyctl: $CIRCUITPROXYCTL, or beside $CIRCUITPROXYD. */
 const char *h_ctl_prog(void);
+/*
+ * A [global] section: log_level info, admin off, the workers and
+ * shutdown_timeout given, then more keys (or NULL).
+ */
+char *h_global_section(unsigned workers, const char *shutdown_timeout,
+    const char *keys);
 /* An [upstream:NAME] section: listen (NULL: none), server, more keys (or NULL). */
 char *h_upstream(const char *name, const char *listen, const char *server,
     const char *keys);
