@@ -3089,9 +3089,10 @@ admin_suite(void)
 	H_TEST(s, admin_unix_socket);
 	H_TEST(s, admin_address_in_use);
 	H_TEST(s, admin_curl);
-	H_TEST(s, admin_status_page_chromium);
-	H_TEST(s, admin_status_page_layout);
-	H_TEST(s, admin_status_page_token);
+	/* Each starts Chromium up to three times: 30 s is too short on a busy box. */
+	H_TEST_LONG(s, admin_status_page_chromium, 120);
+	H_TEST_LONG(s, admin_status_page_layout, 120);
+	H_TEST_LONG(s, admin_status_page_token, 120);
 	return s;
 }
 

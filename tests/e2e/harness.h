@@ -37,6 +37,14 @@ TCase *h_tcase_new(const char *);
 		tcase_add_test(h_tc_, fn);                                     \
 		suite_add_tcase((suite), h_tc_);                               \
 	} while (0)
+/* A story that needs longer than H_TCASE_TIMEOUT (a browser, a long load). */
+#define H_TEST_LONG(suite, fn, seconds)                                        \
+	do {                                                                   \
+		TCase *h_tc_ = h_tcase_new(#fn);                               \
+		tcase_add_test(h_tc_, fn);                                     \
+		tcase_set_timeout(h_tc_, (seconds));                           \
+		suite_add_tcase((suite), h_tc_);                               \
+	} while (0)
 int h_main(Suite *);
 void h_defer(void (*)(void *), void *);
 /* The suite once per relay path of CP_TEST_SPLICE (auto, force, off). */
