@@ -1642,7 +1642,7 @@ config_build(struct config_parse *cp)
 		    !info[i].member_of)
 			config_error_add(cp->errs, cp->path, uc->line,
 			    "upstream '%s': 'listen' is not set and no other "
-			    "upstream names it as backup",
+			    "upstream names it as backup and no pool lists it",
 			    uc->name);
 		config_check_breaker(cp, uc, &info[i], dseen);
 	}

@@ -1096,7 +1096,7 @@ static const struct {
 	    "upstream 'a': 'server' is not set" },
 	{ "[upstream:a]\nserver = 127.0.0.1:9090\n", 1,
 	    "upstream 'a': 'listen' is not set and no other upstream names it "
-	    "as backup" },
+	    "as backup and no pool lists it" },
 	{ UP("backup = nope\n"), 4,
 	    "upstream 'a': backup 'nope' is not a defined upstream" },
 	{ UP("backup = a\n"), 4, "upstream 'a': backup cycle a -> a" },
@@ -1351,7 +1351,7 @@ START_TEST(test_empty_upstream)
 	    "not set");
 	ck_assert_str_eq(errs.v[1].msg,
 	    "t.ini:1: upstream 'x': 'listen' is not set and no other "
-	    "upstream names it as backup");
+	    "upstream names it as backup and no pool lists it");
 	config_errors_clear(&errs);
 }
 END_TEST
