@@ -1,7 +1,7 @@
 /*
  * One client from accept to close: the verdict of admission (admit.c:
- * which upstream, or how it is turned away), the non-blocking connect
- * under connect_timeout (a pool's client whose connect fails is handed to
+ * which upstream; a client turned away goes to turnaway.c), the
+ * non-blocking connect under connect_timeout (a pool's client whose connect fails is handed to
  * another member while it has retries), the byte relay both ways, and the
  * end.
  *
@@ -33,7 +33,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,28 +43,15 @@
 
 #include "admit.h"
 #include "log.h"
-#include "reject.h"
 #include "pipe.h"
 #include "pool.h"
 #include "proxyproto.h"
 #include "relay.h"
+#include "turnaway.h"
 #include "upstream.h"
 #include "util.h"
 #include "worker.h"
 
-/* How long a client sent a reject reply may take to close its side. */
-#define RELAY_LINGER_MS 2000
-/*
- * When a client sent a reject reply is first looked at again: most have
- * closed by then, and are closed without ever entering epoll.
- */
-#define RELAY_LINGER_PEEK_MS 10
-/*
- * What a client sent a reject reply may still send: read and dropped, at
- * most this much per wake-up, and this much in all before it is reset.
- */
-#define RELAY_LINGER_READ_MAX (16 * 1024)
-#define RELAY_LINGER_TOTAL_MAX (64 * 1024)
 /*
  * A server's last words (SPEC 8): when a write to it fails, what it had
  * sent is still delivered to the client, this much at most and within this
@@ -73,15 +59,8 @@
  */
 #define RELAY_LAST_WORDS_MAX (64 * 1024)
 #define RELAY_LAST_WORDS_MS 100
-/* Queued clients looked at in one poll(2). */
-#define RELAY_LINGER_BATCH 64
 /* relay->queued before the first look at the send queues. */
 #define RELAY_QUEUED_UNKNOWN UINT32_MAX
-#ifndef POLLRDHUP
-#define POLLRDHUP 0 /* not Linux: POLLHUP tells once both sides are shut */
-#endif
-/* Rejected clients a worker reads from or waits for at once. */
-#define RELAY_LINGER_MAX 1024
 /* How often a source that is not read (paused or finished) is checked. */
 #define RELAY_PAUSED_CHECK_MS 1000
 /* Reads per wakeup before giving other relays their turn. */
@@ -95,32 +74,6 @@
 enum relay_phase {
 	RELAY_CONNECTING,
 	RELAY_RELAYING,
-	RELAY_REJECT_READING, /* postgres reject: reading the startup packet */
-	RELAY_LINGER_QUEUED,  /* reject reply sent, in the worker's queue */
-	RELAY_LINGERING, /* reject reply sent, waiting for the client's FIN */
-};
-
-/* What a reply to a rejected client says, kept while its packet comes. */
-struct relay_reject {
-	struct reject_pg pg;
-	const char *name;  /* the upstream or pool named in the reply */
-	const char *state; /* "open", "half_open", "forced_open" */
-	uint64_t secs;	   /* retry after */
-	uint64_t read_ms;  /* how long the startup packet may take */
-	size_t discarded;  /* bytes read and dropped after the reply */
-};
-
-/*
- * A client's address, kept raw: it is formatted only for a log line, and
- * most clients never get one.
- */
-struct relay_peer {
-	union {
-		struct sockaddr sa;
-		struct sockaddr_in sin;
-		struct sockaddr_in6 sin6;
-	} u;
-	socklen_t len;
 };
 
 /* One direction: bytes read from src, written to dst. */
@@ -141,9 +94,8 @@ struct relay_dir {
 
 struct relay {
 	LIST_ENTRY(relay) entry;
-	TAILQ_ENTRY(relay) linger_entry; /* RELAY_LINGER_QUEUED */
 	struct worker *w;
-	/* Whose server (a backup, a pool's member); NULL for a pool's reject. */
+	/* Whose server (a backup, a pool's member). */
 	struct upstream *up;
 	enum relay_phase phase;
 	int cfd, sfd;
@@ -162,12 +114,9 @@ struct relay {
 	uint64_t last_words_ms;	  /* their deadline; 0 until a write fails */
 	uint32_t last_words_left; /* bytes the server may still have said */
 	struct relay_dir c2s, s2c;
-	struct relay_reject rej;
 	struct event cev_r, cev_w, sev_r, sev_w, timer;
-	struct relay_peer peer;
+	struct turnaway_peer peer;
 };
-
-#define RELAY_PEER_STR_MAX 64
 
 /* Why a relay ends: the end= of its event=conn line (SPEC 5). */
 enum relay_end {
@@ -190,39 +139,9 @@ static const char *relay_close_names[] = { "done", "reset", "reset", "idle",
 static void relay_close(struct relay *, enum relay_end);
 static void relay_timer_arm(struct relay *, uint64_t);
 static void relay_forward(struct relay *, struct relay_dir *);
-static void relay_reject_read(struct relay *);
 static void relay_pipe_put(struct relay *, struct relay_dir *);
 static void relay_last_words(struct relay *);
 static int relay_connect(struct relay *);
-
-/* Close a socket so the peer sees a reset (RST) rather than a FIN. */
-static void
-relay_close_rst(int fd)
-{
-	struct linger lg = { 1, 0 };
-
-	if (fd == -1)
-		return;
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
-}
-
-/* Keep a client's address (a unix peer has no name worth keeping). */
-static void
-relay_peer_set(struct relay_peer *p, const struct sockaddr *sa, socklen_t len)
-{
-	if (sa->sa_family == AF_UNIX || len > sizeof(p->u))
-		len = sizeof(sa_family_t);
-	memcpy(&p->u, sa, len);
-	p->len = len;
-}
-
-/* Format a client's address for a log line. */
-static const char *
-relay_peer_str(const struct relay_peer *p, char *buf)
-{
-	return addr_format(&p->u.sa, p->len, buf, RELAY_PEER_STR_MAX);
-}
 
 /* Record the pending attempt's outcome once. */
 static void
@@ -238,78 +157,15 @@ relay_record(struct relay *r, bool success, enum breaker_error err)
 static void
 relay_log_fail(struct relay *r, enum breaker_error err, uint64_t elapsed_ms)
 {
-	char client[RELAY_PEER_STR_MAX], server[ADDR_TEXT_MAX + 8];
+	char client[TURNAWAY_PEER_STR_MAX], server[ADDR_TEXT_MAX + 8];
 
 	log_warnx("event=connect_fail upstream=%s server=%s client=%s "
 		  "error=%s elapsed_ms=%" PRIu64,
 	    r->up->name,
 	    log_quote(server, sizeof(server),
 		upstream_conf(r->up)->server.text),
-	    relay_peer_str(&r->peer, client), breaker_error_name(err),
+	    turnaway_peer_str(&r->peer, client), breaker_error_name(err),
 	    elapsed_ms);
-}
-
-/* What an event=conn line says of one client. */
-struct relay_conn {
-	const char *end;
-	const char *state;	 /* rejected: the circuit's state, else NULL */
-	unsigned tries;		 /* 0: no connect, server=- */
-	int64_t connect_took_us; /* -1: never connected */
-	uint64_t duration_ms;
-	uint64_t bytes_in, bytes_out;
-};
-
-/*
- * The client's event=conn line (log_connections), through the log queue
- * and never rate-limited: up is whose server it was given (NULL when a
- * pool turned it away), pool the pool it came through (or NULL).
- */
-static void
-relay_log_conn(struct upstream *up, struct pool *pool,
-    const struct relay_peer *peer, const struct relay_conn *c)
-{
-	char client[RELAY_PEER_STR_MAX], server[ADDR_TEXT_MAX + 8];
-	char connect[32];
-
-	if (c->tries > 0 && up != NULL)
-		log_quote(server, sizeof(server),
-		    upstream_conf(up)->server.text);
-	else
-		snprintf(server, sizeof(server), "-");
-	if (c->connect_took_us < 0)
-		snprintf(connect, sizeof(connect), "-1");
-	else
-		snprintf(connect, sizeof(connect), "%" PRId64 ".%" PRId64,
-		    c->connect_took_us / 1000, c->connect_took_us % 1000 / 100);
-	log_info("event=conn upstream=%s%s%s server=%s client=%s end=%s%s%s "
-		 "connect_ms=%s duration_ms=%" PRIu64 " bytes_in=%" PRIu64
-		 " bytes_out=%" PRIu64 " tries=%u",
-	    up != NULL ? up->name : "-", pool != NULL ? " pool=" : "",
-	    pool != NULL ? pool->name : "", server,
-	    relay_peer_str(peer, client), c->end,
-	    c->state != NULL ? " state=" : "", c->state != NULL ? c->state : "",
-	    connect, c->duration_ms, c->bytes_in, c->bytes_out, c->tries);
-}
-
-/* Does the entry a client came through (its pool, else its upstream) log? */
-static bool
-relay_log_wanted(struct upstream *up, struct pool *pool)
-{
-	if (pool != NULL)
-		return pool_conf(pool)->log_connections;
-	return up != NULL && upstream_conf(up)->log_connections;
-}
-
-/* The event=conn line of a client turned away before it had a relay. */
-static void
-relay_log_conn_turned(const struct admit *a, const struct relay_peer *peer,
-    const char *end, const char *state)
-{
-	struct relay_conn c = { .end = end,
-		.state = state,
-		.connect_took_us = -1 };
-
-	relay_log_conn(a->up, a->pool, peer, &c);
 }
 
 /* The whole and only way out: release both sides, timers and counters. */
@@ -319,21 +175,16 @@ relay_close(struct relay *r, enum relay_end why)
 	struct worker *w = r->w;
 	struct upstream *up = r->up;
 	struct pool *pool = r->adm.pool;
-	struct relay_conn c;
+	struct turnaway_conn c;
 
 	if (r->log_conn) {
-		c = (struct relay_conn){ .end = relay_end_names[why],
-			.state = r->rej.state,
+		c = (struct turnaway_conn){ .end = relay_end_names[why],
 			.tries = r->adm.tries,
 			.connect_took_us = r->connect_took_us,
 			.duration_ms = util_now_ms() - r->accept_ms,
 			.bytes_in = r->bytes_in,
 			.bytes_out = r->bytes_out };
-		if (r->rej.state != NULL) {
-			c.end = "rejected";
-			c.tries = 0;
-		}
-		relay_log_conn(up, pool, &r->peer, &c);
+		turnaway_log_conn(up, pool, &r->peer, &c);
 	}
 	if (r->outcome_pending) {
 		/*
@@ -354,8 +205,8 @@ relay_close(struct relay *r, enum relay_end why)
 		event_del(&r->sev_w);
 	}
 	if (why != RELAY_END_DONE && why != RELAY_END_IDLE) {
-		relay_close_rst(r->cfd);
-		relay_close_rst(r->sfd);
+		turnaway_close_rst(r->cfd);
+		turnaway_close_rst(r->sfd);
 	} else {
 		close(r->cfd);
 		if (r->sfd != -1)
@@ -366,18 +217,13 @@ relay_close(struct relay *r, enum relay_end why)
 	relay_pipe_put(r, &r->c2s);
 	relay_pipe_put(r, &r->s2c);
 	admit_release(&r->adm);
-	if (r->phase == RELAY_LINGER_QUEUED)
-		TAILQ_REMOVE(&w->lingering, r, linger_entry);
-	if (r->phase == RELAY_LINGERING || r->phase == RELAY_REJECT_READING ||
-	    r->phase == RELAY_LINGER_QUEUED)
-		w->nlingering--;
 	if (log_enabled(LOG_LEVEL_DEBUG)) {
-		char client[RELAY_PEER_STR_MAX];
+		char client[TURNAWAY_PEER_STR_MAX];
 
 		log_debug("event=close %s=%s client=%s reason=%s",
 		    up != NULL ? "upstream" : "pool",
 		    up != NULL ? up->name : pool->name,
-		    relay_peer_str(&r->peer, client), relay_close_names[why]);
+		    turnaway_peer_str(&r->peer, client), relay_close_names[why]);
 	}
 	LIST_REMOVE(r, entry);
 	free(r);
@@ -392,7 +238,7 @@ relay_close(struct relay *r, enum relay_end why)
 	worker_relay_gone(w);
 }
 
-/* Reset every relay of a worker: the shutdown timeout has passed. */
+/* Reset every client of a worker: the shutdown timeout has passed. */
 void
 relay_close_all(struct worker *w)
 {
@@ -403,6 +249,7 @@ relay_close_all(struct worker *w)
 		w->closed++;
 		relay_close(r, RELAY_END_SHUTDOWN);
 	}
+	w->closed += turnaway_close_all(&w->turned);
 }
 
 /* A direction is finished: pass the FIN on; end the relay when both are. */
@@ -903,88 +750,6 @@ relay_client_wait(struct relay *r)
 	relay_close(r, RELAY_END_CLIENT_RESET);
 }
 
-/*
- * Discard what a client sent a reject reply still sends, a bounded amount
- * per wake-up so that a client that keeps sending cannot hold the worker:
- * 1 once it has closed its side, -1 when the connection failed or it sent
- * more than RELAY_LINGER_TOTAL_MAX in all (reset it), 0 to wait on.
- */
-static int
-relay_linger_drain(struct relay *r)
-{
-	char buf[4096];
-	size_t got = 0;
-	ssize_t n;
-
-	while (got < RELAY_LINGER_READ_MAX) {
-		n = recv(r->cfd, buf, sizeof(buf), 0);
-		if (n == 0)
-			return 1;
-		if (n == -1)
-			return errno == EAGAIN || errno == EINTR ? 0 : -1;
-		got += (size_t)n;
-		r->rej.discarded += (size_t)n;
-		if (r->rej.discarded > RELAY_LINGER_TOTAL_MAX)
-			return -1;
-	}
-	return 0;
-}
-
-/*
- * The worker's queue of clients sent a reject reply: those queued for
- * RELAY_LINGER_PEEK_MS are looked at together, in one poll(2) per
- * RELAY_LINGER_BATCH. One that has closed its side is closed (already shut
- * down both ways, it gets no reset whatever it left unread); the others are
- * waited for with a read event for the rest of RELAY_LINGER_MS.
- */
-static void
-relay_linger_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct worker *w = arg;
-	uint64_t now = util_now_ms(), waited;
-	struct pollfd pfd[RELAY_LINGER_BATCH];
-	struct relay *batch[RELAY_LINGER_BATCH], *r;
-	struct timeval tv;
-	int i, n;
-
-	(void)fd;
-	(void)what;
-	do {
-		n = 0;
-		while (n < RELAY_LINGER_BATCH &&
-		    (r = TAILQ_FIRST(&w->lingering)) != NULL &&
-		    r->start_ms + RELAY_LINGER_PEEK_MS <= now) {
-			TAILQ_REMOVE(&w->lingering, r, linger_entry);
-			r->phase = RELAY_LINGERING;
-			pfd[n].fd = r->cfd;
-			pfd[n].events = POLLIN | POLLRDHUP;
-			pfd[n].revents = 0;
-			batch[n++] = r;
-		}
-		if (n > 0 && poll(pfd, (nfds_t)n, 0) == -1)
-			for (i = 0; i < n; i++)
-				pfd[i].revents = 0;
-		for (i = 0; i < n; i++) {
-			r = batch[i];
-			if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
-				relay_close(r, RELAY_END_DONE);
-				continue;
-			}
-			waited = now - r->start_ms;
-			event_add(&r->cev_r, NULL);
-			event_add(&r->timer,
-			    util_timeval(&tv,
-				waited < RELAY_LINGER_MS
-				    ? RELAY_LINGER_MS - waited
-				    : 0));
-		}
-	} while (n == RELAY_LINGER_BATCH);
-	if ((r = TAILQ_FIRST(&w->lingering)) != NULL)
-		evtimer_add(w->linger_ev,
-		    util_timeval(&tv,
-			r->start_ms + RELAY_LINGER_PEEK_MS - now));
-}
-
 /* Client readable. */
 static void
 relay_client_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -995,21 +760,6 @@ relay_client_read_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (r->phase == RELAY_CONNECTING) {
 		relay_client_wait(r);
-		return;
-	}
-	if (r->phase == RELAY_REJECT_READING) {
-		relay_reject_read(r);
-		return;
-	}
-	if (r->phase == RELAY_LINGERING) {
-		switch (relay_linger_drain(r)) {
-		case 1:
-			relay_close(r, RELAY_END_DONE);
-			break;
-		case -1:
-			relay_close(r, RELAY_END_CLIENT_RESET);
-			break;
-		}
 		return;
 	}
 	relay_forward(r, &r->c2s);
@@ -1178,15 +928,6 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (r->phase == RELAY_LINGERING) {
-		relay_close(r, RELAY_END_DONE);
-		return;
-	}
-	if (r->phase == RELAY_REJECT_READING) {
-		/* Nothing, or not all of it, within connect_timeout. */
-		relay_close(r, RELAY_END_CLIENT_RESET);
-		return;
-	}
 	if (r->last_words_ms != 0) {
 		relay_last_words_end(r, now);
 		return;
@@ -1200,11 +941,11 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (uc->idle_timeout_ms != 0 &&
 	    now >= r->last_active_ms + uc->idle_timeout_ms &&
 	    !relay_peers_draining(r, now, uc->idle_timeout_ms)) {
-		char client[RELAY_PEER_STR_MAX];
+		char client[TURNAWAY_PEER_STR_MAX];
 
 		log_info("event=idle_timeout upstream=%s client=%s "
 			 "idle_ms=%" PRIu64,
-		    r->up->name, relay_peer_str(&r->peer, client),
+		    r->up->name, turnaway_peer_str(&r->peer, client),
 		    uc->idle_timeout_ms);
 		relay_close(r, RELAY_END_IDLE);
 		return;
@@ -1370,7 +1111,7 @@ static int
 relay_shortage(struct relay *r, int error)
 {
 	struct pipe_pool *pipes = r->w->pipes;
-	char client[RELAY_PEER_STR_MAX];
+	char client[TURNAWAY_PEER_STR_MAX];
 
 	admit_cancel(&r->adm);
 	r->outcome_pending = false;
@@ -1378,7 +1119,7 @@ relay_shortage(struct relay *r, int error)
 	if (upstream_log_allowed(r->up, UPSTREAM_LOG_REJECT, util_now_ms()))
 		log_notice("event=reject upstream=%s client=%s reason=overload "
 			   "error=%s",
-		    r->up->name, relay_peer_str(&r->peer, client),
+		    r->up->name, turnaway_peer_str(&r->peer, client),
 		    util_errno_name(error));
 	relay_close(r, RELAY_END_OVERLOAD);
 	if (error != EMFILE && error != ENFILE)
@@ -1448,12 +1189,12 @@ relay_connect(struct relay *r)
 }
 
 /*
- * Allocate a relay for a client, owned by the worker, holding up (NULL for
- * a pool's reject) and pool (or NULL) until it ends.
+ * Allocate a relay for a client, owned by the worker, holding up and pool
+ * (or NULL) until it ends.
  */
 static struct relay *
 relay_new(struct worker *w, struct upstream *up, struct pool *pool, int cfd,
-    const struct relay_peer *peer)
+    const struct turnaway_peer *peer)
 {
 	struct relay *r;
 
@@ -1467,7 +1208,7 @@ relay_new(struct worker *w, struct upstream *up, struct pool *pool, int cfd,
 	r->c2s.pipe[0] = r->c2s.pipe[1] = -1;
 	r->s2c.pipe[0] = r->s2c.pipe[1] = -1;
 	r->peer = *peer;
-	r->log_conn = relay_log_wanted(up, pool);
+	r->log_conn = turnaway_log_wanted(up, pool);
 	r->accept_ms = util_now_ms();
 	r->connect_took_us = -1;
 	event_assign(&r->cev_r, w->base, cfd, EV_READ | EV_PERSIST,
@@ -1486,185 +1227,6 @@ relay_new(struct worker *w, struct upstream *up, struct pool *pool, int cfd,
 }
 
 /*
- * A relay for a rejected client the worker reads from (until its reply is
- * out) or waits for; NULL past the cap (a flood) or short of memory.
- */
-static struct relay *
-relay_reject_new(struct worker *w, const struct admit *a, int fd,
-    const struct relay_peer *peer)
-{
-	struct relay *r;
-
-	if (w->nlingering >= RELAY_LINGER_MAX ||
-	    (r = relay_new(w, a->up, a->pool, fd, peer)) == NULL)
-		return NULL;
-	r->rej.name = a->name;
-	r->rej.read_ms = a->connect_timeout_ms;
-	w->nlingering++;
-	r->phase = RELAY_REJECT_READING;
-	return r;
-}
-
-/*
- * The reply is out and our side shut: queue the client, to be looked at
- * again in RELAY_LINGER_PEEK_MS (see relay_linger_cb).
- */
-static void
-relay_linger_queue(struct relay *r)
-{
-	struct worker *w = r->w;
-	struct timeval tv;
-
-	event_del(&r->cev_r);
-	event_del(&r->timer);
-	r->phase = RELAY_LINGER_QUEUED;
-	r->start_ms = util_now_ms();
-	TAILQ_INSERT_TAIL(&w->lingering, r, linger_entry);
-	if (w->linger_ev == NULL)
-		w->linger_ev = evtimer_new(w->base, relay_linger_cb, w);
-	if (!evtimer_pending(w->linger_ev, NULL))
-		evtimer_add(w->linger_ev,
-		    util_timeval(&tv, RELAY_LINGER_PEEK_MS));
-}
-
-/* Send a reject reply whole and shut our side; false if it did not fit. */
-static bool
-relay_reject_send(int fd, const char *reply, size_t n)
-{
-	/* MSG_MORE: the reply and the FIN leave in one segment. */
-	if (send(fd, reply, n, MSG_NOSIGNAL | MSG_MORE) != (ssize_t)n)
-		return false;
-	shutdown(fd, SHUT_WR);
-	return true;
-}
-
-/*
- * A postgres reject reads the client's first packets: 'N' answers an
- * SSLRequest or GSSENCRequest, the ErrorResponse the startup packet, and
- * the client is then waited for as after any reply. Garbage is reset; what
- * is read is bounded by the protocol's lengths, and how long by the timer
- * (connect_timeout). The answers to one read leave in one send.
- */
-static void
-relay_reject_read(struct relay *r)
-{
-	const uint8_t *buf = (const uint8_t *)r->w->scratch;
-	char out[REJECT_PG_REQUESTS_MAX + REJECT_REPLY_MAX];
-	size_t off, used, nout = 0;
-	struct timeval tv;
-	ssize_t n;
-
-	for (;;) {
-		n = recv(r->cfd, r->w->scratch, r->w->scratch_len, 0);
-		if (n == 0) {
-			/* The client gave up first: nothing to tell it. */
-			relay_close(r, RELAY_END_DONE);
-			return;
-		}
-		if (n == -1) {
-			if (errno == EAGAIN || errno == EINTR)
-				break;
-			relay_close(r, RELAY_END_CLIENT_RESET);
-			return;
-		}
-		for (off = 0; off < (size_t)n; off += used) {
-			switch (reject_pg_feed(&r->rej.pg, buf + off,
-			    (size_t)n - off, &used)) {
-			case REJECT_PG_MORE:
-				break;
-			case REJECT_PG_ANSWER_N:
-				out[nout++] = 'N';
-				break;
-			case REJECT_PG_STARTUP:
-				nout += reject_reply(REJECT_POSTGRES,
-				    r->rej.name, r->rej.state, r->rej.secs,
-				    out + nout, sizeof(out) - nout);
-				if (!relay_reject_send(r->cfd, out, nout))
-					relay_close(r, RELAY_END_CLIENT_RESET);
-				else {
-					r->bytes_out += nout;
-					relay_linger_queue(r);
-				}
-				return;
-			case REJECT_PG_BAD:
-				relay_close(r, RELAY_END_CLIENT_RESET);
-				return;
-			}
-		}
-	}
-	/* More to come: answer what came, and wait for the rest. */
-	if (nout > 0 &&
-	    send(r->cfd, out, nout, MSG_NOSIGNAL) != (ssize_t)nout) {
-		relay_close(r, RELAY_END_CLIENT_RESET);
-		return;
-	}
-	r->bytes_out += nout;
-	if (!event_pending(&r->cev_r, EV_READ, NULL)) {
-		event_add(&r->cev_r, NULL);
-		event_add(&r->timer, util_timeval(&tv, r->rej.read_ms));
-	}
-}
-
-/*
- * Turn a client away as admission decided (the line is logged): reset it
- * or tell it in its own protocol (SPEC 4). A reply goes out at once,
- * except postgres's, which waits for the client's startup packet.
- */
-static void
-relay_reject(struct worker *w, const struct admit *a, int fd,
-    const struct relay_peer *peer)
-{
-	char reply[REJECT_REPLY_MAX];
-	struct relay *r;
-	uint64_t secs;
-	size_t n;
-
-	bool log_conn = relay_log_wanted(a->up, a->pool);
-
-	if (a->reject == REJECT_RESET) {
-		if (log_conn)
-			relay_log_conn_turned(a, peer, "rejected", a->state);
-		relay_close_rst(fd);
-		return;
-	}
-	secs = reject_retry_secs(a->retry_after_ms, a->recovery_timeout_ms);
-	if (a->reject == REJECT_POSTGRES) {
-		r = relay_reject_new(w, a, fd, peer);
-		if (r == NULL) {
-			if (log_conn)
-				relay_log_conn_turned(a, peer, "rejected",
-				    a->state);
-			relay_close_rst(fd);
-			return;
-		}
-		reject_pg_init(&r->rej.pg);
-		r->rej.state = a->state;
-		r->rej.secs = secs;
-		/* The packet is often in already: spare a trip through epoll. */
-		relay_reject_read(r);
-		return;
-	}
-	n = reject_reply(a->reject, a->name, a->state, secs, reply,
-	    sizeof(reply));
-	if (!relay_reject_send(fd, reply, n)) {
-		if (log_conn)
-			relay_log_conn_turned(a, peer, "rejected", a->state);
-		relay_close_rst(fd);
-		return;
-	}
-	/* Past the cap, a flood of rejects gets its reply without the wait. */
-	if ((r = relay_reject_new(w, a, fd, peer)) == NULL) {
-		if (log_conn)
-			relay_log_conn_turned(a, peer, "rejected", a->state);
-		close(fd);
-		return;
-	}
-	r->rej.state = a->state;
-	r->bytes_out = n;
-	relay_linger_queue(r);
-}
-
-/*
  * Take an accepted client of up's listener (pool NULL) or pool's (up
  * NULL): relay it as admission decides, or turn it away. Returns EMFILE or
  * ENFILE when no descriptor was left for its server (the caller pauses
@@ -1676,22 +1238,22 @@ relay_accept(struct worker *w, struct upstream *up, struct pool *pool, int fd,
 {
 	struct admit a;
 	struct relay *r;
-	struct relay_peer peer;
+	struct turnaway_peer peer;
 	uint64_t now = util_now_ms();
 #ifndef __linux__
 	int on = 1;
 #endif
 
-	relay_peer_set(&peer, sa, salen);
+	turnaway_peer_set(&peer, sa, salen);
 	admit_client(&a, up, pool, w->id, &peer.u.sa, peer.len, now);
 	if (a.kind == ADMIT_OVERLOAD) {
-		if (relay_log_wanted(a.up, pool))
-			relay_log_conn_turned(&a, &peer, "overload", NULL);
-		relay_close_rst(fd);
+		if (turnaway_log_wanted(a.up, pool))
+			turnaway_log_turned(&a, &peer, "overload", NULL);
+		turnaway_close_rst(fd);
 		return 0;
 	}
 	if (a.kind == ADMIT_REJECT) {
-		relay_reject(w, &a, fd, &peer);
+		turnaway_reject(&w->turned, &a, fd, &peer);
 		return 0;
 	}
 #ifndef __linux__
@@ -1703,9 +1265,9 @@ relay_accept(struct worker *w, struct upstream *up, struct pool *pool, int fd,
 		admit_cancel(&a);
 		admit_release(&a);
 		upstream_count(a.up, w->id, UC_rejected_overload_total, 1);
-		if (relay_log_wanted(a.up, pool))
-			relay_log_conn_turned(&a, &peer, "overload", NULL);
-		relay_close_rst(fd);
+		if (turnaway_log_wanted(a.up, pool))
+			turnaway_log_turned(&a, &peer, "overload", NULL);
+		turnaway_close_rst(fd);
 		return 0;
 	}
 	r->adm = a;

@@ -17,7 +17,7 @@ struct worker;
  */
 int relay_accept(struct worker *, struct upstream *, struct pool *, int fd,
     const struct sockaddr *, socklen_t);
-/* Reset every relay of a worker (shutdown timeout). */
+/* Reset every relay and turned-away client of a worker (shutdown timeout). */
 void relay_close_all(struct worker *);
 
 #endif

@@ -59,6 +59,8 @@ worker_splice_forced(void)
 	return v != NULL && strcmp(v, "force") == 0;
 }
 
+static void worker_turnaway_gone(void *);
+
 /* A listener of this worker accepted a client: relay it. */
 static int
 worker_accept_cb(struct upstream *up, struct pool *pool, int fd,
@@ -134,7 +136,7 @@ worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(w->base);
 		return;
 	}
-	if (w->draining && w->nrelays == 0)
+	if (w->draining && w->nrelays == 0 && w->turned.n == 0)
 		event_base_loopbreak(w->base);
 }
 
@@ -154,7 +156,6 @@ worker_new(unsigned id, unsigned nworkers, worker_news_cb news, void *arg,
 	w->news = news;
 	w->news_arg = arg;
 	LIST_INIT(&w->relays);
-	TAILQ_INIT(&w->lingering);
 	atomic_init(&w->cmd, 0);
 	atomic_init(&w->heartbeat, 0);
 	atomic_init(&w->exited, false);
@@ -182,6 +183,8 @@ worker_new(unsigned id, unsigned nworkers, worker_news_cb news, void *arg,
 		    id);
 		goto fail;
 	}
+	turnaway_room_init(&w->turned, w->base, w->scratch, w->scratch_len,
+	    worker_turnaway_gone, w);
 	if (pipe(w->ctl_pipe) == -1) {
 		xasprintf(cause, "pipe: %s", strerror(errno));
 		goto fail;
@@ -313,8 +316,7 @@ worker_free(struct worker *w)
 		return;
 	if (w->ctl_ev != NULL)
 		event_free(w->ctl_ev);
-	if (w->linger_ev != NULL)
-		event_free(w->linger_ev);
+	turnaway_room_free(&w->turned);
 	if (w->heartbeat_ev != NULL)
 		event_free(w->heartbeat_ev);
 	if (w->ctl_pipe[0] != -1)
@@ -329,6 +331,24 @@ worker_free(struct worker *w)
 	free(w);
 }
 
+/* A client has ended: a draining worker counts it, leaves after the last. */
+static void
+worker_client_gone(struct worker *w)
+{
+	if (w->draining) {
+		w->drained++;
+		if (w->nrelays == 0 && w->turned.n == 0)
+			event_base_loopbreak(w->base);
+	}
+}
+
+/* A turned-away client has ended (the room's news). */
+static void
+worker_turnaway_gone(void *arg)
+{
+	worker_client_gone(arg);
+}
+
 /* A relay ended: after the last, spare pipes go, a draining worker leaves. */
 void
 worker_relay_gone(struct worker *w)
@@ -336,9 +356,5 @@ worker_relay_gone(struct worker *w)
 	/* No relay left to reuse them: spare pipes go back to the system. */
 	if (--w->nrelays == 0)
 		pipe_pool_trim(w->pipes);
-	if (w->draining) {
-		w->drained++;
-		if (w->nrelays == 0)
-			event_base_loopbreak(w->base);
-	}
+	worker_client_gone(w);
 }

@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "turnaway.h"
+
 struct event;
 struct event_base;
 struct listener;
@@ -21,7 +23,6 @@ struct relay;
 struct worker;
 
 LIST_HEAD(relay_list, relay);
-TAILQ_HEAD(relay_queue, relay);
 
 /* Commands from the main thread, as bits in worker->cmd. */
 #define WORKER_CMD_STOP_ACCEPT 0x1 /* drain: stop accepting */
@@ -62,9 +63,7 @@ struct worker {
 	bool draining;
 	uint64_t drained;    /* relays that finished during a drain */
 	uint64_t closed;     /* relays reset at shutdown */
-	unsigned nlingering; /* rejected clients read from or waited for */
-	struct relay_queue lingering; /* replied, not yet looked at again */
-	struct event *linger_ev;      /* when to look at them */
+	struct turnaway_room turned; /* its turned-away clients */
 
 	char *scratch; /* one read at a time passes through here */
 	size_t scratch_len;

@@ -16,7 +16,7 @@ floors='
 4 config
 5 state stats notify reject admin_page probe resolve
 6 upstream pool
-7 listener pipe state_file admit
+7 listener pipe state_file admit turnaway
 8 relay worker
 9 admin
 10 daemon
