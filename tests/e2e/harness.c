@@ -1208,10 +1208,20 @@ h_daemon_spawn_opts_args(const char *where, const struct h_opts *opts,
 static int
 h_ready_ms(void)
 {
+	return h_slow_ms(H_READY_MS);
+}
+
+/*
+ * A deadline ms stretched by CK_TIMEOUT_MULTIPLIER, for waits on the
+ * daemon's own pace (under valgrind it runs several times slower).
+ */
+int
+h_slow_ms(int ms)
+{
 	const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
 	int k = m != NULL ? atoi(m) : 1;
 
-	return H_READY_MS * (k > 1 && k < 100 ? k : 1);
+	return ms * (k > 1 && k < 100 ? k : 1);
 }
 
 /* Wait for READY=1 of a spawned daemon; fail the test if it never comes. */

@@ -69,6 +69,7 @@ void *h_track(void *);
 char *h_path(const char *);
 char *h_write_file(const char *, const char *);
 uint64_t h_now_ms(void);
+int h_slow_ms(int);
 #define H_STR(x) H_STR2(x)
 #define H_STR2(x) #x
 #define H_WHERE __FILE__ ":" H_STR(__LINE__)
