@@ -120,8 +120,8 @@ START_TEST(log_stalled_sink)
 	h_assert(relay_answers(fd, RELAY_MS), "the relay stopped answering");
 
 	h_daemon_log_stall(d, false);
-	line = h_expect_log_after(d, mark, h_slow_ms(2 * H_WAIT_MS), "level=warning",
-	    "event=log_dropped", "lines=");
+	line = h_expect_log_after(d, mark, h_slow_ms(2 * H_WAIT_MS),
+	    "level=warning", "event=log_dropped", "lines=");
 	lost = h_log_double(line, "lines");
 	h_assert(lost > 0 && lost < sent, "lines=%.0f of %u rejects", lost,
 	    sent);
