@@ -100,7 +100,7 @@ struct admin {
 	unsigned evicted;   /* closed for room, not yet logged */
 	uint64_t evicted_logged_ms;
 	struct admin_refusals refused[2]; /* 401, 403 */
-	struct event *tally_ev;	  /* logs the rest of both a second on */
+	struct event *tally_ev; /* logs the rest of both a second on */
 	struct event *adopt_ev;
 	struct event *resume_ev;
 	uint64_t error_logged_s;
@@ -231,7 +231,8 @@ admin_evict(struct admin *a, bool any)
 	uint64_t now = util_now_ms();
 	struct timeval tv;
 
-	TAILQ_FOREACH(c, &a->conns, entry) {
+	TAILQ_FOREACH(c, &a->conns, entry)
+	{
 		if (c->evcon == NULL)
 			continue;
 		if (victim == NULL)
@@ -603,8 +604,7 @@ admin_render_all(struct admin *a, struct evhttp_request *req,
 
 /* GET /stats/pools/NAME: one pool's POOLSTATS, or 404. */
 static void
-admin_stats_pool(struct admin *a, struct evhttp_request *req,
-    const char *name)
+admin_stats_pool(struct admin *a, struct evhttp_request *req, const char *name)
 {
 	struct util_buf sb = { NULL, 0, 0 };
 	struct stats_upstream *sus;
@@ -1039,8 +1039,9 @@ admin_tally_flush(struct admin *a, bool all)
 	size_t i;
 
 	for (i = 0; i < CP_ARRAY_LEN(a->refused); i++)
-		if (all || admin_tally_due(a->refused[i].count,
-			       a->refused[i].logged_ms, now, &wait_ms))
+		if (all ||
+		    admin_tally_due(a->refused[i].count,
+			a->refused[i].logged_ms, now, &wait_ms))
 			admin_refused_log(a, &a->refused[i], now);
 	if (all ||
 	    admin_tally_due(a->evicted, a->evicted_logged_ms, now, &wait_ms))
@@ -1131,7 +1132,8 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 	 * only for a client that holds the token, so that requests anybody
 	 * may send cannot keep the admin connection slots taken.
 	 */
-	TAILQ_FOREACH(c, &a->conns, entry) {
+	TAILQ_FOREACH(c, &a->conns, entry)
+	{
 		if (c->evcon == evcon) {
 			c->requests++;
 			if (authed && c->deadline != NULL)

@@ -450,7 +450,8 @@ config_parse_section(struct config_parse *cp, const char *p)
 					config_error_add(cp->errs, cp->path,
 					    cp->line,
 					    "%s '%s': the name is taken by the "
-					    "%s on line %d (upstreams and pools "
+					    "%s on line %d (upstreams and "
+					    "pools "
 					    "share one namespace)",
 					    pool ? "pool" : "upstream", name,
 					    pool ? "upstream" : "pool",
@@ -751,7 +752,8 @@ config_members_set(const struct config_key *k, void *base, const char *value,
 			;
 		len = (size_t)(end - p);
 		if (*mn >= POOL_MEMBERS_MAX) {
-			xasprintf(cause, "more than %d members", POOL_MEMBERS_MAX);
+			xasprintf(cause, "more than %d members",
+			    POOL_MEMBERS_MAX);
 			return -1;
 		}
 		*mv = xrealloc(*mv, (*mn + 1) * sizeof(**mv));
@@ -761,7 +763,8 @@ config_members_set(const struct config_key *k, void *base, const char *value,
 		p = end;
 	}
 	if (*mn == 0) {
-		xasprintf(cause, "no member named (at least one upstream name)");
+		xasprintf(cause,
+		    "no member named (at least one upstream name)");
 		return -1;
 	}
 	return 0;
@@ -784,7 +787,7 @@ config_resolver_add(char **list, const char *value, char **cause)
 	}
 	copy = xstrdup(value);
 	for (tok = strtok_r(copy, " \t", &save); tok != NULL;
-	    tok = strtok_r(NULL, " \t", &save)) {
+	     tok = strtok_r(NULL, " \t", &save)) {
 		if (addr_parse_nameserver(tok, &a, cause) != 0) {
 			free(copy);
 			return -1;
@@ -1000,7 +1003,7 @@ config_section_apply(struct config_parse *cp, const struct config_section *sec,
 			    "unknown key '%s' in %s (it belongs in %s)",
 			    pair->key, label,
 			    k->scope == CONFIG_SCOPE_GLOBAL ? "[global]"
-			    : k->scope == CONFIG_SCOPE_POOL
+				: k->scope == CONFIG_SCOPE_POOL
 				? "[pool:NAME]"
 				: "[defaults] or [upstream:NAME]");
 			continue;
@@ -1418,7 +1421,8 @@ config_build_pools(struct config_parse *cp, struct config *cfg, size_t np)
 		    &pinfo[cfg->npools].listen_line);
 		/* The pool's own budget, else [global]'s. */
 		if (pinfo[cfg->npools].seen[lrps] == 0)
-			pc->log_rejects_per_second = cfg->log_rejects_per_second;
+			pc->log_rejects_per_second =
+			    cfg->log_rejects_per_second;
 		cfg->npools++;
 	}
 	return pinfo;
@@ -1449,12 +1453,11 @@ config_check_pools(struct config_parse *cp, struct config *cfg,
 			    "pool '%s': 'members' is not set (at least one "
 			    "upstream name)",
 			    pc->name);
-		pc->member_index = xcalloc(pc->nmembers + 1,
-		    sizeof(*pc->member_index));
+		pc->member_index =
+		    xcalloc(pc->nmembers + 1, sizeof(*pc->member_index));
 		for (m = 0; m < pc->nmembers; m++) {
 			for (j = 0; j < m; j++)
-				if (strcmp(pc->members[j], pc->members[m]) ==
-				    0)
+				if (strcmp(pc->members[j], pc->members[m]) == 0)
 					break;
 			if (j < m) {
 				config_error_add(cp->errs, cp->path, line,
@@ -1888,7 +1891,6 @@ config_key_value(const struct config *cfg, const struct upstream_conf *uc,
 	    k, buf, len);
 }
 
-
 /* Where a key's value came from, as config_dump shows it. */
 static const char *
 config_key_origin(const struct config *cfg, const struct upstream_conf *uc,
@@ -1978,8 +1980,7 @@ config_pool_origin(const struct config *cfg, const struct pool_conf *pc,
 
 /* Print a pool's keys, each with its origin and help. */
 static void
-config_dump_pool(const struct config *cfg, const struct pool_conf *pc,
-    FILE *f)
+config_dump_pool(const struct config *cfg, const struct pool_conf *pc, FILE *f)
 {
 	const struct config_key *k;
 	char buf[1024], origin[1024];

@@ -41,8 +41,8 @@ struct upstream_conf {
 	struct addr server; /* server.name: a host name for the resolver */
 	int server_line;    /* of its server key */
 	uint64_t resolve_interval_ms; /* 0 = only at start and reload */
-	char *backup;	  /* NULL if none */
-	int backup_index; /* index in config->upstreams, or -1 */
+	char *backup;		      /* NULL if none */
+	int backup_index;	      /* index in config->upstreams, or -1 */
 	uint64_t connect_timeout_ms;
 	uint64_t idle_timeout_ms; /* 0 = never */
 	unsigned max_connections; /* 0 = no limit */
@@ -86,7 +86,7 @@ struct pool_conf {
 
 struct config {
 	char *path;
-	bool world_writable; /* the file read: anyone may change it */
+	bool world_writable;  /* the file read: anyone may change it */
 	bool secret_readable; /* it holds admin_token, group/others read it */
 	enum log_level log_level;
 	enum log_target log_target;

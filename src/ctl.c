@@ -466,8 +466,9 @@ ctl_pools(const struct json *pools, const struct json *ups)
 		printf("\npool %s (%s): %.0f of %d admitting, %.0f clients, "
 		       "%.0f retried, %.0f rejected, %.0f active",
 		    p->key,
-		    json_get(p, "balance") != NULL ? json_get(p, "balance")->text
-						  : "?",
+		    json_get(p, "balance") != NULL
+			? json_get(p, "balance")->text
+			: "?",
 		    ctl_num(p, "admitting"), n, ctl_num(p, "clients_total"),
 		    ctl_num(p, "retried_total"), ctl_num(p, "rejected_total"),
 		    ctl_num(p, "active_connections"));
@@ -623,7 +624,8 @@ ctl_check_args(int argc, char **argv)
 	} else if (strcmp(cmd, "reset") == 0) {
 		if (argc != 2)
 			ctl_usage_error("reset takes NAME or --all");
-		if (strcmp(argv[1], "--all") != 0 && !config_name_valid(argv[1]))
+		if (strcmp(argv[1], "--all") != 0 &&
+		    !config_name_valid(argv[1]))
 			ctl_usage_error("'%s' is not an upstream name",
 			    argv[1]);
 	} else

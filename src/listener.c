@@ -463,8 +463,8 @@ listener_slot_pause(struct listener_slot *s, int error)
 		log_errorx("event=accept_paused %s addr=%s error=%s "
 			   "pause_ms=%d",
 		    listener_owner(s->listener, owner, sizeof(owner)),
-		    s->listener->addr.text,
-		    util_errno_name(error), LISTENER_PAUSE_MS);
+		    s->listener->addr.text, util_errno_name(error),
+		    LISTENER_PAUSE_MS);
 }
 
 /* Log "event=EVENT upstream=NAME addr=ADDR" for a listener. */
@@ -548,8 +548,9 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 			}
 		}
 		p = atomic_load(&s->listener->pool);
-		error = s->accept(p != NULL ? NULL : atomic_load(&s->listener->up),
-		    p, cfd, (struct sockaddr *)&ss, len, s->arg);
+		error =
+		    s->accept(p != NULL ? NULL : atomic_load(&s->listener->up),
+			p, cfd, (struct sockaddr *)&ss, len, s->arg);
 		/* Out of descriptors for the server: wait in the backlog. */
 		if (error != 0) {
 			listener_slot_pause(s, error);

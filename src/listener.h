@@ -41,7 +41,7 @@ struct listener {
 	 */
 	_Atomic(struct upstream *) up;
 	_Atomic(struct pool *) pool;
-	int *fds;		       /* one per worker (TCP), or one */
+	int *fds; /* one per worker (TCP), or one */
 	unsigned nfds;
 	const char *received; /* the socket came from systemd: its name */
 	struct listener_slot *slots; /* one per worker */

@@ -223,7 +223,8 @@ relay_close(struct relay *r, enum relay_end why)
 		log_debug("event=close %s=%s client=%s reason=%s",
 		    up != NULL ? "upstream" : "pool",
 		    up != NULL ? up->name : pool->name,
-		    turnaway_peer_str(&r->peer, client), relay_close_names[why]);
+		    turnaway_peer_str(&r->peer, client),
+		    relay_close_names[why]);
 	}
 	LIST_REMOVE(r, entry);
 	free(r);

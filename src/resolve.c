@@ -20,12 +20,12 @@
 #include "resolve.h"
 #include "util.h"
 
-#define RESOLVE_RETRY_MS 1000	   /* while a name has no address */
-#define RESOLVE_ADDRS_MAX 64	   /* addresses kept of one answer */
-#define RESOLVE_CHECK_MS 6000	   /* -t waits this long at most */
-#define RESOLVE_DRAIN_ROUNDS 100   /* loop turns to collect cancellations */
-#define RESOLVE_TIMEOUT "2"	   /* evdns: seconds per try */
-#define RESOLVE_ATTEMPTS "2"	   /* evdns: tries per server */
+#define RESOLVE_RETRY_MS 1000	 /* while a name has no address */
+#define RESOLVE_ADDRS_MAX 64	 /* addresses kept of one answer */
+#define RESOLVE_CHECK_MS 6000	 /* -t waits this long at most */
+#define RESOLVE_DRAIN_ROUNDS 100 /* loop turns to collect cancellations */
+#define RESOLVE_TIMEOUT "2"	 /* evdns: seconds per try */
+#define RESOLVE_ATTEMPTS "2"	 /* evdns: tries per server */
 
 struct resolve_base {
 	struct event_base *base;
@@ -129,7 +129,7 @@ resolve_base_new(struct event_base *base, const char *servers, char **cause)
 	if (servers != NULL) {
 		copy = xstrdup(servers);
 		for (tok = strtok_r(copy, " ", &save); tok != NULL;
-		    tok = strtok_r(NULL, " ", &save)) {
+		     tok = strtok_r(NULL, " ", &save)) {
 			if (evdns_base_nameserver_ip_add(rb->dns, tok) != 0) {
 				xasprintf(cause,
 				    "resolver: cannot use DNS server '%s'",
@@ -325,8 +325,9 @@ resolve_answer_cb(int err, struct evutil_addrinfo *res, void *arg)
 	if (n > 0)
 		resolve_adopt(r, addrs, n);
 	else
-		resolve_fail(r, err != 0 ? evutil_gai_strerror(err) :
-					   "no IPv4 or IPv6 address");
+		resolve_fail(r,
+		    err != 0 ? evutil_gai_strerror(err)
+			     : "no IPv4 or IPv6 address");
 	free(addrs);
 	if (!r->answered) {
 		r->answered = true;

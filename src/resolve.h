@@ -26,8 +26,8 @@ enum resolve_news {
 };
 
 /* Told on the main thread after each lookup that changed something. */
-typedef void (*resolve_cb)(void *, enum resolve_news, const struct addr *,
-    size_t);
+typedef void (
+    *resolve_cb)(void *, enum resolve_news, const struct addr *, size_t);
 
 /*
  * The daemon's resolver: servers is "IP:PORT ..." (the resolver key), or

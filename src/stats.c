@@ -446,7 +446,7 @@ stats_prom_pools(struct util_buf *b, const struct stats_pool *ps, size_t n)
 	for (f = 0; f < CP_ARRAY_LEN(fam); f++) {
 		stats_prom_family(b, fam[f].name, fam[f].type, fam[f].help);
 		for (i = 0; i < n; i++) {
-			v = f == 0 ? ps[i].clients_total
+			v = f == 0   ? ps[i].clients_total
 			    : f == 1 ? ps[i].rejected_total
 			    : f == 2 ? ps[i].retried_total
 				     : ps[i].admitting;

@@ -179,7 +179,8 @@ struct stats_pool {
 	uint64_t clients_total, rejected_total, retried_total;
 	unsigned active;    /* open relays of its clients */
 	unsigned admitting; /* members whose breaker admits now */
-	int64_t retry_after_ms; /* soonest of its members when none admits; -1 */
+	int64_t
+	    retry_after_ms; /* soonest of its members when none admits; -1 */
 };
 
 /*
@@ -206,8 +207,7 @@ void stats_json_pool(struct util_buf *, const struct stats_pool *);
 void stats_prometheus(struct util_buf *, const struct stats_info *,
     const struct stats_upstream *, size_t n);
 /* Append ", 1 pool, 0 without a member" to the STATUS= summary (none: nothing). */
-void stats_status_pools(struct util_buf *, const struct stats_pool *,
-    size_t n);
+void stats_status_pools(struct util_buf *, const struct stats_pool *, size_t n);
 /* Append the STATUS= summary: "3 upstreams, 1 open, 9 rejected, 2 active". */
 void stats_status_line(struct util_buf *, const struct stats_upstream *,
     size_t n);

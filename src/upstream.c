@@ -112,7 +112,8 @@ upstream_tick(struct upstream *up, uint64_t now)
 
 		probe_start(up->probe,
 		    upstream_server_addr(up, &sa) == 0 ? &sa : &uc->server,
-		    uc->connect_timeout_ms, uc->slow_connect_ms, uc->send_proxy);
+		    uc->connect_timeout_ms, uc->slow_connect_ms,
+		    uc->send_proxy);
 	}
 	next = breaker_next_deadline(up->breaker);
 	if (next == 0)

@@ -80,7 +80,7 @@ struct upstream {
 	size_t addr_next;
 	struct resolve_base *resolver; /* main thread; NULL: none */
 	struct resolve *resolve;       /* main thread: the name's lookups */
-	bool resolve_fresh;	       /* no answer yet since the name changed */
+	bool resolve_fresh; /* no answer yet since the name changed */
 	_Atomic uint64_t resolve_errors;
 
 	_Atomic unsigned active;	    /* open relays, all workers */

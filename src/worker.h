@@ -61,8 +61,8 @@ struct worker {
 	struct relay_list relays;
 	unsigned nrelays;
 	bool draining;
-	uint64_t drained;    /* relays that finished during a drain */
-	uint64_t closed;     /* relays reset at shutdown */
+	uint64_t drained;	     /* relays that finished during a drain */
+	uint64_t closed;	     /* relays reset at shutdown */
 	struct turnaway_room turned; /* its turned-away clients */
 
 	char *scratch; /* one read at a time passes through here */

@@ -1387,9 +1387,9 @@ START_TEST(admin_metrics_format)
 	trip(l2, 3);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=db", "to=open");
 	/* The relays end a moment after their clients close: wait for it. */
-	for (n = 0; jget(stats_of(admin, "api", NULL), "active_connections")
-			->num != 0;
-	    n++) {
+	for (n = 0;
+	     jget(stats_of(admin, "api", NULL), "active_connections")->num != 0;
+	     n++) {
 		h_assert(n < 100, "api relays still active after 5 s");
 		poll(NULL, 0, 50);
 	}
@@ -1665,9 +1665,8 @@ START_TEST(admin_reload_moves_with_token)
 		   *outside = on_host(admin, "127.0.0.2");
 	const char *good = "Authorization: Bearer s3cret-t0ken\r\n";
 	const char *up = h_upstream("api", l1, h_backend_addr(echo), NULL);
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_admin(any, "s3cret-t0ken"),
-		up));
+	struct h_daemon *d = h_daemon_start(
+	    h_strf("%s%s", global_admin(any, "s3cret-t0ken"), up));
 	size_t mark;
 	int st;
 
@@ -1675,11 +1674,10 @@ START_TEST(admin_reload_moves_with_token)
 	http_expect(outside, "GET", "/stats", good, 200);
 
 	/* Token removed, moved to loopback: the outside is not served. */
-	mark = reload_hammering(d, h_strf("%s%s", global_admin(admin, NULL), up),
-	    outside);
+	mark = reload_hammering(d,
+	    h_strf("%s%s", global_admin(admin, NULL), up), outside);
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
-	h_assert(h_count_log_after(d, mark, "changes at the next restart") ==
-		0,
+	h_assert(h_count_log_after(d, mark, "changes at the next restart") == 0,
 	    "admin is said to change at the next restart");
 	st = http_status_or_refused(outside, "POST", "/reset", NULL);
 	h_assert(st == -1, "%s still answers (%d) once admin is %s", outside,
@@ -1688,8 +1686,8 @@ START_TEST(admin_reload_moves_with_token)
 	http_expect(admin, "POST", "/reset", NULL, 200);
 
 	/* Token added, moved to every address: the outside needs it. */
-	mark = h_reload(d, h_strf("%s%s", global_admin(any, "s3cret-t0ken"),
-			       up));
+	mark =
+	    h_reload(d, h_strf("%s%s", global_admin(any, "s3cret-t0ken"), up));
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
 	http_expect(outside, "POST", "/reset", NULL, 401);
 	http_expect(outside, "GET", "/stats", good, 200);
@@ -1737,8 +1735,8 @@ START_TEST(admin_reload_on_off_unix)
 	http_expect(u2, "GET", "/stats", "Authorization: Bearer t2\r\n", 200);
 
 	/* A move to an address in use fails; the old endpoint stays. */
-	mark = h_reload(d, h_strf("%s%s",
-			       global_admin(h_backend_addr(taken), NULL), up));
+	mark = h_reload(d,
+	    h_strf("%s%s", global_admin(h_backend_addr(taken), NULL), up));
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=error",
 	    h_strf("%s:", h_backend_addr(taken)));
 	http_expect(u2, "GET", "/stats", NULL, 401);
@@ -1991,7 +1989,7 @@ START_TEST(admin_transitions)
 	double t0 = wall_now(), t1;
 	struct jv *j, *tr;
 	static const char *want[][3] = { { "half_open", "closed",
-						     "trials_succeeded" },
+					     "trials_succeeded" },
 		{ "open", "half_open", "recovery_timeout" },
 		{ "closed", "open", "consecutive_failures" } };
 	size_t i;
@@ -2907,7 +2905,8 @@ START_TEST(admin_status_page_chromium)
 	    "the page never loaded /stats:\n%s", out);
 	h_assert(strstr(out, " · 2 upstreams · ") != NULL,
 	    "the header does not count 2 upstreams:\n%s", out);
-	h_assert(strstr(out, "<button id=\"token\" type=\"button\" hidden=\"\">") !=
+	h_assert(strstr(out,
+		     "<button id=\"token\" type=\"button\" hidden=\"\">") !=
 		NULL,
 	    "token… is offered with no token set:\n%s", out);
 
@@ -2973,7 +2972,8 @@ START_TEST(admin_status_page_layout)
 	if (browser == NULL)
 		h_skip("no chromium installed (Debian package chromium)");
 	if (python == NULL)
-		h_skip("no python3 to drive chromium (tests/e2e/page_layout.py)");
+		h_skip(
+		    "no python3 to drive chromium (tests/e2e/page_layout.py)");
 	conf = global_admin(admin, NULL);
 	for (i = 0; i < 20; i++) {
 		lis[i] = h_free_addr4();
@@ -2989,8 +2989,8 @@ START_TEST(admin_status_page_layout)
 		h_assert(h_echo_roundtrip(lis[i], "hello", H_WAIT_MS), "echo");
 	http_expect(admin, "POST",
 	    h_strf("/upstreams/%s/force-closed?for=5m", name), NULL, 200);
-	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=orders-service-02-eu-west",
-	    "to=open");
+	h_expect_log(d, H_WAIT_MS, "event=state",
+	    "upstream=orders-service-02-eu-west", "to=open");
 
 	page_layout(browser, python, url(admin, "/"),
 	    top != NULL ? top : h_tmpdir(), &wide, &phone);
@@ -3021,8 +3021,9 @@ START_TEST(admin_status_page_layout)
 	h_assert(strstr(phone, "forced_closed\\n4 m ") != NULL &&
 		strstr(wide, "forced_closed\\t4 m ") != NULL,
 	    "the forced_closed lifetime is not shown:\n%.3000s", phone);
-	fprintf(stderr, "check_admin: the status page is in %s/status-page-"
-			"{wide,phone}.png\n",
+	fprintf(stderr,
+	    "check_admin: the status page is in %s/status-page-"
+	    "{wide,phone}.png\n",
 	    top != NULL ? top : h_tmpdir());
 	h_daemon_stop_ok(d);
 }

@@ -169,8 +169,7 @@ START_TEST(log_dropped_while_loss_goes_on)
 	h_daemon_log_stall(d, true);
 	t0 = h_now_ms();
 	next_trickle = t0 + TRICKLE_EVERY_MS;
-	for (i = 0; i < TRICKLE_CLIENTS && h_now_ms() - t0 < TRICKLE_MS;
-	     i++) {
+	for (i = 0; i < TRICKLE_CLIENTS && h_now_ms() - t0 < TRICKLE_MS; i++) {
 		c = h_connect(flood, H_WAIT_MS);
 		if (c != -1) {
 			sent++;
@@ -208,16 +207,15 @@ START_TEST(log_dropped_while_loss_goes_on)
 		at = h_log_index(d, line) + 1;
 	}
 	h_assert(h_log_time_ms(line) - h_log_time_ms(first) >= 990,
-	    "log_dropped lines less than a second apart: %s / %s", first,
-	    line);
+	    "log_dropped lines less than a second apart: %s / %s", first, line);
 
 	h_daemon_log_stall(d, false);
 	h_assert(relay_answers(fd, RELAY_MS), "the relay stopped answering");
 	/* What is left of the queue comes out; add up the lines told lost. */
 	close(fd);
 	h_daemon_stop_ok(d);
-	for (at = mark; (line = h_wait_log_after(d, at, 0,
-			     "event=log_dropped", "lines=")) != NULL;
+	for (at = mark; (line = h_wait_log_after(d, at, 0, "event=log_dropped",
+			     "lines=")) != NULL;
 	     at = h_log_index(d, line) + 1)
 		lost += h_log_double(line, "lines");
 	h_assert(lost > 0 && lost < sent, "lines=%.0f of %u rejects", lost,
@@ -614,8 +612,8 @@ START_TEST(watchdog_hung_worker)
 	    "no WATCHDOG=1 at all");
 	lmark = h_log_mark(d);
 	stop_worker_or_skip(d, "cpd-worker-1", tid);
-	h_expect_log_after(d, lmark, H_WAIT_MS, "level=error",
-	    "event=watchdog", "worker=1");
+	h_expect_log_after(d, lmark, H_WAIT_MS, "level=error", "event=watchdog",
+	    "worker=1");
 	/* Pings sent before that line are behind the mark (it drains). */
 	mark = h_notify_mark(d);
 	h_assert(h_wait_notify_count(d, mark, "WATCHDOG=1", 1,

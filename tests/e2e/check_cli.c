@@ -255,14 +255,14 @@ START_TEST(cli_dump)
 {
 	const char *lis = h_free_addr4();
 	char *path = h_write_file("dump.ini",
-	    h_strf("[global]\n"		       /* 1 */
-		   "workers = 1\n"		       /* 2 */
-		   "admin_token = s3cret\n"       /* 3 */
-		   "[defaults]\n"		       /* 4 */
-		   "connect_timeout = 2s\n"       /* 5 */
-		   "[upstream:api]\n"	       /* 6 */
-		   "listen = %s\n"		       /* 7 */
-		   "server = 127.0.0.1:9\n"       /* 8 */
+	    h_strf("[global]\n"			      /* 1 */
+		   "workers = 1\n"		      /* 2 */
+		   "admin_token = s3cret\n"	      /* 3 */
+		   "[defaults]\n"		      /* 4 */
+		   "connect_timeout = 2s\n"	      /* 5 */
+		   "[upstream:api]\n"		      /* 6 */
+		   "listen = %s\n"		      /* 7 */
+		   "server = 127.0.0.1:9\n"	      /* 8 */
 		   "failure_threshold = 3 ; a few\n", /* 9 */
 		lis));
 	char *again;
@@ -272,8 +272,8 @@ START_TEST(cli_dump)
 	h_assert(chmod(path, 0600) == 0, "chmod %s", path);
 	h_run(&r, "-T", "-c", path);
 	h_assert(r.status == 0, "exit %d, stderr \"%s\"", r.status, r.err);
-	h_assert(strcmp(r.err, h_strf("%s: ok\n", path)) == 0,
-	    "stderr \"%s\"", r.err);
+	h_assert(strcmp(r.err, h_strf("%s: ok\n", path)) == 0, "stderr \"%s\"",
+	    r.err);
 	h_assert(strstr(r.out, "\n[global]\n") != NULL &&
 		strstr(r.out, h_strf("\n# %s:6\n[upstream:api]\n", path)) !=
 		    NULL,
@@ -291,9 +291,9 @@ START_TEST(cli_dump)
 		h_value_matches(r.out,
 		    h_strf("*\nfailure_threshold = 3 * ; %s:9 - *", path)) &&
 		h_value_matches(r.out,
-		    "*\nrecovery_timeout = 30s * ; built in - how long open*") &&
-		h_value_matches(r.out,
-		    "*\nlog_level = info * ; built in - *"),
+		    "*\nrecovery_timeout = 30s * ; built in - how long "
+		    "open*") &&
+		h_value_matches(r.out, "*\nlog_level = info * ; built in - *"),
 	    "values, origins or help missing:\n%s", r.out);
 	h_assert(strstr(r.out, "s3cret") == NULL &&
 		strstr(r.out, "admin_token = (hidden)") != NULL,
@@ -345,8 +345,7 @@ START_TEST(cli_readme_tour)
 	    "a port of the tour was not moved:\n%s", cmds);
 
 	conf = read_text(h_srcpath("conf/circuitproxy.ini"));
-	conf = replace_all(replace_all(replace_all(conf, "127.0.0.1:8080",
-					   lis),
+	conf = replace_all(replace_all(replace_all(conf, "127.0.0.1:8080", lis),
 			       "127.0.0.1:9090", srv),
 	    "127.0.0.1:9901", admin);
 	d = h_daemon_start(conf);
@@ -452,8 +451,8 @@ START_TEST(cli_address_in_use_syslog)
 			named = true;
 	}
 	h_assert(named,
-	    "no line on stderr names %s, %s:5 and says it is in use:\n%s",
-	    addr, path, r.err);
+	    "no line on stderr names %s, %s:5 and says it is in use:\n%s", addr,
+	    path, r.err);
 	h_assert(n == 1, "%u lines on stderr, one expected:\n%s", n, r.err);
 }
 END_TEST

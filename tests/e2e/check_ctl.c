@@ -30,7 +30,7 @@ ctl_run_v(struct h_run *r, const char *const *args)
 	setenv("CIRCUITPROXYD", daemon, 1);
 }
 #define ctl_run(r, ...)                                                        \
-	ctl_run_v((r), (const char *const[]) { __VA_ARGS__, NULL })
+	ctl_run_v((r), (const char *const[]){ __VA_ARGS__, NULL })
 
 /* A config with the given [global] lines and one upstream. */
 static char *
@@ -90,11 +90,13 @@ END_TEST
 START_TEST(ctl_config_unusable)
 {
 	const char *noadmin = config_file("admin =");
-	const char *broken = h_write_file("broken.ini", "[global]\nadmin = x\n");
+	const char *broken =
+	    h_write_file("broken.ini", "[global]\nadmin = x\n");
 	struct h_run r;
 
 	ctl_run(&r, "-c", h_path("missing.ini"), "status");
-	h_assert(r.status == 78 && strstr(r.err, "missing.ini: cannot open") != NULL,
+	h_assert(r.status == 78 &&
+		strstr(r.err, "missing.ini: cannot open") != NULL,
 	    "a missing config: exit %d, %s", r.status, r.err);
 	ctl_run(&r, "-c", noadmin, "status");
 	h_assert(r.status == 78 && strstr(r.err, "sets no admin") != NULL &&
@@ -105,7 +107,8 @@ START_TEST(ctl_config_unusable)
 	    "a broken config: exit %d, %s", r.status, r.err);
 	ctl_run(&r, "-c", config_file("admin = 127.0.0.1:9"), "-T",
 	    h_path("no-token"), "status");
-	h_assert(r.status == 78 && strstr(r.err, "no-token: cannot open") != NULL,
+	h_assert(r.status == 78 &&
+		strstr(r.err, "no-token: cannot open") != NULL,
 	    "a missing token file: exit %d, %s", r.status, r.err);
 }
 END_TEST
@@ -586,8 +589,8 @@ START_TEST(ctl_config_half_edited)
 		strstr(r.err, "edited.ini has errors") != NULL &&
 		strstr(r.err, lv.admin) != NULL,
 	    "a half-edited config: exit %d, %s%s", r.status, r.out, r.err);
-	ctl_run(&r, "-c", h_write_file("noadmin.ini", "[upstream:x]\nfoo = 1\n"),
-	    "status");
+	ctl_run(&r, "-c",
+	    h_write_file("noadmin.ini", "[upstream:x]\nfoo = 1\n"), "status");
 	h_assert(r.status == 78 && strstr(r.err, "noadmin.ini:2: ") != NULL,
 	    "errors and no admin: exit %d, %s", r.status, r.err);
 }

@@ -195,9 +195,10 @@ START_TEST(dns_name_appears)
 	h_assert(r.status == 0, "-t exited %d: %s", r.status, r.err);
 	h_assert(strstr(r.out, h_strf("%s: ok", path)) != NULL,
 	    "-t did not say ok: %s", r.out);
-	h_assert(strstr(r.err, h_strf("%s:9: warning: upstream 'api': server "
-				      "'api.test:%s' does not resolve",
-				   path, port)) != NULL,
+	h_assert(strstr(r.err,
+		     h_strf("%s:9: warning: upstream 'api': server "
+			    "'api.test:%s' does not resolve",
+			 path, port)) != NULL,
 	    "-t did not warn about the name on its line: %s", r.err);
 
 	d = h_daemon_start(cfg);
@@ -232,8 +233,9 @@ START_TEST(dns_name_appears)
 	/* Clients are turned away until half_open, then relayed. */
 	until = h_now_ms() + 3 * H_WAIT_MS;
 	while (!roundtrip(lis))
-		h_assert(h_now_ms() < until, "never relayed after the name "
-					     "appeared");
+		h_assert(h_now_ms() < until,
+		    "never relayed after the name "
+		    "appeared");
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=state", "upstream=api",
 	    "to=closed");
 	h_assert(roundtrip(lis), "the closed circuit does not relay");
@@ -262,8 +264,8 @@ START_TEST(dns_name_moves)
 	b = h_backend_new_ip4(H_ECHO, AF_INET, 0x7f000002, atoi(port));
 	if ((dns = dns_start("127.0.0.1 api.test\n")) == NULL)
 		h_skip("dnsmasq is not installed (Debian: dnsmasq-base)");
-	d = h_daemon_start(dns_config(dns, admin, lis,
-	    h_strf("api.test:%s", port), ""));
+	d = h_daemon_start(
+	    dns_config(dns, admin, lis, h_strf("api.test:%s", port), ""));
 	line = h_expect_log(d, H_WAIT_MS, "event=resolve", "result=ok");
 	h_assert_fields(line, h_strf("addrs=127.0.0.1:%s", port));
 
@@ -324,8 +326,8 @@ START_TEST(dns_server_gone_keeps_last_good)
 	if ((dns = dns_start("127.0.0.1 api.test\n")) == NULL)
 		h_skip("dnsmasq is not installed (Debian: dnsmasq-base)");
 	port = strrchr(h_backend_addr(a), ':') + 1;
-	d = h_daemon_start(dns_config(dns, admin, lis,
-	    h_strf("api.test:%s", port), ""));
+	d = h_daemon_start(
+	    dns_config(dns, admin, lis, h_strf("api.test:%s", port), ""));
 	h_expect_log(d, H_WAIT_MS, "event=resolve", "result=ok");
 	h_assert(roundtrip(lis), "no relay while DNS works");
 
@@ -335,10 +337,11 @@ START_TEST(dns_server_gone_keeps_last_good)
 	line = h_expect_log_after(d, mark, 3 * H_WAIT_MS, "event=resolve",
 	    "result=error");
 	h_assert_fields_only(line, "level=warning", "event=resolve",
-	    "upstream=api", "name=api.test", "result=error", "error=",
-	    h_strf("kept=127.0.0.1:%s", port));
+	    "upstream=api", "name=api.test", "result=error",
+	    "error=", h_strf("kept=127.0.0.1:%s", port));
 	h_assert(roundtrip(lis), "the last good address was not kept");
-	h_assert(h_backend_accepted(a) == 2, "the second client went elsewhere");
+	h_assert(h_backend_accepted(a) == 2,
+	    "the second client went elsewhere");
 	if ((body = admin_get(admin, "/stats/api")) != NULL) {
 		h_assert(strstr(body, "\"resolve_errors_total\":0") == NULL &&
 			strstr(body, "\"resolve_errors_total\":") != NULL,
@@ -376,15 +379,15 @@ START_TEST(dns_reload_new_name)
 	if ((dns = dns_start("127.0.0.1 api.test\n127.0.0.2 new.test\n")) ==
 	    NULL)
 		h_skip("dnsmasq is not installed (Debian: dnsmasq-base)");
-	d = h_daemon_start(dns_config(dns, admin, lis,
-	    h_strf("api.test:%s", port), ""));
+	d = h_daemon_start(
+	    dns_config(dns, admin, lis, h_strf("api.test:%s", port), ""));
 	h_expect_log(d, H_WAIT_MS, "event=resolve", "name=api.test",
 	    "result=ok");
 	h_assert(roundtrip(lis), "no relay to api.test");
 	h_assert(h_backend_accepted(a) == 1, "api.test's server was not used");
 
-	mark = h_reload(d, dns_config(dns, admin, lis,
-			       h_strf("new.test:%s", port), ""));
+	mark = h_reload(d,
+	    dns_config(dns, admin, lis, h_strf("new.test:%s", port), ""));
 	line = h_expect_log_after(d, mark, H_WAIT_MS, "event=resolve",
 	    "name=new.test", "result=ok");
 	h_assert_fields(line, "upstream=api",

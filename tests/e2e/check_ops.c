@@ -493,8 +493,9 @@ START_TEST(reload_keeps_listening_socket)
 	h_assert(h_backend_accepted(srv) == atomic_load(&h.done),
 	    "the server saw %u clients of %u", h_backend_accepted(srv),
 	    atomic_load(&h.done));
-	fprintf(stderr, "reload_keeps_listening_socket: %u clients through "
-			"%u reloads\n",
+	fprintf(stderr,
+	    "reload_keeps_listening_socket: %u clients through "
+	    "%u reloads\n",
 	    atomic_load(&h.done), HAMMER_RELOADS);
 	h_daemon_stop_ok(d);
 }
@@ -1132,11 +1133,11 @@ START_TEST(emfile_state_file_written)
 	struct h_backend *down = h_backend(H_REFUSE), *srv = h_backend(H_ECHO);
 	const char *l_api = h_free_addr4(), *l_web = h_free_addr4();
 	const char *path = h_path("state");
-	const char *config = h_strf("%sstate_file = %s\n\n%s%s",
-	    global_section("2s"), path,
-	    upstream("api", l_api, down,
-		"failure_threshold = 1\nrecovery_timeout = 2s"),
-	    upstream("web", l_web, srv, ""));
+	const char *config =
+	    h_strf("%sstate_file = %s\n\n%s%s", global_section("2s"), path,
+		upstream("api", l_api, down,
+		    "failure_threshold = 1\nrecovery_timeout = 2s"),
+		upstream("web", l_web, srv, ""));
 	struct h_daemon *d;
 	int fds[FD_ROOM], i;
 	size_t mark;
@@ -1159,8 +1160,7 @@ START_TEST(emfile_state_file_written)
 	h_expect_log_after(d, mark, 2000 + H_WAIT_MS, "event=state",
 	    "upstream=api", "from=open", "to=half_open");
 	h_assert(file_has_within(path, "\napi state=half_open ", H_WAIT_MS),
-	    "half_open never reached %s with the descriptor table full",
-	    path);
+	    "half_open never reached %s with the descriptor table full", path);
 	h_assert(h_count_log_after(d, mark, "event=state_file",
 		     "result=error") == 0,
 	    "a state_file write failed with the table full");

@@ -116,8 +116,9 @@ redis_replicas(void)
 	int i;
 
 	if (server == NULL) {
-		h_skip_note(H_WHERE, "redis-server is not installed (apt-get "
-				     "install redis-server)");
+		h_skip_note(H_WHERE,
+		    "redis-server is not installed (apt-get "
+		    "install redis-server)");
 		return NULL;
 	}
 	v = h_track(calloc(NREPLICAS, sizeof(*v)));
@@ -225,8 +226,8 @@ admin_get(const char *admin, const char *path)
 	if (fd == -1)
 		return NULL;
 	if (h_send_all(fd, req, strlen(req), H_WAIT_MS) != 0 ||
-	    h_recv_all(fd, &all, &len, H_WAIT_MS) != H_OUT_EOF ||
-	    all == NULL || strncmp(all, "HTTP/1.1 200", 12) != 0 ||
+	    h_recv_all(fd, &all, &len, H_WAIT_MS) != H_OUT_EOF || all == NULL ||
+	    strncmp(all, "HTTP/1.1 200", 12) != 0 ||
 	    (body = strstr(all, "\r\n\r\n")) == NULL) {
 		close(fd);
 		return NULL;
@@ -239,8 +240,8 @@ admin_get(const char *admin, const char *path)
 static double
 json_num(const char *doc, const char *key)
 {
-	const char *p = doc != NULL ? strstr(doc, h_strf("\"%s\":", key))
-				    : NULL;
+	const char *p =
+	    doc != NULL ? strstr(doc, h_strf("\"%s\":", key)) : NULL;
 
 	h_assert(p != NULL, "no \"%s\" in %s", key,
 	    doc != NULL ? doc : "(no document)");
@@ -349,21 +350,22 @@ START_TEST(redis_roundrobin_kill_one)
 	clients += PHASE_CLIENTS;
 	h_assert(failed == 0, "%u clients failed after r2 returned", failed);
 	for (i = 0; i < NREPLICAS; i++)
-		h_assert_between(got[i], 45, 55, "answers of a replica after the return");
+		h_assert_between(got[i], 45, 55,
+		    "answers of a replica after the return");
 	/* The counters add up: every client, one retry per failed connect. */
 	ps = admin_get(admin, "/stats/pools/redis");
 	h_assert(json_num(ps, "clients_total") == clients,
 	    "clients_total is not the %u clients sent: %s", clients, ps);
 	h_assert(json_num(ps, "retried_total") ==
-		    h_count_log(d, "event=connect_fail", "upstream=r2"),
+		h_count_log(d, "event=connect_fail", "upstream=r2"),
 	    "retried_total is not the %u failed connects: %s",
 	    h_count_log(d, "event=connect_fail", "upstream=r2"), ps);
 	h_assert(json_num(ps, "rejected_total") == 0 &&
 		json_num(ps, "admitting") == 3,
 	    "after the return: %s", ps);
 	h_assert(strstr(admin_get(admin, "/metrics"),
-		     "circuitproxy_pool_admitting_members{pool=\"redis\"} 3\n") !=
-		NULL,
+		     "circuitproxy_pool_admitting_members{pool=\"redis\"} "
+		     "3\n") != NULL,
 	    "no pool metric");
 	h_daemon_stop_ok(d);
 }
@@ -475,8 +477,8 @@ START_TEST(all_members_open_rejects)
 	h_assert(h_client_try(raw, H_WAIT_MS, NULL, NULL) == H_OUT_RESET,
 	    "reject = reset did not reset");
 	line = h_expect_log(d, H_WAIT_MS, "event=reject", "pool=raw");
-	h_assert_fields(line, "state=open", "retry_after=", "client=",
-	    "!upstream");
+	h_assert_fields(line, "state=open",
+	    "retry_after=", "client=", "!upstream");
 	if (cli != NULL) {
 		h_exec(&r, cli, "-h", "127.0.0.1", "-p",
 		    strrchr(cache, ':') + 1, "GET", "k");
@@ -486,8 +488,9 @@ START_TEST(all_members_open_rejects)
 		h_expect_log(d, H_WAIT_MS, "event=reject", "pool=cache",
 		    "state=open");
 	} else
-		h_skip_note(H_WHERE, "redis-cli is not installed: the redis "
-				     "reject is not shown");
+		h_skip_note(H_WHERE,
+		    "redis-cli is not installed: the redis "
+		    "reject is not shown");
 	if (curl != NULL) {
 		h_exec(&r, curl, "-s", "-i", "--max-time", "5",
 		    h_strf("http://%s/", web));
@@ -501,13 +504,15 @@ START_TEST(all_members_open_rejects)
 		    "Retry-After: %d, not b's soonest 20 s", secs);
 		h_expect_log(d, H_WAIT_MS, "event=reject", "pool=web");
 	} else
-		h_skip_note(H_WHERE, "curl is not installed: the http503 "
-				     "reject is not shown");
+		h_skip_note(H_WHERE,
+		    "curl is not installed: the http503 "
+		    "reject is not shown");
 	/* A skipped member is not charged: the members' rejects stay 0. */
 	h_assert(h_count_log(d, "event=reject", "upstream=a") == 0 &&
 		h_count_log(d, "event=reject", "upstream=b") == 0,
 	    "a member was charged the pool's reject");
-	h_assert(json_num(admin_get(admin, "/stats/a"), "rejected_total") == 0 &&
+	h_assert(json_num(admin_get(admin, "/stats/a"), "rejected_total") ==
+		    0 &&
 		json_num(admin_get(admin, "/stats/b"), "rejected_total") == 0,
 	    "a member counts the pool's rejects");
 	line = admin_get(admin, "/stats/pools/web");
@@ -604,7 +609,8 @@ START_TEST(http_servers_kill_one)
 		    failed);
 		if (phase == 0)
 			for (k = 0; k < NREPLICAS; k++)
-				h_assert_between(got[k], 5, 5, "curls a replica served");
+				h_assert_between(got[k], 5, 5,
+				    "curls a replica served");
 		else {
 			h_assert(got[1] == 0, "the killed replica served");
 			h_assert_between(got[0], 5, 7, "A's share");
@@ -642,10 +648,11 @@ START_TEST(reload_pools_keeps_relays)
 	h_assert(h_send_all(fd, "ping", 4, H_WAIT_MS) == 0, "send");
 	h_assert(h_recv_exact(fd, buf, 4, H_WAIT_MS) == H_OUT_DATA, "echo");
 
-	mark = h_reload(d, h_strf("%s[pool:one]\nlisten = %s\n"
-				  "members = e2 e1\nbalance = first\n"
-				  "[pool:three]\nlisten = %s\nmembers = e2\n",
-			       base, p1, p3));
+	mark = h_reload(d,
+	    h_strf("%s[pool:one]\nlisten = %s\n"
+		   "members = e2 e1\nbalance = first\n"
+		   "[pool:three]\nlisten = %s\nmembers = e2\n",
+		base, p1, p3));
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=listen", "pool=three");
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=unlisten", "pool=two");
@@ -679,15 +686,16 @@ START_TEST(retry_first_skips_the_failed_member)
 	struct h_daemon *d;
 	int i;
 
-	d = h_daemon_start(h_strf("%s[upstream:dead]\nserver = %s\n"
-				  "failure_threshold = 50\n"
-				  "[upstream:live]\nserver = %s\n"
-				  "[pool:one]\nlisten = %s\nmembers = dead live\n"
-				  "balance = first\nretries = 1\n"
-				  "[pool:zero]\nlisten = %s\nmembers = dead live\n"
-				  "balance = first\nretries = 0\n",
-	    global_section(), h_backend_addr(dead), h_backend_addr(live), p1,
-	    p0));
+	d = h_daemon_start(
+	    h_strf("%s[upstream:dead]\nserver = %s\n"
+		   "failure_threshold = 50\n"
+		   "[upstream:live]\nserver = %s\n"
+		   "[pool:one]\nlisten = %s\nmembers = dead live\n"
+		   "balance = first\nretries = 1\n"
+		   "[pool:zero]\nlisten = %s\nmembers = dead live\n"
+		   "balance = first\nretries = 0\n",
+		global_section(), h_backend_addr(dead), h_backend_addr(live),
+		p1, p0));
 	for (i = 0; i < 5; i++)
 		h_assert(h_echo_roundtrip(p1, "hello", H_WAIT_MS),
 		    "client %d of the retrying pool failed", i);
@@ -770,13 +778,14 @@ START_TEST(status_page_groups_pools)
 
 	if (browser == NULL)
 		h_skip("no chromium installed (Debian package chromium)");
-	d = h_daemon_start(h_strf("%sadmin = %s\n[upstream:solo]\nserver = %s\n"
-				  "listen = %s\n"
-				  "[upstream:a]\nserver = %s\n"
-				  "[upstream:b]\nserver = %s\nfailure_threshold = 1\n"
-				  "[pool:web]\nlisten = %s\nmembers = a b\n",
-	    global_section(), admin, h_backend_addr(other), own,
-	    h_backend_addr(up), h_backend_addr(down), lis));
+	d = h_daemon_start(
+	    h_strf("%sadmin = %s\n[upstream:solo]\nserver = %s\n"
+		   "listen = %s\n"
+		   "[upstream:a]\nserver = %s\n"
+		   "[upstream:b]\nserver = %s\nfailure_threshold = 1\n"
+		   "[pool:web]\nlisten = %s\nmembers = a b\n",
+		global_section(), admin, h_backend_addr(other), own,
+		h_backend_addr(up), h_backend_addr(down), lis));
 	/* Two clients: one of them meets b, which opens; both are served. */
 	h_assert(h_echo_roundtrip(lis, "x", H_WAIT_MS), "first client");
 	h_assert(h_echo_roundtrip(lis, "y", H_WAIT_MS), "second client");
@@ -785,13 +794,16 @@ START_TEST(status_page_groups_pools)
 	h_assert(dom != NULL, "chromium did not render the page in a minute");
 	pool = strstr(dom, "<tr class=\"pool\" data-pool=\"web\">");
 	h_assert(pool != NULL, "no pool row in the page:\n%s", dom);
-	at = strstr(pool, "pool web · roundrobin · 1 of 2 admitting · 2 clients · "
-			  "1 retried · 0 rejected");
+	at = strstr(pool,
+	    "pool web · roundrobin · 1 of 2 admitting · 2 clients · "
+	    "1 retried · 0 rejected");
 	h_assert(at != NULL, "the pool row does not sum up the pool:\n%s", dom);
-	a = strstr(dom, "data-upstream=\"a\" data-state=\"closed\" "
-			"class=\"member\"");
-	b = strstr(dom, "data-upstream=\"b\" data-state=\"open\" "
-			"class=\"member\"");
+	a = strstr(dom,
+	    "data-upstream=\"a\" data-state=\"closed\" "
+	    "class=\"member\"");
+	b = strstr(dom,
+	    "data-upstream=\"b\" data-state=\"open\" "
+	    "class=\"member\"");
 	o = strstr(dom, "data-upstream=\"solo\" data-state=\"closed\">");
 	h_assert(a != NULL && b != NULL && o != NULL && pool < a && a < b &&
 		b < o,
@@ -894,10 +906,11 @@ START_TEST(reload_pools_under_load)
 	h_assert(pthread_create(&t, NULL, loop_run, &l) == 0, "thread");
 	h_assert(h_backend_wait_accepted(e1, 20, H_WAIT_MS),
 	    "the loop did not start");
-	mark = h_reload(d, h_strf("%s[pool:one]\nlisten = %s\n"
-				  "members = e2 e1\nbalance = leastconn\n"
-				  "[pool:two]\nlisten = %s\nmembers = e1 e2\n",
-			       base, p1, p2));
+	mark = h_reload(d,
+	    h_strf("%s[pool:one]\nlisten = %s\n"
+		   "members = e2 e1\nbalance = leastconn\n"
+		   "[pool:two]\nlisten = %s\nmembers = e1 e2\n",
+		base, p1, p2));
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
 	/* The loop goes on past the reload, to the new first member. */
 	h_backend_wait_accepted(e2, 20, H_WAIT_MS);

@@ -373,7 +373,8 @@ START_TEST(breaker_backup_chain)
 		h_assert(h_backend_wait_idle(echo, H_WAIT_MS), "b2 lingers");
 		deadline = h_now_ms() + H_WAIT_MS;
 		do {
-			lines = h_count_log(d, "event=failover", "upstream=api");
+			lines =
+			    h_count_log(d, "event=failover", "upstream=api");
 			summed = sum_field(d, 0, "failovers",
 			    "event=failover_summary", "upstream=api");
 			if (lines + summed >= total)

@@ -242,18 +242,20 @@ START_TEST(reject_linger_flood_bounded)
 	struct h_backend *srv = h_backend(H_REFUSE);
 	struct h_backend *echo = h_backend(H_ECHO);
 	const char *lis = h_free_addr4(), *elis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(h_strf("%s"
-						   "[upstream:cache]\n"
-						   "listen = %s\n"
-						   "server = %s\n"
-						   "failure_threshold = 1\n"
-						   "recovery_timeout = 60s\n"
-						   "reject = redis\n"
-						   "[upstream:echo]\n"
-						   "listen = %s\n"
-						   "server = %s\n",
-	    global_section(), lis, h_backend_addr(srv), elis,
-	    h_backend_addr(echo)), "-l", "debug");
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s"
+				  "[upstream:cache]\n"
+				  "listen = %s\n"
+				  "server = %s\n"
+				  "failure_threshold = 1\n"
+				  "recovery_timeout = 60s\n"
+				  "reject = redis\n"
+				  "[upstream:echo]\n"
+				  "listen = %s\n"
+				  "server = %s\n",
+			       global_section(), lis, h_backend_addr(srv), elis,
+			       h_backend_addr(echo)),
+		"-l", "debug");
 	struct flood f = { 0 };
 	pthread_t th;
 	uint64_t t0, t1, worst = 0;
@@ -268,8 +270,7 @@ START_TEST(reject_linger_flood_bounded)
 	t0 = h_now_ms();
 	f.until_ms = t0 + 4000;
 	h_assert(pthread_create(&th, NULL, flood_run, &f) == 0, "thread");
-	while (h_now_ms() < t0 + 1500 &&
-	    atomic_load(&f.failed_ms) == 0) {
+	while (h_now_ms() < t0 + 1500 && atomic_load(&f.failed_ms) == 0) {
 		e = h_connect_ok(elis);
 		t1 = h_now_ms();
 		h_assert(h_send_all(e, "x", 1, H_WAIT_MS) == 0, "echo send");
@@ -281,8 +282,9 @@ START_TEST(reject_linger_flood_bounded)
 	}
 	pthread_join(th, NULL);
 	close(f.fd);
-	h_assert(f.failed_ms != 0, "the flooding client was never reset "
-				   "(sent %zu bytes in %llu ms)",
+	h_assert(f.failed_ms != 0,
+	    "the flooding client was never reset "
+	    "(sent %zu bytes in %llu ms)",
 	    f.sent, (unsigned long long)(h_now_ms() - t0));
 	h_assert_between(f.failed_ms - t0, 0, 1500,
 	    "ms until the flooding client was reset");
@@ -535,25 +537,26 @@ START_TEST(mysql_rejects_counted_like_resets)
 	struct h_backend *srv = h_backend(H_REFUSE);
 	struct h_backend *echo = h_backend(H_REFUSE);
 	const char *lis = h_free_addr4(), *lis2 = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(h_strf("[global]\n"
-						   "log_level = info\n"
-						   "workers = 1\n"
-						   "admin =\n"
-						   "log_rejects_per_second = 2\n"
-						   "[upstream:my]\n"
-						   "listen = %s\n"
-						   "server = %s\n"
-						   "failure_threshold = 1\n"
-						   "recovery_timeout = 60s\n"
-						   "reject = mysql\n"
-						   "[upstream:dry]\n"
-						   "listen = %s\n"
-						   "server = %s\n"
-						   "failure_threshold = 1\n"
-						   "recovery_timeout = 60s\n"
-						   "reject = mysql\n"
-						   "dry_run = yes\n",
-	    lis, h_backend_addr(srv), lis2, h_backend_addr(echo)));
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("[global]\n"
+				  "log_level = info\n"
+				  "workers = 1\n"
+				  "admin =\n"
+				  "log_rejects_per_second = 2\n"
+				  "[upstream:my]\n"
+				  "listen = %s\n"
+				  "server = %s\n"
+				  "failure_threshold = 1\n"
+				  "recovery_timeout = 60s\n"
+				  "reject = mysql\n"
+				  "[upstream:dry]\n"
+				  "listen = %s\n"
+				  "server = %s\n"
+				  "failure_threshold = 1\n"
+				  "recovery_timeout = 60s\n"
+				  "reject = mysql\n"
+				  "dry_run = yes\n",
+		lis, h_backend_addr(srv), lis2, h_backend_addr(echo)));
 	unsigned individual, summarised = 0, k;
 	uint64_t deadline;
 	const char *line;
@@ -575,8 +578,8 @@ START_TEST(mysql_rejects_counted_like_resets)
 	}
 	deadline = h_now_ms() + H_WAIT_MS;
 	for (;;) {
-		individual = h_count_log_after(d, mark, "event=reject",
-		    "upstream=my");
+		individual =
+		    h_count_log_after(d, mark, "event=reject", "upstream=my");
 		summarised = 0;
 		for (i = mark; (line = h_log_line(d, i)) != NULL; i++)
 			if (h_line_has(line, "event=reject_summary") &&
@@ -596,8 +599,8 @@ START_TEST(mysql_rejects_counted_like_resets)
 	h_backend_set_kind(echo, H_ECHO);
 	h_assert(h_echo_roundtrip(lis2, "relayed", H_WAIT_MS),
 	    "a dry_run client was not relayed");
-	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=dry",
-	    "state=open", "dry_run=yes");
+	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=dry", "state=open",
+	    "dry_run=yes");
 	h_daemon_stop_ok(d);
 }
 END_TEST

@@ -1195,8 +1195,7 @@ END_TEST
  * the whole answer, starting with want, before the end.
  */
 static bool
-last_words_heard(const char *addr, const char *prefix, const char *want,
-    int ms)
+last_words_heard(const char *addr, const char *prefix, const char *want, int ms)
 {
 	static char chunk[65536];
 	uint64_t deadline = h_now_ms() + (uint64_t)ms;
@@ -1309,9 +1308,9 @@ START_TEST(relay_redis_protocol_desync)
 	if (redis == NULL)
 		h_skip("redis-server is not installed (apt-get install "
 		       "redis-server)");
-	h_exec(&r, redis, "--port", strchr(srv, ':') + 1, "--bind",
-	    "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize",
-	    "yes", "--pidfile", pidfile, "--dir", h_tmpdir(), "--logfile",
+	h_exec(&r, redis, "--port", strchr(srv, ':') + 1, "--bind", "127.0.0.1",
+	    "--save", "", "--appendonly", "no", "--daemonize", "yes",
+	    "--pidfile", pidfile, "--dir", h_tmpdir(), "--logfile",
 	    h_path("redis.log"));
 	h_assert(r.status == 0, "redis-server: %s%s", r.out, r.err);
 	h_defer(redis_stop, (void *)pidfile);
@@ -1329,8 +1328,8 @@ START_TEST(relay_redis_protocol_desync)
 	    "redis protocol desync (splice %s): %u/%u direct, %u/%u "
 	    "through circuitproxyd\n",
 	    h_splice_mode(), direct, REDIS_TRIES, proxied, REDIS_TRIES);
-	h_assert(direct == REDIS_TRIES, "direct, %u of %u errors read",
-	    direct, REDIS_TRIES);
+	h_assert(direct == REDIS_TRIES, "direct, %u of %u errors read", direct,
+	    REDIS_TRIES);
 	h_assert(proxied == REDIS_TRIES,
 	    "through the daemon, %u of %u errors read (direct: %u)", proxied,
 	    REDIS_TRIES, direct);

@@ -254,9 +254,10 @@ END_TEST
 static void
 admin_post(const char *admin, const char *path)
 {
-	const char *req = h_strf("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-				 "Content-Length: 0\r\nConnection: close\r\n\r\n",
-	    path);
+	const char *req =
+	    h_strf("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+		   "Content-Length: 0\r\nConnection: close\r\n\r\n",
+		path);
 	char *resp;
 	size_t len;
 	int fd = h_connect_ok(admin);

@@ -293,18 +293,18 @@ char *h_line_at(const char *, unsigned);
  * connect fails at once with EAGAIN.
  */
 enum h_kind {
-	H_ECHO,	     /* echoes every byte back; FIN after the client's */
-	H_REPLY_EOF, /* reads until EOF, then sends back all it read, closes */
-	H_BANNER,    /* sends its banner at once, then reads until EOF */
-	H_CLOSE,     /* accepts and closes at once (FIN, no byte sent) */
-	H_RESET,     /* accepts and resets at once (RST, no byte sent) */
-	H_SILENT,    /* accepts, never sends, reads until EOF */
-	H_STALL,     /* accepts, never reads nor sends, until closed */
-	H_REFUSE,    /* a bound port with no listener: connect is refused */
-	H_BLACKHOLE, /* a full accept queue: SYNs dropped, connect times out */
-	H_LATE_RST,  /* accepts, never reads nor sends, resets after a while */
-	H_HALF_RST,  /* accepts, sends its FIN at once, resets after a while */
-	H_FIN_FIRST, /* sends its banner and FIN at once, reads until EOF */
+	H_ECHO,	      /* echoes every byte back; FIN after the client's */
+	H_REPLY_EOF,  /* reads until EOF, then sends back all it read, closes */
+	H_BANNER,     /* sends its banner at once, then reads until EOF */
+	H_CLOSE,      /* accepts and closes at once (FIN, no byte sent) */
+	H_RESET,      /* accepts and resets at once (RST, no byte sent) */
+	H_SILENT,     /* accepts, never sends, reads until EOF */
+	H_STALL,      /* accepts, never reads nor sends, until closed */
+	H_REFUSE,     /* a bound port with no listener: connect is refused */
+	H_BLACKHOLE,  /* a full accept queue: SYNs dropped, connect times out */
+	H_LATE_RST,   /* accepts, never reads nor sends, resets after a while */
+	H_HALF_RST,   /* accepts, sends its FIN at once, resets after a while */
+	H_FIN_FIRST,  /* sends its banner and FIN at once, reads until EOF */
 	H_LAST_WORDS, /* reads once, sends its banner, closes: a reset if the
 			 client sent more (an error reply, then the end) */
 };

@@ -160,7 +160,8 @@ START_TEST(test_names)
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_TRIALS_SUCCEEDED),
 	    "trials_succeeded");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_MANUAL), "manual");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_EXPIRED), "expired");
+	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_EXPIRED),
+	    "expired");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_RECOVERY_TIMEOUT),
 	    "recovery_timeout");
 	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_PROBES_SUCCEEDED),
@@ -655,7 +656,8 @@ START_TEST(test_half_open_success_closes)
 	ck_assert_int_eq(state(b, T0 + 90001), BREAKER_HALF_OPEN);
 	breaker_record(b, &t2, true, BREAKER_ERR_OTHER, T0 + 90002);
 	ck_assert_int_eq(l.n, 5);
-	ck_tr(&l, 4, BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_TRIALS_SUCCEEDED);
+	ck_tr(&l, 4, BREAKER_HALF_OPEN, BREAKER_CLOSED,
+	    BREAKER_REASON_TRIALS_SUCCEEDED);
 	ck_assert_int_eq(l.tr[4].retry_after_ms, -1);
 	ck_assert_uint_eq(l.tr[4].window_attempts, 0);
 	breaker_snapshot(b, T0 + 90002, &st);
@@ -1211,15 +1213,13 @@ START_TEST(test_callback_sequence)
 	} want[] = {
 		{ BREAKER_CLOSED, BREAKER_OPEN, BREAKER_REASON_RATE, 1000, T0 },
 		{ BREAKER_OPEN, BREAKER_HALF_OPEN,
-	    BREAKER_REASON_RECOVERY_TIMEOUT, 0,
-		    T0 + 1000 },
+		    BREAKER_REASON_RECOVERY_TIMEOUT, 0, T0 + 1000 },
 		{ BREAKER_HALF_OPEN, BREAKER_OPEN,
 		    BREAKER_REASON_HALF_OPEN_FAILURE, 3000, T0 + 1001 },
 		{ BREAKER_OPEN, BREAKER_HALF_OPEN,
-	    BREAKER_REASON_RECOVERY_TIMEOUT, 0,
-		    T0 + 4001 },
-		{ BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_TRIALS_SUCCEEDED, -1,
-		    T0 + 4002 },
+		    BREAKER_REASON_RECOVERY_TIMEOUT, 0, T0 + 4001 },
+		{ BREAKER_HALF_OPEN, BREAKER_CLOSED,
+		    BREAKER_REASON_TRIALS_SUCCEEDED, -1, T0 + 4002 },
 		{ BREAKER_CLOSED, BREAKER_FORCED_OPEN, BREAKER_REASON_MANUAL,
 		    7000, T0 + 5000 },
 		{ BREAKER_FORCED_OPEN, BREAKER_CLOSED, BREAKER_REASON_EXPIRED,

@@ -643,8 +643,8 @@ static const struct {
 	    "resolve_interval_ms", 10000, NULL },
 	{ "[global]\nresolver = 127.0.0.1:5353\n", NULL, "resolver", 0,
 	    "127.0.0.1:5353" },
-	{ "[global]\nresolver = 10.0.0.1 [::1]:5353 ::2\n", NULL, "resolver",
-	    0, "10.0.0.1:53 [::1]:5353 [::2]:53" },
+	{ "[global]\nresolver = 10.0.0.1 [::1]:5353 ::2\n", NULL, "resolver", 0,
+	    "10.0.0.1:53 [::1]:5353 [::2]:53" },
 	{ "[global]\nresolver = 10.0.0.1\nresolver = 10.0.0.2:54\n", NULL,
 	    "resolver", 0, "10.0.0.1:53 10.0.0.2:54" },
 	{ "[global]\nresolver =\n", NULL, "resolver", 0, "" },
@@ -1172,10 +1172,10 @@ static const struct {
 	    7,
 	    "balance: invalid value 'random' (expected roundrobin, "
 	    "leastconn or first)" },
-	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\nretries = 9\n"),
-	    7, "retries: '9' out of range (0..8)" },
-	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\nretries = x\n"),
-	    7, "retries: invalid number 'x'" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\nretries = 9\n"), 7,
+	    "retries: '9' out of range (0..8)" },
+	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\nretries = x\n"), 7,
+	    "retries: invalid number 'x'" },
 	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\n"
 	     "reject = teapot\n"),
 	    7,
@@ -1186,7 +1186,8 @@ static const struct {
 	    7, "log_rejects_per_second: invalid number '-1'" },
 	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\n"
 	     "log_connections = maybe\n"),
-	    7, "log_connections: invalid boolean 'maybe' (expected yes/no, "
+	    7,
+	    "log_connections: invalid boolean 'maybe' (expected yes/no, "
 	    "true/false, on/off or 1/0)" },
 	{ UP("[pool:p]\nlisten = 127.0.0.1:81\nmembers = a\n"
 	     "server = 127.0.0.1:1\n"),
@@ -1638,7 +1639,8 @@ test_dump_has(const char *out, const char *kv, const char *origin)
 		if (*q != ' ')
 			continue;
 		q += strspn(q, " ");
-		if (strncmp(q, "; ", 2) == 0 && strncmp(q + 2, origin, o) == 0 &&
+		if (strncmp(q, "; ", 2) == 0 &&
+		    strncmp(q + 2, origin, o) == 0 &&
 		    strncmp(q + 2 + o, " - ", 3) == 0)
 			return true;
 	}
@@ -1832,7 +1834,8 @@ START_TEST(test_pool_good)
 	f = open_memstream(&one, &len);
 	config_dump(cfg, f);
 	fclose(f);
-	ck_assert_ptr_nonnull(strstr(one, "[pool:web]\nlisten = 127.0.0.1:80 "));
+	ck_assert_ptr_nonnull(
+	    strstr(one, "[pool:web]\nlisten = 127.0.0.1:80 "));
 	/* -T's origins: the line, [global]'s for an inherited budget, built in. */
 	ck_assert(test_dump_has(one, "listen = [::1]:80", "t.ini:12"));
 	ck_assert(test_dump_has(one, "members = c a b", "t.ini:13"));
@@ -1907,8 +1910,9 @@ START_TEST(test_key_table_documented)
 		k = &keys[i];
 		xasprintf(&want, "\n.It Ic %s No = ", k->name);
 		at = strstr(man, want);
-		ck_assert_msg(at != NULL, "%s: no \".It Ic %s No =\" in the man page",
-		    k->name, k->name);
+		ck_assert_msg(at != NULL,
+		    "%s: no \".It Ic %s No =\" in the man page", k->name,
+		    k->name);
 		free(want);
 		/* The entry: up to the next key's. */
 		eol = strstr(at + 1, "\n.It Ic ");

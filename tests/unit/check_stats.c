@@ -56,8 +56,9 @@ snap_api(struct stats_upstream *su, struct addr *listen)
 	su->nchanges = 2;
 	su->changes[0] = (struct stats_change){ 1700000000123, BREAKER_CLOSED,
 		BREAKER_OPEN, BREAKER_REASON_CONSECUTIVE };
-	su->changes[1] = (struct stats_change){ 1699999990000,
-		BREAKER_HALF_OPEN, BREAKER_CLOSED, BREAKER_REASON_TRIALS_SUCCEEDED };
+	su->changes[1] =
+	    (struct stats_change){ 1699999990000, BREAKER_HALF_OPEN,
+		    BREAKER_CLOSED, BREAKER_REASON_TRIALS_SUCCEEDED };
 }
 
 /* A quiet upstream: closed, nothing yet. */
@@ -97,7 +98,8 @@ START_TEST(test_json_upstream)
 	    "\"window_failures\":5,\"attempts_total\":120,"
 	    "\"successes_total\":110,\"failures_total\":10,"
 	    "\"failures_by_error\":{\"refused\":7,\"timeout\":3,"
-	    "\"unreachable\":0,\"early_close\":0,\"slow\":0,\"dns\":0,\"other\":0},"
+	    "\"unreachable\":0,\"early_close\":0,\"slow\":0,\"dns\":0,"
+	    "\"other\":0},"
 	    "\"rejected_total\":1450,"
 	    "\"rejected_by_state\":{\"open\":1400,\"half_open\":50,"
 	    "\"forced_open\":0},"
@@ -129,13 +131,15 @@ START_TEST(test_json_document)
 	ck_assert_str_eq(b.p,
 	    "{\"version\":\"0.1.0\",\"uptime_s\":61.005,\"upstreams\":{"
 	    "\"db\":{\"state\":\"closed\",\"state_since\":1700000000.000,"
-	    "\"retry_after\":null,\"expires_in\":null,\"recovery_timeout\":1.500,"
+	    "\"retry_after\":null,\"expires_in\":null,\"recovery_timeout\":1."
+	    "500,"
 	    "\"failure_rate\":0.0,\"success_rate\":1.0,"
 	    "\"consecutive_failures\":0,\"window_attempts\":0,"
 	    "\"window_failures\":0,\"attempts_total\":0,"
 	    "\"successes_total\":0,\"failures_total\":0,"
 	    "\"failures_by_error\":{\"refused\":0,\"timeout\":0,"
-	    "\"unreachable\":0,\"early_close\":0,\"slow\":0,\"dns\":0,\"other\":0},"
+	    "\"unreachable\":0,\"early_close\":0,\"slow\":0,\"dns\":0,"
+	    "\"other\":0},"
 	    "\"rejected_total\":0,"
 	    "\"rejected_by_state\":{\"open\":0,\"half_open\":0,"
 	    "\"forced_open\":0},"
@@ -258,9 +262,15 @@ START_TEST(test_pool)
 	struct stats_upstream su[2];
 	struct addr l1[2], l2[1], pl[1];
 	char *members[] = { "api", "db", "gone" };
-	struct stats_pool sp = { .name = "web", .balance = "leastconn",
-		.members = members, .nmembers = 3, .listen = pl, .nlisten = 1,
-		.clients_total = 10, .rejected_total = 2, .retried_total = 3,
+	struct stats_pool sp = { .name = "web",
+		.balance = "leastconn",
+		.members = members,
+		.nmembers = 3,
+		.listen = pl,
+		.nlisten = 1,
+		.clients_total = 10,
+		.rejected_total = 2,
+		.retried_total = 3,
 		.active = 1 };
 	struct stats_info info = { "0.1.0", 1000, &sp, 1 };
 
