@@ -20,8 +20,8 @@
 
 /* Backups followed at most (a reload may briefly link them in a ring). */
 #define ADMIT_BACKUP_HOPS 16
-#define ADMIT_CANDIDATES_MAX                                              \
-	(POOL_MEMBERS_MAX > ADMIT_BACKUP_HOPS + 1 ? POOL_MEMBERS_MAX          \
+#define ADMIT_CANDIDATES_MAX                                                   \
+	(POOL_MEMBERS_MAX > ADMIT_BACKUP_HOPS + 1 ? POOL_MEMBERS_MAX           \
 						  : ADMIT_BACKUP_HOPS + 1)
 #define ADMIT_PEER_MAX 64
 
@@ -107,8 +107,8 @@ admit_walk_pool(struct admit_walk *wk, struct pool *p, const struct admit *a)
 	if (n == 0)
 		return;
 	if (bal == POOL_BALANCE_ROUNDROBIN)
-		start = atomic_load_explicit(&p->cursor, memory_order_relaxed) %
-		    n;
+		start =
+		    atomic_load_explicit(&p->cursor, memory_order_relaxed) % n;
 	for (i = 0; i < n; i++) {
 		k = (start + i) % n;
 		m = atomic_load_explicit(&p->member[k], memory_order_acquire);
@@ -272,8 +272,8 @@ admit_walk_run(struct admit *a, const struct admit_walk *wk, unsigned w,
 		}
 		if (!wk->chain &&
 		    pool_conf(a->pool)->balance == POOL_BALANCE_ROUNDROBIN)
-			atomic_store_explicit(&a->pool->cursor, wk->index[i] + 1,
-			    memory_order_relaxed);
+			atomic_store_explicit(&a->pool->cursor,
+			    wk->index[i] + 1, memory_order_relaxed);
 		admit_give(a, c, &t);
 		return true;
 	}
