@@ -1083,8 +1083,8 @@ daemon_run(struct daemon *d)
 	event_base_dispatch(d->base);
 	for (i = 0; i < d->nworkers; i++) {
 		worker_join(d->workers[i]);
-		drained += d->workers[i]->drained;
-		closed += d->workers[i]->closed;
+		drained += worker_drained(d->workers[i]);
+		closed += worker_closed(d->workers[i]);
 	}
 	d->nspawned = 0;
 	state_file_stop(d->state);

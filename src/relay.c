@@ -50,7 +50,6 @@
 #include "turnaway.h"
 #include "upstream.h"
 #include "util.h"
-#include "worker.h"
 
 /*
  * A server's last words (SPEC 8): when a write to it fails, what it had
@@ -94,7 +93,7 @@ struct relay_dir {
 
 struct relay {
 	LIST_ENTRY(relay) entry;
-	struct worker *w;
+	struct relay_room *room;
 	/* Whose server (a backup, a pool's member). */
 	struct upstream *up;
 	enum relay_phase phase;
@@ -172,7 +171,7 @@ relay_log_fail(struct relay *r, enum breaker_error err, uint64_t elapsed_ms)
 static void
 relay_close(struct relay *r, enum relay_end why)
 {
-	struct worker *w = r->w;
+	struct relay_room *room = r->room;
 	struct upstream *up = r->up;
 	struct pool *pool = r->adm.pool;
 	struct turnaway_conn c;
@@ -236,21 +235,54 @@ relay_close(struct relay *r, enum relay_end why)
 		atomic_fetch_sub_explicit(&up->refs, 1, memory_order_release);
 	if (pool != NULL)
 		atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_release);
-	worker_relay_gone(w);
+	/* No relay left to reuse them: spare pipes go back to the system. */
+	if (--room->n == 0)
+		pipe_pool_trim(room->pipes);
+	room->gone(room->gone_arg);
 }
 
-/* Reset every client of a worker: the shutdown timeout has passed. */
+/*
+ * For tests only: CIRCUITPROXYD_TEST_SPLICE=force makes every direction
+ * splice from its first byte, so that the relay stories run on both paths.
+ */
+static bool
+relay_splice_forced(void)
+{
+	const char *v = getenv("CIRCUITPROXYD_TEST_SPLICE");
+
+	return v != NULL && strcmp(v, "force") == 0;
+}
+
+/* Set up a worker's relay room; gone is told of each relay that ends. */
 void
-relay_close_all(struct worker *w)
+relay_room_init(struct relay_room *room, const struct relay_room_lend *lend,
+    relay_gone_cb gone, void *arg)
+{
+	memset(room, 0, sizeof(*room));
+	room->base = lend->base;
+	room->worker = lend->worker;
+	room->scratch = lend->scratch;
+	room->scratch_len = lend->scratch_len;
+	room->pipes = lend->pipes;
+	room->turned = lend->turned;
+	room->splice_force = relay_splice_forced();
+	room->gone = gone;
+	room->gone_arg = arg;
+	LIST_INIT(&room->all);
+}
+
+/* Reset every relay of a room: the shutdown timeout has passed. */
+unsigned
+relay_close_all(struct relay_room *room)
 {
 	struct relay *r;
+	unsigned n = 0;
 
-	w->draining = false;
-	while ((r = LIST_FIRST(&w->relays)) != NULL) {
-		w->closed++;
+	while ((r = LIST_FIRST(&room->all)) != NULL) {
+		n++;
 		relay_close(r, RELAY_END_SHUTDOWN);
 	}
-	w->closed += turnaway_close_all(&w->turned);
+	return n;
 }
 
 /* A direction is finished: pass the FIN on; end the relay when both are. */
@@ -313,7 +345,7 @@ relay_write_error(struct relay *r, struct relay_dir *d)
 static void
 relay_pipe_put(struct relay *r, struct relay_dir *d)
 {
-	pipe_pool_put(r->w->pipes, d->pipe, d->inpipe == 0);
+	pipe_pool_put(r->room->pipes, d->pipe, d->inpipe == 0);
 	d->inpipe = 0;
 }
 
@@ -334,7 +366,7 @@ relay_splice_ok(struct relay *r, struct relay_dir *d)
 static void
 relay_got(struct relay *r, struct relay_dir *d, size_t n)
 {
-	upstream_count(r->up, r->w->id, d->counter, (uint64_t)n);
+	upstream_count(r->up, r->room->worker, d->counter, (uint64_t)n);
 	if (d == &r->c2s)
 		r->bytes_in += n;
 	else
@@ -390,8 +422,8 @@ enum relay_step {
 static enum relay_step
 relay_copy_step(struct relay *r, struct relay_dir *d)
 {
-	char *buf = r->w->scratch;
-	size_t cap = r->w->scratch_len;
+	char *buf = r->room->scratch;
+	size_t cap = r->room->scratch_len;
 	ssize_t n, m;
 
 	n = recv(d->src, buf, cap, 0);
@@ -497,7 +529,7 @@ static void
 relay_last_words_step(struct relay *r)
 {
 	struct relay_dir *d = &r->s2c;
-	char *buf = r->w->scratch;
+	char *buf = r->room->scratch;
 	size_t cap;
 	ssize_t n, m;
 
@@ -521,8 +553,8 @@ relay_last_words_step(struct relay *r)
 		}
 		if (d->eof || r->last_words_left == 0)
 			break;
-		cap = r->w->scratch_len < r->last_words_left
-		    ? r->w->scratch_len
+		cap = r->room->scratch_len < r->last_words_left
+		    ? r->room->scratch_len
 		    : r->last_words_left;
 		n = recv(r->sfd, buf, cap, 0);
 		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
@@ -627,11 +659,11 @@ static enum relay_step
 relay_splice_step(struct relay *r, struct relay_dir *d)
 {
 #ifdef SPLICE_F_MOVE
-	size_t cap = pipe_pool_size(r->w->pipes);
+	size_t cap = pipe_pool_size(r->room->pipes);
 	ssize_t n;
 
 	/* No pipe to be had (pool used up, no descriptor): copy this time. */
-	if (d->pipe[0] == -1 && !pipe_pool_get(r->w->pipes, d->pipe))
+	if (d->pipe[0] == -1 && !pipe_pool_get(r->room->pipes, d->pipe))
 		return relay_copy_step(r, d);
 	n = splice(d->src, NULL, d->pipe[1], NULL, cap, RELAY_SPLICE_FLAGS);
 	if (n > 0) {
@@ -647,7 +679,7 @@ relay_splice_step(struct relay *r, struct relay_dir *d)
 			return RELAY_STEP_MORE;
 		/* Drained and the source had no more: give the pipe back. */
 		relay_pipe_put(r, d);
-		if (n < RELAY_SPLICE_SMALL && !r->w->splice_force)
+		if (n < RELAY_SPLICE_SMALL && !r->room->splice_force)
 			d->bulk = false;
 		return RELAY_STEP_STOP;
 	}
@@ -995,11 +1027,12 @@ static void
 relay_connected(struct relay *r, uint64_t now)
 {
 	const struct upstream_conf *uc = upstream_conf(r->up);
-	struct event_base *base = r->w->base;
+	struct event_base *base = r->room->base;
 	uint64_t took = now - r->start_ms;
 
 	r->connect_took_us = (int64_t)(util_now_us() - r->connect_us);
-	upstream_count_connect(r->up, r->w->id, (uint64_t)r->connect_took_us);
+	upstream_count_connect(r->up, r->room->worker,
+	    (uint64_t)r->connect_took_us);
 	if (uc->send_proxy != PROXYPROTO_OFF &&
 	    !relay_proxy_send(r, uc->send_proxy)) {
 		relay_server_hung_up(r, now);
@@ -1020,14 +1053,14 @@ relay_connected(struct relay *r, uint64_t now)
 		.rev = &r->cev_r,
 		.wev = &r->sev_w,
 		.pipe = { -1, -1 },
-		.bulk = r->w->splice_force,
+		.bulk = r->room->splice_force,
 		.counter = UC_bytes_sent_total };
 	r->s2c = (struct relay_dir){ .src = r->sfd,
 		.dst = r->cfd,
 		.rev = &r->sev_r,
 		.wev = &r->cev_w,
 		.pipe = { -1, -1 },
-		.bulk = r->w->splice_force,
+		.bulk = r->room->splice_force,
 		.counter = UC_bytes_received_total };
 	event_assign(&r->sev_w, base, r->sfd, EV_WRITE | EV_PERSIST,
 	    relay_server_write_cb, r);
@@ -1046,7 +1079,7 @@ relay_retry(struct relay *r)
 {
 	struct upstream *old = r->up;
 
-	if (!admit_retry(&r->adm, r->w->id, &r->peer.u.sa, r->peer.len,
+	if (!admit_retry(&r->adm, r->room->worker, &r->peer.u.sa, r->peer.len,
 		util_now_ms())) {
 		relay_close(r, RELAY_END_CONNECT_FAIL);
 		return 0;
@@ -1111,12 +1144,12 @@ relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 static int
 relay_shortage(struct relay *r, int error)
 {
-	struct pipe_pool *pipes = r->w->pipes;
+	struct pipe_pool *pipes = r->room->pipes;
 	char client[TURNAWAY_PEER_STR_MAX];
 
 	admit_cancel(&r->adm);
 	r->outcome_pending = false;
-	upstream_count(r->up, r->w->id, UC_rejected_overload_total, 1);
+	upstream_count(r->up, r->room->worker, UC_rejected_overload_total, 1);
 	if (upstream_log_allowed(r->up, UPSTREAM_LOG_REJECT, util_now_ms()))
 		log_notice("event=reject upstream=%s client=%s reason=overload "
 			   "error=%s",
@@ -1134,7 +1167,7 @@ relay_shortage(struct relay *r, int error)
 static int
 relay_connect(struct relay *r)
 {
-	struct event_base *base = r->w->base;
+	struct event_base *base = r->room->base;
 	struct addr addr, *sa = &addr;
 	struct timeval tv;
 	enum breaker_error kind;
@@ -1194,15 +1227,15 @@ relay_connect(struct relay *r)
  * (or NULL) until it ends.
  */
 static struct relay *
-relay_new(struct worker *w, struct upstream *up, struct pool *pool, int cfd,
-    const struct turnaway_peer *peer)
+relay_new(struct relay_room *room, struct upstream *up, struct pool *pool,
+    int cfd, const struct turnaway_peer *peer)
 {
 	struct relay *r;
 
 	/* Short of memory: the caller resets this one client. */
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return NULL;
-	r->w = w;
+	r->room = room;
 	r->up = up;
 	r->cfd = cfd;
 	r->sfd = -1;
@@ -1212,13 +1245,13 @@ relay_new(struct worker *w, struct upstream *up, struct pool *pool, int cfd,
 	r->log_conn = turnaway_log_wanted(up, pool);
 	r->accept_ms = util_now_ms();
 	r->connect_took_us = -1;
-	event_assign(&r->cev_r, w->base, cfd, EV_READ | EV_PERSIST,
+	event_assign(&r->cev_r, room->base, cfd, EV_READ | EV_PERSIST,
 	    relay_client_read_cb, r);
-	event_assign(&r->cev_w, w->base, cfd, EV_WRITE | EV_PERSIST,
+	event_assign(&r->cev_w, room->base, cfd, EV_WRITE | EV_PERSIST,
 	    relay_client_write_cb, r);
-	evtimer_assign(&r->timer, w->base, relay_timer_cb, r);
-	LIST_INSERT_HEAD(&w->relays, r, entry);
-	w->nrelays++;
+	evtimer_assign(&r->timer, room->base, relay_timer_cb, r);
+	LIST_INSERT_HEAD(&room->all, r, entry);
+	room->n++;
 	r->adm.pool = pool;
 	if (up != NULL)
 		atomic_fetch_add_explicit(&up->refs, 1, memory_order_relaxed);
@@ -1234,8 +1267,8 @@ relay_new(struct worker *w, struct upstream *up, struct pool *pool, int cfd,
  * accepting), else 0.
  */
 int
-relay_accept(struct worker *w, struct upstream *up, struct pool *pool, int fd,
-    const struct sockaddr *sa, socklen_t salen)
+relay_accept(struct relay_room *room, struct upstream *up, struct pool *pool,
+    int fd, const struct sockaddr *sa, socklen_t salen)
 {
 	struct admit a;
 	struct relay *r;
@@ -1246,7 +1279,7 @@ relay_accept(struct worker *w, struct upstream *up, struct pool *pool, int fd,
 #endif
 
 	turnaway_peer_set(&peer, sa, salen);
-	admit_client(&a, up, pool, w->id, &peer.u.sa, peer.len, now);
+	admit_client(&a, up, pool, room->worker, &peer.u.sa, peer.len, now);
 	if (a.kind == ADMIT_OVERLOAD) {
 		if (turnaway_log_wanted(a.up, pool))
 			turnaway_log_turned(&a, &peer, "overload", NULL);
@@ -1254,7 +1287,7 @@ relay_accept(struct worker *w, struct upstream *up, struct pool *pool, int fd,
 		return 0;
 	}
 	if (a.kind == ADMIT_REJECT) {
-		turnaway_reject(&w->turned, &a, fd, &peer);
+		turnaway_reject(room->turned, &a, fd, &peer);
 		return 0;
 	}
 #ifndef __linux__
@@ -1262,10 +1295,11 @@ relay_accept(struct worker *w, struct upstream *up, struct pool *pool, int fd,
 	if (sa->sa_family != AF_UNIX)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 #endif
-	if ((r = relay_new(w, a.up, pool, fd, &peer)) == NULL) {
+	if ((r = relay_new(room, a.up, pool, fd, &peer)) == NULL) {
 		admit_cancel(&a);
 		admit_release(&a);
-		upstream_count(a.up, w->id, UC_rejected_overload_total, 1);
+		upstream_count(a.up, room->worker, UC_rejected_overload_total,
+		    1);
 		if (turnaway_log_wanted(a.up, pool))
 			turnaway_log_turned(&a, &peer, "overload", NULL);
 		turnaway_close_rst(fd);

@@ -13,12 +13,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include <event2/event.h>
 
 #include "listener.h"
 #include "log.h"
 #include "pipe.h"
 #include "relay.h"
+#include "turnaway.h"
 #include "util.h"
 #include "worker.h"
 
@@ -28,6 +32,36 @@
 /* Pipes per worker at most, and the share of the descriptors they may use. */
 #define WORKER_PIPES_MAX 256
 #define WORKER_PIPES_FD_SHARE 8
+
+struct worker {
+	unsigned id;
+	worker_news_cb news;
+	void *news_arg;
+	const struct worker_reload *reload; /* set before WORKER_CMD_RELOAD */
+	struct event_base *base;
+	pthread_t thread;
+	int ctl_pipe[2];
+	struct event *ctl_ev;
+	_Atomic unsigned cmd;
+
+	struct listener **listeners; /* those this worker accepts on */
+	size_t nlisteners;
+
+	struct relay_room relays;    /* its relays */
+	struct turnaway_room turned; /* its turned-away clients */
+	bool draining;
+	uint64_t drained; /* clients that finished during a drain */
+	uint64_t closed;  /* clients reset at shutdown */
+
+	char *scratch; /* one read at a time passes through here */
+	size_t scratch_len;
+	struct pipe_pool *pipes; /* lent to relay directions that splice */
+
+	/* Bumped by a timer of the loop: the watchdog sees it turn. */
+	struct event *heartbeat_ev;
+	_Atomic uint64_t heartbeat;
+	_Atomic bool exited; /* the loop has ended (a stop) */
+};
 
 /*
  * How many pipes a worker may open: at most an eighth of the descriptors
@@ -47,26 +81,16 @@ worker_pipes_max(unsigned nworkers)
 	return n < WORKER_PIPES_MAX ? (unsigned)n : WORKER_PIPES_MAX;
 }
 
-/*
- * For tests only: CIRCUITPROXYD_TEST_SPLICE=force makes every direction
- * splice from its first byte, so that the relay stories run on both paths.
- */
-static bool
-worker_splice_forced(void)
-{
-	const char *v = getenv("CIRCUITPROXYD_TEST_SPLICE");
-
-	return v != NULL && strcmp(v, "force") == 0;
-}
-
-static void worker_turnaway_gone(void *);
+static void worker_client_gone(void *);
 
 /* A listener of this worker accepted a client: relay it. */
 static int
 worker_accept_cb(struct upstream *up, struct pool *pool, int fd,
     const struct sockaddr *sa, socklen_t salen, void *arg)
 {
-	return relay_accept(arg, up, pool, fd, sa, salen);
+	struct worker *w = arg;
+
+	return relay_accept(&w->relays, up, pool, fd, sa, salen);
 }
 
 /* Accept on a listener from now on. */
@@ -132,11 +156,14 @@ worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 		w->draining = true;
 	}
 	if (cmd & WORKER_CMD_CLOSE_ALL) {
-		relay_close_all(w);
+		/* Not a drain any more: the clients reset are not drained. */
+		w->draining = false;
+		w->closed += relay_close_all(&w->relays);
+		w->closed += turnaway_close_all(&w->turned);
 		event_base_loopbreak(w->base);
 		return;
 	}
-	if (w->draining && w->nrelays == 0 && w->turned.n == 0)
+	if (w->draining && w->relays.n == 0 && w->turned.n == 0)
 		event_base_loopbreak(w->base);
 }
 
@@ -155,14 +182,12 @@ worker_new(unsigned id, unsigned nworkers, worker_news_cb news, void *arg,
 	w->id = id;
 	w->news = news;
 	w->news_arg = arg;
-	LIST_INIT(&w->relays);
 	atomic_init(&w->cmd, 0);
 	atomic_init(&w->heartbeat, 0);
 	atomic_init(&w->exited, false);
 	w->scratch_len = WORKER_SCRATCH_LEN;
 	w->scratch = xmalloc(w->scratch_len);
 	w->pipes = pipe_pool_new(worker_pipes_max(nworkers), WORKER_PIPE_SIZE);
-	w->splice_force = worker_splice_forced();
 	w->ctl_pipe[0] = w->ctl_pipe[1] = -1;
 
 	cfg = event_config_new();
@@ -184,7 +209,15 @@ worker_new(unsigned id, unsigned nworkers, worker_news_cb news, void *arg,
 		goto fail;
 	}
 	turnaway_room_init(&w->turned, w->base, w->scratch, w->scratch_len,
-	    worker_turnaway_gone, w);
+	    worker_client_gone, w);
+	relay_room_init(&w->relays,
+	    &(struct relay_room_lend){ .base = w->base,
+		.worker = id,
+		.scratch = w->scratch,
+		.scratch_len = w->scratch_len,
+		.pipes = w->pipes,
+		.turned = &w->turned },
+	    worker_client_gone, w);
 	if (pipe(w->ctl_pipe) == -1) {
 		xasprintf(cause, "pipe: %s", strerror(errno));
 		goto fail;
@@ -331,30 +364,29 @@ worker_free(struct worker *w)
 	free(w);
 }
 
-/* A client has ended: a draining worker counts it, leaves after the last. */
+/* A client (relayed or turned away) has ended: a draining worker counts it. */
 static void
-worker_client_gone(struct worker *w)
+worker_client_gone(void *arg)
 {
+	struct worker *w = arg;
+
 	if (w->draining) {
 		w->drained++;
-		if (w->nrelays == 0 && w->turned.n == 0)
+		if (w->relays.n == 0 && w->turned.n == 0)
 			event_base_loopbreak(w->base);
 	}
 }
 
-/* A turned-away client has ended (the room's news). */
-static void
-worker_turnaway_gone(void *arg)
+/* Clients that finished during a drain (after the thread has ended). */
+uint64_t
+worker_drained(const struct worker *w)
 {
-	worker_client_gone(arg);
+	return w->drained;
 }
 
-/* A relay ended: after the last, spare pipes go, a draining worker leaves. */
-void
-worker_relay_gone(struct worker *w)
+/* Clients reset at shutdown (after the thread has ended). */
+uint64_t
+worker_closed(const struct worker *w)
 {
-	/* No relay left to reuse them: spare pipes go back to the system. */
-	if (--w->nrelays == 0)
-		pipe_pool_trim(w->pipes);
-	worker_client_gone(w);
+	return w->closed;
 }

@@ -6,23 +6,12 @@
 #ifndef CP_WORKER_H
 #define CP_WORKER_H
 
-#include <sys/queue.h>
-
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "turnaway.h"
-
-struct event;
-struct event_base;
 struct listener;
-struct pipe_pool;
-struct relay;
 struct worker;
-
-LIST_HEAD(relay_list, relay);
 
 /* Commands from the main thread, as bits in worker->cmd. */
 #define WORKER_CMD_STOP_ACCEPT 0x1 /* drain: stop accepting */
@@ -44,38 +33,6 @@ enum worker_news {
 };
 typedef void (*worker_news_cb)(struct worker *, enum worker_news, void *);
 
-struct worker {
-	unsigned id;
-	worker_news_cb news;
-	void *news_arg;
-	const struct worker_reload *reload; /* set before WORKER_CMD_RELOAD */
-	struct event_base *base;
-	pthread_t thread;
-	int ctl_pipe[2];
-	struct event *ctl_ev;
-	_Atomic unsigned cmd;
-
-	struct listener **listeners; /* those this worker accepts on */
-	size_t nlisteners;
-
-	struct relay_list relays;
-	unsigned nrelays;
-	bool draining;
-	uint64_t drained;	     /* relays that finished during a drain */
-	uint64_t closed;	     /* relays reset at shutdown */
-	struct turnaway_room turned; /* its turned-away clients */
-
-	char *scratch; /* one read at a time passes through here */
-	size_t scratch_len;
-
-	/* Bumped by a timer of the loop: the watchdog sees it turn. */
-	struct event *heartbeat_ev;
-	_Atomic uint64_t heartbeat;
-	_Atomic bool exited;	 /* the loop has ended (a stop) */
-	struct pipe_pool *pipes; /* lent to directions that splice */
-	bool splice_force;	 /* tests: splice from the first byte */
-};
-
 struct worker *worker_new(unsigned id, unsigned nworkers, worker_news_cb,
     void *, char **cause);
 int worker_spawn(struct worker *, char **cause);
@@ -91,7 +48,8 @@ void worker_free(struct worker *);
 void worker_heartbeat_start(struct worker *, uint64_t every_ms);
 /* Has the loop turned (or ended) since *seen? Updates *seen (any thread). */
 bool worker_turning(struct worker *, uint64_t *seen);
-/* A relay of this worker has ended; exits the loop when drained. */
-void worker_relay_gone(struct worker *);
+/* Relays that finished during a drain, and those reset at shutdown. */
+uint64_t worker_drained(const struct worker *);
+uint64_t worker_closed(const struct worker *);
 
 #endif
