@@ -208,23 +208,25 @@ admit_reject(struct admit *a, struct upstream *by, const char *state,
 
 /*
  * Walk the candidates: the first whose breaker admits the client and that
- * has a free slot gets it. True when one did, or when the client was
- * turned away as an overload; false when no breaker admitted it (then
- * *soonest is the candidate with the soonest retry-after, *st its ticket).
+ * has a free slot gets it. True when one did, or when a backup chain
+ * turned the client away as an overload; false when none took it (then
+ * *soonest is the candidate with the soonest retry-after, *st its ticket,
+ * and *full says whether a pool member would have taken it but for its
+ * max_connections).
  */
 static bool
 admit_walk_run(struct admit *a, const struct admit_walk *wk, unsigned w,
     const struct sockaddr *sa, socklen_t salen, uint64_t now,
-    struct upstream **soonest, struct breaker_ticket *st)
+    struct upstream **soonest, struct breaker_ticket *st, bool *full)
 {
 	struct breaker_ticket t, first;
 	struct upstream *c;
 	char client[ADMIT_PEER_MAX];
-	bool full = false;
 	size_t i;
 
 	memset(&first, 0, sizeof(first));
 	*soonest = NULL;
+	*full = false;
 	for (i = 0; i < wk->n; i++) {
 		c = wk->cand[i];
 		breaker_admit(c->breaker, now, &t);
@@ -255,7 +257,7 @@ admit_walk_run(struct admit *a, const struct admit_walk *wk, unsigned w,
 				admit_overload(a, c, w, sa, salen, now);
 				return true;
 			}
-			full = true;
+			*full = true;
 			continue;
 		}
 		if (wk->chain && i > 0) {
@@ -280,10 +282,6 @@ admit_walk_run(struct admit *a, const struct admit_walk *wk, unsigned w,
 	if (wk->chain) {
 		*soonest = wk->cand[0];
 		*st = first;
-	} else if (full) {
-		/* Some member would take it but is full: an overload. */
-		admit_overload(a, NULL, w, sa, salen, now);
-		return true;
 	}
 	return false;
 }
@@ -296,6 +294,7 @@ admit_client(struct admit *a, struct upstream *up, struct pool *pool,
 	struct admit_walk wk;
 	struct breaker_ticket st;
 	struct upstream *soonest;
+	bool full;
 
 	a->pool = pool;
 	a->tries = 0;
@@ -308,15 +307,18 @@ admit_client(struct admit *a, struct upstream *up, struct pool *pool,
 		upstream_count(up, w, UC_connections_total, 1);
 		admit_walk_chain(&wk, up);
 	}
-	if (admit_walk_run(a, &wk, w, sa, salen, now, &soonest, &st)) {
+	if (admit_walk_run(a, &wk, w, sa, salen, now, &soonest, &st, &full)) {
 		if (a->kind == ADMIT_RELAY && pool != NULL) {
 			atomic_fetch_add(&pool->active, 1);
 			a->holds_pool = true;
 		}
 		return;
 	}
-	if (soonest == NULL) {
-		/* A pool with no member left (a reload emptied it). */
+	/*
+	 * Some member would take it but is full, or a pool has no member
+	 * left (a reload emptied it): an overload.
+	 */
+	if (full || soonest == NULL) {
 		admit_overload(a, NULL, w, sa, salen, now);
 		return;
 	}
@@ -333,14 +335,19 @@ admit_retry(struct admit *a, unsigned w, const struct sockaddr *sa,
 	struct breaker_ticket st;
 	struct upstream *soonest, *old = a->up;
 	struct admit b;
+	bool full;
 
 	if (a->pool == NULL || a->tries > pool_conf(a->pool)->retries ||
 	    a->tries > POOL_RETRIES_MAX)
 		return false;
 	admit_walk_pool(&wk, a->pool, a);
 	b = *a;
-	/* No member left to try: the client is reset as a failed attempt. */
-	if (!admit_walk_run(&b, &wk, w, sa, salen, now, &soonest, &st) ||
+	/*
+	 * No member left that admits it and has room (SPEC.md 4): the client
+	 * is reset as a failed attempt, its one story, and is neither logged
+	 * nor counted as an overload reject besides.
+	 */
+	if (!admit_walk_run(&b, &wk, w, sa, salen, now, &soonest, &st, &full) ||
 	    b.kind != ADMIT_RELAY)
 		return false;
 	if (a->holds_slot)

@@ -709,6 +709,59 @@ START_TEST(retry_first_skips_the_failed_member)
 END_TEST
 
 /*
+ * A retry that finds the other members full: the client whose connect to
+ * the dead member failed is reset as that failed attempt, with one story.
+ * Its event=conn line says end=connect_fail; no event=reject overload line
+ * is added for it, and the pool counts no reject (a full member is not an
+ * admitting one, SPEC.md 4).
+ */
+START_TEST(retry_into_a_full_member_one_story)
+{
+	struct h_backend *dead = h_backend(H_REFUSE), *live = h_backend(H_ECHO);
+	const char *admin = h_free_addr4(), *pl = h_free_addr4();
+	const char *own = h_free_addr4();
+	struct h_daemon *d;
+	const char *line, *who;
+	char *client, *ps, c;
+	int held;
+
+	d = h_daemon_start(h_strf("%sadmin = %s\n"
+				  "[upstream:dead]\nserver = %s\n"
+				  "failure_threshold = 50\n"
+				  "[upstream:live]\nlisten = %s\nserver = %s\n"
+				  "max_connections = 1\n"
+				  "[pool:web]\nlisten = %s\nmembers = dead live\n"
+				  "balance = first\nretries = 1\n"
+				  "log_connections = yes\n",
+	    global_section(), admin, h_backend_addr(dead), own,
+	    h_backend_addr(live), pl));
+	/* The live member's one slot, taken through its own listener. */
+	held = h_connect_ok(own);
+	h_assert(h_send_all(held, "x", 1, H_WAIT_MS) == 0 &&
+		h_recv_exact(held, &c, 1, H_WAIT_MS) == H_OUT_DATA,
+	    "the client holding the live member's slot got no echo");
+
+	client = h_client_expect_reset(pl, H_WAIT_MS, NULL);
+	who = h_strf("client=%s", client);
+	line = h_expect_log(d, H_WAIT_MS, "event=conn", who);
+	h_assert_fields(line, "pool=web", "upstream=dead", "end=connect_fail",
+	    "tries=1");
+	/* A reject line would come before it (the same worker logs both). */
+	h_assert(h_count_log(d, who, "event=conn") == 1,
+	    "the retried client has %u event=conn lines",
+	    h_count_log(d, who, "event=conn"));
+	h_assert(h_count_log(d, who, "event=reject") == 0,
+	    "the retried client was also logged as a reject");
+	ps = admin_get(admin, "/stats/pools/web");
+	h_assert(json_num(ps, "rejected_total") == 0 &&
+		json_num(ps, "clients_total") == 1,
+	    "a failed attempt counted as a pool reject: %s", ps);
+	close(held);
+	h_daemon_stop_ok(d);
+}
+END_TEST
+
+/*
  * The DOM of the status page after its script ran in headless Chromium
  * (a fresh profile, 3 s of virtual time), or NULL if it did not finish
  * within a minute (a loaded box).
@@ -948,6 +1001,7 @@ pool_suite(void)
 	H_TEST(s, reload_pools_keeps_relays);
 	add_long(s, "reload_pools_under_load", reload_pools_under_load);
 	H_TEST(s, retry_first_skips_the_failed_member);
+	H_TEST(s, retry_into_a_full_member_one_story);
 	H_TEST(s, retry_after_a_member_with_no_address);
 	add_long(s, "status_page_groups_pools", status_page_groups_pools);
 	return s;
