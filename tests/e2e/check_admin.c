@@ -1074,6 +1074,27 @@ START_TEST(admin_query_params)
 	    "force-open?for=5m: %s", r.body);
 	http_expect(admin, "POST", "/upstreams/api/reset?", NULL, 200);
 	http_expect(admin, "GET", "/stats?", NULL, 200);
+	/*
+	 * Empty pairs are no parameter, as most HTTP servers read them: the
+	 * "for" among them still counts, and alone they force with no
+	 * lifetime (as with no query at all).
+	 */
+	http_expect(admin, "GET", "/stats?&&&", NULL, 200);
+	http_expect(admin, "GET", "/health?&&&", NULL, 200);
+	r = http_expect(admin, "POST", "/upstreams/api/force-open?&for=5m&&",
+	    NULL, 200);
+	j = json_parse(r.body);
+	h_assert(strcmp(jget(j, "state")->str, "forced_open") == 0 &&
+		jget(j, "expires_in")->t == J_NUM &&
+		jget(j, "expires_in")->num > 290,
+	    "force-open?&for=5m&&: %s", r.body);
+	r = http_expect(admin, "POST", "/upstreams/api/force-closed?&&&", NULL,
+	    200);
+	j = json_parse(r.body);
+	h_assert(strcmp(jget(j, "state")->str, "forced_closed") == 0 &&
+		jget(j, "expires_in")->t == J_NULL,
+	    "force-closed?&&&: %s", r.body);
+	http_expect(admin, "POST", "/upstreams/api/reset?&&&", NULL, 200);
 	h_daemon_stop_ok(d);
 }
 END_TEST
