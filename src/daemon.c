@@ -5,6 +5,7 @@
  * summaries and the watchdog. Stop: stop accepting, let relays finish for
  * up to shutdown_timeout, reset the rest, exit 0.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <errno.h>
@@ -32,6 +33,9 @@
 #include "upstream.h"
 #include "util.h"
 #include "worker.h"
+
+/* The soft RLIMIT_NOFILE raised at most to this (Linux's default nr_open). */
+#define DAEMON_NOFILE_MAX ((rlim_t)1 << 20)
 
 enum daemon_phase {
 	DAEMON_RUNNING,
@@ -946,6 +950,36 @@ daemon_bind(struct daemon *d, char **cause)
 	return 0;
 }
 
+/*
+ * Raise the soft RLIMIT_NOFILE to the hard one, so that a
+ * unit's or a shell's low default (1024) does not cap the relays; at most
+ * DAEMON_NOFILE_MAX, since a container's hard limit may be 2^30. What is
+ * sized from the limit (the admin table, the splice pipes) reads it after
+ * this, with caps of its own. Returns the soft limit now in force.
+ */
+static unsigned long long
+daemon_nofile_raise(void)
+{
+	struct rlimit rl;
+	rlim_t want, was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return 0;
+	want = rl.rlim_max;
+	if (want == RLIM_INFINITY || want > DAEMON_NOFILE_MAX)
+		want = DAEMON_NOFILE_MAX;
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+		return (unsigned long long)rl.rlim_cur;
+	/* The hard limit stays as given. */
+	was = rl.rlim_cur;
+	rl.rlim_cur = want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+		return (unsigned long long)want;
+	log_warnx("event=nofile result=error error=%s nofile=%llu",
+	    util_errno_name(errno), (unsigned long long)was);
+	return (unsigned long long)was;
+}
+
 /* Start everything; on failure, -1 with *cause and nothing left running. */
 int
 daemon_start(struct daemon **dp, struct config *conf, const char *path,
@@ -985,8 +1019,9 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 		goto fail;
 	}
 	d->nworkers = conf->workers;
-	log_info("event=start version=%s workers=%u upstreams=%zu",
-	    PACKAGE_VERSION, d->nworkers, conf->nupstreams);
+	log_info("event=start version=%s workers=%u upstreams=%zu nofile=%llu",
+	    PACKAGE_VERSION, d->nworkers, conf->nupstreams,
+	    daemon_nofile_raise());
 	daemon_config_check_mode(conf, path);
 
 	if ((d->resolver = resolve_base_new(d->base, conf->resolver, cause)) ==

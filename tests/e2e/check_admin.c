@@ -2271,6 +2271,83 @@ START_TEST(admin_connection_cap)
 END_TEST
 
 /*
+ * Started with a soft RLIMIT_NOFILE of 256 under a hard one of 4096 (as
+ * `prlimit --nofile=256:4096 circuitproxyd` would), the daemon raises its
+ * soft limit to the hard one and says so at start; it then holds 300
+ * relays (600 descriptors), and 300 silent admin clients on top, all kept:
+ * the admin table is a quarter of the raised limit, not of 256 (64).
+ */
+START_TEST(admin_nofile_raised)
+{
+	struct h_backend *echo = h_backend(H_ECHO);
+	char *admin = h_free_addr4(), *l1 = h_free_addr4();
+	const char *wrapper = getenv("CP_TEST_WRAPPER");
+	struct h_opts opts = { .nofile = 256, .nofile_hard = 4096 };
+	enum { NRELAYS = 300, NADMIN = 300 };
+	int relays[NRELAYS], idle[NADMIN], nfds;
+	struct rlimit rl;
+	struct h_daemon *d;
+	char c;
+	size_t i;
+
+	if (wrapper != NULL && *wrapper != '\0')
+		h_skip("under %s the daemon sees a hard limit equal to the "
+		       "soft one: nothing to raise",
+		    wrapper);
+	h_assert(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 4096)
+		h_skip("the hard RLIMIT_NOFILE is %llu: the story needs 4096",
+		    (unsigned long long)rl.rlim_max);
+	/* Ours: the clients, the echo backend's ends, the admin clients. */
+	if (rl.rlim_cur < 4096) {
+		rl.rlim_cur = 4096;
+		h_assert(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit: %s",
+		    strerror(errno));
+	}
+	d = h_daemon_start_opts(&opts,
+	    h_strf("%s%s", global_admin(admin, NULL),
+		h_upstream("api", l1, h_backend_addr(echo), NULL)));
+	h_assert_fields(h_expect_log(d, H_WAIT_MS, "event=start"),
+	    "nofile=4096");
+	h_assert(prlimit(h_daemon_pid(d), RLIMIT_NOFILE, NULL, &rl) == 0 &&
+		rl.rlim_cur == 4096 && rl.rlim_max == 4096,
+	    "the daemon's RLIMIT_NOFILE is %llu/%llu, not 4096/4096",
+	    (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+
+	for (i = 0; i < NRELAYS; i++) {
+		relays[i] = h_connect_ok(l1);
+		h_assert(h_send_all(relays[i], "x", 1, H_WAIT_MS) == 0 &&
+			h_recv_exact(relays[i], &c, 1, H_WAIT_MS) == H_OUT_DATA,
+		    "relay %zu of %d got no echo (%d descriptors in the "
+		    "daemon)",
+		    i + 1, NRELAYS, h_daemon_nfds(d));
+	}
+	for (i = 0; i < NADMIN; i++)
+		idle[i] = h_connect_ok(admin);
+	h_assert(http(admin, "GET", "/health", NULL).status == 200,
+	    "/health with %d relays and %d silent admin clients", NRELAYS,
+	    NADMIN);
+	nfds = h_daemon_nfds(d);
+	h_assert(nfds > 2 * NRELAYS + NADMIN,
+	    "the daemon holds %d descriptors for %d relays and %d admin "
+	    "clients",
+	    nfds, NRELAYS, NADMIN);
+	/* All there: none was closed for room (the table is 1024). */
+	for (i = 0; i < NADMIN; i++)
+		h_assert(h_next_event(idle[i], 0) == H_OUT_TIMEOUT,
+		    "silent admin client %zu of %d was closed", i + 1, NADMIN);
+	h_assert(h_count_log(d, "event=admin_evicted") == 0,
+	    "admin clients were evicted with a table of 1024");
+	for (i = 0; i < NADMIN; i++)
+		close(idle[i]);
+	for (i = 0; i < NRELAYS; i++)
+		close(relays[i]);
+	still_answers(admin, l1, "300 relays");
+	h_daemon_stop_ok(d);
+}
+END_TEST
+
+/*
  * One request on a kept-alive connection: the status of its answer (whose
  * whole body is read), or 0 when none came within ms.
  */
@@ -3115,6 +3192,7 @@ admin_suite(void)
 	H_TEST(s, admin_connection_cap);
 	H_TEST(s, admin_starvation);
 	H_TEST(s, admin_starvation_table_full);
+	H_TEST(s, admin_nofile_raised);
 	H_TEST(s, admin_full_table);
 	H_TEST(s, admin_during_drain);
 	H_TEST(s, admin_unix_socket);

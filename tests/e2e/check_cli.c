@@ -531,7 +531,7 @@ START_TEST(cli_start_and_listen_lines)
 	h_assert(h_echo_roundtrip(b1, "two", H_WAIT_MS), "via %s", b1);
 	h_assert_fields_only(h_expect_log(d, H_WAIT_MS, "event=start"),
 	    "level=info", "event=start", "version=0.1.0", "workers=2",
-	    "upstreams=2");
+	    "upstreams=2", "nofile=#*");
 	h_assert_fields_only(h_expect_log(d, H_WAIT_MS, "event=listen",
 				 h_strf("addr=%s", a1)),
 	    "level=info", "event=listen", "upstream=one",

@@ -836,6 +836,15 @@ h_which(const char *name)
 	return name;
 }
 
+/* Is the daemon run under $CP_TEST_WRAPPER (valgrind)? */
+static bool
+h_wrapped(void)
+{
+	const char *wrap = getenv("CP_TEST_WRAPPER");
+
+	return wrap != NULL && *wrap != '\0';
+}
+
 /* Build argv: optional $CP_TEST_WRAPPER words, the daemon, the arguments. */
 static size_t
 h_build_argv(const char **argv, size_t max, char **wrapbuf)
@@ -946,13 +955,21 @@ h_child_exec(pid_t parent, int out, int err, const char **argv, char **env,
 #endif
 	signal(SIGPIPE, SIG_DFL);
 	/*
-	 * Only the soft limit: a wrapper such as valgrind takes its own
-	 * descriptors between the soft and the hard one.
+	 * The daemon raises its soft limit to the hard one, so the hard one
+	 * is set too, unless the story names another, or a wrapper runs the
+	 * daemon: valgrind takes its own descriptors between the soft and
+	 * the hard limit, and shows the daemon a hard limit equal to the soft.
 	 */
 	if (nofile != 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
 		rl.rlim_cur = nofile;
 		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < nofile)
 			rl.rlim_cur = rl.rlim_max;
+		if (opts != NULL && opts->nofile_hard >= rl.rlim_cur &&
+		    (rl.rlim_max == RLIM_INFINITY ||
+			opts->nofile_hard <= rl.rlim_max))
+			rl.rlim_max = opts->nofile_hard;
+		else if (!h_wrapped())
+			rl.rlim_max = rl.rlim_cur;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if (err == -1) {

@@ -144,7 +144,7 @@ void h_daemon_log_allow(struct h_daemon *, size_t);
 
 /* What the daemon's child process gets beyond the usual. */
 struct h_opts {
-	unsigned nofile;    /* soft RLIMIT_NOFILE before exec; 0 = ours */
+	unsigned nofile;    /* RLIMIT_NOFILE before exec; 0 = ours */
 	bool journal;	    /* JOURNAL_STREAM names the daemon's stderr */
 	bool std_closed;    /* started with fds 0-2 closed (no log read) */
 	const char *env[8]; /* extra "NAME=value" entries, NULL-ended */
@@ -156,6 +156,8 @@ struct h_opts {
 	int listen_fds[4];
 	unsigned nlisten_fds;
 	const char *listen_fdnames;
+	/* The hard RLIMIT_NOFILE apart; 0: nofile itself (h_child_exec). */
+	unsigned nofile_hard;
 };
 struct h_daemon *h_daemon_spawn_opts_args(const char *, const struct h_opts *,
     const char *, ...);
