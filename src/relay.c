@@ -73,10 +73,14 @@
 enum relay_phase {
 	RELAY_CONNECTING,
 	RELAY_RELAYING,
+	RELAY_LAST_WORDS, /* a write to the server failed: see relay_last_words */
 };
+
+struct relay;
 
 /* One direction: bytes read from src, written to dst. */
 struct relay_dir {
+	struct relay *relay; /* its relay (the direction is its events' arg) */
 	int src, dst;
 	struct event *rev; /* src readable */
 	struct event *wev; /* dst writable, armed only with a remainder */
@@ -110,7 +114,7 @@ struct relay {
 	uint64_t connected_ms;
 	uint64_t last_active_ms;
 	uint32_t queued;	  /* kernel send queues at the last look */
-	uint64_t last_words_ms;	  /* their deadline; 0 until a write fails */
+	uint64_t last_words_ms;	  /* their deadline (RELAY_LAST_WORDS) */
 	uint32_t last_words_left; /* bytes the server may still have said */
 	struct relay_dir c2s, s2c;
 	struct event cev_r, cev_w, sev_r, sev_w, timer;
@@ -611,6 +615,7 @@ relay_last_words(struct relay *r)
 	if (s2c->inpipe > 0 && !relay_pipe_unsplice(r, s2c))
 		return;
 	relay_pipe_put(r, s2c);
+	r->phase = RELAY_LAST_WORDS;
 	r->last_words_ms = util_now_ms() + RELAY_LAST_WORDS_MS;
 	r->last_words_left = RELAY_LAST_WORDS_MAX;
 	event_add(&r->timer, util_timeval(&tv, RELAY_LAST_WORDS_MS));
@@ -783,56 +788,43 @@ relay_client_wait(struct relay *r)
 	relay_close(r, RELAY_END_CLIENT_RESET);
 }
 
-/* Client readable. */
+/*
+ * A direction's source is readable: forward its bytes; while connecting
+ * (only the client is watched then), see whether the client left; after a
+ * failed write to the server, go on with its last words.
+ */
 static void
-relay_client_read_cb(evutil_socket_t fd, short what, void *arg)
+relay_read_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct relay *r = arg;
+	struct relay_dir *d = arg;
+	struct relay *r = d->relay;
 
 	(void)fd;
 	(void)what;
-	if (r->phase == RELAY_CONNECTING) {
+	if (r->phase == RELAY_RELAYING)
+		relay_forward(r, d);
+	else if (r->phase == RELAY_CONNECTING)
 		relay_client_wait(r);
-		return;
-	}
-	relay_forward(r, &r->c2s);
+	else
+		relay_last_words_step(r);
 }
 
-/* Server readable. */
+/*
+ * A direction's destination is writable: its remainder can go on (after a
+ * failed write to the server, the server's last words to the client).
+ */
 static void
-relay_server_read_cb(evutil_socket_t fd, short what, void *arg)
+relay_write_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct relay *r = arg;
+	struct relay_dir *d = arg;
+	struct relay *r = d->relay;
 
 	(void)fd;
 	(void)what;
-	if (r->last_words_ms != 0)
+	if (r->phase == RELAY_LAST_WORDS)
 		relay_last_words_step(r);
 	else
-		relay_forward(r, &r->s2c);
-}
-
-/* Client writable: the server's remainder can go on. */
-static void
-relay_client_write_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct relay *r = arg;
-
-	(void)fd;
-	(void)what;
-	if (r->last_words_ms != 0)
-		relay_last_words_step(r);
-	else
-		relay_flush(r, &r->s2c);
-}
-
-/* Server writable: the client's remainder can go on. */
-static void
-relay_server_write_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	relay_flush(arg, &((struct relay *)arg)->c2s);
+		relay_flush(r, d);
 }
 
 /*
@@ -961,7 +953,7 @@ relay_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (r->last_words_ms != 0) {
+	if (r->phase == RELAY_LAST_WORDS) {
 		relay_last_words_end(r, now);
 		return;
 	}
@@ -1048,14 +1040,16 @@ relay_connected(struct relay *r, uint64_t now)
 		relay_record(r, true, BREAKER_ERR_OTHER);
 
 	r->phase = RELAY_RELAYING;
-	r->c2s = (struct relay_dir){ .src = r->cfd,
+	r->c2s = (struct relay_dir){ .relay = r,
+		.src = r->cfd,
 		.dst = r->sfd,
 		.rev = &r->cev_r,
 		.wev = &r->sev_w,
 		.pipe = { -1, -1 },
 		.bulk = r->room->splice_force,
 		.counter = UC_bytes_sent_total };
-	r->s2c = (struct relay_dir){ .src = r->sfd,
+	r->s2c = (struct relay_dir){ .relay = r,
+		.src = r->sfd,
 		.dst = r->cfd,
 		.rev = &r->sev_r,
 		.wev = &r->cev_w,
@@ -1063,7 +1057,7 @@ relay_connected(struct relay *r, uint64_t now)
 		.bulk = r->room->splice_force,
 		.counter = UC_bytes_received_total };
 	event_assign(&r->sev_w, base, r->sfd, EV_WRITE | EV_PERSIST,
-	    relay_server_write_cb, r);
+	    relay_write_cb, &r->c2s);
 	event_add(&r->cev_r, NULL);
 	event_add(&r->sev_r, NULL);
 	relay_timer_arm(r, now);
@@ -1193,7 +1187,7 @@ relay_connect(struct relay *r)
 	if (sa->family != AF_UNIX)
 		setsockopt(r->sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	event_assign(&r->sev_r, base, r->sfd, EV_READ | EV_PERSIST,
-	    relay_server_read_cb, r);
+	    relay_read_cb, &r->s2c);
 	event_assign(&r->sev_w, base, r->sfd, EV_WRITE, relay_connect_cb, r);
 	r->connect_us = util_now_us();
 	if (connect(r->sfd, (const struct sockaddr *)&sa->ss, sa->len) == 0) {
@@ -1239,6 +1233,7 @@ relay_new(struct relay_room *room, struct upstream *up, struct pool *pool,
 	r->up = up;
 	r->cfd = cfd;
 	r->sfd = -1;
+	r->c2s.relay = r->s2c.relay = r;
 	r->c2s.pipe[0] = r->c2s.pipe[1] = -1;
 	r->s2c.pipe[0] = r->s2c.pipe[1] = -1;
 	r->peer = *peer;
@@ -1246,9 +1241,9 @@ relay_new(struct relay_room *room, struct upstream *up, struct pool *pool,
 	r->accept_ms = util_now_ms();
 	r->connect_took_us = -1;
 	event_assign(&r->cev_r, room->base, cfd, EV_READ | EV_PERSIST,
-	    relay_client_read_cb, r);
+	    relay_read_cb, &r->c2s);
 	event_assign(&r->cev_w, room->base, cfd, EV_WRITE | EV_PERSIST,
-	    relay_client_write_cb, r);
+	    relay_write_cb, &r->s2c);
 	evtimer_assign(&r->timer, room->base, relay_timer_cb, r);
 	LIST_INSERT_HEAD(&room->all, r, entry);
 	room->n++;
