@@ -220,25 +220,10 @@ relay_close(struct relay *r, enum relay_end why)
 	relay_pipe_put(r, &r->c2s);
 	relay_pipe_put(r, &r->s2c);
 	admit_release(&r->adm);
-	if (log_enabled(LOG_LEVEL_DEBUG)) {
-		char client[TURNAWAY_PEER_STR_MAX];
-
-		log_debug("event=close %s=%s client=%s reason=%s",
-		    up != NULL ? "upstream" : "pool",
-		    up != NULL ? up->name : pool->name,
-		    turnaway_peer_str(&r->peer, client),
-		    relay_close_names[why]);
-	}
 	LIST_REMOVE(r, entry);
+	/* up and pool are not touched after this. */
+	turnaway_client_end(up, pool, &r->peer, relay_close_names[why]);
 	free(r);
-	/*
-	 * Last: once refs is 0 the main thread may free a retired upstream
-	 * or pool, so nothing here may touch them after this.
-	 */
-	if (up != NULL)
-		atomic_fetch_sub_explicit(&up->refs, 1, memory_order_release);
-	if (pool != NULL)
-		atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_release);
 	/* No relay left to reuse them: spare pipes go back to the system. */
 	if (--room->n == 0)
 		pipe_pool_trim(room->pipes);

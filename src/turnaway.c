@@ -174,6 +174,30 @@ turnaway_log_turned(const struct admit *a, const struct turnaway_peer *peer,
 	turnaway_log_conn(a->up, a->pool, peer, &c);
 }
 
+/*
+ * A client (relayed or turned away) has ended: its debug event=close line,
+ * then its hold on its upstream and pool is let go. Last: once refs is 0
+ * the main thread may free a retired upstream or pool, so the caller may
+ * not touch them after this.
+ */
+void
+turnaway_client_end(struct upstream *up, struct pool *pool,
+    const struct turnaway_peer *peer, const char *reason)
+{
+	if (log_enabled(LOG_LEVEL_DEBUG)) {
+		char client[TURNAWAY_PEER_STR_MAX];
+
+		log_debug("event=close %s=%s client=%s reason=%s",
+		    up != NULL ? "upstream" : "pool",
+		    up != NULL ? up->name : pool->name,
+		    turnaway_peer_str(peer, client), reason);
+	}
+	if (up != NULL)
+		atomic_fetch_sub_explicit(&up->refs, 1, memory_order_release);
+	if (pool != NULL)
+		atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_release);
+}
+
 /* The only way out of the room: log, close, release and tell the worker. */
 static void
 turnaway_close(struct turnaway *t, enum turnaway_end why)
@@ -202,25 +226,10 @@ turnaway_close(struct turnaway *t, enum turnaway_end why)
 	if (t->phase == TURNAWAY_LINGER_QUEUED)
 		TAILQ_REMOVE(&room->queue, t, linger_entry);
 	room->n--;
-	if (log_enabled(LOG_LEVEL_DEBUG)) {
-		char client[TURNAWAY_PEER_STR_MAX];
-
-		log_debug("event=close %s=%s client=%s reason=%s",
-		    up != NULL ? "upstream" : "pool",
-		    up != NULL ? up->name : pool->name,
-		    turnaway_peer_str(&t->peer, client),
-		    turnaway_close_names[why]);
-	}
 	LIST_REMOVE(t, entry);
+	/* up and pool are not touched after this. */
+	turnaway_client_end(up, pool, &t->peer, turnaway_close_names[why]);
 	free(t);
-	/*
-	 * Last: once refs is 0 the main thread may free a retired upstream
-	 * or pool, so nothing here may touch them after this.
-	 */
-	if (up != NULL)
-		atomic_fetch_sub_explicit(&up->refs, 1, memory_order_release);
-	if (pool != NULL)
-		atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_release);
 	room->gone(room->gone_arg);
 }
 

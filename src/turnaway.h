@@ -79,6 +79,12 @@ void turnaway_log_conn(struct upstream *, struct pool *,
 /* The event=conn line of a client turned away without a wait. */
 void turnaway_log_turned(const struct admit *, const struct turnaway_peer *,
     const char *end, const char *state);
+/*
+ * A client has ended: its debug event=close line, then up's and pool's
+ * refs let go (neither may be touched after).
+ */
+void turnaway_client_end(struct upstream *, struct pool *,
+    const struct turnaway_peer *, const char *reason);
 /* Close a socket so the peer sees a reset (RST) rather than a FIN. */
 void turnaway_close_rst(int fd);
 
