@@ -1812,7 +1812,7 @@ START_TEST(admin_foreign_requests)
 	http_expect(admin, "GET", "/", "Host: rebind.example\r\n", 403);
 	http_expect(admin, "GET", "/health", "Host: any.example\r\n", 200);
 	http_expect(admin, "GET", "/stats",
-	    h_strf("Host: localhost:%s\r\n", strrchr(admin, ':') + 1), 200);
+	    h_strf("Host: localhost:%s\r\n", h_port_of(admin)), 200);
 	http_expect(admin, "GET", "/stats", "Host: [::1]:9901\r\n", 200);
 
 	/* The page's own POST (same origin) and a plain client's. */
@@ -3205,9 +3205,4 @@ admin_suite(void)
 	return s;
 }
 
-/* Run the admin stories. */
-int
-main(void)
-{
-	return h_main(admin_suite());
-}
+H_MAIN(admin_suite)

@@ -392,25 +392,6 @@ END_TEST
 
 #define reload(d, config) h_reload((d), (config))
 
-/* The port of "HOST:PORT". */
-static const char *
-port_of(const char *addr)
-{
-	return strrchr(addr, ':') + 1;
-}
-
-/* A new client is relayed within ms (tried again while it is refused). */
-static bool
-served_within(const char *addr, int ms)
-{
-	uint64_t deadline = h_now_ms() + (uint64_t)ms;
-
-	while (!h_echo_roundtrip(addr, "new", 1000))
-		if (h_now_ms() >= deadline)
-			return false;
-	return true;
-}
-
 /*
  * A reload moves a port from 127.0.0.1:P to *:P and back (-t accepts
  * both): each applies, the relay open all along keeps answering, and the
@@ -419,7 +400,7 @@ served_within(const char *addr, int ms)
 START_TEST(reload_host_wildcard_and_back)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
-	const char *host = h_free_addr4(), *port = port_of(host);
+	const char *host = h_free_addr4(), *port = h_port_of(host);
 	const char *wild = h_strf("*:%s", port);
 	const char *other = h_strf("127.0.0.2:%s", port);
 	const char *on_host = h_strf("%s%s", global_section(2, ""),
@@ -439,7 +420,7 @@ START_TEST(reload_host_wildcard_and_back)
 	h_assert(h_count_log_after(d, mark, "result=error") == 0,
 	    "the move to %s failed", wild);
 	h_assert(relay_answers(fd, RELAY_MS), "the open relay was dropped");
-	h_assert(served_within(other, H_WAIT_MS), "%s is not served", other);
+	h_assert(h_served_within(other, 1000, H_WAIT_MS), "%s is not served", other);
 	fd2 = h_connect_ok(host);
 	h_assert(relay_answers(fd2, RELAY_MS), "no relay on the wildcard");
 
@@ -449,7 +430,7 @@ START_TEST(reload_host_wildcard_and_back)
 	    "the move back to %s failed", host);
 	h_assert(relay_answers(fd, RELAY_MS) && relay_answers(fd2, RELAY_MS),
 	    "an open relay was dropped");
-	h_assert(served_within(host, H_WAIT_MS), "%s is not served", host);
+	h_assert(h_served_within(host, 1000, H_WAIT_MS), "%s is not served", host);
 	h_assert(!h_echo_roundtrip(other, "x", 500), "%s still served", other);
 	close(fd);
 	close(fd2);
@@ -465,7 +446,7 @@ END_TEST
 START_TEST(reload_wildcard_rolled_back)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
-	const char *host = h_free_addr4(), *port = port_of(host);
+	const char *host = h_free_addr4(), *port = h_port_of(host);
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s", global_section(2, ""),
 		h_upstream("api", host, h_backend_addr(echo), "")));
@@ -490,7 +471,7 @@ START_TEST(reload_wildcard_rolled_back)
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=error",
 	    "error=");
 	h_assert(relay_answers(fd, RELAY_MS), "the open relay was dropped");
-	h_assert(served_within(host, H_WAIT_MS),
+	h_assert(h_served_within(host, 1000, H_WAIT_MS),
 	    "%s does not listen again after the failed reload", host);
 	close(blocker);
 	close(fd);
@@ -572,7 +553,7 @@ START_TEST(reload_burst_of_sighups)
 	h_daemon_thread_cont(d, tid);
 
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=listen", "upstream=last");
-	h_assert(served_within(last, H_WAIT_MS), "the last file does not run");
+	h_assert(h_served_within(last, 1000, H_WAIT_MS), "the last file does not run");
 	h_assert(h_count_log_after(d, mark, "event=reload", "result=error") ==
 		0,
 	    "a SIGHUP of the burst was refused");
@@ -733,8 +714,9 @@ START_TEST(started_with_std_fds_closed)
 }
 END_TEST
 
-int
-main(void)
+/* The baddays stories, each in its own test case. */
+static Suite *
+baddays_suite(void)
 {
 	Suite *s = suite_create("baddays");
 
@@ -748,5 +730,7 @@ main(void)
 	H_TEST(s, watchdog_hung_worker);
 	H_TEST(s, config_world_writable);
 	H_TEST(s, started_with_std_fds_closed);
-	return h_main(s);
+	return s;
 }
+
+H_MAIN(baddays_suite)

@@ -325,7 +325,7 @@ START_TEST(cli_readme_tour)
 	const char *readme = read_text(h_srcpath("README.md")), *a, *b;
 	char *conf, *cmds, *lis = h_free_addr4(), *srv = h_free_addr4();
 	char *admin = h_free_addr4();
-	const char *sport = strrchr(srv, ':') + 1, *sh = h_client("sh");
+	const char *sport = h_port_of(srv), *sh = h_client("sh");
 	struct h_daemon *d;
 	struct h_run r;
 
@@ -644,9 +644,4 @@ cli_suite(void)
 	return s;
 }
 
-/* Run the command-line stories. */
-int
-main(void)
-{
-	return h_main(cli_suite());
-}
+H_MAIN(cli_suite)

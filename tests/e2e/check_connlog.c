@@ -828,9 +828,4 @@ connlog_suite(void)
 	return s;
 }
 
-/* Run the suite on every relay path. */
-int
-main(void)
-{
-	return h_main_modes(connlog_suite);
-}
+H_MAIN_MODES(connlog_suite)

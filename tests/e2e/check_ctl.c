@@ -596,8 +596,9 @@ START_TEST(ctl_config_half_edited)
 }
 END_TEST
 
-int
-main(void)
+/* The ctl stories, each in its own test case. */
+static Suite *
+ctl_suite(void)
 {
 	Suite *s = suite_create("ctl");
 
@@ -615,5 +616,7 @@ main(void)
 	H_TEST(s, ctl_force_closed_reset_stats);
 	H_TEST(s, ctl_force_survives_restart);
 	H_TEST(s, ctl_config_half_edited);
-	return h_main(s);
+	return s;
 }
+
+H_MAIN(ctl_suite)

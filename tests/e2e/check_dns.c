@@ -87,7 +87,7 @@ dns_start(const char *hosts)
 	dns->hosts = h_path("hosts");
 	dns_hosts(dns, hosts);
 	dns->addr = h_free_addr4();
-	dns->port = strrchr(dns->addr, ':') + 1;
+	dns->port = h_port_of(dns->addr);
 	args[n++] = (char *)prog;
 	args[n++] = "--keep-in-foreground";
 	args[n++] = "--conf-file=/dev/null";
@@ -183,7 +183,7 @@ START_TEST(dns_name_appears)
 
 	if ((dns = dns_start("127.0.0.9 other.test\n")) == NULL)
 		h_skip("dnsmasq is not installed (Debian: dnsmasq-base)");
-	port = strrchr(h_backend_addr(b), ':') + 1;
+	port = h_port_of(h_backend_addr(b));
 	cfg = dns_config(dns, admin, lis, h_strf("api.test:%s", port),
 	    "failure_threshold = 2\n"
 	    "recovery_timeout = 1s\n"
@@ -260,7 +260,7 @@ START_TEST(dns_name_moves)
 	unsigned i;
 	int fd;
 
-	port = strrchr(h_backend_addr(a), ':') + 1;
+	port = h_port_of(h_backend_addr(a));
 	b = h_backend_new_ip4(H_ECHO, AF_INET, 0x7f000002, atoi(port));
 	if ((dns = dns_start("127.0.0.1 api.test\n")) == NULL)
 		h_skip("dnsmasq is not installed (Debian: dnsmasq-base)");
@@ -325,7 +325,7 @@ START_TEST(dns_server_gone_keeps_last_good)
 
 	if ((dns = dns_start("127.0.0.1 api.test\n")) == NULL)
 		h_skip("dnsmasq is not installed (Debian: dnsmasq-base)");
-	port = strrchr(h_backend_addr(a), ':') + 1;
+	port = h_port_of(h_backend_addr(a));
 	d = h_daemon_start(
 	    dns_config(dns, admin, lis, h_strf("api.test:%s", port), ""));
 	h_expect_log(d, H_WAIT_MS, "event=resolve", "result=ok");
@@ -374,7 +374,7 @@ START_TEST(dns_reload_new_name)
 	struct dns *dns;
 	size_t mark;
 
-	port = strrchr(h_backend_addr(a), ':') + 1;
+	port = h_port_of(h_backend_addr(a));
 	b = h_backend_new_ip4(H_ECHO, AF_INET, 0x7f000002, atoi(port));
 	if ((dns = dns_start("127.0.0.1 api.test\n127.0.0.2 new.test\n")) ==
 	    NULL)
@@ -412,8 +412,4 @@ dns_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	return h_main(dns_suite());
-}
+H_MAIN(dns_suite)

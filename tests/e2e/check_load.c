@@ -161,7 +161,7 @@ idle_nfds(struct h_daemon *d)
 static unsigned
 listen_queue(const char *addr)
 {
-	unsigned port = (unsigned)atoi(strrchr(addr, ':') + 1), lport, st, rx;
+	unsigned port = (unsigned)atoi(h_port_of(addr)), lport, st, rx;
 	unsigned total = 0;
 	char line[512];
 	FILE *f = fopen("/proc/net/tcp", "r");
@@ -331,28 +331,6 @@ farm_wait_stalled(struct h_farm *f)
 }
 
 #define reload(d, config) h_reload((d), (config))
-
-/* GET a path from the admin endpoint (HTTP/1.1, Connection: close): the body. */
-static char *
-admin_get(const char *addr, const char *path)
-{
-	char *req = h_strf("GET %s HTTP/1.1\r\nHost: %s\r\n"
-			   "Connection: close\r\n\r\n",
-	    path, addr);
-	char *raw, *body;
-	size_t len;
-	int fd = h_connect_ok(addr);
-
-	h_assert(h_send_all(fd, req, strlen(req), H_WAIT_MS) == 0,
-	    "send to the admin");
-	h_assert(h_recv_all(fd, &raw, &len, H_WAIT_MS) == H_OUT_EOF,
-	    "the admin's answer to %s", path);
-	close(fd);
-	h_assert(strncmp(raw, "HTTP/1.1 200 ", 13) == 0 &&
-		(body = strstr(raw, "\r\n\r\n")) != NULL,
-	    "GET %s: %.40s", path, raw);
-	return h_strf("%s", body + 4);
-}
 
 /* The number a JSON document gives a key ("key": N), or -1 if none. */
 static double
@@ -1041,7 +1019,8 @@ START_TEST(breaker_flapping)
 	clients = ok + reset + eof + other;
 	/* The breaker's own totals, then every line once the daemon stops. */
 	h_assert(h_farm_wait_active(farm, 0, H_WAIT_MS), "relays closed");
-	stats = admin_get(admin, "/stats/flap");
+	stats = h_admin_get(admin, "/stats/flap");
+	h_assert(stats != NULL, "GET /stats/flap: no 200");
 	attempts = json_number(stats, "attempts_total");
 	successes = json_number(stats, "successes_total");
 	failures = json_number(stats, "failures_total");

@@ -773,36 +773,14 @@ static bool
 daemon_fds_leave(struct h_daemon *d, const char *dir, int ms)
 {
 	uint64_t deadline = h_now_ms() + (uint64_t)ms;
-	char fddir[64], path[320], link[512];
-	size_t len = strlen(dir);
-	struct dirent *e;
-	unsigned held;
-	ssize_t n;
-	DIR *dp;
+	int held;
 
-	snprintf(fddir, sizeof(fddir), "/proc/%d/fd", (int)h_daemon_pid(d));
-	for (;;) {
-		if ((dp = opendir(fddir)) == NULL)
-			return false;
-		held = 0;
-		while ((e = readdir(dp)) != NULL) {
-			if (e->d_name[0] == '.')
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", fddir, e->d_name);
-			n = readlink(path, link, sizeof(link) - 1);
-			if (n <= 0)
-				continue;
-			link[n] = '\0';
-			if (strncmp(link, dir, len) == 0)
-				held++;
-		}
-		closedir(dp);
-		if (held == 0)
-			return true;
-		if (h_now_ms() >= deadline)
+	while ((held = h_daemon_fds_named(d, dir)) != 0) {
+		if (held < 0 || h_now_ms() >= deadline)
 			return false;
 		poll(NULL, 0, 5);
 	}
+	return true;
 }
 
 static bool file_has_within(const char *, const char *, int);
@@ -862,21 +840,6 @@ fill_room(const char *lis, int *fds)
 		h_assert(echo_on(fds[i], "x"), "relay %d of %d", i + 1,
 		    FD_ROOM);
 	}
-}
-
-/*
- * A new client is relayed within ms: tried again while it is reset (the
- * relays just closed may not have given their descriptors back yet).
- */
-static bool
-served_within(const char *lis, int ms)
-{
-	uint64_t deadline = h_now_ms() + (uint64_t)ms;
-
-	while (!h_echo_roundtrip(lis, "after", ms))
-		if (h_now_ms() >= deadline)
-			return false;
-	return true;
 }
 
 /*
@@ -949,7 +912,7 @@ START_TEST(emfile_pauses_accepting)
 	}
 	for (i = 0; i < FD_WAITING; i++)
 		h_close(waiting[i]);
-	h_assert(served_within(lis, H_WAIT_MS),
+	h_assert(h_served_within(lis, H_WAIT_MS, H_WAIT_MS),
 	    "no new client relayed after the shortage");
 	h_daemon_stop_ok(d);
 	if (wrapped)
@@ -1050,7 +1013,7 @@ START_TEST(emfile_one_fd_left)
 		h_close(burst[i]);
 	for (i = 0; i < FD_ROOM; i++)
 		close(fds[i]);
-	h_assert(served_within(lis, H_WAIT_MS),
+	h_assert(h_served_within(lis, H_WAIT_MS, H_WAIT_MS),
 	    "no new client relayed after the shortage");
 	rejects = h_count_log_after(d, mark, "event=reject");
 	secs = (h_now_ms() - t0 + 999) / 1000;
@@ -1196,9 +1159,4 @@ ops_suite(void)
 	return s;
 }
 
-/* Run the operations stories. */
-int
-main(void)
-{
-	return h_main(ops_suite());
-}
+H_MAIN(ops_suite)

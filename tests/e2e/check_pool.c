@@ -124,7 +124,7 @@ redis_replicas(void)
 	v = h_track(calloc(NREPLICAS, sizeof(*v)));
 	for (i = 0; i < NREPLICAS; i++) {
 		v[i].addr = h_free_addr4();
-		v[i].port = strrchr(v[i].addr, ':') + 1;
+		v[i].port = h_port_of(v[i].addr);
 		redis_start(&v[i], server);
 	}
 	return v;
@@ -212,30 +212,6 @@ redis_round(const char *addr, const struct replica *v, unsigned n,
 	return failed;
 }
 
-/* GET path from the admin endpoint: the body of a 200, else NULL. */
-static char *
-admin_get(const char *admin, const char *path)
-{
-	const char *req = h_strf("GET %s HTTP/1.1\r\nHost: %s\r\n"
-				 "Connection: close\r\n\r\n",
-	    path, admin);
-	char *all = NULL, *body;
-	size_t len = 0;
-	int fd = h_connect(admin, H_WAIT_MS);
-
-	if (fd == -1)
-		return NULL;
-	if (h_send_all(fd, req, strlen(req), H_WAIT_MS) != 0 ||
-	    h_recv_all(fd, &all, &len, H_WAIT_MS) != H_OUT_EOF || all == NULL ||
-	    strncmp(all, "HTTP/1.1 200", 12) != 0 ||
-	    (body = strstr(all, "\r\n\r\n")) == NULL) {
-		close(fd);
-		return NULL;
-	}
-	close(fd);
-	return body + 4;
-}
-
 /* A number of a JSON document: the first "key": in it; fails if absent. */
 static double
 json_num(const char *doc, const char *key)
@@ -317,7 +293,7 @@ START_TEST(redis_roundrobin_kill_one)
 	    h_count_log_after(d, mark, "event=connect_fail", "upstream=r2"));
 
 	/* Open: r2 gets no attempt at all; r1 and r3 share evenly. */
-	ps = admin_get(admin, "/stats/pools/redis");
+	ps = h_admin_get(admin, "/stats/pools/redis");
 	h_assert(json_num(ps, "admitting") == 2, "admitting with r2 open: %s",
 	    ps);
 	mark = h_log_mark(d);
@@ -353,7 +329,7 @@ START_TEST(redis_roundrobin_kill_one)
 		h_assert_between(got[i], 45, 55,
 		    "answers of a replica after the return");
 	/* The counters add up: every client, one retry per failed connect. */
-	ps = admin_get(admin, "/stats/pools/redis");
+	ps = h_admin_get(admin, "/stats/pools/redis");
 	h_assert(json_num(ps, "clients_total") == clients,
 	    "clients_total is not the %u clients sent: %s", clients, ps);
 	h_assert(json_num(ps, "retried_total") ==
@@ -363,7 +339,7 @@ START_TEST(redis_roundrobin_kill_one)
 	h_assert(json_num(ps, "rejected_total") == 0 &&
 		json_num(ps, "admitting") == 3,
 	    "after the return: %s", ps);
-	h_assert(strstr(admin_get(admin, "/metrics"),
+	h_assert(strstr(h_admin_get(admin, "/metrics"),
 		     "circuitproxy_pool_admitting_members{pool=\"redis\"} "
 		     "3\n") != NULL,
 	    "no pool metric");
@@ -481,7 +457,7 @@ START_TEST(all_members_open_rejects)
 	    "retry_after=", "client=", "!upstream");
 	if (cli != NULL) {
 		h_exec(&r, cli, "-h", "127.0.0.1", "-p",
-		    strrchr(cache, ':') + 1, "GET", "k");
+		    h_port_of(cache), "GET", "k");
 		h_assert(strstr(r.out, "ERR circuitproxy: ") == r.out &&
 			strstr(r.out, "'cache'") != NULL,
 		    "redis-cli printed \"%s\" (stderr \"%s\")", r.out, r.err);
@@ -511,16 +487,16 @@ START_TEST(all_members_open_rejects)
 	h_assert(h_count_log(d, "event=reject", "upstream=a") == 0 &&
 		h_count_log(d, "event=reject", "upstream=b") == 0,
 	    "a member was charged the pool's reject");
-	h_assert(json_num(admin_get(admin, "/stats/a"), "rejected_total") ==
+	h_assert(json_num(h_admin_get(admin, "/stats/a"), "rejected_total") ==
 		    0 &&
-		json_num(admin_get(admin, "/stats/b"), "rejected_total") == 0,
+		json_num(h_admin_get(admin, "/stats/b"), "rejected_total") == 0,
 	    "a member counts the pool's rejects");
-	line = admin_get(admin, "/stats/pools/web");
+	line = h_admin_get(admin, "/stats/pools/web");
 	h_assert(json_num(line, "admitting") == 0 &&
 		json_num(line, "retry_after") > 15 &&
 		json_num(line, "retry_after") <= 20,
 	    "POOLSTATS of a pool with every member open: %s", line);
-	h_assert(admin_get(admin, "/stats/pools/nope") == NULL,
+	h_assert(h_admin_get(admin, "/stats/pools/nope") == NULL,
 	    "an unknown pool answered");
 	/* circuitproxyctl status groups each pool with its members. */
 	h_exec(&r, h_ctl_prog(), "-a", admin, "status");
@@ -581,7 +557,7 @@ START_TEST(http_servers_kill_one)
 		h_skip("python3 or curl is not installed");
 	for (i = 0; i < NREPLICAS; i++) {
 		v[i].addr = h_free_addr4();
-		v[i].port = strrchr(v[i].addr, ':') + 1;
+		v[i].port = h_port_of(v[i].addr);
 		v[i].dir = h_strf("%s/www%u", h_tmpdir(), i);
 		h_assert(mkdir(v[i].dir, 0700) == 0, "mkdir %s", v[i].dir);
 		h_write_file(h_strf("www%u/who", i), h_strf("%s\n", names[i]));
@@ -972,7 +948,7 @@ START_TEST(reload_pools_under_load)
 	h_assert(l.ok == l.n, "%u of %u clients failed across the reload",
 	    (unsigned)l.n - l.ok, (unsigned)l.n);
 	h_assert(h_backend_accepted(e2) > 0, "the new member took no client");
-	ps = admin_get(admin, "/stats/pools/one");
+	ps = h_admin_get(admin, "/stats/pools/one");
 	h_assert(json_num(ps, "clients_total") == l.n,
 	    "clients_total is not the %u clients: %s", (unsigned)l.n, ps);
 	h_assert(json_num(ps, "retried_total") == 0 &&
@@ -981,7 +957,7 @@ START_TEST(reload_pools_under_load)
 	h_assert(strstr(ps, "\"balance\":\"leastconn\"") != NULL &&
 		strstr(ps, "\"members\":[\"e2\",\"e1\"]") != NULL,
 	    "the reload did not change the pool: %s", ps);
-	h_assert(json_num(admin_get(admin, "/stats/pools/two"),
+	h_assert(json_num(h_admin_get(admin, "/stats/pools/two"),
 		     "clients_total") == 0,
 	    "the added pool");
 	h_daemon_stop_ok(d);
@@ -1007,9 +983,4 @@ pool_suite(void)
 	return s;
 }
 
-/* Run the pool stories. */
-int
-main(void)
-{
-	return h_main(pool_suite());
-}
+H_MAIN(pool_suite)

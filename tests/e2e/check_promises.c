@@ -607,7 +607,7 @@ START_TEST(reload_resolves_names_again)
 	if (!h_own_hosts("127.0.0.1 cp-backend.test\n"))
 		h_skip("no /etc/hosts of the test's own: %s", strerror(errno));
 	a = h_backend(H_BANNER);
-	port = strrchr(h_backend_addr(a), ':') + 1;
+	port = h_port_of(h_backend_addr(a));
 	b = h_backend_new_port(H_BANNER, AF_INET6, atoi(port));
 	h_backend_set_banner(a, "A");
 	h_backend_set_banner(b, "B");
@@ -654,8 +654,4 @@ promises_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	return h_main(promises_suite());
-}
+H_MAIN(promises_suite)

@@ -379,35 +379,6 @@ START_TEST(relay_half_close)
 END_TEST
 
 /*
- * Send 1 MiB chunks (at most 256 MiB, for at most 2 * H_WAIT_MS) until
- * no room comes for quiet_ms: true if the stream backed up like that.
- */
-static bool
-send_until_stalled(int fd, int quiet_ms, size_t *sent)
-{
-	static char chunk[1 << 20];
-	uint64_t deadline = h_now_ms() + 2 * H_WAIT_MS;
-	struct pollfd pfd;
-	ssize_t n;
-
-	*sent = 0;
-	while (*sent < (256u << 20) && h_now_ms() < deadline) {
-		n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
-		if (n > 0) {
-			*sent += (size_t)n;
-			continue;
-		}
-		h_assert(n == -1 && errno == EAGAIN, "send: %s",
-		    strerror(errno));
-		pfd.fd = fd;
-		pfd.events = POLLOUT;
-		if (poll(&pfd, 1, quiet_ms) == 0)
-			return true;
-	}
-	return false;
-}
-
-/*
  * Backpressure: a server that never reads. The client's writes stall once
  * the kernel buffers on the way are full, because the daemon stops reading
  * the client; it does not buffer the stream, and its memory stays flat.
@@ -417,7 +388,7 @@ START_TEST(relay_backpressure)
 	struct h_backend *srv = h_backend(H_STALL);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d = h_daemon_start(config_api(lis, srv, ""));
-	size_t sent;
+	struct h_stream *st = h_stream_new(1);
 	long rss0, rss1;
 	bool stalled;
 	int fd;
@@ -425,12 +396,12 @@ START_TEST(relay_backpressure)
 	fd = h_connect_ok(lis);
 	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS), "not relayed");
 	rss0 = h_daemon_rss_kb(d);
-	stalled = send_until_stalled(fd, 1000, &sent);
+	stalled = h_send_until_stalled(fd, 1000, st);
 	rss1 = h_daemon_rss_kb(d);
 	h_assert(stalled, "%zu MiB went to a server that reads nothing",
-	    sent >> 20);
-	h_assert(sent < (128u << 20), "%zu MiB went in before the stall",
-	    sent >> 20);
+	    st->sent >> 20);
+	h_assert(st->sent < (128u << 20), "%zu MiB went in before the stall",
+	    st->sent >> 20);
 	close(fd);
 	h_backend_stop(srv);
 	h_daemon_stop_ok(d);
@@ -452,14 +423,14 @@ START_TEST(relay_paused_client_reset)
 	struct h_backend *srv = h_backend(H_STALL);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d = h_daemon_start(config_api(lis, srv, ""));
+	struct h_stream *st = h_stream_new(1);
 	struct linger lg = { 1, 0 };
-	size_t sent;
 	int fd;
 
 	fd = h_connect_ok(lis);
 	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS), "not relayed");
-	h_assert(send_until_stalled(fd, 500, &sent),
-	    "the stream never backed up (%zu MiB sent)", sent >> 20);
+	h_assert(h_send_until_stalled(fd, 500, st),
+	    "the stream never backed up (%zu MiB sent)", st->sent >> 20);
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
 	h_assert(h_backend_wait_idle(srv, 5000),
@@ -1249,7 +1220,7 @@ START_TEST(relay_wildcard_v4_beside_v6)
 	struct h_backend *e4 = h_backend(H_BANNER);
 	struct h_backend *e6 = h_backend(H_BANNER);
 	const char *l6 = h_free_addr(AF_INET6);
-	const char *port = strrchr(l6, ':') + 1;
+	const char *port = h_port_of(l6);
 	const char *config = h_strf("%s"
 				    "[upstream:v4]\n"
 				    "listen = *:%s\n"
@@ -1548,9 +1519,4 @@ proxy_suite(void)
 	return s;
 }
 
-/* Run the proxy stories on each relay path (CP_TEST_SPLICE). */
-int
-main(void)
-{
-	return h_main_modes(proxy_suite);
-}
+H_MAIN_MODES(proxy_suite)

@@ -57,13 +57,6 @@ open_circuit(struct h_daemon *d, const char *lis, const char *name)
 	    "to=open");
 }
 
-/* The port of "127.0.0.1:P". */
-static const char *
-port_of(const char *addr)
-{
-	return strrchr(addr, ':') + 1;
-}
-
 /*
  * Find the sentence every reply carries in a client's output: the name,
  * the state and a retry-after within [lo, hi] seconds.
@@ -103,7 +96,7 @@ START_TEST(redis_cli_open)
 	}
 	d = h_daemon_start(config_refusing("cache", lis, srv, "redis", ""));
 	open_circuit(d, lis, "cache");
-	h_exec(&r, cli, "-h", "127.0.0.1", "-p", port_of(lis), "GET", "k");
+	h_exec(&r, cli, "-h", "127.0.0.1", "-p", h_port_of(lis), "GET", "k");
 	h_assert(strncmp(r.out, "ERR circuitproxy: ", 18) == 0,
 	    "redis-cli printed \"%s\" (stderr \"%s\")", r.out, r.err);
 	expect_sentence(r.out, "cache", "open", OPEN_S - 5, OPEN_S);
@@ -303,7 +296,7 @@ run_pg(const char *prog, const char *lis, const char *sslmode)
 	struct h_run r;
 	const char *conn = h_strf("host=127.0.0.1 port=%s user=alice "
 				  "dbname=app connect_timeout=5 sslmode=%s",
-	    port_of(lis), sslmode);
+	    h_port_of(lis), sslmode);
 
 	if (strstr(prog, "pgbench") != NULL)
 		h_exec(&r, prog, "-n", "-c", "1", "-t", "1", conn);
@@ -384,7 +377,7 @@ START_TEST(mariadb_open)
 	d = h_daemon_start(config_refusing("my", lis, srv, "mysql", ""));
 	open_circuit(d, lis, "my");
 	h_exec(&r, cli, "--no-defaults", "--skip-ssl", "-h", "127.0.0.1", "-P",
-	    port_of(lis), "-u", "alice", "-e", "select 1");
+	    h_port_of(lis), "-u", "alice", "-e", "select 1");
 	out = h_strf("%s%s", r.out, r.err);
 	h_assert(r.status != 0, "the client succeeded: \"%s\"", out);
 	h_assert(strstr(out, "ERROR 1040 (HY000): circuitproxy: ") != NULL,
@@ -934,9 +927,4 @@ reject_suite(void)
 	return s;
 }
 
-/* Run the reject stories. */
-int
-main(void)
-{
-	return h_main(reject_suite());
-}
+H_MAIN(reject_suite)

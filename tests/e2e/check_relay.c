@@ -78,34 +78,6 @@ config_relay(const char *listen, const char *server, const char *keys)
 	    strcmp(h_splice_mode(), "off") == 0 ? "splice = off\n" : "", keys);
 }
 
-/* The daemon's pipes (both ends counted), from /proc; -1 if unknown. */
-static int
-daemon_pipe_fds(struct h_daemon *d)
-{
-	char dir[64], path[320], link[64];
-	struct dirent *e;
-	ssize_t n;
-	int count = 0;
-	DIR *dp;
-
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)h_daemon_pid(d));
-	if ((dp = opendir(dir)) == NULL)
-		return -1;
-	while ((e = readdir(dp)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		n = readlink(path, link, sizeof(link) - 1);
-		if (n <= 0)
-			continue;
-		link[n] = '\0';
-		if (strncmp(link, "pipe:", 5) == 0)
-			count++;
-	}
-	closedir(dp);
-	return count;
-}
-
 /* A small PRNG for chunk sizes (xorshift64). */
 static size_t
 rand_size(uint64_t *s, size_t max)
@@ -534,7 +506,7 @@ script_stalled(struct script *s)
 static void
 check_parked_pipes(struct h_daemon *d, int base)
 {
-	int now = daemon_pipe_fds(d) - base;
+	int now = h_daemon_fds_named(d, "pipe:") - base;
 
 	if (strcmp(h_splice_mode(), "off") == 0)
 		h_assert(now == 0, "%d pipe descriptors on recv/send", now);
@@ -557,7 +529,7 @@ START_TEST(relay_client_never_reads)
 	struct script *srv = script_start(script_stream);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d = h_daemon_start(config_relay(lis, srv->addr, ""));
-	int base = daemon_pipe_fds(d), fd;
+	int base = h_daemon_fds_named(d, "pipe:"), fd;
 	enum h_outcome out;
 	long rss0, rss1;
 	size_t got, sent;
@@ -597,40 +569,6 @@ script_late_reader(struct script *s, int fd)
 }
 
 /*
- * Send the stream seeded 7 in 64 KiB chunks until no room comes for
- * quiet_ms (bounded: 256 MiB, 2 * H_WAIT_MS): true if it backed up. The
- * stream is kept in *r, *buf and *pending for finish_stream().
- */
-static bool
-send_until_stalled(int fd, int quiet_ms, struct h_rand *r, char *buf,
-    size_t *pending, size_t *sent)
-{
-	uint64_t deadline = h_now_ms() + 2 * H_WAIT_MS;
-	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-	ssize_t n;
-
-	*sent = 0;
-	*pending = 0;
-	while (*sent < (256u << 20) && h_now_ms() < deadline) {
-		if (*pending == 0) {
-			h_rand_fill(r, buf, 65536);
-			*pending = 65536;
-		}
-		n = send(fd, buf + 65536 - *pending, *pending, MSG_NOSIGNAL);
-		if (n > 0) {
-			*sent += (size_t)n;
-			*pending -= (size_t)n;
-			continue;
-		}
-		h_assert(n == -1 && errno == EAGAIN, "send: %s",
-		    strerror(errno));
-		if (poll(&pfd, 1, quiet_ms) == 0)
-			return true;
-	}
-	return false;
-}
-
-/*
  * A server that never reads: the client's writes stall once the buffers
  * on the way are full, the daemon's memory stays flat and it holds at most
  * one pipe. When the server reads at last, it gets every byte sent, in
@@ -641,38 +579,33 @@ START_TEST(relay_server_never_reads)
 	struct script *srv = script_start(script_late_reader);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d = h_daemon_start(config_relay(lis, srv->addr, ""));
-	int base = daemon_pipe_fds(d), fd;
-	char *buf = malloc(65536);
-	size_t sent, pending;
-	struct h_rand r;
+	int base = h_daemon_fds_named(d, "pipe:"), fd;
+	struct h_stream *st = h_stream_new(7);
 	long rss0, rss1;
 
-	h_assert(buf != NULL, "malloc");
-	h_rand_init(&r, 7);
 	fd = h_connect_ok(lis);
 	rss0 = h_daemon_rss_kb(d);
-	h_assert(send_until_stalled(fd, STALL_MS, &r, buf, &pending, &sent),
-	    "%zu MiB went to a server that reads nothing", sent >> 20);
+	h_assert(h_send_until_stalled(fd, STALL_MS, st),
+	    "%zu MiB went to a server that reads nothing", st->sent >> 20);
 	rss1 = h_daemon_rss_kb(d);
-	h_assert(sent < (64u << 20), "%zu MiB went in before the stall",
-	    sent >> 20);
+	h_assert(st->sent < (64u << 20), "%zu MiB went in before the stall",
+	    st->sent >> 20);
 	if (rss0 > 0 && rss1 > 0)
 		h_assert(rss1 - rss0 < RSS_SLACK_KB,
 		    "the daemon grew %ld KiB on a stalled stream", rss1 - rss0);
 	check_parked_pipes(d, base);
 
 	atomic_store(&srv->go, true);
-	h_assert(h_send_all(fd, buf + 65536 - pending, pending,
-		     3 * H_WAIT_MS) == 0,
+	h_assert(h_send_all(fd, st->buf + H_STREAM_CHUNK - st->pending,
+		     st->pending, 3 * H_WAIT_MS) == 0,
 	    "the rest of the stream: %s", strerror(errno));
-	sent += pending;
+	st->sent += st->pending;
 	h_assert(shutdown(fd, SHUT_WR) == 0, "shutdown");
 	h_assert(script_wait(srv, 3 * H_WAIT_MS), "the server never finished");
-	h_assert(srv->got == sent && srv->end == H_OUT_EOF,
-	    "the server read %zu of %zu bytes right, then %s", srv->got, sent,
-	    h_outcome_name(srv->end));
+	h_assert(srv->got == st->sent && srv->end == H_OUT_EOF,
+	    "the server read %zu of %zu bytes right, then %s", srv->got,
+	    st->sent, h_outcome_name(srv->end));
 	close(fd);
-	free(buf);
 	script_finish(srv);
 	h_assert(h_daemon_stop(d) == 0, "exit status");
 }
@@ -695,7 +628,7 @@ START_TEST(relay_client_resets_mid_transfer)
 	struct script *srv = script_start(script_sink);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d = h_daemon_start(config_relay(lis, srv->addr, ""));
-	int base = daemon_pipe_fds(d), fd, now;
+	int base = h_daemon_fds_named(d, "pipe:"), fd, now;
 	struct linger lg = { 1, 0 };
 
 	fd = h_connect_ok(lis);
@@ -709,7 +642,7 @@ START_TEST(relay_client_resets_mid_transfer)
 	    "the server read %zu bytes right, then %s, not a reset", srv->got,
 	    h_outcome_name(srv->end));
 	h_assert(srv->got <= RESET_AFTER, "%zu bytes", srv->got);
-	now = daemon_pipe_fds(d) - base;
+	now = h_daemon_fds_named(d, "pipe:") - base;
 	h_assert(now <= 4, "%d pipe descriptors after the relay ended", now);
 	script_finish(srv);
 	h_assert(h_daemon_stop(d) == 0, "exit status");
@@ -763,19 +696,15 @@ START_TEST(relay_idle_timeout_parked)
 	const char *lis = h_free_addr4();
 	struct h_daemon *d =
 	    h_daemon_start(config_relay(lis, srv->addr, "idle_timeout = 1s\n"));
-	int base = daemon_pipe_fds(d), fd, now;
-	char *buf = malloc(65536);
-	size_t sent, pending;
+	int base = h_daemon_fds_named(d, "pipe:"), fd, now;
+	struct h_stream *st = h_stream_new(7);
 	uint64_t t0, stalled, el;
-	struct h_rand r;
 	const char *line;
 
-	h_assert(buf != NULL, "malloc");
-	h_rand_init(&r, 7);
 	t0 = h_now_ms();
 	fd = h_connect_ok(lis);
-	h_assert(send_until_stalled(fd, 300, &r, buf, &pending, &sent),
-	    "%zu MiB went to a server that reads nothing", sent >> 20);
+	h_assert(h_send_until_stalled(fd, 300, st),
+	    "%zu MiB went to a server that reads nothing", st->sent >> 20);
 	stalled = h_now_ms();
 	check_parked_pipes(d, base);
 	line = h_wait_log(d, 4 * H_WAIT_MS, "event=idle_timeout",
@@ -794,10 +723,9 @@ START_TEST(relay_idle_timeout_parked)
 	h_assert(script_wait(srv, H_WAIT_MS), "the server side stayed open");
 	h_assert(srv->end == H_OUT_EOF || srv->end == H_OUT_RESET,
 	    "the server saw %s", h_outcome_name(srv->end));
-	now = daemon_pipe_fds(d) - base;
+	now = h_daemon_fds_named(d, "pipe:") - base;
 	h_assert(now == 0, "%d pipe descriptors after the idle close", now);
 	close(fd);
-	free(buf);
 	script_finish(srv);
 	h_assert(h_daemon_stop(d) == 0, "exit status");
 }
@@ -1035,7 +963,7 @@ START_TEST(relay_many_bulk)
 	    "malloc");
 	echo = many_echo_start();
 	d = h_daemon_start_opts(&opts, config_relay(lis, echo->addr, ""));
-	base = daemon_pipe_fds(d);
+	base = h_daemon_fds_named(d, "pipe:");
 	for (i = 0; i < n; i++) {
 		c[i].fd = h_connect_ok(lis);
 		h_rand_init(&c[i].out, 1000 + i);
@@ -1054,7 +982,7 @@ START_TEST(relay_many_bulk)
 		}
 		if (poll(pfd, n, 100) > 0)
 			many_step(c, n, pfd, buf, want, &finished);
-		now = daemon_pipe_fds(d) - base;
+		now = h_daemon_fds_named(d, "pipe:") - base;
 		if (now > most)
 			most = now;
 	}
@@ -1092,7 +1020,7 @@ START_TEST(relay_idle_relays_hold_no_pipe)
 	uint64_t deadline;
 
 	h_assert(buf != NULL && back != NULL, "malloc");
-	if ((base = daemon_pipe_fds(d)) < 0)
+	if ((base = h_daemon_fds_named(d, "pipe:")) < 0)
 		h_skip("the daemon's descriptors are not readable here");
 	for (i = 0; i < IDLE_RELAYS; i++) {
 		fds[i] = h_connect_ok(lis);
@@ -1109,7 +1037,7 @@ START_TEST(relay_idle_relays_hold_no_pipe)
 	/* The last steps may still be giving their pipes back. */
 	deadline = h_now_ms() + 2000;
 	do {
-		held = (daemon_pipe_fds(d) - base) / 2;
+		held = (h_daemon_fds_named(d, "pipe:") - base) / 2;
 		if (held <= PIPE_KEEP)
 			break;
 		poll(NULL, 0, 50);
@@ -1358,9 +1286,4 @@ relay_suite(void)
 	return s;
 }
 
-/* Run the relay stories on each relay path (CP_TEST_SPLICE). */
-int
-main(void)
-{
-	return h_main_modes(relay_suite);
-}
+H_MAIN_MODES(relay_suite)

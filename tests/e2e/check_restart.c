@@ -679,8 +679,9 @@ START_TEST(state_final_write_waited)
 }
 END_TEST
 
-int
-main(void)
+/* The restart stories, each in its own test case. */
+static Suite *
+restart_suite(void)
 {
 	Suite *s = suite_create("restart");
 
@@ -693,5 +694,7 @@ main(void)
 	H_TEST(s, state_flapping_coalesced);
 	H_TEST(s, state_slow_disk);
 	H_TEST(s, state_final_write_waited);
-	return h_main(s);
+	return s;
 }
+
+H_MAIN(restart_suite)

@@ -483,8 +483,9 @@ START_TEST(test_errors_to_journal)
 }
 END_TEST
 
-int
-main(void)
+/* The systemd stories, each in its own test case. */
+static Suite *
+systemd_suite(void)
 {
 	Suite *s = suite_create("systemd");
 
@@ -495,5 +496,7 @@ main(void)
 	H_TEST(s, token_from_credential);
 	H_TEST(s, token_mistakes);
 	H_TEST(s, test_errors_to_journal);
-	return h_main(s);
+	return s;
 }
+
+H_MAIN(systemd_suite)

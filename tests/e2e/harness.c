@@ -727,6 +727,13 @@ h_free_addr(int family)
 	h_fail(H_WHERE, "no free port found");
 }
 
+/* The port of "HOST:PORT" or "[::1]:PORT". */
+const char *
+h_port_of(const char *addr)
+{
+	return strrchr(addr, ':') + 1;
+}
+
 /* Add one line to a daemon's log and wake its waiters. */
 static void
 h_daemon_add_line(struct h_daemon *d, const char *s, size_t len)
@@ -1549,6 +1556,57 @@ h_daemon_nfds_settled(struct h_daemon *d)
 		before = now;
 	}
 	h_fail(H_WHERE, "the daemon's descriptors never settled");
+}
+
+/* The daemon's descriptors whose /proc link starts with prefix; -1 if unknown. */
+int
+h_daemon_fds_named(const struct h_daemon *d, const char *prefix)
+{
+	char dir[64], path[320], link[512];
+	size_t len = strlen(prefix);
+	struct dirent *e;
+	ssize_t n;
+	int count = 0;
+	DIR *dp;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)d->pid);
+	if ((dp = opendir(dir)) == NULL)
+		return -1;
+	while ((e = readdir(dp)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (strncmp(link, prefix, len) == 0)
+			count++;
+	}
+	closedir(dp);
+	return count;
+}
+
+/* GET a path from an admin endpoint: the body of a 200, else NULL. */
+char *
+h_admin_get(const char *admin, const char *path)
+{
+	const char *req = h_strf("GET %s HTTP/1.1\r\nHost: %s\r\n"
+				 "Connection: close\r\n\r\n",
+	    path, admin);
+	char *all = NULL, *body = NULL;
+	size_t len = 0;
+	int fd = h_connect(admin, H_WAIT_MS);
+
+	if (fd == -1)
+		return NULL;
+	if (h_send_all(fd, req, strlen(req), H_WAIT_MS) == 0 &&
+	    h_recv_all(fd, &all, &len, H_WAIT_MS) == H_OUT_EOF && all != NULL &&
+	    strncmp(all, "HTTP/1.1 200 ", 13) == 0 &&
+	    (body = strstr(all, "\r\n\r\n")) != NULL)
+		body += 4;
+	close(fd);
+	return body;
 }
 
 /*
@@ -3277,6 +3335,18 @@ h_echo_roundtrip(const char *addr, const char *msg, int ms)
 	return ok;
 }
 
+/* A new client is relayed within ms, each try given try_ms; true if so. */
+bool
+h_served_within(const char *addr, int try_ms, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+
+	while (!h_echo_roundtrip(addr, "served?", try_ms))
+		if (h_now_ms() >= deadline)
+			return false;
+	return true;
+}
+
 /* Close a client socket if open. */
 void
 h_close(int fd)
@@ -3311,6 +3381,44 @@ h_rand_fill(struct h_rand *r, void *buf, size_t len)
 		}
 		p[i] = (unsigned char)(r->cur >> (8 * r->used++));
 	}
+}
+
+/* A stream of the h_rand bytes of a seed, none sent yet (freed with the test). */
+struct h_stream *
+h_stream_new(uint64_t seed)
+{
+	struct h_stream *st = h_alloc(sizeof(*st));
+
+	h_rand_init(&st->r, seed);
+	return st;
+}
+
+/* Send the stream until no room comes for quiet_ms; true if it backed up. */
+bool
+h_send_until_stalled(int fd, int quiet_ms, struct h_stream *st)
+{
+	uint64_t deadline = h_now_ms() + 2 * H_WAIT_MS;
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	ssize_t n;
+
+	while (st->sent < (256u << 20) && h_now_ms() < deadline) {
+		if (st->pending == 0) {
+			h_rand_fill(&st->r, st->buf, H_STREAM_CHUNK);
+			st->pending = H_STREAM_CHUNK;
+		}
+		n = send(fd, st->buf + H_STREAM_CHUNK - st->pending,
+		    st->pending, MSG_NOSIGNAL);
+		if (n > 0) {
+			st->sent += (size_t)n;
+			st->pending -= (size_t)n;
+			continue;
+		}
+		h_assert(n == -1 && errno == EAGAIN, "send: %s",
+		    strerror(errno));
+		if (poll(&pfd, 1, quiet_ms) == 0)
+			return true;
+	}
+	return false;
 }
 
 /* Parse a log line into its logfmt fields; false if it is not logfmt. */

@@ -49,6 +49,17 @@ int h_main(Suite *);
 void h_defer(void (*)(void *), void *);
 /* The suite once per relay path of CP_TEST_SPLICE (auto, force, off). */
 int h_main_modes(Suite *(*)(void));
+/* A suite file's main(): its suite run once, or once per relay path. */
+#define H_MAIN(suite_fn)                                                       \
+	int main(void)                                                         \
+	{                                                                      \
+		return h_main(suite_fn());                                     \
+	}
+#define H_MAIN_MODES(suite_fn)                                                 \
+	int main(void)                                                         \
+	{                                                                      \
+		return h_main_modes(suite_fn);                                 \
+	}
 const char *h_splice_mode(void);
 const char *h_tmpdir(void);
 char *h_strf(const char *, ...) __attribute__((format(printf, 1, 2)));
@@ -112,6 +123,8 @@ void h_skip_note(const char *, const char *, ...)
 /* Free listen addresses: "127.0.0.1:P", "[::1]:P" or "unix:DIR/lN.sock". */
 char *h_free_addr(int);
 #define h_free_addr4() h_free_addr(AF_INET)
+/* The port of "HOST:PORT" or "[::1]:PORT" (the text after the last ':'). */
+const char *h_port_of(const char *);
 
 /* The daemon under test, its log captured line by line. */
 struct h_daemon;
@@ -141,6 +154,16 @@ size_t h_reload_at(const char *, struct h_daemon *, const char *);
 #define h_reload(d, config) h_reload_at(H_WHERE, (d), (config))
 void h_daemon_log_stall(struct h_daemon *, bool);
 void h_daemon_log_allow(struct h_daemon *, size_t);
+/*
+ * The daemon's descriptors whose /proc/PID/fd link starts with a prefix
+ * ("pipe:", a directory of the test's); -1 if /proc cannot tell.
+ */
+int h_daemon_fds_named(const struct h_daemon *, const char *);
+/*
+ * GET a path from an admin endpoint, by hand (HTTP/1.1, Connection:
+ * close): the body of a 200, or NULL for any other answer or none.
+ */
+char *h_admin_get(const char *, const char *);
 
 /* What the daemon's child process gets beyond the usual. */
 struct h_opts {
@@ -357,6 +380,11 @@ char *h_client_expect_reset_at(const char *, const char *, int, uint64_t *);
 #define h_client_expect_reset(addr, ms, elapsed)                               \
 	h_client_expect_reset_at(H_WHERE, (addr), (ms), (elapsed))
 bool h_echo_roundtrip(const char *, const char *, int);
+/*
+ * A new client is relayed (an echo round trip, each try given try_ms)
+ * within ms, tried again while it is refused or times out.
+ */
+bool h_served_within(const char *, int, int);
 void h_close(int);
 
 /* Deterministic pseudo-random bytes, to send and check large streams. */
@@ -367,5 +395,21 @@ struct h_rand {
 };
 void h_rand_init(struct h_rand *, uint64_t);
 void h_rand_fill(struct h_rand *, void *, size_t);
+
+/*
+ * A client's stream of h_rand bytes into a peer that may stop reading:
+ * sent in 64 KiB chunks until no room comes for quiet_ms (bounded: 256 MiB,
+ * 2 * H_WAIT_MS); true if it backed up like that. The chunk not yet sent
+ * whole stays in buf and pending, so the stream can be finished in order.
+ */
+#define H_STREAM_CHUNK 65536
+struct h_stream {
+	struct h_rand r;
+	char buf[H_STREAM_CHUNK];
+	size_t pending; /* the chunk's bytes not yet sent, at its end */
+	size_t sent;	/* bytes sent in all */
+};
+struct h_stream *h_stream_new(uint64_t);
+bool h_send_until_stalled(int, int, struct h_stream *);
 
 #endif
