@@ -45,6 +45,21 @@ TCase *h_tcase_new(const char *);
 		tcase_set_timeout(h_tc_, (seconds));                           \
 		suite_add_tcase((suite), h_tc_);                               \
 	} while (0)
+/*
+ * Stories written as rows of a table (STYLE.md 12): one test body, run
+ * with _i set to the row, in a test case named after the row's .name, so
+ * CK_RUN_CASE and CK_INCLUDE_TAGS pick a row as they pick any story.
+ */
+#define H_TEST_ROW(suite, fn, row, name)                                       \
+	do {                                                                   \
+		TCase *h_tc_ = h_tcase_new(name);                              \
+		tcase_add_loop_test(h_tc_, fn, (row), (row) + 1);              \
+		suite_add_tcase((suite), h_tc_);                               \
+	} while (0)
+#define H_TEST_ROWS(suite, fn, table)                                          \
+	for (int h_row_ = 0;                                                   \
+	     h_row_ < (int)(sizeof(table) / sizeof((table)[0])); h_row_++)     \
+	H_TEST_ROW((suite), fn, h_row_, (table)[h_row_].name)
 int h_main(Suite *);
 void h_defer(void (*)(void *), void *);
 /* The suite once per relay path of CP_TEST_SPLICE (auto, force, off). */
