@@ -151,73 +151,75 @@ START_TEST(conn_off_by_default)
 }
 END_TEST
 
-/* A client that resets in the middle of a relay: end=client_reset. */
-START_TEST(conn_client_reset)
+/*
+ * How a relay ends, one row each: the server, what the client does, and
+ * what its event=conn line says (duration_ms checked where lo >= 0).
+ * client_reset: a client that resets in the middle of a relay.
+ * server_reset: a server that greets, then resets.
+ * idle_timeout: a relay with nothing to say for idle_timeout.
+ */
+enum conn_client { CONN_ECHO_THEN_RST, CONN_BANNER_THEN_RST, CONN_WAIT_EOF };
+static const struct conn_end_row {
+	const char *name;
+	enum h_kind server;
+	const char *keys;
+	enum conn_client client;
+	const char *want[5];
+	int lo, hi; /* duration_ms bounds; lo < 0: not checked */
+} conn_end_rows[] = {
+	{ "conn_client_reset", H_ECHO, "", CONN_ECHO_THEN_RST,
+	    { "end=client_reset", "bytes_in=10", "bytes_out=10", "tries=1",
+		"connect_ms=#*.#" },
+	    -1, 0 },
+	{ "conn_server_reset", H_LATE_RST, "", CONN_BANNER_THEN_RST,
+	    { "end=server_reset", "bytes_in=0", "bytes_out=6", "tries=1" },
+	    H_LATE_RST_MS - 50, H_WAIT_MS },
+	{ "conn_idle_timeout", H_SILENT, "idle_timeout = 300ms\n",
+	    CONN_WAIT_EOF, { "end=idle_timeout", "bytes_in=0", "bytes_out=0" },
+	    300, H_WAIT_MS },
+};
+
+START_TEST(conn_end_story)
 {
-	struct h_backend *srv = h_backend(H_ECHO);
+	const struct conn_end_row *row = &conn_end_rows[_i];
+	struct h_backend *srv = h_backend(row->server);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(
-	    config_api(lis, h_backend_addr(srv), "log_connections = yes\n"));
+	struct h_daemon *d = h_daemon_start(config_api(lis, h_backend_addr(srv),
+	    h_strf("log_connections = yes\n%s", row->keys)));
 	struct h_fields f;
 	char back[10], *client;
 	int fd;
 
+	if (row->client == CONN_BANNER_THEN_RST)
+		h_backend_set_banner(srv, "hello\n");
 	fd = h_connect_name(lis, H_WAIT_MS, &client);
 	h_assert(fd != -1, "connect: %s", strerror(errno));
-	h_assert(h_send_all(fd, "0123456789", 10, H_WAIT_MS) == 0, "send");
-	h_assert(h_recv_exact(fd, back, 10, H_WAIT_MS) == H_OUT_DATA, "echo");
-	close_rst(fd);
-	h_assert_fields(conn_line(d, client, &f), "end=client_reset",
-	    "bytes_in=10", "bytes_out=10", "tries=1", "connect_ms=#*.#");
-	h_daemon_stop_ok(d);
-}
-END_TEST
-
-/* A server that greets, then resets: end=server_reset. */
-START_TEST(conn_server_reset)
-{
-	struct h_backend *srv = h_backend(H_LATE_RST);
-	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(
-	    config_api(lis, h_backend_addr(srv), "log_connections = yes\n"));
-	struct h_fields f;
-	char hello[6], *client;
-	int fd;
-
-	h_backend_set_banner(srv, "hello\n");
-	fd = h_connect_name(lis, H_WAIT_MS, &client);
-	h_assert(fd != -1, "connect: %s", strerror(errno));
-	h_assert(h_recv_exact(fd, hello, 6, H_WAIT_MS) == H_OUT_DATA,
-	    "the banner");
-	h_assert(h_next_event(fd, H_WAIT_MS) == H_OUT_RESET, "the reset");
-	close(fd);
-	h_assert_fields(conn_line(d, client, &f), "end=server_reset",
-	    "bytes_in=0", "bytes_out=6", "tries=1");
-	h_assert_between(field_num(&f, "duration_ms"), H_LATE_RST_MS - 50,
-	    H_WAIT_MS, "duration_ms");
-	h_daemon_stop_ok(d);
-}
-END_TEST
-
-/* A relay with nothing to say for idle_timeout: end=idle_timeout. */
-START_TEST(conn_idle_timeout)
-{
-	struct h_backend *srv = h_backend(H_SILENT);
-	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis, h_backend_addr(srv),
-	    "log_connections = yes\nidle_timeout = 300ms\n"));
-	struct h_fields f;
-	char *client;
-	int fd;
-
-	fd = h_connect_name(lis, H_WAIT_MS, &client);
-	h_assert(fd != -1, "connect: %s", strerror(errno));
-	h_assert(h_next_event(fd, H_WAIT_MS) == H_OUT_EOF, "closed when idle");
-	close(fd);
-	h_assert_fields(conn_line(d, client, &f), "end=idle_timeout",
-	    "bytes_in=0", "bytes_out=0");
-	h_assert_between(field_num(&f, "duration_ms"), 300, H_WAIT_MS,
-	    "duration_ms");
+	switch (row->client) {
+	case CONN_ECHO_THEN_RST:
+		h_assert(h_send_all(fd, "0123456789", 10, H_WAIT_MS) == 0,
+		    "send");
+		h_assert(h_recv_exact(fd, back, 10, H_WAIT_MS) == H_OUT_DATA,
+		    "echo");
+		close_rst(fd);
+		break;
+	case CONN_BANNER_THEN_RST:
+		h_assert(h_recv_exact(fd, back, 6, H_WAIT_MS) == H_OUT_DATA,
+		    "the banner");
+		h_assert(h_next_event(fd, H_WAIT_MS) == H_OUT_RESET,
+		    "the reset");
+		close(fd);
+		break;
+	case CONN_WAIT_EOF:
+		h_assert(h_next_event(fd, H_WAIT_MS) == H_OUT_EOF,
+		    "closed when idle");
+		close(fd);
+		break;
+	}
+	h_assert_fields(conn_line(d, client, &f), row->want[0], row->want[1],
+	    row->want[2], row->want[3], row->want[4]);
+	if (row->lo >= 0)
+		h_assert_between(field_num(&f, "duration_ms"), row->lo, row->hi,
+		    "duration_ms");
 	h_daemon_stop_ok(d);
 }
 END_TEST
@@ -811,9 +813,7 @@ connlog_suite(void)
 
 	H_TEST(s, conn_done);
 	H_TEST(s, conn_off_by_default);
-	H_TEST(s, conn_client_reset);
-	H_TEST(s, conn_server_reset);
-	H_TEST(s, conn_idle_timeout);
+	H_TEST_ROWS(s, conn_end_story, conn_end_rows);
 	H_TEST(s, conn_shutdown);
 	H_TEST(s, conn_connect_fail_then_rejected);
 	H_TEST(s, conn_overload);
