@@ -413,12 +413,21 @@ START_TEST(relay_backpressure)
 END_TEST
 
 /*
- * A client that resets while its relay waits for a server that reads
- * nothing: the daemon does not read the client then, yet it notices the
- * reset within a few seconds and closes the server side too, instead of
- * holding both sockets until the server reads (idle_timeout is off).
+ * A client that resets in front of a server that reads nothing, once the
+ * daemon has stopped reading it: paused by backpressure (a stalled stream,
+ * idle_timeout off), or after its request and FIN. The daemon notices the
+ * reset within a few seconds all the same and closes the server side too,
+ * instead of holding both sockets until the server reads.
  */
-START_TEST(relay_paused_client_reset)
+static const struct {
+	const char *name;
+	bool half_close; /* request and FIN, else a stream that stalls */
+} client_reset_rows[] = {
+	{ "relay_paused_client_reset", false },
+	{ "relay_half_closed_client_reset", true },
+};
+
+START_TEST(relay_client_reset_story)
 {
 	struct h_backend *srv = h_backend(H_STALL);
 	const char *lis = h_free_addr4();
@@ -429,36 +438,15 @@ START_TEST(relay_paused_client_reset)
 
 	fd = h_connect_ok(lis);
 	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS), "not relayed");
-	h_assert(h_send_until_stalled(fd, 500, st),
-	    "the stream never backed up (%zu MiB sent)", st->sent >> 20);
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
-	h_assert(h_backend_wait_idle(srv, 5000),
-	    "the server side is still open 5 s after the client's reset");
-	h_backend_stop(srv);
-	h_daemon_stop_ok(d);
-}
-END_TEST
-
-/*
- * A client that sends its request, half-closes, then resets, in front of a
- * server that says nothing: once the client's FIN has been read its socket
- * is no longer read, yet the reset is noticed within a few seconds and the
- * server side is closed too, instead of both sockets being held forever.
- */
-START_TEST(relay_half_closed_client_reset)
-{
-	struct h_backend *srv = h_backend(H_STALL);
-	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis, srv, ""));
-	struct linger lg = { 1, 0 };
-	int fd;
-
-	fd = h_connect_ok(lis);
-	h_assert(h_backend_wait_accepted(srv, 1, H_WAIT_MS), "not relayed");
-	h_assert(h_send_all(fd, "GET / HTTP/1.0\r\n\r\n", 18, H_WAIT_MS) == 0,
-	    "send");
-	h_assert(shutdown(fd, SHUT_WR) == 0, "shutdown");
+	if (client_reset_rows[_i].half_close) {
+		h_assert(h_send_all(fd, "GET / HTTP/1.0\r\n\r\n", 18,
+			     H_WAIT_MS) == 0,
+		    "send");
+		h_assert(shutdown(fd, SHUT_WR) == 0, "shutdown");
+	} else
+		h_assert(h_send_until_stalled(fd, 500, st),
+		    "the stream never backed up (%zu MiB sent)",
+		    st->sent >> 20);
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
 	h_assert(h_backend_wait_idle(srv, 5000),
@@ -1491,8 +1479,7 @@ proxy_suite(void)
 	H_TEST(s, relay_many_parallel);
 	H_TEST(s, relay_half_close);
 	H_TEST(s, relay_backpressure);
-	H_TEST(s, relay_paused_client_reset);
-	H_TEST(s, relay_half_closed_client_reset);
+	H_TEST_ROWS(s, relay_client_reset_story, client_reset_rows);
 	H_TEST(s, relay_half_closed_server_reset);
 	H_TEST(s, relay_max_connections);
 	H_TEST(s, relay_idle_timeout);
