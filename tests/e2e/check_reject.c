@@ -530,26 +530,13 @@ START_TEST(mysql_rejects_counted_like_resets)
 	struct h_backend *srv = h_backend(H_REFUSE);
 	struct h_backend *echo = h_backend(H_REFUSE);
 	const char *lis = h_free_addr4(), *lis2 = h_free_addr4();
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("[global]\n"
-				  "log_level = info\n"
-				  "workers = 1\n"
-				  "admin =\n"
-				  "log_rejects_per_second = 2\n"
-				  "[upstream:my]\n"
-				  "listen = %s\n"
-				  "server = %s\n"
-				  "failure_threshold = 1\n"
-				  "recovery_timeout = 60s\n"
-				  "reject = mysql\n"
-				  "[upstream:dry]\n"
-				  "listen = %s\n"
-				  "server = %s\n"
-				  "failure_threshold = 1\n"
-				  "recovery_timeout = 60s\n"
-				  "reject = mysql\n"
-				  "dry_run = yes\n",
-		lis, h_backend_addr(srv), lis2, h_backend_addr(echo)));
+	const char *keys = "failure_threshold = 1\nrecovery_timeout = 60s\n"
+			   "reject = mysql\n";
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s%s",
+	    h_global_section(1, "2s", "log_rejects_per_second = 2\n"),
+	    h_upstream("my", lis, h_backend_addr(srv), keys),
+	    h_upstream("dry", lis2, h_backend_addr(echo),
+		h_strf("%sdry_run = yes\n", keys))));
 	unsigned individual, summarised = 0, k;
 	uint64_t deadline;
 	const char *line;
@@ -854,22 +841,13 @@ START_TEST(probe_reload_on_and_removed)
 	struct h_backend *srv = h_backend(H_REFUSE);
 	struct h_backend *hole = h_backend(H_BLACKHOLE);
 	const char *lis = h_free_addr4(), *lis2 = h_free_addr4();
-	const char *db = h_strf("[upstream:db]\n"
-				"listen = %s\n"
-				"server = %s\n"
-				"failure_threshold = 1\n"
-				"recovery_timeout = 300ms\n"
-				"success_threshold = 1\n",
-	    lis, h_backend_addr(srv));
-	const char *gone = h_strf("[upstream:gone]\n"
-				  "listen = %s\n"
-				  "server = %s\n"
-				  "failure_threshold = 1\n"
-				  "recovery_timeout = 300ms\n"
-				  "connect_timeout = 1s\n"
-				  "recovery_probe = connect\n"
-				  "reject = redis\n",
-	    lis2, h_backend_addr(hole));
+	const char *db = h_upstream("db", lis, h_backend_addr(srv),
+	    "failure_threshold = 1\nrecovery_timeout = 300ms\n"
+	    "success_threshold = 1\n");
+	const char *gone = h_upstream("gone", lis2, h_backend_addr(hole),
+	    "failure_threshold = 1\nrecovery_timeout = 300ms\n"
+	    "connect_timeout = 1s\nrecovery_probe = connect\n"
+	    "reject = redis\n");
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s%s", global_section(), db, gone));
 	size_t mark;
