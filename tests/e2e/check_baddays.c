@@ -420,7 +420,8 @@ START_TEST(reload_host_wildcard_and_back)
 	h_assert(h_count_log_after(d, mark, "result=error") == 0,
 	    "the move to %s failed", wild);
 	h_assert(relay_answers(fd, RELAY_MS), "the open relay was dropped");
-	h_assert(h_served_within(other, 1000, H_WAIT_MS), "%s is not served", other);
+	h_assert(h_served_within(other, 1000, H_WAIT_MS), "%s is not served",
+	    other);
 	fd2 = h_connect_ok(host);
 	h_assert(relay_answers(fd2, RELAY_MS), "no relay on the wildcard");
 
@@ -430,7 +431,8 @@ START_TEST(reload_host_wildcard_and_back)
 	    "the move back to %s failed", host);
 	h_assert(relay_answers(fd, RELAY_MS) && relay_answers(fd2, RELAY_MS),
 	    "an open relay was dropped");
-	h_assert(h_served_within(host, 1000, H_WAIT_MS), "%s is not served", host);
+	h_assert(h_served_within(host, 1000, H_WAIT_MS), "%s is not served",
+	    host);
 	h_assert(!h_echo_roundtrip(other, "x", 500), "%s still served", other);
 	close(fd);
 	close(fd2);
@@ -553,7 +555,8 @@ START_TEST(reload_burst_of_sighups)
 	h_daemon_thread_cont(d, tid);
 
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=listen", "upstream=last");
-	h_assert(h_served_within(last, 1000, H_WAIT_MS), "the last file does not run");
+	h_assert(h_served_within(last, 1000, H_WAIT_MS),
+	    "the last file does not run");
 	h_assert(h_count_log_after(d, mark, "event=reload", "result=error") ==
 		0,
 	    "a SIGHUP of the burst was refused");

@@ -58,6 +58,14 @@ upstream(const char *name, const char *listen, const struct h_backend *server,
 	return h_upstream(name, listen, h_backend_addr(server), keys);
 }
 
+/* A config of one upstream "api" (shutdown_timeout 2s), with more keys. */
+static const char *
+config_api(const char *listen, const struct h_backend *server, const char *keys)
+{
+	return h_strf("%s%s", global_section("2s"),
+	    upstream("api", listen, server, keys));
+}
+
 #define reload(d, config) h_reload((d), (config))
 
 /* Send a message on an open relay and read the same bytes back. */
@@ -96,8 +104,7 @@ START_TEST(reload_adds_upstream)
 	struct h_backend *api_srv = h_backend(H_ECHO);
 	struct h_backend *web_srv = h_backend(H_ECHO);
 	const char *api = h_free_addr4(), *web = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section("2s"),
-	    upstream("api", api, api_srv, "")));
+	struct h_daemon *d = h_daemon_start(config_api(api, api_srv, ""));
 	enum h_outcome out;
 	size_t mark, nmark;
 
@@ -154,9 +161,7 @@ START_TEST(reload_removes_upstream)
 	fd = h_connect_ok(old);
 	h_assert(echo_on(fd, "before"), "the relay to old before the reload");
 
-	mark = reload(d,
-	    h_strf("%s%s", global_section("2s"),
-		upstream("api", api, api_srv, "")));
+	mark = reload(d, config_api(api, api_srv, ""));
 	h_expect_log_after(d, mark, H_WAIT_MS, "level=info", "event=unlisten",
 	    "upstream=old", h_strf("addr=%s", old));
 	h_expect_log_after(d, mark, H_WAIT_MS, "level=info", "event=reload",
@@ -197,8 +202,7 @@ START_TEST(reload_bad_config)
 {
 	struct h_backend *srv = h_backend(H_ECHO);
 	const char *api = h_free_addr4(), *fresh = h_free_addr4();
-	const char *good =
-	    h_strf("%s%s", global_section("2s"), upstream("api", api, srv, ""));
+	const char *good = config_api(api, srv, "");
 	struct h_daemon *d = h_daemon_start(good);
 	const char *path = h_daemon_config(d);
 	/* Lines 10 and 11 are wrong. */
@@ -289,8 +293,7 @@ START_TEST(reload_keeps_breaker_state)
 	const char *lis = h_free_addr4();
 	const char *keys = "failure_threshold = 2\n"
 			   "recovery_timeout = 5s\n";
-	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section("2s"),
-	    upstream("api", lis, srv, keys)));
+	struct h_daemon *d = h_daemon_start(config_api(lis, srv, keys));
 	const char *open, *line;
 	char *client;
 	double before, after;
@@ -307,9 +310,7 @@ START_TEST(reload_keeps_breaker_state)
 	/* Half a second on the clock, then the operator reloads. */
 	poll(NULL, 0, 500);
 	mark = reload(d,
-	    h_strf("%s%s", global_section("2s"),
-		upstream("api", lis, srv,
-		    h_strf("%sconnect_timeout = 4s\n", keys))));
+	    config_api(lis, srv, h_strf("%sconnect_timeout = 4s\n", keys)));
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok",
 	    "upstreams=1", "added=0", "removed=0");
 
@@ -342,8 +343,8 @@ START_TEST(reload_applies_reject_http503)
 	const char *lis = h_free_addr4();
 	const char *keys = "failure_threshold = 1\n"
 			   "recovery_timeout = 30s\n";
-	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section("2s"),
-	    upstream("api", lis, srv, h_strf("%sreject = reset\n", keys))));
+	struct h_daemon *d = h_daemon_start(
+	    config_api(lis, srv, h_strf("%sreject = reset\n", keys)));
 	const char *ra;
 	enum h_outcome out;
 	char *reply;
@@ -354,9 +355,7 @@ START_TEST(reload_applies_reject_http503)
 	h_client_expect_reset(lis, H_WAIT_MS, NULL);
 
 	mark = reload(d,
-	    h_strf("%s%s", global_section("2s"),
-		upstream("api", lis, srv,
-		    h_strf("%sreject = http503\n", keys))));
+	    config_api(lis, srv, h_strf("%sreject = http503\n", keys)));
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
 
 	fd = h_connect_ok(lis);
@@ -448,8 +447,7 @@ START_TEST(reload_keeps_listening_socket)
 	struct h_backend *srv = h_backend(H_ECHO),
 			 *side_srv = h_backend(H_ECHO);
 	const char *api = h_free_addr4(), *side = h_free_addr4();
-	const char *alone =
-	    h_strf("%s%s", global_section("2s"), upstream("api", api, srv, ""));
+	const char *alone = config_api(api, srv, "");
 	const char *both = h_strf("%s%s%s", global_section("2s"),
 	    upstream("api", api, srv, ""),
 	    upstream("side", side, side_srv, ""));
@@ -509,8 +507,7 @@ START_TEST(reload_workers_not_reloadable)
 {
 	struct h_backend *srv = h_backend(H_ECHO), *web_srv = h_backend(H_ECHO);
 	const char *api = h_free_addr4(), *web = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section("2s"),
-	    upstream("api", api, srv, "")));
+	struct h_daemon *d = h_daemon_start(config_api(api, srv, ""));
 	const char *two = h_strf("[global]\n"
 				 "workers = 2\n"
 				 "admin =\n"
@@ -710,12 +707,10 @@ START_TEST(watchdog_pings)
 	struct h_opts on = { .env = { "WATCHDOG_USEC=200000", NULL } };
 	struct h_opts other = { .env = { "WATCHDOG_USEC=200000",
 				    "WATCHDOG_PID=1", NULL } };
-	struct h_daemon *d = h_daemon_start_opts(&on,
-	    h_strf("%s%s", global_section("2s"),
-		upstream("api", h_free_addr4(), srv, "")));
-	struct h_daemon *quiet = h_daemon_start_opts(&other,
-	    h_strf("%s%s", global_section("2s"),
-		upstream("api", h_free_addr4(), srv, "")));
+	struct h_daemon *d =
+	    h_daemon_start_opts(&on, config_api(h_free_addr4(), srv, ""));
+	struct h_daemon *quiet =
+	    h_daemon_start_opts(&other, config_api(h_free_addr4(), srv, ""));
 	size_t mark = h_notify_mark(d);
 	uint64_t t0 = h_now_ms(), el;
 	unsigned n;
@@ -741,10 +736,9 @@ START_TEST(notify_status_follows_breaker)
 {
 	struct h_backend *srv = h_backend(H_REFUSE);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section("2s"),
-	    upstream("api", lis, srv,
-		"failure_threshold = 1\n"
-		"recovery_timeout = 500ms\n")));
+	struct h_daemon *d = h_daemon_start(config_api(lis, srv,
+	    "failure_threshold = 1\n"
+	    "recovery_timeout = 500ms\n"));
 	size_t nmark;
 	long opened;
 
@@ -855,8 +849,7 @@ START_TEST(emfile_pauses_accepting)
 {
 	struct h_backend *srv = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
-	const char *config =
-	    h_strf("%s%s", global_section("2s"), upstream("api", lis, srv, ""));
+	const char *config = config_api(lis, srv, "");
 	struct h_daemon *d = start_with_room(config, 0, NULL, NULL);
 	int fds[FD_ROOM], waiting[FD_WAITING], i;
 	enum h_outcome out;
@@ -1039,8 +1032,7 @@ START_TEST(second_instance_exits_1)
 {
 	struct h_backend *srv = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
-	const char *config =
-	    h_strf("%s%s", global_section("2s"), upstream("api", lis, srv, ""));
+	const char *config = config_api(lis, srv, "");
 	struct h_daemon *first = h_daemon_start(config);
 	struct h_daemon *second = h_daemon_spawn(config);
 	const char *line;

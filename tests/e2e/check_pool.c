@@ -456,8 +456,8 @@ START_TEST(all_members_open_rejects)
 	h_assert_fields(line, "state=open",
 	    "retry_after=", "client=", "!upstream");
 	if (cli != NULL) {
-		h_exec(&r, cli, "-h", "127.0.0.1", "-p",
-		    h_port_of(cache), "GET", "k");
+		h_exec(&r, cli, "-h", "127.0.0.1", "-p", h_port_of(cache),
+		    "GET", "k");
 		h_assert(strstr(r.out, "ERR circuitproxy: ") == r.out &&
 			strstr(r.out, "'cache'") != NULL,
 		    "redis-cli printed \"%s\" (stderr \"%s\")", r.out, r.err);
