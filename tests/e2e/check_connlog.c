@@ -37,19 +37,6 @@ global_section(void)
 	       "shutdown_timeout = 2s\n";
 }
 
-/* One upstream "api" to server, on the current relay path, with keys. */
-static const char *
-config_api(const char *listen, const char *server, const char *keys)
-{
-	return h_strf("%s"
-		      "[upstream:api]\n"
-		      "listen = %s\n"
-		      "server = %s\n"
-		      "%s%s",
-	    global_section(), listen, server,
-	    strcmp(h_splice_mode(), "off") == 0 ? "splice = off\n" : "", keys);
-}
-
 /* The event=conn line of a client, parsed; fails if it does not come. */
 static const char *
 conn_line(struct h_daemon *d, const char *client, struct h_fields *f)
@@ -94,8 +81,8 @@ START_TEST(conn_done)
 {
 	struct h_backend *srv = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(
-	    config_api(lis, h_backend_addr(srv), "log_connections = yes\n"));
+	struct h_daemon *d = h_daemon_start(h_config_api("debug", lis,
+	    h_backend_addr(srv), "log_connections = yes\n"));
 	char msg[3000], back[3000], *client, *rest;
 	uint64_t t0, t1;
 	struct h_fields f;
@@ -137,7 +124,7 @@ START_TEST(conn_off_by_default)
 	struct h_backend *srv = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d =
-	    h_daemon_start(config_api(lis, h_backend_addr(srv), ""));
+	    h_daemon_start(h_config_api("debug", lis, h_backend_addr(srv), ""));
 	char *client;
 	int fd;
 
@@ -184,8 +171,9 @@ START_TEST(conn_end_story)
 	const struct conn_end_row *row = &conn_end_rows[_i];
 	struct h_backend *srv = h_backend(row->server);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis, h_backend_addr(srv),
-	    h_strf("log_connections = yes\n%s", row->keys)));
+	struct h_daemon *d =
+	    h_daemon_start(h_config_api("debug", lis, h_backend_addr(srv),
+		h_strf("log_connections = yes\n%s", row->keys)));
 	struct h_fields f;
 	char back[10], *client;
 	int fd;
@@ -263,9 +251,10 @@ START_TEST(conn_connect_fail_then_rejected)
 {
 	struct h_backend *srv = h_backend(H_REFUSE);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis, h_backend_addr(srv),
-	    "log_connections = yes\nfailure_threshold = 1\n"
-	    "recovery_timeout = 60s\nreject = http503\n"));
+	struct h_daemon *d =
+	    h_daemon_start(h_config_api("debug", lis, h_backend_addr(srv),
+		"log_connections = yes\nfailure_threshold = 1\n"
+		"recovery_timeout = 60s\nreject = http503\n"));
 	struct h_fields f;
 	char *client, *reply;
 	size_t len;
@@ -296,8 +285,9 @@ START_TEST(conn_overload)
 {
 	struct h_backend *srv = h_backend(H_SILENT);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_api(lis, h_backend_addr(srv),
-	    "log_connections = yes\nmax_connections = 1\n"));
+	struct h_daemon *d =
+	    h_daemon_start(h_config_api("debug", lis, h_backend_addr(srv),
+		"log_connections = yes\nmax_connections = 1\n"));
 	struct h_fields f;
 	char *first, *second;
 	int fd1;
@@ -337,9 +327,8 @@ START_TEST(conn_pool_retry)
 						   "balance = first\n"
 						   "retries = 1\n"
 						   "log_connections = yes\n",
-	    global_section(),
-	    strcmp(h_splice_mode(), "off") == 0 ? "splice = off\n" : "",
-	    h_backend_addr(dead), h_backend_addr(srv), lis));
+	    global_section(), h_splice_keys(), h_backend_addr(dead),
+	    h_backend_addr(srv), lis));
 	struct h_fields f;
 	char back[4], *client;
 	int fd;
@@ -534,8 +523,7 @@ static const char *
 config_proxy(const char *version, const char *lis4, const char *srv4,
     const char *lis6, const char *srv6, const char *lisu)
 {
-	const char *splice =
-	    strcmp(h_splice_mode(), "off") == 0 ? "splice = off\n" : "";
+	const char *splice = h_splice_keys();
 
 	return h_strf("%s"
 		      "[defaults]\n"
@@ -759,7 +747,7 @@ proxy_probe(const char *version, const char *want, size_t wlen)
 	h_assert(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) == 0, "bind");
 	h_assert(getsockname(lfd, (struct sockaddr *)&sin, &sl) == 0, "name");
 	srv = h_strf("127.0.0.1:%d", ntohs(sin.sin_port));
-	d = h_daemon_start(config_api(lis, srv,
+	d = h_daemon_start(h_config_api("debug", lis, srv,
 	    h_strf("send_proxy = %s\nfailure_threshold = 1\n"
 		   "recovery_timeout = 200ms\nrecovery_probe = connect\n",
 		version)));

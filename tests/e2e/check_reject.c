@@ -641,15 +641,11 @@ static const char *
 config_probed(const char *name, const char *listen, const struct h_backend *srv,
     const char *keys)
 {
-	return h_strf("%s[upstream:%s]\n"
-		      "listen = %s\n"
-		      "server = %s\n"
-		      "failure_threshold = 1\n"
-		      "recovery_jitter = 0\n"
-		      "recovery_probe = connect\n"
-		      "reject = redis\n"
-		      "%s",
-	    global_section(), name, listen, h_backend_addr(srv), keys);
+	return h_strf("%s%s", global_section(),
+	    h_upstream(name, listen, h_backend_addr(srv),
+		h_strf("failure_threshold = 1\nrecovery_jitter = 0\n"
+		       "recovery_probe = connect\nreject = redis\n%s",
+		    keys)));
 }
 
 /* Rewrite the daemon's config and reload it; the log mark before. */

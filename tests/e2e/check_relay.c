@@ -62,22 +62,6 @@ wrapped(void)
 	return w != NULL && *w != '\0';
 }
 
-/* One upstream "api" to server, on the current relay path. */
-static const char *
-config_relay(const char *listen, const char *server, const char *keys)
-{
-	return h_strf("[global]\n"
-		      "log_level = info\n"
-		      "workers = 1\n"
-		      "shutdown_timeout = 2s\n"
-		      "[upstream:api]\n"
-		      "listen = %s\n"
-		      "server = %s\n"
-		      "%s%s",
-	    listen, server,
-	    strcmp(h_splice_mode(), "off") == 0 ? "splice = off\n" : "", keys);
-}
-
 /* A small PRNG for chunk sizes (xorshift64). */
 static size_t
 rand_size(uint64_t *s, size_t max)
@@ -355,7 +339,7 @@ START_TEST(relay_stream_integrity)
 	struct h_backend *echo = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d =
-	    h_daemon_start(config_relay(lis, h_backend_addr(echo), ""));
+	    h_daemon_start(h_config_api("info", lis, h_backend_addr(echo), ""));
 	struct sender snd = { .seed = 1, .chunks = 99, .shut = true };
 	enum h_outcome out;
 	pthread_t t;
@@ -396,7 +380,8 @@ START_TEST(relay_half_close_client_first)
 {
 	struct script *srv = script_start(script_read_then_reply);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_relay(lis, srv->addr, ""));
+	struct h_daemon *d =
+	    h_daemon_start(h_config_api("info", lis, srv->addr, ""));
 	struct sender snd = { .seed = 2, .chunks = 7, .shut = true };
 	uint64_t until;
 	enum h_outcome out;
@@ -446,7 +431,8 @@ START_TEST(relay_half_close_server_first)
 {
 	struct script *srv = script_start(script_send_then_read);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_relay(lis, srv->addr, ""));
+	struct h_daemon *d =
+	    h_daemon_start(h_config_api("info", lis, srv->addr, ""));
 	enum h_outcome out;
 	uint64_t until;
 	size_t got;
@@ -528,7 +514,8 @@ START_TEST(relay_client_never_reads)
 {
 	struct script *srv = script_start(script_stream);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_relay(lis, srv->addr, ""));
+	struct h_daemon *d =
+	    h_daemon_start(h_config_api("info", lis, srv->addr, ""));
 	int base = h_daemon_fds_named(d, "pipe:"), fd;
 	enum h_outcome out;
 	long rss0, rss1;
@@ -578,7 +565,8 @@ START_TEST(relay_server_never_reads)
 {
 	struct script *srv = script_start(script_late_reader);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_relay(lis, srv->addr, ""));
+	struct h_daemon *d =
+	    h_daemon_start(h_config_api("info", lis, srv->addr, ""));
 	int base = h_daemon_fds_named(d, "pipe:"), fd;
 	struct h_stream *st = h_stream_new(7);
 	long rss0, rss1;
@@ -627,7 +615,8 @@ START_TEST(relay_client_resets_mid_transfer)
 {
 	struct script *srv = script_start(script_sink);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_relay(lis, srv->addr, ""));
+	struct h_daemon *d =
+	    h_daemon_start(h_config_api("info", lis, srv->addr, ""));
 	int base = h_daemon_fds_named(d, "pipe:"), fd, now;
 	struct linger lg = { 1, 0 };
 
@@ -667,7 +656,8 @@ START_TEST(relay_server_resets_mid_transfer)
 {
 	struct script *srv = script_start(script_send_then_reset);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(config_relay(lis, srv->addr, ""));
+	struct h_daemon *d =
+	    h_daemon_start(h_config_api("info", lis, srv->addr, ""));
 	enum h_outcome out;
 	size_t got;
 	int fd;
@@ -694,8 +684,8 @@ START_TEST(relay_idle_timeout_parked)
 {
 	struct script *srv = script_start(script_late_reader);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d =
-	    h_daemon_start(config_relay(lis, srv->addr, "idle_timeout = 1s\n"));
+	struct h_daemon *d = h_daemon_start(
+	    h_config_api("info", lis, srv->addr, "idle_timeout = 1s\n"));
 	int base = h_daemon_fds_named(d, "pipe:"), fd, now;
 	struct h_stream *st = h_stream_new(7);
 	uint64_t t0, stalled, el;
@@ -962,7 +952,8 @@ START_TEST(relay_many_bulk)
 	h_assert(c != NULL && pfd != NULL && buf != NULL && want != NULL,
 	    "malloc");
 	echo = many_echo_start();
-	d = h_daemon_start_opts(&opts, config_relay(lis, echo->addr, ""));
+	d = h_daemon_start_opts(&opts,
+	    h_config_api("info", lis, echo->addr, ""));
 	base = h_daemon_fds_named(d, "pipe:");
 	for (i = 0; i < n; i++) {
 		c[i].fd = h_connect_ok(lis);
@@ -1014,7 +1005,7 @@ START_TEST(relay_idle_relays_hold_no_pipe)
 	struct h_backend *echo = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d =
-	    h_daemon_start(config_relay(lis, h_backend_addr(echo), ""));
+	    h_daemon_start(h_config_api("info", lis, h_backend_addr(echo), ""));
 	char *buf = malloc(65536), *back = malloc(65536);
 	int fds[IDLE_RELAYS], i, k, base, held;
 	uint64_t deadline;
@@ -1070,7 +1061,8 @@ START_TEST(relay_out_of_fds)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
-	const char *config = config_relay(lis, h_backend_addr(echo), "");
+	const char *config =
+	    h_config_api("info", lis, h_backend_addr(echo), "");
 	struct h_daemon *probe = h_daemon_start(config), *d;
 	struct sender snd = { .seed = 21, .chunks = 22, .shut = false };
 	struct h_opts opts = { 0 };
@@ -1180,7 +1172,7 @@ START_TEST(relay_server_last_words)
 	unsigned i, direct = 0, proxied = 0;
 
 	h_backend_set_banner(srv, answer);
-	d = h_daemon_start(config_relay(lis, h_backend_addr(srv), ""));
+	d = h_daemon_start(h_config_api("info", lis, h_backend_addr(srv), ""));
 	for (i = 0; i < LAST_WORDS_TRIES; i++) {
 		direct += last_words_heard(h_backend_addr(srv), "", answer,
 		    H_WAIT_MS);
@@ -1247,7 +1239,7 @@ START_TEST(relay_redis_protocol_desync)
 		poll(NULL, 0, 20);
 	h_assert(fd != -1, "redis-server does not listen on %s", srv);
 	close(fd);
-	d = h_daemon_start(config_relay(lis, srv, ""));
+	d = h_daemon_start(h_config_api("info", lis, srv, ""));
 	for (i = 0; i < REDIS_TRIES; i++) {
 		direct += last_words_heard(srv, "\x01", want, H_WAIT_MS);
 		proxied += last_words_heard(lis, "\x01", want, H_WAIT_MS);

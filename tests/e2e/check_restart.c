@@ -45,14 +45,10 @@ static const char *
 upstream(const char *name, const char *listen, const struct h_backend *server,
     const char *keys)
 {
-	return h_strf("[upstream:%s]\n"
-		      "listen = %s\n"
-		      "server = %s\n"
-		      "failure_threshold = 1\n"
-		      "half_open_max_calls = 1\n"
-		      "success_threshold = 1\n"
-		      "%s\n",
-	    name, listen, h_backend_addr(server), keys);
+	return h_upstream(name, listen, h_backend_addr(server),
+	    h_strf("failure_threshold = 1\nhalf_open_max_calls = 1\n"
+		   "success_threshold = 1\n%s",
+		keys));
 }
 
 /* The whole of a small file, or NULL if it cannot be read. */

@@ -249,6 +249,29 @@ h_upstream(const char *name, const char *listen, const char *server,
 	    listen != NULL ? "\n" : "", server, keys != NULL ? keys : "");
 }
 
+/* The keys that put an upstream on the suite's relay path. */
+const char *
+h_splice_keys(void)
+{
+	return strcmp(h_splice_mode(), "off") == 0 ? "splice = off\n" : "";
+}
+
+/* A config of one upstream "api" on the suite's relay path. */
+char *
+h_config_api(const char *level, const char *listen, const char *server,
+    const char *keys)
+{
+	return h_strf("[global]\n"
+		      "log_level = %s\n"
+		      "workers = 1\n"
+		      "shutdown_timeout = 2s\n"
+		      "[upstream:api]\n"
+		      "listen = %s\n"
+		      "server = %s\n"
+		      "%s%s",
+	    level, listen, server, h_splice_keys(), keys);
+}
+
 /* Fail the test: dump every daemon's log on stderr, then abort with a tail. */
 void
 h_fail(const char *where, const char *fmt, ...)

@@ -91,6 +91,15 @@ char *h_global_section(unsigned workers, const char *shutdown_timeout,
 /* An [upstream:NAME] section: listen (NULL: none), server, more keys (or NULL). */
 char *h_upstream(const char *name, const char *listen, const char *server,
     const char *keys);
+/* "splice = off\n" when the suite runs on recv/send (CP_TEST_SPLICE=off). */
+const char *h_splice_keys(void);
+/*
+ * A config of one upstream "api" from listen to server on the suite's relay
+ * path (h_splice_keys), with more keys: a [global] section of one worker,
+ * shutdown_timeout 2s and the given log_level.
+ */
+char *h_config_api(const char *level, const char *listen, const char *server,
+    const char *keys);
 void *h_track(void *);
 char *h_path(const char *);
 char *h_write_file(const char *, const char *);
