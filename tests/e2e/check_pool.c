@@ -728,7 +728,7 @@ START_TEST(retry_into_a_full_member_one_story)
 	    h_count_log(d, who, "event=conn"));
 	h_assert(h_count_log(d, who, "event=reject") == 0,
 	    "the retried client was also logged as a reject");
-	ps = admin_get(admin, "/stats/pools/web");
+	ps = h_admin_get(admin, "/stats/pools/web");
 	h_assert(json_num(ps, "rejected_total") == 0 &&
 		json_num(ps, "clients_total") == 1,
 	    "a failed attempt counted as a pool reject: %s", ps);
