@@ -371,15 +371,85 @@ config_name_valid(const char *name)
 	return n >= 1 && n <= UPSTREAM_NAME_MAX && name[n] == '\0';
 }
 
+/*
+ * Mark a new upstream or pool section a duplicate if its name is taken:
+ * upstreams and pools share one namespace.
+ */
+static void
+config_section_name_check(struct config_parse *cp, struct config_section *sec)
+{
+	const struct config_section *o;
+	int pool = sec->kind == CONFIG_SECTION_POOL;
+	size_t i;
+
+	for (i = 0; i + 1 < cp->nsections; i++) {
+		o = &cp->sections[i];
+		if ((o->kind != CONFIG_SECTION_UPSTREAM &&
+			o->kind != CONFIG_SECTION_POOL) ||
+		    o->duplicate || strcmp(o->name, sec->name) != 0)
+			continue;
+		if (o->kind == sec->kind)
+			config_error_add(cp->errs, cp->path, cp->line,
+			    "duplicate %s '%s' (first defined on line %d)",
+			    pool ? "pool" : "upstream", sec->name, o->line);
+		else
+			config_error_add(cp->errs, cp->path, cp->line,
+			    "%s '%s': the name is taken by the %s on line %d "
+			    "(upstreams and pools share one namespace)",
+			    pool ? "pool" : "upstream", sec->name,
+			    pool ? "upstream" : "pool", o->line);
+		sec->duplicate = 1;
+		return;
+	}
+}
+
+/* Name an "upstream:NAME" or "pool:NAME" section, if the name is valid. */
+static void
+config_section_name_set(struct config_parse *cp, struct config_section *sec,
+    const char *text)
+{
+	int pool = text[0] == 'p';
+	const char *name = text + (pool ? 5 : 9);
+
+	if (!pool)
+		cp->upstream_headers++;
+	if (!config_name_valid(name)) {
+		config_error_add(cp->errs, cp->path, cp->line,
+		    "invalid %s name '%s' (1 to 64 letters, digits, '_', '.' "
+		    "or '-')",
+		    pool ? "pool" : "upstream", name);
+		return;
+	}
+	sec->kind = pool ? CONFIG_SECTION_POOL : CONFIG_SECTION_UPSTREAM;
+	memcpy(sec->name, name, strlen(name) + 1);
+	config_section_name_check(cp, sec);
+}
+
+/* Copy what is between '[' (at p) and close, trimmed, into text. */
+static void
+config_section_text(const char *p, const char *close, char *text, size_t size)
+{
+	size_t len;
+
+	p++;
+	while (p < close && isspace((unsigned char)*p))
+		p++;
+	len = (size_t)(close - p);
+	if (len >= size)
+		len = size - 1;
+	while (len > 0 && isspace((unsigned char)p[len - 1]))
+		len--;
+	memcpy(text, p, len);
+	text[len] = '\0';
+}
+
 /* Start a new section from a "[...]" line; p points at the '['. */
 static void
 config_parse_section(struct config_parse *cp, const char *p)
 {
 	struct config_section *sec;
-	const char *close = strchr(p, ']'), *after, *name;
+	const char *close = strchr(p, ']'), *after;
 	char text[256];
-	size_t len, i;
-	int pool;
 
 	cp->sections =
 	    xrealloc(cp->sections, (cp->nsections + 1) * sizeof(*cp->sections));
@@ -402,70 +472,19 @@ config_parse_section(struct config_parse *cp, const char *p)
 		config_error_add(cp->errs, cp->path, cp->line,
 		    "unexpected text after section header: '%s'", after);
 	}
-	p++;
-	while (p < close && isspace((unsigned char)*p))
-		p++;
-	len = (size_t)(close - p);
-	if (len >= sizeof(text))
-		len = sizeof(text) - 1;
-	while (len > 0 && isspace((unsigned char)p[len - 1]))
-		len--;
-	memcpy(text, p, len);
-	text[len] = '\0';
-
+	config_section_text(p, close, text, sizeof(text));
 	if (strcmp(text, "global") == 0)
 		sec->kind = CONFIG_SECTION_GLOBAL;
 	else if (strcmp(text, "defaults") == 0)
 		sec->kind = CONFIG_SECTION_DEFAULTS;
 	else if (strncmp(text, "upstream:", 9) == 0 ||
-	    strncmp(text, "pool:", 5) == 0) {
-		pool = text[0] == 'p';
-		if (!pool)
-			cp->upstream_headers++;
-		name = text + (pool ? 5 : 9);
-		if (!config_name_valid(name)) {
-			config_error_add(cp->errs, cp->path, cp->line,
-			    "invalid %s name '%s' (1 to 64 letters, "
-			    "digits, '_', '.' or '-')",
-			    pool ? "pool" : "upstream", name);
-			return;
-		}
-		sec->kind =
-		    pool ? CONFIG_SECTION_POOL : CONFIG_SECTION_UPSTREAM;
-		memcpy(sec->name, name, strlen(name) + 1);
-		/* Upstreams and pools share one namespace. */
-		for (i = 0; i + 1 < cp->nsections; i++) {
-			if ((cp->sections[i].kind == CONFIG_SECTION_UPSTREAM ||
-				cp->sections[i].kind == CONFIG_SECTION_POOL) &&
-			    !cp->sections[i].duplicate &&
-			    strcmp(cp->sections[i].name, name) == 0) {
-				if (cp->sections[i].kind == sec->kind)
-					config_error_add(cp->errs, cp->path,
-					    cp->line,
-					    "duplicate %s '%s' (first defined "
-					    "on line %d)",
-					    pool ? "pool" : "upstream", name,
-					    cp->sections[i].line);
-				else
-					config_error_add(cp->errs, cp->path,
-					    cp->line,
-					    "%s '%s': the name is taken by the "
-					    "%s on line %d (upstreams and "
-					    "pools "
-					    "share one namespace)",
-					    pool ? "pool" : "upstream", name,
-					    pool ? "upstream" : "pool",
-					    cp->sections[i].line);
-				sec->duplicate = 1;
-				break;
-			}
-		}
-	} else {
+	    strncmp(text, "pool:", 5) == 0)
+		config_section_name_set(cp, sec, text);
+	else
 		config_error_add(cp->errs, cp->path, cp->line,
 		    "unknown section '[%s]' (expected [global], [defaults], "
 		    "[upstream:NAME] or [pool:NAME])",
 		    text);
-	}
 }
 
 /*
@@ -803,6 +822,384 @@ config_resolver_add(char **list, const char *value, char **cause)
 	return 0;
 }
 
+/* The field a key's value lives in (off), or its companion (off2). */
+#define CONFIG_FIELD(base, off, type) ((type *)((char *)(base) + (off)))
+#define CONFIG_CFIELD(base, off, type) ((const type *)((base) + (off)))
+
+/* Set a duration in milliseconds, within the key's bounds. */
+static int
+config_duration_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	uint64_t u;
+
+	if (parse_duration(value, &u, cause) != 0)
+		return -1;
+	if (u < k->min || u > k->max)
+		return config_out_of_range(value, k->min, k->max, 1, cause);
+	*CONFIG_FIELD(base, k->off, uint64_t) = u;
+	return 0;
+}
+
+/* Set a percentage, 0 to 100. */
+static int
+config_percent_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	double d;
+
+	if (parse_percent(value, &d, cause) != 0)
+		return -1;
+	*CONFIG_FIELD(base, k->off, double) = d;
+	return 0;
+}
+
+/* Set a factor ("1.5"), within the key's bounds. */
+static int
+config_factor_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	double d;
+
+	if (config_parse_factor(value, &d) != 0) {
+		xasprintf(cause, "invalid number '%s'", value);
+		return -1;
+	}
+	if (d < (double)k->min || d > (double)k->max)
+		return config_out_of_range(value, k->min, k->max, 0, cause);
+	*CONFIG_FIELD(base, k->off, double) = d;
+	return 0;
+}
+
+/* Set a boolean: yes/no, true/false, on/off, 1/0. */
+static int
+config_bool_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	int b;
+
+	if (parse_bool(value, &b, cause) != 0)
+		return -1;
+	*CONFIG_FIELD(base, k->off, bool) = b;
+	return 0;
+}
+
+/*
+ * Parse a whole number within the key's bounds: 0, -1 with *cause when out
+ * of range, or -2 when it is no number at all (the caller says what was
+ * expected).
+ */
+static int
+config_count_parse(const struct config_key *k, const char *value, unsigned *out,
+    char **cause)
+{
+	uint64_t u;
+	int r;
+
+	r = config_parse_uint(value, &u);
+	if (r == -1)
+		return -2;
+	if (r != 0 || u < k->min || u > k->max)
+		return config_out_of_range(value, k->min, k->max, 0, cause);
+	*out = (unsigned)u;
+	return 0;
+}
+
+/* Set a whole number within the key's bounds. */
+static int
+config_uint_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	unsigned n;
+	int r;
+
+	r = config_count_parse(k, value, &n, cause);
+	if (r == -2)
+		xasprintf(cause, "invalid number '%s'", value);
+	if (r != 0)
+		return -1;
+	*CONFIG_FIELD(base, k->off, unsigned) = n;
+	return 0;
+}
+
+/* Set an enum to the index of its name in the key's list. */
+static int
+config_enum_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	int i;
+
+	for (i = 0; k->names[i] != NULL; i++) {
+		if (strcmp(value, k->names[i]) == 0) {
+			memcpy(CONFIG_FIELD(base, k->off, char), &i, sizeof(i));
+			return 0;
+		}
+	}
+	return config_enum_invalid(k, value, cause);
+}
+
+/* Set workers: a number, or auto for one per CPU. */
+static int
+config_workers_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	bool *is_auto = CONFIG_FIELD(base, k->off2, bool);
+	unsigned n;
+	int r;
+
+	if (strcmp(value, "auto") == 0) {
+		*CONFIG_FIELD(base, k->off, unsigned) = config_cpu_count();
+		*is_auto = true;
+		return 0;
+	}
+	r = config_count_parse(k, value, &n, cause);
+	if (r == -2)
+		xasprintf(cause,
+		    "invalid value '%s' (expected a number or auto)", value);
+	if (r != 0)
+		return -1;
+	*CONFIG_FIELD(base, k->off, unsigned) = n;
+	*is_auto = false;
+	return 0;
+}
+
+/* Set the admin address; empty turns admin off. */
+static int
+config_admin_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	struct addr *field = CONFIG_FIELD(base, k->off, struct addr), a;
+	bool *enabled = CONFIG_FIELD(base, k->off2, bool);
+
+	if (value[0] == '\0') {
+		memset(field, 0, sizeof(*field));
+		*enabled = false;
+		return 0;
+	}
+	if (addr_parse(value, 0, &a, cause) != 0)
+		return -1;
+	*field = a;
+	*enabled = true;
+	return 0;
+}
+
+/* Set a string (a path, a token, a backup's name); empty is NULL. */
+static int
+config_string_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	char **field = CONFIG_FIELD(base, k->off, char *);
+
+	(void)cause;
+	free(*field);
+	*field = value[0] == '\0' ? NULL : xstrdup(value);
+	return 0;
+}
+
+/* Add one listen address ("*:PORT" allowed) to the list. */
+static int
+config_listen_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	struct addr **lv = CONFIG_FIELD(base, k->off, struct addr *), a;
+	size_t *ln = CONFIG_FIELD(base, k->off2, size_t);
+
+	if (addr_parse(value, ADDR_ALLOW_WILDCARD, &a, cause) != 0)
+		return -1;
+	*lv = xrealloc(*lv, (*ln + 1) * sizeof(**lv));
+	(*lv)[(*ln)++] = a;
+	return 0;
+}
+
+/* Set the server address; a host name is kept to be resolved. */
+static int
+config_server_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	struct addr a;
+
+	if (addr_parse(value, ADDR_KEEP_NAME, &a, cause) != 0)
+		return -1;
+	*CONFIG_FIELD(base, k->off, struct addr) = a;
+	return 0;
+}
+
+/* Add one resolver line's DNS servers (see config_resolver_add). */
+static int
+config_resolver_set(const struct config_key *k, void *base, const char *value,
+    char **cause)
+{
+	return config_resolver_add(CONFIG_FIELD(base, k->off, char *), value,
+	    cause);
+}
+
+/* Format a duration as it could be written. */
+static void
+config_duration_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	format_duration(*CONFIG_CFIELD(base, k->off, uint64_t), buf, len);
+}
+
+/* Format a window: a duration, or else the number of attempts. */
+static void
+config_window_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	uint64_t ms = *CONFIG_CFIELD(base, k->off, uint64_t);
+
+	if (ms != 0)
+		format_duration(ms, buf, len);
+	else
+		snprintf(buf, len, "%u",
+		    *CONFIG_CFIELD(base, k->off2, unsigned));
+}
+
+/* Format a percentage with its sign. */
+static void
+config_percent_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	snprintf(buf, len, "%g%%", *CONFIG_CFIELD(base, k->off, double));
+}
+
+/* Format a factor. */
+static void
+config_factor_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	snprintf(buf, len, "%g", *CONFIG_CFIELD(base, k->off, double));
+}
+
+/* Format a boolean as yes or no. */
+static void
+config_bool_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	snprintf(buf, len, "%s",
+	    *CONFIG_CFIELD(base, k->off, bool) ? "yes" : "no");
+}
+
+/* Format a whole number. */
+static void
+config_uint_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	snprintf(buf, len, "%u", *CONFIG_CFIELD(base, k->off, unsigned));
+}
+
+/* Format an enum by its name. */
+static void
+config_enum_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	int e;
+
+	memcpy(&e, base + k->off, sizeof(e));
+	snprintf(buf, len, "%s", k->names[e]);
+}
+
+/* Format workers: auto, or the number. */
+static void
+config_workers_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	if (*CONFIG_CFIELD(base, k->off2, bool))
+		snprintf(buf, len, "auto");
+	else
+		snprintf(buf, len, "%u",
+		    *CONFIG_CFIELD(base, k->off, unsigned));
+}
+
+/* Format the admin address; nothing when admin is off. */
+static void
+config_admin_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	if (*CONFIG_CFIELD(base, k->off2, bool))
+		snprintf(buf, len, "%s",
+		    CONFIG_CFIELD(base, k->off, struct addr)->text);
+}
+
+/* Format a string, a secret as "(hidden)"; nothing for NULL. */
+static void
+config_string_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	const char *s = *CONFIG_CFIELD(base, k->off, char *);
+
+	if (s != NULL)
+		snprintf(buf, len, "%s",
+		    (k->flags & CONFIG_KEY_SECRET) ? "(hidden)" : s);
+}
+
+/* Format the listen addresses, comma-separated. */
+static void
+config_listen_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	const struct addr *lv = *CONFIG_CFIELD(base, k->off, struct addr *);
+	size_t n = *CONFIG_CFIELD(base, k->off2, size_t), i, o;
+
+	for (i = 0, o = 0; i < n && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%s",
+		    i == 0 ? "" : ", ", lv[i].text);
+}
+
+/* Format a pool's members, space-separated. */
+static void
+config_members_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	char *const *mv = *(char *const *const *)(base + k->off);
+	size_t n = *CONFIG_CFIELD(base, k->off2, size_t), i, o;
+
+	for (i = 0, o = 0; i < n && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%s",
+		    i == 0 ? "" : " ", mv[i]);
+}
+
+/* Format the server address as written. */
+static void
+config_server_format(const struct config_key *k, const char *base, char *buf,
+    size_t len)
+{
+	snprintf(buf, len, "%s",
+	    CONFIG_CFIELD(base, k->off, struct addr)->text);
+}
+
+/* How each type of value is read from the file and written back. */
+static const struct config_type_ops {
+	int (*set)(const struct config_key *, void *, const char *, char **);
+	void (*format)(const struct config_key *, const char *, char *, size_t);
+} config_types[] = {
+	[CONFIG_T_DURATION] = { config_duration_set, config_duration_format },
+	[CONFIG_T_WINDOW] = { config_window_set, config_window_format },
+	[CONFIG_T_PERCENT] = { config_percent_set, config_percent_format },
+	[CONFIG_T_FACTOR] = { config_factor_set, config_factor_format },
+	[CONFIG_T_BOOL] = { config_bool_set, config_bool_format },
+	[CONFIG_T_UINT] = { config_uint_set, config_uint_format },
+	[CONFIG_T_ENUM] = { config_enum_set, config_enum_format },
+	[CONFIG_T_WORKERS] = { config_workers_set, config_workers_format },
+	[CONFIG_T_ADMIN] = { config_admin_set, config_admin_format },
+	[CONFIG_T_STRING] = { config_string_set, config_string_format },
+	[CONFIG_T_LISTEN] = { config_listen_set, config_listen_format },
+	[CONFIG_T_SERVER] = { config_server_set, config_server_format },
+	[CONFIG_T_BACKUP] = { config_string_set, config_string_format },
+	[CONFIG_T_MEMBERS] = { config_members_set, config_members_format },
+	[CONFIG_T_RESOLVER] = { config_resolver_set, config_string_format },
+};
+
+/* A key's type, which must be one of the table's. */
+static const struct config_type_ops *
+config_key_type(const struct config_key *k)
+{
+	if ((size_t)k->type >= CP_ARRAY_LEN(config_types) ||
+	    config_types[k->type].set == NULL)
+		fatalx("config: key %s has an unknown type", k->name);
+	return &config_types[k->type];
+}
+
 /*
  * Parse one value into the struct a key lives in (struct config for global
  * keys, struct upstream_conf for upstream ones, struct pool_conf for pool
@@ -812,122 +1209,8 @@ static int
 config_key_set(const struct config_key *k, void *base, const char *value,
     char **cause)
 {
-	char *field = (char *)base + k->off;
-	struct addr a, **lv;
-	size_t *ln;
-	uint64_t u;
-	double d;
-	int b, r;
-
 	*cause = NULL;
-	switch (k->type) {
-	case CONFIG_T_DURATION:
-		if (parse_duration(value, &u, cause) != 0)
-			return -1;
-		if (u < k->min || u > k->max)
-			return config_out_of_range(value, k->min, k->max, 1,
-			    cause);
-		*(uint64_t *)field = u;
-		return 0;
-	case CONFIG_T_WINDOW:
-		return config_window_set(k, base, value, cause);
-	case CONFIG_T_PERCENT:
-		if (parse_percent(value, &d, cause) != 0)
-			return -1;
-		*(double *)field = d;
-		return 0;
-	case CONFIG_T_FACTOR:
-		if (config_parse_factor(value, &d) != 0) {
-			xasprintf(cause, "invalid number '%s'", value);
-			return -1;
-		}
-		if (d < (double)k->min || d > (double)k->max)
-			return config_out_of_range(value, k->min, k->max, 0,
-			    cause);
-		*(double *)field = d;
-		return 0;
-	case CONFIG_T_BOOL:
-		if (parse_bool(value, &b, cause) != 0)
-			return -1;
-		*(bool *)field = b;
-		return 0;
-	case CONFIG_T_UINT:
-		r = config_parse_uint(value, &u);
-		if (r == -1) {
-			xasprintf(cause, "invalid number '%s'", value);
-			return -1;
-		}
-		if (r != 0 || u < k->min || u > k->max)
-			return config_out_of_range(value, k->min, k->max, 0,
-			    cause);
-		*(unsigned *)field = (unsigned)u;
-		return 0;
-	case CONFIG_T_ENUM:
-		for (r = 0; k->names[r] != NULL; r++) {
-			if (strcmp(value, k->names[r]) == 0) {
-				memcpy(field, &r, sizeof(r));
-				return 0;
-			}
-		}
-		return config_enum_invalid(k, value, cause);
-	case CONFIG_T_WORKERS:
-		if (strcmp(value, "auto") == 0) {
-			*(unsigned *)field = config_cpu_count();
-			*(bool *)((char *)base + k->off2) = true;
-			return 0;
-		}
-		r = config_parse_uint(value, &u);
-		if (r == -1) {
-			xasprintf(cause,
-			    "invalid value '%s' (expected a "
-			    "number or auto)",
-			    value);
-			return -1;
-		}
-		if (r != 0 || u < k->min || u > k->max)
-			return config_out_of_range(value, k->min, k->max, 0,
-			    cause);
-		*(unsigned *)field = (unsigned)u;
-		*(bool *)((char *)base + k->off2) = false;
-		return 0;
-	case CONFIG_T_ADMIN:
-		if (value[0] == '\0') {
-			memset(field, 0, sizeof(struct addr));
-			*(bool *)((char *)base + k->off2) = false;
-			return 0;
-		}
-		if (addr_parse(value, 0, &a, cause) != 0)
-			return -1;
-		memcpy(field, &a, sizeof(a));
-		*(bool *)((char *)base + k->off2) = true;
-		return 0;
-	case CONFIG_T_STRING:
-		free(*(char **)field);
-		*(char **)field = value[0] == '\0' ? NULL : xstrdup(value);
-		return 0;
-	case CONFIG_T_LISTEN:
-		if (addr_parse(value, ADDR_ALLOW_WILDCARD, &a, cause) != 0)
-			return -1;
-		lv = (struct addr **)field;
-		ln = (size_t *)((char *)base + k->off2);
-		*lv = xrealloc(*lv, (*ln + 1) * sizeof(**lv));
-		(*lv)[(*ln)++] = a;
-		return 0;
-	case CONFIG_T_MEMBERS:
-		return config_members_set(k, base, value, cause);
-	case CONFIG_T_SERVER:
-		if (addr_parse(value, ADDR_KEEP_NAME, &a, cause) != 0)
-			return -1;
-		memcpy(field, &a, sizeof(a));
-		return 0;
-	case CONFIG_T_BACKUP:
-		free(*(char **)field);
-		*(char **)field = value[0] == '\0' ? NULL : xstrdup(value);
-		return 0;
-	case CONFIG_T_RESOLVER:
-		return config_resolver_add((char **)field, value, cause);
-	}
-	fatalx("config: key %s has an unknown type", k->name);
+	return config_key_type(k)->set(k, base, value, cause);
 }
 
 /* Apply the default of every key of a scope to a struct. */
@@ -970,6 +1253,45 @@ config_section_label(const struct config_section *sec, char *buf, size_t len)
 }
 
 /*
+ * The key a pair of a section names, or NULL after saying why it has none
+ * there: unknown, of another scope, or not allowed in [defaults].
+ */
+static const struct config_key *
+config_section_key(struct config_parse *cp, const struct config_section *sec,
+    enum config_scope scope, const struct config_pair *pair, const char *label)
+{
+	const struct config_key *k;
+
+	k = config_key_find_scope(pair->key, scope);
+	if (k == NULL)
+		k = config_key_find(pair->key);
+	if (k == NULL) {
+		config_error_add(cp->errs, cp->path, pair->line,
+		    "unknown key '%s' in %s", pair->key, label);
+		return NULL;
+	}
+	if (k->scope != scope) {
+		config_error_add(cp->errs, cp->path, pair->line,
+		    "unknown key '%s' in %s (it belongs in %s)", pair->key,
+		    label,
+		    k->scope == CONFIG_SCOPE_GLOBAL ? "[global]"
+			: k->scope == CONFIG_SCOPE_POOL
+			? "[pool:NAME]"
+			: "[defaults] or [upstream:NAME]");
+		return NULL;
+	}
+	if (sec->kind == CONFIG_SECTION_DEFAULTS &&
+	    (k->flags & CONFIG_KEY_NO_DEFAULTS)) {
+		config_error_add(cp->errs, cp->path, pair->line,
+		    "%s '%s' is not allowed in [defaults] (set it in "
+		    "each [upstream:NAME])",
+		    k->name, pair->value);
+		return NULL;
+	}
+	return k;
+}
+
+/*
  * Apply the pairs of one section to base, recording in seen[] the line each
  * key was set on (and for listen, each address's line in *lines).
  */
@@ -990,32 +1312,9 @@ config_section_apply(struct config_parse *cp, const struct config_section *sec,
 	config_section_label(sec, label, sizeof(label));
 	for (i = 0; i < sec->npairs; i++) {
 		pair = &sec->pairs[i];
-		k = config_key_find_scope(pair->key, scope);
+		k = config_section_key(cp, sec, scope, pair, label);
 		if (k == NULL)
-			k = config_key_find(pair->key);
-		if (k == NULL) {
-			config_error_add(cp->errs, cp->path, pair->line,
-			    "unknown key '%s' in %s", pair->key, label);
 			continue;
-		}
-		if (k->scope != scope) {
-			config_error_add(cp->errs, cp->path, pair->line,
-			    "unknown key '%s' in %s (it belongs in %s)",
-			    pair->key, label,
-			    k->scope == CONFIG_SCOPE_GLOBAL ? "[global]"
-				: k->scope == CONFIG_SCOPE_POOL
-				? "[pool:NAME]"
-				: "[defaults] or [upstream:NAME]");
-			continue;
-		}
-		if (sec->kind == CONFIG_SECTION_DEFAULTS &&
-		    (k->flags & CONFIG_KEY_NO_DEFAULTS)) {
-			config_error_add(cp->errs, cp->path, pair->line,
-			    "%s '%s' is not allowed in [defaults] (set it in "
-			    "each [upstream:NAME])",
-			    k->name, pair->value);
-			continue;
-		}
 		ki = (size_t)(k - config_key_table);
 		if (seen[ki] != 0 && !(k->flags & CONFIG_KEY_REPEATABLE)) {
 			config_error_add(cp->errs, cp->path, pair->line,
@@ -1483,10 +1782,6 @@ config_check_pools(struct config_parse *cp, struct config *cfg,
 }
 
 /*
- * The second pass: build the config from the sections, then check the rules
- * that span keys and sections. Errors go to cp->errs.
- */
-/*
  * Read an admin token: the file's first line without its line end. 0, or
  * -1 with *cause (allocated). The file may be 0600 root: it is read at
  * start and at each reload, before any privilege is given up.
@@ -1563,41 +1858,44 @@ config_token_resolve(struct config_parse *cp, struct config *cfg,
 	free(path);
 }
 
-static struct config *
-config_build(struct config_parse *cp)
+/*
+ * Apply [global] and [defaults] (upstreams inherit wherever they are) and
+ * count the upstream (*n, duplicates not counted) and pool (*np) sections.
+ */
+static void
+config_build_globals(struct config_parse *cp, struct config *cfg,
+    struct upstream_conf *defaults, int *gseen, int *dseen, size_t *n,
+    size_t *np)
 {
-	struct config *cfg;
-	struct config_upinfo *info, scratch;
-	struct config_poolinfo *pinfo;
-	struct upstream_conf defaults, *uc, tmp;
-	int gseen[CONFIG_NKEYS], dseen[CONFIG_NKEYS];
 	const struct config_section *sec;
-	size_t i, n = 0, np = 0, server = config_key_index("server");
-	size_t listen = config_key_index("listen");
-	bool interval_told = false;
+	size_t i;
 
-	cfg = xcalloc(1, sizeof(*cfg));
-	cfg->path = xstrdup(cp->path);
-	config_defaults_apply(CONFIG_SCOPE_GLOBAL, cfg);
-	memset(&defaults, 0, sizeof(defaults));
-	config_defaults_apply(CONFIG_SCOPE_UPSTREAM, &defaults);
-	defaults.backup_index = -1;
-	memset(gseen, 0, sizeof(gseen));
-	memset(dseen, 0, sizeof(dseen));
-
-	/* [global] and [defaults] first: upstreams inherit wherever they are. */
 	for (i = 0; i < cp->nsections; i++) {
 		sec = &cp->sections[i];
 		if (sec->kind == CONFIG_SECTION_GLOBAL)
 			config_section_apply(cp, sec, cfg, gseen, NULL);
 		else if (sec->kind == CONFIG_SECTION_DEFAULTS)
-			config_section_apply(cp, sec, &defaults, dseen, NULL);
+			config_section_apply(cp, sec, defaults, dseen, NULL);
 		else if (sec->kind == CONFIG_SECTION_UPSTREAM &&
 		    !sec->duplicate)
-			n++;
+			(*n)++;
 		else if (sec->kind == CONFIG_SECTION_POOL)
-			np++;
+			(*np)++;
 	}
+}
+
+/*
+ * Build the n upstreams from their sections over the defaults (duplicates
+ * are read for their errors and dropped); returns what each section set.
+ */
+static struct config_upinfo *
+config_build_upstreams(struct config_parse *cp, struct config *cfg,
+    const struct upstream_conf *defaults, size_t n)
+{
+	const struct config_section *sec;
+	struct config_upinfo *info, scratch;
+	struct upstream_conf *uc, tmp;
+	size_t i;
 
 	cfg->upstreams = xcalloc(n + 1, sizeof(*cfg->upstreams));
 	info = xcalloc(n + 1, sizeof(*info));
@@ -1605,9 +1903,8 @@ config_build(struct config_parse *cp)
 		sec = &cp->sections[i];
 		if (sec->kind != CONFIG_SECTION_UPSTREAM)
 			continue;
-		/* A duplicate is read for its errors, then dropped. */
 		if (sec->duplicate) {
-			tmp = defaults;
+			tmp = *defaults;
 			memset(&scratch, 0, sizeof(scratch));
 			config_section_apply(cp, sec, &tmp, scratch.seen,
 			    &scratch.listen_line);
@@ -1616,23 +1913,26 @@ config_build(struct config_parse *cp)
 			continue;
 		}
 		uc = &cfg->upstreams[cfg->nupstreams];
-		*uc = defaults;
+		*uc = *defaults;
 		memcpy(uc->name, sec->name, sizeof(uc->name));
 		uc->line = sec->line;
 		config_section_apply(cp, sec, uc, info[cfg->nupstreams].seen,
 		    &info[cfg->nupstreams].listen_line);
 		cfg->nupstreams++;
 	}
-	pinfo = config_build_pools(cp, cfg, np);
+	return info;
+}
 
-	/* A file that proxies nothing is a mistake (an empty or wrong file). */
-	if (cp->upstream_headers == 0)
-		config_error_add(cp->errs, cp->path,
-		    cp->line > 0 ? cp->line : 1,
-		    "no upstream: add an [upstream:NAME] section with listen "
-		    "and server");
-	config_check_backups(cp, cfg, info);
-	config_check_pools(cp, cfg, info, pinfo);
+/* Check each upstream: server set, listen set or reached, breaker rules. */
+static void
+config_check_upstreams(struct config_parse *cp, struct config *cfg,
+    const struct config_upinfo *info, const int *dseen)
+{
+	size_t i, server = config_key_index("server");
+	size_t listen = config_key_index("listen");
+	struct upstream_conf *uc;
+	bool interval_told = false;
+
 	for (i = 0; i < cfg->nupstreams; i++) {
 		uc = &cfg->upstreams[i];
 		if (info[i].seen[server] == 0)
@@ -1649,9 +1949,13 @@ config_build(struct config_parse *cp)
 			    uc->name);
 		config_check_breaker(cp, uc, &info[i], dseen);
 	}
-	config_check_binds(cp, cfg, info, pinfo,
-	    gseen[config_key_index("admin")]);
-	config_token_resolve(cp, cfg, gseen);
+}
+
+/* An admin address beyond loopback needs a token. */
+static void
+config_check_admin(struct config_parse *cp, const struct config *cfg,
+    const int *gseen)
+{
 	if (cfg->admin_enabled && !addr_is_local(&cfg->admin) &&
 	    cfg->admin_token == NULL) {
 		config_error_add(cp->errs, cp->path,
@@ -1660,9 +1964,14 @@ config_build(struct config_parse *cp)
 		    "not set",
 		    cfg->admin.text);
 	}
+}
 
-	config_origins_keep(cfg, info, gseen, dseen);
-	free(info);
+/* Keep the line each pool key was set on, and each listen's line. */
+static void
+config_pool_origins_keep(struct config *cfg, struct config_poolinfo *pinfo)
+{
+	size_t i;
+
 	for (i = 0; i < cfg->npools; i++) {
 		cfg->pools[i].key_line =
 		    xcalloc(CONFIG_NKEYS, sizeof(*cfg->pools[i].key_line));
@@ -1670,6 +1979,52 @@ config_build(struct config_parse *cp)
 		    CONFIG_NKEYS * sizeof(*pinfo[i].seen));
 		cfg->pools[i].listen_line = pinfo[i].listen_line;
 	}
+}
+
+/*
+ * The second pass: build the config from the sections, then check the rules
+ * that span keys and sections. Errors go to cp->errs.
+ */
+static struct config *
+config_build(struct config_parse *cp)
+{
+	struct config *cfg;
+	struct config_upinfo *info;
+	struct config_poolinfo *pinfo;
+	struct upstream_conf defaults;
+	int gseen[CONFIG_NKEYS], dseen[CONFIG_NKEYS];
+	size_t n = 0, np = 0;
+
+	cfg = xcalloc(1, sizeof(*cfg));
+	cfg->path = xstrdup(cp->path);
+	config_defaults_apply(CONFIG_SCOPE_GLOBAL, cfg);
+	memset(&defaults, 0, sizeof(defaults));
+	config_defaults_apply(CONFIG_SCOPE_UPSTREAM, &defaults);
+	defaults.backup_index = -1;
+	memset(gseen, 0, sizeof(gseen));
+	memset(dseen, 0, sizeof(dseen));
+
+	config_build_globals(cp, cfg, &defaults, gseen, dseen, &n, &np);
+	info = config_build_upstreams(cp, cfg, &defaults, n);
+	pinfo = config_build_pools(cp, cfg, np);
+
+	/* A file that proxies nothing is a mistake (an empty or wrong file). */
+	if (cp->upstream_headers == 0)
+		config_error_add(cp->errs, cp->path,
+		    cp->line > 0 ? cp->line : 1,
+		    "no upstream: add an [upstream:NAME] section with listen "
+		    "and server");
+	config_check_backups(cp, cfg, info);
+	config_check_pools(cp, cfg, info, pinfo);
+	config_check_upstreams(cp, cfg, info, dseen);
+	config_check_binds(cp, cfg, info, pinfo,
+	    gseen[config_key_index("admin")]);
+	config_token_resolve(cp, cfg, gseen);
+	config_check_admin(cp, cfg, gseen);
+
+	config_origins_keep(cfg, info, gseen, dseen);
+	free(info);
+	config_pool_origins_keep(cfg, pinfo);
 	free(pinfo);
 	return cfg;
 }
@@ -1731,30 +2086,25 @@ config_load_string(const char *path, const char *text,
 	return config_load_buffer(path, text, strlen(text), errs);
 }
 
-/* Load and validate a config file. */
-struct config *
-config_load(const char *path, struct config_errors *errs)
+/*
+ * Open a config file (not a directory) and read it whole into *text. 0, or
+ * -1 with the error in errs; *sb is the file as opened.
+ */
+static int
+config_file_read(const char *path, struct stat *sb, char **text, size_t *lenp,
+    struct config_errors *errs)
 {
-	struct config_errors local = { NULL, 0 };
-	struct config *cfg;
-	struct stat sb;
 	size_t len = 0, size = 8192;
 	ssize_t r;
-	char *text;
 	int fd, saved;
-
-	if (errs == NULL)
-		errs = &local;
-	errs->v = NULL;
-	errs->n = 0;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	saved = errno;
-	if (fd != -1 && fstat(fd, &sb) != 0) {
+	if (fd != -1 && fstat(fd, sb) != 0) {
 		saved = errno;
 		close(fd);
 		fd = -1;
-	} else if (fd != -1 && S_ISDIR(sb.st_mode)) {
+	} else if (fd != -1 && S_ISDIR(sb->st_mode)) {
 		saved = EISDIR;
 		close(fd);
 		fd = -1;
@@ -1762,30 +2112,50 @@ config_load(const char *path, struct config_errors *errs)
 	if (fd == -1) {
 		config_error_add(errs, path, 0, "cannot open: %s",
 		    strerror(saved));
-		config_errors_clear(&local);
-		return NULL;
+		return -1;
 	}
-	text = xmalloc(size);
+	*text = xmalloc(size);
 	for (;;) {
 		if (len == size)
-			text = xrealloc(text, size *= 2);
-		r = read(fd, text + len, size - len);
+			*text = xrealloc(*text, size *= 2);
+		r = read(fd, *text + len, size - len);
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			break;
 		len += (size_t)r;
 	}
+	saved = errno;
+	close(fd);
 	if (r == -1) {
-		saved = errno;
-		close(fd);
-		free(text);
+		free(*text);
 		config_error_add(errs, path, 0, "cannot read: %s",
 		    strerror(saved));
+		return -1;
+	}
+	*lenp = len;
+	return 0;
+}
+
+/* Load and validate a config file. */
+struct config *
+config_load(const char *path, struct config_errors *errs)
+{
+	struct config_errors local = { NULL, 0 };
+	struct config *cfg;
+	struct stat sb;
+	size_t len;
+	char *text;
+
+	if (errs == NULL)
+		errs = &local;
+	errs->v = NULL;
+	errs->n = 0;
+
+	if (config_file_read(path, &sb, &text, &len, errs) != 0) {
 		config_errors_clear(&local);
 		return NULL;
 	}
-	close(fd);
 	cfg = config_load_buffer(path, text, len, errs);
 	free(text);
 	/* The file as read (fstat of that descriptor), for a warning. */
@@ -1802,81 +2172,8 @@ static const char *
 config_key_value_in(const char *base, const struct config_key *k, char *buf,
     size_t len)
 {
-	const char *field = base + k->off;
-	const struct addr *lv;
-	char *const *mv;
-	size_t n;
-	const char *s;
-	size_t i, o;
-	int e;
-
 	buf[0] = '\0';
-	switch (k->type) {
-	case CONFIG_T_DURATION:
-		format_duration(*(const uint64_t *)field, buf, len);
-		break;
-	case CONFIG_T_WINDOW:
-		if (*(const uint64_t *)field != 0)
-			format_duration(*(const uint64_t *)field, buf, len);
-		else
-			snprintf(buf, len, "%u",
-			    *(const unsigned *)(base + k->off2));
-		break;
-	case CONFIG_T_PERCENT:
-		snprintf(buf, len, "%g%%", *(const double *)field);
-		break;
-	case CONFIG_T_FACTOR:
-		snprintf(buf, len, "%g", *(const double *)field);
-		break;
-	case CONFIG_T_BOOL:
-		snprintf(buf, len, "%s", *(const bool *)field ? "yes" : "no");
-		break;
-	case CONFIG_T_UINT:
-		snprintf(buf, len, "%u", *(const unsigned *)field);
-		break;
-	case CONFIG_T_ENUM:
-		memcpy(&e, field, sizeof(e));
-		snprintf(buf, len, "%s", k->names[e]);
-		break;
-	case CONFIG_T_WORKERS:
-		if (*(const bool *)(base + k->off2))
-			snprintf(buf, len, "auto");
-		else
-			snprintf(buf, len, "%u", *(const unsigned *)field);
-		break;
-	case CONFIG_T_ADMIN:
-		if (*(const bool *)(base + k->off2))
-			snprintf(buf, len, "%s",
-			    ((const struct addr *)field)->text);
-		break;
-	case CONFIG_T_STRING:
-	case CONFIG_T_BACKUP:
-	case CONFIG_T_RESOLVER:
-		s = *(char *const *)field;
-		if (s != NULL)
-			snprintf(buf, len, "%s",
-			    (k->flags & CONFIG_KEY_SECRET) ? "(hidden)" : s);
-		break;
-	case CONFIG_T_LISTEN:
-		lv = *(const struct addr *const *)field;
-		n = *(const size_t *)(base + k->off2);
-		for (i = 0, o = 0; i < n && o < len; i++) {
-			o += (size_t)snprintf(buf + o, len - o, "%s%s",
-			    i == 0 ? "" : ", ", lv[i].text);
-		}
-		break;
-	case CONFIG_T_MEMBERS:
-		mv = *(char *const *const *)field;
-		n = *(const size_t *)(base + k->off2);
-		for (i = 0, o = 0; i < n && o < len; i++) {
-			o += (size_t)snprintf(buf + o, len - o, "%s%s",
-			    i == 0 ? "" : " ", mv[i]);
-		}
-		break;
-	case CONFIG_T_SERVER:
-		snprintf(buf, len, "%s", ((const struct addr *)field)->text);
-		break;
-	}
+	config_key_type(k)->format(k, base, buf, len);
 	return buf;
 }
 
