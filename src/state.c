@@ -99,25 +99,76 @@ state_parse_ms(const char *s, uint64_t *out)
 	return 0;
 }
 
-/* Decode one upstream's line (modified in place) as of wall_ms. */
+/* What the fields of one line say, before they are checked together. */
+struct state_line {
+	bool seen[STATE_F_COUNT];
+	enum breaker_state state;
+	uint64_t since, until, open, backoff;
+	bool until_none;
+};
+
+/* Decode state=: a breaker state's name. */
 static int
-state_decode_line(char *line, uint64_t wall_ms, struct state_entry *e,
+state_field_state(const char *val, struct state_line *sl)
+{
+	return breaker_state_parse(val, &sl->state);
+}
+
+/* Decode since=: unix seconds. */
+static int
+state_field_since(const char *val, struct state_line *sl)
+{
+	return state_parse_ms(val, &sl->since);
+}
+
+/* Decode until=: unix seconds, or none. */
+static int
+state_field_until(const char *val, struct state_line *sl)
+{
+	if (strcmp(val, "none") == 0) {
+		sl->until_none = true;
+		return 0;
+	}
+	return state_parse_ms(val, &sl->until);
+}
+
+/* Decode open=: seconds. */
+static int
+state_field_open(const char *val, struct state_line *sl)
+{
+	return state_parse_ms(val, &sl->open);
+}
+
+/* Decode backoff=: a count of at most four digits. */
+static int
+state_field_backoff(const char *val, struct state_line *sl)
+{
+	if (val[0] == '\0' || strspn(val, "0123456789") != strlen(val) ||
+	    strlen(val) > 4)
+		return -1;
+	sl->backoff = strtoull(val, NULL, 10);
+	return 0;
+}
+
+/* The decoder of each field, in enum state_field order. */
+static int (*const state_field_decoders[STATE_F_COUNT])(const char *,
+    struct state_line *) = {
+	[STATE_F_STATE] = state_field_state,
+	[STATE_F_SINCE] = state_field_since,
+	[STATE_F_UNTIL] = state_field_until,
+	[STATE_F_OPEN] = state_field_open,
+	[STATE_F_BACKOFF] = state_field_backoff,
+};
+
+/* Decode the key=value fields after the name, each once, all of them. */
+static int
+state_decode_fields(char **save, const char *name, struct state_line *sl,
     char **cause)
 {
-	char *tok, *save = NULL, *val;
-	bool seen[STATE_F_COUNT] = { false };
-	uint64_t since = 0, until = 0, open = 0, backoff = 0;
-	bool until_none = false;
+	char *tok, *val;
 	int f;
 
-	memset(e, 0, sizeof(*e));
-	tok = strtok_r(line, " \t", &save);
-	if (tok == NULL || !config_name_valid(tok)) {
-		xasprintf(cause, "bad upstream name '%s'", tok ? tok : "");
-		return -1;
-	}
-	snprintf(e->name, sizeof(e->name), "%s", tok);
-	while ((tok = strtok_r(NULL, " \t", &save)) != NULL) {
+	while ((tok = strtok_r(NULL, " \t", save)) != NULL) {
 		if ((val = strchr(tok, '=')) == NULL) {
 			xasprintf(cause, "'%s' is not key=value", tok);
 			return -1;
@@ -130,86 +181,98 @@ state_decode_line(char *line, uint64_t wall_ms, struct state_entry *e,
 			xasprintf(cause, "unknown field '%s'", tok);
 			return -1;
 		}
-		if (seen[f]) {
+		if (sl->seen[f]) {
 			xasprintf(cause, "field '%s' given twice", tok);
 			return -1;
 		}
-		seen[f] = true;
-		switch (f) {
-		case STATE_F_STATE:
-			if (breaker_state_parse(val, &e->saved.state) != 0)
-				goto bad;
-			break;
-		case STATE_F_SINCE:
-			if (state_parse_ms(val, &since) != 0)
-				goto bad;
-			break;
-		case STATE_F_UNTIL:
-			if (strcmp(val, "none") == 0)
-				until_none = true;
-			else if (state_parse_ms(val, &until) != 0)
-				goto bad;
-			break;
-		case STATE_F_OPEN:
-			if (state_parse_ms(val, &open) != 0)
-				goto bad;
-			break;
-		case STATE_F_BACKOFF:
-			if (val[0] == '\0' ||
-			    strspn(val, "0123456789") != strlen(val) ||
-			    strlen(val) > 4)
-				goto bad;
-			backoff = strtoull(val, NULL, 10);
-			break;
+		sl->seen[f] = true;
+		if (state_field_decoders[f](val, sl) != 0) {
+			xasprintf(cause, "upstream %s: bad %s '%s'", name,
+			    state_field_names[f], val);
+			return -1;
 		}
 	}
 	for (f = 0; f < STATE_F_COUNT; f++)
-		if (!seen[f]) {
-			xasprintf(cause, "upstream %s: no %s=", e->name,
+		if (!sl->seen[f]) {
+			xasprintf(cause, "upstream %s: no %s=", name,
 			    state_field_names[f]);
 			return -1;
 		}
-	if (e->saved.state == BREAKER_OPEN && until_none) {
-		xasprintf(cause, "upstream %s: open with until=none", e->name);
+	return 0;
+}
+
+/* Check the fields of a line against each other. */
+static int
+state_line_check(const char *name, const struct state_line *sl, char **cause)
+{
+	if (sl->state == BREAKER_OPEN && sl->until_none) {
+		xasprintf(cause, "upstream %s: open with until=none", name);
 		return -1;
 	}
-	if (!until_none && until < since) {
-		xasprintf(cause, "upstream %s: until before since", e->name);
+	if (!sl->until_none && sl->until < sl->since) {
+		xasprintf(cause, "upstream %s: until before since", name);
 		return -1;
 	}
 	/* An opening lasts open= from since: a longer one was not ours. */
-	if (e->saved.state == BREAKER_OPEN && until - since > open) {
+	if (sl->state == BREAKER_OPEN && sl->until - sl->since > sl->open) {
 		xasprintf(cause,
-		    "upstream %s: until - since is longer than open=", e->name);
+		    "upstream %s: until - since is longer than open=", name);
 		return -1;
 	}
-	e->saved.age_ms = wall_ms > since ? wall_ms - since : 0;
+	return 0;
+}
+
+/* Restore a breaker's saved state from a checked line, as of wall_ms. */
+static void
+state_line_restore(const struct state_line *sl, uint64_t wall_ms,
+    struct breaker_saved *saved)
+{
+	uint64_t since = sl->since, until = sl->until;
+
+	saved->state = sl->state;
+	saved->age_ms = wall_ms > since ? wall_ms - since : 0;
 	/*
 	 * What is left is never more than was given (SPEC 3): at most until -
 	 * since (for an opening, at most open=), whatever the wall clock did
 	 * between the write and now.
 	 */
-	if (until_none)
-		e->saved.remaining_ms = -1;
+	if (sl->until_none)
+		saved->remaining_ms = -1;
 	else if (until <= wall_ms)
-		e->saved.remaining_ms = 0;
+		saved->remaining_ms = 0;
 	else if (until - wall_ms > until - since)
-		e->saved.remaining_ms = (int64_t)(until - since);
+		saved->remaining_ms = (int64_t)(until - since);
 	else
-		e->saved.remaining_ms = (int64_t)(until - wall_ms);
+		saved->remaining_ms = (int64_t)(until - wall_ms);
 	/* And what has passed is at most the whole less what is left. */
-	if (!until_none &&
-	    e->saved.age_ms > until - since - (uint64_t)e->saved.remaining_ms)
-		e->saved.age_ms =
-		    until - since - (uint64_t)e->saved.remaining_ms;
-	e->saved.open_ms = open;
-	e->saved.backoff_steps = (unsigned)backoff;
-	return 0;
+	if (!sl->until_none &&
+	    saved->age_ms > until - since - (uint64_t)saved->remaining_ms)
+		saved->age_ms = until - since - (uint64_t)saved->remaining_ms;
+	saved->open_ms = sl->open;
+	saved->backoff_steps = (unsigned)sl->backoff;
+}
 
-bad:
-	xasprintf(cause, "upstream %s: bad %s '%s'", e->name,
-	    state_field_names[f], val);
-	return -1;
+/* Decode one upstream's line (modified in place) as of wall_ms. */
+static int
+state_decode_line(char *line, uint64_t wall_ms, struct state_entry *e,
+    char **cause)
+{
+	struct state_line sl;
+	char *tok, *save = NULL;
+
+	memset(e, 0, sizeof(*e));
+	memset(&sl, 0, sizeof(sl));
+	tok = strtok_r(line, " \t", &save);
+	if (tok == NULL || !config_name_valid(tok)) {
+		xasprintf(cause, "bad upstream name '%s'", tok ? tok : "");
+		return -1;
+	}
+	snprintf(e->name, sizeof(e->name), "%s", tok);
+	if (state_decode_fields(&save, e->name, &sl, cause) != 0 ||
+	    state_line_check(e->name, &sl, cause) != 0)
+		return -1;
+	state_line_restore(&sl, wall_ms, &e->saved);
+	return 0;
 }
 
 /* Check the version line: ours, another version, or not a state file. */
