@@ -36,8 +36,6 @@ enum state_field {
 	STATE_F_BACKOFF,
 	STATE_F_COUNT
 };
-static const char *state_field_names[] = { "state", "since", "until", "open",
-	"backoff" };
 
 /* Encode entries as of wall_ms: when a state began and when it ends. */
 char *
@@ -99,66 +97,76 @@ state_parse_ms(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* When a state ends: a time, or none (never on its own). */
+struct state_until {
+	uint64_t ms;
+	bool none;
+};
+
 /* What the fields of one line say, before they are checked together. */
 struct state_line {
 	bool seen[STATE_F_COUNT];
 	enum breaker_state state;
-	uint64_t since, until, open, backoff;
-	bool until_none;
+	uint64_t since;
+	struct state_until until;
+	uint64_t open;
+	uint64_t backoff;
 };
 
-/* Decode state=: a breaker state's name. */
+/* Decode a breaker state's name (state=). */
 static int
-state_field_state(const char *val, struct state_line *sl)
+state_field_state(const char *val, void *field)
 {
-	return breaker_state_parse(val, &sl->state);
+	return breaker_state_parse(val, field);
 }
 
-/* Decode since=: unix seconds. */
+/* Decode seconds with at most three decimals (since=, open=). */
 static int
-state_field_since(const char *val, struct state_line *sl)
+state_field_ms(const char *val, void *field)
 {
-	return state_parse_ms(val, &sl->since);
+	return state_parse_ms(val, field);
 }
 
-/* Decode until=: unix seconds, or none. */
+/* Decode a time or none (until=). */
 static int
-state_field_until(const char *val, struct state_line *sl)
+state_field_until(const char *val, void *field)
 {
+	struct state_until *until = field;
+
 	if (strcmp(val, "none") == 0) {
-		sl->until_none = true;
+		until->none = true;
 		return 0;
 	}
-	return state_parse_ms(val, &sl->until);
+	return state_parse_ms(val, &until->ms);
 }
 
-/* Decode open=: seconds. */
+/* Decode a count of at most four digits (backoff=). */
 static int
-state_field_open(const char *val, struct state_line *sl)
-{
-	return state_parse_ms(val, &sl->open);
-}
-
-/* Decode backoff=: a count of at most four digits. */
-static int
-state_field_backoff(const char *val, struct state_line *sl)
+state_field_backoff(const char *val, void *field)
 {
 	if (val[0] == '\0' || strspn(val, "0123456789") != strlen(val) ||
 	    strlen(val) > 4)
 		return -1;
-	sl->backoff = strtoull(val, NULL, 10);
+	*(uint64_t *)field = strtoull(val, NULL, 10);
 	return 0;
 }
 
-/* The decoder of each field, in enum state_field order. */
-static int (*const state_field_decoders[STATE_F_COUNT])(const char *,
-    struct state_line *) = {
-	[STATE_F_STATE] = state_field_state,
-	[STATE_F_SINCE] = state_field_since,
-	[STATE_F_UNTIL] = state_field_until,
-	[STATE_F_OPEN] = state_field_open,
-	[STATE_F_BACKOFF] = state_field_backoff,
+/* Each field of a line: its name, its decoder, where it goes. */
+/* clang-format off */
+#define STATE_FIELD(f, decode) { #f, decode, offsetof(struct state_line, f) }
+/* clang-format on */
+static const struct state_field_row {
+	const char *name;
+	int (*decode)(const char *, void *);
+	size_t off;
+} state_fields[STATE_F_COUNT] = {
+	[STATE_F_STATE] = STATE_FIELD(state, state_field_state),
+	[STATE_F_SINCE] = STATE_FIELD(since, state_field_ms),
+	[STATE_F_UNTIL] = STATE_FIELD(until, state_field_until),
+	[STATE_F_OPEN] = STATE_FIELD(open, state_field_ms),
+	[STATE_F_BACKOFF] = STATE_FIELD(backoff, state_field_backoff),
 };
+#undef STATE_FIELD
 
 /* Decode the key=value fields after the name, each once, all of them. */
 static int
@@ -175,7 +183,7 @@ state_decode_fields(char **save, const char *name, struct state_line *sl,
 		}
 		*val++ = '\0';
 		for (f = 0; f < STATE_F_COUNT; f++)
-			if (strcmp(tok, state_field_names[f]) == 0)
+			if (strcmp(tok, state_fields[f].name) == 0)
 				break;
 		if (f == STATE_F_COUNT) {
 			xasprintf(cause, "unknown field '%s'", tok);
@@ -186,16 +194,17 @@ state_decode_fields(char **save, const char *name, struct state_line *sl,
 			return -1;
 		}
 		sl->seen[f] = true;
-		if (state_field_decoders[f](val, sl) != 0) {
+		if (state_fields[f].decode(val,
+			(char *)sl + state_fields[f].off) != 0) {
 			xasprintf(cause, "upstream %s: bad %s '%s'", name,
-			    state_field_names[f], val);
+			    state_fields[f].name, val);
 			return -1;
 		}
 	}
 	for (f = 0; f < STATE_F_COUNT; f++)
 		if (!sl->seen[f]) {
 			xasprintf(cause, "upstream %s: no %s=", name,
-			    state_field_names[f]);
+			    state_fields[f].name);
 			return -1;
 		}
 	return 0;
@@ -205,16 +214,16 @@ state_decode_fields(char **save, const char *name, struct state_line *sl,
 static int
 state_line_check(const char *name, const struct state_line *sl, char **cause)
 {
-	if (sl->state == BREAKER_OPEN && sl->until_none) {
+	if (sl->state == BREAKER_OPEN && sl->until.none) {
 		xasprintf(cause, "upstream %s: open with until=none", name);
 		return -1;
 	}
-	if (!sl->until_none && sl->until < sl->since) {
+	if (!sl->until.none && sl->until.ms < sl->since) {
 		xasprintf(cause, "upstream %s: until before since", name);
 		return -1;
 	}
 	/* An opening lasts open= from since: a longer one was not ours. */
-	if (sl->state == BREAKER_OPEN && sl->until - sl->since > sl->open) {
+	if (sl->state == BREAKER_OPEN && sl->until.ms - sl->since > sl->open) {
 		xasprintf(cause,
 		    "upstream %s: until - since is longer than open=", name);
 		return -1;
@@ -227,7 +236,7 @@ static void
 state_line_restore(const struct state_line *sl, uint64_t wall_ms,
     struct breaker_saved *saved)
 {
-	uint64_t since = sl->since, until = sl->until;
+	uint64_t since = sl->since, until = sl->until.ms;
 
 	saved->state = sl->state;
 	saved->age_ms = wall_ms > since ? wall_ms - since : 0;
@@ -236,7 +245,7 @@ state_line_restore(const struct state_line *sl, uint64_t wall_ms,
 	 * since (for an opening, at most open=), whatever the wall clock did
 	 * between the write and now.
 	 */
-	if (sl->until_none)
+	if (sl->until.none)
 		saved->remaining_ms = -1;
 	else if (until <= wall_ms)
 		saved->remaining_ms = 0;
@@ -245,7 +254,7 @@ state_line_restore(const struct state_line *sl, uint64_t wall_ms,
 	else
 		saved->remaining_ms = (int64_t)(until - wall_ms);
 	/* And what has passed is at most the whole less what is left. */
-	if (!sl->until_none &&
+	if (!sl->until.none &&
 	    saved->age_ms > until - since - (uint64_t)saved->remaining_ms)
 		saved->age_ms = until - since - (uint64_t)saved->remaining_ms;
 	saved->open_ms = sl->open;
