@@ -58,139 +58,150 @@ test_load_ok(const char *text)
 	return cfg;
 }
 
+/* How a field of a loaded config is read. */
+enum test_kind {
+	TEST_U64,
+	TEST_UINT,
+	TEST_DOUBLE,
+	TEST_BOOL,
+	TEST_INT, /* an int or an int-sized enum */
+	TEST_SIZE,
+	TEST_PORT, /* a struct addr: its port, host name or not */
+	TEST_TEXT, /* a char array */
+	TEST_PTR,  /* a char *; NULL reads as "" */
+};
+
+/* clang-format off */
+/*
+ * The fields a row may name: of [global] (G), of an upstream (U), of its
+ * breaker (B), of its listen address number n (L); named as the field.
+ * A port is read from its whole address, which the row points at.
+ */
+#define G(f, k) { #f, 0, -1, offsetof(struct config, f), TEST_##k }
+#define U(f, k) { #f, 1, -1, offsetof(struct upstream_conf, f), TEST_##k }
+#define B(f, k)                                                                \
+	{ #f, 1, -1, offsetof(struct upstream_conf, breaker.f), TEST_##k }
+#define L(n, f, k)                                                             \
+	{ "listen" #n "." #f, 1, n, offsetof(struct addr, f), TEST_##k }
+static const struct test_field_row {
+	const char *name;
+	int upstream;
+	int listen; /* -1, or the field is of that listen address */
+	size_t off;
+	enum test_kind kind;
+} test_fields[] = {
+	G(log_level, INT), G(log_target, INT), G(workers, UINT),
+	G(workers_auto, BOOL), G(admin_enabled, BOOL),
+	G(admin.family, INT), G(shutdown_timeout_ms, U64),
+	G(log_rejects_per_second, UINT),
+	G(admin.text, TEXT), G(admin_token, PTR), G(state_file, PTR),
+	G(resolver, PTR),
+
+	U(connect_timeout_ms, U64), U(idle_timeout_ms, U64),
+	U(max_connections, UINT), U(failure_on_early_close, BOOL),
+	U(slow_connect_ms, U64), U(reject, INT), U(splice, INT),
+	U(nlisten, SIZE), U(server.name, INT),
+	U(server_line, INT), U(resolve_interval_ms, U64),
+	U(server.family, INT), U(backup_index, INT), U(line, INT),
+	U(name, TEXT), U(backup, PTR), U(server.text, TEXT),
+	U(server.host, TEXT),
+
+	B(failure_threshold, UINT), B(failure_rate_threshold, DOUBLE),
+	B(window_calls, UINT), B(window_ms, U64), B(minimum_calls, UINT),
+	B(recovery_timeout_ms, U64), B(recovery_backoff, DOUBLE),
+	B(recovery_timeout_max_ms, U64), B(recovery_jitter, DOUBLE),
+	B(half_open_max_calls, UINT), B(success_threshold, UINT),
+	B(recovery_probe, INT), B(dry_run, BOOL),
+
+	L(0, family, INT), L(0, wildcard, INT), L(0, text, TEXT), L(1, text, TEXT),
+
+	{ "admin.port", 0, -1, offsetof(struct config, admin), TEST_PORT },
+	{ "server.port", 1, -1, offsetof(struct upstream_conf, server), TEST_PORT },
+	{ "listen0.port", 1, 0, 0, TEST_PORT },
+};
+/* clang-format on */
+#undef G
+#undef U
+#undef B
+#undef L
+
+/*
+ * Find a field by its row name (up NULL: a [global] one) and where it is
+ * in cfg; NULL where it cannot be (a listen address not there).
+ */
+static const char *
+test_field_find(const struct config *cfg, const char *up, const char *f,
+    const struct test_field_row **rowp)
+{
+	const struct upstream_conf *u = NULL;
+	const struct test_field_row *row;
+	size_t i;
+
+	if (up != NULL) {
+		u = config_find_upstream(cfg, up);
+		ck_assert_msg(u != NULL, "no upstream %s", up);
+	}
+	for (i = 0; i < CP_ARRAY_LEN(test_fields); i++) {
+		row = &test_fields[i];
+		if (row->upstream != (up != NULL) || strcmp(row->name, f) != 0)
+			continue;
+		*rowp = row;
+		if (u == NULL)
+			return (const char *)cfg + row->off;
+		if (row->listen < 0)
+			return (const char *)u + row->off;
+		if ((size_t)row->listen >= u->nlisten)
+			return NULL;
+		return (const char *)&u->listen[row->listen] + row->off;
+	}
+	ck_abort_msg("no field %s of %s", f,
+	    up != NULL ? "an upstream" : "[global]");
+	return NULL;
+}
+
 /* Read one value of a loaded config, by a test-side name for its field. */
 static double
 test_field(const struct config *cfg, const char *up, const char *f)
 {
-	const struct upstream_conf *u = NULL;
-	const struct breaker_conf *b;
+	const struct test_field_row *row;
+	const char *p = test_field_find(cfg, up, f, &row);
+	const struct addr *a = (const struct addr *)p;
 
-	if (up != NULL) {
-		u = config_find_upstream(cfg, up);
-		ck_assert_msg(u != NULL, "no upstream %s", up);
-		b = &u->breaker;
-		if (strcmp(f, "connect_timeout_ms") == 0)
-			return (double)u->connect_timeout_ms;
-		if (strcmp(f, "idle_timeout_ms") == 0)
-			return (double)u->idle_timeout_ms;
-		if (strcmp(f, "max_connections") == 0)
-			return u->max_connections;
-		if (strcmp(f, "failure_on_early_close") == 0)
-			return u->failure_on_early_close;
-		if (strcmp(f, "slow_connect_ms") == 0)
-			return (double)u->slow_connect_ms;
-		if (strcmp(f, "reject") == 0)
-			return u->reject;
-		if (strcmp(f, "recovery_probe") == 0)
-			return b->recovery_probe;
-		if (strcmp(f, "splice") == 0)
-			return u->splice;
-		if (strcmp(f, "nlisten") == 0)
-			return (double)u->nlisten;
-		if (strcmp(f, "listen0.port") == 0)
-			return test_port(&u->listen[0]);
-		if (strcmp(f, "listen0.family") == 0)
-			return u->listen[0].family;
-		if (strcmp(f, "listen0.wildcard") == 0)
-			return u->listen[0].wildcard;
-		if (strcmp(f, "server.port") == 0)
-			return u->server.name ? u->server.port
-					      : test_port(&u->server);
-		if (strcmp(f, "server.name") == 0)
-			return u->server.name;
-		if (strcmp(f, "server_line") == 0)
-			return u->server_line;
-		if (strcmp(f, "resolve_interval_ms") == 0)
-			return (double)u->resolve_interval_ms;
-		if (strcmp(f, "server.family") == 0)
-			return u->server.family;
-		if (strcmp(f, "backup_index") == 0)
-			return u->backup_index;
-		if (strcmp(f, "line") == 0)
-			return u->line;
-		if (strcmp(f, "failure_threshold") == 0)
-			return b->failure_threshold;
-		if (strcmp(f, "failure_rate_threshold") == 0)
-			return b->failure_rate_threshold;
-		if (strcmp(f, "window_calls") == 0)
-			return b->window_calls;
-		if (strcmp(f, "window_ms") == 0)
-			return (double)b->window_ms;
-		if (strcmp(f, "minimum_calls") == 0)
-			return b->minimum_calls;
-		if (strcmp(f, "recovery_timeout_ms") == 0)
-			return (double)b->recovery_timeout_ms;
-		if (strcmp(f, "recovery_backoff") == 0)
-			return b->recovery_backoff;
-		if (strcmp(f, "recovery_timeout_max_ms") == 0)
-			return (double)b->recovery_timeout_max_ms;
-		if (strcmp(f, "recovery_jitter") == 0)
-			return b->recovery_jitter;
-		if (strcmp(f, "half_open_max_calls") == 0)
-			return b->half_open_max_calls;
-		if (strcmp(f, "success_threshold") == 0)
-			return b->success_threshold;
-		if (strcmp(f, "dry_run") == 0)
-			return b->dry_run;
-	} else {
-		if (strcmp(f, "log_level") == 0)
-			return cfg->log_level;
-		if (strcmp(f, "log_target") == 0)
-			return cfg->log_target;
-		if (strcmp(f, "workers") == 0)
-			return cfg->workers;
-		if (strcmp(f, "workers_auto") == 0)
-			return cfg->workers_auto;
-		if (strcmp(f, "admin_enabled") == 0)
-			return cfg->admin_enabled;
-		if (strcmp(f, "admin.port") == 0)
-			return test_port(&cfg->admin);
-		if (strcmp(f, "admin.family") == 0)
-			return cfg->admin.family;
-		if (strcmp(f, "shutdown_timeout_ms") == 0)
-			return (double)cfg->shutdown_timeout_ms;
-		if (strcmp(f, "log_rejects_per_second") == 0)
-			return cfg->log_rejects_per_second;
-		if (strcmp(f, "nupstreams") == 0)
-			return (double)cfg->nupstreams;
+	ck_assert_msg(p != NULL, "%s is not there", f);
+	switch (row->kind) {
+	case TEST_U64:
+		return (double)*(const uint64_t *)p;
+	case TEST_UINT:
+		return *(const unsigned *)p;
+	case TEST_DOUBLE:
+		return *(const double *)p;
+	case TEST_BOOL:
+		return *(const bool *)p;
+	case TEST_INT:
+		return *(const int *)p;
+	case TEST_SIZE:
+		return (double)*(const size_t *)p;
+	case TEST_PORT:
+		return a->name ? a->port : test_port(a);
+	default:
+		ck_abort_msg("%s is a string", f);
 	}
-	ck_abort_msg("test_field: unknown field %s", f);
 	return 0;
 }
 
-/* Read one string of a loaded config ("" for NULL). */
+/* Read one string of a loaded config ("" for NULL or not there). */
 static const char *
 test_sfield(const struct config *cfg, const char *up, const char *f)
 {
-	const struct upstream_conf *u;
+	const struct test_field_row *row;
+	const char *p = test_field_find(cfg, up, f, &row);
 
-	if (up != NULL) {
-		u = config_find_upstream(cfg, up);
-		ck_assert_msg(u != NULL, "no upstream %s", up);
-		if (strcmp(f, "name") == 0)
-			return u->name;
-		if (strcmp(f, "backup") == 0)
-			return u->backup != NULL ? u->backup : "";
-		if (strcmp(f, "server") == 0)
-			return u->server.text;
-		if (strcmp(f, "server.host") == 0)
-			return u->server.host;
-		if (strcmp(f, "listen0") == 0)
-			return u->listen[0].text;
-		if (strcmp(f, "listen1") == 0)
-			return u->nlisten > 1 ? u->listen[1].text : "";
-	} else {
-		if (strcmp(f, "admin") == 0)
-			return cfg->admin.text;
-		if (strcmp(f, "admin_token") == 0)
-			return cfg->admin_token != NULL ? cfg->admin_token : "";
-		if (strcmp(f, "state_file") == 0)
-			return cfg->state_file != NULL ? cfg->state_file : "";
-		if (strcmp(f, "resolver") == 0)
-			return cfg->resolver != NULL ? cfg->resolver : "";
-	}
-	ck_abort_msg("test_sfield: unknown field %s", f);
-	return "";
+	if (p == NULL)
+		return "";
+	if (row->kind == TEST_TEXT)
+		return p;
+	ck_assert_msg(row->kind == TEST_PTR, "%s is not a string", f);
+	return *(const char *const *)p != NULL ? *(const char *const *)p : "";
 }
 
 /* Durations: text in, milliseconds or the exact cause out. */
@@ -719,13 +730,13 @@ static const struct {
 	{ UP("splice = auto\n"), "a", "splice", SPLICE_AUTO, NULL },
 
 	/* Addresses. */
-	{ BASE, "a", "listen0", 0, "127.0.0.1:8080" },
+	{ BASE, "a", "listen0.text", 0, "127.0.0.1:8080" },
 	{ BASE, "a", "listen0.port", 8080, NULL },
 	{ BASE, "a", "listen0.family", AF_INET, NULL },
-	{ BASE, "a", "server", 0, "127.0.0.1:9090" },
+	{ BASE, "a", "server.text", 0, "127.0.0.1:9090" },
 	{ BASE, "a", "server.port", 9090, NULL },
 	{ UP("listen = [::1]:8081\n"), "a", "nlisten", 2, NULL },
-	{ UP("listen = [::1]:8081\n"), "a", "listen1", 0, "[::1]:8081" },
+	{ UP("listen = [::1]:8081\n"), "a", "listen1.text", 0, "[::1]:8081" },
 	{ "[upstream:a]\nlisten = *:7000\nserver = [::1]:9090\n", "a",
 	    "listen0.wildcard", 1, NULL },
 	{ "[upstream:a]\nlisten = *:7000\nserver = [::1]:9090\n", "a",
@@ -833,7 +844,7 @@ static const struct {
 	    NULL },
 	{ "[global]\nadmin = 127.0.0.1:9901\n", NULL, "admin.port", 9901,
 	    NULL },
-	{ "[global]\nadmin = 127.0.0.1:9901\n", NULL, "admin", 0,
+	{ "[global]\nadmin = 127.0.0.1:9901\n", NULL, "admin.text", 0,
 	    "127.0.0.1:9901" },
 	{ "[global]\nadmin = [::1]:9901\n", NULL, "admin.family", AF_INET6,
 	    NULL },
