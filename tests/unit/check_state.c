@@ -14,6 +14,7 @@
 
 #include "state.h"
 #include "unit.h"
+#include "util.h"
 
 #define W0 1764630000000ULL /* a wall-clock time, ms */
 
@@ -41,27 +42,40 @@ decode_ok(const char *text, size_t *n)
 	return v;
 }
 
+/* Check a decoded entry against the one expected, field by field. */
+static void
+entry_check(const struct state_entry *got, const struct state_entry *want)
+{
+	ck_assert_str_eq(got->name, want->name);
+	ck_assert_int_eq(got->saved.state, want->saved.state);
+	ck_assert_uint_eq(got->saved.age_ms, want->saved.age_ms);
+	ck_assert_int_eq(got->saved.remaining_ms, want->saved.remaining_ms);
+	ck_assert_uint_eq(got->saved.open_ms, want->saved.open_ms);
+	ck_assert_uint_eq(got->saved.backoff_steps, want->saved.backoff_steps);
+}
+
+/* One entry as a row: name, state, age, remaining, open, backoff. */
+#define ENTRY(n, s, age, rem, open, steps)                                     \
+	{                                                                      \
+		.name = (n), .saved = {                                        \
+			.state = BREAKER_##s,                                  \
+			.age_ms = (age),                                       \
+			.remaining_ms = (rem),                                 \
+			.open_ms = (open),                                     \
+			.backoff_steps = (steps),                              \
+		}                                                              \
+	}
+
 /* Encoding writes the version line and one line per upstream. */
 START_TEST(test_encode)
 {
-	struct state_entry v[3];
+	static const struct state_entry v[] = {
+		ENTRY("api", OPEN, 10000, 20500, 30000, 2),
+		ENTRY("db.main-1", FORCED_OPEN, 1, -1, 0, 0),
+		ENTRY("web", CLOSED, 5000, -1, 0, 0),
+	};
 	char *text;
 
-	memset(v, 0, sizeof(v));
-	strcpy(v[0].name, "api");
-	v[0].saved.state = BREAKER_OPEN;
-	v[0].saved.age_ms = 10000;
-	v[0].saved.remaining_ms = 20500;
-	v[0].saved.open_ms = 30000;
-	v[0].saved.backoff_steps = 2;
-	strcpy(v[1].name, "db.main-1");
-	v[1].saved.state = BREAKER_FORCED_OPEN;
-	v[1].saved.age_ms = 1;
-	v[1].saved.remaining_ms = -1;
-	strcpy(v[2].name, "web");
-	v[2].saved.state = BREAKER_CLOSED;
-	v[2].saved.age_ms = 5000;
-	v[2].saved.remaining_ms = -1;
 	text = state_encode(v, 3, W0);
 	ck_assert_str_eq(text,
 	    "circuitproxyd-state 1\n"
@@ -82,11 +96,21 @@ START_TEST(test_encode)
 }
 END_TEST
 
-/* Decoding as of a later time gives what is left then. */
+/*
+ * Decoding as of a later time gives what is left then: a state that begins
+ * after now (the clock went back) is new; a time already past is 0 left,
+ * not none.
+ */
 START_TEST(test_decode)
 {
+	static const struct state_entry want[] = {
+		ENTRY("api", OPEN, 10000, 20000, 30500, 2),
+		ENTRY("db", FORCED_CLOSED, 0, -1, 0, 0),
+		ENTRY("web", HALF_OPEN, 100, -1, 0, 7),
+		ENTRY("old", FORCED_OPEN, 1764628999000ULL, 0, 0, 0),
+	};
 	struct state_entry *v;
-	size_t n;
+	size_t n, i;
 
 	v = decode_ok("circuitproxyd-state 1\n"
 		      "# a comment\n"
@@ -100,23 +124,9 @@ START_TEST(test_decode)
 		      "old state=forced_open since=1 until=1764629000.000 "
 		      "open=0 backoff=0\n",
 	    &n);
-	ck_assert_uint_eq(n, 4);
-	ck_assert_str_eq(v[0].name, "api");
-	ck_assert_int_eq(v[0].saved.state, BREAKER_OPEN);
-	ck_assert_uint_eq(v[0].saved.age_ms, 10000);
-	ck_assert_int_eq(v[0].saved.remaining_ms, 20000);
-	ck_assert_uint_eq(v[0].saved.open_ms, 30500);
-	ck_assert_uint_eq(v[0].saved.backoff_steps, 2);
-	/* A state that begins after now (the clock went back) is new. */
-	ck_assert_str_eq(v[1].name, "db");
-	ck_assert_int_eq(v[1].saved.state, BREAKER_FORCED_CLOSED);
-	ck_assert_uint_eq(v[1].saved.age_ms, 0);
-	ck_assert_int_eq(v[1].saved.remaining_ms, -1);
-	ck_assert_int_eq(v[2].saved.state, BREAKER_HALF_OPEN);
-	ck_assert_uint_eq(v[2].saved.age_ms, 100);
-	ck_assert_uint_eq(v[2].saved.backoff_steps, 7);
-	/* A time already past is 0 left, not none. */
-	ck_assert_int_eq(v[3].saved.remaining_ms, 0);
+	ck_assert_uint_eq(n, CP_ARRAY_LEN(want));
+	for (i = 0; i < n; i++)
+		entry_check(&v[i], &want[i]);
 	free(v);
 
 	v = decode_ok("circuitproxyd-state 1\n", &n);
@@ -125,36 +135,32 @@ START_TEST(test_decode)
 }
 END_TEST
 
+#define NAME64                                                                 \
+	"n234567890123456789012345678901234567890123456789012345678901234"
+
 /* What is encoded decodes to the same, a second later a second less. */
 START_TEST(test_roundtrip)
 {
-	struct state_entry in[2], *out;
+	static const struct state_entry in[] = {
+		ENTRY("a", OPEN, 1234, 98765, 100000, 9999),
+		ENTRY(NAME64, FORCED_CLOSED, 0, 1, 0, 0),
+	};
+	static const struct state_entry want[] = {
+		ENTRY("a", OPEN, 2234, 97765, 100000, 9999),
+		/* A force of 1 ms: no more than that has passed. */
+		ENTRY(NAME64, FORCED_CLOSED, 1, 0, 0, 0),
+	};
+	struct state_entry *out;
 	char *text, *cause = NULL;
-	size_t n;
+	size_t n, i;
 
-	memset(in, 0, sizeof(in));
-	strcpy(in[0].name, "a");
-	in[0].saved.state = BREAKER_OPEN;
-	in[0].saved.age_ms = 1234;
-	in[0].saved.remaining_ms = 98765;
-	in[0].saved.open_ms = 100000;
-	in[0].saved.backoff_steps = 9999;
-	strcpy(in[1].name,
-	    "n234567890123456789012345678901234567890123456789012345678901234");
-	in[1].saved.state = BREAKER_FORCED_CLOSED;
-	in[1].saved.remaining_ms = 1;
-	text = state_encode(in, 2, W0);
+	text = state_encode(in, CP_ARRAY_LEN(in), W0);
 	ck_assert_int_eq(state_decode(text, strlen(text), W0 + 1000, &out, &n,
 			     &cause),
 	    0);
-	ck_assert_uint_eq(n, 2);
-	ck_assert_str_eq(out[0].name, "a");
-	ck_assert_uint_eq(out[0].saved.age_ms, 2234);
-	ck_assert_int_eq(out[0].saved.remaining_ms, 97765);
-	ck_assert_uint_eq(out[0].saved.open_ms, 100000);
-	ck_assert_uint_eq(out[0].saved.backoff_steps, 9999);
-	ck_assert_str_eq(out[1].name, in[1].name);
-	ck_assert_int_eq(out[1].saved.remaining_ms, 0);
+	ck_assert_uint_eq(n, CP_ARRAY_LEN(want));
+	for (i = 0; i < n; i++)
+		entry_check(&out[i], &want[i]);
 	free(out);
 	free(text);
 }
