@@ -8,10 +8,12 @@
  * deadline by which its (next) request must be complete, so a slow or
  * silent client is cut off. Clients that send nothing or trickle cannot
  * starve the endpoint (SPEC.md 7): the listener is never turned off for
- * them; a full table closes the oldest connection that has not sent a
- * complete request, and the listener yields to the loop after a batch of
- * accepts, so the requests of clients already in are read in between.
+ * them; a full table closes the oldest connection that has sent nothing
+ * not yet read and no complete request (never one whose request has come
+ * in), and the listener yields to the loop after a batch of accepts, so
+ * the requests of clients already in are read in between.
  */
+#include <sys/ioctl.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -220,9 +222,32 @@ admin_evicted_log(struct admin *a, uint64_t now)
 }
 
 /*
- * Close the oldest connection that has not sent a complete request (a
- * silent or trickling client), or failing that, if any, the oldest of all;
- * false if there is none to close.
+ * Has a connection bytes come in that are not read yet (a request that
+ * arrived while the table filled), or an answer still going out? Such a
+ * connection is never closed for room: its client is about to be served.
+ */
+static bool
+admin_conn_busy(const struct admin_conn *c)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
+	evutil_socket_t fd;
+	int n = 0;
+
+	if (bev == NULL)
+		return false;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return true;
+	fd = bufferevent_getfd(bev);
+	return fd != -1 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/*
+ * Close the oldest connection that has not sent a complete request and has
+ * nothing unread (a silent client, or a trickling one whose bytes are all
+ * in), or failing that, if any, the oldest kept-alive one waiting for its
+ * next request; false if there is none to close. A connection whose
+ * request has come in is served, never closed, even if the table stays
+ * over its size until the loop reads it.
  */
 static bool
 admin_evict(struct admin *a, bool any)
@@ -235,14 +260,16 @@ admin_evict(struct admin *a, bool any)
 	{
 		if (c->evcon == NULL)
 			continue;
-		if (victim == NULL)
-			victim = c;
 		if (c->requests == 0) {
+			if (admin_conn_busy(c))
+				continue;
 			victim = c;
 			break;
 		}
+		if (any && victim == NULL && !admin_conn_busy(c))
+			victim = c;
 	}
-	if (victim == NULL || (victim->requests != 0 && !any))
+	if (victim == NULL)
 		return false;
 	a->evicted++;
 	if (a->evicted_logged_ms == 0 || now - a->evicted_logged_ms >= 1000)
