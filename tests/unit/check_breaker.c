@@ -1,10 +1,12 @@
 /*
- * Check suite for the breaker (SPEC.md section 4): one test per transition
- * and edge, a reference model driven beside it by random event sequences,
- * and threads hammering one breaker.
+ * Check suite for the breaker (SPEC.md section 4): the rules as scenario
+ * rows (config, a sequence of events, what must be seen after each), one
+ * runner that plays a row, a reference model driven beside the breaker by
+ * random event sequences, and threads hammering one breaker.
  */
 #include <check.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 
 #include "breaker.h"
 #include "unit.h"
+#include "unit_breaker.h"
 
 #define T0 1000000 /* a start time that is a whole number of buckets */
 #define MAX_TR 64
@@ -22,25 +25,6 @@ struct trlog {
 	int n;
 	struct breaker_transition tr[MAX_TR];
 };
-
-/* Return the config the tests start from: SPEC.md's defaults. */
-static struct breaker_conf
-conf_default(void)
-{
-	struct breaker_conf c;
-
-	memset(&c, 0, sizeof(c));
-	c.failure_threshold = 5;
-	c.failure_rate_threshold = 0;
-	c.window_calls = 20;
-	c.minimum_calls = 10;
-	c.recovery_timeout_ms = 30000;
-	c.recovery_backoff = 1;
-	c.recovery_timeout_max_ms = 600000;
-	c.half_open_max_calls = 3;
-	c.success_threshold = 2;
-	return c;
-}
 
 /* Append one transition to the log the callback was given. */
 static void
@@ -53,84 +37,1019 @@ trlog_cb(const struct breaker_transition *tr, void *arg)
 	l->n++;
 }
 
-/* Create a breaker at T0 that reports its transitions into l. */
-static struct breaker *
-mk(const struct breaker_conf *c, struct trlog *l)
-{
-	struct breaker *b = breaker_new(c, T0, 42);
-
-	if (l != NULL) {
-		memset(l, 0, sizeof(*l));
-		breaker_set_callback(b, trlog_cb, l);
-	}
-	return b;
-}
-
-/* Admit one client and return its ticket. */
-static struct breaker_ticket
-admit(struct breaker *b, uint64_t now)
-{
-	struct breaker_ticket t;
-
-	memset(&t, 0xa5, sizeof(t));
-	breaker_admit(b, now, &t);
-	return t;
-}
-
 /* Admit one client, which must be let through, and record a failure. */
 static void
 rec_fail(struct breaker *b, uint64_t now, enum breaker_error err)
 {
-	struct breaker_ticket t = admit(b, now);
-
-	ck_assert(t.admitted);
-	breaker_record(b, &t, false, err, now);
+	ck_assert(unit_breaker_attempt(b, now, false, err));
 }
 
-/* Admit one client, which must be let through, and record a success. */
-static void
-rec_ok(struct breaker *b, uint64_t now)
-{
-	struct breaker_ticket t = admit(b, now);
+/*
+ * The fields a scenario step may set or check, one list per object; each
+ * list makes the keys (KC_failure_threshold, KS_window_attempts, ...), their
+ * names for failure messages and the accessors.
+ */
+#define CONF_FIELDS(X)                                                         \
+	X(failure_threshold)                                                   \
+	X(failure_rate_threshold)                                              \
+	X(window_calls)                                                        \
+	X(window_ms)                                                           \
+	X(minimum_calls)                                                       \
+	X(recovery_timeout_ms)                                                 \
+	X(recovery_backoff)                                                    \
+	X(recovery_timeout_max_ms)                                             \
+	X(recovery_jitter)                                                     \
+	X(half_open_max_calls)                                                 \
+	X(success_threshold)                                                   \
+	X(recovery_probe)                                                      \
+	X(dry_run)
+#define STATS_FIELDS(X)                                                        \
+	X(state)                                                               \
+	X(state_since_ms)                                                      \
+	X(retry_after_ms)                                                      \
+	X(expires_in_ms)                                                       \
+	X(recovery_timeout_ms)                                                 \
+	X(consecutive_failures)                                                \
+	X(window_attempts)                                                     \
+	X(window_failures)                                                     \
+	X(failure_rate)                                                        \
+	X(success_rate)                                                        \
+	X(attempts_total)                                                      \
+	X(successes_total)                                                     \
+	X(failures_total)                                                      \
+	X(rejected_total)                                                      \
+	X(rejected_open)                                                       \
+	X(rejected_half_open)                                                  \
+	X(rejected_forced_open)                                                \
+	X(opened_total)                                                        \
+	X(nchanges)
+#define TICKET_FIELDS(X)                                                       \
+	X(admitted)                                                            \
+	X(verdict)                                                             \
+	X(state)                                                               \
+	X(trial)                                                               \
+	X(probe)                                                               \
+	X(retry_after_ms)
+#define TRANSITION_FIELDS(X)                                                   \
+	X(consecutive_failures)                                                \
+	X(window_attempts)                                                     \
+	X(window_failures)                                                     \
+	X(retry_after_ms)                                                      \
+	X(now_ms)
+#define CHANGE_FIELDS(X)                                                       \
+	X(at_ms)                                                               \
+	X(from)                                                                \
+	X(to)                                                                  \
+	X(reason)
+#define SAVED_FIELDS(X)                                                        \
+	X(state)                                                               \
+	X(age_ms)                                                              \
+	X(remaining_ms)                                                        \
+	X(open_ms)                                                             \
+	X(backoff_steps)
 
-	ck_assert(t.admitted);
-	breaker_record(b, &t, true, BREAKER_ERR_OTHER, now);
-}
+#define KEY_ENUM(prefix, f) prefix##f,
+#define KEY_NAME(prefix, f) #f,
+#define KC_(f) KEY_ENUM(KC_, f)
+#define KS_(f) KEY_ENUM(KS_, f)
+#define KT_(f) KEY_ENUM(KT_, f)
+#define KR_(f) KEY_ENUM(KR_, f)
+#define KH_(f) KEY_ENUM(KH_, f)
+#define KV_(f) KEY_ENUM(KV_, f)
+#define KN_(f) KEY_NAME(, f)
+enum { CONF_FIELDS(KC_) };
+enum { STATS_FIELDS(KS_) KS_failures_by_error };
+enum { TICKET_FIELDS(KT_) };
+enum { TRANSITION_FIELDS(KR_) };
+enum { CHANGE_FIELDS(KH_) };
+enum { SAVED_FIELDS(KV_) };
 
-/* Return the breaker's state as of now. */
-static enum breaker_state
-state(struct breaker *b, uint64_t now)
-{
+/* What one step of a scenario does (the first group) or checks. */
+enum op {
+	OP_END,
+	OP_SET,		 /* a config field, before OP_RECONF or the first event */
+	OP_ATTEMPTS,	 /* n clients admitted (they must be) and recorded */
+	OP_ADMIT,	 /* one client into ticket slot n */
+	OP_RECORD,	 /* slot n's outcome */
+	OP_CANCEL,	 /* slot n given back */
+	OP_UNREJECT,	 /* slot n's reject taken back */
+	OP_PROBE,	 /* a probe's slot into ticket slot n; v: given or not */
+	OP_TICK,	 /* time-driven transitions */
+	OP_FORCE_OPEN,	 /* for arg ms (0 = until reset) */
+	OP_FORCE_CLOSED, /* for arg ms (0 = until reset) */
+	OP_RESET,
+	OP_RECONF,   /* the config as set so far */
+	OP_RESTART,  /* saved at `at`, restored into a new breaker at arg */
+	OP_SAVE_SET, /* a field of the saved record OP_RESTORE takes */
+	OP_RESTORE,
+	OP_STATE,    /* the state as of `at` */
+	OP_RETRY,    /* breaker_retry_after at `at` */
+	OP_DEADLINE, /* breaker_next_deadline */
+	OP_NTR,	     /* how many transitions the callback saw */
+	OP_TR,	     /* transition n: from, to, reason (in arg) */
+	OP_TR_FIELD, /* a field of transition n */
+	OP_SNAP,     /* take a snapshot at `at` for the OP_STAT/OP_CHANGE after */
+	OP_STAT,     /* a field of the snapshot */
+	OP_CHANGE,   /* a field of the snapshot's change n */
+	OP_TICKET,   /* a field of ticket slot n */
+	OP_SAVED,    /* a field of the saved record */
+};
+
+/* How a check compares what it sees with what it wants. */
+enum cmp { EQ, GT };
+
+/* One step of a scenario. */
+struct step {
+	enum op op;
+	int key;     /* which field (OP_SET, OP_STAT, OP_TICKET, ...) */
+	int n;	     /* a count, ticket slot, transition or change index */
+	uint64_t at; /* when it happens or is looked at (monotonic ms) */
+	uint64_t arg;
+	int err;      /* the error kind of a failure */
+	bool ok;      /* success or failure (OP_ATTEMPTS, OP_RECORD) */
+	enum cmp cmp; /* for a check */
+	double v;     /* the value set, or wanted */
+};
+
+/* A named scenario: its steps end with OP_END. */
+struct scenario {
+	const char *name;
+	const struct step *steps;
+};
+
+/* Things that happen. Times are absolute (T0 is the breaker's birth). */
+#define SET(f, val) { .op = OP_SET, .key = KC_##f, .v = (val) }
+#define FAILS(cnt, t, e)                                                       \
+	{ .op = OP_ATTEMPTS, .n = (cnt), .at = (t), .err = BREAKER_ERR_##e }
+#define OKS(cnt, t) { .op = OP_ATTEMPTS, .n = (cnt), .at = (t), .ok = true }
+#define ADMIT(k, t) { .op = OP_ADMIT, .n = (k), .at = (t) }
+#define REC(k, t, good, e)                                                     \
+	{ .op = OP_RECORD, .n = (k), .at = (t), .ok = (good), .err = (e) }
+#define REC_OK(k, t) REC(k, t, true, BREAKER_ERR_OTHER)
+#define REC_FAIL(k, t, e) REC(k, t, false, BREAKER_ERR_##e)
+#define CANCEL(k) { .op = OP_CANCEL, .n = (k) }
+#define UNREJECT(k) { .op = OP_UNREJECT, .n = (k) }
+#define PROBE(k, t, given) { .op = OP_PROBE, .n = (k), .at = (t), .v = (given) }
+#define TICK(t) { .op = OP_TICK, .at = (t) }
+#define FOPEN(life, t) { .op = OP_FORCE_OPEN, .at = (t), .arg = (life) }
+#define FCLOSED(life, t) { .op = OP_FORCE_CLOSED, .at = (t), .arg = (life) }
+#define RESET(t) { .op = OP_RESET, .at = (t) }
+#define RECONF(t) { .op = OP_RECONF, .at = (t) }
+#define RESTART(t, later) { .op = OP_RESTART, .at = (t), .arg = (later) }
+#define SVSET(f, val) { .op = OP_SAVE_SET, .key = KV_##f, .v = (val) }
+#define RESTORE(t) { .op = OP_RESTORE, .at = (t) }
+
+/* Things to check. */
+#define STATE(t, s) { .op = OP_STATE, .at = (t), .v = BREAKER_##s }
+#define RETRY(t, ms) { .op = OP_RETRY, .at = (t), .v = (ms) }
+#define RETRY_GT(t, ms) { .op = OP_RETRY, .at = (t), .cmp = GT, .v = (ms) }
+#define DEADLINE(t) { .op = OP_DEADLINE, .v = (t) }
+#define DEADLINE_GT(t) { .op = OP_DEADLINE, .cmp = GT, .v = (t) }
+#define NTR(cnt) { .op = OP_NTR, .v = (cnt) }
+#define TR(i, from, to, why)                                                   \
+	{ .op = OP_TR, .n = (i), .key = BREAKER_##from, .v = BREAKER_##to,    \
+	    .arg = BREAKER_REASON_##why }
+#define TRF(i, f, val) { .op = OP_TR_FIELD, .n = (i), .key = KR_##f, .v = (val) }
+#define SNAP(t) { .op = OP_SNAP, .at = (t) }
+#define ST(f, val) { .op = OP_STAT, .key = KS_##f, .v = (val) }
+#define ST_ERR(e, val)                                                         \
+	{ .op = OP_STAT, .key = KS_failures_by_error, .n = BREAKER_ERR_##e,    \
+	    .v = (val) }
+#define CH(i, f, val) { .op = OP_CHANGE, .n = (i), .key = KH_##f, .v = (val) }
+#define TK(k, f, val) { .op = OP_TICKET, .n = (k), .key = KT_##f, .v = (val) }
+#define SV(f, val) { .op = OP_SAVED, .key = KV_##f, .v = (val) }
+
+/* Short hands for what many rows do. */
+#define TRIP(cnt, t) FAILS(cnt, t, REFUSED), STATE(t, OPEN)
+#define REJECTED(t) ADMIT(9, t), TK(9, admitted, 0)
+#define ADMITTED(t) ADMIT(9, t), TK(9, admitted, 1)
+#define TRIAL(k, t)                                                            \
+	ADMIT(k, t), TK(k, admitted, 1), TK(k, trial, 1),                      \
+	    TK(k, verdict, BREAKER_ADMITTED)
+/* A trial failed at t (when open ends); the next opening lasts ms. */
+#define FAIL_TRIAL(t, ms) FAILS(1, t, REFUSED), RETRY(t, ms), STATE(t, OPEN)
+#define TRX(i, from, to, why, retry, t)                                        \
+	TR(i, from, to, why), TRF(i, retry_after_ms, retry), TRF(i, now_ms, t)
+/* Force open twice (the second no change) and reset a ms later. */
+#define FLAP(t) FOPEN(0, t), FOPEN(0, t), RESET((t) + 1)
+/* nf failures then ns successes in a 10-call window judged by rate only. */
+#define RATE_ROW(name, rate, nf, ns, s)                                        \
+	SCENARIO(name, SET(failure_threshold, 0),                              \
+	    SET(failure_rate_threshold, rate), SET(window_calls, 10),          \
+	    SET(minimum_calls, 10), FAILS(nf, T0, REFUSED), OKS(ns, T0),       \
+	    STATE(T0, s))
+
+#define SCENARIO(name, ...)                                                    \
+	{                                                                      \
+		name, (const struct step[])                                    \
+		{                                                              \
+			__VA_ARGS__, { .op = OP_END }                          \
+		}                                                              \
+	}
+
+/* The rules of SPEC.md section 4, one scenario per rule or edge. */
+static const struct scenario scenarios[] = {
+	/* A new breaker is closed, admits, and has an empty window. */
+	SCENARIO("new_closed", ADMIT(0, T0), TK(0, admitted, 1),
+	    TK(0, verdict, BREAKER_ADMITTED), TK(0, state, BREAKER_CLOSED),
+	    TK(0, trial, 0), TK(0, retry_after_ms, -1), RETRY(T0, -1),
+	    DEADLINE(0), SNAP(T0), ST(state, BREAKER_CLOSED),
+	    ST(state_since_ms, T0), ST(retry_after_ms, -1),
+	    ST(recovery_timeout_ms, 30000), ST(window_attempts, 0),
+	    ST(failure_rate, 0.0), ST(success_rate, 1.0),
+	    ST(attempts_total, 0)),
+	/*
+	 * STATS "transitions": the last BREAKER_HISTORY changes, newest
+	 * first, each with its time and reason; older ones fall out,
+	 * repeated forces are no change.
+	 */
+	SCENARIO("history", SNAP(T0), ST(nchanges, 0),
+	    FAILS(5, T0, REFUSED), TICK(T0 + 30000), OKS(1, T0 + 30001),
+	    OKS(1, T0 + 30002), SNAP(T0 + 30003), ST(nchanges, 3),
+	    CH(0, from, BREAKER_HALF_OPEN), CH(0, to, BREAKER_CLOSED),
+	    CH(0, reason, BREAKER_REASON_TRIALS_SUCCEEDED),
+	    CH(0, at_ms, T0 + 30002), CH(1, to, BREAKER_HALF_OPEN),
+	    CH(1, reason, BREAKER_REASON_RECOVERY_TIMEOUT),
+	    CH(1, at_ms, T0 + 30000), CH(2, from, BREAKER_CLOSED),
+	    CH(2, to, BREAKER_OPEN), CH(2, reason, BREAKER_REASON_CONSECUTIVE),
+	    CH(2, at_ms, T0),
+	    /* 20 more changes: only the newest 16 are kept. */
+	    FLAP(T0 + 30010), FLAP(T0 + 30012), FLAP(T0 + 30014),
+	    FLAP(T0 + 30016), FLAP(T0 + 30018), FLAP(T0 + 30020),
+	    FLAP(T0 + 30022), FLAP(T0 + 30024), FLAP(T0 + 30026),
+	    FLAP(T0 + 30028), SNAP(T0 + 30100), ST(nchanges, BREAKER_HISTORY),
+	    CH(0, to, BREAKER_CLOSED), CH(0, reason, BREAKER_REASON_MANUAL),
+	    CH(0, at_ms, T0 + 30029), CH(1, to, BREAKER_FORCED_OPEN),
+	    CH(1, at_ms, T0 + 30028), CH(15, at_ms, T0 + 30014)),
+	/* failure_threshold - 1 failures keep it closed; the next opens it. */
+	SCENARIO("consecutive_threshold", FAILS(1, T0, REFUSED),
+	    FAILS(1, T0 + 1, REFUSED), FAILS(1, T0 + 2, REFUSED),
+	    FAILS(1, T0 + 3, REFUSED), STATE(T0 + 4, CLOSED), NTR(0),
+	    FAILS(1, T0 + 4, TIMEOUT), NTR(1),
+	    TR(0, CLOSED, OPEN, CONSECUTIVE),
+	    TRF(0, consecutive_failures, 5), TRF(0, window_attempts, 5),
+	    TRF(0, window_failures, 5), TRF(0, retry_after_ms, 30000),
+	    TRF(0, now_ms, T0 + 4), SNAP(T0 + 4), ST(opened_total, 1),
+	    ST(state_since_ms, T0 + 4), ST(failures_total, 5)),
+	/* Any success resets the consecutive count. */
+	SCENARIO("success_resets_consecutive", FAILS(4, T0, REFUSED),
+	    OKS(1, T0), SNAP(T0), ST(consecutive_failures, 0),
+	    FAILS(4, T0, REFUSED), SNAP(T0), ST(state, BREAKER_CLOSED),
+	    ST(consecutive_failures, 4), ST(window_failures, 8),
+	    FAILS(1, T0, REFUSED), STATE(T0, OPEN)),
+	/* failure_threshold 0 turns the consecutive rule off. */
+	SCENARIO("consecutive_off", SET(failure_threshold, 0),
+	    SET(failure_rate_threshold, 50), SET(minimum_calls, 100),
+	    SET(window_calls, 100), FAILS(99, T0, REFUSED),
+	    STATE(T0, CLOSED)),
+	/* The rate is not judged on fewer than minimum_calls attempts. */
+	SCENARIO("rate_too_few_calls", SET(failure_threshold, 0),
+	    SET(failure_rate_threshold, 50), FAILS(9, T0, REFUSED),
+	    STATE(T0, CLOSED), FAILS(1, T0, REFUSED), STATE(T0, OPEN),
+	    TR(0, CLOSED, OPEN, RATE), TRF(0, window_attempts, 10)),
+	/* Below the rate stays closed; at and above it opens. */
+	RATE_ROW("rate_50_below", 50, 4, 6, CLOSED),
+	RATE_ROW("rate_50_at", 50, 5, 5, OPEN),
+	RATE_ROW("rate_50_above", 50, 6, 4, OPEN),
+	RATE_ROW("rate_12.5_below", 12.5, 1, 9, CLOSED),
+	RATE_ROW("rate_10_at", 10, 1, 9, OPEN),
+	/* Five failures with only four calls more: too few to judge. */
+	RATE_ROW("rate_50_nine_calls", 50, 5, 4, CLOSED),
+	RATE_ROW("rate_100_below", 100, 9, 1, CLOSED),
+	RATE_ROW("rate_100_at", 100, 10, 0, OPEN),
+	/* When both rules fire on one outcome the reason is consecutive. */
+	SCENARIO("both_rules_at_once", SET(failure_threshold, 3),
+	    SET(failure_rate_threshold, 50), SET(minimum_calls, 3),
+	    TRIP(3, T0), TR(0, CLOSED, OPEN, CONSECUTIVE)),
+	/* A count window forgets the oldest outcome when it is full. */
+	SCENARIO("window_count_eviction", SET(failure_threshold, 0),
+	    SET(failure_rate_threshold, 75), SET(window_calls, 4),
+	    SET(minimum_calls, 4), FAILS(2, T0, REFUSED),
+	    OKS(3, T0),		 /* [F S S S] */
+	    OKS(1, T0),		 /* [S S S S] */
+	    SNAP(T0), ST(window_attempts, 4), ST(window_failures, 0),
+	    FAILS(2, T0, REFUSED), /* [S S F F]: 50% */
+	    SNAP(T0), ST(state, BREAKER_CLOSED), ST(window_failures, 2),
+	    ST(failure_rate, 0.5), ST(success_rate, 0.5),
+	    FAILS(1, T0, REFUSED), /* [S F F F]: 75% */
+	    STATE(T0, OPEN)),
+	/* A duration window drops outcomes bucket by bucket (20 of 500 ms). */
+	SCENARIO("window_time_eviction", SET(failure_threshold, 0),
+	    SET(failure_rate_threshold, 70), SET(window_ms, 10000),
+	    SET(minimum_calls, 3), FAILS(1, T0, REFUSED),
+	    FAILS(1, T0 + 499, REFUSED), /* same bucket */
+	    OKS(1, T0 + 500), SNAP(T0 + 9999), ST(window_attempts, 3),
+	    ST(window_failures, 2), SNAP(T0 + 10000), ST(window_attempts, 1),
+	    ST(window_failures, 0),
+	    /* With the two failures still in, this one would open it. */
+	    FAILS(1, T0 + 10000, REFUSED), STATE(T0 + 10000, CLOSED),
+	    SNAP(T0 + 10500), ST(window_attempts, 1),
+	    /* A long silence empties it whole. */
+	    SNAP(T0 + 1000000), ST(window_attempts, 0), ST(success_rate, 1.0),
+	    FAILS(1, T0 + 1000000, REFUSED), FAILS(1, T0 + 1000001, REFUSED),
+	    STATE(T0 + 1000001, CLOSED), FAILS(1, T0 + 1000002, REFUSED),
+	    STATE(T0 + 1000002, OPEN)),
+	/* A duration shorter than 20 ms gets 1 ms buckets. */
+	SCENARIO("window_time_small", SET(failure_threshold, 0),
+	    SET(failure_rate_threshold, 50), SET(window_ms, 5),
+	    SET(minimum_calls, 100), FAILS(1, T0, REFUSED),
+	    FAILS(1, T0 + 4, REFUSED), SNAP(T0 + 4), ST(window_attempts, 2),
+	    SNAP(T0 + 5), ST(window_attempts, 1), SNAP(T0 + 9),
+	    ST(window_attempts, 0)),
+	/* An open circuit rejects with the time left and counts rejects. */
+	SCENARIO("open_rejects", TRIP(5, T0), ADMIT(0, T0 + 1000),
+	    TK(0, admitted, 0), TK(0, verdict, BREAKER_REJECT_OPEN),
+	    TK(0, state, BREAKER_OPEN), TK(0, retry_after_ms, 29000),
+	    ADMIT(0, T0 + 29999), TK(0, retry_after_ms, 1), SNAP(T0 + 29999),
+	    ST(rejected_open, 2), ST(rejected_total, 2), ST(attempts_total, 5),
+	    ST(retry_after_ms, 1), ST(recovery_timeout_ms, 30000)),
+	/* breaker_tick moves open to half_open exactly at the deadline. */
+	SCENARIO("tick_deadline", TRIP(5, T0), DEADLINE(T0 + 30000),
+	    RETRY(T0 + 10000, 20000), TICK(T0 + 29999), NTR(1),
+	    TICK(T0 + 30000), NTR(2),
+	    TR(1, OPEN, HALF_OPEN, RECOVERY_TIMEOUT),
+	    TRF(1, retry_after_ms, 0), TRF(1, now_ms, T0 + 30000),
+	    DEADLINE(0), RETRY(T0 + 30001, 0), TICK(T0 + 90000), NTR(2)),
+	/* Without a tick, the first admit after the deadline finds half_open. */
+	SCENARIO("admit_applies_due", TRIP(5, T0), ADMIT(0, T0 + 45000),
+	    TK(0, admitted, 1), TK(0, trial, 1),
+	    TK(0, state, BREAKER_HALF_OPEN), NTR(2),
+	    TRF(1, now_ms, T0 + 45000)),
+	/* half_open admits half_open_max_calls trials, then rejects. */
+	SCENARIO("half_open_slots", TRIP(5, T0), TICK(T0 + 30000),
+	    TRIAL(0, T0 + 30000), TRIAL(1, T0 + 30000), TRIAL(2, T0 + 30000),
+	    ADMIT(3, T0 + 30001), TK(3, admitted, 0), TK(3, trial, 0),
+	    TK(3, verdict, BREAKER_REJECT_HALF_OPEN), TK(3, retry_after_ms, 0),
+	    SNAP(T0 + 30001), ST(rejected_half_open, 1), ST(rejected_total, 1),
+	    ST(retry_after_ms, 0)),
+	/* success_threshold trial successes close it and clear the rest. */
+	SCENARIO("half_open_success_closes", SET(recovery_backoff, 2),
+	    TRIP(5, T0), TICK(T0 + 30000),
+	    FAILS(1, T0 + 30000, REFUSED), /* backoff step 1 */
+	    TICK(T0 + 90000), ADMIT(1, T0 + 90000), ADMIT(2, T0 + 90000),
+	    REC_OK(1, T0 + 90001), STATE(T0 + 90001, HALF_OPEN),
+	    REC_OK(2, T0 + 90002), NTR(5),
+	    TR(4, HALF_OPEN, CLOSED, TRIALS_SUCCEEDED),
+	    TRF(4, retry_after_ms, -1), TRF(4, window_attempts, 0),
+	    SNAP(T0 + 90002), ST(state, BREAKER_CLOSED),
+	    ST(consecutive_failures, 0), ST(window_attempts, 0),
+	    ST(recovery_timeout_ms, 30000), /* backoff gone */
+	    ST(opened_total, 2),
+	    /* The next trip opens for the base timeout again. */
+	    TRIP(5, T0 + 100000), RETRY(T0 + 100000, 30000)),
+	/* One trial failure opens it again, for the backed-off time. */
+	SCENARIO("half_open_failure_reopens", SET(recovery_backoff, 1.5),
+	    TRIP(5, T0), TICK(T0 + 30000), ADMIT(1, T0 + 30000),
+	    ADMIT(2, T0 + 30000), REC_OK(1, T0 + 30001), SNAP(T0 + 30001),
+	    ST(recovery_timeout_ms, 45000), /* if this fails */
+	    REC_FAIL(2, T0 + 30002, TIMEOUT), NTR(3),
+	    TR(2, HALF_OPEN, OPEN, HALF_OPEN_FAILURE),
+	    TRF(2, retry_after_ms, 45000), SNAP(T0 + 30002),
+	    ST(opened_total, 2), ST(recovery_timeout_ms, 45000),
+	    DEADLINE(T0 + 30002 + 45000),
+	    /* The next period starts with no trial successes. */
+	    ADMIT(1, T0 + 75002), REC_OK(1, T0 + 75002),
+	    STATE(T0 + 75002, HALF_OPEN)),
+	/* The open duration doubles per failed trial up to the cap. */
+	SCENARIO("backoff_growth_and_cap", SET(recovery_timeout_ms, 1000),
+	    SET(recovery_backoff, 2), SET(recovery_timeout_max_ms, 5000),
+	    TRIP(5, T0), RETRY(T0, 1000), FAIL_TRIAL(T0 + 1000, 2000),
+	    FAIL_TRIAL(T0 + 3000, 4000), FAIL_TRIAL(T0 + 7000, 5000),
+	    FAIL_TRIAL(T0 + 12000, 5000)),
+	/* A cap below recovery_timeout caps the first opening too. */
+	SCENARIO("backoff_cap_below_base",
+	    SET(recovery_timeout_max_ms, 1000), TRIP(5, T0),
+	    RETRY(T0, 1000)),
+	/* record applies a due expiry first, so its outcome lands after. */
+	SCENARIO("record_applies_due", FCLOSED(1000, T0), ADMIT(0, T0),
+	    REC_FAIL(0, T0 + 1000, REFUSED), NTR(2),
+	    TRF(1, now_ms, T0 + 1000), SNAP(T0 + 5000), ST(failures_total, 1),
+	    ST(window_attempts, 0)),
+	/* An outcome from an ended period counts in totals only. */
+	SCENARIO("late_outcome", ADMIT(0, T0), TRIP(5, T0),
+	    REC_FAIL(0, T0 + 1, UNREACHABLE), SNAP(T0 + 1),
+	    ST(attempts_total, 6), ST_ERR(UNREACHABLE, 1),
+	    ST(consecutive_failures, 5), ST(window_attempts, 5),
+	    /* A trial of an ended half_open period cannot close a later one. */
+	    ADMIT(0, T0 + 30000), /* the tick happens here: a trial */
+	    TK(0, trial, 1), REC_FAIL(0, T0 + 30000, REFUSED),
+	    STATE(T0 + 30000, OPEN), TICK(T0 + 60000), ADMIT(1, T0 + 60000),
+	    REC_OK(1, T0 + 60000),
+	    /* the first period's trial ticket, even reported twice */
+	    REC_OK(0, T0 + 60001), REC_OK(0, T0 + 60001),
+	    STATE(T0 + 60001, HALF_OPEN), SNAP(T0 + 60001),
+	    ST(successes_total, 3), ST(attempts_total, 10)),
+	/* force-open rejects everything until reset; not counted as opened. */
+	SCENARIO("forced_open", FOPEN(0, T0),
+	    TR(0, CLOSED, FORCED_OPEN, MANUAL), TRF(0, retry_after_ms, -1),
+	    ADMIT(0, T0 + 1000000000), TK(0, admitted, 0),
+	    TK(0, verdict, BREAKER_REJECT_FORCED_OPEN),
+	    TK(0, retry_after_ms, -1), DEADLINE(0), SNAP(T0 + 1000000000),
+	    ST(state, BREAKER_FORCED_OPEN), ST(opened_total, 0),
+	    ST(rejected_forced_open, 1), ST(rejected_total, 1),
+	    RESET(T0 + 1000000001), TR(1, FORCED_OPEN, CLOSED, MANUAL),
+	    ADMITTED(T0 + 1000000001)),
+	/* A force with a lifetime ends in closed, window cleared, on its own. */
+	SCENARIO("forced_open_lifetime", FAILS(1, T0, REFUSED),
+	    FOPEN(60000, T0), TRF(0, retry_after_ms, 60000),
+	    DEADLINE(T0 + 60000), ADMIT(0, T0 + 20000),
+	    TK(0, retry_after_ms, 40000), SNAP(T0 + 20000),
+	    ST(expires_in_ms, 40000), RETRY(T0 + 59999, 1), TICK(T0 + 60000),
+	    NTR(2), TR(1, FORCED_OPEN, CLOSED, EXPIRED), DEADLINE(0),
+	    SNAP(T0 + 60000), ST(window_attempts, 0),
+	    ST(consecutive_failures, 0), ST(attempts_total, 1)),
+	/* force-closed admits through any failure rate, and counts. */
+	SCENARIO("forced_closed", TRIP(5, T0), FCLOSED(5000, T0 + 1),
+	    TR(1, OPEN, FORCED_CLOSED, MANUAL), TRF(1, retry_after_ms, -1),
+	    FAILS(50, T0 + 2, SLOW), SNAP(T0 + 2),
+	    ST(state, BREAKER_FORCED_CLOSED), ST(retry_after_ms, -1),
+	    ST(expires_in_ms, 4999), ST(consecutive_failures, 55),
+	    ST(window_attempts, 20), ST_ERR(SLOW, 50), DEADLINE(T0 + 5001),
+	    ADMITTED(T0 + 5000), STATE(T0 + 5001, CLOSED),
+	    TR(2, FORCED_CLOSED, CLOSED, EXPIRED), SNAP(T0 + 5001),
+	    ST(expires_in_ms, -1), ST(window_attempts, 0),
+	    ST(consecutive_failures, 0), ST(opened_total, 1)),
+	/* Forcing the state it is already in only renews the lifetime. */
+	SCENARIO("force_again", FOPEN(1000, T0), FOPEN(5000, T0 + 500),
+	    NTR(1), DEADLINE(T0 + 5500), FOPEN(0, T0 + 600), DEADLINE(0),
+	    STATE(T0 + 100000, FORCED_OPEN), FCLOSED(0, T0 + 100000), NTR(2),
+	    /* An absurd lifetime is clamped, not wrapped round. */
+	    FOPEN(UINT64_MAX, T0 + 100000), RETRY_GT(T0 + 100000, 0),
+	    DEADLINE_GT(T0 + 100000)),
+	/* reset goes back to closed from anywhere and keeps the totals. */
+	SCENARIO("reset_keeps_totals", SET(recovery_backoff, 2), TRIP(5, T0),
+	    FAIL_TRIAL(T0 + 30000, 60000), REJECTED(T0 + 30100),
+	    RESET(T0 + 30100), NTR(4), TR(3, OPEN, CLOSED, MANUAL),
+	    SNAP(T0 + 30100), ST(state, BREAKER_CLOSED),
+	    ST(state_since_ms, T0 + 30100), ST(consecutive_failures, 0),
+	    ST(window_attempts, 0), ST(recovery_timeout_ms, 30000),
+	    ST(attempts_total, 6), ST(failures_total, 6), ST(rejected_open, 1),
+	    ST(opened_total, 2),
+	    /* A reset of a closed circuit clears the window, says nothing. */
+	    ADMIT(1, T0 + 30200), FAILS(1, T0 + 30200, REFUSED),
+	    RESET(T0 + 30300), NTR(4), REC_FAIL(1, T0 + 30300, REFUSED),
+	    SNAP(T0 + 30300), ST(window_attempts, 0),
+	    ST(consecutive_failures, 0), ST(state_since_ms, T0 + 30100),
+	    ST(attempts_total, 8)),
+	/* dry_run runs the machine and counts would-be rejects, admitting. */
+	SCENARIO("dry_run", SET(dry_run, 1), TRIP(5, T0), ADMIT(0, T0 + 1),
+	    TK(0, admitted, 1), TK(0, verdict, BREAKER_REJECT_OPEN),
+	    TK(0, retry_after_ms, 29999), TK(0, trial, 0),
+	    REC_OK(0, T0 + 2), SNAP(T0 + 2), ST(state, BREAKER_OPEN),
+	    ST(consecutive_failures, 5), ST(rejected_open, 1),
+	    ST(attempts_total, 6), TICK(T0 + 30000), ADMIT(1, T0 + 30000),
+	    TK(1, trial, 1), ADMIT(2, T0 + 30000), TK(2, trial, 1),
+	    ADMIT(3, T0 + 30000), TK(3, trial, 1), ADMIT(0, T0 + 30000),
+	    TK(0, admitted, 1), TK(0, trial, 0),
+	    TK(0, verdict, BREAKER_REJECT_HALF_OPEN),
+	    /* The would-be reject's outcome drives nothing, not a failure. */
+	    REC_FAIL(0, T0 + 30001, REFUSED), STATE(T0 + 30001, HALF_OPEN),
+	    REC_OK(1, T0 + 30001), REC_OK(2, T0 + 30001),
+	    STATE(T0 + 30001, CLOSED), NTR(3), FOPEN(0, T0 + 30002),
+	    ADMIT(0, T0 + 30002), TK(0, admitted, 1),
+	    TK(0, verdict, BREAKER_REJECT_FORCED_OPEN), SNAP(T0 + 30002),
+	    ST(rejected_total, 3)),
+	/* cancel gives a half_open slot back and counts nothing. */
+	SCENARIO("cancel", SET(half_open_max_calls, 1),
+	    SET(success_threshold, 1), ADMIT(0, T0),
+	    CANCEL(0), /* closed: nothing to give back */
+	    TRIP(5, T0), TICK(T0 + 30000), ADMIT(0, T0 + 30000),
+	    TK(0, trial, 1), REJECTED(T0 + 30000), CANCEL(0),
+	    ADMIT(1, T0 + 30000), TK(1, admitted, 1), TK(1, trial, 1),
+	    REC_FAIL(1, T0 + 30001, REFUSED), TICK(T0 + 60001),
+	    ADMIT(0, T0 + 60001),
+	    /* A ticket from an earlier period frees no slot in this one. */
+	    CANCEL(1), REJECTED(T0 + 60001), SNAP(T0 + 60001),
+	    ST(attempts_total, 6), ST(rejected_half_open, 2),
+	    REC_OK(0, T0 + 60002), STATE(T0 + 60002, CLOSED)),
+	/* unreject takes back exactly the reject its ticket counted. */
+	SCENARIO("unreject", ADMIT(1, T0),
+	    UNREJECT(1), /* admitted: nothing to take back */
+	    TRIP(5, T0), ADMIT(0, T0 + 1), TK(0, verdict, BREAKER_REJECT_OPEN),
+	    ADMIT(9, T0 + 1), SNAP(T0 + 1), ST(rejected_open, 2), UNREJECT(0),
+	    SNAP(T0 + 1), ST(rejected_open, 1), ST(rejected_total, 1),
+	    ST(state, BREAKER_OPEN), FOPEN(0, T0 + 2), ADMIT(0, T0 + 2),
+	    UNREJECT(0), SNAP(T0 + 2), ST(rejected_forced_open, 0),
+	    ST(rejected_total, 1)),
+	/* The callback sees every change of a full cycle, in order. */
+	SCENARIO("callback_sequence", SET(failure_threshold, 0),
+	    SET(failure_rate_threshold, 50), SET(minimum_calls, 2),
+	    SET(recovery_timeout_ms, 1000), SET(recovery_backoff, 3),
+	    SET(half_open_max_calls, 1), SET(success_threshold, 1),
+	    OKS(1, T0), FAILS(1, T0, REFUSED), TICK(T0 + 1000),
+	    FAILS(1, T0 + 1001, REFUSED), TICK(T0 + 4001), OKS(1, T0 + 4002),
+	    FOPEN(7000, T0 + 5000), TICK(T0 + 12000), FCLOSED(0, T0 + 12001),
+	    RESET(T0 + 12002), NTR(9), TRX(0, CLOSED, OPEN, RATE, 1000, T0),
+	    TRX(1, OPEN, HALF_OPEN, RECOVERY_TIMEOUT, 0, T0 + 1000),
+	    TRX(2, HALF_OPEN, OPEN, HALF_OPEN_FAILURE, 3000, T0 + 1001),
+	    TRX(3, OPEN, HALF_OPEN, RECOVERY_TIMEOUT, 0, T0 + 4001),
+	    TRX(4, HALF_OPEN, CLOSED, TRIALS_SUCCEEDED, -1, T0 + 4002),
+	    TRX(5, CLOSED, FORCED_OPEN, MANUAL, 7000, T0 + 5000),
+	    TRX(6, FORCED_OPEN, CLOSED, EXPIRED, -1, T0 + 12000),
+	    TRX(7, CLOSED, FORCED_CLOSED, MANUAL, -1, T0 + 12001),
+	    TRX(8, FORCED_CLOSED, CLOSED, MANUAL, -1, T0 + 12002),
+	    TRF(0, window_attempts, 2), TRF(0, window_failures, 1),
+	    TRF(0, consecutive_failures, 1)),
+	/* retry_after in each state. */
+	SCENARIO("retry_after_states", RETRY(T0, -1), TRIP(5, T0),
+	    RETRY(T0, 30000), RETRY(T0 + 29999, 1),
+	    RETRY(T0 + 30000, 0), /* half_open */
+	    STATE(T0 + 30000, HALF_OPEN), FOPEN(0, T0 + 30000),
+	    RETRY(T0 + 30000, -1), FOPEN(2500, T0 + 30000),
+	    RETRY(T0 + 31000, 1500), FCLOSED(2500, T0 + 31000),
+	    RETRY(T0 + 31000, -1)),
+	/* Each error kind is counted apart; a success ignores the kind. */
+	SCENARIO("error_kinds", SET(failure_threshold, 0),
+	    SET(failure_rate_threshold, 100), SET(minimum_calls, 1000),
+	    FAILS(1, T0, REFUSED), FAILS(2, T0, TIMEOUT),
+	    FAILS(3, T0, UNREACHABLE), FAILS(4, T0, EARLY_CLOSE),
+	    FAILS(5, T0, SLOW), FAILS(6, T0, DNS), FAILS(7, T0, OTHER),
+	    ADMIT(0, T0), REC(0, T0, false, 99), /* out of range: other */
+	    ADMIT(0, T0), REC(0, T0, true, BREAKER_ERR_TIMEOUT), SNAP(T0),
+	    ST_ERR(REFUSED, 1), ST_ERR(TIMEOUT, 2), ST_ERR(UNREACHABLE, 3),
+	    ST_ERR(EARLY_CLOSE, 4), ST_ERR(SLOW, 5), ST_ERR(DNS, 6),
+	    ST_ERR(OTHER, BREAKER_ERR_OTHER + 2),
+	    ST(failures_total,
+		BREAKER_ERR_COUNT * (BREAKER_ERR_COUNT + 1) / 2 + 1),
+	    ST(successes_total, 1),
+	    ST(attempts_total,
+		BREAKER_ERR_COUNT * (BREAKER_ERR_COUNT + 1) / 2 + 2)),
+	/* reconfigure keeps state and totals, reshapes the window. */
+	SCENARIO("reconfigure", FAILS(2, T0, REFUSED),
+	    SET(failure_threshold, 3), RECONF(T0), SNAP(T0),
+	    ST(window_attempts, 2), /* same shape: kept */
+	    ST(consecutive_failures, 2), FAILS(1, T0, REFUSED),
+	    STATE(T0, OPEN), SET(window_calls, 50),
+	    SET(recovery_timeout_ms, 1000), RECONF(T0 + 10), SNAP(T0 + 10),
+	    ST(state, BREAKER_OPEN),
+	    ST(window_attempts, 0), /* new shape: cleared */
+	    ST(attempts_total, 3), ST(opened_total, 1),
+	    /* The running opening keeps its deadline. */
+	    RETRY(T0 + 10, 29990), SET(window_ms, 1000), RECONF(T0 + 20),
+	    SET(dry_run, 1), RECONF(T0 + 20), ADMITTED(T0 + 20)),
+	/* A time older than one already seen is taken as the latest one. */
+	SCENARIO("time_never_goes_back", TRIP(5, T0 + 1000),
+	    ADMIT(0, T0 + 500), TK(0, retry_after_ms, 30000),
+	    RETRY(T0, 30000)),
+	/* Nonsense configs are brought back into range, not wedging. */
+	SCENARIO("conf_clamps", SET(half_open_max_calls, 0),
+	    SET(success_threshold, 5), SET(recovery_backoff, 0.5),
+	    SET(recovery_timeout_ms, 100), TRIP(5, T0), ADMIT(0, T0 + 100),
+	    TK(0, trial, 1), REJECTED(T0 + 100),
+	    REC_FAIL(0, T0 + 100, REFUSED), RETRY(T0 + 100, 100),
+	    ADMIT(0, T0 + 200), REC_OK(0, T0 + 200),
+	    STATE(T0 + 200, CLOSED)),
+	/* An open circuit saved and restored keeps the rest of its time. */
+	SCENARIO("restore_open", TRIP(5, T0),
+	    RESTART(T0 + 10000, T0 + 500), SV(state, BREAKER_OPEN),
+	    SV(age_ms, 10000), SV(remaining_ms, 20000), SV(open_ms, 30000),
+	    /* Here the new run's clock starts lower: only durations carry. */
+	    SNAP(T0 + 500), ST(state, BREAKER_OPEN), ST(retry_after_ms, 20000),
+	    ST(recovery_timeout_ms, 30000),
+	    ST(state_since_ms, T0 + 500 - 10000), ST(opened_total, 0),
+	    DEADLINE(T0 + 20500), REJECTED(T0 + 20499),
+	    /* No callback for the restore itself; time moves it on. */
+	    NTR(0), TICK(T0 + 20500), NTR(1),
+	    TR(0, OPEN, HALF_OPEN, RECOVERY_TIMEOUT)),
+	/* An open period that ended while down comes back half_open. */
+	SCENARIO("restore_open_expired", SET(recovery_backoff, 2),
+	    SVSET(state, BREAKER_OPEN), SVSET(remaining_ms, 0),
+	    SVSET(open_ms, 60000), SVSET(backoff_steps, 1), RESTORE(T0),
+	    SNAP(T0), ST(state, BREAKER_HALF_OPEN), ST(state_since_ms, T0),
+	    /* The next opening, if this trial fails, is one step further. */
+	    ST(recovery_timeout_ms, 120000), ADMIT(0, T0), TK(0, admitted, 1),
+	    TK(0, trial, 1), REC_FAIL(0, T0 + 1, REFUSED),
+	    RETRY(T0 + 1, 120000)),
+	/* A force keeps the rest of its lifetime, or none. */
+	SCENARIO("restore_forced_open_lifetime", FOPEN(60000, T0),
+	    RESTART(T0 + 15000, T0), SV(state, BREAKER_FORCED_OPEN),
+	    SV(remaining_ms, 45000), ADMIT(0, T0 + 1000),
+	    TK(0, verdict, BREAKER_REJECT_FORCED_OPEN),
+	    TK(0, retry_after_ms, 44000), STATE(T0 + 45000, CLOSED)),
+	SCENARIO("restore_forced_open_until_reset", FOPEN(0, T0),
+	    RESTART(T0 + 15000, T0), SV(remaining_ms, -1),
+	    RETRY(T0 + 999999, -1), STATE(T0 + 999999, FORCED_OPEN)),
+	SCENARIO("restore_forced_closed", FCLOSED(5000, T0),
+	    RESTART(T0 + 1000, T0), STATE(T0 + 3999, FORCED_CLOSED),
+	    STATE(T0 + 4000, CLOSED)),
+	/* A force that ran out while down comes back closed. */
+	SCENARIO("restore_forced_expired", SVSET(state, BREAKER_FORCED_OPEN),
+	    SVSET(remaining_ms, 0), SVSET(backoff_steps, 3), RESTORE(T0),
+	    STATE(T0, CLOSED), ADMITTED(T0)),
+	/* Backoff comes back with the state: the next opening backs off. */
+	SCENARIO("restore_backoff", SET(recovery_timeout_ms, 1000),
+	    SET(recovery_backoff, 2), SET(recovery_timeout_max_ms, 60000),
+	    TRIP(5, T0), FAIL_TRIAL(T0 + 1000, 2000),
+	    FAIL_TRIAL(T0 + 3000, 4000), RESTART(T0 + 4000, T0),
+	    SV(backoff_steps, 2), RETRY(T0, 3000),
+	    FAIL_TRIAL(T0 + 3000, 8000)),
+	/* closed and half_open restore as themselves. */
+	SCENARIO("restore_closed", RESTART(T0 + 5, T0),
+	    SV(state, BREAKER_CLOSED), SV(remaining_ms, -1),
+	    STATE(T0, CLOSED)),
+	SCENARIO("restore_half_open", TRIP(5, T0), TICK(T0 + 30000),
+	    RESTART(T0 + 30001, T0), SV(state, BREAKER_HALF_OPEN),
+	    STATE(T0, HALF_OPEN)),
+	/* A saved state that is no state changes nothing. */
+	SCENARIO("restore_bad_state", SVSET(state, BREAKER_STATE_COUNT),
+	    RESTORE(T0), STATE(T0, CLOSED)),
+	/*
+	 * recovery_probe = connect: half_open turns every client away (told
+	 * to retry after what is left of the probe's connect_timeout, at
+	 * least 1 s) and hands its slot to one probe at a time;
+	 * success_threshold probes close the circuit. No probe outside
+	 * half_open.
+	 */
+	SCENARIO("probe_closes", SET(recovery_probe, BREAKER_PROBE_CONNECT),
+	    PROBE(9, T0, 0), /* closed */
+	    TRIP(5, T0), PROBE(9, T0 + 1, 0), /* open */
+	    TICK(T0 + 30000), STATE(T0 + 30000, HALF_OPEN),
+	    ADMIT(1, T0 + 30000), TK(1, admitted, 0),
+	    TK(1, verdict, BREAKER_REJECT_HALF_OPEN),
+	    TK(1, retry_after_ms, 1000), PROBE(0, T0 + 30000, 1),
+	    TK(0, admitted, 1), TK(0, trial, 1), TK(0, probe, 1),
+	    TK(0, verdict, BREAKER_ADMITTED),
+	    PROBE(9, T0 + 30000, 0), /* one at a time */
+	    REJECTED(T0 + 30000), ADMIT(9, T0 + 30000),
+	    TK(9, retry_after_ms, 5000), ADMIT(9, T0 + 30001),
+	    TK(9, retry_after_ms, 4999), REC_OK(0, T0 + 30001),
+	    STATE(T0 + 30001, HALF_OPEN), REJECTED(T0 + 30001),
+	    PROBE(0, T0 + 30001, 1), REC_OK(0, T0 + 30002),
+	    STATE(T0 + 30002, CLOSED),
+	    TR(2, HALF_OPEN, CLOSED, PROBES_SUCCEEDED),
+	    PROBE(9, T0 + 30002, 0), ADMITTED(T0 + 30002), SNAP(T0 + 30002),
+	    ST(attempts_total, 5 + 2), ST(successes_total, 2),
+	    ST(rejected_half_open, 5)),
+	/* A failed probe opens it again, for recovery_timeout * backoff. */
+	SCENARIO("probe_fails_backoff",
+	    SET(recovery_probe, BREAKER_PROBE_CONNECT),
+	    SET(recovery_backoff, 2), TRIP(5, T0), TICK(T0 + 30000),
+	    PROBE(0, T0 + 30000, 1), REC_OK(0, T0 + 30005),
+	    PROBE(0, T0 + 30005, 1), REC_FAIL(0, T0 + 30010, TIMEOUT),
+	    TR(2, HALF_OPEN, OPEN, HALF_OPEN_FAILURE),
+	    TRF(2, retry_after_ms, 60000), PROBE(9, T0 + 30010, 0),
+	    TICK(T0 + 30010 + 59999), STATE(T0 + 30010 + 59999, OPEN),
+	    TICK(T0 + 30010 + 60000), PROBE(0, T0 + 30010 + 60000, 1),
+	    SNAP(T0 + 30010 + 60000), ST_ERR(TIMEOUT, 1)),
+	/*
+	 * A cancelled probe gives its slot back; a probe's outcome from an
+	 * earlier period (a manual action came between) drives nothing and
+	 * blocks nothing.
+	 */
+	SCENARIO("probe_cancel_and_late",
+	    SET(recovery_probe, BREAKER_PROBE_CONNECT),
+	    SET(success_threshold, 1), TRIP(5, T0), TICK(T0 + 30000),
+	    PROBE(0, T0 + 30000, 1), CANCEL(0), PROBE(1, T0 + 30000, 1),
+	    FOPEN(1000, T0 + 30001), PROBE(9, T0 + 30001, 0),
+	    TICK(T0 + 31001), /* the force expires: closed */
+	    TRIP(5, T0 + 31001), TICK(T0 + 61001),
+	    STATE(T0 + 61001, HALF_OPEN),
+	    /* The old probe's failure is a total, not a transition. */
+	    REC_FAIL(1, T0 + 61002, REFUSED), STATE(T0 + 61002, HALF_OPEN),
+	    PROBE(0, T0 + 61002, 1), REC_OK(0, T0 + 61003),
+	    STATE(T0 + 61003, CLOSED)),
+	/*
+	 * Probes off: half_open admits clients as trials and hands out no
+	 * probe; a reload that turns probes on applies to the half_open
+	 * period in progress.
+	 */
+	SCENARIO("probe_off_and_reload", TRIP(5, T0), TICK(T0 + 30000),
+	    PROBE(9, T0 + 30000, 0), ADMIT(0, T0 + 30000), TK(0, admitted, 1),
+	    TK(0, trial, 1), TK(0, probe, 0),
+	    SET(recovery_probe, BREAKER_PROBE_CONNECT), RECONF(T0 + 30001),
+	    REJECTED(T0 + 30001), PROBE(1, T0 + 30001, 1),
+	    /* The client trial admitted before still counts. */
+	    REC_OK(0, T0 + 30002), REC_OK(1, T0 + 30003),
+	    STATE(T0 + 30003, CLOSED)),
+};
+
+#define SLOTS 10 /* ticket slots; 9 is the scratch one of REJECTED() */
+
+/* A scenario being played: its breaker and what the steps look at. */
+struct play {
+	const struct scenario *sc;
+	const struct step *s; /* the step being played */
+	struct breaker_conf c;
+	struct breaker *b;
+	struct trlog l;
 	struct breaker_stats st;
+	struct breaker_saved sv;
+	struct breaker_ticket tk[SLOTS];
+};
 
-	breaker_snapshot(b, now, &st);
-	return st.state;
-}
+static const char *const stats_names[] = { STATS_FIELDS(KN_) "by_error" };
+static const char *const ticket_names[] = { TICKET_FIELDS(KN_) };
+static const char *const tr_names[] = { TRANSITION_FIELDS(KN_) };
+static const char *const change_names[] = { CHANGE_FIELDS(KN_) };
+static const char *const saved_names[] = { SAVED_FIELDS(KN_) };
 
-/* Check one transition's from, to and reason. */
+/* Fail unless what the step looks at (got, named what) is what it wants. */
 static void
-ck_tr(const struct trlog *l, int i, enum breaker_state from,
-    enum breaker_state to, enum breaker_reason reason)
+play_expect(const struct play *p, const char *what, int idx, double got)
 {
-	ck_assert_int_gt(l->n, i);
-	ck_assert_str_eq(breaker_state_name(l->tr[i].from),
-	    breaker_state_name(from));
-	ck_assert_str_eq(breaker_state_name(l->tr[i].to),
-	    breaker_state_name(to));
-	ck_assert_str_eq(breaker_reason_name(l->tr[i].reason),
-	    breaker_reason_name(reason));
+	const struct step *s = p->s;
+	bool ok = s->cmp == GT ? got > s->v : got == s->v;
+
+	ck_assert_msg(ok, "%s, step %d: %s[%d] is %.12g, want %s%.12g",
+	    p->sc->name, (int)(s - p->sc->steps) + 1, what, idx, got,
+	    s->cmp == GT ? "> " : "", s->v);
 }
 
-/* Trip a breaker with the default config open at now. */
+/* Set one field of the config the next breaker or reload takes. */
 static void
-trip(struct breaker *b, uint64_t now, unsigned n)
+play_conf_set(struct play *p)
 {
-	unsigned i;
+	struct breaker_conf *c = &p->c;
+	double v = p->s->v;
 
-	for (i = 0; i < n; i++)
-		rec_fail(b, now, BREAKER_ERR_REFUSED);
-	ck_assert_int_eq(state(b, now), BREAKER_OPEN);
+	switch (p->s->key) {
+#define X(f)                                                                   \
+	case KC_##f:                                                           \
+		c->f = v;                                                      \
+		break;
+		CONF_FIELDS(X)
+#undef X
+	}
 }
+
+/* Set one field of the saved record OP_RESTORE takes. */
+static void
+play_saved_set(struct play *p)
+{
+	struct breaker_saved *sv = &p->sv;
+	double v = p->s->v;
+
+	switch (p->s->key) {
+#define X(f)                                                                   \
+	case KV_##f:                                                           \
+		sv->f = v;                                                     \
+		break;
+		SAVED_FIELDS(X)
+#undef X
+	}
+}
+
+/* Check one field of the last snapshot. */
+static void
+play_check_stat(struct play *p)
+{
+	const struct breaker_stats *st = &p->st;
+	double got = NAN;
+
+	switch (p->s->key) {
+#define X(f)                                                                   \
+	case KS_##f:                                                           \
+		got = (double)st->f;                                           \
+		break;
+		STATS_FIELDS(X)
+#undef X
+	case KS_failures_by_error:
+		got = (double)st->failures_by_error[p->s->n];
+		break;
+	}
+	play_expect(p, stats_names[p->s->key], p->s->n, got);
+}
+
+/* Check one field of ticket slot n. */
+static void
+play_check_ticket(struct play *p)
+{
+	const struct breaker_ticket *t = &p->tk[p->s->n];
+	double got = NAN;
+
+	switch (p->s->key) {
+#define X(f)                                                                   \
+	case KT_##f:                                                           \
+		got = (double)t->f;                                            \
+		break;
+		TICKET_FIELDS(X)
+#undef X
+	}
+	play_expect(p, ticket_names[p->s->key], p->s->n, got);
+}
+
+/* Check one field of the snapshot's change n (newest first). */
+static void
+play_check_change(struct play *p)
+{
+	const struct breaker_change *ch = &p->st.changes[p->s->n];
+	double got = NAN;
+
+	switch (p->s->key) {
+#define X(f)                                                                   \
+	case KH_##f:                                                           \
+		got = (double)ch->f;                                           \
+		break;
+		CHANGE_FIELDS(X)
+#undef X
+	}
+	play_expect(p, change_names[p->s->key], p->s->n, got);
+}
+
+/* Check one field of the saved record. */
+static void
+play_check_saved(struct play *p)
+{
+	const struct breaker_saved *sv = &p->sv;
+	double got = NAN;
+
+	switch (p->s->key) {
+#define X(f)                                                                   \
+	case KV_##f:                                                           \
+		got = (double)sv->f;                                           \
+		break;
+		SAVED_FIELDS(X)
+#undef X
+	}
+	play_expect(p, saved_names[p->s->key], 0, got);
+}
+
+/* Check transition n's from, to and reason, or one of its fields. */
+static void
+play_check_transition(struct play *p)
+{
+	const struct step *s = p->s;
+	const struct breaker_transition *tr = &p->l.tr[s->n];
+	double got = NAN;
+
+	ck_assert_msg(p->l.n > s->n && s->n < MAX_TR,
+	    "%s, step %d: %d transitions, no [%d]", p->sc->name,
+	    (int)(s - p->sc->steps) + 1, p->l.n, s->n);
+	if (s->op == OP_TR) {
+		ck_assert_msg(tr->from == (enum breaker_state)s->key &&
+			tr->to == (enum breaker_state)s->v &&
+			tr->reason == (enum breaker_reason)s->arg,
+		    "%s, step %d: transition[%d] is %s -> %s (%s), want "
+		    "%s -> %s (%s)",
+		    p->sc->name, (int)(s - p->sc->steps) + 1, s->n,
+		    breaker_state_name(tr->from), breaker_state_name(tr->to),
+		    breaker_reason_name(tr->reason),
+		    breaker_state_name((enum breaker_state)s->key),
+		    breaker_state_name((enum breaker_state)s->v),
+		    breaker_reason_name((enum breaker_reason)s->arg));
+		return;
+	}
+	switch (s->key) {
+#define X(f)                                                                   \
+	case KR_##f:                                                           \
+		got = (double)tr->f;                                           \
+		break;
+		TRANSITION_FIELDS(X)
+#undef X
+	}
+	play_expect(p, tr_names[s->key], s->n, got);
+}
+
+/* Make the breaker from the config set so far, born at T0. */
+static void
+play_breaker_new(struct play *p)
+{
+	p->b = breaker_new(&p->c, T0, 42);
+	memset(&p->l, 0, sizeof(p->l));
+	breaker_set_callback(p->b, trlog_cb, &p->l);
+}
+
+/* Play one step that makes something happen. */
+static void
+play_event(struct play *p)
+{
+	const struct step *s = p->s;
+	struct breaker_ticket *t = &p->tk[s->n];
+	bool given;
+	int i;
+
+	switch (s->op) {
+	case OP_ATTEMPTS:
+		for (i = 0; i < s->n; i++)
+			ck_assert_msg(unit_breaker_attempt(p->b, s->at, s->ok,
+					  (enum breaker_error)s->err),
+			    "%s, step %d: attempt %d not admitted",
+			    p->sc->name, (int)(s - p->sc->steps) + 1, i + 1);
+		break;
+	case OP_ADMIT:
+		memset(t, 0xa5, sizeof(*t));
+		breaker_admit(p->b, s->at, t);
+		break;
+	case OP_RECORD:
+		breaker_record(p->b, t, s->ok, (enum breaker_error)s->err,
+		    s->at);
+		break;
+	case OP_CANCEL:
+		breaker_cancel(p->b, t);
+		break;
+	case OP_UNREJECT:
+		breaker_unreject(p->b, t);
+		break;
+	case OP_PROBE:
+		memset(t, 0xa5, sizeof(*t));
+		given = breaker_probe_begin(p->b, s->at, 5000, t);
+		play_expect(p, "probe given", s->n, given);
+		break;
+	case OP_TICK:
+		breaker_tick(p->b, s->at);
+		break;
+	case OP_FORCE_OPEN:
+		breaker_force_open(p->b, s->arg, s->at);
+		break;
+	case OP_FORCE_CLOSED:
+		breaker_force_closed(p->b, s->arg, s->at);
+		break;
+	case OP_RESET:
+		breaker_reset(p->b, s->at);
+		break;
+	case OP_RECONF:
+		breaker_reconfigure(p->b, &p->c, s->at);
+		break;
+	case OP_RESTART:
+		breaker_save(p->b, s->at, &p->sv);
+		breaker_free(p->b);
+		play_breaker_new(p);
+		breaker_restore(p->b, &p->sv, s->arg);
+		break;
+	case OP_RESTORE:
+		breaker_restore(p->b, &p->sv, s->at);
+		break;
+	default:
+		ck_abort_msg("%s: step %d: op %d is no event", p->sc->name,
+		    (int)(s - p->sc->steps) + 1, (int)s->op);
+	}
+}
+
+/* Play one step that checks what the breaker shows. */
+static void
+play_check(struct play *p)
+{
+	const struct step *s = p->s;
+
+	switch (s->op) {
+	case OP_STATE:
+		breaker_snapshot(p->b, s->at, &p->st);
+		play_expect(p, "state", 0, p->st.state);
+		break;
+	case OP_RETRY:
+		play_expect(p, "retry_after", 0,
+		    (double)breaker_retry_after(p->b, s->at));
+		break;
+	case OP_DEADLINE:
+		play_expect(p, "next_deadline", 0,
+		    (double)breaker_next_deadline(p->b));
+		break;
+	case OP_NTR:
+		play_expect(p, "transitions", 0, p->l.n);
+		break;
+	case OP_TR:
+	case OP_TR_FIELD:
+		play_check_transition(p);
+		break;
+	case OP_SNAP:
+		breaker_snapshot(p->b, s->at, &p->st);
+		break;
+	case OP_STAT:
+		play_check_stat(p);
+		break;
+	case OP_CHANGE:
+		play_check_change(p);
+		break;
+	case OP_TICKET:
+		play_check_ticket(p);
+		break;
+	case OP_SAVED:
+		play_check_saved(p);
+		break;
+	default:
+		play_event(p);
+	}
+}
+
+/* Play a scenario from SPEC.md's default config, step by step. */
+static void
+play_scenario(const struct scenario *sc)
+{
+	struct play p;
+
+	memset(&p, 0, sizeof(p));
+	p.sc = sc;
+	p.c = unit_breaker_conf();
+	for (p.s = sc->steps; p.s->op != OP_END; p.s++) {
+		if (p.s->op == OP_SET)
+			play_conf_set(&p);
+		else if (p.s->op == OP_SAVE_SET)
+			play_saved_set(&p);
+		else {
+			if (p.b == NULL)
+				play_breaker_new(&p);
+			play_check(&p);
+		}
+	}
+	breaker_free(p.b);
+}
+
+/* One scenario row, by its index (Check's loop variable _i). */
+START_TEST(test_scenario)
+{
+	play_scenario(&scenarios[_i]);
+}
+END_TEST
 
 /* The names are the ones the logs and STATS use. */
 START_TEST(test_names)
@@ -205,562 +1124,11 @@ START_TEST(test_error_from_errno)
 }
 END_TEST
 
-/*
- * STATS "transitions": the last BREAKER_HISTORY changes, newest first, each
- * with its time and reason; older ones fall out, repeated forces are no
- * change.
- */
-START_TEST(test_history)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b = mk(&c, NULL);
-	struct breaker_stats st;
-	uint64_t t = T0;
-	int i;
-
-	breaker_snapshot(b, t, &st);
-	ck_assert_uint_eq(st.nchanges, 0);
-	for (i = 0; i < 5; i++)
-		rec_fail(b, t, BREAKER_ERR_REFUSED);
-	t += 30000;
-	breaker_tick(b, t);
-	rec_ok(b, t + 1);
-	rec_ok(b, t + 2);
-	breaker_snapshot(b, t + 3, &st);
-	ck_assert_uint_eq(st.nchanges, 3);
-	ck_assert_int_eq(st.changes[0].from, BREAKER_HALF_OPEN);
-	ck_assert_int_eq(st.changes[0].to, BREAKER_CLOSED);
-	ck_assert_int_eq(st.changes[0].reason, BREAKER_REASON_TRIALS_SUCCEEDED);
-	ck_assert_uint_eq(st.changes[0].at_ms, t + 2);
-	ck_assert_int_eq(st.changes[1].to, BREAKER_HALF_OPEN);
-	ck_assert_int_eq(st.changes[1].reason, BREAKER_REASON_RECOVERY_TIMEOUT);
-	ck_assert_uint_eq(st.changes[1].at_ms, t);
-	ck_assert_int_eq(st.changes[2].from, BREAKER_CLOSED);
-	ck_assert_int_eq(st.changes[2].to, BREAKER_OPEN);
-	ck_assert_int_eq(st.changes[2].reason, BREAKER_REASON_CONSECUTIVE);
-	ck_assert_uint_eq(st.changes[2].at_ms, T0);
-
-	/* 20 more changes: only the newest 16 are kept. */
-	for (i = 0; i < 10; i++) {
-		breaker_force_open(b, 0, t + 10 + 2 * (uint64_t)i);
-		breaker_force_open(b, 0, t + 10 + 2 * (uint64_t)i);
-		breaker_reset(b, t + 11 + 2 * (uint64_t)i);
-	}
-	breaker_snapshot(b, t + 100, &st);
-	ck_assert_uint_eq(st.nchanges, BREAKER_HISTORY);
-	ck_assert_int_eq(st.changes[0].to, BREAKER_CLOSED);
-	ck_assert_int_eq(st.changes[0].reason, BREAKER_REASON_MANUAL);
-	ck_assert_uint_eq(st.changes[0].at_ms, t + 29);
-	ck_assert_int_eq(st.changes[1].to, BREAKER_FORCED_OPEN);
-	ck_assert_uint_eq(st.changes[1].at_ms, t + 28);
-	ck_assert_uint_eq(st.changes[15].at_ms, t + 14);
-	breaker_free(b);
-}
-END_TEST
-
-/* A new breaker is closed, admits, and has an empty window. */
-START_TEST(test_new_closed)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b = mk(&c, NULL);
-	struct breaker_stats st;
-	struct breaker_ticket t;
-
-	t = admit(b, T0);
-	ck_assert(t.admitted);
-	ck_assert_int_eq(t.verdict, BREAKER_ADMITTED);
-	ck_assert_int_eq(t.state, BREAKER_CLOSED);
-	ck_assert(!t.trial);
-	ck_assert_int_eq(t.retry_after_ms, -1);
-	ck_assert_int_eq(breaker_retry_after(b, T0), -1);
-	ck_assert_uint_eq(breaker_next_deadline(b), 0);
-	breaker_snapshot(b, T0, &st);
-	ck_assert_int_eq(st.state, BREAKER_CLOSED);
-	ck_assert_uint_eq(st.state_since_ms, T0);
-	ck_assert_int_eq(st.retry_after_ms, -1);
-	ck_assert_uint_eq(st.recovery_timeout_ms, 30000);
-	ck_assert_uint_eq(st.window_attempts, 0);
-	ck_assert(st.failure_rate == 0.0);
-	ck_assert(st.success_rate == 1.0);
-	ck_assert_uint_eq(st.attempts_total, 0);
-	breaker_free(b);
-}
-END_TEST
-
-/* failure_threshold - 1 failures keep it closed; the next one opens it. */
-START_TEST(test_consecutive_threshold)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b = mk(&c, &l);
-	struct breaker_stats st;
-	int i;
-
-	for (i = 0; i < 4; i++)
-		rec_fail(b, T0 + i, BREAKER_ERR_REFUSED);
-	ck_assert_int_eq(state(b, T0 + 4), BREAKER_CLOSED);
-	ck_assert_int_eq(l.n, 0);
-	rec_fail(b, T0 + 4, BREAKER_ERR_TIMEOUT);
-	ck_assert_int_eq(l.n, 1);
-	ck_tr(&l, 0, BREAKER_CLOSED, BREAKER_OPEN, BREAKER_REASON_CONSECUTIVE);
-	ck_assert_uint_eq(l.tr[0].consecutive_failures, 5);
-	ck_assert_uint_eq(l.tr[0].window_attempts, 5);
-	ck_assert_uint_eq(l.tr[0].window_failures, 5);
-	ck_assert_int_eq(l.tr[0].retry_after_ms, 30000);
-	ck_assert_uint_eq(l.tr[0].now_ms, T0 + 4);
-	breaker_snapshot(b, T0 + 4, &st);
-	ck_assert_uint_eq(st.opened_total, 1);
-	ck_assert_uint_eq(st.state_since_ms, T0 + 4);
-	ck_assert_uint_eq(st.failures_total, 5);
-	breaker_free(b);
-}
-END_TEST
-
-/* Any success resets the consecutive count. */
-START_TEST(test_success_resets_consecutive)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b = mk(&c, NULL);
-	struct breaker_stats st;
-	int i;
-
-	for (i = 0; i < 4; i++)
-		rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	rec_ok(b, T0);
-	breaker_snapshot(b, T0, &st);
-	ck_assert_uint_eq(st.consecutive_failures, 0);
-	for (i = 0; i < 4; i++)
-		rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	breaker_snapshot(b, T0, &st);
-	ck_assert_int_eq(st.state, BREAKER_CLOSED);
-	ck_assert_uint_eq(st.consecutive_failures, 4);
-	ck_assert_uint_eq(st.window_failures, 8);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	ck_assert_int_eq(state(b, T0), BREAKER_OPEN);
-	breaker_free(b);
-}
-END_TEST
-
-/* failure_threshold 0 turns the consecutive rule off. */
-START_TEST(test_consecutive_off)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b;
-	int i;
-
-	c.failure_threshold = 0;
-	c.failure_rate_threshold = 50;
-	c.minimum_calls = 100;
-	c.window_calls = 100;
-	b = mk(&c, NULL);
-	for (i = 0; i < 99; i++)
-		rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	ck_assert_int_eq(state(b, T0), BREAKER_CLOSED);
-	breaker_free(b);
-}
-END_TEST
-
-/* The rate is not judged on fewer than minimum_calls attempts. */
-START_TEST(test_rate_too_few_calls)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b;
-	int i;
-
-	c.failure_threshold = 0;
-	c.failure_rate_threshold = 50;
-	b = mk(&c, &l);
-	for (i = 0; i < 9; i++)
-		rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	ck_assert_int_eq(state(b, T0), BREAKER_CLOSED);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	ck_assert_int_eq(state(b, T0), BREAKER_OPEN);
-	ck_tr(&l, 0, BREAKER_CLOSED, BREAKER_OPEN, BREAKER_REASON_RATE);
-	ck_assert_uint_eq(l.tr[0].window_attempts, 10);
-	breaker_free(b);
-}
-END_TEST
-
-/* Feed nf failures then ns successes; return the state after. */
-static enum breaker_state
-rate_run(double threshold, int nf, int ns)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b;
-	enum breaker_state s;
-	int i;
-
-	c.failure_threshold = 0;
-	c.failure_rate_threshold = threshold;
-	c.window_calls = 10;
-	c.minimum_calls = 10;
-	b = mk(&c, NULL);
-	for (i = 0; i < nf; i++)
-		rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	for (i = 0; i < ns; i++)
-		rec_ok(b, T0);
-	s = state(b, T0);
-	breaker_free(b);
-	return s;
-}
-
-/* Below the rate stays closed; at and above it opens, judged on a success. */
-START_TEST(test_rate_below_at_above)
-{
-	ck_assert_int_eq(rate_run(50, 4, 6), BREAKER_CLOSED);
-	ck_assert_int_eq(rate_run(50, 5, 5), BREAKER_OPEN);
-	ck_assert_int_eq(rate_run(50, 6, 4), BREAKER_OPEN);
-	ck_assert_int_eq(rate_run(12.5, 1, 9), BREAKER_CLOSED);
-	ck_assert_int_eq(rate_run(10, 1, 9), BREAKER_OPEN);
-	/* Five failures with only four calls more: too few to judge. */
-	ck_assert_int_eq(rate_run(50, 5, 4), BREAKER_CLOSED);
-	ck_assert_int_eq(rate_run(100, 9, 1), BREAKER_CLOSED);
-	ck_assert_int_eq(rate_run(100, 10, 0), BREAKER_OPEN);
-}
-END_TEST
-
-/* When both rules fire on one outcome the reason is consecutive_failures. */
-START_TEST(test_both_rules_at_once)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b;
-
-	c.failure_threshold = 3;
-	c.failure_rate_threshold = 50;
-	c.minimum_calls = 3;
-	b = mk(&c, &l);
-	trip(b, T0, 3);
-	ck_tr(&l, 0, BREAKER_CLOSED, BREAKER_OPEN, BREAKER_REASON_CONSECUTIVE);
-	breaker_free(b);
-}
-END_TEST
-
-/* A count window forgets the oldest outcome when it is full. */
-START_TEST(test_window_count_eviction)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_stats st;
-	struct breaker *b;
-
-	c.failure_threshold = 0;
-	c.failure_rate_threshold = 75;
-	c.window_calls = 4;
-	c.minimum_calls = 4;
-	b = mk(&c, NULL);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	rec_ok(b, T0);
-	rec_ok(b, T0);
-	rec_ok(b, T0); /* [F S S S] */
-	rec_ok(b, T0); /* [S S S S] */
-	breaker_snapshot(b, T0, &st);
-	ck_assert_uint_eq(st.window_attempts, 4);
-	ck_assert_uint_eq(st.window_failures, 0);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED); /* [S S F F]: 50% */
-	breaker_snapshot(b, T0, &st);
-	ck_assert_int_eq(st.state, BREAKER_CLOSED);
-	ck_assert_uint_eq(st.window_failures, 2);
-	ck_assert(st.failure_rate == 0.5);
-	ck_assert(st.success_rate == 0.5);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED); /* [S F F F]: 75% */
-	ck_assert_int_eq(state(b, T0), BREAKER_OPEN);
-	breaker_free(b);
-}
-END_TEST
-
-/* A duration window drops outcomes bucket by bucket (20 of 500 ms here). */
-START_TEST(test_window_time_eviction)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_stats st;
-	struct breaker *b;
-
-	c.failure_threshold = 0;
-	c.failure_rate_threshold = 70;
-	c.window_ms = 10000;
-	c.minimum_calls = 3;
-	b = mk(&c, NULL);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	rec_fail(b, T0 + 499, BREAKER_ERR_REFUSED); /* same bucket */
-	rec_ok(b, T0 + 500);
-	breaker_snapshot(b, T0 + 9999, &st);
-	ck_assert_uint_eq(st.window_attempts, 3);
-	ck_assert_uint_eq(st.window_failures, 2);
-	breaker_snapshot(b, T0 + 10000, &st);
-	ck_assert_uint_eq(st.window_attempts, 1);
-	ck_assert_uint_eq(st.window_failures, 0);
-	/* With the two failures still in, this one would open it. */
-	rec_fail(b, T0 + 10000, BREAKER_ERR_REFUSED);
-	ck_assert_int_eq(state(b, T0 + 10000), BREAKER_CLOSED);
-	breaker_snapshot(b, T0 + 10500, &st);
-	ck_assert_uint_eq(st.window_attempts, 1);
-	/* A long silence empties it whole. */
-	breaker_snapshot(b, T0 + 1000000, &st);
-	ck_assert_uint_eq(st.window_attempts, 0);
-	ck_assert(st.success_rate == 1.0);
-	rec_fail(b, T0 + 1000000, BREAKER_ERR_REFUSED);
-	rec_fail(b, T0 + 1000001, BREAKER_ERR_REFUSED);
-	ck_assert_int_eq(state(b, T0 + 1000001), BREAKER_CLOSED);
-	rec_fail(b, T0 + 1000002, BREAKER_ERR_REFUSED);
-	ck_assert_int_eq(state(b, T0 + 1000002), BREAKER_OPEN);
-	breaker_free(b);
-}
-END_TEST
-
-/* A duration shorter than 20 ms gets 1 ms buckets, as many as it spans. */
-START_TEST(test_window_time_small)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_stats st;
-	struct breaker *b;
-
-	c.failure_threshold = 0;
-	c.failure_rate_threshold = 50;
-	c.window_ms = 5;
-	c.minimum_calls = 100;
-	b = mk(&c, NULL);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	rec_fail(b, T0 + 4, BREAKER_ERR_REFUSED);
-	breaker_snapshot(b, T0 + 4, &st);
-	ck_assert_uint_eq(st.window_attempts, 2);
-	breaker_snapshot(b, T0 + 5, &st);
-	ck_assert_uint_eq(st.window_attempts, 1);
-	breaker_snapshot(b, T0 + 9, &st);
-	ck_assert_uint_eq(st.window_attempts, 0);
-	breaker_free(b);
-}
-END_TEST
-
-/* An open circuit rejects with the time left and counts the rejects. */
-START_TEST(test_open_rejects)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b = mk(&c, NULL);
-	struct breaker_stats st;
-	struct breaker_ticket t;
-
-	trip(b, T0, 5);
-	t = admit(b, T0 + 1000);
-	ck_assert(!t.admitted);
-	ck_assert_int_eq(t.verdict, BREAKER_REJECT_OPEN);
-	ck_assert_int_eq(t.state, BREAKER_OPEN);
-	ck_assert_int_eq(t.retry_after_ms, 29000);
-	t = admit(b, T0 + 29999);
-	ck_assert_int_eq(t.retry_after_ms, 1);
-	breaker_snapshot(b, T0 + 29999, &st);
-	ck_assert_uint_eq(st.rejected_open, 2);
-	ck_assert_uint_eq(st.rejected_total, 2);
-	ck_assert_uint_eq(st.attempts_total, 5);
-	ck_assert_int_eq(st.retry_after_ms, 1);
-	ck_assert_uint_eq(st.recovery_timeout_ms, 30000);
-	breaker_free(b);
-}
-END_TEST
-
-/* breaker_tick moves open to half_open exactly at the deadline. */
-START_TEST(test_tick_deadline)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b = mk(&c, &l);
-
-	trip(b, T0, 5);
-	ck_assert_uint_eq(breaker_next_deadline(b), T0 + 30000);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 10000), 20000);
-	breaker_tick(b, T0 + 29999);
-	ck_assert_int_eq(l.n, 1);
-	breaker_tick(b, T0 + 30000);
-	ck_assert_int_eq(l.n, 2);
-	ck_tr(&l, 1, BREAKER_OPEN, BREAKER_HALF_OPEN,
-	    BREAKER_REASON_RECOVERY_TIMEOUT);
-	ck_assert_int_eq(l.tr[1].retry_after_ms, 0);
-	ck_assert_uint_eq(l.tr[1].now_ms, T0 + 30000);
-	ck_assert_uint_eq(breaker_next_deadline(b), 0);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 30001), 0);
-	breaker_tick(b, T0 + 90000);
-	ck_assert_int_eq(l.n, 2);
-	breaker_free(b);
-}
-END_TEST
-
-/* Without a tick, the first admit after the deadline finds half_open. */
-START_TEST(test_admit_applies_due)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b = mk(&c, &l);
-	struct breaker_ticket t;
-
-	trip(b, T0, 5);
-	t = admit(b, T0 + 45000);
-	ck_assert(t.admitted);
-	ck_assert(t.trial);
-	ck_assert_int_eq(t.state, BREAKER_HALF_OPEN);
-	ck_assert_int_eq(l.n, 2);
-	ck_assert_uint_eq(l.tr[1].now_ms, T0 + 45000);
-	breaker_free(b);
-}
-END_TEST
-
-/* half_open admits half_open_max_calls trials, then rejects. */
-START_TEST(test_half_open_slots)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b = mk(&c, NULL);
-	struct breaker_ticket t;
-	struct breaker_stats st;
-	int i;
-
-	trip(b, T0, 5);
-	breaker_tick(b, T0 + 30000);
-	for (i = 0; i < 3; i++) {
-		t = admit(b, T0 + 30000);
-		ck_assert(t.admitted);
-		ck_assert(t.trial);
-		ck_assert_int_eq(t.verdict, BREAKER_ADMITTED);
-	}
-	t = admit(b, T0 + 30001);
-	ck_assert(!t.admitted);
-	ck_assert(!t.trial);
-	ck_assert_int_eq(t.verdict, BREAKER_REJECT_HALF_OPEN);
-	ck_assert_int_eq(t.retry_after_ms, 0);
-	breaker_snapshot(b, T0 + 30001, &st);
-	ck_assert_uint_eq(st.rejected_half_open, 1);
-	ck_assert_uint_eq(st.rejected_total, 1);
-	ck_assert_int_eq(st.retry_after_ms, 0);
-	breaker_free(b);
-}
-END_TEST
-
-/* success_threshold trial successes close it and clear what it carried. */
-START_TEST(test_half_open_success_closes)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b;
-	struct breaker_ticket t1, t2;
-	struct breaker_stats st;
-
-	c.recovery_backoff = 2;
-	b = mk(&c, &l);
-	trip(b, T0, 5);
-	breaker_tick(b, T0 + 30000);
-	rec_fail(b, T0 + 30000, BREAKER_ERR_REFUSED); /* backoff step 1 */
-	breaker_tick(b, T0 + 90000);
-	t1 = admit(b, T0 + 90000);
-	t2 = admit(b, T0 + 90000);
-	breaker_record(b, &t1, true, BREAKER_ERR_OTHER, T0 + 90001);
-	ck_assert_int_eq(state(b, T0 + 90001), BREAKER_HALF_OPEN);
-	breaker_record(b, &t2, true, BREAKER_ERR_OTHER, T0 + 90002);
-	ck_assert_int_eq(l.n, 5);
-	ck_tr(&l, 4, BREAKER_HALF_OPEN, BREAKER_CLOSED,
-	    BREAKER_REASON_TRIALS_SUCCEEDED);
-	ck_assert_int_eq(l.tr[4].retry_after_ms, -1);
-	ck_assert_uint_eq(l.tr[4].window_attempts, 0);
-	breaker_snapshot(b, T0 + 90002, &st);
-	ck_assert_int_eq(st.state, BREAKER_CLOSED);
-	ck_assert_uint_eq(st.consecutive_failures, 0);
-	ck_assert_uint_eq(st.window_attempts, 0);
-	ck_assert_uint_eq(st.recovery_timeout_ms, 30000); /* backoff gone */
-	ck_assert_uint_eq(st.opened_total, 2);
-	/* The next trip opens for the base timeout again. */
-	trip(b, T0 + 100000, 5);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 100000), 30000);
-	breaker_free(b);
-}
-END_TEST
-
-/* One trial failure opens it again, for the backed-off time. */
-START_TEST(test_half_open_failure_reopens)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b;
-	struct breaker_ticket t1, t2;
-	struct breaker_stats st;
-
-	c.recovery_backoff = 1.5;
-	b = mk(&c, &l);
-	trip(b, T0, 5);
-	breaker_tick(b, T0 + 30000);
-	t1 = admit(b, T0 + 30000);
-	t2 = admit(b, T0 + 30000);
-	breaker_record(b, &t1, true, BREAKER_ERR_OTHER, T0 + 30001);
-	breaker_snapshot(b, T0 + 30001, &st);
-	ck_assert_uint_eq(st.recovery_timeout_ms, 45000); /* if this fails */
-	breaker_record(b, &t2, false, BREAKER_ERR_TIMEOUT, T0 + 30002);
-	ck_assert_int_eq(l.n, 3);
-	ck_tr(&l, 2, BREAKER_HALF_OPEN, BREAKER_OPEN,
-	    BREAKER_REASON_HALF_OPEN_FAILURE);
-	ck_assert_int_eq(l.tr[2].retry_after_ms, 45000);
-	breaker_snapshot(b, T0 + 30002, &st);
-	ck_assert_uint_eq(st.opened_total, 2);
-	ck_assert_uint_eq(st.recovery_timeout_ms, 45000);
-	ck_assert_uint_eq(breaker_next_deadline(b), T0 + 30002 + 45000);
-	/* The next period starts with no trial successes. */
-	t1 = admit(b, T0 + 75002);
-	breaker_record(b, &t1, true, BREAKER_ERR_OTHER, T0 + 75002);
-	ck_assert_int_eq(state(b, T0 + 75002), BREAKER_HALF_OPEN);
-	breaker_free(b);
-}
-END_TEST
-
-/* Fail one trial at now and return the open duration that follows. */
-static int64_t
-fail_trial(struct breaker *b, uint64_t *now)
-{
-	int64_t r;
-
-	*now += (uint64_t)breaker_retry_after(b, *now);
-	rec_fail(b, *now, BREAKER_ERR_REFUSED);
-	r = breaker_retry_after(b, *now);
-	ck_assert_int_eq(state(b, *now), BREAKER_OPEN);
-	return r;
-}
-
-/* The open duration doubles per failed trial up to the cap. */
-START_TEST(test_backoff_growth_and_cap)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b;
-	uint64_t now = T0;
-
-	c.recovery_timeout_ms = 1000;
-	c.recovery_backoff = 2;
-	c.recovery_timeout_max_ms = 5000;
-	b = mk(&c, NULL);
-	trip(b, now, 5);
-	ck_assert_int_eq(breaker_retry_after(b, now), 1000);
-	ck_assert_int_eq(fail_trial(b, &now), 2000);
-	ck_assert_int_eq(fail_trial(b, &now), 4000);
-	ck_assert_int_eq(fail_trial(b, &now), 5000);
-	ck_assert_int_eq(fail_trial(b, &now), 5000);
-	breaker_free(b);
-}
-END_TEST
-
-/* A cap below recovery_timeout caps the first opening too. */
-START_TEST(test_backoff_cap_below_base)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b;
-
-	c.recovery_timeout_max_ms = 1000;
-	b = mk(&c, NULL);
-	trip(b, T0, 5);
-	ck_assert_int_eq(breaker_retry_after(b, T0), 1000);
-	breaker_free(b);
-}
-END_TEST
-
 /* Draw n open durations from a breaker with jitter; store them in d. */
 static void
 jitter_draws(uint64_t seed, int64_t *d, int n)
 {
-	struct breaker_conf c = conf_default();
+	struct breaker_conf c = unit_breaker_conf();
 	struct breaker *b;
 	int i;
 
@@ -807,7 +1175,7 @@ END_TEST
 /* Jitter applies after the cap, and 100% can reach zero but not below. */
 START_TEST(test_jitter_after_cap)
 {
-	struct breaker_conf c = conf_default();
+	struct breaker_conf c = unit_breaker_conf();
 	struct breaker *b;
 	int64_t r;
 	int i;
@@ -831,7 +1199,7 @@ END_TEST
 /* A small spread reaches both of its ends. */
 START_TEST(test_jitter_ends)
 {
-	struct breaker_conf c = conf_default();
+	struct breaker_conf c = unit_breaker_conf();
 	struct breaker *b;
 	int seen[3] = { 0, 0, 0 };
 	int64_t r;
@@ -852,548 +1220,6 @@ START_TEST(test_jitter_ends)
 	ck_assert_int_gt(seen[0], 0);
 	ck_assert_int_gt(seen[1], 0);
 	ck_assert_int_gt(seen[2], 0);
-	breaker_free(b);
-}
-END_TEST
-
-/* record applies a due expiry first, so its outcome lands after it. */
-START_TEST(test_record_applies_due)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b = mk(&c, &l);
-	struct breaker_ticket t;
-	struct breaker_stats st;
-
-	breaker_force_closed(b, 1000, T0);
-	t = admit(b, T0);
-	breaker_record(b, &t, false, BREAKER_ERR_REFUSED, T0 + 1000);
-	ck_assert_int_eq(l.n, 2);
-	ck_assert_uint_eq(l.tr[1].now_ms, T0 + 1000);
-	breaker_snapshot(b, T0 + 5000, &st);
-	ck_assert_uint_eq(st.failures_total, 1);
-	ck_assert_uint_eq(st.window_attempts, 0);
-	breaker_free(b);
-}
-END_TEST
-
-/* An outcome from an ended period counts in totals only. */
-START_TEST(test_late_outcome)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b = mk(&c, NULL);
-	struct breaker_ticket old, trial;
-	struct breaker_stats st;
-
-	old = admit(b, T0);
-	trip(b, T0, 5);
-	breaker_record(b, &old, false, BREAKER_ERR_UNREACHABLE, T0 + 1);
-	breaker_snapshot(b, T0 + 1, &st);
-	ck_assert_uint_eq(st.attempts_total, 6);
-	ck_assert_uint_eq(st.failures_by_error[BREAKER_ERR_UNREACHABLE], 1);
-	ck_assert_uint_eq(st.consecutive_failures, 5);
-	ck_assert_uint_eq(st.window_attempts, 5);
-
-	/* A trial of an ended half_open period cannot close a later one. */
-	old = admit(b, T0 + 30000); /* the tick happens here: a trial */
-	ck_assert(old.trial);
-	breaker_record(b, &old, false, BREAKER_ERR_REFUSED, T0 + 30000);
-	ck_assert_int_eq(state(b, T0 + 30000), BREAKER_OPEN);
-	breaker_tick(b, T0 + 60000);
-	trial = admit(b, T0 + 60000);
-	breaker_record(b, &trial, true, BREAKER_ERR_OTHER, T0 + 60000);
-	/* the first period's trial ticket, even reported twice */
-	breaker_record(b, &old, true, BREAKER_ERR_OTHER, T0 + 60001);
-	breaker_record(b, &old, true, BREAKER_ERR_OTHER, T0 + 60001);
-	ck_assert_int_eq(state(b, T0 + 60001), BREAKER_HALF_OPEN);
-	breaker_snapshot(b, T0 + 60001, &st);
-	ck_assert_uint_eq(st.successes_total, 3);
-	ck_assert_uint_eq(st.attempts_total, 10);
-	breaker_free(b);
-}
-END_TEST
-
-/* force-open rejects everything until reset; not counted as opened. */
-START_TEST(test_forced_open)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b = mk(&c, &l);
-	struct breaker_ticket t;
-	struct breaker_stats st;
-
-	breaker_force_open(b, 0, T0);
-	ck_tr(&l, 0, BREAKER_CLOSED, BREAKER_FORCED_OPEN,
-	    BREAKER_REASON_MANUAL);
-	ck_assert_int_eq(l.tr[0].retry_after_ms, -1);
-	t = admit(b, T0 + 1000000000);
-	ck_assert(!t.admitted);
-	ck_assert_int_eq(t.verdict, BREAKER_REJECT_FORCED_OPEN);
-	ck_assert_int_eq(t.retry_after_ms, -1);
-	ck_assert_uint_eq(breaker_next_deadline(b), 0);
-	breaker_snapshot(b, T0 + 1000000000, &st);
-	ck_assert_int_eq(st.state, BREAKER_FORCED_OPEN);
-	ck_assert_uint_eq(st.opened_total, 0);
-	ck_assert_uint_eq(st.rejected_forced_open, 1);
-	ck_assert_uint_eq(st.rejected_total, 1);
-	breaker_reset(b, T0 + 1000000001);
-	ck_tr(&l, 1, BREAKER_FORCED_OPEN, BREAKER_CLOSED,
-	    BREAKER_REASON_MANUAL);
-	ck_assert(admit(b, T0 + 1000000001).admitted);
-	breaker_free(b);
-}
-END_TEST
-
-/* A force with a lifetime ends in closed, window cleared, on its own. */
-START_TEST(test_forced_open_lifetime)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b = mk(&c, &l);
-	struct breaker_ticket t;
-	struct breaker_stats st;
-
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	breaker_force_open(b, 60000, T0);
-	ck_assert_int_eq(l.tr[0].retry_after_ms, 60000);
-	ck_assert_uint_eq(breaker_next_deadline(b), T0 + 60000);
-	t = admit(b, T0 + 20000);
-	ck_assert_int_eq(t.retry_after_ms, 40000);
-	breaker_snapshot(b, T0 + 20000, &st);
-	ck_assert_int_eq(st.expires_in_ms, 40000);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 59999), 1);
-	breaker_tick(b, T0 + 60000);
-	ck_assert_int_eq(l.n, 2);
-	ck_tr(&l, 1, BREAKER_FORCED_OPEN, BREAKER_CLOSED,
-	    BREAKER_REASON_EXPIRED);
-	ck_assert_uint_eq(breaker_next_deadline(b), 0);
-	breaker_snapshot(b, T0 + 60000, &st);
-	ck_assert_uint_eq(st.window_attempts, 0);
-	ck_assert_uint_eq(st.consecutive_failures, 0);
-	ck_assert_uint_eq(st.attempts_total, 1);
-	breaker_free(b);
-}
-END_TEST
-
-/* force-closed admits through any failure rate, and counts; expiry clears. */
-START_TEST(test_forced_closed)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b = mk(&c, &l);
-	struct breaker_stats st;
-	int i;
-
-	trip(b, T0, 5);
-	breaker_force_closed(b, 5000, T0 + 1);
-	ck_tr(&l, 1, BREAKER_OPEN, BREAKER_FORCED_CLOSED,
-	    BREAKER_REASON_MANUAL);
-	ck_assert_int_eq(l.tr[1].retry_after_ms, -1);
-	for (i = 0; i < 50; i++)
-		rec_fail(b, T0 + 2, BREAKER_ERR_SLOW);
-	breaker_snapshot(b, T0 + 2, &st);
-	ck_assert_int_eq(st.state, BREAKER_FORCED_CLOSED);
-	ck_assert_int_eq(st.retry_after_ms, -1);
-	ck_assert_int_eq(st.expires_in_ms, 4999);
-	ck_assert_uint_eq(st.consecutive_failures, 55);
-	ck_assert_uint_eq(st.window_attempts, 20);
-	ck_assert_uint_eq(st.failures_by_error[BREAKER_ERR_SLOW], 50);
-	ck_assert_uint_eq(breaker_next_deadline(b), T0 + 5001);
-	ck_assert(admit(b, T0 + 5000).admitted);
-	ck_assert_int_eq(state(b, T0 + 5001), BREAKER_CLOSED);
-	ck_tr(&l, 2, BREAKER_FORCED_CLOSED, BREAKER_CLOSED,
-	    BREAKER_REASON_EXPIRED);
-	breaker_snapshot(b, T0 + 5001, &st);
-	ck_assert_int_eq(st.expires_in_ms, -1);
-	ck_assert_uint_eq(st.window_attempts, 0);
-	ck_assert_uint_eq(st.consecutive_failures, 0);
-	ck_assert_uint_eq(st.opened_total, 1);
-	breaker_free(b);
-}
-END_TEST
-
-/* Forcing the state it is already in only renews the lifetime. */
-START_TEST(test_force_again)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b = mk(&c, &l);
-
-	breaker_force_open(b, 1000, T0);
-	breaker_force_open(b, 5000, T0 + 500);
-	ck_assert_int_eq(l.n, 1);
-	ck_assert_uint_eq(breaker_next_deadline(b), T0 + 5500);
-	breaker_force_open(b, 0, T0 + 600);
-	ck_assert_uint_eq(breaker_next_deadline(b), 0);
-	ck_assert_int_eq(state(b, T0 + 100000), BREAKER_FORCED_OPEN);
-	breaker_force_closed(b, 0, T0 + 100000);
-	ck_assert_int_eq(l.n, 2);
-	/* An absurd lifetime is clamped, not wrapped round. */
-	breaker_force_open(b, UINT64_MAX, T0 + 100000);
-	ck_assert_int_gt(breaker_retry_after(b, T0 + 100000), 0);
-	ck_assert_uint_gt(breaker_next_deadline(b), T0 + 100000);
-	breaker_free(b);
-}
-END_TEST
-
-/* reset goes back to closed from anywhere and keeps the totals. */
-START_TEST(test_reset_keeps_totals)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b;
-	struct breaker_stats st;
-	struct breaker_ticket t;
-	uint64_t now = T0;
-
-	c.recovery_backoff = 2;
-	b = mk(&c, &l);
-	trip(b, now, 5);
-	ck_assert_int_eq(fail_trial(b, &now), 60000);
-	ck_assert(!admit(b, now + 100).admitted);
-	breaker_reset(b, now + 100);
-	ck_assert_int_eq(l.n, 4);
-	ck_tr(&l, 3, BREAKER_OPEN, BREAKER_CLOSED, BREAKER_REASON_MANUAL);
-	breaker_snapshot(b, now + 100, &st);
-	ck_assert_int_eq(st.state, BREAKER_CLOSED);
-	ck_assert_uint_eq(st.state_since_ms, now + 100);
-	ck_assert_uint_eq(st.consecutive_failures, 0);
-	ck_assert_uint_eq(st.window_attempts, 0);
-	ck_assert_uint_eq(st.recovery_timeout_ms, 30000);
-	ck_assert_uint_eq(st.attempts_total, 6);
-	ck_assert_uint_eq(st.failures_total, 6);
-	ck_assert_uint_eq(st.rejected_open, 1);
-	ck_assert_uint_eq(st.opened_total, 2);
-
-	/* A reset of a closed circuit clears the window but says nothing. */
-	t = admit(b, now + 200);
-	rec_fail(b, now + 200, BREAKER_ERR_REFUSED);
-	breaker_reset(b, now + 300);
-	ck_assert_int_eq(l.n, 4);
-	breaker_record(b, &t, false, BREAKER_ERR_REFUSED, now + 300);
-	breaker_snapshot(b, now + 300, &st);
-	ck_assert_uint_eq(st.window_attempts, 0);
-	ck_assert_uint_eq(st.consecutive_failures, 0);
-	ck_assert_uint_eq(st.state_since_ms, now + 100);
-	ck_assert_uint_eq(st.attempts_total, 8);
-	breaker_free(b);
-}
-END_TEST
-
-/* dry_run runs the machine and counts would-be rejects, admitting all. */
-START_TEST(test_dry_run)
-{
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b;
-	struct breaker_ticket t, tr[3];
-	struct breaker_stats st;
-	int i;
-
-	c.dry_run = true;
-	b = mk(&c, &l);
-	trip(b, T0, 5);
-	t = admit(b, T0 + 1);
-	ck_assert(t.admitted);
-	ck_assert_int_eq(t.verdict, BREAKER_REJECT_OPEN);
-	ck_assert_int_eq(t.retry_after_ms, 29999);
-	ck_assert(!t.trial);
-	breaker_record(b, &t, true, BREAKER_ERR_OTHER, T0 + 2);
-	breaker_snapshot(b, T0 + 2, &st);
-	ck_assert_int_eq(st.state, BREAKER_OPEN);
-	ck_assert_uint_eq(st.consecutive_failures, 5);
-	ck_assert_uint_eq(st.rejected_open, 1);
-	ck_assert_uint_eq(st.attempts_total, 6);
-
-	breaker_tick(b, T0 + 30000);
-	for (i = 0; i < 3; i++) {
-		tr[i] = admit(b, T0 + 30000);
-		ck_assert(tr[i].trial);
-	}
-	t = admit(b, T0 + 30000);
-	ck_assert(t.admitted);
-	ck_assert(!t.trial);
-	ck_assert_int_eq(t.verdict, BREAKER_REJECT_HALF_OPEN);
-	/* The would-be reject's outcome drives nothing, not even a failure. */
-	breaker_record(b, &t, false, BREAKER_ERR_REFUSED, T0 + 30001);
-	ck_assert_int_eq(state(b, T0 + 30001), BREAKER_HALF_OPEN);
-	breaker_record(b, &tr[0], true, BREAKER_ERR_OTHER, T0 + 30001);
-	breaker_record(b, &tr[1], true, BREAKER_ERR_OTHER, T0 + 30001);
-	ck_assert_int_eq(state(b, T0 + 30001), BREAKER_CLOSED);
-	ck_assert_int_eq(l.n, 3);
-
-	breaker_force_open(b, 0, T0 + 30002);
-	t = admit(b, T0 + 30002);
-	ck_assert(t.admitted);
-	ck_assert_int_eq(t.verdict, BREAKER_REJECT_FORCED_OPEN);
-	breaker_snapshot(b, T0 + 30002, &st);
-	ck_assert_uint_eq(st.rejected_total, 3);
-	breaker_free(b);
-}
-END_TEST
-
-/* cancel gives a half_open slot back and counts nothing. */
-START_TEST(test_cancel)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b;
-	struct breaker_ticket t, t2;
-	struct breaker_stats st;
-
-	c.half_open_max_calls = 1;
-	c.success_threshold = 1;
-	b = mk(&c, NULL);
-	t = admit(b, T0);
-	breaker_cancel(b, &t); /* closed: nothing to give back */
-	trip(b, T0, 5);
-	breaker_tick(b, T0 + 30000);
-	t = admit(b, T0 + 30000);
-	ck_assert(t.trial);
-	ck_assert(!admit(b, T0 + 30000).admitted);
-	breaker_cancel(b, &t);
-	t2 = admit(b, T0 + 30000);
-	ck_assert(t2.admitted);
-	ck_assert(t2.trial);
-	breaker_record(b, &t2, false, BREAKER_ERR_REFUSED, T0 + 30001);
-	breaker_tick(b, T0 + 60001);
-	t = admit(b, T0 + 60001);
-	/* A ticket from an earlier period frees no slot in this one. */
-	breaker_cancel(b, &t2);
-	ck_assert(!admit(b, T0 + 60001).admitted);
-	breaker_snapshot(b, T0 + 60001, &st);
-	ck_assert_uint_eq(st.attempts_total, 6);
-	ck_assert_uint_eq(st.rejected_half_open, 2);
-	breaker_record(b, &t, true, BREAKER_ERR_OTHER, T0 + 60002);
-	ck_assert_int_eq(state(b, T0 + 60002), BREAKER_CLOSED);
-	breaker_free(b);
-}
-END_TEST
-
-/* unreject takes back exactly the reject its ticket counted. */
-START_TEST(test_unreject)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b;
-	struct breaker_ticket t, ok;
-	struct breaker_stats st;
-
-	b = mk(&c, NULL);
-	ok = admit(b, T0);
-	breaker_unreject(b, &ok); /* admitted: nothing to take back */
-	trip(b, T0, 5);
-	t = admit(b, T0 + 1);
-	ck_assert_int_eq(t.verdict, BREAKER_REJECT_OPEN);
-	admit(b, T0 + 1);
-	breaker_snapshot(b, T0 + 1, &st);
-	ck_assert_uint_eq(st.rejected_open, 2);
-	breaker_unreject(b, &t);
-	breaker_snapshot(b, T0 + 1, &st);
-	ck_assert_uint_eq(st.rejected_open, 1);
-	ck_assert_uint_eq(st.rejected_total, 1);
-	ck_assert_int_eq(st.state, BREAKER_OPEN);
-
-	breaker_force_open(b, 0, T0 + 2);
-	t = admit(b, T0 + 2);
-	breaker_unreject(b, &t);
-	breaker_snapshot(b, T0 + 2, &st);
-	ck_assert_uint_eq(st.rejected_forced_open, 0);
-	ck_assert_uint_eq(st.rejected_total, 1);
-	breaker_free(b);
-}
-END_TEST
-
-/* The callback sees every change of a full cycle, in order. */
-START_TEST(test_callback_sequence)
-{
-	static const struct {
-		enum breaker_state from, to;
-		enum breaker_reason reason;
-		int64_t retry_after;
-		uint64_t now;
-	} want[] = {
-		{ BREAKER_CLOSED, BREAKER_OPEN, BREAKER_REASON_RATE, 1000, T0 },
-		{ BREAKER_OPEN, BREAKER_HALF_OPEN,
-		    BREAKER_REASON_RECOVERY_TIMEOUT, 0, T0 + 1000 },
-		{ BREAKER_HALF_OPEN, BREAKER_OPEN,
-		    BREAKER_REASON_HALF_OPEN_FAILURE, 3000, T0 + 1001 },
-		{ BREAKER_OPEN, BREAKER_HALF_OPEN,
-		    BREAKER_REASON_RECOVERY_TIMEOUT, 0, T0 + 4001 },
-		{ BREAKER_HALF_OPEN, BREAKER_CLOSED,
-		    BREAKER_REASON_TRIALS_SUCCEEDED, -1, T0 + 4002 },
-		{ BREAKER_CLOSED, BREAKER_FORCED_OPEN, BREAKER_REASON_MANUAL,
-		    7000, T0 + 5000 },
-		{ BREAKER_FORCED_OPEN, BREAKER_CLOSED, BREAKER_REASON_EXPIRED,
-		    -1, T0 + 12000 },
-		{ BREAKER_CLOSED, BREAKER_FORCED_CLOSED, BREAKER_REASON_MANUAL,
-		    -1, T0 + 12001 },
-		{ BREAKER_FORCED_CLOSED, BREAKER_CLOSED, BREAKER_REASON_MANUAL,
-		    -1, T0 + 12002 },
-	};
-	struct breaker_conf c = conf_default();
-	struct trlog l;
-	struct breaker *b;
-	int i;
-
-	c.failure_threshold = 0;
-	c.failure_rate_threshold = 50;
-	c.minimum_calls = 2;
-	c.recovery_timeout_ms = 1000;
-	c.recovery_backoff = 3;
-	c.half_open_max_calls = 1;
-	c.success_threshold = 1;
-	b = mk(&c, &l);
-	rec_ok(b, T0);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	breaker_tick(b, T0 + 1000);
-	rec_fail(b, T0 + 1001, BREAKER_ERR_REFUSED);
-	breaker_tick(b, T0 + 4001);
-	rec_ok(b, T0 + 4002);
-	breaker_force_open(b, 7000, T0 + 5000);
-	breaker_tick(b, T0 + 12000);
-	breaker_force_closed(b, 0, T0 + 12001);
-	breaker_reset(b, T0 + 12002);
-	ck_assert_int_eq(l.n, 9);
-	for (i = 0; i < 9; i++) {
-		ck_tr(&l, i, want[i].from, want[i].to, want[i].reason);
-		ck_assert_int_eq(l.tr[i].retry_after_ms, want[i].retry_after);
-		ck_assert_uint_eq(l.tr[i].now_ms, want[i].now);
-	}
-	ck_assert_uint_eq(l.tr[0].window_attempts, 2);
-	ck_assert_uint_eq(l.tr[0].window_failures, 1);
-	ck_assert_uint_eq(l.tr[0].consecutive_failures, 1);
-	breaker_free(b);
-}
-END_TEST
-
-/* retry_after in each state. */
-START_TEST(test_retry_after_states)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b = mk(&c, NULL);
-
-	ck_assert_int_eq(breaker_retry_after(b, T0), -1);
-	trip(b, T0, 5);
-	ck_assert_int_eq(breaker_retry_after(b, T0), 30000);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 29999), 1);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 30000), 0); /* half_open */
-	ck_assert_int_eq(state(b, T0 + 30000), BREAKER_HALF_OPEN);
-	breaker_force_open(b, 0, T0 + 30000);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 30000), -1);
-	breaker_force_open(b, 2500, T0 + 30000);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 31000), 1500);
-	breaker_force_closed(b, 2500, T0 + 31000);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 31000), -1);
-	breaker_free(b);
-}
-END_TEST
-
-/* Each error kind is counted apart; a success ignores the kind. */
-START_TEST(test_error_kinds)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b;
-	struct breaker_stats st;
-	struct breaker_ticket t;
-	int e, i;
-
-	c.failure_threshold = 0;
-	c.failure_rate_threshold = 100;
-	c.minimum_calls = 1000;
-	b = mk(&c, NULL);
-	for (e = 0; e < BREAKER_ERR_COUNT; e++)
-		for (i = 0; i <= e; i++)
-			rec_fail(b, T0, (enum breaker_error)e);
-	t = admit(b, T0);
-	breaker_record(b, &t, false, (enum breaker_error)99, T0);
-	t = admit(b, T0);
-	breaker_record(b, &t, true, BREAKER_ERR_TIMEOUT, T0);
-	breaker_snapshot(b, T0, &st);
-	for (e = 0; e < BREAKER_ERR_COUNT - 1; e++)
-		ck_assert_uint_eq(st.failures_by_error[e], (unsigned)e + 1);
-	ck_assert_uint_eq(st.failures_by_error[BREAKER_ERR_OTHER],
-	    BREAKER_ERR_OTHER + 2);
-	ck_assert_uint_eq(st.failures_total,
-	    BREAKER_ERR_COUNT * (BREAKER_ERR_COUNT + 1) / 2 + 1);
-	ck_assert_uint_eq(st.successes_total, 1);
-	ck_assert_uint_eq(st.attempts_total,
-	    BREAKER_ERR_COUNT * (BREAKER_ERR_COUNT + 1) / 2 + 2);
-	breaker_free(b);
-}
-END_TEST
-
-/* reconfigure keeps state and totals, reshapes the window, new thresholds. */
-START_TEST(test_reconfigure)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b = mk(&c, NULL);
-	struct breaker_stats st;
-
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	c.failure_threshold = 3;
-	breaker_reconfigure(b, &c, T0);
-	breaker_snapshot(b, T0, &st);
-	ck_assert_uint_eq(st.window_attempts, 2); /* same shape: kept */
-	ck_assert_uint_eq(st.consecutive_failures, 2);
-	rec_fail(b, T0, BREAKER_ERR_REFUSED);
-	ck_assert_int_eq(state(b, T0), BREAKER_OPEN);
-
-	c.window_calls = 50;
-	c.recovery_timeout_ms = 1000;
-	breaker_reconfigure(b, &c, T0 + 10);
-	breaker_snapshot(b, T0 + 10, &st);
-	ck_assert_int_eq(st.state, BREAKER_OPEN);
-	ck_assert_uint_eq(st.window_attempts, 0); /* new shape: cleared */
-	ck_assert_uint_eq(st.attempts_total, 3);
-	ck_assert_uint_eq(st.opened_total, 1);
-	/* The running opening keeps its deadline. */
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 10), 29990);
-
-	c.window_ms = 1000;
-	breaker_reconfigure(b, &c, T0 + 20);
-	c.dry_run = true;
-	breaker_reconfigure(b, &c, T0 + 20);
-	ck_assert(admit(b, T0 + 20).admitted);
-	breaker_free(b);
-}
-END_TEST
-
-/* A time older than one already seen is taken as the latest one. */
-START_TEST(test_time_never_goes_back)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b = mk(&c, NULL);
-	struct breaker_ticket t;
-
-	trip(b, T0 + 1000, 5);
-	t = admit(b, T0 + 500);
-	ck_assert_int_eq(t.retry_after_ms, 30000);
-	ck_assert_int_eq(breaker_retry_after(b, T0), 30000);
-	breaker_free(b);
-}
-END_TEST
-
-/* Nonsense configs are brought back into range rather than wedging. */
-START_TEST(test_conf_clamps)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker *b;
-	struct breaker_ticket t;
-
-	c.half_open_max_calls = 0;
-	c.success_threshold = 5;
-	c.recovery_backoff = 0.5;
-	c.recovery_timeout_ms = 100;
-	b = mk(&c, NULL);
-	trip(b, T0, 5);
-	t = admit(b, T0 + 100);
-	ck_assert(t.trial);
-	ck_assert(!admit(b, T0 + 100).admitted);
-	breaker_record(b, &t, false, BREAKER_ERR_REFUSED, T0 + 100);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 100), 100);
-	t = admit(b, T0 + 200);
-	breaker_record(b, &t, true, BREAKER_ERR_OTHER, T0 + 200);
-	ck_assert_int_eq(state(b, T0 + 200), BREAKER_CLOSED);
 	breaker_free(b);
 }
 END_TEST
@@ -1940,7 +1766,7 @@ START_TEST(test_concurrency)
 	struct chain ch = { 0, 0, 0, BREAKER_CLOSED };
 	pthread_t th[H_THREADS];
 	atomic_uint_fast64_t clock = T0 * 4;
-	struct breaker_conf c = conf_default();
+	struct breaker_conf c = unit_breaker_conf();
 	struct breaker_stats st;
 	struct breaker *b;
 	uint64_t admits = 0, rejected = 0, ok = 0, bad = 0, cancels = 0;
@@ -1991,183 +1817,6 @@ START_TEST(test_concurrency)
 }
 END_TEST
 
-/* Save a breaker at now into a new one created at later (a restart). */
-static struct breaker *
-restart(struct breaker *b, const struct breaker_conf *c, uint64_t now,
-    uint64_t later, struct trlog *l, struct breaker_saved *sv)
-{
-	struct breaker *nb;
-
-	breaker_save(b, now, sv);
-	breaker_free(b);
-	nb = mk(c, l);
-	breaker_restore(nb, sv, later);
-	return nb;
-}
-
-/* An open circuit saved and restored keeps the rest of its open time. */
-START_TEST(test_restore_open)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_saved sv;
-	struct breaker_stats st;
-	struct trlog l;
-	struct breaker *b = mk(&c, NULL);
-
-	trip(b, T0, 5);
-	b = restart(b, &c, T0 + 10000, T0 + 500, &l, &sv);
-	ck_assert_int_eq(sv.state, BREAKER_OPEN);
-	ck_assert_uint_eq(sv.age_ms, 10000);
-	ck_assert_int_eq(sv.remaining_ms, 20000);
-	ck_assert_uint_eq(sv.open_ms, 30000);
-	/* Here the new run's clock starts lower: only durations carry. */
-	breaker_snapshot(b, T0 + 500, &st);
-	ck_assert_int_eq(st.state, BREAKER_OPEN);
-	ck_assert_int_eq(st.retry_after_ms, 20000);
-	ck_assert_uint_eq(st.recovery_timeout_ms, 30000);
-	ck_assert_uint_eq(st.state_since_ms, T0 + 500 - 10000);
-	ck_assert_uint_eq(st.opened_total, 0);
-	ck_assert_uint_eq(breaker_next_deadline(b), T0 + 20500);
-	ck_assert(!admit(b, T0 + 20499).admitted);
-	/* No callback for the restore itself; time moves it on as usual. */
-	ck_assert_int_eq(l.n, 0);
-	breaker_tick(b, T0 + 20500);
-	ck_assert_int_eq(l.n, 1);
-	ck_tr(&l, 0, BREAKER_OPEN, BREAKER_HALF_OPEN,
-	    BREAKER_REASON_RECOVERY_TIMEOUT);
-	breaker_free(b);
-}
-END_TEST
-
-/* An open period that ended while down comes back half_open, backoff kept. */
-START_TEST(test_restore_open_expired)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_saved sv;
-	struct breaker_ticket t;
-	struct breaker_stats st;
-	struct breaker *b;
-
-	c.recovery_backoff = 2;
-	memset(&sv, 0, sizeof(sv));
-	sv.state = BREAKER_OPEN;
-	sv.remaining_ms = 0;
-	sv.open_ms = 60000;
-	sv.backoff_steps = 1;
-	b = mk(&c, NULL);
-	breaker_restore(b, &sv, T0);
-	breaker_snapshot(b, T0, &st);
-	ck_assert_int_eq(st.state, BREAKER_HALF_OPEN);
-	ck_assert_uint_eq(st.state_since_ms, T0);
-	/* The next opening, if this trial fails, is one step further. */
-	ck_assert_uint_eq(st.recovery_timeout_ms, 120000);
-	t = admit(b, T0);
-	ck_assert(t.admitted && t.trial);
-	breaker_record(b, &t, false, BREAKER_ERR_REFUSED, T0 + 1);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 1), 120000);
-	breaker_free(b);
-}
-END_TEST
-
-/* A force keeps the rest of its lifetime, or none; expired, it is closed. */
-START_TEST(test_restore_forced)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_saved sv;
-	struct breaker *b = mk(&c, NULL);
-	struct breaker_ticket t;
-
-	breaker_force_open(b, 60000, T0);
-	b = restart(b, &c, T0 + 15000, T0, NULL, &sv);
-	ck_assert_int_eq(sv.state, BREAKER_FORCED_OPEN);
-	ck_assert_int_eq(sv.remaining_ms, 45000);
-	t = admit(b, T0 + 1000);
-	ck_assert_int_eq(t.verdict, BREAKER_REJECT_FORCED_OPEN);
-	ck_assert_int_eq(t.retry_after_ms, 44000);
-	ck_assert_int_eq(state(b, T0 + 45000), BREAKER_CLOSED);
-	breaker_free(b);
-
-	b = mk(&c, NULL);
-	breaker_force_open(b, 0, T0);
-	b = restart(b, &c, T0 + 15000, T0, NULL, &sv);
-	ck_assert_int_eq(sv.remaining_ms, -1);
-	ck_assert_int_eq(breaker_retry_after(b, T0 + 999999), -1);
-	ck_assert_int_eq(state(b, T0 + 999999), BREAKER_FORCED_OPEN);
-	breaker_free(b);
-
-	b = mk(&c, NULL);
-	breaker_force_closed(b, 5000, T0);
-	b = restart(b, &c, T0 + 1000, T0, NULL, &sv);
-	ck_assert_int_eq(state(b, T0 + 3999), BREAKER_FORCED_CLOSED);
-	ck_assert_int_eq(state(b, T0 + 4000), BREAKER_CLOSED);
-	breaker_free(b);
-
-	memset(&sv, 0, sizeof(sv));
-	sv.state = BREAKER_FORCED_OPEN;
-	sv.remaining_ms = 0;
-	sv.backoff_steps = 3;
-	b = mk(&c, NULL);
-	breaker_restore(b, &sv, T0);
-	ck_assert_int_eq(state(b, T0), BREAKER_CLOSED);
-	ck_assert(admit(b, T0).admitted);
-	breaker_free(b);
-}
-END_TEST
-
-/* Backoff comes back with the state: the next opening is backed off. */
-START_TEST(test_restore_backoff)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_saved sv;
-	struct breaker *b;
-	uint64_t now = T0;
-
-	c.recovery_timeout_ms = 1000;
-	c.recovery_backoff = 2;
-	c.recovery_timeout_max_ms = 60000;
-	b = mk(&c, NULL);
-	trip(b, now, 5);
-	ck_assert_int_eq(fail_trial(b, &now), 2000);
-	ck_assert_int_eq(fail_trial(b, &now), 4000);
-	b = restart(b, &c, now + 1000, T0, NULL, &sv);
-	ck_assert_uint_eq(sv.backoff_steps, 2);
-	ck_assert_int_eq(breaker_retry_after(b, T0), 3000);
-	now = T0;
-	ck_assert_int_eq(fail_trial(b, &now), 8000);
-	breaker_free(b);
-}
-END_TEST
-
-/* closed and half_open restore as themselves; a bad state changes nothing. */
-START_TEST(test_restore_plain)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_saved sv;
-	struct breaker *b = mk(&c, NULL);
-
-	b = restart(b, &c, T0 + 5, T0, NULL, &sv);
-	ck_assert_int_eq(sv.state, BREAKER_CLOSED);
-	ck_assert_int_eq(sv.remaining_ms, -1);
-	ck_assert_int_eq(state(b, T0), BREAKER_CLOSED);
-	breaker_free(b);
-
-	b = mk(&c, NULL);
-	trip(b, T0, 5);
-	breaker_tick(b, T0 + 30000);
-	b = restart(b, &c, T0 + 30001, T0, NULL, &sv);
-	ck_assert_int_eq(sv.state, BREAKER_HALF_OPEN);
-	ck_assert_int_eq(state(b, T0), BREAKER_HALF_OPEN);
-	breaker_free(b);
-
-	memset(&sv, 0, sizeof(sv));
-	sv.state = BREAKER_STATE_COUNT;
-	b = mk(&c, NULL);
-	breaker_restore(b, &sv, T0);
-	ck_assert_int_eq(state(b, T0), BREAKER_CLOSED);
-	breaker_free(b);
-}
-END_TEST
-
 /* State names parse back to their states; anything else does not. */
 START_TEST(test_state_parse)
 {
@@ -2187,168 +1836,6 @@ START_TEST(test_state_parse)
 }
 END_TEST
 
-/* Gather the tests into one suite. */
-/* Take a probe's slot; the ticket, and whether it was given. */
-static bool
-probe_begin(struct breaker *b, uint64_t now, struct breaker_ticket *t)
-{
-	memset(t, 0xa5, sizeof(*t));
-	return breaker_probe_begin(b, now, 5000, t);
-}
-
-/*
- * recovery_probe = connect: half_open turns every client away (told to
- * retry after what is left of the probe's connect_timeout, at least 1 s)
- * and hands its slot to one probe at a time; success_threshold probes
- * close the circuit. No probe outside half_open, nor with probes off.
- */
-START_TEST(test_probe_closes)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_ticket t, p;
-	struct breaker_stats st;
-	struct trlog l;
-	struct breaker *b;
-	uint64_t now = T0 + 30000;
-
-	c.recovery_probe = BREAKER_PROBE_CONNECT;
-	b = mk(&c, &l);
-	ck_assert(!probe_begin(b, T0, &p)); /* closed */
-	trip(b, T0, 5);
-	ck_assert(!probe_begin(b, T0 + 1, &p)); /* open */
-	breaker_tick(b, now);
-	ck_assert_int_eq(state(b, now), BREAKER_HALF_OPEN);
-
-	t = admit(b, now);
-	ck_assert(!t.admitted);
-	ck_assert_int_eq(t.verdict, BREAKER_REJECT_HALF_OPEN);
-	ck_assert_int_eq(t.retry_after_ms, 1000);
-
-	ck_assert(probe_begin(b, now, &p));
-	ck_assert(p.admitted && p.trial && p.probe);
-	ck_assert_int_eq(p.verdict, BREAKER_ADMITTED);
-	ck_assert(!probe_begin(b, now, &t)); /* one at a time */
-	ck_assert(!admit(b, now).admitted);
-	ck_assert_int_eq(admit(b, now).retry_after_ms, 5000);
-	ck_assert_int_eq(admit(b, now + 1).retry_after_ms, 4999);
-	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 1);
-	ck_assert_int_eq(state(b, now + 1), BREAKER_HALF_OPEN);
-	ck_assert(!admit(b, now + 1).admitted);
-
-	ck_assert(probe_begin(b, now + 1, &p));
-	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 2);
-	ck_assert_int_eq(state(b, now + 2), BREAKER_CLOSED);
-	ck_tr(&l, 2, BREAKER_HALF_OPEN, BREAKER_CLOSED,
-	    BREAKER_REASON_PROBES_SUCCEEDED);
-	ck_assert(!probe_begin(b, now + 2, &p));
-	ck_assert(admit(b, now + 2).admitted);
-
-	breaker_snapshot(b, now + 2, &st);
-	ck_assert_uint_eq(st.attempts_total, 5 + 2);
-	ck_assert_uint_eq(st.successes_total, 2);
-	ck_assert_uint_eq(st.rejected_half_open, 5);
-	breaker_free(b);
-}
-END_TEST
-
-/* A failed probe opens the circuit again, for recovery_timeout * backoff. */
-START_TEST(test_probe_fails_backoff)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_ticket p;
-	struct breaker_stats st;
-	struct trlog l;
-	struct breaker *b;
-	uint64_t now = T0 + 30000;
-
-	c.recovery_probe = BREAKER_PROBE_CONNECT;
-	c.recovery_backoff = 2;
-	b = mk(&c, &l);
-	trip(b, T0, 5);
-	breaker_tick(b, now);
-	ck_assert(probe_begin(b, now, &p));
-	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 5);
-	ck_assert(probe_begin(b, now + 5, &p));
-	breaker_record(b, &p, false, BREAKER_ERR_TIMEOUT, now + 10);
-	ck_tr(&l, 2, BREAKER_HALF_OPEN, BREAKER_OPEN,
-	    BREAKER_REASON_HALF_OPEN_FAILURE);
-	ck_assert_int_eq(l.tr[2].retry_after_ms, 60000);
-	ck_assert(!probe_begin(b, now + 10, &p));
-	breaker_tick(b, now + 10 + 59999);
-	ck_assert_int_eq(state(b, now + 10 + 59999), BREAKER_OPEN);
-	breaker_tick(b, now + 10 + 60000);
-	ck_assert(probe_begin(b, now + 10 + 60000, &p));
-	breaker_snapshot(b, now + 10 + 60000, &st);
-	ck_assert_uint_eq(st.failures_by_error[BREAKER_ERR_TIMEOUT], 1);
-	breaker_free(b);
-}
-END_TEST
-
-/*
- * A cancelled probe gives its slot back; a probe's outcome from an earlier
- * period (a manual action came between) drives nothing and blocks nothing.
- */
-START_TEST(test_probe_cancel_and_late)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_ticket p, old;
-	struct breaker *b;
-	uint64_t now = T0 + 30000;
-
-	c.recovery_probe = BREAKER_PROBE_CONNECT;
-	c.success_threshold = 1;
-	b = mk(&c, NULL);
-	trip(b, T0, 5);
-	breaker_tick(b, now);
-	ck_assert(probe_begin(b, now, &p));
-	breaker_cancel(b, &p);
-	ck_assert(probe_begin(b, now, &old));
-	breaker_force_open(b, 1000, now + 1);
-	ck_assert(!probe_begin(b, now + 1, &p));
-	breaker_tick(b, now + 1001); /* the force expires: closed */
-	trip(b, now + 1001, 5);
-	breaker_tick(b, now + 1001 + 30000);
-	ck_assert_int_eq(state(b, now + 31001), BREAKER_HALF_OPEN);
-	/* The old probe's failure is a total, not a transition. */
-	breaker_record(b, &old, false, BREAKER_ERR_REFUSED, now + 31002);
-	ck_assert_int_eq(state(b, now + 31002), BREAKER_HALF_OPEN);
-	ck_assert(probe_begin(b, now + 31002, &p));
-	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 31003);
-	ck_assert_int_eq(state(b, now + 31003), BREAKER_CLOSED);
-	breaker_free(b);
-}
-END_TEST
-
-/*
- * Probes off: half_open admits clients as trials, exactly as before, and
- * no probe is handed out; a reload that turns probes on applies to the
- * half_open period in progress.
- */
-START_TEST(test_probe_off_and_reload)
-{
-	struct breaker_conf c = conf_default();
-	struct breaker_ticket t, p;
-	struct breaker *b;
-	uint64_t now = T0 + 30000;
-
-	b = mk(&c, NULL);
-	trip(b, T0, 5);
-	breaker_tick(b, now);
-	ck_assert(!probe_begin(b, now, &p));
-	t = admit(b, now);
-	ck_assert(t.admitted && t.trial && !t.probe);
-	c.recovery_probe = BREAKER_PROBE_CONNECT;
-	breaker_reconfigure(b, &c, now + 1);
-	ck_assert(!admit(b, now + 1).admitted);
-	ck_assert(probe_begin(b, now + 1, &p));
-	/* The client trial admitted before still counts. */
-	breaker_record(b, &t, true, BREAKER_ERR_OTHER, now + 2);
-	breaker_record(b, &p, true, BREAKER_ERR_OTHER, now + 3);
-	ck_assert_int_eq(state(b, now + 3), BREAKER_CLOSED);
-	breaker_free(b);
-}
-END_TEST
-
 /* A local shortage (no socket, no port) is not the server's fault. */
 START_TEST(test_errno_is_shortage)
 {
@@ -2363,6 +1850,7 @@ START_TEST(test_errno_is_shortage)
 }
 END_TEST
 
+/* Gather the scenarios, the tables, the model and the threads. */
 Suite *
 unit_suite(void)
 {
@@ -2371,57 +1859,15 @@ unit_suite(void)
 	TCase *tm = tcase_create("model");
 	TCase *tt = tcase_create("threads");
 
+	tcase_add_loop_test(tc, test_scenario, 0,
+	    (int)(sizeof(scenarios) / sizeof(scenarios[0])));
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_error_from_errno);
-	tcase_add_test(tc, test_new_closed);
-	tcase_add_test(tc, test_history);
-	tcase_add_test(tc, test_consecutive_threshold);
-	tcase_add_test(tc, test_success_resets_consecutive);
-	tcase_add_test(tc, test_consecutive_off);
-	tcase_add_test(tc, test_rate_too_few_calls);
-	tcase_add_test(tc, test_rate_below_at_above);
-	tcase_add_test(tc, test_both_rules_at_once);
-	tcase_add_test(tc, test_window_count_eviction);
-	tcase_add_test(tc, test_window_time_eviction);
-	tcase_add_test(tc, test_window_time_small);
-	tcase_add_test(tc, test_open_rejects);
-	tcase_add_test(tc, test_tick_deadline);
-	tcase_add_test(tc, test_admit_applies_due);
-	tcase_add_test(tc, test_half_open_slots);
-	tcase_add_test(tc, test_half_open_success_closes);
-	tcase_add_test(tc, test_half_open_failure_reopens);
-	tcase_add_test(tc, test_backoff_growth_and_cap);
-	tcase_add_test(tc, test_backoff_cap_below_base);
+	tcase_add_test(tc, test_errno_is_shortage);
+	tcase_add_test(tc, test_state_parse);
 	tcase_add_test(tc, test_jitter_bounds);
 	tcase_add_test(tc, test_jitter_after_cap);
 	tcase_add_test(tc, test_jitter_ends);
-	tcase_add_test(tc, test_record_applies_due);
-	tcase_add_test(tc, test_late_outcome);
-	tcase_add_test(tc, test_forced_open);
-	tcase_add_test(tc, test_forced_open_lifetime);
-	tcase_add_test(tc, test_forced_closed);
-	tcase_add_test(tc, test_force_again);
-	tcase_add_test(tc, test_reset_keeps_totals);
-	tcase_add_test(tc, test_dry_run);
-	tcase_add_test(tc, test_cancel);
-	tcase_add_test(tc, test_unreject);
-	tcase_add_test(tc, test_probe_closes);
-	tcase_add_test(tc, test_probe_fails_backoff);
-	tcase_add_test(tc, test_probe_cancel_and_late);
-	tcase_add_test(tc, test_probe_off_and_reload);
-	tcase_add_test(tc, test_errno_is_shortage);
-	tcase_add_test(tc, test_callback_sequence);
-	tcase_add_test(tc, test_retry_after_states);
-	tcase_add_test(tc, test_error_kinds);
-	tcase_add_test(tc, test_reconfigure);
-	tcase_add_test(tc, test_time_never_goes_back);
-	tcase_add_test(tc, test_conf_clamps);
-	tcase_add_test(tc, test_restore_open);
-	tcase_add_test(tc, test_restore_open_expired);
-	tcase_add_test(tc, test_restore_forced);
-	tcase_add_test(tc, test_restore_backoff);
-	tcase_add_test(tc, test_restore_plain);
-	tcase_add_test(tc, test_state_parse);
 	suite_add_tcase(s, tc);
 	tcase_add_test(tm, test_model);
 	tcase_set_timeout(tm, 120);
