@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../unit/unit_breaker.h"
 #include "breaker.h"
 
 #define N_ONE (2 * 1000 * 1000)
@@ -35,22 +36,17 @@ bench_now_ns(void)
 	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
-/* Return a config that stays closed on successes: SPEC.md's defaults. */
+/*
+ * Return the config this bench has always timed: SPEC.md's defaults plus
+ * a 50% rate rule and backoff 2. Successes keep it closed.
+ */
 static struct breaker_conf
 bench_conf(void)
 {
-	struct breaker_conf c;
+	struct breaker_conf c = unit_breaker_conf();
 
-	memset(&c, 0, sizeof(c));
-	c.failure_threshold = 5;
 	c.failure_rate_threshold = 50;
-	c.window_calls = 20;
-	c.minimum_calls = 10;
-	c.recovery_timeout_ms = 30000;
 	c.recovery_backoff = 2;
-	c.recovery_timeout_max_ms = 600000;
-	c.half_open_max_calls = 3;
-	c.success_threshold = 2;
 	return c;
 }
 
@@ -124,10 +120,8 @@ bench_reject(void)
 
 	c.recovery_timeout_ms = 1000 * 1000 * 1000;
 	b = breaker_new(&c, 1000, 1);
-	for (i = 0; i < 5; i++) {
-		breaker_admit(b, 1000, &t);
-		breaker_record(b, &t, false, BREAKER_ERR_REFUSED, 1000);
-	}
+	for (i = 0; i < 5; i++)
+		unit_breaker_attempt(b, 1000, false, BREAKER_ERR_REFUSED);
 	t0 = bench_now_ns();
 	for (i = 0; i < N_REJECT; i++) {
 		breaker_admit(b, 1000 + (uint64_t)i / 1000, &t);

@@ -6,9 +6,9 @@
  */
 #include <check.h>
 #include <errno.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,15 +108,12 @@ rec_fail(struct breaker *b, uint64_t now, enum breaker_error err)
 	X(open_ms)                                                             \
 	X(backoff_steps)
 
-#define KEY_ENUM(prefix, f) prefix##f,
-#define KEY_NAME(prefix, f) #f,
-#define KC_(f) KEY_ENUM(KC_, f)
-#define KS_(f) KEY_ENUM(KS_, f)
-#define KT_(f) KEY_ENUM(KT_, f)
-#define KR_(f) KEY_ENUM(KR_, f)
-#define KH_(f) KEY_ENUM(KH_, f)
-#define KV_(f) KEY_ENUM(KV_, f)
-#define KN_(f) KEY_NAME(, f)
+#define KC_(f) KC_##f,
+#define KS_(f) KS_##f,
+#define KT_(f) KT_##f,
+#define KR_(f) KR_##f,
+#define KH_(f) KH_##f,
+#define KV_(f) KV_##f,
 enum { CONF_FIELDS(KC_) };
 enum { STATS_FIELDS(KS_) KS_failures_by_error };
 enum { TICKET_FIELDS(KT_) };
@@ -124,18 +121,94 @@ enum { TRANSITION_FIELDS(KR_) };
 enum { CHANGE_FIELDS(KH_) };
 enum { SAVED_FIELDS(KV_) };
 
+/* How a field is stored (an enum is stored as an unsigned int here). */
+enum ftype { F_BOOL, F_UINT, F_U64, F_I64, F_DOUBLE };
+
+_Static_assert(sizeof(enum breaker_state) == sizeof(unsigned) &&
+	sizeof(enum breaker_probe_mode) == sizeof(unsigned),
+    "enum fields are read as unsigned int");
+
+/* One field a step may set or check: its name, place and type. */
+struct field {
+	const char *name;
+	size_t off;
+	enum ftype type;
+};
+
+// clang-format off
+#define FTYPE(x) _Generic((x), bool: F_BOOL, uint64_t: F_U64,                  \
+	int64_t: F_I64, double: F_DOUBLE, default: F_UINT)
+// clang-format on
+#define FIELD(T, f) { #f, offsetof(T, f), FTYPE(((T *)0)->f) },
+#define FC_(f) FIELD(struct breaker_conf, f)
+#define FS_(f) FIELD(struct breaker_stats, f)
+#define FT_(f) FIELD(struct breaker_ticket, f)
+#define FR_(f) FIELD(struct breaker_transition, f)
+#define FH_(f) FIELD(struct breaker_change, f)
+#define FV_(f) FIELD(struct breaker_saved, f)
+static const struct field conf_fields[] = { CONF_FIELDS(FC_) };
+static const struct field stats_fields[] = { STATS_FIELDS(FS_) };
+static const struct field ticket_fields[] = { TICKET_FIELDS(FT_) };
+static const struct field tr_fields[] = { TRANSITION_FIELDS(FR_) };
+static const struct field change_fields[] = { CHANGE_FIELDS(FH_) };
+static const struct field saved_fields[] = { SAVED_FIELDS(FV_) };
+
+/* Read field f of the object at obj. */
+static double
+field_get(const void *obj, const struct field *f)
+{
+	const char *at = (const char *)obj + f->off;
+
+	switch (f->type) {
+	case F_BOOL:
+		return *(const bool *)(const void *)at;
+	case F_UINT:
+		return *(const unsigned *)(const void *)at;
+	case F_U64:
+		return (double)*(const uint64_t *)(const void *)at;
+	case F_I64:
+		return (double)*(const int64_t *)(const void *)at;
+	default:
+		return *(const double *)(const void *)at;
+	}
+}
+
+/* Write v into field f of the object at obj. */
+static void
+field_set(void *obj, const struct field *f, double v)
+{
+	char *at = (char *)obj + f->off;
+
+	switch (f->type) {
+	case F_BOOL:
+		*(bool *)(void *)at = v != 0;
+		break;
+	case F_UINT:
+		*(unsigned *)(void *)at = (unsigned)v;
+		break;
+	case F_U64:
+		*(uint64_t *)(void *)at = (uint64_t)v;
+		break;
+	case F_I64:
+		*(int64_t *)(void *)at = (int64_t)v;
+		break;
+	default:
+		*(double *)(void *)at = v;
+	}
+}
+
 /* What one step of a scenario does (the first group) or checks. */
 enum op {
 	OP_END,
-	OP_SET,		 /* a config field, before OP_RECONF or the first event */
-	OP_ATTEMPTS,	 /* n clients admitted (they must be) and recorded */
-	OP_ADMIT,	 /* one client into ticket slot n */
-	OP_RECORD,	 /* slot n's outcome */
-	OP_CANCEL,	 /* slot n given back */
-	OP_UNREJECT,	 /* slot n's reject taken back */
-	OP_PROBE,	 /* a probe's slot into ticket slot n; v: given or not */
-	OP_TICK,	 /* time-driven transitions */
-	OP_FORCE_OPEN,	 /* for arg ms (0 = until reset) */
+	OP_SET,	       /* a config field, before OP_RECONF or the first event */
+	OP_ATTEMPTS,   /* n clients admitted (they must be) and recorded */
+	OP_ADMIT,      /* one client into ticket slot n */
+	OP_RECORD,     /* slot n's outcome */
+	OP_CANCEL,     /* slot n given back */
+	OP_UNREJECT,   /* slot n's reject taken back */
+	OP_PROBE,      /* a probe's slot into ticket slot n; v: given or not */
+	OP_TICK,       /* time-driven transitions */
+	OP_FORCE_OPEN, /* for arg ms (0 = until reset) */
 	OP_FORCE_CLOSED, /* for arg ms (0 = until reset) */
 	OP_RESET,
 	OP_RECONF,   /* the config as set so far */
@@ -148,11 +221,11 @@ enum op {
 	OP_NTR,	     /* how many transitions the callback saw */
 	OP_TR,	     /* transition n: from, to, reason (in arg) */
 	OP_TR_FIELD, /* a field of transition n */
-	OP_SNAP,     /* take a snapshot at `at` for the OP_STAT/OP_CHANGE after */
-	OP_STAT,     /* a field of the snapshot */
-	OP_CHANGE,   /* a field of the snapshot's change n */
-	OP_TICKET,   /* a field of ticket slot n */
-	OP_SAVED,    /* a field of the saved record */
+	OP_SNAP,   /* take a snapshot at `at` for the OP_STAT/OP_CHANGE after */
+	OP_STAT,   /* a field of the snapshot */
+	OP_CHANGE, /* a field of the snapshot's change n */
+	OP_TICKET, /* a field of ticket slot n */
+	OP_SAVED,  /* a field of the saved record */
 };
 
 /* How a check compares what it sees with what it wants. */
@@ -177,47 +250,55 @@ struct scenario {
 	const struct step *steps;
 };
 
+/* One step, as designated initializers. */
+#define STEP(...)                                                              \
+	{                                                                      \
+		__VA_ARGS__                                                    \
+	}
+
 /* Things that happen. Times are absolute (T0 is the breaker's birth). */
-#define SET(f, val) { .op = OP_SET, .key = KC_##f, .v = (val) }
+#define SET(f, val) STEP(.op = OP_SET, .key = KC_##f, .v = (val))
 #define FAILS(cnt, t, e)                                                       \
-	{ .op = OP_ATTEMPTS, .n = (cnt), .at = (t), .err = BREAKER_ERR_##e }
-#define OKS(cnt, t) { .op = OP_ATTEMPTS, .n = (cnt), .at = (t), .ok = true }
-#define ADMIT(k, t) { .op = OP_ADMIT, .n = (k), .at = (t) }
+	STEP(.op = OP_ATTEMPTS, .n = (cnt), .at = (t), .err = BREAKER_ERR_##e)
+#define OKS(cnt, t) STEP(.op = OP_ATTEMPTS, .n = (cnt), .at = (t), .ok = true)
+#define ADMIT(k, t) STEP(.op = OP_ADMIT, .n = (k), .at = (t))
 #define REC(k, t, good, e)                                                     \
-	{ .op = OP_RECORD, .n = (k), .at = (t), .ok = (good), .err = (e) }
+	STEP(.op = OP_RECORD, .n = (k), .at = (t), .ok = (good), .err = (e))
 #define REC_OK(k, t) REC(k, t, true, BREAKER_ERR_OTHER)
 #define REC_FAIL(k, t, e) REC(k, t, false, BREAKER_ERR_##e)
-#define CANCEL(k) { .op = OP_CANCEL, .n = (k) }
-#define UNREJECT(k) { .op = OP_UNREJECT, .n = (k) }
-#define PROBE(k, t, given) { .op = OP_PROBE, .n = (k), .at = (t), .v = (given) }
-#define TICK(t) { .op = OP_TICK, .at = (t) }
-#define FOPEN(life, t) { .op = OP_FORCE_OPEN, .at = (t), .arg = (life) }
-#define FCLOSED(life, t) { .op = OP_FORCE_CLOSED, .at = (t), .arg = (life) }
-#define RESET(t) { .op = OP_RESET, .at = (t) }
-#define RECONF(t) { .op = OP_RECONF, .at = (t) }
-#define RESTART(t, later) { .op = OP_RESTART, .at = (t), .arg = (later) }
-#define SVSET(f, val) { .op = OP_SAVE_SET, .key = KV_##f, .v = (val) }
-#define RESTORE(t) { .op = OP_RESTORE, .at = (t) }
+#define CANCEL(k) STEP(.op = OP_CANCEL, .n = (k))
+#define UNREJECT(k) STEP(.op = OP_UNREJECT, .n = (k))
+#define PROBE(k, t, given)                                                     \
+	STEP(.op = OP_PROBE, .n = (k), .at = (t), .v = (given))
+#define TICK(t) STEP(.op = OP_TICK, .at = (t))
+#define FOPEN(life, t) STEP(.op = OP_FORCE_OPEN, .at = (t), .arg = (life))
+#define FCLOSED(life, t) STEP(.op = OP_FORCE_CLOSED, .at = (t), .arg = (life))
+#define RESET(t) STEP(.op = OP_RESET, .at = (t))
+#define RECONF(t) STEP(.op = OP_RECONF, .at = (t))
+#define RESTART(t, later) STEP(.op = OP_RESTART, .at = (t), .arg = (later))
+#define SVSET(f, val) STEP(.op = OP_SAVE_SET, .key = KV_##f, .v = (val))
+#define RESTORE(t) STEP(.op = OP_RESTORE, .at = (t))
 
 /* Things to check. */
-#define STATE(t, s) { .op = OP_STATE, .at = (t), .v = BREAKER_##s }
-#define RETRY(t, ms) { .op = OP_RETRY, .at = (t), .v = (ms) }
-#define RETRY_GT(t, ms) { .op = OP_RETRY, .at = (t), .cmp = GT, .v = (ms) }
-#define DEADLINE(t) { .op = OP_DEADLINE, .v = (t) }
-#define DEADLINE_GT(t) { .op = OP_DEADLINE, .cmp = GT, .v = (t) }
-#define NTR(cnt) { .op = OP_NTR, .v = (cnt) }
+#define STATE(t, s) STEP(.op = OP_STATE, .at = (t), .v = BREAKER_##s)
+#define RETRY(t, ms) STEP(.op = OP_RETRY, .at = (t), .v = (ms))
+#define RETRY_GT(t, ms) STEP(.op = OP_RETRY, .at = (t), .cmp = GT, .v = (ms))
+#define DEADLINE(t) STEP(.op = OP_DEADLINE, .v = (t))
+#define DEADLINE_GT(t) STEP(.op = OP_DEADLINE, .cmp = GT, .v = (t))
+#define NTR(cnt) STEP(.op = OP_NTR, .v = (cnt))
 #define TR(i, from, to, why)                                                   \
-	{ .op = OP_TR, .n = (i), .key = BREAKER_##from, .v = BREAKER_##to,    \
-	    .arg = BREAKER_REASON_##why }
-#define TRF(i, f, val) { .op = OP_TR_FIELD, .n = (i), .key = KR_##f, .v = (val) }
-#define SNAP(t) { .op = OP_SNAP, .at = (t) }
-#define ST(f, val) { .op = OP_STAT, .key = KS_##f, .v = (val) }
+	STEP(.op = OP_TR, .n = (i), .key = BREAKER_##from, .v = BREAKER_##to,  \
+	    .arg = BREAKER_REASON_##why)
+#define TRF(i, f, val)                                                         \
+	STEP(.op = OP_TR_FIELD, .n = (i), .key = KR_##f, .v = (val))
+#define SNAP(t) STEP(.op = OP_SNAP, .at = (t))
+#define ST(f, val) STEP(.op = OP_STAT, .key = KS_##f, .v = (val))
 #define ST_ERR(e, val)                                                         \
-	{ .op = OP_STAT, .key = KS_failures_by_error, .n = BREAKER_ERR_##e,    \
-	    .v = (val) }
-#define CH(i, f, val) { .op = OP_CHANGE, .n = (i), .key = KH_##f, .v = (val) }
-#define TK(k, f, val) { .op = OP_TICKET, .n = (k), .key = KT_##f, .v = (val) }
-#define SV(f, val) { .op = OP_SAVED, .key = KV_##f, .v = (val) }
+	STEP(.op = OP_STAT, .key = KS_failures_by_error, .n = BREAKER_ERR_##e, \
+	    .v = (val))
+#define CH(i, f, val) STEP(.op = OP_CHANGE, .n = (i), .key = KH_##f, .v = (val))
+#define TK(k, f, val) STEP(.op = OP_TICKET, .n = (k), .key = KT_##f, .v = (val))
+#define SV(f, val) STEP(.op = OP_SAVED, .key = KV_##f, .v = (val))
 
 /* Short hands for what many rows do. */
 #define TRIP(cnt, t) FAILS(cnt, t, REFUSED), STATE(t, OPEN)
@@ -243,7 +324,10 @@ struct scenario {
 	{                                                                      \
 		name, (const struct step[])                                    \
 		{                                                              \
-			__VA_ARGS__, { .op = OP_END }                          \
+			__VA_ARGS__,                                           \
+			{                                                      \
+				.op = OP_END                                   \
+			}                                                      \
 		}                                                              \
 	}
 
@@ -263,10 +347,10 @@ static const struct scenario scenarios[] = {
 	 * first, each with its time and reason; older ones fall out,
 	 * repeated forces are no change.
 	 */
-	SCENARIO("history", SNAP(T0), ST(nchanges, 0),
-	    FAILS(5, T0, REFUSED), TICK(T0 + 30000), OKS(1, T0 + 30001),
-	    OKS(1, T0 + 30002), SNAP(T0 + 30003), ST(nchanges, 3),
-	    CH(0, from, BREAKER_HALF_OPEN), CH(0, to, BREAKER_CLOSED),
+	SCENARIO("history", SNAP(T0), ST(nchanges, 0), FAILS(5, T0, REFUSED),
+	    TICK(T0 + 30000), OKS(1, T0 + 30001), OKS(1, T0 + 30002),
+	    SNAP(T0 + 30003), ST(nchanges, 3), CH(0, from, BREAKER_HALF_OPEN),
+	    CH(0, to, BREAKER_CLOSED),
 	    CH(0, reason, BREAKER_REASON_TRIALS_SUCCEEDED),
 	    CH(0, at_ms, T0 + 30002), CH(1, to, BREAKER_HALF_OPEN),
 	    CH(1, reason, BREAKER_REASON_RECOVERY_TIMEOUT),
@@ -285,8 +369,7 @@ static const struct scenario scenarios[] = {
 	SCENARIO("consecutive_threshold", FAILS(1, T0, REFUSED),
 	    FAILS(1, T0 + 1, REFUSED), FAILS(1, T0 + 2, REFUSED),
 	    FAILS(1, T0 + 3, REFUSED), STATE(T0 + 4, CLOSED), NTR(0),
-	    FAILS(1, T0 + 4, TIMEOUT), NTR(1),
-	    TR(0, CLOSED, OPEN, CONSECUTIVE),
+	    FAILS(1, T0 + 4, TIMEOUT), NTR(1), TR(0, CLOSED, OPEN, CONSECUTIVE),
 	    TRF(0, consecutive_failures, 5), TRF(0, window_attempts, 5),
 	    TRF(0, window_failures, 5), TRF(0, retry_after_ms, 30000),
 	    TRF(0, now_ms, T0 + 4), SNAP(T0 + 4), ST(opened_total, 1),
@@ -300,8 +383,7 @@ static const struct scenario scenarios[] = {
 	/* failure_threshold 0 turns the consecutive rule off. */
 	SCENARIO("consecutive_off", SET(failure_threshold, 0),
 	    SET(failure_rate_threshold, 50), SET(minimum_calls, 100),
-	    SET(window_calls, 100), FAILS(99, T0, REFUSED),
-	    STATE(T0, CLOSED)),
+	    SET(window_calls, 100), FAILS(99, T0, REFUSED), STATE(T0, CLOSED)),
 	/* The rate is not judged on fewer than minimum_calls attempts. */
 	SCENARIO("rate_too_few_calls", SET(failure_threshold, 0),
 	    SET(failure_rate_threshold, 50), FAILS(9, T0, REFUSED),
@@ -319,14 +401,14 @@ static const struct scenario scenarios[] = {
 	RATE_ROW("rate_100_at", 100, 10, 0, OPEN),
 	/* When both rules fire on one outcome the reason is consecutive. */
 	SCENARIO("both_rules_at_once", SET(failure_threshold, 3),
-	    SET(failure_rate_threshold, 50), SET(minimum_calls, 3),
-	    TRIP(3, T0), TR(0, CLOSED, OPEN, CONSECUTIVE)),
+	    SET(failure_rate_threshold, 50), SET(minimum_calls, 3), TRIP(3, T0),
+	    TR(0, CLOSED, OPEN, CONSECUTIVE)),
 	/* A count window forgets the oldest outcome when it is full. */
 	SCENARIO("window_count_eviction", SET(failure_threshold, 0),
 	    SET(failure_rate_threshold, 75), SET(window_calls, 4),
 	    SET(minimum_calls, 4), FAILS(2, T0, REFUSED),
-	    OKS(3, T0),		 /* [F S S S] */
-	    OKS(1, T0),		 /* [S S S S] */
+	    OKS(3, T0), /* [F S S S] */
+	    OKS(1, T0), /* [S S S S] */
 	    SNAP(T0), ST(window_attempts, 4), ST(window_failures, 0),
 	    FAILS(2, T0, REFUSED), /* [S S F F]: 50% */
 	    SNAP(T0), ST(state, BREAKER_CLOSED), ST(window_failures, 2),
@@ -366,10 +448,9 @@ static const struct scenario scenarios[] = {
 	/* breaker_tick moves open to half_open exactly at the deadline. */
 	SCENARIO("tick_deadline", TRIP(5, T0), DEADLINE(T0 + 30000),
 	    RETRY(T0 + 10000, 20000), TICK(T0 + 29999), NTR(1),
-	    TICK(T0 + 30000), NTR(2),
-	    TR(1, OPEN, HALF_OPEN, RECOVERY_TIMEOUT),
-	    TRF(1, retry_after_ms, 0), TRF(1, now_ms, T0 + 30000),
-	    DEADLINE(0), RETRY(T0 + 30001, 0), TICK(T0 + 90000), NTR(2)),
+	    TICK(T0 + 30000), NTR(2), TR(1, OPEN, HALF_OPEN, RECOVERY_TIMEOUT),
+	    TRF(1, retry_after_ms, 0), TRF(1, now_ms, T0 + 30000), DEADLINE(0),
+	    RETRY(T0 + 30001, 0), TICK(T0 + 90000), NTR(2)),
 	/* Without a tick, the first admit after the deadline finds half_open. */
 	SCENARIO("admit_applies_due", TRIP(5, T0), ADMIT(0, T0 + 45000),
 	    TK(0, admitted, 1), TK(0, trial, 1),
@@ -417,14 +498,12 @@ static const struct scenario scenarios[] = {
 	    FAIL_TRIAL(T0 + 3000, 4000), FAIL_TRIAL(T0 + 7000, 5000),
 	    FAIL_TRIAL(T0 + 12000, 5000)),
 	/* A cap below recovery_timeout caps the first opening too. */
-	SCENARIO("backoff_cap_below_base",
-	    SET(recovery_timeout_max_ms, 1000), TRIP(5, T0),
-	    RETRY(T0, 1000)),
+	SCENARIO("backoff_cap_below_base", SET(recovery_timeout_max_ms, 1000),
+	    TRIP(5, T0), RETRY(T0, 1000)),
 	/* record applies a due expiry first, so its outcome lands after. */
 	SCENARIO("record_applies_due", FCLOSED(1000, T0), ADMIT(0, T0),
-	    REC_FAIL(0, T0 + 1000, REFUSED), NTR(2),
-	    TRF(1, now_ms, T0 + 1000), SNAP(T0 + 5000), ST(failures_total, 1),
-	    ST(window_attempts, 0)),
+	    REC_FAIL(0, T0 + 1000, REFUSED), NTR(2), TRF(1, now_ms, T0 + 1000),
+	    SNAP(T0 + 5000), ST(failures_total, 1), ST(window_attempts, 0)),
 	/* An outcome from an ended period counts in totals only. */
 	SCENARIO("late_outcome", ADMIT(0, T0), TRIP(5, T0),
 	    REC_FAIL(0, T0 + 1, UNREACHABLE), SNAP(T0 + 1),
@@ -470,8 +549,8 @@ static const struct scenario scenarios[] = {
 	    ST(expires_in_ms, -1), ST(window_attempts, 0),
 	    ST(consecutive_failures, 0), ST(opened_total, 1)),
 	/* Forcing the state it is already in only renews the lifetime. */
-	SCENARIO("force_again", FOPEN(1000, T0), FOPEN(5000, T0 + 500),
-	    NTR(1), DEADLINE(T0 + 5500), FOPEN(0, T0 + 600), DEADLINE(0),
+	SCENARIO("force_again", FOPEN(1000, T0), FOPEN(5000, T0 + 500), NTR(1),
+	    DEADLINE(T0 + 5500), FOPEN(0, T0 + 600), DEADLINE(0),
 	    STATE(T0 + 100000, FORCED_OPEN), FCLOSED(0, T0 + 100000), NTR(2),
 	    /* An absurd lifetime is clamped, not wrapped round. */
 	    FOPEN(UINT64_MAX, T0 + 100000), RETRY_GT(T0 + 100000, 0),
@@ -494,13 +573,12 @@ static const struct scenario scenarios[] = {
 	/* dry_run runs the machine and counts would-be rejects, admitting. */
 	SCENARIO("dry_run", SET(dry_run, 1), TRIP(5, T0), ADMIT(0, T0 + 1),
 	    TK(0, admitted, 1), TK(0, verdict, BREAKER_REJECT_OPEN),
-	    TK(0, retry_after_ms, 29999), TK(0, trial, 0),
-	    REC_OK(0, T0 + 2), SNAP(T0 + 2), ST(state, BREAKER_OPEN),
-	    ST(consecutive_failures, 5), ST(rejected_open, 1),
-	    ST(attempts_total, 6), TICK(T0 + 30000), ADMIT(1, T0 + 30000),
-	    TK(1, trial, 1), ADMIT(2, T0 + 30000), TK(2, trial, 1),
-	    ADMIT(3, T0 + 30000), TK(3, trial, 1), ADMIT(0, T0 + 30000),
-	    TK(0, admitted, 1), TK(0, trial, 0),
+	    TK(0, retry_after_ms, 29999), TK(0, trial, 0), REC_OK(0, T0 + 2),
+	    SNAP(T0 + 2), ST(state, BREAKER_OPEN), ST(consecutive_failures, 5),
+	    ST(rejected_open, 1), ST(attempts_total, 6), TICK(T0 + 30000),
+	    ADMIT(1, T0 + 30000), TK(1, trial, 1), ADMIT(2, T0 + 30000),
+	    TK(2, trial, 1), ADMIT(3, T0 + 30000), TK(3, trial, 1),
+	    ADMIT(0, T0 + 30000), TK(0, admitted, 1), TK(0, trial, 0),
 	    TK(0, verdict, BREAKER_REJECT_HALF_OPEN),
 	    /* The would-be reject's outcome drives nothing, not a failure. */
 	    REC_FAIL(0, T0 + 30001, REFUSED), STATE(T0 + 30001, HALF_OPEN),
@@ -535,8 +613,8 @@ static const struct scenario scenarios[] = {
 	SCENARIO("callback_sequence", SET(failure_threshold, 0),
 	    SET(failure_rate_threshold, 50), SET(minimum_calls, 2),
 	    SET(recovery_timeout_ms, 1000), SET(recovery_backoff, 3),
-	    SET(half_open_max_calls, 1), SET(success_threshold, 1),
-	    OKS(1, T0), FAILS(1, T0, REFUSED), TICK(T0 + 1000),
+	    SET(half_open_max_calls, 1), SET(success_threshold, 1), OKS(1, T0),
+	    FAILS(1, T0, REFUSED), TICK(T0 + 1000),
 	    FAILS(1, T0 + 1001, REFUSED), TICK(T0 + 4001), OKS(1, T0 + 4002),
 	    FOPEN(7000, T0 + 5000), TICK(T0 + 12000), FCLOSED(0, T0 + 12001),
 	    RESET(T0 + 12002), NTR(9), TRX(0, CLOSED, OPEN, RATE, 1000, T0),
@@ -570,39 +648,36 @@ static const struct scenario scenarios[] = {
 	    ST_ERR(EARLY_CLOSE, 4), ST_ERR(SLOW, 5), ST_ERR(DNS, 6),
 	    ST_ERR(OTHER, BREAKER_ERR_OTHER + 2),
 	    ST(failures_total,
-		BREAKER_ERR_COUNT * (BREAKER_ERR_COUNT + 1) / 2 + 1),
+		BREAKER_ERR_COUNT *(BREAKER_ERR_COUNT + 1) / 2 + 1),
 	    ST(successes_total, 1),
 	    ST(attempts_total,
-		BREAKER_ERR_COUNT * (BREAKER_ERR_COUNT + 1) / 2 + 2)),
+		BREAKER_ERR_COUNT *(BREAKER_ERR_COUNT + 1) / 2 + 2)),
 	/* reconfigure keeps state and totals, reshapes the window. */
 	SCENARIO("reconfigure", FAILS(2, T0, REFUSED),
 	    SET(failure_threshold, 3), RECONF(T0), SNAP(T0),
 	    ST(window_attempts, 2), /* same shape: kept */
-	    ST(consecutive_failures, 2), FAILS(1, T0, REFUSED),
-	    STATE(T0, OPEN), SET(window_calls, 50),
-	    SET(recovery_timeout_ms, 1000), RECONF(T0 + 10), SNAP(T0 + 10),
-	    ST(state, BREAKER_OPEN),
+	    ST(consecutive_failures, 2), FAILS(1, T0, REFUSED), STATE(T0, OPEN),
+	    SET(window_calls, 50), SET(recovery_timeout_ms, 1000),
+	    RECONF(T0 + 10), SNAP(T0 + 10), ST(state, BREAKER_OPEN),
 	    ST(window_attempts, 0), /* new shape: cleared */
 	    ST(attempts_total, 3), ST(opened_total, 1),
 	    /* The running opening keeps its deadline. */
 	    RETRY(T0 + 10, 29990), SET(window_ms, 1000), RECONF(T0 + 20),
 	    SET(dry_run, 1), RECONF(T0 + 20), ADMITTED(T0 + 20)),
 	/* A time older than one already seen is taken as the latest one. */
-	SCENARIO("time_never_goes_back", TRIP(5, T0 + 1000),
-	    ADMIT(0, T0 + 500), TK(0, retry_after_ms, 30000),
-	    RETRY(T0, 30000)),
+	SCENARIO("time_never_goes_back", TRIP(5, T0 + 1000), ADMIT(0, T0 + 500),
+	    TK(0, retry_after_ms, 30000), RETRY(T0, 30000)),
 	/* Nonsense configs are brought back into range, not wedging. */
 	SCENARIO("conf_clamps", SET(half_open_max_calls, 0),
 	    SET(success_threshold, 5), SET(recovery_backoff, 0.5),
 	    SET(recovery_timeout_ms, 100), TRIP(5, T0), ADMIT(0, T0 + 100),
-	    TK(0, trial, 1), REJECTED(T0 + 100),
-	    REC_FAIL(0, T0 + 100, REFUSED), RETRY(T0 + 100, 100),
-	    ADMIT(0, T0 + 200), REC_OK(0, T0 + 200),
+	    TK(0, trial, 1), REJECTED(T0 + 100), REC_FAIL(0, T0 + 100, REFUSED),
+	    RETRY(T0 + 100, 100), ADMIT(0, T0 + 200), REC_OK(0, T0 + 200),
 	    STATE(T0 + 200, CLOSED)),
 	/* An open circuit saved and restored keeps the rest of its time. */
-	SCENARIO("restore_open", TRIP(5, T0),
-	    RESTART(T0 + 10000, T0 + 500), SV(state, BREAKER_OPEN),
-	    SV(age_ms, 10000), SV(remaining_ms, 20000), SV(open_ms, 30000),
+	SCENARIO("restore_open", TRIP(5, T0), RESTART(T0 + 10000, T0 + 500),
+	    SV(state, BREAKER_OPEN), SV(age_ms, 10000), SV(remaining_ms, 20000),
+	    SV(open_ms, 30000),
 	    /* Here the new run's clock starts lower: only durations carry. */
 	    SNAP(T0 + 500), ST(state, BREAKER_OPEN), ST(retry_after_ms, 20000),
 	    ST(recovery_timeout_ms, 30000),
@@ -641,12 +716,10 @@ static const struct scenario scenarios[] = {
 	    SET(recovery_backoff, 2), SET(recovery_timeout_max_ms, 60000),
 	    TRIP(5, T0), FAIL_TRIAL(T0 + 1000, 2000),
 	    FAIL_TRIAL(T0 + 3000, 4000), RESTART(T0 + 4000, T0),
-	    SV(backoff_steps, 2), RETRY(T0, 3000),
-	    FAIL_TRIAL(T0 + 3000, 8000)),
+	    SV(backoff_steps, 2), RETRY(T0, 3000), FAIL_TRIAL(T0 + 3000, 8000)),
 	/* closed and half_open restore as themselves. */
 	SCENARIO("restore_closed", RESTART(T0 + 5, T0),
-	    SV(state, BREAKER_CLOSED), SV(remaining_ms, -1),
-	    STATE(T0, CLOSED)),
+	    SV(state, BREAKER_CLOSED), SV(remaining_ms, -1), STATE(T0, CLOSED)),
 	SCENARIO("restore_half_open", TRIP(5, T0), TICK(T0 + 30000),
 	    RESTART(T0 + 30001, T0), SV(state, BREAKER_HALF_OPEN),
 	    STATE(T0, HALF_OPEN)),
@@ -661,7 +734,7 @@ static const struct scenario scenarios[] = {
 	 * half_open.
 	 */
 	SCENARIO("probe_closes", SET(recovery_probe, BREAKER_PROBE_CONNECT),
-	    PROBE(9, T0, 0), /* closed */
+	    PROBE(9, T0, 0),		      /* closed */
 	    TRIP(5, T0), PROBE(9, T0 + 1, 0), /* open */
 	    TICK(T0 + 30000), STATE(T0 + 30000, HALF_OPEN),
 	    ADMIT(1, T0 + 30000), TK(1, admitted, 0),
@@ -676,10 +749,9 @@ static const struct scenario scenarios[] = {
 	    STATE(T0 + 30001, HALF_OPEN), REJECTED(T0 + 30001),
 	    PROBE(0, T0 + 30001, 1), REC_OK(0, T0 + 30002),
 	    STATE(T0 + 30002, CLOSED),
-	    TR(2, HALF_OPEN, CLOSED, PROBES_SUCCEEDED),
-	    PROBE(9, T0 + 30002, 0), ADMITTED(T0 + 30002), SNAP(T0 + 30002),
-	    ST(attempts_total, 5 + 2), ST(successes_total, 2),
-	    ST(rejected_half_open, 5)),
+	    TR(2, HALF_OPEN, CLOSED, PROBES_SUCCEEDED), PROBE(9, T0 + 30002, 0),
+	    ADMITTED(T0 + 30002), SNAP(T0 + 30002), ST(attempts_total, 5 + 2),
+	    ST(successes_total, 2), ST(rejected_half_open, 5)),
 	/* A failed probe opens it again, for recovery_timeout * backoff. */
 	SCENARIO("probe_fails_backoff",
 	    SET(recovery_probe, BREAKER_PROBE_CONNECT),
@@ -702,8 +774,7 @@ static const struct scenario scenarios[] = {
 	    PROBE(0, T0 + 30000, 1), CANCEL(0), PROBE(1, T0 + 30000, 1),
 	    FOPEN(1000, T0 + 30001), PROBE(9, T0 + 30001, 0),
 	    TICK(T0 + 31001), /* the force expires: closed */
-	    TRIP(5, T0 + 31001), TICK(T0 + 61001),
-	    STATE(T0 + 61001, HALF_OPEN),
+	    TRIP(5, T0 + 31001), TICK(T0 + 61001), STATE(T0 + 61001, HALF_OPEN),
 	    /* The old probe's failure is a total, not a transition. */
 	    REC_FAIL(1, T0 + 61002, REFUSED), STATE(T0 + 61002, HALF_OPEN),
 	    PROBE(0, T0 + 61002, 1), REC_OK(0, T0 + 61003),
@@ -737,12 +808,6 @@ struct play {
 	struct breaker_ticket tk[SLOTS];
 };
 
-static const char *const stats_names[] = { STATS_FIELDS(KN_) "by_error" };
-static const char *const ticket_names[] = { TICKET_FIELDS(KN_) };
-static const char *const tr_names[] = { TRANSITION_FIELDS(KN_) };
-static const char *const change_names[] = { CHANGE_FIELDS(KN_) };
-static const char *const saved_names[] = { SAVED_FIELDS(KN_) };
-
 /* Fail unless what the step looks at (got, named what) is what it wants. */
 static void
 play_expect(const struct play *p, const char *what, int idx, double got)
@@ -755,113 +820,14 @@ play_expect(const struct play *p, const char *what, int idx, double got)
 	    s->cmp == GT ? "> " : "", s->v);
 }
 
-/* Set one field of the config the next breaker or reload takes. */
+/* Check field key of the object at obj (table fields). */
 static void
-play_conf_set(struct play *p)
+play_check_field(const struct play *p, const struct field *fields,
+    const void *obj)
 {
-	struct breaker_conf *c = &p->c;
-	double v = p->s->v;
+	const struct field *f = &fields[p->s->key];
 
-	switch (p->s->key) {
-#define X(f)                                                                   \
-	case KC_##f:                                                           \
-		c->f = v;                                                      \
-		break;
-		CONF_FIELDS(X)
-#undef X
-	}
-}
-
-/* Set one field of the saved record OP_RESTORE takes. */
-static void
-play_saved_set(struct play *p)
-{
-	struct breaker_saved *sv = &p->sv;
-	double v = p->s->v;
-
-	switch (p->s->key) {
-#define X(f)                                                                   \
-	case KV_##f:                                                           \
-		sv->f = v;                                                     \
-		break;
-		SAVED_FIELDS(X)
-#undef X
-	}
-}
-
-/* Check one field of the last snapshot. */
-static void
-play_check_stat(struct play *p)
-{
-	const struct breaker_stats *st = &p->st;
-	double got = NAN;
-
-	switch (p->s->key) {
-#define X(f)                                                                   \
-	case KS_##f:                                                           \
-		got = (double)st->f;                                           \
-		break;
-		STATS_FIELDS(X)
-#undef X
-	case KS_failures_by_error:
-		got = (double)st->failures_by_error[p->s->n];
-		break;
-	}
-	play_expect(p, stats_names[p->s->key], p->s->n, got);
-}
-
-/* Check one field of ticket slot n. */
-static void
-play_check_ticket(struct play *p)
-{
-	const struct breaker_ticket *t = &p->tk[p->s->n];
-	double got = NAN;
-
-	switch (p->s->key) {
-#define X(f)                                                                   \
-	case KT_##f:                                                           \
-		got = (double)t->f;                                            \
-		break;
-		TICKET_FIELDS(X)
-#undef X
-	}
-	play_expect(p, ticket_names[p->s->key], p->s->n, got);
-}
-
-/* Check one field of the snapshot's change n (newest first). */
-static void
-play_check_change(struct play *p)
-{
-	const struct breaker_change *ch = &p->st.changes[p->s->n];
-	double got = NAN;
-
-	switch (p->s->key) {
-#define X(f)                                                                   \
-	case KH_##f:                                                           \
-		got = (double)ch->f;                                           \
-		break;
-		CHANGE_FIELDS(X)
-#undef X
-	}
-	play_expect(p, change_names[p->s->key], p->s->n, got);
-}
-
-/* Check one field of the saved record. */
-static void
-play_check_saved(struct play *p)
-{
-	const struct breaker_saved *sv = &p->sv;
-	double got = NAN;
-
-	switch (p->s->key) {
-#define X(f)                                                                   \
-	case KV_##f:                                                           \
-		got = (double)sv->f;                                           \
-		break;
-		SAVED_FIELDS(X)
-#undef X
-	}
-	play_expect(p, saved_names[p->s->key], 0, got);
+	play_expect(p, f->name, p->s->n, field_get(obj, f));
 }
 
 /* Check transition n's from, to and reason, or one of its fields. */
@@ -870,7 +836,6 @@ play_check_transition(struct play *p)
 {
 	const struct step *s = p->s;
 	const struct breaker_transition *tr = &p->l.tr[s->n];
-	double got = NAN;
 
 	ck_assert_msg(p->l.n > s->n && s->n < MAX_TR,
 	    "%s, step %d: %d transitions, no [%d]", p->sc->name,
@@ -889,15 +854,7 @@ play_check_transition(struct play *p)
 		    breaker_reason_name((enum breaker_reason)s->arg));
 		return;
 	}
-	switch (s->key) {
-#define X(f)                                                                   \
-	case KR_##f:                                                           \
-		got = (double)tr->f;                                           \
-		break;
-		TRANSITION_FIELDS(X)
-#undef X
-	}
-	play_expect(p, tr_names[s->key], s->n, got);
+	play_check_field(p, tr_fields, tr);
 }
 
 /* Make the breaker from the config set so far, born at T0. */
@@ -923,8 +880,8 @@ play_event(struct play *p)
 		for (i = 0; i < s->n; i++)
 			ck_assert_msg(unit_breaker_attempt(p->b, s->at, s->ok,
 					  (enum breaker_error)s->err),
-			    "%s, step %d: attempt %d not admitted",
-			    p->sc->name, (int)(s - p->sc->steps) + 1, i + 1);
+			    "%s, step %d: attempt %d not admitted", p->sc->name,
+			    (int)(s - p->sc->steps) + 1, i + 1);
 		break;
 	case OP_ADMIT:
 		memset(t, 0xa5, sizeof(*t));
@@ -1005,16 +962,20 @@ play_check(struct play *p)
 		breaker_snapshot(p->b, s->at, &p->st);
 		break;
 	case OP_STAT:
-		play_check_stat(p);
+		if (s->key == KS_failures_by_error)
+			play_expect(p, "failures_by_error", s->n,
+			    (double)p->st.failures_by_error[s->n]);
+		else
+			play_check_field(p, stats_fields, &p->st);
 		break;
 	case OP_CHANGE:
-		play_check_change(p);
+		play_check_field(p, change_fields, &p->st.changes[s->n]);
 		break;
 	case OP_TICKET:
-		play_check_ticket(p);
+		play_check_field(p, ticket_fields, &p->tk[s->n]);
 		break;
 	case OP_SAVED:
-		play_check_saved(p);
+		play_check_field(p, saved_fields, &p->sv);
 		break;
 	default:
 		play_event(p);
@@ -1032,9 +993,9 @@ play_scenario(const struct scenario *sc)
 	p.c = unit_breaker_conf();
 	for (p.s = sc->steps; p.s->op != OP_END; p.s++) {
 		if (p.s->op == OP_SET)
-			play_conf_set(&p);
+			field_set(&p.c, &conf_fields[p.s->key], p.s->v);
 		else if (p.s->op == OP_SAVE_SET)
-			play_saved_set(&p);
+			field_set(&p.sv, &saved_fields[p.s->key], p.s->v);
 		else {
 			if (p.b == NULL)
 				play_breaker_new(&p);
@@ -1051,43 +1012,46 @@ START_TEST(test_scenario)
 }
 END_TEST
 
-/* The names are the ones the logs and STATS use. */
+/* The names are the ones the logs and STATS use; out of range, unknown. */
 START_TEST(test_names)
 {
-	ck_assert_str_eq(breaker_state_name(BREAKER_CLOSED), "closed");
-	ck_assert_str_eq(breaker_state_name(BREAKER_OPEN), "open");
-	ck_assert_str_eq(breaker_state_name(BREAKER_HALF_OPEN), "half_open");
-	ck_assert_str_eq(breaker_state_name(BREAKER_FORCED_OPEN),
-	    "forced_open");
-	ck_assert_str_eq(breaker_state_name(BREAKER_FORCED_CLOSED),
-	    "forced_closed");
-	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_REFUSED), "refused");
-	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_TIMEOUT), "timeout");
-	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_UNREACHABLE),
-	    "unreachable");
-	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_EARLY_CLOSE),
-	    "early_close");
-	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_SLOW), "slow");
-	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_OTHER), "other");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_NONE), "none");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_CONSECUTIVE),
-	    "consecutive_failures");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_RATE),
-	    "failure_rate");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_HALF_OPEN_FAILURE),
-	    "half_open_failure");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_TRIALS_SUCCEEDED),
-	    "trials_succeeded");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_MANUAL), "manual");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_EXPIRED),
-	    "expired");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_RECOVERY_TIMEOUT),
-	    "recovery_timeout");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_PROBES_SUCCEEDED),
-	    "probes_succeeded");
-	ck_assert_str_eq(breaker_state_name(BREAKER_STATE_COUNT), "unknown");
-	ck_assert_str_eq(breaker_error_name(BREAKER_ERR_COUNT), "unknown");
-	ck_assert_str_eq(breaker_reason_name(BREAKER_REASON_COUNT), "unknown");
+	const struct {
+		const char *got, *want;
+	} rows[] = {
+		{ breaker_state_name(BREAKER_CLOSED), "closed" },
+		{ breaker_state_name(BREAKER_OPEN), "open" },
+		{ breaker_state_name(BREAKER_HALF_OPEN), "half_open" },
+		{ breaker_state_name(BREAKER_FORCED_OPEN), "forced_open" },
+		{ breaker_state_name(BREAKER_FORCED_CLOSED), "forced_closed" },
+		{ breaker_error_name(BREAKER_ERR_REFUSED), "refused" },
+		{ breaker_error_name(BREAKER_ERR_TIMEOUT), "timeout" },
+		{ breaker_error_name(BREAKER_ERR_UNREACHABLE), "unreachable" },
+		{ breaker_error_name(BREAKER_ERR_EARLY_CLOSE), "early_close" },
+		{ breaker_error_name(BREAKER_ERR_SLOW), "slow" },
+		{ breaker_error_name(BREAKER_ERR_OTHER), "other" },
+		{ breaker_reason_name(BREAKER_REASON_NONE), "none" },
+		{ breaker_reason_name(BREAKER_REASON_CONSECUTIVE),
+		    "consecutive_failures" },
+		{ breaker_reason_name(BREAKER_REASON_RATE), "failure_rate" },
+		{ breaker_reason_name(BREAKER_REASON_HALF_OPEN_FAILURE),
+		    "half_open_failure" },
+		{ breaker_reason_name(BREAKER_REASON_TRIALS_SUCCEEDED),
+		    "trials_succeeded" },
+		{ breaker_reason_name(BREAKER_REASON_MANUAL), "manual" },
+		{ breaker_reason_name(BREAKER_REASON_EXPIRED), "expired" },
+		{ breaker_reason_name(BREAKER_REASON_RECOVERY_TIMEOUT),
+		    "recovery_timeout" },
+		{ breaker_reason_name(BREAKER_REASON_PROBES_SUCCEEDED),
+		    "probes_succeeded" },
+		{ breaker_state_name(BREAKER_STATE_COUNT), "unknown" },
+		{ breaker_error_name(BREAKER_ERR_COUNT), "unknown" },
+		{ breaker_reason_name(BREAKER_REASON_COUNT), "unknown" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ck_assert_msg(strcmp(rows[i].got, rows[i].want) == 0,
+		    "row %zu: %s, want %s", i, rows[i].got, rows[i].want);
 }
 END_TEST
 
@@ -1839,14 +1803,26 @@ END_TEST
 /* A local shortage (no socket, no port) is not the server's fault. */
 START_TEST(test_errno_is_shortage)
 {
-	ck_assert(breaker_errno_is_shortage(EMFILE));
-	ck_assert(breaker_errno_is_shortage(ENFILE));
-	ck_assert(breaker_errno_is_shortage(ENOBUFS));
-	ck_assert(breaker_errno_is_shortage(ENOMEM));
-	ck_assert(breaker_errno_is_shortage(EADDRNOTAVAIL));
-	ck_assert(!breaker_errno_is_shortage(ECONNREFUSED));
-	ck_assert(!breaker_errno_is_shortage(ETIMEDOUT));
-	ck_assert(!breaker_errno_is_shortage(EAGAIN));
+	static const struct {
+		int error;
+		bool shortage;
+	} rows[] = {
+		{ EMFILE, true },
+		{ ENFILE, true },
+		{ ENOBUFS, true },
+		{ ENOMEM, true },
+		{ EADDRNOTAVAIL, true },
+		{ ECONNREFUSED, false },
+		{ ETIMEDOUT, false },
+		{ EAGAIN, false },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ck_assert_msg(breaker_errno_is_shortage(rows[i].error) ==
+			rows[i].shortage,
+		    "errno %d: shortage should be %d", rows[i].error,
+		    rows[i].shortage);
 }
 END_TEST
 

@@ -4,6 +4,7 @@
  * packets, byte by byte, and every kind of garbage.
  */
 #include <check.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,134 +13,104 @@
 #include "reject.h"
 #include "unit.h"
 
-/* Assert that a built reply is exactly the expected bytes. */
-static void
-expect_bytes(const char *got, size_t n, const char *want, size_t wn)
+/* One reject reply: what it is built from and every byte expected. */
+struct reply_row {
+	const char *name;
+	enum reject_mode mode;
+	const char *upstream, *state;
+	uint64_t retry_secs;
+	const char *want;
+	size_t wn;
+};
+
+#define TEXT(s) s, sizeof(s) - 1
+
+/* Every reply, byte for byte. */
+static const struct reply_row replies[] = {
+	{ "reset_has_no_reply", REJECT_RESET, "a", "open", 3, TEXT("") },
+	{ "http503", REJECT_HTTP503, "api", "open", 12,
+	    TEXT("HTTP/1.1 503 Service Unavailable\r\n"
+		 "Content-Type: text/plain\r\n"
+		 "Content-Length: 24\r\n"
+		 "Retry-After: 12\r\n"
+		 "Connection: close\r\n"
+		 "\r\n"
+		 "503 Service Unavailable\n") },
+	{ "redis", REJECT_REDIS, "cache", "open", 12,
+	    TEXT("-ERR circuitproxy: upstream 'cache' unavailable (circuit "
+		 "open), retry after 12s\r\n") },
+	{ "redis_half_open", REJECT_REDIS, "c.1-x_y", "half_open", 0,
+	    TEXT("-ERR circuitproxy: upstream 'c.1-x_y' unavailable (circuit "
+		 "half_open), retry after 0s\r\n") },
+	/*
+	 * 'E', the length (4 + 193), then the fields, each a type byte and a
+	 * C string, and the NUL that ends them.
+	 */
+	{ "postgres", REJECT_POSTGRES, "db", "forced_open", 30,
+	    TEXT("E\0\0\0\xc5"
+		 "SFATAL\0"
+		 "VFATAL\0"
+		 "C57P03\0"
+		 "Mcircuitproxy: upstream 'db' unavailable (circuit "
+		 "forced_open), retry after 30s\0"
+		 "HA circuit breaker turns connections away while the server "
+		 "fails; try again in 30 seconds.\0"
+		 "\0") },
+	/*
+	 * The payload length (73), sequence id 0, ERR, 1040 little-endian,
+	 * and no '#' SQLSTATE marker before the handshake, as mysqld's own.
+	 */
+	{ "mysql", REJECT_MYSQL, "db", "open", 7,
+	    TEXT("\x49\0\0\0"
+		 "\xff\x10\x04"
+		 "circuitproxy: upstream 'db' unavailable (circuit open), "
+		 "retry after 7s") },
+};
+
+/* Build reply row _i and compare it byte by byte. */
+START_TEST(test_reply)
 {
-	size_t i;
+	const struct reply_row *r = &replies[_i];
+	char buf[REJECT_REPLY_MAX];
+	size_t n, i;
 
-	ck_assert_msg(n == wn, "length %zu, want %zu", n, wn);
+	n = reject_reply(r->mode, r->upstream, r->state, r->retry_secs, buf,
+	    sizeof(buf));
+	ck_assert_msg(n == r->wn, "%s: length %zu, want %zu", r->name, n,
+	    r->wn);
 	for (i = 0; i < n; i++)
-		ck_assert_msg(got[i] == want[i],
-		    "byte %zu is 0x%02x, want 0x%02x", i, (uint8_t)got[i],
-		    (uint8_t)want[i]);
+		ck_assert_msg(buf[i] == r->want[i],
+		    "%s: byte %zu is 0x%02x, want 0x%02x", r->name, i,
+		    (uint8_t)buf[i], (uint8_t)r->want[i]);
 }
+END_TEST
 
+/* Retry-After in whole seconds, rounded up; forced_open names the timeout. */
 START_TEST(test_retry_secs)
 {
-	ck_assert_uint_eq(reject_retry_secs(0, 30000), 0);
-	ck_assert_uint_eq(reject_retry_secs(1, 30000), 1);
-	ck_assert_uint_eq(reject_retry_secs(999, 30000), 1);
-	ck_assert_uint_eq(reject_retry_secs(1000, 30000), 1);
-	ck_assert_uint_eq(reject_retry_secs(1001, 30000), 2);
-	ck_assert_uint_eq(reject_retry_secs(11200, 30000), 12);
-	/* forced_open without a lifetime names recovery_timeout */
-	ck_assert_uint_eq(reject_retry_secs(-1, 30000), 30);
-	ck_assert_uint_eq(reject_retry_secs(-1, 1500), 2);
-}
-END_TEST
+	static const struct {
+		int64_t retry_ms;
+		uint64_t timeout_ms, secs;
+	} rows[] = {
+		{ 0, 30000, 0 },
+		{ 1, 30000, 1 },
+		{ 999, 30000, 1 },
+		{ 1000, 30000, 1 },
+		{ 1001, 30000, 2 },
+		{ 11200, 30000, 12 },
+		/* forced_open without a lifetime names recovery_timeout */
+		{ -1, 30000, 30 },
+		{ -1, 1500, 2 },
+	};
+	size_t i;
 
-START_TEST(test_reset_has_no_reply)
-{
-	char buf[REJECT_REPLY_MAX];
-
-	ck_assert_uint_eq(reject_reply(REJECT_RESET, "a", "open", 3, buf,
-			      sizeof(buf)),
-	    0);
-}
-END_TEST
-
-START_TEST(test_http503)
-{
-	static const char want[] = "HTTP/1.1 503 Service Unavailable\r\n"
-				   "Content-Type: text/plain\r\n"
-				   "Content-Length: 24\r\n"
-				   "Retry-After: 12\r\n"
-				   "Connection: close\r\n"
-				   "\r\n"
-				   "503 Service Unavailable\n";
-	char buf[REJECT_REPLY_MAX];
-	size_t n;
-
-	n = reject_reply(REJECT_HTTP503, "api", "open", 12, buf, sizeof(buf));
-	expect_bytes(buf, n, want, sizeof(want) - 1);
-}
-END_TEST
-
-START_TEST(test_redis)
-{
-	static const char want[] = "-ERR circuitproxy: upstream 'cache' "
-				   "unavailable (circuit open), retry after "
-				   "12s\r\n";
-	char buf[REJECT_REPLY_MAX];
-	size_t n;
-
-	n = reject_reply(REJECT_REDIS, "cache", "open", 12, buf, sizeof(buf));
-	expect_bytes(buf, n, want, sizeof(want) - 1);
-}
-END_TEST
-
-START_TEST(test_redis_half_open)
-{
-	static const char want[] = "-ERR circuitproxy: upstream 'c.1-x_y' "
-				   "unavailable (circuit half_open), retry "
-				   "after 0s\r\n";
-	char buf[REJECT_REPLY_MAX];
-	size_t n;
-
-	n = reject_reply(REJECT_REDIS, "c.1-x_y", "half_open", 0, buf,
-	    sizeof(buf));
-	expect_bytes(buf, n, want, sizeof(want) - 1);
-}
-END_TEST
-
-START_TEST(test_postgres)
-{
-	/* 'E', length, then the fields, each a type byte and a C string. */
-	static const char fields[] = "SFATAL\0"
-				     "VFATAL\0"
-				     "C57P03\0"
-				     "Mcircuitproxy: upstream 'db' unavailable "
-				     "(circuit forced_open), retry after 30s\0"
-				     "HA circuit breaker turns connections "
-				     "away while the server fails; try again "
-				     "in 30 seconds.\0";
-	char want[REJECT_REPLY_MAX], buf[REJECT_REPLY_MAX];
-	size_t n, flen = sizeof(fields); /* with the final NUL */
-	uint32_t len = (uint32_t)(4 + flen);
-
-	want[0] = 'E';
-	want[1] = (char)(len >> 24);
-	want[2] = (char)(len >> 16);
-	want[3] = (char)(len >> 8);
-	want[4] = (char)len;
-	memcpy(want + 5, fields, flen);
-	n = reject_reply(REJECT_POSTGRES, "db", "forced_open", 30, buf,
-	    sizeof(buf));
-	expect_bytes(buf, n, want, 5 + flen);
-	ck_assert_uint_eq(n, 1 + len);
-}
-END_TEST
-
-START_TEST(test_mysql)
-{
-	static const char text[] = "circuitproxy: upstream 'db' unavailable "
-				   "(circuit open), retry after 7s";
-	char want[REJECT_REPLY_MAX], buf[REJECT_REPLY_MAX];
-	size_t n, payload = 1 + 2 + sizeof(text) - 1;
-
-	want[0] = (char)payload;
-	want[1] = 0;
-	want[2] = 0;
-	want[3] = 0;	      /* sequence id */
-	want[4] = (char)0xff; /* ERR */
-	want[5] = (char)0x10; /* 1040, little-endian */
-	want[6] = (char)0x04;
-	/* No '#' SQLSTATE marker before the handshake, as mysqld's own. */
-	memcpy(want + 7, text, sizeof(text) - 1);
-	n = reject_reply(REJECT_MYSQL, "db", "open", 7, buf, sizeof(buf));
-	expect_bytes(buf, n, want, 4 + payload);
-	ck_assert_int_ne(buf[7], '#');
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ck_assert_msg(reject_retry_secs(rows[i].retry_ms,
+				  rows[i].timeout_ms) == rows[i].secs,
+		    "%lld ms (timeout %llu): want %llu s",
+		    (long long)rows[i].retry_ms,
+		    (unsigned long long)rows[i].timeout_ms,
+		    (unsigned long long)rows[i].secs);
 }
 END_TEST
 
@@ -222,109 +193,97 @@ out:
 	*taken = off;
 }
 
-START_TEST(test_pg_startup)
-{
-	uint8_t p[64];
-	size_t n = pg_packet(p, PG_V3, startup_body, sizeof(startup_body));
-	size_t chunk, taken;
-	char steps[8];
+/* One packet of a pg_row: a code word and a body (code 0: none). */
+struct pg_packet_spec {
+	uint32_t code;
+	const char *body;
+	size_t blen;
+};
 
-	for (chunk = 1; chunk <= n; chunk++) {
-		pg_run(p, n, chunk, steps, &taken);
-		ck_assert_str_eq(steps, "S");
-		ck_assert_uint_eq(taken, n);
-	}
-}
-END_TEST
+/* A stream of packets, how it is cut, and what the reader must say. */
+struct pg_row {
+	const char *name;
+	struct pg_packet_spec pkt[3];
+	size_t chunk; /* bytes per feed; 0: every size from 1 to the whole */
+	const char *steps;
+	bool takes_all; /* the reader took every byte */
+};
 
-START_TEST(test_pg_ssl_gss_then_startup)
-{
-	uint8_t p[128];
-	size_t n = 0, chunk, taken;
-	char steps[8];
+#define WHOLE ((size_t)1 << 20)
+#define STARTUP PG_V3, startup_body, sizeof(startup_body)
+#define CANCEL_KEY "\0\0\x30\x39\xde\xad\xbe\xef"
 
-	n += pg_packet(p + n, PG_GSS, NULL, 0);
-	n += pg_packet(p + n, PG_SSL, NULL, 0);
-	n += pg_packet(p + n, PG_V3, startup_body, sizeof(startup_body));
-	for (chunk = 1; chunk <= n; chunk++) {
-		pg_run(p, n, chunk, steps, &taken);
-		ck_assert_str_eq(steps, "NNS");
-		ck_assert_uint_eq(taken, n);
-	}
-}
-END_TEST
-
-START_TEST(test_pg_third_request_bad)
-{
-	uint8_t p[64];
-	size_t n = 0, taken;
-	char steps[8];
-
-	n += pg_packet(p + n, PG_SSL, NULL, 0);
-	n += pg_packet(p + n, PG_SSL, NULL, 0);
-	n += pg_packet(p + n, PG_SSL, NULL, 0);
-	pg_run(p, n, n, steps, &taken);
-	ck_assert_str_eq(steps, "NNB");
-}
-END_TEST
-
-START_TEST(test_pg_cancel)
-{
-	uint8_t p[32], key[8] = { 0, 0, 0x30, 0x39, 0xde, 0xad, 0xbe, 0xef };
-	size_t n = pg_packet(p, PG_CANCEL, key, sizeof(key)), taken;
-	char steps[8];
-
-	pg_run(p, n, 3, steps, &taken);
-	ck_assert_str_eq(steps, "S");
+/* Startup, its SSL/GSS preludes and cancels, cut every way. */
+static const struct pg_row pg_rows[] = {
+	{ "startup", { { STARTUP } }, 0, "S", true },
+	{ "ssl_gss_then_startup",
+	    { { PG_GSS, NULL, 0 }, { PG_SSL, NULL, 0 }, { STARTUP } }, 0, "NNS",
+	    true },
+	{ "third_request_bad",
+	    { { PG_SSL, NULL, 0 }, { PG_SSL, NULL, 0 }, { PG_SSL, NULL, 0 } },
+	    WHOLE, "NNB", false },
+	{ "cancel", { { PG_CANCEL, CANCEL_KEY, 8 } }, 3, "S", false },
 	/* A cancel is 16 bytes, no more, no less. */
-	n = pg_packet(p, PG_CANCEL, key, 4);
-	pg_run(p, n, n, steps, &taken);
-	ck_assert_str_eq(steps, "B");
+	{ "cancel_short", { { PG_CANCEL, CANCEL_KEY, 4 } }, WHOLE, "B", false },
+	{ "unterminated", { { PG_V3, "user\0alice", 10 } }, 1, "B", true },
+};
+
+/* Feed pg_row _i's stream to the reader, cut as the row says. */
+START_TEST(test_pg_stream)
+{
+	const struct pg_row *r = &pg_rows[_i];
+	uint8_t p[128];
+	size_t n = 0, chunk, last, taken;
+	char steps[8];
+	int k;
+
+	for (k = 0; k < 3 && r->pkt[k].code != 0; k++)
+		n += pg_packet(p + n, r->pkt[k].code, r->pkt[k].body,
+		    r->pkt[k].blen);
+	chunk = r->chunk == 0 ? 1 : r->chunk;
+	last = r->chunk == 0 ? n : r->chunk;
+	for (; chunk <= last; chunk++) {
+		pg_run(p, n, chunk, steps, &taken);
+		ck_assert_msg(strcmp(steps, r->steps) == 0,
+		    "%s, %zu-byte feeds: steps %s, want %s", r->name, chunk,
+		    steps, r->steps);
+		ck_assert_msg(!r->takes_all || taken == n,
+		    "%s, %zu-byte feeds: took %zu of %zu", r->name, chunk,
+		    taken, n);
+	}
 }
 END_TEST
 
-/* Garbage and out-of-bounds lengths: each is bad, after no more than 8 bytes. */
+/* Garbage and out-of-bounds lengths. */
+static const struct {
+	const char *what;
+	uint8_t p[16];
+	size_t n;
+} pg_bad[] = {
+	{ "HTTP", "GET / HTTP/1.1\r\n", 16 },
+	{ "TLS ClientHello", { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01 },
+	    8 },
+	{ "length 0", { 0, 0, 0, 0, 0, 3, 0, 0 }, 8 },
+	{ "length 7", { 0, 0, 0, 7, 0, 3, 0, 0 }, 8 },
+	{ "length 10001", { 0, 0, 0x27, 0x11, 0, 3, 0, 0 }, 8 },
+	{ "length 2^31", { 0x80, 0, 0, 0, 0, 3, 0, 0 }, 8 },
+	{ "protocol 2.0", { 0, 0, 0, 9, 0, 2, 0, 0, 0 }, 9 },
+	{ "protocol 4.0", { 0, 0, 0, 9, 0, 4, 0, 0, 0 }, 9 },
+	{ "v3 without a body", { 0, 0, 0, 8, 0, 3, 0, 0 }, 8 },
+	{ "SSLRequest of 12 bytes", { 0, 0, 0, 12, 0x04, 0xd2, 0x16, 0x2f },
+	    8 },
+};
+
+/* Each pg_bad row is bad, said after no more than 9 bytes. */
 START_TEST(test_pg_bad)
 {
-	static const struct {
-		const char *what;
-		uint8_t p[16];
-		size_t n;
-	} cases[] = {
-		{ "HTTP", "GET / HTTP/1.1\r\n", 16 },
-		{ "TLS ClientHello",
-		    { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01 }, 8 },
-		{ "length 0", { 0, 0, 0, 0, 0, 3, 0, 0 }, 8 },
-		{ "length 7", { 0, 0, 0, 7, 0, 3, 0, 0 }, 8 },
-		{ "length 10001", { 0, 0, 0x27, 0x11, 0, 3, 0, 0 }, 8 },
-		{ "length 2^31", { 0x80, 0, 0, 0, 0, 3, 0, 0 }, 8 },
-		{ "protocol 2.0", { 0, 0, 0, 9, 0, 2, 0, 0, 0 }, 9 },
-		{ "protocol 4.0", { 0, 0, 0, 9, 0, 4, 0, 0, 0 }, 9 },
-		{ "v3 without a body", { 0, 0, 0, 8, 0, 3, 0, 0 }, 8 },
-		{ "SSLRequest of 12 bytes",
-		    { 0, 0, 0, 12, 0x04, 0xd2, 0x16, 0x2f }, 8 },
-	};
-	size_t i, taken;
+	size_t taken;
 	char steps[8];
 
-	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		pg_run(cases[i].p, cases[i].n, cases[i].n, steps, &taken);
-		ck_assert_msg(strcmp(steps, "B") == 0, "%s: steps %s",
-		    cases[i].what, steps);
-		ck_assert_msg(taken <= 9, "%s: read %zu", cases[i].what, taken);
-	}
-}
-END_TEST
-
-START_TEST(test_pg_unterminated)
-{
-	uint8_t p[64];
-	size_t n = pg_packet(p, PG_V3, "user\0alice", 10), taken;
-	char steps[8];
-
-	pg_run(p, n, 1, steps, &taken);
-	ck_assert_str_eq(steps, "B");
-	ck_assert_uint_eq(taken, n);
+	pg_run(pg_bad[_i].p, pg_bad[_i].n, pg_bad[_i].n, steps, &taken);
+	ck_assert_msg(strcmp(steps, "B") == 0, "%s: steps %s", pg_bad[_i].what,
+	    steps);
+	ck_assert_msg(taken <= 9, "%s: read %zu", pg_bad[_i].what, taken);
 }
 END_TEST
 
@@ -375,7 +334,7 @@ START_TEST(test_pg_done_takes_nothing)
 }
 END_TEST
 
-/* Build the suite. */
+/* Build the suite: the tables' rows one test each. */
 Suite *
 unit_suite(void)
 {
@@ -384,20 +343,14 @@ unit_suite(void)
 	TCase *tp = tcase_create("postgres reader");
 
 	tcase_add_test(tc, test_retry_secs);
-	tcase_add_test(tc, test_reset_has_no_reply);
-	tcase_add_test(tc, test_http503);
-	tcase_add_test(tc, test_redis);
-	tcase_add_test(tc, test_redis_half_open);
-	tcase_add_test(tc, test_postgres);
-	tcase_add_test(tc, test_mysql);
+	tcase_add_loop_test(tc, test_reply, 0,
+	    (int)(sizeof(replies) / sizeof(replies[0])));
 	tcase_add_test(tc, test_long_name_fits);
 	suite_add_tcase(s, tc);
-	tcase_add_test(tp, test_pg_startup);
-	tcase_add_test(tp, test_pg_ssl_gss_then_startup);
-	tcase_add_test(tp, test_pg_third_request_bad);
-	tcase_add_test(tp, test_pg_cancel);
-	tcase_add_test(tp, test_pg_bad);
-	tcase_add_test(tp, test_pg_unterminated);
+	tcase_add_loop_test(tp, test_pg_stream, 0,
+	    (int)(sizeof(pg_rows) / sizeof(pg_rows[0])));
+	tcase_add_loop_test(tp, test_pg_bad, 0,
+	    (int)(sizeof(pg_bad) / sizeof(pg_bad[0])));
 	tcase_add_test(tp, test_pg_limits);
 	tcase_add_test(tp, test_pg_done_takes_nothing);
 	suite_add_tcase(s, tp);

@@ -10,6 +10,7 @@
 
 #include "stats.h"
 #include "unit.h"
+#include "unit_breaker.h"
 
 /* A busy upstream: open, with a backup, failures of two kinds. */
 static void
@@ -349,24 +350,13 @@ START_TEST(test_reset_column)
 	struct stats_upstream before, after;
 	unsigned i, cleared = 0, kept = 0;
 
-	memset(&c, 0, sizeof(c));
-	c.failure_threshold = 5;
-	c.window_calls = 20;
-	c.minimum_calls = 10;
-	c.recovery_timeout_ms = 30000;
-	c.recovery_backoff = 1;
-	c.recovery_timeout_max_ms = 60000;
-	c.half_open_max_calls = 1;
-	c.success_threshold = 1;
+	c = unit_breaker_conf();
 	br = breaker_new(&c, 1000, 1);
-	for (i = 0; i < 3; i++) {
-		breaker_admit(br, 1000, &t);
-		breaker_record(br, &t, true, BREAKER_ERR_OTHER, 1000);
-	}
-	for (i = 0; i < 4; i++) {
-		breaker_admit(br, 1001, &t);
-		breaker_record(br, &t, false, BREAKER_ERR_REFUSED, 1001);
-	}
+	for (i = 0; i < 3; i++)
+		ck_assert(unit_breaker_attempt(br, 1000, true, BREAKER_ERR_OTHER));
+	for (i = 0; i < 4; i++)
+		ck_assert(
+		    unit_breaker_attempt(br, 1001, false, BREAKER_ERR_REFUSED));
 	breaker_force_open(br, 0, 1002);
 	breaker_admit(br, 1003, &t);
 	memset(&before, 0, sizeof(before));
