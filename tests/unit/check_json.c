@@ -95,20 +95,21 @@ START_TEST(test_strings)
 END_TEST
 
 /* Printing: indented by two, or compact; strings escaped again. */
-START_TEST(test_print)
-{
-	struct json *j = parse_ok("{\"a\": [1, 2.50, {\"b\": null}], "
-				  "\"c\": \"q\\\"\\n\\u0001\", \"d\": {}, "
-				  "\"e\": [], \"f\": true}");
-	char *out;
-
-	out = print(j, true);
-	ck_assert_str_eq(out,
+static const struct {
+	const char *name, *text;
+	bool compact;
+	const char *want;
+} prints[] = {
+	{ "compact",
+	    "{\"a\": [1, 2.50, {\"b\": null}], \"c\": \"q\\\"\\n\\u0001\", "
+	    "\"d\": {}, \"e\": [], \"f\": true}",
+	    true,
 	    "{\"a\":[1,2.50,{\"b\":null}],\"c\":\"q\\\"\\n\\u0001\","
-	    "\"d\":{},\"e\":[],\"f\":true}\n");
-	free(out);
-	out = print(j, false);
-	ck_assert_str_eq(out,
+	    "\"d\":{},\"e\":[],\"f\":true}\n" },
+	{ "indented",
+	    "{\"a\": [1, 2.50, {\"b\": null}], \"c\": \"q\\\"\\n\\u0001\", "
+	    "\"d\": {}, \"e\": [], \"f\": true}",
+	    false,
 	    "{\n"
 	    "  \"a\": [\n"
 	    "    1,\n"
@@ -121,12 +122,18 @@ START_TEST(test_print)
 	    "  \"d\": {},\n"
 	    "  \"e\": [],\n"
 	    "  \"f\": true\n"
-	    "}\n");
-	free(out);
-	json_free(j);
-	j = parse_ok("7");
-	out = print(j, false);
-	ck_assert_str_eq(out, "7\n");
+	    "}\n" },
+	{ "scalar", "7", false, "7\n" },
+};
+
+/* Parse prints row _i and print it back. */
+START_TEST(test_print)
+{
+	struct json *j = parse_ok(prints[_i].text);
+	char *out = print(j, prints[_i].compact);
+
+	ck_assert_msg(strcmp(out, prints[_i].want) == 0, "%s: printed\n%s",
+	    prints[_i].name, out);
 	free(out);
 	json_free(j);
 }
@@ -156,37 +163,42 @@ START_TEST(test_quote)
 }
 END_TEST
 
+#define TEXT(s) s, sizeof(s) - 1
+
 /* Invalid documents, each refused with where and why. */
 static const struct {
 	const char *text;
+	size_t len; /* a NUL byte may be inside */
 	const char *cause;
 } bad[] = {
-	{ "", "offset 0: unexpected end" },
-	{ "   ", "offset 3: unexpected end" },
-	{ "{", "offset 1: expected a member name" },
-	{ "{\"a\"}", "offset 4: expected ':'" },
-	{ "{\"a\":1,}", "offset 7: expected a member name" },
-	{ "{\"a\":1 \"b\":2}", "offset 7: expected ',' or '}'" },
-	{ "[1,]", "offset 3: unexpected byte" },
-	{ "[1 2]", "offset 3: expected ',' or ']'" },
-	{ "[1", "offset 2: expected ',' or ']'" },
-	{ "{} x", "offset 3: trailing bytes" },
-	{ "01", "offset 1: trailing bytes" },
-	{ "-", "offset 1: bad number" },
-	{ "1.", "offset 2: bad number" },
-	{ "1e+", "offset 3: bad number" },
-	{ ".5", "offset 0: unexpected byte" },
-	{ "+1", "offset 0: unexpected byte" },
-	{ "tru", "offset 0: unexpected byte" },
-	{ "nul", "offset 0: unexpected byte" },
-	{ "\"abc", "offset 4: unterminated string" },
-	{ "\"a\nb\"", "offset 2: control character in a string" },
-	{ "\"\\x\"", "offset 2: bad escape" },
-	{ "\"\\u12g4\"", "offset 6: bad \\u escape" },
-	{ "\"\\ud800\"", "offset 7: lone high surrogate" },
-	{ "\"\\ud800\\u0041\"", "offset 13: lone high surrogate" },
-	{ "\"\\udc00\"", "offset 7: lone low surrogate" },
-	{ "{1:2}", "offset 1: expected a member name" },
+	{ TEXT(""), "offset 0: unexpected end" },
+	{ TEXT("   "), "offset 3: unexpected end" },
+	{ TEXT("{"), "offset 1: expected a member name" },
+	{ TEXT("{\"a\"}"), "offset 4: expected ':'" },
+	{ TEXT("{\"a\":1,}"), "offset 7: expected a member name" },
+	{ TEXT("{\"a\":1 \"b\":2}"), "offset 7: expected ',' or '}'" },
+	{ TEXT("[1,]"), "offset 3: unexpected byte" },
+	{ TEXT("[1 2]"), "offset 3: expected ',' or ']'" },
+	{ TEXT("[1"), "offset 2: expected ',' or ']'" },
+	{ TEXT("{} x"), "offset 3: trailing bytes" },
+	{ TEXT("01"), "offset 1: trailing bytes" },
+	{ TEXT("-"), "offset 1: bad number" },
+	{ TEXT("1."), "offset 2: bad number" },
+	{ TEXT("1e+"), "offset 3: bad number" },
+	{ TEXT(".5"), "offset 0: unexpected byte" },
+	{ TEXT("+1"), "offset 0: unexpected byte" },
+	{ TEXT("tru"), "offset 0: unexpected byte" },
+	{ TEXT("nul"), "offset 0: unexpected byte" },
+	{ TEXT("\"abc"), "offset 4: unterminated string" },
+	{ TEXT("\"a\nb\""), "offset 2: control character in a string" },
+	{ TEXT("\"\\x\""), "offset 2: bad escape" },
+	{ TEXT("\"\\u12g4\""), "offset 6: bad \\u escape" },
+	{ TEXT("\"\\ud800\""), "offset 7: lone high surrogate" },
+	{ TEXT("\"\\ud800\\u0041\""), "offset 13: lone high surrogate" },
+	{ TEXT("\"\\udc00\""), "offset 7: lone low surrogate" },
+	{ TEXT("{1:2}"), "offset 1: expected a member name" },
+	/* A NUL byte inside the length is an error, not the end of the text. */
+	{ TEXT("{}\0"), "offset 2: trailing bytes" },
 };
 
 /* Each invalid document gives its cause and no tree. */
@@ -194,8 +206,7 @@ START_TEST(test_bad)
 {
 	char *cause = NULL;
 
-	ck_assert_ptr_null(
-	    json_parse(bad[_i].text, strlen(bad[_i].text), &cause));
+	ck_assert_ptr_null(json_parse(bad[_i].text, bad[_i].len, &cause));
 	ck_assert_str_eq(cause, bad[_i].cause);
 	free(cause);
 }
@@ -225,17 +236,6 @@ START_TEST(test_depth)
 }
 END_TEST
 
-/* A NUL byte inside the length is an error, not the end of the text. */
-START_TEST(test_embedded_nul)
-{
-	char *cause = NULL;
-
-	ck_assert_ptr_null(json_parse("{}\0", 3, &cause));
-	ck_assert_str_eq(cause, "offset 2: trailing bytes");
-	free(cause);
-}
-END_TEST
-
 /* Gather the tests into one suite. */
 Suite *
 unit_suite(void)
@@ -245,12 +245,12 @@ unit_suite(void)
 
 	tcase_add_test(tc, test_values);
 	tcase_add_test(tc, test_strings);
-	tcase_add_test(tc, test_print);
+	tcase_add_loop_test(tc, test_print, 0,
+	    (int)(sizeof(prints) / sizeof(prints[0])));
 	tcase_add_test(tc, test_quote);
 	tcase_add_loop_test(tc, test_bad, 0,
 	    (int)(sizeof(bad) / sizeof(bad[0])));
 	tcase_add_test(tc, test_depth);
-	tcase_add_test(tc, test_embedded_nul);
 	suite_add_tcase(s, tc);
 	return s;
 }
