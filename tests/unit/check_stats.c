@@ -4,6 +4,8 @@
  * against a real breaker (what a reset clears and keeps).
  */
 #include <check.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,15 +84,44 @@ snap_db(struct stats_upstream *su, struct addr *listen)
 	su->success_rate = 1;
 }
 
-START_TEST(test_json_upstream)
-{
-	struct util_buf b = { NULL, 0, 0 };
-	struct stats_upstream su;
-	struct addr l[2];
+/* The db snapshot's upstream object, alone and inside a document. */
+#define DB_JSON                                                                \
+	"{\"state\":\"closed\",\"state_since\":1700000000.000,"                \
+	"\"retry_after\":null,\"expires_in\":null,\"recovery_timeout\":1.500," \
+	"\"failure_rate\":0.0,\"success_rate\":1.0,"                           \
+	"\"consecutive_failures\":0,\"window_attempts\":0,"                    \
+	"\"window_failures\":0,\"attempts_total\":0,"                          \
+	"\"successes_total\":0,\"failures_total\":0,"                          \
+	"\"failures_by_error\":{\"refused\":0,\"timeout\":0,"                  \
+	"\"unreachable\":0,\"early_close\":0,\"slow\":0,\"dns\":0,"            \
+	"\"other\":0},"                                                        \
+	"\"rejected_total\":0,"                                                \
+	"\"rejected_by_state\":{\"open\":0,\"half_open\":0,"                   \
+	"\"forced_open\":0},"                                                  \
+	"\"rejected_overload_total\":0,\"failover_total\":0,"                  \
+	"\"opened_total\":0,\"connections_total\":0,"                          \
+	"\"active_connections\":0,\"bytes_sent_total\":0,"                     \
+	"\"bytes_received_total\":0,\"resolve_errors_total\":0,"               \
+	"\"connect_latency\":{\"p50\":null,\"p99\":null},"                     \
+	"\"listen\":[\"[::1]:5432\"],"                                         \
+	"\"server\":\"unix:/run/postgresql/.s.PGSQL.5432\","                   \
+	"\"backup\":null,\"transitions\":[]}"
 
-	snap_api(&su, l);
-	stats_json_upstream(&b, &su);
-	ck_assert_str_eq(b.p,
+/* What a render row renders: one upstream, a /stats document, STATUS=. */
+enum render { R_UPSTREAM, R_DOCUMENT, R_STATUS };
+
+/* A fixed snapshot rendered whole and compared whole. */
+struct render_row {
+	const char *name;
+	enum render render;
+	const char *upstreams; /* "a" api, "d" db, in order */
+	bool db_forced_open;
+	const char *want;
+};
+
+/* The renderings of the api and db snapshots. */
+static const struct render_row renders[] = {
+	{ "json_upstream_api", R_UPSTREAM, "a", false,
 	    "{\"state\":\"open\",\"state_since\":1700000000.123,"
 	    "\"retry_after\":29.412,\"expires_in\":null,"
 	    "\"recovery_timeout\":30.000,"
@@ -115,55 +146,67 @@ START_TEST(test_json_upstream)
 	    "{\"at\":1700000000.123,\"from\":\"closed\",\"to\":\"open\","
 	    "\"reason\":\"consecutive_failures\"},"
 	    "{\"at\":1699999990.000,\"from\":\"half_open\",\"to\":\"closed\","
-	    "\"reason\":\"trials_succeeded\"}]}");
-	util_buf_free(&b);
-}
-END_TEST
-
-START_TEST(test_json_document)
-{
-	struct util_buf b = { NULL, 0, 0 };
-	struct stats_upstream su[2];
-	struct stats_info info = { "0.1.0", 61005, NULL, 0 };
-	struct addr l[1];
-
-	snap_db(&su[0], l);
-	stats_json(&b, &info, su, 1);
-	ck_assert_str_eq(b.p,
+	    "\"reason\":\"trials_succeeded\"}]}" },
+	{ "json_upstream_db", R_UPSTREAM, "d", false, DB_JSON },
+	{ "json_document", R_DOCUMENT, "d", false,
 	    "{\"version\":\"0.1.0\",\"uptime_s\":61.005,\"upstreams\":{"
-	    "\"db\":{\"state\":\"closed\",\"state_since\":1700000000.000,"
-	    "\"retry_after\":null,\"expires_in\":null,\"recovery_timeout\":1."
-	    "500,"
-	    "\"failure_rate\":0.0,\"success_rate\":1.0,"
-	    "\"consecutive_failures\":0,\"window_attempts\":0,"
-	    "\"window_failures\":0,\"attempts_total\":0,"
-	    "\"successes_total\":0,\"failures_total\":0,"
-	    "\"failures_by_error\":{\"refused\":0,\"timeout\":0,"
-	    "\"unreachable\":0,\"early_close\":0,\"slow\":0,\"dns\":0,"
-	    "\"other\":0},"
-	    "\"rejected_total\":0,"
-	    "\"rejected_by_state\":{\"open\":0,\"half_open\":0,"
-	    "\"forced_open\":0},"
-	    "\"rejected_overload_total\":0,\"failover_total\":0,"
-	    "\"opened_total\":0,\"connections_total\":0,"
-	    "\"active_connections\":0,\"bytes_sent_total\":0,"
-	    "\"bytes_received_total\":0,\"resolve_errors_total\":0,"
-	    "\"connect_latency\":{\"p50\":null,\"p99\":null},"
-	    "\"listen\":[\"[::1]:5432\"],"
-	    "\"server\":\"unix:/run/postgresql/.s.PGSQL.5432\","
-	    "\"backup\":null,\"transitions\":[]}},\"pools\":{}}\n");
-	util_buf_free(&b);
-
+	    "\"db\":" DB_JSON "},\"pools\":{}}\n" },
 	/* No upstream at all is still a document. */
-	stats_json(&b, &info, su, 0);
-	ck_assert_str_eq(b.p,
+	{ "json_document_empty", R_DOCUMENT, "", false,
 	    "{\"version\":\"0.1.0\",\"uptime_s\":61.005,\"upstreams\":{},"
-	    "\"pools\":{}}\n");
+	    "\"pools\":{}}\n" },
+	{ "status_line", R_STATUS, "ad", false,
+	    "2 upstreams, 1 open, 1450 rejected, 3 active" },
+	{ "status_line_one", R_STATUS, "d", false,
+	    "1 upstream, 0 open, 0 rejected, 0 active" },
+	{ "status_line_forced_open", R_STATUS, "ad", true,
+	    "2 upstreams, 2 open, 1450 rejected, 3 active" },
+};
+
+/* Render row _i's snapshots and compare the text whole. */
+START_TEST(test_render)
+{
+	const struct render_row *r = &renders[_i];
+	struct util_buf b = { NULL, 0, 0 };
+	struct stats_info info = { "0.1.0", 61005, NULL, 0 };
+	struct stats_upstream su[2];
+	struct addr l[2][2];
+	size_t n;
+
+	for (n = 0; r->upstreams[n] != '\0'; n++) {
+		if (r->upstreams[n] == 'a')
+			snap_api(&su[n], l[n]);
+		else
+			snap_db(&su[n], l[n]);
+		if (r->upstreams[n] == 'd' && r->db_forced_open)
+			su[n].state = BREAKER_FORCED_OPEN;
+	}
+	if (r->render == R_UPSTREAM)
+		stats_json_upstream(&b, &su[0]);
+	else if (r->render == R_DOCUMENT)
+		stats_json(&b, &info, su, n);
+	else
+		stats_status_line(&b, su, n);
+	ck_assert_msg(strcmp(b.p, r->want) == 0, "%s: got\n%s\nwant\n%s",
+	    r->name, b.p, r->want);
 	util_buf_free(&b);
 }
 END_TEST
 
 /* retry_after: open and forced_open with a lifetime have one; no others. */
+static const struct {
+	enum breaker_state state;
+	int64_t retry_after_ms, expires_in_ms;
+	const char *want;
+} retry_rows[] = {
+	{ BREAKER_FORCED_OPEN, -1, -1, "\"retry_after\":null," },
+	{ BREAKER_FORCED_OPEN, 999, -1, "\"retry_after\":0.999," },
+	{ BREAKER_HALF_OPEN, 0, -1, "\"retry_after\":null," },
+	{ BREAKER_FORCED_CLOSED, 5000, 4200,
+	    "\"retry_after\":null,\"expires_in\":4.200," },
+};
+
+/* The db snapshot in retry_rows[_i]'s state shows its retry_after. */
 START_TEST(test_json_retry_after)
 {
 	struct util_buf b = { NULL, 0, 0 };
@@ -171,26 +214,14 @@ START_TEST(test_json_retry_after)
 	struct addr l[1];
 
 	snap_db(&su, l);
-	su.state = BREAKER_FORCED_OPEN;
-	su.retry_after_ms = -1;
+	su.state = retry_rows[_i].state;
+	su.retry_after_ms = retry_rows[_i].retry_after_ms;
+	su.expires_in_ms = retry_rows[_i].expires_in_ms;
 	stats_json_upstream(&b, &su);
-	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":null,"));
-	util_buf_free(&b);
-	su.retry_after_ms = 999;
-	stats_json_upstream(&b, &su);
-	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":0.999,"));
-	util_buf_free(&b);
-	su.state = BREAKER_HALF_OPEN;
-	su.retry_after_ms = 0;
-	stats_json_upstream(&b, &su);
-	ck_assert_ptr_nonnull(strstr(b.p, "\"retry_after\":null,"));
-	util_buf_free(&b);
-	su.state = BREAKER_FORCED_CLOSED;
-	su.retry_after_ms = 5000;
-	su.expires_in_ms = 4200;
-	stats_json_upstream(&b, &su);
-	ck_assert_ptr_nonnull(
-	    strstr(b.p, "\"retry_after\":null,\"expires_in\":4.200,"));
+	ck_assert_msg(strstr(b.p, retry_rows[_i].want) != NULL,
+	    "%s, retry_after %lld: no %s in %s",
+	    breaker_state_name(retry_rows[_i].state),
+	    (long long)retry_rows[_i].retry_after_ms, retry_rows[_i].want, b.p);
 	util_buf_free(&b);
 }
 END_TEST
@@ -227,27 +258,6 @@ START_TEST(test_prometheus)
 	    "metrics differ from tests/unit/stats_metrics.txt; see "
 	    "stats_metrics.got");
 	free(want);
-	util_buf_free(&b);
-}
-END_TEST
-
-START_TEST(test_status_line)
-{
-	struct util_buf b = { NULL, 0, 0 };
-	struct stats_upstream su[2];
-	struct addr l1[2], l2[1];
-
-	snap_api(&su[0], l1);
-	snap_db(&su[1], l2);
-	stats_status_line(&b, su, 2);
-	ck_assert_str_eq(b.p, "2 upstreams, 1 open, 1450 rejected, 3 active");
-	util_buf_free(&b);
-	stats_status_line(&b, &su[1], 1);
-	ck_assert_str_eq(b.p, "1 upstream, 0 open, 0 rejected, 0 active");
-	util_buf_free(&b);
-	su[1].state = BREAKER_FORCED_OPEN;
-	stats_status_line(&b, su, 2);
-	ck_assert_str_eq(b.p, "2 upstreams, 2 open, 1450 rejected, 3 active");
 	util_buf_free(&b);
 }
 END_TEST
@@ -325,15 +335,28 @@ START_TEST(test_pool)
 }
 END_TEST
 
+/* A connect time falls in the first bucket whose bound it does not pass. */
 START_TEST(test_hist_bucket)
 {
-	ck_assert_uint_eq(stats_hist_bucket(0), 0);
-	ck_assert_uint_eq(stats_hist_bucket(500), 0);
-	ck_assert_uint_eq(stats_hist_bucket(501), 1);
-	ck_assert_uint_eq(stats_hist_bucket(1000), 1);
-	ck_assert_uint_eq(stats_hist_bucket(99999), 7);
-	ck_assert_uint_eq(stats_hist_bucket(5000000), 12);
-	ck_assert_uint_eq(stats_hist_bucket(5000001), STATS_HIST_BUCKETS);
+	static const struct {
+		uint64_t us;
+		unsigned bucket;
+	} rows[] = {
+		{ 0, 0 },
+		{ 500, 0 },
+		{ 501, 1 },
+		{ 1000, 1 },
+		{ 99999, 7 },
+		{ 5000000, 12 },
+		{ 5000001, STATS_HIST_BUCKETS },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ck_assert_msg(stats_hist_bucket(rows[i].us) == rows[i].bucket,
+		    "%llu us: bucket %u, want %u",
+		    (unsigned long long)rows[i].us,
+		    (unsigned)stats_hist_bucket(rows[i].us), rows[i].bucket);
 }
 END_TEST
 
@@ -353,7 +376,8 @@ START_TEST(test_reset_column)
 	c = unit_breaker_conf();
 	br = breaker_new(&c, 1000, 1);
 	for (i = 0; i < 3; i++)
-		ck_assert(unit_breaker_attempt(br, 1000, true, BREAKER_ERR_OTHER));
+		ck_assert(
+		    unit_breaker_attempt(br, 1000, true, BREAKER_ERR_OTHER));
 	for (i = 0; i < 4; i++)
 		ck_assert(
 		    unit_breaker_attempt(br, 1001, false, BREAKER_ERR_REFUSED));
@@ -433,11 +457,11 @@ unit_suite(void)
 	Suite *s = suite_create("stats");
 	TCase *tc = tcase_create("render");
 
-	tcase_add_test(tc, test_json_upstream);
-	tcase_add_test(tc, test_json_document);
-	tcase_add_test(tc, test_json_retry_after);
+	tcase_add_loop_test(tc, test_render, 0,
+	    (int)(sizeof(renders) / sizeof(renders[0])));
+	tcase_add_loop_test(tc, test_json_retry_after, 0,
+	    (int)(sizeof(retry_rows) / sizeof(retry_rows[0])));
 	tcase_add_test(tc, test_prometheus);
-	tcase_add_test(tc, test_status_line);
 	tcase_add_test(tc, test_hist_bucket);
 	tcase_add_test(tc, test_pool);
 	tcase_add_test(tc, test_reset_column);
