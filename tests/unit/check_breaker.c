@@ -1826,30 +1826,22 @@ START_TEST(test_errno_is_shortage)
 }
 END_TEST
 
-/* Gather the scenarios, the tables, the model and the threads. */
+/* The scenarios, the tables, the model and the threads. */
 Suite *
 unit_suite(void)
 {
-	Suite *s = suite_create("breaker");
-	TCase *tc = tcase_create("rules");
-	TCase *tm = tcase_create("model");
-	TCase *tt = tcase_create("threads");
+	const struct unit_test tests[] = {
+		UNIT_ROWS("rules", test_scenario, scenarios),
+		UNIT_TEST("rules", test_names),
+		UNIT_TEST("rules", test_error_from_errno),
+		UNIT_TEST("rules", test_errno_is_shortage),
+		UNIT_TEST("rules", test_state_parse),
+		UNIT_TEST("rules", test_jitter_bounds),
+		UNIT_TEST("rules", test_jitter_after_cap),
+		UNIT_TEST("rules", test_jitter_ends),
+		{ "model", test_model, 0, 120 },
+		{ "threads", test_concurrency, 0, 120 },
+	};
 
-	tcase_add_loop_test(tc, test_scenario, 0,
-	    (int)(sizeof(scenarios) / sizeof(scenarios[0])));
-	tcase_add_test(tc, test_names);
-	tcase_add_test(tc, test_error_from_errno);
-	tcase_add_test(tc, test_errno_is_shortage);
-	tcase_add_test(tc, test_state_parse);
-	tcase_add_test(tc, test_jitter_bounds);
-	tcase_add_test(tc, test_jitter_after_cap);
-	tcase_add_test(tc, test_jitter_ends);
-	suite_add_tcase(s, tc);
-	tcase_add_test(tm, test_model);
-	tcase_set_timeout(tm, 120);
-	suite_add_tcase(s, tm);
-	tcase_add_test(tt, test_concurrency);
-	tcase_set_timeout(tt, 120);
-	suite_add_tcase(s, tt);
-	return s;
+	return unit_suite_new("breaker", tests, UNIT_NROWS(tests));
 }

@@ -236,21 +236,18 @@ START_TEST(test_depth)
 }
 END_TEST
 
-/* Gather the tests into one suite. */
+/* The reader's tests; the print and bad tables one test per row. */
 Suite *
 unit_suite(void)
 {
-	Suite *s = suite_create("json");
-	TCase *tc = tcase_create("reader");
+	const struct unit_test tests[] = {
+		UNIT_TEST("reader", test_values),
+		UNIT_TEST("reader", test_strings),
+		UNIT_ROWS("reader", test_print, prints),
+		UNIT_TEST("reader", test_quote),
+		UNIT_ROWS("reader", test_bad, bad),
+		UNIT_TEST("reader", test_depth),
+	};
 
-	tcase_add_test(tc, test_values);
-	tcase_add_test(tc, test_strings);
-	tcase_add_loop_test(tc, test_print, 0,
-	    (int)(sizeof(prints) / sizeof(prints[0])));
-	tcase_add_test(tc, test_quote);
-	tcase_add_loop_test(tc, test_bad, 0,
-	    (int)(sizeof(bad) / sizeof(bad[0])));
-	tcase_add_test(tc, test_depth);
-	suite_add_tcase(s, tc);
-	return s;
+	return unit_suite_new("json", tests, UNIT_NROWS(tests));
 }

@@ -128,15 +128,13 @@ START_TEST(test_header)
 }
 END_TEST
 
-/* Build the suite: one test per row. */
+/* The header rows, one test each. */
 Suite *
 unit_suite(void)
 {
-	Suite *s = suite_create("proxyproto");
-	TCase *tc = tcase_create("header");
+	const struct unit_test tests[] = {
+		UNIT_ROWS("header", test_header, rows),
+	};
 
-	tcase_add_loop_test(tc, test_header, 0,
-	    (int)(sizeof(rows) / sizeof(rows[0])));
-	suite_add_tcase(s, tc);
-	return s;
+	return unit_suite_new("proxyproto", tests, UNIT_NROWS(tests));
 }

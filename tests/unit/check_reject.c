@@ -334,25 +334,19 @@ START_TEST(test_pg_done_takes_nothing)
 }
 END_TEST
 
-/* Build the suite: the tables' rows one test each. */
+/* The replies and the postgres reader, each table's rows one test each. */
 Suite *
 unit_suite(void)
 {
-	Suite *s = suite_create("reject");
-	TCase *tc = tcase_create("replies");
-	TCase *tp = tcase_create("postgres reader");
+	const struct unit_test tests[] = {
+		UNIT_TEST("replies", test_retry_secs),
+		UNIT_ROWS("replies", test_reply, replies),
+		UNIT_TEST("replies", test_long_name_fits),
+		UNIT_ROWS("postgres reader", test_pg_stream, pg_rows),
+		UNIT_ROWS("postgres reader", test_pg_bad, pg_bad),
+		UNIT_TEST("postgres reader", test_pg_limits),
+		UNIT_TEST("postgres reader", test_pg_done_takes_nothing),
+	};
 
-	tcase_add_test(tc, test_retry_secs);
-	tcase_add_loop_test(tc, test_reply, 0,
-	    (int)(sizeof(replies) / sizeof(replies[0])));
-	tcase_add_test(tc, test_long_name_fits);
-	suite_add_tcase(s, tc);
-	tcase_add_loop_test(tp, test_pg_stream, 0,
-	    (int)(sizeof(pg_rows) / sizeof(pg_rows[0])));
-	tcase_add_loop_test(tp, test_pg_bad, 0,
-	    (int)(sizeof(pg_bad) / sizeof(pg_bad[0])));
-	tcase_add_test(tp, test_pg_limits);
-	tcase_add_test(tp, test_pg_done_takes_nothing);
-	suite_add_tcase(s, tp);
-	return s;
+	return unit_suite_new("reject", tests, UNIT_NROWS(tests));
 }

@@ -450,22 +450,19 @@ START_TEST(test_list_shape)
 }
 END_TEST
 
-/* Build the suite. */
+/* The renderings and the counter list. */
 Suite *
 unit_suite(void)
 {
-	Suite *s = suite_create("stats");
-	TCase *tc = tcase_create("render");
+	const struct unit_test tests[] = {
+		UNIT_ROWS("render", test_render, renders),
+		UNIT_ROWS("render", test_json_retry_after, retry_rows),
+		UNIT_TEST("render", test_prometheus),
+		UNIT_TEST("render", test_hist_bucket),
+		UNIT_TEST("render", test_pool),
+		UNIT_TEST("render", test_reset_column),
+		UNIT_TEST("render", test_list_shape),
+	};
 
-	tcase_add_loop_test(tc, test_render, 0,
-	    (int)(sizeof(renders) / sizeof(renders[0])));
-	tcase_add_loop_test(tc, test_json_retry_after, 0,
-	    (int)(sizeof(retry_rows) / sizeof(retry_rows[0])));
-	tcase_add_test(tc, test_prometheus);
-	tcase_add_test(tc, test_hist_bucket);
-	tcase_add_test(tc, test_pool);
-	tcase_add_test(tc, test_reset_column);
-	tcase_add_test(tc, test_list_shape);
-	suite_add_tcase(s, tc);
-	return s;
+	return unit_suite_new("stats", tests, UNIT_NROWS(tests));
 }

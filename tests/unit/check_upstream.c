@@ -130,10 +130,9 @@ END_TEST
 Suite *
 unit_suite(void)
 {
-	Suite *s = suite_create("upstream");
-	TCase *tc = tcase_create("tick");
+	const struct unit_test tests[] = {
+		UNIT_TEST("tick", tick_race_keeps_the_timer),
+	};
 
-	tcase_add_test(tc, tick_race_keeps_the_timer);
-	suite_add_tcase(s, tc);
-	return s;
+	return unit_suite_new("upstream", tests, UNIT_NROWS(tests));
 }
