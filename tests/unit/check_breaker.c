@@ -1088,19 +1088,43 @@ START_TEST(test_error_from_errno)
 }
 END_TEST
 
-/* Draw n open durations from a breaker with jitter; store them in d. */
+/* A jittered recovery_timeout and what its draws must look like. */
+struct jitter_row {
+	const char *name;
+	uint64_t seed, timeout_ms, max_ms;
+	double jitter;
+	int draws;
+	int64_t lo, hi; /* every draw within */
+	int64_t near;	/* -1, or draws reach within near of both ends */
+	bool every;	/* every value from lo to hi drawn */
+};
+
+static const struct jitter_row jitter_rows[] = {
+	/*
+	 * Jitter stays within +-recovery_jitter; uniform over 4001 values,
+	 * 2000 draws come within 100 of both ends.
+	 */
+	{ "jitter_bounds", 7, 10000, 600000, 20, 2000, 8000, 12000, 99, false },
+	/* Jitter applies after the cap; 100% can reach zero, not below. */
+	{ "jitter_after_cap", 1, 1000, 100, 100, 500, 0, 200, -1, false },
+	/* A small spread reaches both of its ends. */
+	{ "jitter_ends", 99, 10, 600000, 10, 300, 9, 11, 0, true },
+};
+
+/* Draw r->draws open durations with r's jitter and seed into d. */
 static void
-jitter_draws(uint64_t seed, int64_t *d, int n)
+jitter_draws(const struct jitter_row *r, uint64_t seed, int64_t *d)
 {
 	struct breaker_conf c = unit_breaker_conf();
 	struct breaker *b;
 	int i;
 
-	c.recovery_timeout_ms = 10000;
-	c.recovery_jitter = 20;
 	c.failure_threshold = 1;
+	c.recovery_timeout_ms = r->timeout_ms;
+	c.recovery_timeout_max_ms = r->max_ms;
+	c.recovery_jitter = r->jitter;
 	b = breaker_new(&c, T0, seed);
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < r->draws; i++) {
 		rec_fail(b, T0, BREAKER_ERR_REFUSED);
 		d[i] = breaker_retry_after(b, T0);
 		breaker_reset(b, T0);
@@ -1108,83 +1132,55 @@ jitter_draws(uint64_t seed, int64_t *d, int n)
 	breaker_free(b);
 }
 
-/* Jitter stays within +-recovery_jitter, varies, and follows the seed. */
-START_TEST(test_jitter_bounds)
+#define JITTER_MAX_DRAWS 2000
+
+/* Row _i's draws stay in bounds and reach their ends. */
+START_TEST(test_jitter_range)
 {
-	enum { N = 2000 };
-	static int64_t a[N], a2[N], z[N];
-	int64_t lo = INT64_MAX, hi = 0;
+	const struct jitter_row *r = &jitter_rows[_i];
+	static int64_t d[JITTER_MAX_DRAWS];
+	int64_t lo = INT64_MAX, hi = INT64_MIN, v;
+	int i;
+
+	ck_assert_int_le(r->draws, JITTER_MAX_DRAWS);
+	jitter_draws(r, r->seed, d);
+	for (i = 0; i < r->draws; i++) {
+		ck_assert_msg(d[i] >= r->lo && d[i] <= r->hi,
+		    "%s: draw %d is %lld", r->name, i, (long long)d[i]);
+		lo = d[i] < lo ? d[i] : lo;
+		hi = d[i] > hi ? d[i] : hi;
+	}
+	if (r->near >= 0)
+		ck_assert_msg(lo <= r->lo + r->near && hi >= r->hi - r->near,
+		    "%s: draws only from %lld to %lld", r->name, (long long)lo,
+		    (long long)hi);
+	for (v = r->lo; r->every && v <= r->hi; v++) {
+		for (i = 0; i < r->draws && d[i] != v; i++)
+			;
+		ck_assert_msg(i < r->draws, "%s: %lld never drawn", r->name,
+		    (long long)v);
+	}
+}
+END_TEST
+
+/* The same seed draws the same durations, another seed others, varied. */
+START_TEST(test_jitter_seed)
+{
+	const struct jitter_row *r = &jitter_rows[0];
+	static int64_t a[JITTER_MAX_DRAWS], a2[JITTER_MAX_DRAWS],
+	    z[JITTER_MAX_DRAWS];
 	int i, same = 0, distinct = 0;
 
-	jitter_draws(7, a, N);
-	jitter_draws(7, a2, N);
-	jitter_draws(8, z, N);
-	for (i = 0; i < N; i++) {
-		ck_assert_int_ge(a[i], 8000);
-		ck_assert_int_le(a[i], 12000);
-		lo = a[i] < lo ? a[i] : lo;
-		hi = a[i] > hi ? a[i] : hi;
+	jitter_draws(r, 7, a);
+	jitter_draws(r, 7, a2);
+	jitter_draws(r, 8, z);
+	for (i = 0; i < r->draws; i++) {
 		ck_assert_int_eq(a[i], a2[i]);
 		same += a[i] == z[i];
 		distinct += i == 0 || a[i] != a[i - 1];
 	}
-	/* Uniform over 4001 values: 2000 draws reach near both ends. */
-	ck_assert_int_lt(lo, 8100);
-	ck_assert_int_gt(hi, 11900);
-	ck_assert_int_gt(distinct, N / 2);
-	ck_assert_int_lt(same, N / 10);
-}
-END_TEST
-
-/* Jitter applies after the cap, and 100% can reach zero but not below. */
-START_TEST(test_jitter_after_cap)
-{
-	struct breaker_conf c = unit_breaker_conf();
-	struct breaker *b;
-	int64_t r;
-	int i;
-
-	c.failure_threshold = 1;
-	c.recovery_timeout_ms = 1000;
-	c.recovery_timeout_max_ms = 100;
-	c.recovery_jitter = 100;
-	b = breaker_new(&c, T0, 1);
-	for (i = 0; i < 500; i++) {
-		rec_fail(b, T0, BREAKER_ERR_REFUSED);
-		r = breaker_retry_after(b, T0);
-		ck_assert_int_ge(r, 0);
-		ck_assert_int_le(r, 200);
-		breaker_reset(b, T0);
-	}
-	breaker_free(b);
-}
-END_TEST
-
-/* A small spread reaches both of its ends. */
-START_TEST(test_jitter_ends)
-{
-	struct breaker_conf c = unit_breaker_conf();
-	struct breaker *b;
-	int seen[3] = { 0, 0, 0 };
-	int64_t r;
-	int i;
-
-	c.failure_threshold = 1;
-	c.recovery_timeout_ms = 10;
-	c.recovery_jitter = 10;
-	b = breaker_new(&c, T0, 99);
-	for (i = 0; i < 300; i++) {
-		rec_fail(b, T0, BREAKER_ERR_REFUSED);
-		r = breaker_retry_after(b, T0);
-		ck_assert_int_ge(r, 9);
-		ck_assert_int_le(r, 11);
-		seen[r - 9]++;
-		breaker_reset(b, T0);
-	}
-	ck_assert_int_gt(seen[0], 0);
-	ck_assert_int_gt(seen[1], 0);
-	ck_assert_int_gt(seen[2], 0);
-	breaker_free(b);
+	ck_assert_int_gt(distinct, r->draws / 2);
+	ck_assert_int_lt(same, r->draws / 10);
 }
 END_TEST
 
@@ -1836,9 +1832,8 @@ unit_suite(void)
 		UNIT_TEST("rules", test_error_from_errno),
 		UNIT_TEST("rules", test_errno_is_shortage),
 		UNIT_TEST("rules", test_state_parse),
-		UNIT_TEST("rules", test_jitter_bounds),
-		UNIT_TEST("rules", test_jitter_after_cap),
-		UNIT_TEST("rules", test_jitter_ends),
+		UNIT_ROWS("rules", test_jitter_range, jitter_rows),
+		UNIT_TEST("rules", test_jitter_seed),
 		{ "model", test_model, 0, 120 },
 		{ "threads", test_concurrency, 0, 120 },
 	};
