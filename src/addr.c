@@ -361,6 +361,24 @@ addr_overlap(const struct addr *a, const struct addr *b)
 	    ain6->sin6_scope_id == bin6->sin6_scope_id;
 }
 
+/* Are two addresses the same socket address (family, length and bytes)? */
+bool
+addr_same(const struct addr *a, const struct addr *b)
+{
+	return a->family == b->family && a->len == b->len &&
+	    memcmp(&a->ss, &b->ss, b->len) == 0;
+}
+
+/* Do two TCP addresses want the same family and port? */
+bool
+addr_same_port(const struct addr *a, const struct addr *b)
+{
+	if (a->family != b->family ||
+	    (a->family != AF_INET && a->family != AF_INET6))
+		return false;
+	return addr_port(a) == addr_port(b);
+}
+
 /* Is this a loopback address (127.0.0.0/8, ::1, ::ffff:127.x) or unix? */
 int
 addr_is_local(const struct addr *a)

@@ -3,6 +3,7 @@
 #define CP_ADDR_H
 
 #include <sys/socket.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define ADDR_TEXT_MAX 128
@@ -36,6 +37,10 @@ int addr_parse_nameserver(const char *, struct addr *, char **);
 void addr_set_port(struct addr *, uint16_t);
 /* Do two listen addresses collide (same address, or "*:P" against any HOST:P)? */
 int addr_overlap(const struct addr *, const struct addr *);
+/* Are two addresses the same socket address (family, length and bytes)? */
+bool addr_same(const struct addr *, const struct addr *);
+/* Do two TCP addresses want the same family and port? */
+bool addr_same_port(const struct addr *, const struct addr *);
 /* Format a socket address as "127.0.0.1:5", "[::1]:5" or "unix:/path". */
 const char *addr_format(const struct sockaddr *, socklen_t, char *, size_t);
 /* Is this a loopback address (127.0.0.0/8, ::1) or a unix socket? */

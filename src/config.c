@@ -2188,6 +2188,14 @@ config_key_value(const struct config *cfg, const struct upstream_conf *uc,
 	    k, buf, len);
 }
 
+/* Format a key's value in its section: a config, upstream_conf or pool_conf. */
+const char *
+config_section_key_value(const void *section, const struct config_key *k,
+    char *buf, size_t len)
+{
+	return config_key_value_in(section, k, buf, len);
+}
+
 /* Where a key's value came from, as config_dump shows it. */
 static const char *
 config_key_origin(const struct config *cfg, const struct upstream_conf *uc,

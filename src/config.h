@@ -171,6 +171,9 @@ const struct config_key *config_key_find(const char *);
 /* Format a key's effective value (up is ignored for global keys). */
 const char *config_key_value(const struct config *,
     const struct upstream_conf *, const struct config_key *, char *, size_t);
+/* The same from the struct of the key's scope (config, upstream or pool). */
+const char *config_section_key_value(const void *section,
+    const struct config_key *, char *, size_t);
 /*
  * Print the config as it is understood: [global] then each upstream, every
  * key with its effective value and, as a trailing comment, where it came

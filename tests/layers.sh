@@ -14,7 +14,7 @@ floors='
 2 addr json proxyproto
 3 breaker
 4 config
-5 state stats notify reject admin_page probe resolve
+5 state stats notify reject admin_page probe resolve plan
 6 upstream pool
 7 listener pipe state_file admit turnaway
 8 relay
