@@ -1281,14 +1281,6 @@ admin_new(struct event_base *base, const struct addr *addr, const char *token,
 	return a;
 }
 
-/* Is this endpoint bound to that address? */
-bool
-admin_same_addr(const struct admin *a, const struct addr *addr)
-{
-	return a->addr.family == addr->family && a->addr.len == addr->len &&
-	    memcmp(&a->addr.ss, &addr->ss, addr->len) == 0;
-}
-
 /*
  * Does the running endpoint hold the port a new TCP address needs
  * (127.0.0.1:P giving way to 0.0.0.0:P, or the other way round)?
@@ -1296,19 +1288,7 @@ admin_same_addr(const struct admin *a, const struct addr *addr)
 static bool
 admin_in_the_way(const struct admin *a, const struct addr *addr)
 {
-	const struct sockaddr_in *x = (const struct sockaddr_in *)&a->addr.ss,
-				 *y = (const struct sockaddr_in *)&addr->ss;
-	const struct sockaddr_in6 *x6 =
-				      (const struct sockaddr_in6 *)&a->addr.ss,
-				  *y6 = (const struct sockaddr_in6 *)&addr->ss;
-
-	if (a->listener == NULL || a->addr.family != addr->family)
-		return false;
-	if (addr->family == AF_INET)
-		return x->sin_port == y->sin_port;
-	if (addr->family == AF_INET6)
-		return x6->sin6_port == y6->sin6_port;
-	return false;
+	return a->listener != NULL && addr_same_port(&a->addr, addr);
 }
 
 /*

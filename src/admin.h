@@ -30,8 +30,6 @@ typedef struct pool *const *(*admin_pools_cb)(void *, size_t *);
 struct admin *admin_new(struct event_base *, const struct addr *,
     const char *token, uint64_t start_ms, admin_upstreams_cb, void *,
     char **cause);
-/* Is the endpoint bound to that address? */
-bool admin_same_addr(const struct admin *, const struct addr *);
 /*
  * A reload that moves the endpoint: a new one bound on the address with
  * the new token (the old one keeps serving until freed); NULL with *cause

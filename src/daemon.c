@@ -27,6 +27,7 @@
 #include "pool.h"
 #include "log.h"
 #include "notify.h"
+#include "plan.h"
 #include "resolve.h"
 #include "state_file.h"
 #include "stats.h"
@@ -101,6 +102,25 @@ struct daemon {
 	char *status;	     /* the last STATUS= text sent */
 };
 
+/*
+ * A config on its way in, as its plan says: the upstreams and pools it
+ * keeps or creates, the listeners it keeps or binds, a new admin endpoint.
+ * Bound whole (daemon_next_bind) or undone (daemon_next_abort), then
+ * committed (daemon_next_commit), at start as at each reload.
+ */
+struct daemon_next {
+	struct config *conf; /* owned until the commit */
+	struct plan *plan;
+	struct upstream **ups;	/* per upstream of conf: kept or new */
+	struct pool **pools;	/* per pool of conf: kept or new */
+	struct listener **ls;	/* per listen of the plan: kept or bound */
+	struct listener **shut; /* running ones shut to make room */
+	size_t nshut;
+	struct worker_reload *rl; /* bound (added) and, at commit, removed */
+	struct admin *admin;	  /* a new endpoint, or NULL */
+	uint64_t now;
+};
+
 static void daemon_reload(struct daemon *);
 static void daemon_upstream_changed(struct upstream *, void *);
 
@@ -117,30 +137,6 @@ daemon_libevent_log(int severity, const char *msg)
 		: severity == EVENT_LOG_WARN ? LOG_LEVEL_WARNING
 					     : LOG_LEVEL_DEBUG,
 	    "event=libevent message=%s", log_quote(q, sizeof(q), msg));
-}
-
-/* Find a running pool by name. */
-static struct pool *
-daemon_pool(struct daemon *d, const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < d->npools; i++)
-		if (strcmp(d->pools[i]->name, name) == 0)
-			return d->pools[i];
-	return NULL;
-}
-
-/* Find a running upstream by name. */
-static struct upstream *
-daemon_upstream(struct daemon *d, const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < d->nupstreams; i++)
-		if (strcmp(d->upstreams[i]->name, name) == 0)
-			return d->upstreams[i];
-	return NULL;
 }
 
 /*
@@ -302,30 +298,6 @@ daemon_retired_collect(struct daemon *d)
 	}
 }
 
-/* Find the listener already bound to an address, or NULL. */
-static struct listener *
-daemon_find_listener(struct daemon *d, const struct addr *a)
-{
-	size_t i;
-
-	for (i = 0; i < d->nlisteners; i++)
-		if (listener_same_addr(d->listeners[i], a))
-			return d->listeners[i];
-	return NULL;
-}
-
-/* Is this listener in the array? */
-static bool
-daemon_has_listener(struct listener **v, size_t n, struct listener *l)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (v[i] == l)
-			return true;
-	return false;
-}
-
 /* Warn of a config file anyone may change (at start and each reload). */
 static void
 daemon_config_check_mode(const struct config *conf, const char *path)
@@ -356,150 +328,401 @@ daemon_reload_fail(const char *msg)
 }
 
 /*
- * Warn about changed keys a reload cannot apply (workers,
- * state_file): the key table says which; they change at the next restart.
+ * Warn about changed keys a reload cannot apply (workers, state_file):
+ * the plan lists them; they change at the next restart.
  */
 static void
-daemon_reload_check_restart_keys(const struct config *old,
-    const struct config *conf)
+daemon_reload_warn_restart(const struct config *old,
+    const struct daemon_next *nx)
 {
-	const struct config_key *keys;
+	const struct config_key *k;
 	char was[256], now[256], q[300], q2[300];
-	size_t i, n;
+	size_t i;
 
-	keys = config_keys(&n);
-	for (i = 0; i < n; i++) {
-		if (keys[i].scope != CONFIG_SCOPE_GLOBAL ||
-		    (keys[i].flags & CONFIG_KEY_RELOADABLE))
-			continue;
-		config_key_value(old, NULL, &keys[i], was, sizeof(was));
-		config_key_value(conf, NULL, &keys[i], now, sizeof(now));
-		if (strcmp(was, now) == 0)
-			continue;
+	for (i = 0; i < nx->plan->nrestart; i++) {
+		k = nx->plan->restart[i];
+		config_key_value(old, NULL, k, was, sizeof(was));
+		config_key_value(nx->conf, NULL, k, now, sizeof(now));
 		log_warnx("event=reload key=%s value=%s running=%s "
 			  "error=\"%s changes at the next restart\"",
-		    keys[i].name, log_quote(q, sizeof(q), now),
-		    log_quote(q2, sizeof(q2), was), keys[i].name);
+		    k->name, log_quote(q, sizeof(q), now),
+		    log_quote(q2, sizeof(q2), was), k->name);
 	}
 }
 
 /*
- * Is this running listener about to go, and does it hold a port a new
- * address needs (127.0.0.1:P giving way to *:P, or the other way round)?
+ * The plan from the running config (none at start) to conf, over the
+ * sockets bound now; the daemon owns conf through nx from here on.
  */
-static bool
-daemon_listener_in_the_way(const struct listener *l, const struct config *conf)
+static struct daemon_next *
+daemon_next_new(struct daemon *d, struct config *conf, uint64_t now)
 {
-	const struct upstream_conf *uc;
-	bool conflict = false;
-	size_t i, j;
+	struct daemon_next *nx = xcalloc(1, sizeof(*nx));
+	struct addr *bound;
+	size_t i;
 
-	for (i = 0; i < conf->nupstreams; i++) {
-		uc = &conf->upstreams[i];
-		for (j = 0; j < uc->nlisten; j++) {
-			if (listener_same_addr(l, &uc->listen[j]))
-				return false; /* kept */
-			if (listener_same_port(l, &uc->listen[j]))
-				conflict = true;
-		}
-	}
-	for (i = 0; i < conf->npools; i++)
-		for (j = 0; j < conf->pools[i].nlisten; j++) {
-			if (listener_same_addr(l, &conf->pools[i].listen[j]))
-				return false; /* kept */
-			if (listener_same_port(l, &conf->pools[i].listen[j]))
-				conflict = true;
-		}
-	return conflict;
-}
-
-/*
- * Before binding a reload's new addresses, stop listening on the old ones
- * in their way: shut down, such a socket keeps its port but no longer
- * blocks a bind (both have SO_REUSEADDR), and listen() takes it back if
- * the reload fails. Clients knocking in between are refused. Returns how
- * many were shut, stored in shut.
- */
-static size_t
-daemon_reload_make_room(struct daemon *d, const struct config *conf,
-    struct listener **shut)
-{
-	size_t i, n = 0;
-
+	bound = xcalloc(d->nlisteners + 1, sizeof(*bound));
 	for (i = 0; i < d->nlisteners; i++)
-		if (daemon_listener_in_the_way(d->listeners[i], conf)) {
-			listener_shutdown(d->listeners[i]);
-			shut[n++] = d->listeners[i];
-		}
-	return n;
+		bound[i] = d->listeners[i]->addr;
+	nx->conf = conf;
+	nx->now = now;
+	nx->plan = plan_new(d->conf, conf, bound, d->nlisteners);
+	free(bound);
+	return nx;
 }
 
 /*
- * The admin endpoint of a reload (SPEC.md 7): a new one bound when admin is
- * turned on or moves (*next), none when it stays where it is or goes off.
+ * The upstreams and pools of the new config: kept ones as they run (they
+ * take the new config at the commit), new ones created idle.
+ */
+static void
+daemon_next_prepare(struct daemon *d, struct daemon_next *nx)
+{
+	const struct config *conf = nx->conf;
+	const struct plan *p = nx->plan;
+	size_t i;
+
+	nx->ups = xcalloc(conf->nupstreams + 1, sizeof(*nx->ups));
+	for (i = 0; i < conf->nupstreams; i++)
+		nx->ups[i] = p->upstreams[i].fate != PLAN_ADD
+		    ? d->upstreams[p->upstreams[i].was]
+		    : upstream_new(d->base, conf, &conf->upstreams[i],
+			  d->nworkers, nx->now, daemon_upstream_changed, d);
+	nx->pools = xcalloc(conf->npools + 1, sizeof(*nx->pools));
+	for (i = 0; i < conf->npools; i++)
+		nx->pools[i] = p->pools[i].fate != PLAN_ADD
+		    ? d->pools[p->pools[i].was]
+		    : pool_new(&conf->pools[i], nx->ups, nx->now);
+}
+
+/*
+ * Name where a listen address that failed to bind is written, as a config
+ * error would: "FILE:LINE: upstream 'NAME': " before the cause.
+ */
+static void
+daemon_cause_at(const struct config *conf, const struct plan_listen *pl,
+    char **cause)
+{
+	const struct upstream_conf *uc = &conf->upstreams[pl->upstream];
+	size_t j = (size_t)(pl->addr - uc->listen);
+	char *why = *cause;
+
+	xasprintf(cause, "%s:%d: upstream '%s': %s", conf->path,
+	    uc->listen_line != NULL ? uc->listen_line[j] : uc->line, uc->name,
+	    why);
+	free(why);
+}
+
+/* The listener for the plan's listen i: the one bound, or a new one. */
+static struct listener *
+daemon_next_listen(struct daemon *d, struct daemon_next *nx, size_t i,
+    char **cause)
+{
+	const struct plan_listen *pl = &nx->plan->listens[i];
+	struct listener *l;
+
+	if (pl->bound != PLAN_NONE)
+		return d->listeners[pl->bound];
+	l = listener_open(pl->addr,
+	    pl->upstream != PLAN_NONE ? nx->ups[pl->upstream] : NULL,
+	    d->nworkers, cause);
+	if (l == NULL) {
+		if (pl->upstream != PLAN_NONE)
+			daemon_cause_at(nx->conf, pl, cause);
+		return NULL;
+	}
+	if (pl->pool != PLAN_NONE)
+		listener_set_owner(l, NULL, nx->pools[pl->pool]);
+	nx->rl->added[nx->rl->nadded++] = l;
+	return l;
+}
+
+/*
+ * The admin endpoint of the plan (SPEC.md 7): a new one bound when admin
+ * is turned on or moves, none when it stays where it is or goes off.
  * Address and token take effect together in daemon_admin_commit().
  */
 static int
-daemon_admin_bind(struct daemon *d, const struct config *conf,
-    struct admin **next, char **cause)
+daemon_admin_bind(struct daemon *d, struct daemon_next *nx, char **cause)
 {
-	*next = NULL;
-	if (!conf->admin_enabled ||
-	    (d->admin != NULL && admin_same_addr(d->admin, &conf->admin)))
+	const struct config *conf = nx->conf;
+
+	if (nx->plan->admin != PLAN_ADMIN_BIND)
 		return 0;
-	if (d->admin == NULL)
-		*next = admin_new(d->base, &conf->admin, conf->admin_token,
+	if (d->admin == NULL) {
+		nx->admin = admin_new(d->base, &conf->admin, conf->admin_token,
 		    d->start_ms, daemon_running_upstreams, d, cause);
-	if (d->admin == NULL)
-		admin_set_pools(*next, daemon_admin_pools, d);
-	else
-		*next = admin_rebind(d->admin, &conf->admin, conf->admin_token,
-		    cause);
-	return *next == NULL ? -1 : 0;
+		admin_set_pools(nx->admin, daemon_admin_pools, d);
+	} else
+		nx->admin = admin_rebind(d->admin, &conf->admin,
+		    conf->admin_token, cause);
+	return nx->admin == NULL ? -1 : 0;
 }
 
 /*
- * Switch to the reload's admin endpoint: the old socket closes once the new
- * one is bound; one kept where it was takes the new token.
+ * Bind what the plan asks for. Running sockets in the way of a new address
+ * are shut first: shut down, such a socket keeps its port but no longer
+ * blocks a bind (both have SO_REUSEADDR), and listen() takes it back if
+ * the bind fails (clients knocking in between are refused). On failure
+ * returns -1 with *cause; daemon_next_abort() then undoes it.
+ */
+static int
+daemon_next_bind(struct daemon *d, struct daemon_next *nx, char **cause)
+{
+	const struct plan *p = nx->plan;
+	size_t i;
+
+	nx->ls = xcalloc(p->nlistens + 1, sizeof(*nx->ls));
+	nx->rl = xcalloc(1, sizeof(*nx->rl));
+	nx->rl->added = xcalloc(p->nbind + 1, sizeof(*nx->rl->added));
+	nx->shut = xcalloc(p->nbound + 1, sizeof(*nx->shut));
+	for (i = 0; i < p->nbound; i++)
+		if (p->bound[i] == PLAN_SHUT) {
+			listener_shutdown(d->listeners[i]);
+			nx->shut[nx->nshut++] = d->listeners[i];
+		}
+	for (i = 0; i < p->nlistens; i++)
+		if ((nx->ls[i] = daemon_next_listen(d, nx, i, cause)) == NULL)
+			return -1;
+	return daemon_admin_bind(d, nx, cause);
+}
+
+/* Free what is left of a next config (all of it, if never committed). */
+static void
+daemon_next_free(struct daemon_next *nx)
+{
+	if (nx == NULL)
+		return;
+	if (nx->rl != NULL) {
+		free(nx->rl->added);
+		free(nx->rl->removed);
+		free(nx->rl);
+	}
+	free(nx->ls);
+	free(nx->shut);
+	free(nx->pools);
+	free(nx->ups);
+	config_free(nx->conf);
+	plan_free(nx->plan);
+	free(nx);
+}
+
+/*
+ * Undo a bind that failed, or was never done: the new sockets closed, the
+ * old ones listening again, the new upstreams and pools freed.
  */
 static void
-daemon_admin_commit(struct daemon *d, const struct config *conf,
-    struct admin *next)
+daemon_next_abort(struct daemon_next *nx)
 {
-	if (next == NULL && conf->admin_enabled) {
-		admin_set_token(d->admin, conf->admin_token);
+	char *cause = NULL;
+	size_t i;
+
+	if (nx == NULL)
 		return;
-	}
-	if (d->admin != NULL && next == NULL)
-		log_info("event=admin state=off");
-	admin_free(d->admin);
-	d->admin = next;
+	for (i = 0; nx->rl != NULL && i < nx->rl->nadded; i++)
+		listener_free(nx->rl->added[i]);
+	/* Rolled back: the old addresses listen again. */
+	for (i = 0; i < nx->nshut; i++)
+		if (listener_relisten(nx->shut[i], &cause) != 0) {
+			daemon_reload_fail(cause);
+			free(cause);
+			cause = NULL;
+		}
+	for (i = 0; nx->ups != NULL && i < nx->plan->nupstreams; i++)
+		if (nx->plan->upstreams[i].fate == PLAN_ADD)
+			upstream_free(nx->ups[i]);
+	for (i = 0; nx->pools != NULL && i < nx->plan->npools; i++)
+		if (nx->plan->pools[i].fate == PLAN_ADD)
+			pool_free(nx->pools[i]);
+	daemon_next_free(nx);
 }
 
 /*
- * Reload: load the file beside the running config; if it is good, bind the
- * new addresses (any failure leaves everything as it was), then swap: kept
- * upstreams keep their breakers and totals, kept addresses their sockets,
- * dropped upstreams finish their relays. Workers apply the listener
- * changes and acknowledge; daemon_reload_done() finishes.
+ * Point the upstreams, pools and listeners at the new config: kept ones
+ * take their new sections, new ones their resolver; backups are linked
+ * and each listener handed to its upstream or pool.
+ */
+static void
+daemon_next_adopt(struct daemon *d, struct daemon_next *nx)
+{
+	const struct config *conf = nx->conf;
+	const struct upstream_conf *uc;
+	const struct plan_listen *pl;
+	size_t i;
+
+	for (i = 0; i < conf->nupstreams; i++) {
+		uc = &conf->upstreams[i];
+		if (nx->plan->upstreams[i].fate != PLAN_ADD)
+			upstream_set_conf(nx->ups[i], conf, uc, nx->now);
+		else
+			upstream_set_resolver(nx->ups[i], d->resolver);
+		atomic_store(&nx->ups[i]->backup,
+		    uc->backup_index >= 0 ? nx->ups[uc->backup_index] : NULL);
+	}
+	for (i = 0; i < conf->npools; i++)
+		if (nx->plan->pools[i].fate != PLAN_ADD)
+			pool_set_conf(nx->pools[i], &conf->pools[i], nx->ups);
+	for (i = 0; i < nx->plan->nlistens; i++) {
+		pl = &nx->plan->listens[i];
+		listener_set_owner(nx->ls[i],
+		    pl->upstream != PLAN_NONE ? nx->ups[pl->upstream] : NULL,
+		    pl->pool != PLAN_NONE ? nx->pools[pl->pool] : NULL);
+	}
+}
+
+/*
+ * Retire what the new config drops: its listeners refuse new clients now
+ * (closed when the workers let go); the old config, its dropped upstreams
+ * and pools are freed once no relay can reach them.
+ */
+static void
+daemon_next_retire(struct daemon *d, struct daemon_next *nx)
+{
+	const struct plan *p = nx->plan;
+	struct daemon_retired *rt;
+	struct upstream *up;
+	size_t i;
+
+	nx->rl->removed = xcalloc(p->nbound + 1, sizeof(*nx->rl->removed));
+	for (i = 0; i < p->nbound; i++)
+		if (p->bound[i] != PLAN_KEEP) {
+			listener_shutdown(d->listeners[i]);
+			nx->rl->removed[nx->rl->nremoved++] = d->listeners[i];
+		}
+	if (d->conf == NULL)
+		return;
+	rt = xcalloc(1, sizeof(*rt));
+	rt->conf = d->conf;
+	rt->upstreams = xcalloc(p->nremoved + 1, sizeof(*rt->upstreams));
+	for (i = 0; i < p->nremoved; i++) {
+		up = d->upstreams[p->removed[i]];
+		evtimer_del(up->tick_ev);
+		upstream_stop_probes(up);
+		rt->upstreams[rt->nupstreams++] = up;
+	}
+	rt->pools = xcalloc(p->npools_removed + 1, sizeof(*rt->pools));
+	for (i = 0; i < p->npools_removed; i++)
+		rt->pools[rt->npools++] = d->pools[p->pools_removed[i]];
+	rt->next = d->retired;
+	d->retired = rt;
+}
+
+/*
+ * Switch to the new config's admin endpoint (after d->conf): the old socket
+ * closes once the new one is bound; one kept where it was takes the token.
+ */
+static void
+daemon_admin_commit(struct daemon *d, struct daemon_next *nx)
+{
+	switch (nx->plan->admin) {
+	case PLAN_ADMIN_KEEP:
+		admin_set_token(d->admin, d->conf->admin_token);
+		return;
+	case PLAN_ADMIN_CLOSE:
+		log_info("event=admin state=off");
+		break;
+	case PLAN_ADMIN_NONE:
+	case PLAN_ADMIN_BIND:
+		break;
+	}
+	admin_free(d->admin);
+	d->admin = nx->admin;
+	nx->admin = NULL;
+}
+
+/*
+ * Switch to the bound config; nothing here can fail. Kept upstreams keep
+ * their breakers and totals, kept addresses their sockets, dropped
+ * upstreams finish their relays. The listener changes are left in nx->rl
+ * for the workers.
+ */
+static void
+daemon_next_commit(struct daemon *d, struct daemon_next *nx)
+{
+	size_t i;
+
+	if (d->conf != NULL)
+		resolve_base_reload(d->resolver);
+	daemon_next_adopt(d, nx);
+	daemon_next_retire(d, nx);
+	for (i = 0; i < nx->rl->nadded; i++)
+		listener_log(nx->rl->added[i], "listen");
+	for (i = 0; i < nx->rl->nremoved; i++)
+		listener_log(nx->rl->removed[i], "unlisten");
+	free(d->listeners);
+	d->listeners = nx->ls;
+	d->nlisteners = nx->plan->nlistens;
+	free(d->upstreams);
+	d->upstreams = nx->ups;
+	d->nupstreams = nx->conf->nupstreams;
+	free(d->pools);
+	d->pools = nx->pools;
+	d->npools = nx->conf->npools;
+	d->conf = nx->conf;
+	nx->ls = NULL;
+	nx->ups = NULL;
+	nx->pools = NULL;
+	nx->conf = NULL;
+	daemon_admin_commit(d, nx);
+}
+
+/* Load the file again for a reload; NULL (each error logged) if bad. */
+static struct config *
+daemon_reload_load(struct daemon *d)
+{
+	struct config_errors errs = { NULL, 0 };
+	struct config *conf;
+	size_t i;
+
+	conf = config_load(d->conf_path, &errs);
+	if (conf == NULL) {
+		for (i = 0; i < errs.n; i++)
+			daemon_reload_fail(errs.v[i].msg);
+		config_errors_clear(&errs);
+		return NULL;
+	}
+	daemon_config_check_mode(conf, d->conf_path);
+	return conf;
+}
+
+/*
+ * After a reload's commit: the new log settings and breaker timers, then
+ * the workers apply the listener changes and acknowledge;
+ * daemon_reload_done_cb() finishes.
+ */
+static void
+daemon_reload_apply(struct daemon *d, struct daemon_next *nx)
+{
+	size_t i;
+
+	log_init(d->log_level_override >= 0
+		? (enum log_level)d->log_level_override
+		: d->conf->log_level,
+	    d->conf->log_target);
+	for (i = 0; i < d->nupstreams; i++)
+		upstream_tick(d->upstreams[i], nx->now);
+	state_file_changed(d->state);
+
+	d->reload = nx->rl;
+	nx->rl = NULL;
+	atomic_store(&d->reload_pending, d->nworkers);
+	for (i = 0; i < d->nworkers; i++)
+		worker_post_reload(d->workers[i], d->reload);
+	log_info("event=reload result=ok upstreams=%zu added=%zu removed=%zu",
+	    d->nupstreams, nx->plan->nadded, nx->plan->nremoved);
+}
+
+/*
+ * Reload: load the file beside the running config; if it is good, plan,
+ * bind the new addresses (any failure leaves everything as it was), then
+ * commit (see daemon_next_commit()) and hand the workers the changes.
  */
 static void
 daemon_reload(struct daemon *d)
 {
-	struct config *conf, *old = d->conf;
-	struct config_errors errs = { NULL, 0 };
-	struct upstream **ups, *up;
-	struct pool **pools;
-	struct listener **ls, *l;
-	struct worker_reload *rl;
-	struct daemon_retired *rt;
-	const struct upstream_conf *uc;
-	uint64_t now = util_now_ms();
-	size_t i, j, n, nls = 0, nnew = 0, nshut = 0;
-	struct listener **shut = NULL;
-	struct admin *admin;
+	struct daemon_next *nx;
+	struct config *conf;
 	char *cause = NULL;
-	bool *created, *pcreated;
 
 	if (atomic_load(&d->phase) != DAEMON_RUNNING)
 		return;
@@ -509,196 +732,24 @@ daemon_reload(struct daemon *d)
 		return;
 	}
 	notify_send("RELOADING=1");
-	conf = config_load(d->conf_path, &errs);
-	if (conf == NULL) {
-		for (i = 0; i < errs.n; i++)
-			daemon_reload_fail(errs.v[i].msg);
-		config_errors_clear(&errs);
+	if ((conf = daemon_reload_load(d)) == NULL) {
 		daemon_notify_status(d, "READY=1\n");
 		return;
 	}
-	daemon_config_check_mode(conf, d->conf_path);
-	daemon_reload_check_restart_keys(old, conf);
+	nx = daemon_next_new(d, conf, util_now_ms());
+	daemon_reload_warn_restart(d->conf, nx);
 	conf->workers = d->nworkers;
-
-	/* The new upstream set: kept ones by name, new ones created. */
-	ups = xcalloc(conf->nupstreams, sizeof(*ups));
-	created = xcalloc(conf->nupstreams, sizeof(*created));
-	for (i = 0; i < conf->nupstreams; i++) {
-		uc = &conf->upstreams[i];
-		if ((ups[i] = daemon_upstream(d, uc->name)) == NULL) {
-			ups[i] = upstream_new(d->base, conf, uc, d->nworkers,
-			    now, daemon_upstream_changed, d);
-			created[i] = true;
-		}
+	daemon_next_prepare(d, nx);
+	if (daemon_next_bind(d, nx, &cause) != 0) {
+		daemon_reload_fail(cause);
+		free(cause);
+		daemon_next_abort(nx);
+		daemon_notify_status(d, "READY=1\n");
+		return;
 	}
-	/* The new pool set: kept ones by name (members set at the swap). */
-	pools = xcalloc(conf->npools + 1, sizeof(*pools));
-	pcreated = xcalloc(conf->npools + 1, sizeof(*pcreated));
-	for (i = 0; i < conf->npools; i++)
-		if ((pools[i] = daemon_pool(d, conf->pools[i].name)) == NULL) {
-			pools[i] = pool_new(&conf->pools[i], ups, now);
-			pcreated[i] = true;
-		}
-	/* The new listener set: kept sockets, and new ones bound now. */
-	for (i = 0, n = 0; i < conf->nupstreams; i++)
-		n += conf->upstreams[i].nlisten;
-	for (i = 0; i < conf->npools; i++)
-		n += conf->pools[i].nlisten;
-	ls = xcalloc(n, sizeof(*ls));
-	rl = xcalloc(1, sizeof(*rl));
-	rl->added = xcalloc(n, sizeof(*rl->added));
-	shut = xcalloc(d->nlisteners + 1, sizeof(*shut));
-	nshut = daemon_reload_make_room(d, conf, shut);
-	for (i = 0; i < conf->nupstreams; i++) {
-		uc = &conf->upstreams[i];
-		for (j = 0; j < uc->nlisten; j++) {
-			if ((l = daemon_find_listener(d, &uc->listen[j])) ==
-			    NULL) {
-				l = listener_open(&uc->listen[j], ups[i],
-				    d->nworkers, &cause);
-				if (l == NULL)
-					goto fail;
-				rl->added[rl->nadded++] = l;
-			}
-			ls[nls++] = l;
-		}
-	}
-	for (i = 0; i < conf->npools; i++)
-		for (j = 0; j < conf->pools[i].nlisten; j++) {
-			if ((l = daemon_find_listener(d,
-				 &conf->pools[i].listen[j])) == NULL) {
-				l = listener_open(&conf->pools[i].listen[j],
-				    NULL, d->nworkers, &cause);
-				if (l == NULL)
-					goto fail;
-				listener_set_owner(l, NULL, pools[i]);
-				rl->added[rl->nadded++] = l;
-			}
-			ls[nls++] = l;
-		}
-
-	if (daemon_admin_bind(d, conf, &admin, &cause) != 0)
-		goto fail;
-
-	/* Nothing can fail from here: swap. */
-	resolve_base_reload(d->resolver);
-	for (i = 0; i < conf->nupstreams; i++) {
-		uc = &conf->upstreams[i];
-		if (!created[i])
-			upstream_set_conf(ups[i], conf, uc, now);
-		else
-			upstream_set_resolver(ups[i], d->resolver);
-		atomic_store(&ups[i]->backup,
-		    uc->backup_index >= 0 ? ups[uc->backup_index] : NULL);
-	}
-	for (i = 0; i < conf->nupstreams; i++)
-		for (j = 0; j < conf->upstreams[i].nlisten; j++) {
-			l = daemon_find_listener(d,
-			    &conf->upstreams[i].listen[j]);
-			if (l != NULL)
-				listener_set_owner(l, ups[i], NULL);
-		}
-	for (i = 0; i < conf->npools; i++) {
-		if (!pcreated[i])
-			pool_set_conf(pools[i], &conf->pools[i], ups);
-		for (j = 0; j < conf->pools[i].nlisten; j++) {
-			l = daemon_find_listener(d, &conf->pools[i].listen[j]);
-			if (l != NULL)
-				listener_set_owner(l, NULL, pools[i]);
-		}
-	}
-	free(shut);
-	rl->removed = xcalloc(d->nlisteners, sizeof(*rl->removed));
-	for (i = 0; i < d->nlisteners; i++) {
-		l = d->listeners[i];
-		if (daemon_has_listener(ls, nls, l))
-			continue;
-		/* Refuse new clients now; closed when the workers let go. */
-		listener_shutdown(l);
-		rl->removed[rl->nremoved++] = l;
-	}
-	rt = xcalloc(1, sizeof(*rt));
-	rt->conf = old;
-	rt->upstreams = xcalloc(d->nupstreams, sizeof(*rt->upstreams));
-	for (i = 0; i < d->nupstreams; i++) {
-		up = d->upstreams[i];
-		if (config_find_upstream(conf, up->name) == NULL) {
-			evtimer_del(up->tick_ev);
-			upstream_stop_probes(up);
-			rt->upstreams[rt->nupstreams++] = up;
-		}
-	}
-	rt->pools = xcalloc(d->npools + 1, sizeof(*rt->pools));
-	for (i = 0; i < d->npools; i++)
-		if (config_find_pool(conf, d->pools[i]->name) == NULL)
-			rt->pools[rt->npools++] = d->pools[i];
-	free(d->pools);
-	d->pools = pools;
-	d->npools = conf->npools;
-	free(pcreated);
-	rt->next = d->retired;
-	d->retired = rt;
-	for (i = 0; i < rl->nadded; i++)
-		listener_log(rl->added[i], "listen");
-	for (i = 0; i < rl->nremoved; i++)
-		listener_log(rl->removed[i], "unlisten");
-	for (i = 0; i < conf->nupstreams; i++)
-		nnew += created[i];
-
-	free(d->listeners);
-	d->listeners = ls;
-	d->nlisteners = nls;
-	free(d->upstreams);
-	d->upstreams = ups;
-	d->nupstreams = conf->nupstreams;
-	d->conf = conf;
-	daemon_admin_commit(d, conf, admin);
-	free(created);
-	log_init(d->log_level_override >= 0
-		? (enum log_level)d->log_level_override
-		: conf->log_level,
-	    conf->log_target);
-	for (i = 0; i < d->nupstreams; i++)
-		upstream_tick(d->upstreams[i], now);
-	state_file_changed(d->state);
-
-	d->reload = rl;
-	atomic_store(&d->reload_pending, d->nworkers);
-	for (i = 0; i < d->nworkers; i++)
-		worker_post_reload(d->workers[i], rl);
-	log_info("event=reload result=ok upstreams=%zu added=%zu removed=%zu",
-	    d->nupstreams, nnew, rt->nupstreams);
-	return;
-
-fail:
-	daemon_reload_fail(cause);
-	free(cause);
-	for (i = 0; i < rl->nadded; i++)
-		listener_free(rl->added[i]);
-	/* Rolled back: the old addresses listen again. */
-	for (i = 0; i < nshut; i++)
-		if (listener_relisten(shut[i], &cause) != 0) {
-			daemon_reload_fail(cause);
-			free(cause);
-			cause = NULL;
-		}
-	free(shut);
-	for (i = 0; i < conf->nupstreams; i++)
-		if (created[i])
-			upstream_free(ups[i]);
-	for (i = 0; i < conf->npools; i++)
-		if (pcreated[i])
-			pool_free(pools[i]);
-	free(pools);
-	free(pcreated);
-	free(rl->added);
-	free(rl);
-	free(ls);
-	free(ups);
-	free(created);
-	config_free(conf);
-	daemon_notify_status(d, "READY=1\n");
+	daemon_next_commit(d, nx);
+	daemon_reload_apply(d, nx);
+	daemon_next_free(nx);
 }
 
 /* Every worker has applied the reload: close what they let go. */
@@ -867,89 +918,6 @@ daemon_write_pidfile(const char *path, char **cause)
 	return 0;
 }
 
-/* Create the upstreams of the config and link their backups. */
-static void
-daemon_make_upstreams(struct daemon *d, uint64_t now)
-{
-	const struct config *conf = d->conf;
-	const struct upstream_conf *uc;
-	size_t i;
-
-	d->nupstreams = conf->nupstreams;
-	d->upstreams = xcalloc(conf->nupstreams, sizeof(*d->upstreams));
-	for (i = 0; i < conf->nupstreams; i++)
-		d->upstreams[i] =
-		    upstream_new(d->base, conf, &conf->upstreams[i],
-			d->nworkers, now, daemon_upstream_changed, d);
-	for (i = 0; i < conf->nupstreams; i++)
-		upstream_set_resolver(d->upstreams[i], d->resolver);
-	for (i = 0; i < conf->nupstreams; i++) {
-		uc = &conf->upstreams[i];
-		if (uc->backup_index >= 0)
-			atomic_store(&d->upstreams[i]->backup,
-			    d->upstreams[uc->backup_index]);
-	}
-	d->npools = conf->npools;
-	d->pools = xcalloc(conf->npools + 1, sizeof(*d->pools));
-	for (i = 0; i < conf->npools; i++)
-		d->pools[i] = pool_new(&conf->pools[i], d->upstreams, now);
-}
-
-/*
- * Name where a listen address that failed to bind is written, as a config
- * error would: "FILE:LINE: upstream 'NAME': " before the cause.
- */
-static void
-daemon_cause_at(const struct config *conf, const struct upstream_conf *uc,
-    size_t j, char **cause)
-{
-	char *why = *cause;
-
-	xasprintf(cause, "%s:%d: upstream '%s': %s", conf->path,
-	    uc->listen_line != NULL ? uc->listen_line[j] : uc->line, uc->name,
-	    why);
-	free(why);
-}
-
-/* Bind every listen address of every upstream. */
-static int
-daemon_bind(struct daemon *d, char **cause)
-{
-	const struct upstream_conf *uc;
-	struct listener *l;
-	size_t i, j, n = 0;
-
-	for (i = 0; i < d->conf->nupstreams; i++)
-		n += d->conf->upstreams[i].nlisten;
-	for (i = 0; i < d->conf->npools; i++)
-		n += d->conf->pools[i].nlisten;
-	d->listeners = xcalloc(n + 1, sizeof(*d->listeners));
-	for (i = 0; i < d->conf->nupstreams; i++) {
-		uc = &d->conf->upstreams[i];
-		for (j = 0; j < uc->nlisten; j++) {
-			l = listener_open(&uc->listen[j], d->upstreams[i],
-			    d->nworkers, cause);
-			if (l == NULL) {
-				daemon_cause_at(d->conf, uc, j, cause);
-				return -1;
-			}
-			d->listeners[d->nlisteners++] = l;
-			listener_log(l, "listen");
-		}
-	}
-	for (i = 0; i < d->conf->npools; i++)
-		for (j = 0; j < d->conf->pools[i].nlisten; j++) {
-			l = listener_open(&d->conf->pools[i].listen[j], NULL,
-			    d->nworkers, cause);
-			if (l == NULL)
-				return -1;
-			listener_set_owner(l, NULL, d->pools[i]);
-			d->listeners[d->nlisteners++] = l;
-			listener_log(l, "listen");
-		}
-	return 0;
-}
-
 /*
  * Raise the soft RLIMIT_NOFILE to the hard one, so that a
  * unit's or a shell's low default (1024) does not cap the relays; at most
@@ -980,82 +948,48 @@ daemon_nofile_raise(void)
 	return (unsigned long long)was;
 }
 
-/* Start everything; on failure, -1 with *cause and nothing left running. */
-int
-daemon_start(struct daemon **dp, struct config *conf, const char *path,
-    int level_override, const char *pidfile, char **cause)
+/* The process-wide set-up: SIGPIPE, libevent's log and threads, notify. */
+static int
+daemon_start_process(char **cause)
 {
-	struct daemon *d;
-	struct timeval tv;
-	uint64_t now = util_now_ms(), wd;
-	unsigned i;
-	size_t j;
+	char q[256], sock[256];
 
-	*dp = NULL;
 	signal(SIGPIPE, SIG_IGN);
 	event_set_log_callback(daemon_libevent_log);
 	if (evthread_use_pthreads() == -1) {
 		xasprintf(cause, "libevent has no thread support");
-		config_free(conf);
 		return -1;
 	}
-	if (notify_open() != 0) {
-		char q[256], sock[256];
-
+	if (notify_open() != 0)
 		log_warnx("event=notify_error socket=%s error=%s",
 		    log_quote(sock, sizeof(sock), getenv("NOTIFY_SOCKET")),
 		    log_quote(q, sizeof(q), strerror(errno)));
-	}
-	d = xcalloc(1, sizeof(*d));
-	d->conf = conf;
-	d->conf_path = path;
-	d->log_level_override = level_override;
-	d->start_ms = now;
-	atomic_init(&d->phase, DAEMON_RUNNING);
-	atomic_init(&d->workers_running, 0);
-	d->base = event_base_new();
-	if (d->base == NULL) {
-		xasprintf(cause, "cannot create the main event base");
-		goto fail;
-	}
-	d->nworkers = conf->workers;
-	log_info("event=start version=%s workers=%u upstreams=%zu nofile=%llu",
-	    PACKAGE_VERSION, d->nworkers, conf->nupstreams,
-	    daemon_nofile_raise());
-	daemon_config_check_mode(conf, path);
+	return 0;
+}
 
-	if ((d->resolver = resolve_base_new(d->base, conf->resolver, cause)) ==
-	    NULL)
-		goto fail;
-	daemon_make_upstreams(d, now);
-	/* A name that resolves is ready before READY=1 (see resolve.h). */
-	resolve_base_settle(d->resolver, DAEMON_RESOLVE_SETTLE_MS);
-	if (conf->state_file != NULL) {
-		d->state = state_file_new(d->base, conf->state_file,
-		    daemon_running_upstreams, d, cause);
-		if (d->state == NULL)
-			goto fail;
-		state_file_load(d->state);
-	}
+/* Create the worker threads' loops (not started yet). */
+static int
+daemon_start_workers(struct daemon *d, char **cause)
+{
+	unsigned i;
+
 	d->workers = xcalloc(d->nworkers, sizeof(*d->workers));
 	for (i = 0; i < d->nworkers; i++) {
 		d->workers[i] =
 		    worker_new(i, d->nworkers, daemon_worker_news, d, cause);
 		if (d->workers[i] == NULL)
-			goto fail;
+			return -1;
 	}
-	listener_receive();
-	if (daemon_bind(d, cause) != 0)
-		goto fail;
-	listener_receive_done();
-	if (conf->admin_enabled &&
-	    (d->admin = admin_new(d->base, &conf->admin, conf->admin_token,
-		 d->start_ms, daemon_running_upstreams, d, cause)) == NULL)
-		goto fail;
-	admin_set_pools(d->admin, daemon_admin_pools, d);
-	for (j = 0; j < d->nlisteners; j++)
-		for (i = 0; i < d->nworkers; i++)
-			worker_listen(d->workers[i], d->listeners[j]);
+	return 0;
+}
+
+/* The main loop's events: signals, timers, the watchdog. */
+static void
+daemon_start_events(struct daemon *d)
+{
+	struct timeval tv;
+	uint64_t wd;
+	unsigned i;
 
 	d->sig_term = evsignal_new(d->base, SIGTERM, daemon_signal_cb, d);
 	d->sig_int = evsignal_new(d->base, SIGINT, daemon_signal_cb, d);
@@ -1080,30 +1014,117 @@ daemon_start(struct daemon **dp, struct config *conf, const char *path,
 		    event_new(d->base, -1, EV_PERSIST, daemon_watchdog_cb, d);
 		event_add(d->watchdog_ev, util_timeval(&tv, wd / 2 / 1000));
 	}
+}
 
-	if (pidfile != NULL) {
-		if (daemon_write_pidfile(pidfile, cause) != 0)
-			goto fail;
-		d->pidfile = pidfile;
-	}
+/* Start the worker threads; those started are stopped by daemon_free. */
+static int
+daemon_start_spawn(struct daemon *d, char **cause)
+{
+	unsigned i;
+
 	for (i = 0; i < d->nworkers; i++) {
 		atomic_fetch_add(&d->workers_running, 1);
 		if (worker_spawn(d->workers[i], cause) != 0) {
 			atomic_fetch_sub(&d->workers_running, 1);
-			/* Those already running are stopped by daemon_free. */
-			goto fail;
+			return -1;
 		}
 		d->nspawned++;
 	}
+	return 0;
+}
+
+/*
+ * The start with the config in: host names settle, the state_file is read,
+ * every worker accepts on every listener, then the threads run and the
+ * service manager hears READY=1.
+ */
+static int
+daemon_start_run(struct daemon *d, const char *pidfile, char **cause)
+{
+	uint64_t now = util_now_ms();
+	unsigned i;
+	size_t j;
+
+	/* A name that resolves is ready before READY=1 (see resolve.h). */
+	resolve_base_settle(d->resolver, DAEMON_RESOLVE_SETTLE_MS);
+	if (d->conf->state_file != NULL) {
+		d->state = state_file_new(d->base, d->conf->state_file,
+		    daemon_running_upstreams, d, cause);
+		if (d->state == NULL)
+			return -1;
+		state_file_load(d->state);
+	}
+	for (j = 0; j < d->nlisteners; j++)
+		for (i = 0; i < d->nworkers; i++)
+			worker_listen(d->workers[i], d->listeners[j]);
+	daemon_start_events(d);
+	if (pidfile != NULL) {
+		if (daemon_write_pidfile(pidfile, cause) != 0)
+			return -1;
+		d->pidfile = pidfile;
+	}
+	if (daemon_start_spawn(d, cause) != 0)
+		return -1;
 	for (j = 0; j < d->nupstreams; j++)
 		upstream_tick(d->upstreams[j], now);
 	/* At once: a state_file that cannot be written shows at start. */
 	state_file_changed(d->state);
 	daemon_notify_status(d, "READY=1\n");
+	return 0;
+}
+
+/*
+ * Start everything: the plan from no config to conf, bound (sockets passed
+ * by the service manager are taken by address) and committed as a reload
+ * is; on failure, -1 with *cause and nothing left running.
+ */
+int
+daemon_start(struct daemon **dp, struct config *conf, const char *path,
+    int level_override, const char *pidfile, char **cause)
+{
+	struct daemon_next *nx;
+	struct daemon *d;
+
+	*dp = NULL;
+	if (daemon_start_process(cause) != 0) {
+		config_free(conf);
+		return -1;
+	}
+	d = xcalloc(1, sizeof(*d));
+	d->conf_path = path;
+	d->log_level_override = level_override;
+	d->start_ms = util_now_ms();
+	d->nworkers = conf->workers;
+	atomic_init(&d->phase, DAEMON_RUNNING);
+	atomic_init(&d->workers_running, 0);
+	nx = daemon_next_new(d, conf, d->start_ms);
+	if ((d->base = event_base_new()) == NULL) {
+		xasprintf(cause, "cannot create the main event base");
+		goto fail;
+	}
+	log_info("event=start version=%s workers=%u upstreams=%zu nofile=%llu",
+	    PACKAGE_VERSION, d->nworkers, conf->nupstreams,
+	    daemon_nofile_raise());
+	daemon_config_check_mode(conf, path);
+	if ((d->resolver = resolve_base_new(d->base, conf->resolver, cause)) ==
+		NULL ||
+	    daemon_start_workers(d, cause) != 0)
+		goto fail;
+	listener_receive();
+	daemon_next_prepare(d, nx);
+	if (daemon_next_bind(d, nx, cause) != 0)
+		goto fail;
+	daemon_next_commit(d, nx);
+	daemon_next_free(nx);
+	nx = NULL;
+	listener_receive_done();
+	if (daemon_start_run(d, pidfile, cause) != 0)
+		goto fail;
 	*dp = d;
 	return 0;
 
 fail:
+	daemon_next_abort(nx);
 	daemon_free(d);
 	return -1;
 }

@@ -590,33 +590,6 @@ listener_detach(struct listener *l, unsigned slot)
 	s->accept_ev = s->resume_ev = NULL;
 }
 
-/* Does this listener already serve that address? */
-int
-listener_same_addr(const struct listener *l, const struct addr *a)
-{
-	return l->addr.family == a->family && l->addr.len == a->len &&
-	    memcmp(&l->addr.ss, &a->ss, a->len) == 0;
-}
-
-/* Do this TCP listener and that address want the same port and family? */
-bool
-listener_same_port(const struct listener *l, const struct addr *a)
-{
-	const struct sockaddr_in *x = (const struct sockaddr_in *)&l->addr.ss,
-				 *y = (const struct sockaddr_in *)&a->ss;
-	const struct sockaddr_in6 *x6 =
-				      (const struct sockaddr_in6 *)&l->addr.ss,
-				  *y6 = (const struct sockaddr_in6 *)&a->ss;
-
-	if (l->addr.family != a->family)
-		return false;
-	if (a->family == AF_INET)
-		return x->sin_port == y->sin_port;
-	if (a->family == AF_INET6)
-		return x6->sin6_port == y6->sin6_port;
-	return false;
-}
-
 /* Listen again after listener_shutdown(), for a reload rolled back. */
 int
 listener_relisten(struct listener *l, char **cause)

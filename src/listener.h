@@ -66,10 +66,6 @@ void listener_attach(struct listener *, unsigned slot, struct event_base *,
     listener_client_cb, void *);
 /* Stop a slot's accepts and free its events (in the slot's thread). */
 void listener_detach(struct listener *, unsigned slot);
-/* Does this listener already serve that address? */
-int listener_same_addr(const struct listener *, const struct addr *);
-/* Same family and TCP port (a reload must make room for it)? */
-bool listener_same_port(const struct listener *, const struct addr *);
 /* Listen again on a listener shut down by listener_shutdown(). */
 int listener_relisten(struct listener *, char **cause);
 /* Log "event=EVENT upstream=NAME addr=ADDR" for a listener. */
