@@ -68,8 +68,19 @@ main_std_fds_open(void)
 	}
 }
 
-int
-main(int argc, char **argv)
+/* What the command line asks for. */
+struct main_opts {
+	const char *path;    /* -c */
+	const char *pidfile; /* -p, or NULL */
+	enum log_level level;
+	int level_set; /* -l given */
+	int test;      /* -t or -T */
+	int dump;      /* -T */
+};
+
+/* Read the command line; -V, -h and a usage error exit here. */
+static void
+main_options(int argc, char **argv, struct main_opts *o)
 {
 	static const struct option longopts[] = { { "config", required_argument,
 						      NULL, 'c' },
@@ -79,43 +90,36 @@ main(int argc, char **argv)
 		{ "pidfile", required_argument, NULL, 'p' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
-	const char *path = CP_CONFIG_PATH, *pidfile = NULL;
-	struct config_errors errs = { NULL, 0 };
-	enum log_level level = LOG_LEVEL_INFO;
-	int ch, test = 0, dump = 0, level_set = 0, to_syslog, status;
-	struct config *conf;
-	struct daemon *d;
-	char *cause = NULL, q[1024];
+	int ch;
 
-	main_std_fds_open();
 	while ((ch = getopt_long(argc, argv, "c:tTl:p:Vh", longopts, NULL)) !=
 	    -1) {
 		switch (ch) {
 		case 'c':
-			path = optarg;
+			o->path = optarg;
 			break;
 		case 't':
-			test = 1;
+			o->test = 1;
 			break;
 		case 'T':
-			test = dump = 1;
+			o->test = o->dump = 1;
 			break;
 		case 'l':
-			if (log_level_parse(optarg, &level) != 0) {
+			if (log_level_parse(optarg, &o->level) != 0) {
 				fprintf(stderr,
 				    "circuitproxyd: unknown log level '%s' "
 				    "(debug|info|notice|warning|error)\n",
 				    optarg);
-				return EX_USAGE;
+				exit(EX_USAGE);
 			}
-			level_set = 1;
+			o->level_set = 1;
 			break;
 		case 'p':
-			pidfile = optarg;
+			o->pidfile = optarg;
 			break;
 		case 'V':
 			printf("circuitproxyd %s\n", PACKAGE_VERSION);
-			return 0;
+			exit(0);
 		case 'h':
 			usage(stdout, 0);
 		default:
@@ -127,44 +131,46 @@ main(int argc, char **argv)
 		    argv[optind]);
 		usage(stderr, EX_USAGE);
 	}
+}
 
-	conf = config_load(path, &errs);
-	if (conf == NULL) {
-		/* The journal files them as errors (systemctl reload). */
-		for (size_t i = 0; i < errs.n; i++)
-			fprintf(stderr, "%s%s\n",
-			    log_stderr_prefix(LOG_LEVEL_ERROR), errs.v[i].msg);
-		config_errors_clear(&errs);
-		return EX_CONFIG;
-	}
-	if (test) {
-		if (conf->world_writable)
-			fprintf(stderr,
-			    "%s%s: warning: the file is world-writable: any "
-			    "local user can change what the proxy does "
-			    "(chmod o-w)\n",
-			    log_stderr_prefix(LOG_LEVEL_WARNING), path);
-		if (conf->secret_readable)
-			fprintf(stderr,
-			    "%s%s: warning: the file holds admin_token and "
-			    "others may read it: keep the token in "
-			    "admin_token_file or a credential, or chmod "
-			    "go-r\n",
-			    log_stderr_prefix(LOG_LEVEL_WARNING), path);
-		/* A name that does not resolve is a warning (SPEC 3). */
-		resolve_check(conf, stderr);
-		/* With -T, stdout is the config alone (a valid file). */
-		fprintf(dump ? stderr : stdout, "%s: ok\n", path);
-		if (dump)
-			config_dump(conf, stdout);
-		config_free(conf);
-		return 0;
-	}
+/* -t and -T: say what the check found (and print the config); exit 0. */
+static int
+main_test(struct config *conf, const struct main_opts *o)
+{
+	if (conf->world_writable)
+		fprintf(stderr,
+		    "%s%s: warning: the file is world-writable: any "
+		    "local user can change what the proxy does "
+		    "(chmod o-w)\n",
+		    log_stderr_prefix(LOG_LEVEL_WARNING), o->path);
+	if (conf->secret_readable)
+		fprintf(stderr,
+		    "%s%s: warning: the file holds admin_token and "
+		    "others may read it: keep the token in "
+		    "admin_token_file or a credential, or chmod "
+		    "go-r\n",
+		    log_stderr_prefix(LOG_LEVEL_WARNING), o->path);
+	/* A name that does not resolve is a warning (SPEC 3). */
+	resolve_check(conf, stderr);
+	/* With -T, stdout is the config alone (a valid file). */
+	fprintf(o->dump ? stderr : stdout, "%s: ok\n", o->path);
+	if (o->dump)
+		config_dump(conf, stdout);
+	config_free(conf);
+	return 0;
+}
 
-	to_syslog = conf->log_target == LOG_TARGET_SYSLOG;
-	log_init(level_set ? level : conf->log_level, conf->log_target);
-	if (daemon_start(&d, conf, path, level_set ? (int)level : -1, pidfile,
-		&cause) != 0) {
+/* Start the daemon and run it until it stops: the exit status. */
+static int
+main_run(struct config *conf, const struct main_opts *o)
+{
+	int to_syslog = conf->log_target == LOG_TARGET_SYSLOG, status;
+	char *cause = NULL, q[1024];
+	struct daemon *d;
+
+	log_init(o->level_set ? o->level : conf->log_level, conf->log_target);
+	if (daemon_start(&d, conf, o->path, o->level_set ? (int)o->level : -1,
+		o->pidfile, &cause) != 0) {
 		log_errorx("event=exit status=1 error=%s",
 		    log_quote(q, sizeof(q), cause));
 		/* Whoever started it from a shell sees why, syslog or not. */
@@ -178,4 +184,28 @@ main(int argc, char **argv)
 	daemon_free(d);
 	log_close(LOG_CLOSE_MS);
 	return status;
+}
+
+/* The command line, the config, then a check or the daemon. */
+int
+main(int argc, char **argv)
+{
+	struct main_opts o = { CP_CONFIG_PATH, NULL, LOG_LEVEL_INFO, 0, 0, 0 };
+	struct config_errors errs = { NULL, 0 };
+	struct config *conf;
+
+	main_std_fds_open();
+	main_options(argc, argv, &o);
+	conf = config_load(o.path, &errs);
+	if (conf == NULL) {
+		/* The journal files them as errors (systemctl reload). */
+		for (size_t i = 0; i < errs.n; i++)
+			fprintf(stderr, "%s%s\n",
+			    log_stderr_prefix(LOG_LEVEL_ERROR), errs.v[i].msg);
+		config_errors_clear(&errs);
+		return EX_CONFIG;
+	}
+	if (o.test)
+		return main_test(conf, &o);
+	return main_run(conf, &o);
 }
