@@ -752,17 +752,12 @@ daemon_reload(struct daemon *d)
 	daemon_next_free(nx);
 }
 
-/* Every worker has applied the reload: close what they let go. */
+/* Free a reload the workers have applied: close the listeners let go. */
 static void
-daemon_reload_done_cb(evutil_socket_t fd, short what, void *arg)
+daemon_reload_free(struct worker_reload *rl)
 {
-	struct daemon *d = arg;
-	struct worker_reload *rl = d->reload;
-	struct daemon_retired *rt;
 	size_t i;
 
-	(void)fd;
-	(void)what;
 	if (rl == NULL)
 		return;
 	for (i = 0; i < rl->nremoved; i++)
@@ -770,6 +765,21 @@ daemon_reload_done_cb(evutil_socket_t fd, short what, void *arg)
 	free(rl->removed);
 	free(rl->added);
 	free(rl);
+}
+
+/* Every worker has applied the reload: close what they let go. */
+static void
+daemon_reload_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	struct worker_reload *rl = d->reload;
+	struct daemon_retired *rt;
+
+	(void)fd;
+	(void)what;
+	if (rl == NULL)
+		return;
+	daemon_reload_free(rl);
 	d->reload = NULL;
 	for (rt = d->retired; rt != NULL; rt = rt->next)
 		rt->seen = true;
@@ -1150,6 +1160,23 @@ daemon_run(struct daemon *d)
 	return 0;
 }
 
+/* Free the main loop's events (see daemon_start_events()). */
+static void
+daemon_events_free(struct daemon *d)
+{
+	struct event **evs[] = { &d->sig_term, &d->sig_int, &d->sig_hup,
+		&d->drain_ev, &d->worker_exit_ev, &d->summary_ev,
+		&d->watchdog_ev, &d->reload_done_ev };
+	size_t i;
+
+	for (i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+		if (*evs[i] != NULL) {
+			event_free(*evs[i]);
+			*evs[i] = NULL;
+		}
+	free(d->watchdog_seen);
+}
+
 /* Free everything; workers still running are stopped first. */
 void
 daemon_free(struct daemon *d)
@@ -1164,13 +1191,7 @@ daemon_free(struct daemon *d)
 		worker_join(d->workers[i]);
 	}
 	d->nspawned = 0;
-	if (d->reload != NULL) {
-		for (j = 0; j < d->reload->nremoved; j++)
-			listener_free(d->reload->removed[j]);
-		free(d->reload->removed);
-		free(d->reload->added);
-		free(d->reload);
-	}
+	daemon_reload_free(d->reload);
 	while (d->retired != NULL) {
 		struct daemon_retired *rt = d->retired;
 
@@ -1193,23 +1214,7 @@ daemon_free(struct daemon *d)
 	free(d->pools);
 	if (d->pidfile != NULL)
 		unlink(d->pidfile);
-	if (d->sig_term != NULL)
-		event_free(d->sig_term);
-	if (d->sig_int != NULL)
-		event_free(d->sig_int);
-	if (d->sig_hup != NULL)
-		event_free(d->sig_hup);
-	if (d->drain_ev != NULL)
-		event_free(d->drain_ev);
-	if (d->worker_exit_ev != NULL)
-		event_free(d->worker_exit_ev);
-	if (d->summary_ev != NULL)
-		event_free(d->summary_ev);
-	if (d->watchdog_ev != NULL)
-		event_free(d->watchdog_ev);
-	free(d->watchdog_seen);
-	if (d->reload_done_ev != NULL)
-		event_free(d->reload_done_ev);
+	daemon_events_free(d);
 	state_file_free(d->state);
 	resolve_base_free(d->resolver);
 	if (d->base != NULL)
