@@ -59,6 +59,17 @@ global_section(unsigned workers, const char *keys)
 	return h_global_section(workers, "2s", keys);
 }
 
+/* How many lines a config snippet has. */
+static int
+lines_of(const char *text)
+{
+	int n = 0;
+
+	for (; *text != '\0'; text++)
+		n += *text == '\n';
+	return n;
+}
+
 /* One echo round trip on an open relay within ms. */
 static bool
 relay_answers(int fd, int ms)
@@ -470,8 +481,11 @@ START_TEST(reload_wildcard_rolled_back)
 	    h_strf("%s%s", global_section(2, ""),
 		h_upstream("api", h_strf("*:%s", port), h_backend_addr(echo),
 		    "")));
+	/* Named as at start: FILE:LINE: upstream 'api': the cause. */
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=error",
-	    "error=");
+	    h_strf("error=\"%s:%d:", h_daemon_config(d),
+		lines_of(global_section(2, "")) + 2),
+	    "upstream", "'api':");
 	h_assert(relay_answers(fd, RELAY_MS), "the open relay was dropped");
 	h_assert(h_served_within(host, 1000, H_WAIT_MS),
 	    "%s does not listen again after the failed reload", host);
