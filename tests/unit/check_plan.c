@@ -267,12 +267,10 @@ END_TEST
 Suite *
 unit_suite(void)
 {
-	Suite *s = suite_create("plan");
-	TCase *tc = tcase_create("plan");
+	const struct unit_test tests[] = {
+		UNIT_ROWS("plan", plan_row, plan_rows),
+		UNIT_TEST("plan", plan_counts),
+	};
 
-	tcase_add_loop_test(tc, plan_row, 0,
-	    (int)(sizeof(plan_rows) / sizeof(plan_rows[0])));
-	tcase_add_test(tc, plan_counts);
-	suite_add_tcase(s, tc);
-	return s;
+	return unit_suite_new("plan", tests, UNIT_NROWS(tests));
 }
