@@ -91,6 +91,7 @@ struct relay_dir {
 	bool bulk;	   /* moves by splice(2) */
 	bool no_splice;	   /* splice(2) refused these sockets: copy */
 	bool eof;	   /* src sent its FIN */
+	bool fin_near;	   /* epoll saw src's FIN behind its bytes (RDHUP) */
 	bool done;	   /* FIN passed on: dst's write side shut */
 	enum upstream_counter counter;
 };
@@ -105,6 +106,7 @@ struct relay {
 	struct admit adm;	 /* the verdict, and the attempt it is on */
 	bool outcome_pending;	 /* attempt not yet recorded */
 	bool server_spoke;	 /* the server has sent a byte */
+	bool client_ready;	 /* read the client once connected */
 	bool log_conn;		 /* leaves an event=conn line when it ends */
 	uint64_t accept_ms;	 /* the client was taken */
 	int64_t connect_took_us; /* connect to established; -1 never */
@@ -446,8 +448,12 @@ relay_copy_step(struct relay *r, struct relay_dir *d)
 		relay_pause(r, d);
 		return RELAY_STEP_STOP;
 	}
+	/*
+	 * A short read drained the source, unless its FIN waits behind the
+	 * bytes: then read it now and pass it on in the same wakeup.
+	 */
 	if ((size_t)n < cap)
-		return RELAY_STEP_STOP;
+		return d->fin_near ? RELAY_STEP_MORE : RELAY_STEP_STOP;
 	/* A full read: a bulk flow, from now on spliced. */
 	if (relay_splice_ok(r, d))
 		d->bulk = true;
@@ -755,7 +761,9 @@ relay_flush(struct relay *r, struct relay_dir *d)
  * The client is readable while its server connect is in progress: if it
  * went away (FIN or reset), the attempt ends with no outcome and a
  * half_open trial slot is given back (SPEC 4). Bytes it sent wait for the
- * server; the client is not watched again until then.
+ * server; the client is not watched again until then. The first time it
+ * is only noted: the connect on loopback is most often done in the same
+ * wakeup, and relay_connected() then forwards the bytes at once.
  */
 static void
 relay_client_wait(struct relay *r)
@@ -763,6 +771,10 @@ relay_client_wait(struct relay *r)
 	char c;
 	ssize_t n;
 
+	if (!r->client_ready) {
+		r->client_ready = true;
+		return;
+	}
 	n = recv(r->cfd, &c, 1, MSG_PEEK);
 	if (n > 0) {
 		event_del(&r->cev_r);
@@ -785,10 +797,10 @@ relay_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct relay *r = d->relay;
 
 	(void)fd;
-	(void)what;
-	if (r->phase == RELAY_RELAYING)
+	if (r->phase == RELAY_RELAYING) {
+		d->fin_near = (what & EV_CLOSED) != 0;
 		relay_forward(r, d);
-	else if (r->phase == RELAY_CONNECTING)
+	} else if (r->phase == RELAY_CONNECTING)
 		relay_client_wait(r);
 	else
 		relay_last_words_step(r);
@@ -1046,6 +1058,13 @@ relay_connected(struct relay *r, uint64_t now)
 	event_add(&r->cev_r, NULL);
 	event_add(&r->sev_r, NULL);
 	relay_timer_arm(r, now);
+	/*
+	 * The client was readable while connecting, or the connect was over
+	 * at once: its bytes go on to the server now (this may end r). The
+	 * first read copies: it may find nothing, and then borrows no pipe.
+	 */
+	if (r->client_ready && relay_copy_step(r, &r->c2s) == RELAY_STEP_MORE)
+		relay_forward(r, &r->c2s);
 }
 
 /*
@@ -1079,38 +1098,46 @@ relay_retry(struct relay *r)
 	return relay_connect(r);
 }
 
+/*
+ * The connect is over: error is 0 when it succeeded, else its errno, and
+ * ETIMEDOUT also when connect_timeout passed. Returns as relay_connect()
+ * does.
+ */
+static int
+relay_connect_done(struct relay *r, int error, uint64_t now)
+{
+	enum breaker_error kind;
+
+	if (error == 0) {
+		relay_connected(r, now);
+		return 0;
+	}
+	if (error == ECONNRESET || error == EPIPE) {
+		/*
+		 * Established, then reset before we saw it: the server hung
+		 * up before a byte.
+		 */
+		relay_server_hung_up(r, now);
+		return 0;
+	}
+	kind = breaker_error_from_errno(error);
+	relay_log_fail(r, kind, now - r->start_ms);
+	relay_record(r, false, kind);
+	return relay_retry(r);
+}
+
 /* The connect finished one way or the other, or connect_timeout passed. */
 static void
 relay_connect_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct relay *r = arg;
-	uint64_t now = util_now_ms();
-	enum breaker_error kind;
 	socklen_t len = sizeof(int);
 	int error = 0;
 
 	if (what & EV_TIMEOUT)
-		kind = BREAKER_ERR_TIMEOUT;
-	else {
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == -1)
-			error = errno;
-		if (error == 0) {
-			relay_connected(r, now);
-			return;
-		}
-		if (error == ECONNRESET || error == EPIPE) {
-			/*
-			 * Established, then reset before we saw it: the
-			 * server hung up before a byte.
-			 */
-			relay_server_hung_up(r, now);
-			return;
-		}
-		kind = breaker_error_from_errno(error);
-	}
-	relay_log_fail(r, kind, now - r->start_ms);
-	relay_record(r, false, kind);
-	relay_retry(r);
+		error = ETIMEDOUT;
+	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == -1)
+		error = errno;
+	relay_connect_done(arg, error, util_now_ms());
 }
 
 /*
@@ -1171,7 +1198,7 @@ relay_connect(struct relay *r)
 	}
 	if (sa->family != AF_UNIX)
 		setsockopt(r->sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	event_assign(&r->sev_r, base, r->sfd, EV_READ | EV_PERSIST,
+	event_assign(&r->sev_r, base, r->sfd, EV_READ | EV_CLOSED | EV_PERSIST,
 	    relay_read_cb, &r->s2c);
 	event_assign(&r->sev_w, base, r->sfd, EV_WRITE, relay_connect_cb, r);
 	r->connect_us = util_now_us();
@@ -1180,6 +1207,21 @@ relay_connect(struct relay *r)
 		return 0;
 	}
 	if (errno == EINPROGRESS) {
+		/*
+		 * On loopback the handshake is most often over by the time
+		 * connect() returns: asked again, it says so (0) or how it
+		 * failed, and the relay starts now, reading the client at
+		 * once, without a wakeup for writability. EALREADY: still
+		 * under way.
+		 */
+		if (connect(r->sfd, (const struct sockaddr *)&sa->ss,
+			sa->len) == 0) {
+			r->client_ready = true;
+			return relay_connect_done(r, 0, util_now_ms());
+		}
+		error = errno;
+		if (error != EALREADY && error != EINPROGRESS)
+			return relay_connect_done(r, error, util_now_ms());
 		event_add(&r->sev_w,
 		    util_timeval(&tv,
 			upstream_conf(r->up)->connect_timeout_ms));
@@ -1225,8 +1267,8 @@ relay_new(struct relay_room *room, struct upstream *up, struct pool *pool,
 	r->log_conn = turnaway_log_wanted(up, pool);
 	r->accept_ms = util_now_ms();
 	r->connect_took_us = -1;
-	event_assign(&r->cev_r, room->base, cfd, EV_READ | EV_PERSIST,
-	    relay_read_cb, &r->c2s);
+	event_assign(&r->cev_r, room->base, cfd,
+	    EV_READ | EV_CLOSED | EV_PERSIST, relay_read_cb, &r->c2s);
 	event_assign(&r->cev_w, room->base, cfd, EV_WRITE | EV_PERSIST,
 	    relay_write_cb, &r->s2c);
 	evtimer_assign(&r->timer, room->base, relay_timer_cb, r);

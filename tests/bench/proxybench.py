@@ -74,12 +74,18 @@ ALL_TARGETS = [
     ("haproxy-tcplog-1", "HAProxy 1t tcplog", "haproxy", 1, "tcplog"),
     ("circuitproxyd-proxyv2-1", "circuitproxyd 1w send_proxy=v2",
      "circuitproxyd", 1, "proxyv2"),
+    # A pool of three members, all on the backend (poolbench.py times
+    # them; here for the counts).
+    ("circuitproxyd-pool-1", "circuitproxyd 1w pool of 3", "circuitproxyd",
+     1, "pool"),
+    ("haproxy-pool-1", "HAProxy 1t 3-server backend", "haproxy", 1, "pool"),
 ]
 # Variants measured only on the request rows (LOG_TESTS).
 LOG_VARIANTS = {"connlog", "tcplog", "proxyv2"}
 LOG_TESTS = {"keepalive", "close"}
 # Left out unless --targets names them.
-OPTIONAL_TARGETS = {"circuitproxyd-nosplice-1"}
+OPTIONAL_TARGETS = {"circuitproxyd-nosplice-1", "circuitproxyd-pool-1",
+                    "haproxy-pool-1"}
 
 # The rows of the table: key, label, better ("hi"/"lo"), format, ratio to direct?
 METRICS = [
@@ -461,6 +467,19 @@ class Target:
                                      "log_level = info", 1).replace(
                 "connect_timeout = 2s\n",
                 "connect_timeout = 2s\nlog_connections = yes\n", 1))
+        elif self.variant == "pool":
+            with open(conf) as f:
+                text = f.read()
+            one = ("[upstream:bench]\nlisten = %s:%d\nserver = %s:%d\n"
+                   "connect_timeout = 2s\n" % (LOOPBACK, http, LOOPBACK,
+                                                lay.backend_http))
+            members = "".join(
+                "[upstream:bench_m%d]\nserver = %s:%d\nconnect_timeout = 2s"
+                "\n\n" % (i, LOOPBACK, lay.backend_http) for i in range(3))
+            write(conf, text.replace(one, members + (
+                "[pool:bench]\nlisten = %s:%d\n"
+                "members = bench_m0 bench_m1 bench_m2\n" % (LOOPBACK, http)),
+                1))
         elif self.variant == "proxyv2":
             with open(conf) as f:
                 text = f.read()
@@ -531,6 +550,12 @@ class Target:
                  LOOPBACK, http, LOOPBACK, lay.backend_http,
                  LOOPBACK, iperf, LOOPBACK, lay.backend_iperf,
                  LOOPBACK, down, LOOPBACK, lay.dead))
+        if self.variant == "pool":
+            web = "    server web %s:%d\n" % (LOOPBACK, lay.backend_http)
+            with open(conf) as f:
+                text = f.read()
+            write(conf, text.replace(web, "    balance roundrobin\n" + "".join(
+                web.replace("web", "web%d" % i) for i in range(3)), 1))
         self.proc = Proc(self.id, self.wrapper + ["haproxy", "-db", "-f",
                                                   conf],
                          os.path.join(lay.tmp, "%s.log" % self.id))
@@ -1071,7 +1096,8 @@ def run_round(rnd, targets, args, lay, problems):
 COUNT_WORK = {"ka": 20000, "cc": 5000, "ff": 5000, "bulk_mib": 1024}
 # The same, shorter, under callgrind (about 50 times slower).
 CALLGRIND_WORK = {"ka": 2000, "cc": 1000, "ff": 1000}
-COUNT_TARGETS = "circuitproxyd-1,haproxy-1,haproxy-splice-1"
+COUNT_TARGETS = ("circuitproxyd-1,haproxy-1,haproxy-splice-1,"
+                 "circuitproxyd-pool-1,haproxy-pool-1")
 # The rows of the counts table: key, label.
 COUNT_ROWS = [
     ("sys_ka", "system calls per keep-alive request"),
