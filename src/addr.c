@@ -166,18 +166,81 @@ addr_resolve(const char *s, const char *host, int v6only, int flags,
 }
 
 /*
+ * Split HOST:PORT or [IPv6]:PORT: the host, unbracketed, into host (at
+ * least ADDR_TEXT_MAX bytes), *colon at the ':' before the port, *v6 set
+ * for a bracketed host. 0, or -1 with *cause.
+ */
+static int
+addr_split(const char *s, int flags, char *host, const char **colon, int *v6,
+    char **cause)
+{
+	const char *end;
+	size_t hlen;
+
+	*v6 = s[0] == '[';
+	if (*v6) {
+		end = strchr(s, ']');
+		if (end == NULL || end[1] != ':') {
+			xasprintf(cause,
+			    "invalid address '%s' (expected [IPv6]:PORT)", s);
+			return -1;
+		}
+		*colon = end + 1;
+		hlen = (size_t)(end - (s + 1));
+		memcpy(host, s + 1, hlen);
+	} else {
+		*colon = strrchr(s, ':');
+		if (*colon == NULL || *colon == s) {
+			xasprintf(cause,
+			    "invalid address '%s' (expected "
+			    "%sHOST:PORT, [IPv6]:PORT or unix:/path)",
+			    s, (flags & ADDR_ALLOW_WILDCARD) ? "*:PORT, " : "");
+			return -1;
+		}
+		hlen = (size_t)(*colon - s);
+		memcpy(host, s, hlen);
+	}
+	host[hlen] = '\0';
+	if (!*v6 && strchr(host, ':') != NULL) {
+		xasprintf(cause,
+		    "invalid address '%s': write an IPv6 address "
+		    "in brackets, as [::1]:PORT",
+		    s);
+		return -1;
+	}
+	return 0;
+}
+
+/* Make a "*:PORT" address 0.0.0.0, where the flags allow it. */
+static int
+addr_wildcard_set(const char *s, int flags, struct addr *a, char **cause)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
+
+	if (!(flags & ADDR_ALLOW_WILDCARD)) {
+		xasprintf(cause,
+		    "invalid address '%s': '*' is only allowed in listen", s);
+		return -1;
+	}
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(INADDR_ANY);
+	a->family = AF_INET;
+	a->len = sizeof(*sin);
+	a->wildcard = 1;
+	return 0;
+}
+
+/*
  * Parse HOST:PORT, [IPv6]:PORT, *:PORT (with ADDR_ALLOW_WILDCARD) or
  * unix:/path. Host names are resolved now; the first answer is kept.
  */
 int
 addr_parse(const char *s, int flags, struct addr *a, char **cause)
 {
-	struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
 	char host[ADDR_TEXT_MAX];
-	const char *colon, *end;
+	const char *colon;
 	in_port_t port;
-	size_t hlen;
-	int v6 = 0;
+	int v6;
 
 	memset(a, 0, sizeof(*a));
 	*cause = NULL;
@@ -189,59 +252,17 @@ addr_parse(const char *s, int flags, struct addr *a, char **cause)
 	memcpy(a->text, s, strlen(s) + 1);
 	if (strncmp(s, ADDR_UNIX_PREFIX, strlen(ADDR_UNIX_PREFIX)) == 0)
 		return addr_parse_unix(s, a, cause);
-
-	if (s[0] == '[') {
-		end = strchr(s, ']');
-		if (end == NULL || end[1] != ':') {
-			xasprintf(cause,
-			    "invalid address '%s' (expected "
-			    "[IPv6]:PORT)",
-			    s);
-			return -1;
-		}
-		colon = end + 1;
-		hlen = (size_t)(end - (s + 1));
-		memcpy(host, s + 1, hlen);
-		v6 = 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (colon == NULL || colon == s) {
-			xasprintf(cause,
-			    "invalid address '%s' (expected "
-			    "%sHOST:PORT, [IPv6]:PORT or unix:/path)",
-			    s, (flags & ADDR_ALLOW_WILDCARD) ? "*:PORT, " : "");
-			return -1;
-		}
-		hlen = (size_t)(colon - s);
-		memcpy(host, s, hlen);
-	}
-	host[hlen] = '\0';
-	if (!v6 && strchr(host, ':') != NULL) {
-		xasprintf(cause,
-		    "invalid address '%s': write an IPv6 address "
-		    "in brackets, as [::1]:PORT",
-		    s);
+	if (addr_split(s, flags, host, &colon, &v6, cause) != 0)
 		return -1;
-	}
 	if (addr_parse_port(colon + 1, &port) != 0) {
 		xasprintf(cause, "invalid port in '%s' (expected 1..65535)", s);
 		return -1;
 	}
 
 	if (!v6 && strcmp(host, "*") == 0) {
-		if (!(flags & ADDR_ALLOW_WILDCARD)) {
-			xasprintf(cause,
-			    "invalid address '%s': '*' is only "
-			    "allowed in listen",
-			    s);
+		if (addr_wildcard_set(s, flags, a, cause) != 0)
 			return -1;
-		}
-		sin->sin_family = AF_INET;
-		sin->sin_addr.s_addr = htonl(INADDR_ANY);
-		a->family = AF_INET;
-		a->len = sizeof(*sin);
-		a->wildcard = 1;
-	} else if (hlen == 0) {
+	} else if (host[0] == '\0') {
 		xasprintf(cause, "invalid address '%s': empty host", s);
 		return -1;
 	} else if (addr_resolve(s, host, v6, flags, a, cause) != 0)
@@ -252,7 +273,7 @@ addr_parse(const char *s, int flags, struct addr *a, char **cause)
 		return 0;
 	}
 	if (a->family == AF_INET)
-		sin->sin_port = port;
+		((struct sockaddr_in *)&a->ss)->sin_port = port;
 	else
 		((struct sockaddr_in6 *)&a->ss)->sin6_port = port;
 	return 0;
