@@ -119,13 +119,70 @@ json_utf8(char *o, unsigned cp)
 	return 4;
 }
 
+/*
+ * Read the code point of a \u escape, its 'u' just read; a surrogate pair
+ * is one. 0, or -1 after json_fail.
+ */
+static int
+json_escape_u(struct json_parser *p, unsigned *cpp)
+{
+	unsigned cp, lo;
+
+	if (json_hex4(p, &cp) != 0) {
+		json_fail(p, "bad \\u escape");
+		return -1;
+	}
+	if (cp >= 0xdc00 && cp <= 0xdfff) {
+		json_fail(p, "lone low surrogate");
+		return -1;
+	}
+	if (cp >= 0xd800 && cp <= 0xdbff) {
+		if (!json_word(p, "\\u") || json_hex4(p, &lo) != 0 ||
+		    lo < 0xdc00 || lo > 0xdfff) {
+			json_fail(p, "lone high surrogate");
+			return -1;
+		}
+		cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+	}
+	*cpp = cp;
+	return 0;
+}
+
+/*
+ * Decode the escape after a '\\' into out: the bytes written (at most 4),
+ * or -1 after json_fail.
+ */
+static int
+json_escape(struct json_parser *p, char *out)
+{
+	static const char names[] = "\"\\/bfnrt";
+	static const char bytes[] = "\"\\/\b\f\n\r\t";
+	const char *at;
+	unsigned cp;
+	char c;
+
+	c = p->pos < p->len ? p->s[p->pos++] : '\0';
+	if (c == 'u') {
+		if (json_escape_u(p, &cp) != 0)
+			return -1;
+		return (int)json_utf8(out, cp);
+	}
+	if (c == '\0' || (at = strchr(names, c)) == NULL) {
+		p->pos--;
+		json_fail(p, "bad escape");
+		return -1;
+	}
+	*out = bytes[at - names];
+	return 1;
+}
+
 /* Read a string (the opening quote is next) into a new buffer. */
 static char *
 json_string(struct json_parser *p, size_t *lenp)
 {
-	char *out, c;
 	size_t o = 0;
-	unsigned cp, lo;
+	char *out, c;
+	int n;
 
 	p->pos++;
 	/* Decoded, a string is never longer than its source. */
@@ -147,54 +204,9 @@ json_string(struct json_parser *p, size_t *lenp)
 			out[o++] = c;
 			continue;
 		}
-		c = p->pos < p->len ? p->s[p->pos++] : '\0';
-		switch (c) {
-		case '"':
-		case '\\':
-		case '/':
-			out[o++] = c;
-			break;
-		case 'b':
-			out[o++] = '\b';
-			break;
-		case 'f':
-			out[o++] = '\f';
-			break;
-		case 'n':
-			out[o++] = '\n';
-			break;
-		case 'r':
-			out[o++] = '\r';
-			break;
-		case 't':
-			out[o++] = '\t';
-			break;
-		case 'u':
-			if (json_hex4(p, &cp) != 0) {
-				json_fail(p, "bad \\u escape");
-				goto fail;
-			}
-			if (cp >= 0xdc00 && cp <= 0xdfff) {
-				json_fail(p, "lone low surrogate");
-				goto fail;
-			}
-			if (cp >= 0xd800 && cp <= 0xdbff) {
-				if (!json_word(p, "\\u") ||
-				    json_hex4(p, &lo) != 0 || lo < 0xdc00 ||
-				    lo > 0xdfff) {
-					json_fail(p, "lone high surrogate");
-					goto fail;
-				}
-				cp = 0x10000 + ((cp - 0xd800) << 10) +
-				    (lo - 0xdc00);
-			}
-			o += json_utf8(out + o, cp);
-			break;
-		default:
-			p->pos--;
-			json_fail(p, "bad escape");
+		if ((n = json_escape(p, out + o)) < 0)
 			goto fail;
-		}
+		o += (size_t)n;
 	}
 	out[o] = '\0';
 	*lenp = o;
