@@ -2004,52 +2004,38 @@ END_TEST
 Suite *
 unit_suite(void)
 {
-	Suite *s = suite_create("config");
-	TCase *tc;
+	const struct unit_test tests[] = {
+		UNIT_ROWS("values", test_duration, duration_rows),
+		UNIT_ROWS("values", test_format_duration, format_duration_rows),
+		UNIT_ROWS("values", test_percent, percent_rows),
+		UNIT_ROWS("values", test_bool, bool_rows),
 
-	tc = tcase_create("values");
-	tcase_add_loop_test(tc, test_duration, 0,
-	    (int)CP_ARRAY_LEN(duration_rows));
-	tcase_add_loop_test(tc, test_format_duration, 0,
-	    (int)CP_ARRAY_LEN(format_duration_rows));
-	tcase_add_loop_test(tc, test_percent, 0,
-	    (int)CP_ARRAY_LEN(percent_rows));
-	tcase_add_loop_test(tc, test_bool, 0, (int)CP_ARRAY_LEN(bool_rows));
-	suite_add_tcase(s, tc);
+		UNIT_ROWS("addresses", test_addr_good, addr_good_rows),
+		UNIT_ROWS("addresses", test_addr_bad, addr_bad_rows),
+		UNIT_ROWS("addresses", test_overlap, overlap_rows),
+		UNIT_ROWS("addresses", test_local, local_rows),
+		UNIT_TEST("addresses", test_addr_format),
+		UNIT_TEST("addresses", test_addr_resolve),
 
-	tc = tcase_create("addresses");
-	tcase_add_loop_test(tc, test_addr_good, 0,
-	    (int)CP_ARRAY_LEN(addr_good_rows));
-	tcase_add_loop_test(tc, test_addr_bad, 0,
-	    (int)CP_ARRAY_LEN(addr_bad_rows));
-	tcase_add_loop_test(tc, test_overlap, 0,
-	    (int)CP_ARRAY_LEN(overlap_rows));
-	tcase_add_loop_test(tc, test_local, 0, (int)CP_ARRAY_LEN(local_rows));
-	tcase_add_test(tc, test_addr_format);
-	tcase_add_test(tc, test_addr_resolve);
-	suite_add_tcase(s, tc);
+		UNIT_ROWS("load", test_good, good_rows),
+		UNIT_ROWS("load", test_bad, bad_rows),
+		UNIT_TEST("load", test_many_errors),
+		UNIT_TEST("load", test_empty_upstream),
+		UNIT_TEST("load", test_no_upstream),
+		UNIT_TEST("load", test_long_line),
+		UNIT_TEST("load", test_load_file),
+		UNIT_TEST("load", test_cannot_open),
+		UNIT_TEST("load", test_defaults),
+		UNIT_TEST("load", test_workers_auto),
+		UNIT_TEST("load", test_find_upstream),
+		UNIT_TEST("load", test_pool_good),
+		UNIT_TEST("load", test_example_conf),
+		UNIT_TEST("load", test_key_table_documented),
 
-	tc = tcase_create("load");
-	tcase_add_loop_test(tc, test_good, 0, (int)CP_ARRAY_LEN(good_rows));
-	tcase_add_loop_test(tc, test_bad, 0, (int)CP_ARRAY_LEN(bad_rows));
-	tcase_add_test(tc, test_many_errors);
-	tcase_add_test(tc, test_empty_upstream);
-	tcase_add_test(tc, test_no_upstream);
-	tcase_add_test(tc, test_long_line);
-	tcase_add_test(tc, test_load_file);
-	tcase_add_test(tc, test_cannot_open);
-	tcase_add_test(tc, test_defaults);
-	tcase_add_test(tc, test_workers_auto);
-	tcase_add_test(tc, test_find_upstream);
-	tcase_add_test(tc, test_pool_good);
-	tcase_add_test(tc, test_example_conf);
-	tcase_add_test(tc, test_key_table_documented);
-	suite_add_tcase(s, tc);
+		UNIT_ROWS("table", test_key_table, key_rows),
+		UNIT_TEST("table", test_dump),
+		UNIT_TEST("table", test_dump_roundtrip),
+	};
 
-	tc = tcase_create("table");
-	tcase_add_loop_test(tc, test_key_table, 0, (int)CP_ARRAY_LEN(key_rows));
-	tcase_add_test(tc, test_dump);
-	tcase_add_test(tc, test_dump_roundtrip);
-	suite_add_tcase(s, tc);
-	return s;
+	return unit_suite_new("config", tests, UNIT_NROWS(tests));
 }

@@ -414,20 +414,15 @@ END_TEST
 Suite *
 unit_suite(void)
 {
-	Suite *s = suite_create("state");
-	TCase *tc = tcase_create("format");
-	TCase *tf = tcase_create("files");
+	const struct unit_test tests[] = {
+		UNIT_TEST("format", test_encode),
+		UNIT_TEST("format", test_decode),
+		UNIT_TEST("format", test_roundtrip),
+		UNIT_ROWS("format", test_decode_capped, capped),
+		UNIT_ROWS("format", test_decode_bad, bad_files),
+		UNIT_TEST("files", test_write_read),
+		UNIT_TEST("files", test_write_fails),
+	};
 
-	tcase_add_test(tc, test_encode);
-	tcase_add_test(tc, test_decode);
-	tcase_add_test(tc, test_roundtrip);
-	tcase_add_loop_test(tc, test_decode_capped, 0,
-	    (int)(sizeof(capped) / sizeof(capped[0])));
-	tcase_add_loop_test(tc, test_decode_bad, 0,
-	    (int)(sizeof(bad_files) / sizeof(bad_files[0])));
-	suite_add_tcase(s, tc);
-	tcase_add_test(tf, test_write_read);
-	tcase_add_test(tf, test_write_fails);
-	suite_add_tcase(s, tf);
-	return s;
+	return unit_suite_new("state", tests, UNIT_NROWS(tests));
 }
