@@ -1774,44 +1774,32 @@ h_notify_line(struct h_daemon *d, size_t i)
 	return s;
 }
 
-/* Count the notify lines from `from` on that match. */
-unsigned
-h_count_notify(struct h_daemon *d, size_t from, const char *what)
-{
-	unsigned n = 0;
-	size_t i;
-
-	pthread_mutex_lock(&d->mu);
-	h_daemon_drain_notify(d);
-	for (i = from; i < d->nnotes; i++)
-		if (h_note_matches(d->notes[i], what))
-			n++;
-	pthread_mutex_unlock(&d->mu);
-	return n;
-}
-
 /*
- * Wait up to ms until `want` notify lines from `from` on match; returns the
- * count then (or at the deadline, or when the daemon has exited).
+ * Wait up to ms (0: not at all) until `want` notify lines from `from` on
+ * match, or the daemon has exited: the count then, and the index of the
+ * first match in *first (if first is not NULL; -1 if none came).
  */
-unsigned
-h_wait_notify_count(struct h_daemon *d, size_t from, const char *what,
-    unsigned want, int ms)
+static unsigned
+h_notify_scan(struct h_daemon *d, size_t from, const char *what, unsigned want,
+    int ms, long *first)
 {
-	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	uint64_t deadline = h_now_ms() + (uint64_t)(ms > 0 ? ms : 0);
 	struct timespec ts;
 	unsigned n = 0;
 	size_t i = from;
-	bool last = false;
+	bool last = ms <= 0;
 
+	if (first != NULL)
+		*first = -1;
 	ts.tv_sec = (time_t)(deadline / 1000);
 	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
 	pthread_mutex_lock(&d->mu);
 	for (;;) {
 		h_daemon_drain_notify(d);
 		for (; i < d->nnotes; i++)
-			if (h_note_matches(d->notes[i], what))
-				n++;
+			if (h_note_matches(d->notes[i], what) && n++ == 0 &&
+			    first != NULL)
+				*first = (long)i;
 		if (n >= want || last)
 			break;
 		/* After the exit (and the log's EOF) nothing more can come. */
@@ -1823,6 +1811,24 @@ h_wait_notify_count(struct h_daemon *d, size_t from, const char *what,
 	return n;
 }
 
+/* Count the notify lines from `from` on that match. */
+unsigned
+h_count_notify(struct h_daemon *d, size_t from, const char *what)
+{
+	return h_notify_scan(d, from, what, UINT_MAX, 0, NULL);
+}
+
+/*
+ * Wait up to ms until `want` notify lines from `from` on match; returns the
+ * count then (or at the deadline, or when the daemon has exited).
+ */
+unsigned
+h_wait_notify_count(struct h_daemon *d, size_t from, const char *what,
+    unsigned want, int ms)
+{
+	return h_notify_scan(d, from, what, want, ms, NULL);
+}
+
 /*
  * Wait up to ms for a notify line from `from` on that matches: its index
  * (for a later h_wait_notify_after), or -1.
@@ -1830,27 +1836,9 @@ h_wait_notify_count(struct h_daemon *d, size_t from, const char *what,
 long
 h_wait_notify_after(struct h_daemon *d, size_t from, const char *what, int ms)
 {
-	uint64_t deadline = h_now_ms() + (uint64_t)ms;
-	struct timespec ts;
-	long found = -1;
-	size_t i = from;
-	bool last = false;
+	long found;
 
-	ts.tv_sec = (time_t)(deadline / 1000);
-	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
-	pthread_mutex_lock(&d->mu);
-	for (;;) {
-		h_daemon_drain_notify(d);
-		for (; i < d->nnotes && found == -1; i++)
-			if (h_note_matches(d->notes[i], what))
-				found = (long)i;
-		if (found != -1 || last)
-			break;
-		if (d->eof ||
-		    pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT)
-			last = true;
-	}
-	pthread_mutex_unlock(&d->mu);
+	h_notify_scan(d, from, what, 1, ms, &found);
 	return found;
 }
 
@@ -1946,38 +1934,47 @@ h_log_line(struct h_daemon *d, size_t i)
 	return s;
 }
 
-/* Wait for a first match at or after line `from`; NULL on timeout or EOF. */
-static const char *
-h_wait_log_ap(struct h_daemon *d, size_t from, int ms, const char **pats,
-    size_t n)
+/*
+ * Wait up to ms (0: not at all) until `want` lines at or after line `from`
+ * hold every pattern, or the log ends: the count then, and the first such
+ * line in *first (if first is not NULL; NULL if none came).
+ */
+static unsigned
+h_log_scan(struct h_daemon *d, size_t from, const char **pats, size_t n,
+    unsigned want, int ms, const char **first)
 {
-	uint64_t deadline = h_now_ms() + (uint64_t)ms;
-	const char *found = NULL;
+	uint64_t deadline = h_now_ms() + (uint64_t)(ms > 0 ? ms : 0);
 	struct timespec ts;
+	unsigned count = 0;
 	size_t i = from;
+	bool last = ms <= 0;
 
+	if (first != NULL)
+		*first = NULL;
 	ts.tv_sec = (time_t)(deadline / 1000);
 	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
 	pthread_mutex_lock(&d->mu);
 	for (;;) {
 		for (; i < d->nlines; i++)
-			if (h_line_has_all(d->lines[i], pats, n)) {
-				found = d->lines[i];
-				goto out;
-			}
-		if (d->eof)
+			if (h_line_has_all(d->lines[i], pats, n) &&
+			    count++ == 0 && first != NULL)
+				*first = d->lines[i];
+		if (count >= want || d->eof || last)
 			break;
-		if (pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT) {
-			for (; i < d->nlines; i++)
-				if (h_line_has_all(d->lines[i], pats, n)) {
-					found = d->lines[i];
-					goto out;
-				}
-			break;
-		}
+		last = pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT;
 	}
-out:
 	pthread_mutex_unlock(&d->mu);
+	return count;
+}
+
+/* Wait for a first match at or after line `from`; NULL on timeout or EOF. */
+static const char *
+h_wait_log_ap(struct h_daemon *d, size_t from, int ms, const char **pats,
+    size_t n)
+{
+	const char *found;
+
+	h_log_scan(d, from, pats, n, 1, ms, &found);
 	return found;
 }
 
@@ -2027,19 +2024,13 @@ unsigned
 h_count_log_v(struct h_daemon *d, size_t from, ...)
 {
 	const char *pats[H_MAX_PATTERNS];
-	unsigned count = 0;
-	size_t n, i;
+	size_t n;
 	va_list ap;
 
 	va_start(ap, from);
 	n = h_collect(pats, ap);
 	va_end(ap);
-	pthread_mutex_lock(&d->mu);
-	for (i = from; i < d->nlines; i++)
-		if (h_line_has_all(d->lines[i], pats, n))
-			count++;
-	pthread_mutex_unlock(&d->mu);
-	return count;
+	return h_log_scan(d, from, pats, n, UINT_MAX, 0, NULL);
 }
 
 /*
@@ -2049,34 +2040,14 @@ h_count_log_v(struct h_daemon *d, size_t from, ...)
 unsigned
 h_wait_count_v(struct h_daemon *d, size_t from, unsigned want, int ms, ...)
 {
-	uint64_t deadline = h_now_ms() + (uint64_t)ms;
 	const char *pats[H_MAX_PATTERNS];
-	unsigned count = 0;
-	struct timespec ts;
-	size_t n, i = from;
+	size_t n;
 	va_list ap;
 
 	va_start(ap, ms);
 	n = h_collect(pats, ap);
 	va_end(ap);
-	ts.tv_sec = (time_t)(deadline / 1000);
-	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
-	pthread_mutex_lock(&d->mu);
-	for (;;) {
-		for (; i < d->nlines; i++)
-			if (h_line_has_all(d->lines[i], pats, n))
-				count++;
-		if (count >= want || d->eof)
-			break;
-		if (pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT) {
-			for (; i < d->nlines; i++)
-				if (h_line_has_all(d->lines[i], pats, n))
-					count++;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&d->mu);
-	return count;
+	return h_log_scan(d, from, pats, n, want, ms, NULL);
 }
 
 /* The index of a line returned by a wait, for h_*_after; fails if unknown. */
