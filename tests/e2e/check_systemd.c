@@ -332,6 +332,27 @@ file_mode(const char *name, const char *text, mode_t mode)
 }
 
 /*
+ * circuitproxyd -t on a config: it exits with status, its stderr holds
+ * want and also (if not NULL), and no "warning" where quiet is set.
+ */
+#define config_test(path, status, want, also, quiet, what)                     \
+	config_test_at(H_WHERE, (path), (status), (want), (also), (quiet),     \
+	    (what))
+static void
+config_test_at(const char *where, const char *path, int status,
+    const char *want, const char *also, bool quiet, const char *what)
+{
+	struct h_run r;
+
+	h_run(&r, "-t", "-c", path);
+	if (r.status != status ||
+	    (want != NULL && strstr(r.err, want) == NULL) ||
+	    (also != NULL && strstr(r.err, also) == NULL) ||
+	    (quiet && strstr(r.err, "warning") != NULL))
+		h_fail(where, "-t %s: %d %s", what, r.status, r.err);
+}
+
+/*
  * admin_token_file: the token is the file's first line, asked of every
  * admin request; a reload reads the file again; circuitproxyctl, given only
  * the config, finds the token there too.
@@ -394,10 +415,8 @@ START_TEST(token_from_credential)
 	ctl_run(&r, "-c", h_daemon_config(d), "status");
 	h_assert(r.status == 0, "circuitproxyctl status exited %d: %s%s",
 	    r.status, r.out, r.err);
-	h_run(&r, "-t", "-c", h_daemon_config(d));
-	h_assert(r.status == 0 && strstr(r.err, "warning") == NULL,
-	    "-t on a 0644 config with the token in a credential: %d %s",
-	    r.status, r.err);
+	config_test(h_daemon_config(d), 0, NULL, NULL, true,
+	    "on a 0644 config with the token in a credential");
 	unsetenv("CREDENTIALS_DIRECTORY");
 	h_assert(h_daemon_stop(d) == 0, "the daemon did not exit 0");
 }
@@ -413,19 +432,16 @@ START_TEST(token_mistakes)
 	struct h_backend *srv = h_backend(H_ECHO);
 	char *admin = h_free_addr4(), *lis = h_free_addr4();
 	char *missing = h_path("no-such-token"), *path;
-	struct h_run r;
 
 	path = file_mode("missing.ini",
 	    h_strf("[global]\nadmin = %s\nadmin_token_file = %s\n\n%s", admin,
 		missing, upstream("api", lis, srv)),
 	    0600);
-	h_run(&r, "-t", "-c", path);
-	h_assert(r.status == 78 &&
-		strstr(r.err,
-		    h_strf("%s:3: admin_token_file '%s': cannot "
-			   "open: No such file or directory",
-			path, missing)) != NULL,
-	    "-t with a missing token file: %d %s", r.status, r.err);
+	config_test(path, 78,
+	    h_strf("%s:3: admin_token_file '%s': cannot open: No such file or "
+		   "directory",
+		path, missing),
+	    NULL, false, "with a missing token file");
 
 	path = file_mode("both.ini",
 	    h_strf("[global]\nadmin = %s\nadmin_token = x\nadmin_token_file "
@@ -433,30 +449,21 @@ START_TEST(token_mistakes)
 		admin, file_mode("tok", "y\n", 0600),
 		upstream("api", lis, srv)),
 	    0600);
-	h_run(&r, "-t", "-c", path);
-	h_assert(r.status == 78 &&
-		strstr(r.err,
-		    h_strf("%s:4: "
-			   "admin_token_file",
-			path)) != NULL &&
-		strstr(r.err, "admin_token is set too") != NULL,
-	    "-t with both keys: %d %s", r.status, r.err);
+	config_test(path, 78, h_strf("%s:4: admin_token_file", path),
+	    "admin_token is set too", false, "with both keys");
 
 	path = file_mode("inline.ini",
 	    h_strf("[global]\nadmin = %s\nadmin_token = s3cret\n\n%s", admin,
 		upstream("api", lis, srv)),
 	    0644);
-	h_run(&r, "-t", "-c", path);
-	h_assert(r.status == 0 &&
-		strstr(r.err,
-		    h_strf("%s: warning: the file holds admin_token "
-			   "and others may read it",
-			path)) != NULL,
-	    "-t on a 0644 config holding admin_token: %d %s", r.status, r.err);
+	config_test(path, 0,
+	    h_strf("%s: warning: the file holds admin_token and others may "
+		   "read it",
+		path),
+	    NULL, false, "on a 0644 config holding admin_token");
 	chmod(path, 0600);
-	h_run(&r, "-t", "-c", path);
-	h_assert(r.status == 0 && strstr(r.err, "warning") == NULL,
-	    "-t on a 0600 config holding admin_token: %d %s", r.status, r.err);
+	config_test(path, 0, NULL, NULL, true,
+	    "on a 0600 config holding admin_token");
 }
 END_TEST
 

@@ -158,6 +158,30 @@ h_left(uint64_t deadline)
 	return now >= deadline ? 0 : (int)(deadline - now);
 }
 
+/* A deadline of h_now_ms() as the timespec of a monotonic timed wait. */
+static struct timespec
+h_deadline_ts(uint64_t deadline)
+{
+	struct timespec ts;
+
+	ts.tv_sec = (time_t)(deadline / 1000);
+	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	return ts;
+}
+
+/* A mutex and a condition whose timed waits run on CLOCK_MONOTONIC. */
+static void
+h_sync_init(pthread_mutex_t *mu, pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+
+	pthread_mutex_init(mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
 /* Keep an allocation until the end of the test (freed then). */
 void *
 h_track(void *p)
@@ -1129,15 +1153,7 @@ h_daemon_spawn_ap(const char *where, const struct h_opts *opts,
 	d = calloc(1, sizeof(*d));
 	if (d == NULL)
 		abort();
-	pthread_mutex_init(&d->mu, NULL);
-	{
-		pthread_condattr_t ca;
-
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&d->cv, &ca);
-		pthread_condattr_destroy(&ca);
-	}
+	h_sync_init(&d->mu, &d->cv);
 	d->reader_joined = true;
 	d->log_fd = -1;
 	d->notify_wake[0] = d->notify_wake[1] = -1;
@@ -1221,19 +1237,6 @@ h_daemon_log_allow(struct h_daemon *d, size_t bytes)
 	pthread_mutex_unlock(&d->mu);
 }
 
-/* Spawn the daemon on a config text and extra arguments; do not wait. */
-struct h_daemon *
-h_daemon_spawn_args(const char *where, const char *config, ...)
-{
-	struct h_daemon *d;
-	va_list ap;
-
-	va_start(ap, config);
-	d = h_daemon_spawn_ap(where, NULL, config, ap);
-	va_end(ap);
-	return d;
-}
-
 /* Spawn the daemon with options (limits, environment); do not wait. */
 struct h_daemon *
 h_daemon_spawn_opts_args(const char *where, const struct h_opts *opts,
@@ -1282,20 +1285,6 @@ h_daemon_expect_ready(const char *where, struct h_daemon *d)
 	if (d->exited)
 		h_fail(where, "the daemon exited %d before READY=1", d->status);
 	h_fail(where, "no READY=1 from the daemon within %d ms", ms);
-}
-
-/* Start the daemon and wait for READY=1; fail the test if it never comes. */
-struct h_daemon *
-h_daemon_start_args(const char *where, const char *config, ...)
-{
-	struct h_daemon *d;
-	va_list ap;
-
-	va_start(ap, config);
-	d = h_daemon_spawn_ap(where, NULL, config, ap);
-	va_end(ap);
-	h_daemon_expect_ready(where, d);
-	return d;
 }
 
 /* Start the daemon with options and wait for READY=1, or fail the test. */
@@ -1368,8 +1357,7 @@ h_daemon_wait_ready(struct h_daemon *d, int ms)
 			return false;
 		until = h_now_ms() +
 		    (h_left(deadline) < 20 ? (uint64_t)h_left(deadline) : 20);
-		ts.tv_sec = (time_t)(until / 1000);
-		ts.tv_nsec = (long)(until % 1000) * 1000000L;
+		ts = h_deadline_ts(until);
 		pthread_mutex_lock(&d->mu);
 		if (!d->ready)
 			pthread_cond_timedwait(&d->cv, &d->mu, &ts);
@@ -1393,13 +1381,7 @@ h_daemon_join_reader(struct h_daemon *d, int ms)
 
 	if (d->reader_joined)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	ts = h_deadline_ts(h_now_ms() + (uint64_t)ms);
 	pthread_mutex_lock(&d->mu);
 	while (!d->eof)
 		if (pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT)
@@ -1791,8 +1773,7 @@ h_notify_scan(struct h_daemon *d, size_t from, const char *what, unsigned want,
 
 	if (first != NULL)
 		*first = -1;
-	ts.tv_sec = (time_t)(deadline / 1000);
-	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	ts = h_deadline_ts(deadline);
 	pthread_mutex_lock(&d->mu);
 	for (;;) {
 		h_daemon_drain_notify(d);
@@ -1951,8 +1932,7 @@ h_log_scan(struct h_daemon *d, size_t from, const char **pats, size_t n,
 
 	if (first != NULL)
 		*first = NULL;
-	ts.tv_sec = (time_t)(deadline / 1000);
-	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	ts = h_deadline_ts(deadline);
 	pthread_mutex_lock(&d->mu);
 	for (;;) {
 		for (; i < d->nlines; i++)
@@ -2074,8 +2054,7 @@ h_log_wait_more(struct h_daemon *d, size_t n, int ms)
 	struct timespec ts;
 	bool more;
 
-	ts.tv_sec = (time_t)(deadline / 1000);
-	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	ts = h_deadline_ts(deadline);
 	pthread_mutex_lock(&d->mu);
 	while (d->nlines <= n && !d->eof)
 		if (pthread_cond_timedwait(&d->cv, &d->mu, &ts) == ETIMEDOUT)
@@ -2782,15 +2761,7 @@ h_backend_new_ip4(enum h_kind kind, int family, uint32_t ip4, int port)
 	b = calloc(1, sizeof(*b));
 	if (b == NULL)
 		abort();
-	pthread_mutex_init(&b->mu, NULL);
-	{
-		pthread_condattr_t ca;
-
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&b->cv, &ca);
-		pthread_condattr_destroy(&ca);
-	}
+	h_sync_init(&b->mu, &b->cv);
 	for (i = 0; i < H_BLACKHOLE_FILL; i++)
 		b->fill[i] = -1;
 	b->family = family;
@@ -2902,8 +2873,7 @@ h_backend_wait(struct h_backend *b, const unsigned *counter, unsigned n, int ms)
 	struct timespec ts;
 	bool ok;
 
-	ts.tv_sec = (time_t)(deadline / 1000);
-	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	ts = h_deadline_ts(deadline);
 	pthread_mutex_lock(&b->mu);
 	while (*counter < n)
 		if (pthread_cond_timedwait(&b->cv, &b->mu, &ts) == ETIMEDOUT)
@@ -2942,8 +2912,7 @@ h_backend_wait_idle(struct h_backend *b, int ms)
 	struct timespec ts;
 	bool ok;
 
-	ts.tv_sec = (time_t)(deadline / 1000);
-	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	ts = h_deadline_ts(deadline);
 	pthread_mutex_lock(&b->mu);
 	while (b->active > 0)
 		if (pthread_cond_timedwait(&b->cv, &b->mu, &ts) == ETIMEDOUT)

@@ -152,12 +152,11 @@ const char *h_port_of(const char *);
 
 /* The daemon under test, its log captured line by line. */
 struct h_daemon;
-struct h_daemon *h_daemon_spawn_args(const char *, const char *, ...);
+/* Spawn it (not waiting) or start it (READY=1): config, then its arguments. */
 #define h_daemon_spawn(...)                                                    \
-	h_daemon_spawn_args(H_WHERE, __VA_ARGS__, (const char *)NULL)
-struct h_daemon *h_daemon_start_args(const char *, const char *, ...);
+	h_daemon_spawn_opts_args(H_WHERE, NULL, __VA_ARGS__, (const char *)NULL)
 #define h_daemon_start(...)                                                    \
-	h_daemon_start_args(H_WHERE, __VA_ARGS__, (const char *)NULL)
+	h_daemon_start_opts_args(H_WHERE, NULL, __VA_ARGS__, (const char *)NULL)
 bool h_daemon_wait_ready(struct h_daemon *, int);
 bool h_daemon_running(struct h_daemon *);
 int h_daemon_wait_exit(struct h_daemon *, int);
