@@ -81,14 +81,22 @@ relay_answers(int fd, int ms)
 	    memcmp(back, "ping\n", 5) == 0;
 }
 
+/* A flood story's daemon, its relay's client fd, and the log's mark. */
+struct flood {
+	struct h_daemon *d;
+	const char *api, *flood;
+	size_t mark;
+	int fd;
+};
+
 /*
- * Nobody reads the daemon's stderr (a stalled journal, a full pipe) while
- * a flood of rejected clients writes far more than 1 MiB of reject lines:
- * a relay of the same worker keeps answering within RELAY_MS all along.
- * Once the pipe is read again, the queued lines come out, followed by one
- * event=log_dropped line counting the lines lost past the 1 MiB queue.
+ * The flood stories' start: "api" relays to an echo server (fd, a client
+ * whose relay answered), and LONG_NAME's circuit, in front of a dead unix
+ * server, has opened; then the daemon's log sink stalls (mark: the log
+ * before the stall).
  */
-START_TEST(log_stalled_sink)
+static struct flood
+flood_start(void)
 {
 	struct h_backend *echo = h_backend(H_ECHO);
 	struct h_backend *dead = h_backend_new(H_REFUSE, AF_UNIX);
@@ -98,22 +106,38 @@ START_TEST(log_stalled_sink)
 	    h_upstream("api", api, h_backend_addr(echo), ""),
 	    h_upstream(LONG_NAME, flood, h_backend_addr(dead),
 		"recovery_timeout = 1h\nrecovery_timeout_max = 1h")));
-	uint64_t t0 = h_now_ms();
-	const char *line;
-	unsigned i, sent = 0;
-	size_t mark;
-	double lost;
-	int fd, c;
+	struct flood f = { d, api, flood, 0, -1 };
+	unsigned i;
 
-	fd = h_connect_ok(api);
-	h_assert(relay_answers(fd, RELAY_MS), "the relay does not answer");
+	f.fd = h_connect_ok(api);
+	h_assert(relay_answers(f.fd, RELAY_MS), "the relay does not answer");
 	for (i = 0; i < 5; i++)
 		h_close(h_connect(flood, H_WAIT_MS));
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=" LONG_NAME,
 	    "to=open");
-
-	mark = h_log_mark(d);
+	f.mark = h_log_mark(d);
 	h_daemon_log_stall(d, true);
+	return f;
+}
+
+/*
+ * Nobody reads the daemon's stderr (a stalled journal, a full pipe) while
+ * a flood of rejected clients writes far more than 1 MiB of reject lines:
+ * a relay of the same worker keeps answering within RELAY_MS all along.
+ * Once the pipe is read again, the queued lines come out, followed by one
+ * event=log_dropped line counting the lines lost past the 1 MiB queue.
+ */
+START_TEST(log_stalled_sink)
+{
+	uint64_t t0 = h_now_ms();
+	struct flood f = flood_start();
+	struct h_daemon *d = f.d;
+	const char *line, *flood = f.flood;
+	unsigned i, sent = 0;
+	size_t mark = f.mark;
+	double lost;
+	int fd = f.fd, c;
+
 	for (i = 0; i < FLOOD_CLIENTS && h_now_ms() - t0 < FLOOD_MS; i++) {
 		c = h_connect(flood, H_WAIT_MS);
 		if (c != -1) {
@@ -154,30 +178,15 @@ END_TEST
  */
 START_TEST(log_dropped_while_loss_goes_on)
 {
-	struct h_backend *echo = h_backend(H_ECHO);
-	struct h_backend *dead = h_backend_new(H_REFUSE, AF_UNIX);
-	const char *api = h_free_addr4(), *flood = h_free_addr(AF_UNIX);
-	struct h_daemon *d = h_daemon_start(h_strf("%s%s%s",
-	    global_section(1, "log_rejects_per_second = 1000000"),
-	    h_upstream("api", api, h_backend_addr(echo), ""),
-	    h_upstream(LONG_NAME, flood, h_backend_addr(dead),
-		"recovery_timeout = 1h\nrecovery_timeout_max = 1h")));
+	struct flood f = flood_start();
+	struct h_daemon *d = f.d;
 	uint64_t t0, next_trickle;
-	const char *line, *first = NULL;
+	const char *line, *first = NULL, *flood = f.flood;
 	unsigned i, sent = 0, told;
 	double lost = 0;
-	size_t mark, at;
-	int fd, c;
+	size_t mark = f.mark, at;
+	int fd = f.fd, c;
 
-	fd = h_connect_ok(api);
-	h_assert(relay_answers(fd, RELAY_MS), "the relay does not answer");
-	for (i = 0; i < 5; i++)
-		h_close(h_connect(flood, H_WAIT_MS));
-	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=" LONG_NAME,
-	    "to=open");
-
-	mark = h_log_mark(d);
-	h_daemon_log_stall(d, true);
 	t0 = h_now_ms();
 	next_trickle = t0 + TRICKLE_EVERY_MS;
 	for (i = 0; i < TRICKLE_CLIENTS && h_now_ms() - t0 < TRICKLE_MS; i++) {
