@@ -40,16 +40,10 @@
 static const char *
 global_section(unsigned workers, unsigned rejects_per_second)
 {
-	return h_strf("[global]\n"
-		      "log_level = info\n"
-		      "workers = %u\n"
-		      "admin =\n"
-		      "shutdown_timeout = 2s\n"
-		      "log_rejects_per_second = %u\n"
-		      "\n%s",
-	    workers, rejects_per_second,
-	    strcmp(h_splice_mode(), "off") == 0 ? "[defaults]\nsplice = off\n\n"
-						: "");
+	return h_strf("%s%s",
+	    h_global_section(workers, "2s",
+		h_strf("log_rejects_per_second = %u\n", rejects_per_second)),
+	    *h_splice_keys() != '\0' ? "[defaults]\nsplice = off\n\n" : "");
 }
 
 /* A config of one upstream "api" from a listen address to a server. */
