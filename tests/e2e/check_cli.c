@@ -389,12 +389,8 @@ END_TEST
 START_TEST(cli_address_in_use)
 {
 	struct h_backend *taken = h_backend(H_ECHO);
-	struct h_daemon *d = h_daemon_spawn(h_strf("[global]\n"
-						   "admin =\n"
-						   "[upstream:api]\n"
-						   "listen = %s\n"
-						   "server = 127.0.0.1:9\n",
-	    h_backend_addr(taken)));
+	struct h_daemon *d = h_daemon_spawn(h_strf("[global]\nadmin =\n%s",
+	    h_upstream("api", h_backend_addr(taken), "127.0.0.1:9", NULL)));
 	const char *addr = h_backend_addr(taken), *line;
 	bool named = false;
 	size_t i;
