@@ -769,16 +769,13 @@ START_TEST(breaker_client_leaves_during_connect)
 {
 	struct h_backend *srv = h_backend(H_BLACKHOLE);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(h_strf("%s"
-						   "[upstream:api]\n"
-						   "listen = %s\n"
-						   "server = %s\n"
-						   "connect_timeout = 2s\n"
-						   "failure_threshold = 1\n"
-						   "recovery_timeout = 300ms\n"
-						   "half_open_max_calls = 1\n"
-						   "success_threshold = 1\n",
-	    global_debug(), lis, h_backend_addr(srv)));
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_debug(),
+	    h_upstream("api", lis, h_backend_addr(srv),
+		"connect_timeout = 2s\n"
+		"failure_threshold = 1\n"
+		"recovery_timeout = 300ms\n"
+		"half_open_max_calls = 1\n"
+		"success_threshold = 1\n")));
 	const char *line;
 	char *client;
 	uint64_t t0;
@@ -920,18 +917,13 @@ START_TEST(breaker_backup_failover)
 	struct h_backend *down = h_backend(H_REFUSE);
 	struct h_backend *spare = h_backend(H_ECHO);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(h_strf("%s"
-						   "[upstream:api]\n"
-						   "listen = %s\n"
-						   "server = %s\n"
-						   "failure_threshold = 1\n"
-						   "recovery_timeout = 30s\n"
-						   "backup = spare\n"
-						   "\n"
-						   "[upstream:spare]\n"
-						   "server = %s\n",
-	    global_section(1, 100), lis, h_backend_addr(down),
-	    h_backend_addr(spare)));
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s%s", global_section(1, 100),
+		h_upstream("api", lis, h_backend_addr(down),
+		    "failure_threshold = 1\n"
+		    "recovery_timeout = 30s\n"
+		    "backup = spare\n"),
+		h_upstream("spare", NULL, h_backend_addr(spare), NULL)));
 	char back[32], *client;
 	enum h_outcome out;
 	int fd;
@@ -1244,13 +1236,11 @@ START_TEST(breaker_shared_by_workers)
 {
 	struct h_backend *srv = h_backend(H_REFUSE);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(h_strf("%s"
-						   "[upstream:api]\n"
-						   "listen = %s\n"
-						   "server = %s\n"
-						   "failure_threshold = 5\n"
-						   "recovery_timeout = 30s\n",
-	    global_section(2, 100), lis, h_backend_addr(srv)));
+	struct h_daemon *d =
+	    h_daemon_start(h_strf("%s%s", global_section(2, 100),
+		h_upstream("api", lis, h_backend_addr(srv),
+		    "failure_threshold = 5\n"
+		    "recovery_timeout = 30s\n")));
 	unsigned n;
 	int i;
 
@@ -1406,13 +1396,10 @@ START_TEST(breaker_reject_summary)
 {
 	struct h_backend *srv = h_backend(H_REFUSE);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(h_strf("%s"
-						   "[upstream:api]\n"
-						   "listen = %s\n"
-						   "server = %s\n"
-						   "failure_threshold = 1\n"
-						   "recovery_timeout = 30s\n",
-	    global_section(1, 2), lis, h_backend_addr(srv)));
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section(1, 2),
+	    h_upstream("api", lis, h_backend_addr(srv),
+		"failure_threshold = 1\n"
+		"recovery_timeout = 30s\n")));
 	unsigned individual = 0, summarised = 0, summaries = 0;
 	uint64_t t0, secs, deadline;
 	const char *line;

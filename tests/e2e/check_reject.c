@@ -155,14 +155,11 @@ START_TEST(redis_linger_bounds)
 	struct h_backend *srv = h_backend(H_REFUSE);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s"
-				  "[upstream:cache]\n"
-				  "listen = %s\n"
-				  "server = %s\n"
-				  "failure_threshold = 1\n"
-				  "recovery_timeout = 60s\n"
-				  "reject = redis\n",
-			       global_section(), lis, h_backend_addr(srv)),
+	    h_daemon_start(h_strf("%s%s", global_section(),
+			       h_upstream("cache", lis, h_backend_addr(srv),
+				   "failure_threshold = 1\n"
+				   "recovery_timeout = 60s\n"
+				   "reject = redis\n")),
 		"-l", "debug");
 	const char *line;
 	char *quick, *slow, *reply;
@@ -236,18 +233,13 @@ START_TEST(reject_linger_flood_bounded)
 	struct h_backend *echo = h_backend(H_ECHO);
 	const char *lis = h_free_addr4(), *elis = h_free_addr4();
 	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s"
-				  "[upstream:cache]\n"
-				  "listen = %s\n"
-				  "server = %s\n"
-				  "failure_threshold = 1\n"
-				  "recovery_timeout = 60s\n"
-				  "reject = redis\n"
-				  "[upstream:echo]\n"
-				  "listen = %s\n"
-				  "server = %s\n",
-			       global_section(), lis, h_backend_addr(srv), elis,
-			       h_backend_addr(echo)),
+	    h_daemon_start(h_strf("%s%s%s", global_section(),
+			       h_upstream("cache", lis, h_backend_addr(srv),
+				   "failure_threshold = 1\n"
+				   "recovery_timeout = 60s\n"
+				   "reject = redis\n"),
+			       h_upstream("echo", elis, h_backend_addr(echo),
+				   NULL)),
 		"-l", "debug");
 	struct flood f = { 0 };
 	pthread_t th;
