@@ -11,6 +11,13 @@
  * line says how many: it goes out next, ahead of the queue, so that a
  * loss is told while it lasts. One lock orders every other line, so they
  * leave in the order their callers wrote them.
+ *
+ * A line written with log_defer() (event=conn, one per client) is not
+ * written at once: it joins a batch, bounded to LOG_BATCH_MAX bytes, that
+ * the writer thread writes with one write(2) LOG_DEFER_MS after its first
+ * line, or that the caller writes when it is full. Any other line writes
+ * the batch out ahead of itself, so the order holds; a syslog sink, one
+ * line per datagram, takes deferred lines at once.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -46,6 +53,9 @@
 #define LOG_POLL_MS 200
 /* The least time between two event=log_dropped lines. */
 #define LOG_DROPPED_EVERY_MS 1000
+/* Bytes of deferred lines held for one write; the longest wait for one. */
+#define LOG_BATCH_MAX (64 * 1024)
+#define LOG_DEFER_MS 10
 
 /* Set by the main thread (start, reload), read by every thread. */
 static _Atomic int log_level = LOG_LEVEL_INFO;
@@ -57,10 +67,11 @@ const char *const log_level_names[] = { "debug", "info", "notice", "warning",
 static const int log_level_prio[] = { LOG_DEBUG, LOG_INFO, LOG_NOTICE,
 	LOG_WARNING, LOG_ERR };
 
-/* A line waiting for the sink; off bytes of it are already written. */
+/* Lines waiting for the sink; off bytes of them are already written. */
 struct log_rec {
 	struct log_rec *next;
 	size_t len, off;
+	unsigned lines; /* counted as dropped if the sink refuses them */
 	char text[];
 };
 
@@ -80,6 +91,14 @@ static bool log_thread_on, log_stopping;
 static _Atomic long log_pid; /* for syslog lines, set by log_init() */
 static uint64_t log_stop_deadline;
 static pthread_t log_thread;
+static char log_batch[LOG_BATCH_MAX]; /* deferred lines, not yet written */
+static size_t log_batch_len;
+static unsigned log_batch_lines;
+static uint64_t log_batch_ms; /* when its first line joined */
+
+/* The seconds of the last stamp a thread wrote, and that stamp. */
+static _Thread_local time_t log_stamp_sec = -1;
+static _Thread_local char log_stamp[32];
 
 /* Milliseconds on the monotonic clock. */
 static uint64_t
@@ -145,20 +164,21 @@ log_sink_write(const char *buf, size_t len)
 	return n;
 }
 
-/* Append a line (or its unwritten rest) to the queue; locked. */
+/* Append lines (or their unwritten rest) to the queue; locked. */
 static void
-log_queue_add(const char *buf, size_t len, bool bounded)
+log_queue_add(const char *buf, size_t len, unsigned lines, bool bounded)
 {
 	struct log_rec *rec;
 
 	if ((bounded && log_queued + len > LOG_QUEUE_MAX) ||
 	    (rec = malloc(sizeof(*rec) + len)) == NULL) {
-		log_dropped++;
+		log_dropped += lines;
 		return;
 	}
 	rec->next = NULL;
 	rec->len = len;
 	rec->off = 0;
+	rec->lines = lines;
 	memcpy(rec->text, buf, len);
 	*log_tail = rec;
 	log_tail = &rec->next;
@@ -201,34 +221,89 @@ log_queue_flush(unsigned max)
 			continue;
 		}
 		if (n == -1)
-			log_dropped++;
+			log_dropped += rec->lines;
 		log_queue_pop();
 	}
 	return true;
 }
 
 /*
- * Write a whole line or queue it; locked. Behind a queue, a caller only
+ * Write whole lines or queue them; locked. Behind a queue, a caller only
  * appends: the writer thread drains it, so no worker and no breaker lock
  * ever waits for a whole queue's worth of writes.
  */
 static void
-log_put(const char *buf, size_t len)
+log_put(const char *buf, size_t len, unsigned lines)
 {
 	ssize_t n;
 
 	if (log_head != NULL && (log_thread_on || !log_queue_flush(UINT_MAX))) {
-		log_queue_add(buf, len, true);
+		log_queue_add(buf, len, lines, true);
 		return;
 	}
 	n = log_sink_write(buf, len);
 	if (n == -1 && errno == EAGAIN)
-		log_queue_add(buf, len, true);
+		log_queue_add(buf, len, lines, true);
 	else if (n == -1) {
 		/* Refused for good (no syslog daemon): lost, and counted. */
-		log_dropped++;
+		log_dropped += lines;
 	} else if (!log_fd_dgram && (size_t)n < len)
-		log_queue_add(buf + n, len - (size_t)n, false);
+		log_queue_add(buf + n, len - (size_t)n, lines, false);
+}
+
+/* Write the batch of deferred lines out (or queue it), then empty it. */
+static void
+log_batch_flush(void)
+{
+	if (log_batch_len == 0)
+		return;
+	log_put(log_batch, log_batch_len, log_batch_lines);
+	log_batch_len = 0;
+	log_batch_lines = 0;
+}
+
+/* Add a line to the batch, written within LOG_DEFER_MS; locked. */
+static void
+log_batch_add(const char *buf, size_t len)
+{
+	/* One line per datagram, or no thread to write it later: at once. */
+	if (log_fd_dgram || !log_thread_on) {
+		log_put(buf, len, 1);
+		return;
+	}
+	/* Behind a queue, the line waits its turn there. */
+	if (log_head != NULL) {
+		log_batch_flush();
+		log_put(buf, len, 1);
+		return;
+	}
+	if (log_batch_len + len > sizeof(log_batch))
+		log_batch_flush();
+	if (log_batch_len == 0) {
+		log_batch_ms = log_now_ms();
+		pthread_cond_signal(&log_cv);
+	}
+	memcpy(log_batch + log_batch_len, buf, len);
+	log_batch_len += len;
+	log_batch_lines++;
+}
+
+/*
+ * Write a line at once, behind the batch: in the same write when it fits
+ * there, so that the order holds at the cost of one write; locked.
+ */
+static void
+log_put_now(const char *buf, size_t len)
+{
+	if (log_batch_len != 0 && log_batch_len + len <= sizeof(log_batch)) {
+		memcpy(log_batch + log_batch_len, buf, len);
+		log_batch_len += len;
+		log_batch_lines++;
+		log_batch_flush();
+		return;
+	}
+	log_batch_flush();
+	log_put(buf, len, 1);
 }
 
 /* Is stderr the journal's stream (JOURNAL_STREAM is "DEV:INODE")? */
@@ -309,12 +384,16 @@ log_format(char *line, enum log_level level, const char *fmt, va_list ap)
 	else {
 		struct timespec ts;
 		struct tm tm;
-		char stamp[32];
 
 		clock_gettime(CLOCK_REALTIME, &ts);
-		gmtime_r(&ts.tv_sec, &tm);
-		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-		r = snprintf(line, cap, "%s.%03ldZ ", stamp,
+		/* The same second as this thread's last line: its stamp. */
+		if (ts.tv_sec != log_stamp_sec) {
+			gmtime_r(&ts.tv_sec, &tm);
+			strftime(log_stamp, sizeof(log_stamp),
+			    "%Y-%m-%dT%H:%M:%S", &tm);
+			log_stamp_sec = ts.tv_sec;
+		}
+		r = snprintf(line, cap, "%s.%03ldZ ", log_stamp,
 		    ts.tv_nsec / 1000000);
 	}
 	n = (size_t)r;
@@ -361,6 +440,7 @@ log_dropped_queue(uint64_t now)
 		return;
 	rec->len = n;
 	rec->off = 0;
+	rec->lines = 1;
 	memcpy(rec->text, line, n);
 	at =
 	    log_head != NULL && log_head->off > 0 ? &log_head->next : &log_head;
@@ -374,10 +454,10 @@ log_dropped_queue(uint64_t now)
 }
 
 /*
- * The writer thread: write the queue out as the sink drains, and say how
- * many lines were lost as soon as the sink takes lines again, at most once
- * a second. It ends at log_close(), once the queue is empty or the
- * deadline passed.
+ * The writer thread: write the batch out LOG_DEFER_MS after its first
+ * line, the queue as the sink drains, and say how many lines were lost as
+ * soon as the sink takes lines again, at most once a second. It ends at
+ * log_close(), once both are empty or the deadline passed.
  */
 static void *
 log_writer_main(void *arg)
@@ -389,9 +469,14 @@ log_writer_main(void *arg)
 	(void)arg;
 	pthread_mutex_lock(&log_mu);
 	for (;;) {
-		while (log_head == NULL &&
+		while (log_head == NULL && log_batch_len == 0 &&
 		    (log_dropped == 0 || !log_sink_took) && !log_stopping)
 			pthread_cond_wait(&log_cv, &log_mu);
+		now = log_now_ms();
+		if (log_batch_len != 0 &&
+		    (log_head != NULL || log_stopping ||
+			now >= log_batch_ms + LOG_DEFER_MS))
+			log_batch_flush();
 		out = log_lines_out;
 		log_queue_flush(LOG_FLUSH_BATCH);
 		now = log_now_ms();
@@ -406,9 +491,15 @@ log_writer_main(void *arg)
 		if (log_stopping &&
 		    (log_head == NULL || now >= log_stop_deadline))
 			break;
-		if (log_head == NULL && (log_dropped == 0 || !log_sink_took))
+		if (log_head == NULL && log_batch_len == 0 &&
+		    (log_dropped == 0 || !log_sink_took))
 			continue;
 		wait_ms = LOG_POLL_MS;
+		/* The batch's time comes (a queue flushes it at once). */
+		if (log_batch_len != 0 && log_head == NULL)
+			wait_ms = log_batch_ms + LOG_DEFER_MS > now
+			    ? (int)(log_batch_ms + LOG_DEFER_MS - now)
+			    : 0;
 		if (log_dropped != 0 && log_sink_took && due > now &&
 		    due - now < (uint64_t)wait_ms)
 			wait_ms = (int)(due - now);
@@ -454,6 +545,8 @@ log_init(enum log_level level, enum log_target target)
 	} else
 		fd = log_stderr_open(&use_send);
 	pthread_mutex_lock(&log_mu);
+	/* Deferred lines go where they were meant to. */
+	log_batch_flush();
 	if (log_fd != STDERR_FILENO && log_fd != -1 && log_fd != fd)
 		close(log_fd);
 	log_fd = fd;
@@ -474,6 +567,7 @@ log_close(int ms)
 {
 	pthread_mutex_lock(&log_mu);
 	if (!log_thread_on) {
+		log_batch_flush();
 		log_queue_flush(UINT_MAX);
 		pthread_mutex_unlock(&log_mu);
 		return;
@@ -557,7 +651,25 @@ log_msg(enum log_level level, const char *fmt, ...)
 	n = log_format(line, level, fmt, ap);
 	va_end(ap);
 	pthread_mutex_lock(&log_mu);
-	log_put(line, n);
+	log_put_now(line, n);
+	pthread_mutex_unlock(&log_mu);
+}
+
+/* Write one line within LOG_DEFER_MS, batched with others (see the top). */
+void
+log_defer(enum log_level level, const char *fmt, ...)
+{
+	char line[LOG_LINE_MAX];
+	va_list ap;
+	size_t n;
+
+	if (!log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	n = log_format(line, level, fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&log_mu);
+	log_batch_add(line, n);
 	pthread_mutex_unlock(&log_mu);
 }
 

@@ -143,9 +143,10 @@ turnaway_log_conn(struct upstream *up, struct pool *pool,
 	else
 		snprintf(connect, sizeof(connect), "%" PRId64 ".%" PRId64,
 		    c->connect_took_us / 1000, c->connect_took_us % 1000 / 100);
-	log_info("event=conn upstream=%s%s%s server=%s client=%s end=%s%s%s "
-		 "connect_ms=%s duration_ms=%" PRIu64 " bytes_in=%" PRIu64
-		 " bytes_out=%" PRIu64 " tries=%u",
+	log_defer(LOG_LEVEL_INFO,
+	    "event=conn upstream=%s%s%s server=%s client=%s end=%s%s%s "
+	    "connect_ms=%s duration_ms=%" PRIu64 " bytes_in=%" PRIu64
+	    " bytes_out=%" PRIu64 " tries=%u",
 	    up != NULL ? up->name : "-", pool != NULL ? " pool=" : "",
 	    pool != NULL ? pool->name : "", server,
 	    turnaway_peer_str(peer, client), c->end,
