@@ -422,6 +422,36 @@ addr_is_local(const struct addr *a)
 	return 0;
 }
 
+/* Write v in decimal at p; returns the end. */
+static char *
+addr_put_uint(char *p, unsigned v)
+{
+	char digits[8], *d = digits + sizeof(digits);
+
+	do
+		*--d = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	while (d < digits + sizeof(digits))
+		*p++ = *d++;
+	return p;
+}
+
+/* Write "a.b.c.d:port" and its NUL at buf (22 bytes at most). */
+static void
+addr_format_in(const struct in_addr *in, unsigned port, char *buf)
+{
+	const uint8_t *b = (const uint8_t *)&in->s_addr;
+	char *p = buf;
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		p = addr_put_uint(p, b[i]);
+		*p++ = i < 3 ? '.' : ':';
+	}
+	p = addr_put_uint(p, port);
+	*p = '\0';
+}
+
 /* Format a socket address as "127.0.0.1:5", "[::1]:5" or "unix:/path". */
 const char *
 addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t size)
@@ -440,10 +470,15 @@ addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t size)
 	}
 	switch (sa->sa_family) {
 	case AF_INET:
-		if (len < sizeof(*sin) ||
-		    inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip)) == NULL)
+		if (len < sizeof(*sin))
 			break;
-		snprintf(buf, size, "%s:%u", ip, ntohs(sin->sin_port));
+		/* By hand, not printf: a busy proxy logs one per client. */
+		addr_format_in(&sin->sin_addr, ntohs(sin->sin_port), ip);
+		plen = strlen(ip);
+		if (plen >= size)
+			plen = size - 1;
+		memcpy(buf, ip, plen);
+		buf[plen] = '\0';
 		return buf;
 	case AF_INET6:
 		if (len < sizeof(*sin6) ||

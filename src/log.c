@@ -369,22 +369,26 @@ log_stderr_open(bool *use_send)
 	return STDERR_FILENO;
 }
 
-/* Format one line for the target in force; returns its length. */
+/*
+ * The start of a line for the target in force, up to "level=L "; returns
+ * its length (under 64 bytes). Written by hand, not printf: it opens
+ * every line.
+ */
 static size_t
-log_format(char *line, enum log_level level, const char *fmt, va_list ap)
+log_prefix(char *line, enum log_level level)
 {
-	size_t n = 0, cap = LOG_LINE_MAX - 1;
-	int r;
+	struct timespec ts;
+	struct tm tm;
+	const char *name = log_level_names[level];
+	size_t n, k = strlen(name);
+	long ms;
 
 	if (log_target == LOG_TARGET_SYSLOG)
-		r = snprintf(line, cap, "<%d>circuitproxyd[%ld]: ",
+		n = (size_t)snprintf(line, 64, "<%d>circuitproxyd[%ld]: ",
 		    LOG_DAEMON | log_level_prio[level], (long)log_pid);
 	else if (log_journal)
-		r = snprintf(line, cap, "<%d>", log_level_prio[level]);
+		n = (size_t)snprintf(line, 64, "<%d>", log_level_prio[level]);
 	else {
-		struct timespec ts;
-		struct tm tm;
-
 		clock_gettime(CLOCK_REALTIME, &ts);
 		/* The same second as this thread's last line: its stamp. */
 		if (ts.tv_sec != log_stamp_sec) {
@@ -393,12 +397,30 @@ log_format(char *line, enum log_level level, const char *fmt, va_list ap)
 			    "%Y-%m-%dT%H:%M:%S", &tm);
 			log_stamp_sec = ts.tv_sec;
 		}
-		r = snprintf(line, cap, "%s.%03ldZ ", log_stamp,
-		    ts.tv_nsec / 1000000);
+		n = strlen(log_stamp);
+		memcpy(line, log_stamp, n);
+		ms = ts.tv_nsec / 1000000;
+		line[n++] = '.';
+		line[n++] = (char)('0' + ms / 100);
+		line[n++] = (char)('0' + ms / 10 % 10);
+		line[n++] = (char)('0' + ms % 10);
+		line[n++] = 'Z';
+		line[n++] = ' ';
 	}
-	n = (size_t)r;
-	r = snprintf(line + n, cap - n, "level=%s ", log_level_names[level]);
-	n += (size_t)r;
+	memcpy(line + n, "level=", 6);
+	memcpy(line + n + 6, name, k);
+	line[n + 6 + k] = ' ';
+	return n + 7 + k;
+}
+
+/* Format one line for the target in force; returns its length. */
+static size_t
+log_format(char *line, enum log_level level, const char *fmt, va_list ap)
+{
+	size_t n, cap = LOG_LINE_MAX - 1;
+	int r;
+
+	n = log_prefix(line, level);
 	r = vsnprintf(line + n, cap - n, fmt, ap);
 	if (r < 0)
 		r = 0;
@@ -655,19 +677,25 @@ log_msg(enum log_level level, const char *fmt, ...)
 	pthread_mutex_unlock(&log_mu);
 }
 
-/* Write one line within LOG_DEFER_MS, batched with others (see the top). */
+/*
+ * Write one line of len bytes of text ("event=... k=v", no newline, built
+ * by the caller) within LOG_DEFER_MS, batched with others (see the top).
+ */
 void
-log_defer(enum log_level level, const char *fmt, ...)
+log_defer(enum log_level level, const char *text, size_t len)
 {
 	char line[LOG_LINE_MAX];
-	va_list ap;
 	size_t n;
 
 	if (!log_enabled(level))
 		return;
-	va_start(ap, fmt);
-	n = log_format(line, level, fmt, ap);
-	va_end(ap);
+	n = log_prefix(line, level);
+	if (len > LOG_LINE_MAX - 1 - n)
+		len = LOG_LINE_MAX - 1 - n;
+	memcpy(line + n, text, len);
+	n += len;
+	if (log_target != LOG_TARGET_SYSLOG)
+		line[n++] = '\n';
 	pthread_mutex_lock(&log_mu);
 	log_batch_add(line, n);
 	pthread_mutex_unlock(&log_mu);

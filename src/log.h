@@ -35,10 +35,11 @@ int log_enabled(enum log_level);
  */
 void log_msg(enum log_level, const char *, ...) LOG_FMT(2, 3);
 /*
- * The same, for a line per client (event=conn): batched with others and
- * written within 10 ms, ahead of any later log_msg() line.
+ * A line per client (event=conn): len bytes of text built by the caller,
+ * batched with others and written within 10 ms, ahead of any later
+ * log_msg() line.
  */
-void log_defer(enum log_level, const char *, ...) LOG_FMT(2, 3);
+void log_defer(enum log_level, const char *text, size_t len);
 /* Is stderr the journal's stream (JOURNAL_STREAM names it)? */
 int log_stderr_is_journal(void);
 /* "<N>" for a line of that level written to stderr when it is the journal. */

@@ -121,37 +121,85 @@ turnaway_peer_str(const struct turnaway_peer *p, char *buf)
 	return addr_format(&p->u.sa, p->len, buf, TURNAWAY_PEER_STR_MAX);
 }
 
+/* Append s to the line being built at *p, within end; returns the end. */
+static char *
+turnaway_put(char *p, const char *end, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n > (size_t)(end - p))
+		n = (size_t)(end - p);
+	memcpy(p, s, n);
+	return p + n;
+}
+
+/* Append a number in decimal, as turnaway_put(). */
+static char *
+turnaway_put_u64(char *p, const char *end, uint64_t v)
+{
+	char digits[24], *d = digits + sizeof(digits);
+
+	*--d = '\0';
+	do
+		*--d = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	return turnaway_put(p, end, d);
+}
+
 /*
  * The client's event=conn line (log_connections), through the log queue
  * and never rate-limited: up is whose server it was given (NULL when a
- * pool turned it away), pool the pool it came through (or NULL).
+ * pool turned it away), pool the pool it came through (or NULL). Built by
+ * hand, not printf: a busy proxy writes one per client.
  */
 void
 turnaway_log_conn(struct upstream *up, struct pool *pool,
     const struct turnaway_peer *peer, const struct turnaway_conn *c)
 {
 	char client[TURNAWAY_PEER_STR_MAX], server[ADDR_TEXT_MAX + 8];
-	char connect[32];
+	char line[1536], *p = line;
+	const char *e = line + sizeof(line);
 
-	if (c->tries > 0 && up != NULL)
-		log_quote(server, sizeof(server),
-		    upstream_conf(up)->server.text);
-	else
-		snprintf(server, sizeof(server), "-");
+	if (!log_enabled(LOG_LEVEL_INFO))
+		return;
+	p = turnaway_put(p, e, "event=conn upstream=");
+	p = turnaway_put(p, e, up != NULL ? up->name : "-");
+	if (pool != NULL) {
+		p = turnaway_put(p, e, " pool=");
+		p = turnaway_put(p, e, pool->name);
+	}
+	p = turnaway_put(p, e, " server=");
+	p = turnaway_put(p, e,
+	    c->tries > 0 && up != NULL
+		? log_quote(server, sizeof(server),
+		      upstream_conf(up)->server.text)
+		: "-");
+	p = turnaway_put(p, e, " client=");
+	p = turnaway_put(p, e, turnaway_peer_str(peer, client));
+	p = turnaway_put(p, e, " end=");
+	p = turnaway_put(p, e, c->end);
+	if (c->state != NULL) {
+		p = turnaway_put(p, e, " state=");
+		p = turnaway_put(p, e, c->state);
+	}
+	p = turnaway_put(p, e, " connect_ms=");
 	if (c->connect_took_us < 0)
-		snprintf(connect, sizeof(connect), "-1");
-	else
-		snprintf(connect, sizeof(connect), "%" PRId64 ".%" PRId64,
-		    c->connect_took_us / 1000, c->connect_took_us % 1000 / 100);
-	log_defer(LOG_LEVEL_INFO,
-	    "event=conn upstream=%s%s%s server=%s client=%s end=%s%s%s "
-	    "connect_ms=%s duration_ms=%" PRIu64 " bytes_in=%" PRIu64
-	    " bytes_out=%" PRIu64 " tries=%u",
-	    up != NULL ? up->name : "-", pool != NULL ? " pool=" : "",
-	    pool != NULL ? pool->name : "", server,
-	    turnaway_peer_str(peer, client), c->end,
-	    c->state != NULL ? " state=" : "", c->state != NULL ? c->state : "",
-	    connect, c->duration_ms, c->bytes_in, c->bytes_out, c->tries);
+		p = turnaway_put(p, e, "-1");
+	else {
+		p = turnaway_put_u64(p, e, (uint64_t)c->connect_took_us / 1000);
+		p = turnaway_put(p, e, ".");
+		p = turnaway_put_u64(p, e,
+		    (uint64_t)c->connect_took_us % 1000 / 100);
+	}
+	p = turnaway_put(p, e, " duration_ms=");
+	p = turnaway_put_u64(p, e, c->duration_ms);
+	p = turnaway_put(p, e, " bytes_in=");
+	p = turnaway_put_u64(p, e, c->bytes_in);
+	p = turnaway_put(p, e, " bytes_out=");
+	p = turnaway_put_u64(p, e, c->bytes_out);
+	p = turnaway_put(p, e, " tries=");
+	p = turnaway_put_u64(p, e, c->tries);
+	log_defer(LOG_LEVEL_INFO, line, (size_t)(p - line));
 }
 
 /* Does the entry a client came through (its pool, else its upstream) log? */
