@@ -992,23 +992,49 @@ relay_server_hung_up(struct relay *r, uint64_t now)
 
 /*
  * send_proxy: the PROXY header naming the client and the address it
- * reached, first on the new server connection (SPEC 8). It fits an empty
- * send buffer whole; false if the server is gone already.
+ * reached, first on the new server connection (SPEC 8). When the client
+ * was readable, what it has sent goes in the same send (one segment, one
+ * wakeup of the server); nothing is waited for, so a server that speaks
+ * first has the header at once. Returns the client's bytes taken (what a
+ * partial send left becomes the remainder), or -1 if the server is gone
+ * already; *rerr is the errno of a failed client read, for the caller.
  */
-static bool
-relay_proxy_send(struct relay *r, enum proxyproto_version v)
+static ssize_t
+relay_proxy_send(struct relay *r, enum proxyproto_version v, int *rerr)
 {
 	struct sockaddr_storage local;
 	socklen_t len = sizeof(local);
 	const struct sockaddr *dst = NULL;
-	char hdr[PROXYPROTO_MAX];
-	size_t n;
+	struct relay_dir *d = &r->c2s;
+	char *buf = r->room->scratch;
+	size_t hlen;
+	ssize_t n = 0, m;
 
 	if (r->peer.u.sa.sa_family != AF_UNIX &&
 	    getsockname(r->cfd, (struct sockaddr *)&local, &len) == 0)
 		dst = (const struct sockaddr *)&local;
-	n = proxyproto_header_build(v, &r->peer.u.sa, dst, hdr);
-	return send(r->sfd, hdr, n, MSG_NOSIGNAL) == (ssize_t)n;
+	hlen = proxyproto_header_build(v, &r->peer.u.sa, dst, buf);
+	*rerr = 0;
+	if (r->client_ready)
+		n = recv(r->cfd, buf + hlen, r->room->scratch_len - hlen, 0);
+	if (n == -1 && errno != EAGAIN && errno != EINTR)
+		*rerr = errno;
+	/* A FIN stays readable: the read event passes it on. */
+	if (n < 0)
+		n = 0;
+	m = send(r->sfd, buf, hlen + (size_t)n, MSG_NOSIGNAL);
+	if (m < (ssize_t)hlen)
+		return -1;
+	if ((size_t)m < hlen + (size_t)n) {
+		d->len = (uint32_t)(hlen + (size_t)n - (size_t)m);
+		d->off = 0;
+		/* Short of memory: the bytes are lost, so is the relay. */
+		if ((d->buf = malloc(d->len)) == NULL)
+			*rerr = ENOMEM;
+		else
+			memcpy(d->buf, buf + m, d->len);
+	}
+	return n;
 }
 
 /* The server accepted: judge the attempt and start relaying. */
@@ -1018,24 +1044,12 @@ relay_connected(struct relay *r, uint64_t now)
 	const struct upstream_conf *uc = upstream_conf(r->up);
 	struct event_base *base = r->room->base;
 	uint64_t took = now - r->start_ms;
+	ssize_t early = -1;
+	int rerr = 0;
 
 	r->connect_took_us = (int64_t)(util_now_us() - r->connect_us);
 	upstream_count_connect(r->up, r->room->worker,
 	    (uint64_t)r->connect_took_us);
-	if (uc->send_proxy != PROXYPROTO_OFF &&
-	    !relay_proxy_send(r, uc->send_proxy)) {
-		relay_server_hung_up(r, now);
-		return;
-	}
-	r->connected_ms = now;
-	r->last_active_ms = now;
-	r->queued = RELAY_QUEUED_UNKNOWN;
-	if (uc->slow_connect_ms != 0 && took > uc->slow_connect_ms) {
-		relay_log_fail(r, BREAKER_ERR_SLOW, took);
-		relay_record(r, false, BREAKER_ERR_SLOW);
-	} else if (!uc->failure_on_early_close)
-		relay_record(r, true, BREAKER_ERR_OTHER);
-
 	r->phase = RELAY_RELAYING;
 	r->c2s = (struct relay_dir){ .relay = r,
 		.src = r->cfd,
@@ -1055,9 +1069,34 @@ relay_connected(struct relay *r, uint64_t now)
 		.counter = UC_bytes_received_total };
 	event_assign(&r->sev_w, base, r->sfd, EV_WRITE | EV_PERSIST,
 	    relay_write_cb, &r->c2s);
+	if (uc->send_proxy != PROXYPROTO_OFF &&
+	    (early = relay_proxy_send(r, uc->send_proxy, &rerr)) == -1) {
+		relay_server_hung_up(r, now);
+		return;
+	}
+	r->connected_ms = now;
+	r->last_active_ms = now;
+	r->queued = RELAY_QUEUED_UNKNOWN;
+	if (uc->slow_connect_ms != 0 && took > uc->slow_connect_ms) {
+		relay_log_fail(r, BREAKER_ERR_SLOW, took);
+		relay_record(r, false, BREAKER_ERR_SLOW);
+	} else if (!uc->failure_on_early_close)
+		relay_record(r, true, BREAKER_ERR_OTHER);
 	event_add(&r->cev_r, NULL);
 	event_add(&r->sev_r, NULL);
 	relay_timer_arm(r, now);
+	/* The client's first bytes went out behind the PROXY header. */
+	if (early >= 0) {
+		if (early > 0)
+			relay_got(r, &r->c2s, (size_t)early);
+		if (rerr == ENOMEM)
+			relay_close(r, RELAY_END_OVERLOAD);
+		else if (rerr != 0)
+			relay_read_error(r, &r->c2s);
+		else if (r->c2s.buf != NULL)
+			relay_pause(r, &r->c2s);
+		return;
+	}
 	/*
 	 * The client was readable while connecting, or the connect was over
 	 * at once: its bytes go on to the server now (this may end r). The
