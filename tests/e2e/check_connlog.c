@@ -793,6 +793,119 @@ START_TEST(proxy_probe_v1_unknown)
 }
 END_TEST
 
+/* Read exactly len bytes from fd within ms; false if they do not come. */
+static bool
+read_exact(int fd, char *buf, size_t len, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len) {
+		if (h_now_ms() >= deadline)
+			return false;
+		if (poll(&pfd, 1, 50) != 1)
+			continue;
+		if ((n = read(fd, buf + got, len - got)) <= 0)
+			return false;
+		got += (size_t)n;
+	}
+	return true;
+}
+
+/* Accept a connection on lfd within ms, or fail. */
+static int
+accept_within(int lfd, int ms)
+{
+	struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+	int fd;
+
+	h_assert(poll(&pfd, 1, ms) == 1, "the daemon did not connect");
+	fd = accept(lfd, NULL, NULL);
+	h_assert(fd != -1, "accept: %s", strerror(errno));
+	return fd;
+}
+
+/* The v1 header a client of lis should be announced with. */
+static const char *
+v1_header(const char *client, const char *lis)
+{
+	const char *cp = strrchr(client, ':'), *lp = strrchr(lis, ':');
+
+	return h_strf("PROXY TCP4 %.*s %.*s %s %s\r\n", (int)(cp - client),
+	    client, (int)(lp - lis), lis, cp + 1, lp + 1);
+}
+
+/*
+ * send_proxy with a scripted server, in both orders of speaking. A client
+ * that talks first (HTTP, redis): the header comes first, then its bytes,
+ * nothing else between or before (they may share the header's segment). A
+ * server that speaks first (SMTP, MySQL): it has the header at once, with
+ * no client byte to wait for, and its banner reaches the client.
+ */
+START_TEST(proxy_header_first_both_orders)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+	const char *lis = h_free_addr4(), *srv, *hdr;
+	static const char req[] = "GET / HTTP/1.0\r\n\r\n";
+	static const char banner[] = "220 ready\r\n";
+	struct h_daemon *d;
+	char buf[256], *client;
+	int lfd, sfd, fd;
+
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	h_assert(lfd != -1, "socket");
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	h_assert(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) == 0, "bind");
+	h_assert(listen(lfd, 8) == 0, "listen");
+	h_assert(getsockname(lfd, (struct sockaddr *)&sin, &sl) == 0, "name");
+	srv = h_strf("127.0.0.1:%d", ntohs(sin.sin_port));
+	d = h_daemon_start(
+	    h_config_api("debug", lis, srv, "send_proxy = v1\n"));
+
+	/* The client talks first: its request right after connecting. */
+	fd = h_connect_name(lis, H_WAIT_MS, &client);
+	h_assert(fd != -1, "connect: %s", strerror(errno));
+	h_assert(h_send_all(fd, req, sizeof(req) - 1, H_WAIT_MS) == 0, "send");
+	sfd = accept_within(lfd, H_WAIT_MS);
+	hdr = v1_header(client, lis);
+	h_assert(read_exact(sfd, buf, strlen(hdr) + sizeof(req) - 1, H_WAIT_MS),
+	    "the header and the request did not come");
+	h_assert(memcmp(buf, hdr, strlen(hdr)) == 0 &&
+		memcmp(buf + strlen(hdr), req, sizeof(req) - 1) == 0,
+	    "got [%.*s], not the header then the request",
+	    (int)(strlen(hdr) + sizeof(req) - 1), buf);
+	close(sfd);
+	close(fd);
+
+	/* The server speaks first: the header comes with nothing sent. */
+	fd = h_connect_name(lis, H_WAIT_MS, &client);
+	h_assert(fd != -1, "connect: %s", strerror(errno));
+	sfd = accept_within(lfd, H_WAIT_MS);
+	hdr = v1_header(client, lis);
+	h_assert(read_exact(sfd, buf, strlen(hdr), H_WAIT_MS),
+	    "no header while the client waits for the banner");
+	h_assert(memcmp(buf, hdr, strlen(hdr)) == 0, "got [%.*s], not [%s]",
+	    (int)strlen(hdr), buf, hdr);
+	h_assert(h_send_all(sfd, banner, sizeof(banner) - 1, H_WAIT_MS) == 0,
+	    "banner");
+	h_assert(h_recv_exact(fd, buf, sizeof(banner) - 1, H_WAIT_MS) ==
+		    H_OUT_DATA &&
+		memcmp(buf, banner, sizeof(banner) - 1) == 0,
+	    "the banner did not reach the client");
+	h_assert(h_send_all(fd, "EHLO x\r\n", 8, H_WAIT_MS) == 0, "send");
+	h_assert(read_exact(sfd, buf, 8, H_WAIT_MS) &&
+		memcmp(buf, "EHLO x\r\n", 8) == 0,
+	    "the client's reply did not follow");
+	close(sfd);
+	close(fd);
+	close(lfd);
+	h_daemon_stop_ok(d);
+}
+END_TEST
+
 /* Clients of the burst story (fewer under valgrind), how many at once. */
 #define BURST_CLIENTS 10000
 #define BURST_CLIENTS_WRAPPED 2000
@@ -901,6 +1014,7 @@ connlog_suite(void)
 	H_TEST(s, proxy_haproxy_v2);
 	H_TEST(s, proxy_probe_v2_local);
 	H_TEST(s, proxy_probe_v1_unknown);
+	H_TEST(s, proxy_header_first_both_orders);
 	return s;
 }
 
