@@ -1097,7 +1097,9 @@ COUNT_WORK = {"ka": 20000, "cc": 5000, "ff": 5000, "bulk_mib": 1024}
 # The same, shorter, under callgrind (about 50 times slower).
 CALLGRIND_WORK = {"ka": 2000, "cc": 1000, "ff": 1000}
 COUNT_TARGETS = ("circuitproxyd-1,haproxy-1,haproxy-splice-1,"
-                 "circuitproxyd-pool-1,haproxy-pool-1")
+                 "circuitproxyd-pool-1,haproxy-pool-1,"
+                 "circuitproxyd-connlog-1,haproxy-tcplog-1,"
+                 "circuitproxyd-proxyv2-1")
 # The rows of the counts table: key, label.
 COUNT_ROWS = [
     ("sys_ka", "system calls per keep-alive request"),
