@@ -1,9 +1,11 @@
 /*
- * The daemon's lifecycle. Start: upstreams and their breakers, every
- * listener bound (a failure here is a clean exit 1), workers spawned, then
- * READY=1. Run: the main thread handles signals, breaker timers, reject
- * summaries and the watchdog. Stop: stop accepting, let relays finish for
- * up to shutdown_timeout, reset the rest, exit 0.
+ * The daemon's lifecycle. Start and reload take one path: a plan (plan.c)
+ * from the running config (none at start) to the new one, a bind that can
+ * fail and is undone (at start a clean exit 1, at a reload the old config
+ * keeps serving), and a commit that cannot fail. Start then spawns the
+ * workers and sends READY=1. Run: the main thread handles signals, breaker
+ * timers, reject summaries and the watchdog. Stop: stop accepting, let
+ * relays finish for up to shutdown_timeout, reset the rest, exit 0.
  */
 #include <sys/resource.h>
 #include <sys/socket.h>
