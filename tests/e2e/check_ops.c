@@ -205,13 +205,8 @@ START_TEST(reload_bad_config)
 	const char *good = config_api(api, srv, "");
 	struct h_daemon *d = h_daemon_start(good);
 	const char *path = h_daemon_config(d);
-	/* Lines 10 and 11 are wrong. */
-	const char *bad = h_strf("[global]\n"
-				 "log_level = info\n"
-				 "workers = 1\n"
-				 "admin =\n"
-				 "shutdown_timeout = 2s\n"
-				 "\n"
+	/* Lines 10 and 11 are wrong (the [global] section takes six). */
+	const char *bad = h_strf("%s"
 				 "[upstream:api]\n"
 				 "listen = %s\n"
 				 "server = %s\n"
@@ -220,7 +215,8 @@ START_TEST(reload_bad_config)
 				 "[upstream:fresh]\n"
 				 "listen = %s\n"
 				 "server = %s\n",
-	    api, h_backend_addr(srv), fresh, h_backend_addr(srv));
+	    h_global_section(1, "2s", NULL), api, h_backend_addr(srv), fresh,
+	    h_backend_addr(srv));
 	const char *at10 = h_strf("%s:10: ", path),
 		   *at11 = h_strf("%s:11: ", path);
 	char value[1024], *want;
