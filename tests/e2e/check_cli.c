@@ -31,23 +31,6 @@ good_config(void)
 	    h_free_addr4());
 }
 
-/* A file's whole text (the test fails if it cannot be read). */
-static char *
-read_text(const char *path)
-{
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = fopen(path, "r"), *m = open_memstream(&buf, &len);
-	int c;
-
-	h_assert(f != NULL && m != NULL, "%s: %s", path, strerror(errno));
-	while ((c = getc(f)) != EOF)
-		putc(c, m);
-	fclose(f);
-	fclose(m);
-	return h_track(buf);
-}
-
 /* text with every from replaced by to. */
 static char *
 replace_all(const char *text, const char *from, const char *to)
@@ -322,7 +305,7 @@ END_TEST
  */
 START_TEST(cli_readme_tour)
 {
-	const char *readme = read_text(h_srcpath("README.md")), *a, *b;
+	const char *readme = h_read_file(h_srcpath("README.md")), *a, *b;
 	char *conf, *cmds, *lis = h_free_addr4(), *srv = h_free_addr4();
 	char *admin = h_free_addr4();
 	const char *sport = h_port_of(srv), *sh = h_client("sh");
@@ -332,6 +315,8 @@ START_TEST(cli_readme_tour)
 	if (h_client("curl") == NULL || h_client("python3") == NULL ||
 	    sh == NULL)
 		h_skip("the tour needs sh, curl and python3 (http.server)");
+	h_assert(readme != NULL, "%s: %s", h_srcpath("README.md"),
+	    strerror(errno));
 	a = strstr(readme, "\n<!-- tour -->\n```sh\n");
 	b = a != NULL ? strstr(a, "\n```\n<!-- /tour -->") : NULL;
 	h_assert(a != NULL && b != NULL, "no <!-- tour --> block in %s",
@@ -344,7 +329,9 @@ START_TEST(cli_readme_tour)
 	h_assert(strstr(cmds, "9090") == NULL && strstr(cmds, "8080") == NULL,
 	    "a port of the tour was not moved:\n%s", cmds);
 
-	conf = read_text(h_srcpath("conf/circuitproxy.ini"));
+	conf = h_read_file(h_srcpath("conf/circuitproxy.ini"));
+	h_assert(conf != NULL, "%s: %s", h_srcpath("conf/circuitproxy.ini"),
+	    strerror(errno));
 	conf = replace_all(replace_all(replace_all(conf, "127.0.0.1:8080", lis),
 			       "127.0.0.1:9090", srv),
 	    "127.0.0.1:9901", admin);

@@ -457,30 +457,6 @@ ext_wait_port(struct ext *e, const char *addr, int ms)
 	}
 }
 
-/* Wait until a file holds a line with text, within ms. */
-static bool
-file_wait_text(const char *path, const char *text, int ms)
-{
-	uint64_t deadline = h_now_ms() + (uint64_t)ms;
-	char buf[65536];
-	ssize_t n;
-	int fd;
-
-	do {
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) != -1) {
-			n = read(fd, buf, sizeof(buf) - 1);
-			close(fd);
-			if (n > 0) {
-				buf[n] = '\0';
-				if (strstr(buf, text) != NULL)
-					return true;
-			}
-		}
-		poll(NULL, 0, 20);
-	} while (h_now_ms() < deadline);
-	return false;
-}
-
 /* "[::1]:P" as a server prints a client: "::1:P" (IPv4 unchanged). */
 static const char *
 addr_plain(const char *addr)
@@ -609,15 +585,15 @@ proxy_nginx(const char *version)
 	body = http_get_body(lis4, &client);
 	h_assert(strcmp(body, h_strf("pp=%s\n", client)) == 0,
 	    "nginx saw %s, not the IPv4 client %s", body, client);
-	h_assert(file_wait_text(alog, h_strf("pp=%s remote=127.0.0.1", client),
-		     H_WAIT_MS),
+	h_assert(h_file_has_within(alog,
+		     h_strf("pp=%s remote=127.0.0.1", client), H_WAIT_MS),
 	    "nginx did not log pp=%s", client);
 	h_assert_fields(conn_line(d, client, &f), "upstream=api4", "end=done");
 
 	body = http_get_body(lis6, &client);
 	h_assert(strcmp(body, h_strf("pp=%s\n", addr_plain(client))) == 0,
 	    "nginx saw %s, not the IPv6 client %s", body, client);
-	h_assert(file_wait_text(alog,
+	h_assert(h_file_has_within(alog,
 		     h_strf("pp=%s remote=::1", addr_plain(client)), H_WAIT_MS),
 	    "nginx did not log pp=%s", addr_plain(client));
 
@@ -690,7 +666,7 @@ proxy_haproxy(const char *version)
 	body = http_get_body(lis4, &client);
 	h_assert(strcmp(body, h_strf("src=%s\n", client)) == 0,
 	    "HAProxy saw %s, not the IPv4 client %s", body, client);
-	h_assert(file_wait_text(e->out, h_strf("pp ci=%s\n", client),
+	h_assert(h_file_has_within(e->out, h_strf("pp ci=%s\n", client),
 		     H_WAIT_MS),
 	    "HAProxy did not log ci=%s", client);
 	h_assert_fields(conn_line(d, client, &f), "upstream=api4", "end=done");
@@ -698,7 +674,7 @@ proxy_haproxy(const char *version)
 	body = http_get_body(lis6, &client);
 	h_assert(strcmp(body, h_strf("src=%s\n", addr_plain(client))) == 0,
 	    "HAProxy saw %s, not the IPv6 client %s", body, client);
-	h_assert(file_wait_text(e->out,
+	h_assert(h_file_has_within(e->out,
 		     h_strf("pp ci=%s\n", addr_plain(client)), H_WAIT_MS),
 	    "HAProxy did not log ci=%s", addr_plain(client));
 

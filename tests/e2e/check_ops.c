@@ -773,8 +773,6 @@ daemon_fds_leave(struct h_daemon *d, const char *dir, int ms)
 	return true;
 }
 
-static bool file_has_within(const char *, const char *, int);
-
 /*
  * The descriptors a daemon holds at rest: once its first state_file write
  * is done (when written names the text it puts in the file) and no write
@@ -784,7 +782,7 @@ static int
 daemon_nfds_at_rest(struct h_daemon *d, const char *state, const char *text)
 {
 	if (state != NULL)
-		h_assert(file_has_within(state, text, H_WAIT_MS),
+		h_assert(h_file_has_within(state, text, H_WAIT_MS),
 		    "the daemon did not write %s", state);
 	h_assert(daemon_fds_leave(d, h_tmpdir(), H_WAIT_MS),
 	    "the daemon still holds a file under %s", h_tmpdir());
@@ -1050,29 +1048,6 @@ START_TEST(second_instance_exits_1)
 }
 END_TEST
 
-/* Does the file at path hold text, within ms? */
-static bool
-file_has_within(const char *path, const char *text, int ms)
-{
-	uint64_t deadline = h_now_ms() + (uint64_t)ms;
-	char buf[4096];
-	size_t n;
-	FILE *f;
-
-	for (;;) {
-		if ((f = fopen(path, "r")) != NULL) {
-			n = fread(buf, 1, sizeof(buf) - 1, f);
-			buf[n] = '\0';
-			fclose(f);
-			if (strstr(buf, text) != NULL)
-				return true;
-		}
-		if (h_now_ms() >= deadline)
-			return false;
-		poll(NULL, 0, 10);
-	}
-}
-
 /*
  * state_file is written with the descriptor table full (SPEC.md 8): the
  * daemon keeps one descriptor for it. Here every descriptor holds a relay
@@ -1098,7 +1073,7 @@ START_TEST(emfile_state_file_written)
 	d = start_with_room(config, 0, path, "\napi state=closed ");
 	h_client_expect_reset(l_api, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "to=open");
-	h_assert(file_has_within(path, "\napi state=open ", H_WAIT_MS),
+	h_assert(h_file_has_within(path, "\napi state=open ", H_WAIT_MS),
 	    "the opening never reached %s", path);
 	/*
 	 * The write's descriptors are given back before the room is filled:
@@ -1110,7 +1085,7 @@ START_TEST(emfile_state_file_written)
 	mark = h_log_mark(d);
 	h_expect_log_after(d, mark, 2000 + H_WAIT_MS, "event=state",
 	    "upstream=api", "from=open", "to=half_open");
-	h_assert(file_has_within(path, "\napi state=half_open ", H_WAIT_MS),
+	h_assert(h_file_has_within(path, "\napi state=half_open ", H_WAIT_MS),
 	    "half_open never reached %s with the descriptor table full", path);
 	h_assert(h_count_log_after(d, mark, "event=state_file",
 		     "result=error") == 0,

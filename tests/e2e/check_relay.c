@@ -33,12 +33,12 @@
 #include "harness.h"
 
 /* Each way in the integrity story: 64 MiB, 8 MiB under a wrapper. */
-#define STREAM_LEN (wrapped() ? (8u << 20) : (64u << 20))
+#define STREAM_LEN (h_wrapped() ? (8u << 20) : (64u << 20))
 /* Half-close and reset stories. */
 #define HALF_LEN (4u << 20)
 #define RESET_AFTER (8u << 20)
 /* Bulk relays at once, and the bytes each sends. */
-#define MANY_RELAYS (wrapped() ? 100u : 1000u)
+#define MANY_RELAYS (h_wrapped() ? 100u : 1000u)
 #define MANY_LEN (256u * 1024)
 /* The daemon's pipe pool: at most this many per worker (src/worker.c). */
 #define POOL_MAX 256
@@ -52,15 +52,6 @@
 #define STALL_MS 1000
 /* How much the daemon may grow while a stream is stalled. */
 #define RSS_SLACK_KB (8 * 1024)
-
-/* Is the daemon run under a wrapper such as valgrind? */
-static bool
-wrapped(void)
-{
-	const char *w = getenv("CP_TEST_WRAPPER");
-
-	return w != NULL && *w != '\0';
-}
 
 /* A small PRNG for chunk sizes (xorshift64). */
 static size_t

@@ -51,22 +51,6 @@ upstream(const char *name, const char *listen, const struct h_backend *server,
 		keys));
 }
 
-/* The whole of a small file, or NULL if it cannot be read. */
-static char *
-read_file(const char *path)
-{
-	static char buf[65536];
-	size_t len;
-	FILE *f = fopen(path, "r");
-
-	if (f == NULL)
-		return NULL;
-	len = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[len] = '\0';
-	fclose(f);
-	return h_strf("%s", buf);
-}
-
 /* Wall-clock milliseconds now, as the daemon's log stamps them. */
 static int64_t
 wall_ms(void)
@@ -108,7 +92,7 @@ START_TEST(state_open_survives_restart)
 	    "from=closed", "to=open", "retry_after=6.000");
 	t_open = h_log_time_ms(line);
 	h_daemon_stop_ok(d1);
-	text = read_file(path);
+	text = h_read_file(path);
 	h_assert(text != NULL &&
 		strstr(text, "circuitproxyd-state 1\n") == text &&
 		strstr(text, "\napi state=open ") != NULL,
@@ -152,7 +136,7 @@ START_TEST(state_open_survives_restart)
 	h_expect_log(d2, H_WAIT_MS, "event=state", "upstream=api",
 	    "from=half_open", "to=closed");
 	h_daemon_stop_ok(d2);
-	text = read_file(path);
+	text = h_read_file(path);
 	h_assert(text != NULL && strstr(text, "\napi state=closed ") != NULL,
 	    "the state file after the second stop:\n%s",
 	    text ? text : "(none)");
@@ -235,7 +219,7 @@ START_TEST(state_forced_and_expired)
 	h_assert(h_echo_roundtrip(l_web, "again", H_WAIT_MS),
 	    "web does not relay after its force ended");
 	h_daemon_stop_ok(d);
-	text = read_file(path);
+	text = h_read_file(path);
 	h_assert(text != NULL &&
 		strstr(text, "\napi state=forced_open ") != NULL &&
 		strstr(text, " until=none ") != NULL &&
@@ -274,7 +258,7 @@ wait_state_line(const char *path, const char *a, const char *b, int ms)
 	char *text, *line, *end;
 
 	do {
-		if ((text = read_file(path)) != NULL)
+		if ((text = h_read_file(path)) != NULL)
 			for (line = text; *line != '\0'; line = end + 1) {
 				if ((end = strchr(line, '\n')) == NULL)
 					break;
@@ -407,13 +391,13 @@ START_TEST(state_bad_file_ignored)
 		h_assert(h_echo_roundtrip(lis, "hello", H_WAIT_MS),
 		    "file %zu: the circuit did not start closed", i);
 		h_daemon_stop_ok(d);
-		text = read_file(path);
+		text = h_read_file(path);
 		h_assert(text != NULL &&
 			strstr(text, "\napi state=closed ") != NULL,
 		    "file %zu was not replaced:\n%s", i,
 		    text ? text : "(none)");
 		/* Written at start and at the stop: the bad bytes survive. */
-		text = read_file(bad_path);
+		text = h_read_file(bad_path);
 		h_assert(text != NULL && strcmp(text, bad[i].text) == 0,
 		    "file %zu: %s holds:\n%s", i, bad_path,
 		    text ? text : "(none)");
@@ -457,7 +441,7 @@ START_TEST(state_write_failure_retried)
 	h_assert(mkdir(dir, 0755) == 0, "mkdir %s: %s", dir, strerror(errno));
 	h_expect_log(d, 2000 + LATE_MS, "level=info", "event=state_file",
 	    "result=ok");
-	text = read_file(path);
+	text = h_read_file(path);
 	h_assert(text != NULL && strstr(text, "\napi state=open ") != NULL,
 	    "the retry wrote:\n%s", text ? text : "(none)");
 	h_assert(h_count_log(d, "event=state_file", "retry_in=4.000") == 0,
@@ -628,7 +612,7 @@ START_TEST(state_slow_disk)
 	/* ...and the newest state is what is written next. */
 	wait_state_line(path, "api state=half_open", "backoff=", H_WAIT_MS);
 	h_daemon_stop_ok(d);
-	text = read_file(path);
+	text = h_read_file(path);
 	h_assert(text != NULL && strstr(text, "\napi state=half_open ") != NULL,
 	    "the state file after the stop:\n%s", text ? text : "(none)");
 }

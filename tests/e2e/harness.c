@@ -410,6 +410,42 @@ h_write_file(const char *name, const char *text)
 	return path;
 }
 
+/* A file's whole text (freed with the test), or NULL if it cannot be read. */
+char *
+h_read_file(const char *path)
+{
+	char *buf = NULL, chunk[4096];
+	size_t len = 0, n;
+	FILE *f = fopen(path, "r"), *m;
+
+	if (f == NULL)
+		return NULL;
+	if ((m = open_memstream(&buf, &len)) == NULL)
+		h_fail(H_WHERE, "open_memstream: %s", strerror(errno));
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		fwrite(chunk, 1, n, m);
+	fclose(f);
+	fclose(m);
+	return h_track(buf);
+}
+
+/* Does the file hold text within ms? It is read again every 10 ms. */
+bool
+h_file_has_within(const char *path, const char *text, int ms)
+{
+	uint64_t deadline = h_now_ms() + (uint64_t)ms;
+	const char *now;
+
+	for (;;) {
+		now = h_read_file(path);
+		if (now != NULL && strstr(now, text) != NULL)
+			return true;
+		if (h_now_ms() >= deadline)
+			return false;
+		poll(NULL, 0, 10);
+	}
+}
+
 /* Remove one entry of the test's directory tree. */
 static int
 h_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -891,7 +927,7 @@ h_which(const char *name)
 }
 
 /* Is the daemon run under $CP_TEST_WRAPPER (valgrind)? */
-static bool
+bool
 h_wrapped(void)
 {
 	const char *wrap = getenv("CP_TEST_WRAPPER");

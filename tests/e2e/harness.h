@@ -103,6 +103,12 @@ char *h_config_api(const char *level, const char *listen, const char *server,
 void *h_track(void *);
 char *h_path(const char *);
 char *h_write_file(const char *, const char *);
+/* A file's whole text (freed with the test), or NULL if it cannot be read. */
+char *h_read_file(const char *);
+/* Does the file hold text within ms (read again every 10 ms)? */
+bool h_file_has_within(const char *, const char *, int);
+/* Is the daemon run under a wrapper ($CP_TEST_WRAPPER, e.g. valgrind)? */
+bool h_wrapped(void);
 uint64_t h_now_ms(void);
 int h_slow_ms(int);
 #define H_STR(x) H_STR2(x)
