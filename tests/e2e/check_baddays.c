@@ -70,17 +70,6 @@ lines_of(const char *text)
 	return n;
 }
 
-/* One echo round trip on an open relay within ms. */
-static bool
-relay_answers(int fd, int ms)
-{
-	char back[8];
-
-	return h_send_all(fd, "ping\n", 5, ms) == 0 &&
-	    h_recv_exact(fd, back, 5, ms) == H_OUT_DATA &&
-	    memcmp(back, "ping\n", 5) == 0;
-}
-
 /* A flood story's daemon, its relay's client fd, and the log's mark. */
 struct flood {
 	struct h_daemon *d;
@@ -110,7 +99,8 @@ flood_start(void)
 	unsigned i;
 
 	f.fd = h_connect_ok(api);
-	h_assert(relay_answers(f.fd, RELAY_MS), "the relay does not answer");
+	h_assert(h_echo_on(f.fd, "ping\n", RELAY_MS),
+	    "the relay does not answer");
 	for (i = 0; i < 5; i++)
 		h_close(h_connect(flood, H_WAIT_MS));
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=" LONG_NAME,
@@ -145,14 +135,15 @@ START_TEST(log_stalled_sink)
 			close(c);
 		}
 		if (i % FLOOD_PROBE_EVERY == 0)
-			h_assert(relay_answers(fd, RELAY_MS),
+			h_assert(h_echo_on(fd, "ping\n", RELAY_MS),
 			    "with the log stalled, the relay stopped "
 			    "answering after %u rejected clients",
 			    i);
 	}
 	h_assert(sent > FLOOD_CLIENTS * 9 / 10, "only %u clients of %u got in",
 	    sent, i);
-	h_assert(relay_answers(fd, RELAY_MS), "the relay stopped answering");
+	h_assert(h_echo_on(fd, "ping\n", RELAY_MS),
+	    "the relay stopped answering");
 
 	h_daemon_log_stall(d, false);
 	line = h_expect_log_after(d, mark, h_slow_ms(2 * H_WAIT_MS),
@@ -162,7 +153,8 @@ START_TEST(log_stalled_sink)
 	    sent);
 	h_assert(h_count_log_after(d, mark, "event=log_dropped") == 1,
 	    "more than one log_dropped line after one stall");
-	h_assert(relay_answers(fd, RELAY_MS), "the relay stopped answering");
+	h_assert(h_echo_on(fd, "ping\n", RELAY_MS),
+	    "the relay stopped answering");
 	close(fd);
 	h_daemon_stop_ok(d);
 }
@@ -200,7 +192,7 @@ START_TEST(log_dropped_while_loss_goes_on)
 			next_trickle += TRICKLE_EVERY_MS;
 		}
 		if (i % FLOOD_PROBE_EVERY == 0) {
-			h_assert(relay_answers(fd, RELAY_MS),
+			h_assert(h_echo_on(fd, "ping\n", RELAY_MS),
 			    "with the log stalled, the relay stopped "
 			    "answering after %u rejected clients",
 			    i);
@@ -230,7 +222,8 @@ START_TEST(log_dropped_while_loss_goes_on)
 	    "log_dropped lines less than a second apart: %s / %s", first, line);
 
 	h_daemon_log_stall(d, false);
-	h_assert(relay_answers(fd, RELAY_MS), "the relay stopped answering");
+	h_assert(h_echo_on(fd, "ping\n", RELAY_MS),
+	    "the relay stopped answering");
 	/* What is left of the queue comes out; add up the lines told lost. */
 	close(fd);
 	h_daemon_stop_ok(d);
@@ -432,24 +425,27 @@ START_TEST(reload_host_wildcard_and_back)
 	int fd, fd2;
 
 	fd = h_connect_ok(host);
-	h_assert(relay_answers(fd, RELAY_MS), "no relay");
+	h_assert(h_echo_on(fd, "ping\n", RELAY_MS), "no relay");
 	h_assert(!h_echo_roundtrip(other, "x", 500), "served on %s", other);
 
 	mark = reload(d, on_wild);
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
 	h_assert(h_count_log_after(d, mark, "result=error") == 0,
 	    "the move to %s failed", wild);
-	h_assert(relay_answers(fd, RELAY_MS), "the open relay was dropped");
+	h_assert(h_echo_on(fd, "ping\n", RELAY_MS),
+	    "the open relay was dropped");
 	h_assert(h_served_within(other, 1000, H_WAIT_MS), "%s is not served",
 	    other);
 	fd2 = h_connect_ok(host);
-	h_assert(relay_answers(fd2, RELAY_MS), "no relay on the wildcard");
+	h_assert(h_echo_on(fd2, "ping\n", RELAY_MS),
+	    "no relay on the wildcard");
 
 	mark = reload(d, on_host);
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
 	h_assert(h_count_log_after(d, mark, "result=error") == 0,
 	    "the move back to %s failed", host);
-	h_assert(relay_answers(fd, RELAY_MS) && relay_answers(fd2, RELAY_MS),
+	h_assert(h_echo_on(fd, "ping\n", RELAY_MS) &&
+		h_echo_on(fd2, "ping\n", RELAY_MS),
 	    "an open relay was dropped");
 	h_assert(h_served_within(host, 1000, H_WAIT_MS), "%s is not served",
 	    host);
@@ -484,7 +480,7 @@ START_TEST(reload_wildcard_rolled_back)
 		listen(blocker, 1) == 0,
 	    "127.0.0.2:%s: %s", port, strerror(errno));
 	fd = h_connect_ok(host);
-	h_assert(relay_answers(fd, RELAY_MS), "no relay");
+	h_assert(h_echo_on(fd, "ping\n", RELAY_MS), "no relay");
 
 	mark = reload(d,
 	    h_strf("%s%s", global_section(2, ""),
@@ -495,7 +491,8 @@ START_TEST(reload_wildcard_rolled_back)
 	    h_strf("error=\"%s:%d:", h_daemon_config(d),
 		lines_of(global_section(2, "")) + 2),
 	    "upstream", "'api':");
-	h_assert(relay_answers(fd, RELAY_MS), "the open relay was dropped");
+	h_assert(h_echo_on(fd, "ping\n", RELAY_MS),
+	    "the open relay was dropped");
 	h_assert(h_served_within(host, 1000, H_WAIT_MS),
 	    "%s does not listen again after the failed reload", host);
 	close(blocker);
@@ -727,13 +724,14 @@ START_TEST(started_with_std_fds_closed)
 		    "the daemon's fd %d is %s, not /dev/null", i, t);
 	}
 	fd = h_connect_ok(api);
-	h_assert(relay_answers(fd, RELAY_MS), "the relay does not answer");
+	h_assert(h_echo_on(fd, "ping\n", RELAY_MS),
+	    "the relay does not answer");
 	close(fd);
 	/* Two reloads with log lines each: the signal pipe still works. */
 	for (i = 0; i < 2; i++)
 		h_reload(d, config);
 	fd = h_connect_ok(api);
-	h_assert(relay_answers(fd, RELAY_MS),
+	h_assert(h_echo_on(fd, "ping\n", RELAY_MS),
 	    "the relay does not answer after the reloads");
 	close(fd);
 	h_daemon_stop_ok(d);

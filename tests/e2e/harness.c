@@ -3315,21 +3315,29 @@ h_client_expect_reset_at(const char *where, const char *addr, int ms,
 	return name;
 }
 
+/* On an open connection, send msg and read the same bytes back, within ms. */
+bool
+h_echo_on(int fd, const char *msg, int ms)
+{
+	size_t len = strlen(msg);
+	char *back = h_alloc(len + 1);
+
+	return h_send_all(fd, msg, len, ms) == 0 &&
+	    h_recv_exact(fd, back, len, ms) == H_OUT_DATA &&
+	    memcmp(back, msg, len) == 0;
+}
+
 /* Connect, send a message and read the same bytes back; true if so. */
 bool
 h_echo_roundtrip(const char *addr, const char *msg, int ms)
 {
-	size_t len = strlen(msg);
-	char *back = h_alloc(len + 1);
 	bool ok;
 	int fd;
 
 	fd = h_connect(addr, ms);
 	if (fd == -1)
 		return false;
-	ok = h_send_all(fd, msg, len, ms) == 0 &&
-	    h_recv_exact(fd, back, len, ms) == H_OUT_DATA &&
-	    memcmp(back, msg, len) == 0;
+	ok = h_echo_on(fd, msg, ms);
 	close(fd);
 	return ok;
 }

@@ -408,6 +408,8 @@ enum h_outcome h_client_try(const char *, int, uint64_t *, char **);
 char *h_client_expect_reset_at(const char *, const char *, int, uint64_t *);
 #define h_client_expect_reset(addr, ms, elapsed)                               \
 	h_client_expect_reset_at(H_WHERE, (addr), (ms), (elapsed))
+/* On an open connection, send msg and read the same bytes back: true if so. */
+bool h_echo_on(int, const char *, int);
 bool h_echo_roundtrip(const char *, const char *, int);
 /*
  * A new client is relayed (an echo round trip, each try given try_ms)
