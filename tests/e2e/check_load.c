@@ -332,20 +332,6 @@ farm_wait_stalled(struct h_farm *f)
 
 #define reload(d, config) h_reload((d), (config))
 
-/* The number a JSON document gives a key ("key": N), or -1 if none. */
-static double
-json_number(const char *doc, const char *key)
-{
-	const char *p = strstr(doc, h_strf("\"%s\":", key));
-
-	if (p == NULL)
-		return -1;
-	p += strlen(key) + 3;
-	while (*p == ' ')
-		p++;
-	return strtod(p, NULL);
-}
-
 /* A test case with a longer timeout, for the loads. */
 #define LOAD_TEST(suite, fn)                                                   \
 	do {                                                                   \
@@ -1021,11 +1007,11 @@ START_TEST(breaker_flapping)
 	h_assert(h_farm_wait_active(farm, 0, H_WAIT_MS), "relays closed");
 	stats = h_admin_get(admin, "/stats/flap");
 	h_assert(stats != NULL, "GET /stats/flap: no 200");
-	attempts = json_number(stats, "attempts_total");
-	successes = json_number(stats, "successes_total");
-	failures = json_number(stats, "failures_total");
-	rejected = json_number(stats, "rejected_total");
-	opened_total = json_number(stats, "opened_total");
+	attempts = h_json_number(stats, "attempts_total");
+	successes = h_json_number(stats, "successes_total");
+	failures = h_json_number(stats, "failures_total");
+	rejected = h_json_number(stats, "rejected_total");
+	opened_total = h_json_number(stats, "opened_total");
 	h_assert(h_daemon_stop(d) == 0, "clean stop");
 	h_assert(h_count_log(d, "event=log_dropped") == 0,
 	    "log lines were dropped: the totals cannot be checked");

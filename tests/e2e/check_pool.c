@@ -212,18 +212,6 @@ redis_round(const char *addr, const struct replica *v, unsigned n,
 	return failed;
 }
 
-/* A number of a JSON document: the first "key": in it; fails if absent. */
-static double
-json_num(const char *doc, const char *key)
-{
-	const char *p =
-	    doc != NULL ? strstr(doc, h_strf("\"%s\":", key)) : NULL;
-
-	h_assert(p != NULL, "no \"%s\" in %s", key,
-	    doc != NULL ? doc : "(no document)");
-	return strtod(p + strlen(key) + 3, NULL);
-}
-
 /* The [global] section of every story: one worker (no admin unless added). */
 static const char *
 global_section(void)
@@ -294,8 +282,8 @@ START_TEST(redis_roundrobin_kill_one)
 
 	/* Open: r2 gets no attempt at all; r1 and r3 share evenly. */
 	ps = h_admin_get(admin, "/stats/pools/redis");
-	h_assert(json_num(ps, "admitting") == 2, "admitting with r2 open: %s",
-	    ps);
+	h_assert(h_json_number(ps, "admitting") == 2,
+	    "admitting with r2 open: %s", ps);
 	mark = h_log_mark(d);
 	failed = redis_round(lis, v, 100, got);
 	clients += 100;
@@ -330,14 +318,14 @@ START_TEST(redis_roundrobin_kill_one)
 		    "answers of a replica after the return");
 	/* The counters add up: every client, one retry per failed connect. */
 	ps = h_admin_get(admin, "/stats/pools/redis");
-	h_assert(json_num(ps, "clients_total") == clients,
+	h_assert(h_json_number(ps, "clients_total") == clients,
 	    "clients_total is not the %u clients sent: %s", clients, ps);
-	h_assert(json_num(ps, "retried_total") ==
+	h_assert(h_json_number(ps, "retried_total") ==
 		h_count_log(d, "event=connect_fail", "upstream=r2"),
 	    "retried_total is not the %u failed connects: %s",
 	    h_count_log(d, "event=connect_fail", "upstream=r2"), ps);
-	h_assert(json_num(ps, "rejected_total") == 0 &&
-		json_num(ps, "admitting") == 3,
+	h_assert(h_json_number(ps, "rejected_total") == 0 &&
+		h_json_number(ps, "admitting") == 3,
 	    "after the return: %s", ps);
 	h_assert(strstr(h_admin_get(admin, "/metrics"),
 		     "circuitproxy_pool_admitting_members{pool=\"redis\"} "
@@ -487,14 +475,15 @@ START_TEST(all_members_open_rejects)
 	h_assert(h_count_log(d, "event=reject", "upstream=a") == 0 &&
 		h_count_log(d, "event=reject", "upstream=b") == 0,
 	    "a member was charged the pool's reject");
-	h_assert(json_num(h_admin_get(admin, "/stats/a"), "rejected_total") ==
-		    0 &&
-		json_num(h_admin_get(admin, "/stats/b"), "rejected_total") == 0,
+	h_assert(h_json_number(h_admin_get(admin, "/stats/a"),
+		     "rejected_total") == 0 &&
+		h_json_number(h_admin_get(admin, "/stats/b"),
+		    "rejected_total") == 0,
 	    "a member counts the pool's rejects");
 	line = h_admin_get(admin, "/stats/pools/web");
-	h_assert(json_num(line, "admitting") == 0 &&
-		json_num(line, "retry_after") > 15 &&
-		json_num(line, "retry_after") <= 20,
+	h_assert(h_json_number(line, "admitting") == 0 &&
+		h_json_number(line, "retry_after") > 15 &&
+		h_json_number(line, "retry_after") <= 20,
 	    "POOLSTATS of a pool with every member open: %s", line);
 	h_assert(h_admin_get(admin, "/stats/pools/nope") == NULL,
 	    "an unknown pool answered");
@@ -729,8 +718,8 @@ START_TEST(retry_into_a_full_member_one_story)
 	h_assert(h_count_log(d, who, "event=reject") == 0,
 	    "the retried client was also logged as a reject");
 	ps = h_admin_get(admin, "/stats/pools/web");
-	h_assert(json_num(ps, "rejected_total") == 0 &&
-		json_num(ps, "clients_total") == 1,
+	h_assert(h_json_number(ps, "rejected_total") == 0 &&
+		h_json_number(ps, "clients_total") == 1,
 	    "a failed attempt counted as a pool reject: %s", ps);
 	close(held);
 	h_daemon_stop_ok(d);
@@ -949,15 +938,15 @@ START_TEST(reload_pools_under_load)
 	    (unsigned)l.n - l.ok, (unsigned)l.n);
 	h_assert(h_backend_accepted(e2) > 0, "the new member took no client");
 	ps = h_admin_get(admin, "/stats/pools/one");
-	h_assert(json_num(ps, "clients_total") == l.n,
+	h_assert(h_json_number(ps, "clients_total") == l.n,
 	    "clients_total is not the %u clients: %s", (unsigned)l.n, ps);
-	h_assert(json_num(ps, "retried_total") == 0 &&
-		json_num(ps, "rejected_total") == 0,
+	h_assert(h_json_number(ps, "retried_total") == 0 &&
+		h_json_number(ps, "rejected_total") == 0,
 	    "%s", ps);
 	h_assert(strstr(ps, "\"balance\":\"leastconn\"") != NULL &&
 		strstr(ps, "\"members\":[\"e2\",\"e1\"]") != NULL,
 	    "the reload did not change the pool: %s", ps);
-	h_assert(json_num(h_admin_get(admin, "/stats/pools/two"),
+	h_assert(h_json_number(h_admin_get(admin, "/stats/pools/two"),
 		     "clients_total") == 0,
 	    "the added pool");
 	h_daemon_stop_ok(d);

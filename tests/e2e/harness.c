@@ -1650,6 +1650,22 @@ h_admin_get(const char *admin, const char *path)
 	return body;
 }
 
+/* The number of the first "key": of a JSON document; fails if there is none. */
+double
+h_json_number_at(const char *where, const char *doc, const char *key)
+{
+	const char *p =
+	    doc != NULL ? strstr(doc, h_strf("\"%s\":", key)) : NULL;
+
+	if (p == NULL)
+		h_fail(where, "no \"%s\" in %s", key,
+		    doc != NULL ? doc : "(no document)");
+	p += strlen(key) + 3;
+	while (*p == ' ')
+		p++;
+	return strtod(p, NULL);
+}
+
 /*
  * Stop one thread of the daemon, found by its name (/proc/PID/task/T/comm),
  * while the others run on, as a hung thread would: ptrace's interrupt stops

@@ -193,6 +193,12 @@ int h_daemon_fds_named(const struct h_daemon *, const char *);
  * close): the body of a 200, or NULL for any other answer or none.
  */
 char *h_admin_get(const char *, const char *);
+/*
+ * The number a JSON document gives a key: the first "key": in it (no
+ * parser: for flat /stats documents); fails the test if there is none.
+ */
+#define h_json_number(doc, key) h_json_number_at(H_WHERE, (doc), (key))
+double h_json_number_at(const char *, const char *, const char *);
 
 /* What the daemon's child process gets beyond the usual. */
 struct h_opts {
