@@ -1422,11 +1422,9 @@ test_write_file(const void *data, size_t len)
 /* A file loads like the same string, with its path in the messages. */
 START_TEST(test_load_file)
 {
-	static const char text[] = UP("connect_timeout = 5x\n");
-	static const char nul[] = "[global]\nworkers = 1\0junk\n" BASE;
 	struct config_errors errs;
 	struct config *cfg;
-	char *path, *want;
+	char *path;
 
 	path = test_write_file(BASE, strlen(BASE));
 	cfg = config_load(path, &errs);
@@ -1436,21 +1434,36 @@ START_TEST(test_load_file)
 	config_free(cfg);
 	unlink(path);
 	free(path);
+}
+END_TEST
 
-	path = test_write_file(text, strlen(text));
+/* Bad files: their one error, "FILE:LINE: message" with FILE their path. */
+static const struct {
+	const char *text;
+	size_t len; /* with a NUL inside */
+	int line;
+	const char *msg;
+} bad_file_rows[] = {
+	{ UP("connect_timeout = 5x\n"), 0, 4,
+	    "connect_timeout: invalid duration '5x'" },
+	{ "[global]\nworkers = 1\0junk\n" BASE,
+	    sizeof("[global]\nworkers = 1\0junk\n" BASE) - 1, 2,
+	    "line contains a NUL byte" },
+};
+
+/* Load one bad file and check its only error. */
+START_TEST(test_load_file_bad)
+{
+	const char *text = bad_file_rows[_i].text;
+	size_t len = bad_file_rows[_i].len;
+	struct config_errors errs;
+	char *path, *want;
+
+	path = test_write_file(text, len != 0 ? len : strlen(text));
 	ck_assert_ptr_null(config_load(path, &errs));
 	ck_assert_uint_eq(errs.n, 1);
-	xasprintf(&want, "%s:4: connect_timeout: invalid duration '5x'", path);
-	ck_assert_str_eq(errs.v[0].msg, want);
-	config_errors_clear(&errs);
-	unlink(path);
-	free(path);
-	free(want);
-
-	path = test_write_file(nul, sizeof(nul) - 1);
-	ck_assert_ptr_null(config_load(path, &errs));
-	ck_assert_uint_eq(errs.n, 1);
-	xasprintf(&want, "%s:2: line contains a NUL byte", path);
+	xasprintf(&want, "%s:%d: %s", path, bad_file_rows[_i].line,
+	    bad_file_rows[_i].msg);
 	ck_assert_str_eq(errs.v[0].msg, want);
 	config_errors_clear(&errs);
 	unlink(path);
@@ -1459,26 +1472,33 @@ START_TEST(test_load_file)
 }
 END_TEST
 
-/* An unreadable file is one error at line 0: "FILE: cannot open: REASON". */
+/* Unreadable files: one error at line 0, "FILE: cannot open: REASON". */
+static const struct {
+	const char *path;
+	const char *msg;
+} unreadable_rows[] = {
+	{ "/nonexistent/circuitproxy.ini",
+	    "/nonexistent/circuitproxy.ini: cannot open: No such file or "
+	    "directory" },
+	{ "/", "/: cannot open: Is a directory" },
+};
+
+/* Refuse one unreadable file with its exact error. */
 START_TEST(test_cannot_open)
 {
 	struct config_errors errs;
 
-	ck_assert_ptr_null(config_load("/nonexistent/circuitproxy.ini", &errs));
+	ck_assert_ptr_null(config_load(unreadable_rows[_i].path, &errs));
 	ck_assert_uint_eq(errs.n, 1);
 	ck_assert_int_eq(errs.v[0].line, 0);
-	ck_assert_str_eq(errs.v[0].msg,
-	    "/nonexistent/circuitproxy.ini: "
-	    "cannot open: No such file or "
-	    "directory");
+	ck_assert_str_eq(errs.v[0].msg, unreadable_rows[_i].msg);
 	config_errors_clear(&errs);
+}
+END_TEST
 
-	ck_assert_ptr_null(config_load("/", &errs));
-	ck_assert_uint_eq(errs.n, 1);
-	ck_assert_str_eq(errs.v[0].msg, "/: cannot open: Is a directory");
-	config_errors_clear(&errs);
-
-	/* errs may be NULL when the caller only wants yes or no. */
+/* errs may be NULL when the caller only wants yes or no. */
+START_TEST(test_errors_unwanted)
+{
 	ck_assert_ptr_null(config_load("/nonexistent/x.ini", NULL));
 	ck_assert_ptr_null(config_load_string("t.ini", "junk\n", NULL));
 }
@@ -2024,7 +2044,9 @@ unit_suite(void)
 		UNIT_TEST("load", test_no_upstream),
 		UNIT_TEST("load", test_long_line),
 		UNIT_TEST("load", test_load_file),
-		UNIT_TEST("load", test_cannot_open),
+		UNIT_ROWS("load", test_load_file_bad, bad_file_rows),
+		UNIT_ROWS("load", test_cannot_open, unreadable_rows),
+		UNIT_TEST("load", test_errors_unwanted),
 		UNIT_TEST("load", test_defaults),
 		UNIT_TEST("load", test_workers_auto),
 		UNIT_TEST("load", test_find_upstream),
