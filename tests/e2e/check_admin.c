@@ -489,16 +489,6 @@ stats_of(const char *admin, const char *name, const char *auth)
 	return json_parse(r.body);
 }
 
-/* The wall clock in seconds. */
-static double
-wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ------------------------------------------------------------------ */
 /* A strict reader of the Prometheus text format 0.0.4. */
 
@@ -1169,7 +1159,7 @@ check_stats_object(const char *name, const struct jv *u)
 		"bytes_received_total", "resolve_errors_total" };
 	const struct jv *v, *t, *fe;
 	const char *state;
-	double fr, sr, sum = 0, now = wall_now();
+	double fr, sr, sum = 0, now = h_wall_ms() / 1000.0;
 	size_t i, k;
 
 	state = jmust(u, "state", J_STR)->str;
@@ -1266,7 +1256,7 @@ START_TEST(admin_stats_fields)
 	struct h_backend *refuse = h_backend(H_REFUSE);
 	char *admin = h_free_addr4(), *l1 = h_free_addr4(),
 	     *l2 = h_free_addr(AF_UNIX), *l3 = h_free_addr4();
-	double t0 = wall_now();
+	double t0 = h_wall_ms() / 1000.0;
 	struct h_daemon *d =
 	    h_daemon_start(h_strf("%s%s%s", global_admin(admin, NULL),
 		h_upstream("api", h_strf("%s\nlisten = %s", l1, l2),
@@ -1287,8 +1277,8 @@ START_TEST(admin_stats_fields)
 	h_assert(doc->t == J_OBJ, "/stats is not an object");
 	h_assert(strlen(jmust(doc, "version", J_STR)->str) > 0, "no version");
 	v = jmust(doc, "uptime_s", J_NUM);
-	h_assert(v->num >= 0 && v->num < wall_now() - t0 + 1, "uptime_s %s",
-	    v->str);
+	h_assert(v->num >= 0 && v->num < h_wall_ms() / 1000.0 - t0 + 1,
+	    "uptime_s %s", v->str);
 	ups = jmust(doc, "upstreams", J_OBJ);
 	h_assert(ups->n == 2, "%zu upstreams", ups->n);
 	api = jmust(ups, "api", J_OBJ);
@@ -1342,7 +1332,7 @@ START_TEST(admin_stats_fields)
 		    "consecutive_failures") == 0,
 	    "db transition: %s", r.body);
 	h_assert(jget(tr->items[0], "at")->num >= t0 - 1 &&
-		jget(tr->items[0], "at")->num <= wall_now() + 1 &&
+		jget(tr->items[0], "at")->num <= h_wall_ms() / 1000.0 + 1 &&
 		fabs(jget(tr->items[0], "at")->num -
 		    jget(db, "state_since")->num) < 0.002,
 	    "db transition at %s, state_since %s, test began %.3f",
@@ -2007,7 +1997,7 @@ START_TEST(admin_transitions)
 		h_upstream("api", l1, h_backend_addr(b),
 		    "failure_threshold = 1\nrecovery_timeout = 300ms\n"
 		    "half_open_max_calls = 1\nsuccess_threshold = 1\n")));
-	double t0 = wall_now(), t1;
+	double t0 = h_wall_ms() / 1000.0, t1;
 	struct jv *j, *tr;
 	static const char *want[][3] = { { "half_open", "closed",
 					     "trials_succeeded" },
@@ -2023,7 +2013,7 @@ START_TEST(admin_transitions)
 	h_assert(h_echo_roundtrip(l1, "trial", H_WAIT_MS), "trial");
 	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api",
 	    "from=half_open", "to=closed");
-	t1 = wall_now();
+	t1 = h_wall_ms() / 1000.0;
 	j = stats_of(admin, "api", NULL);
 	check_stats_object("api", j);
 	tr = jget(j, "transitions");

@@ -68,20 +68,6 @@ config_api(const char *listen, const struct h_backend *server, const char *keys)
 
 #define reload(d, config) h_reload((d), (config))
 
-/* Send a message on an open relay and read the same bytes back. */
-static bool
-echo_on(int fd, const char *msg)
-{
-	size_t len = strlen(msg);
-	char back[256];
-
-	if (len > sizeof(back))
-		return false;
-	return h_send_all(fd, msg, len, H_WAIT_MS) == 0 &&
-	    h_recv_exact(fd, back, len, H_WAIT_MS) == H_OUT_DATA &&
-	    memcmp(back, msg, len) == 0;
-}
-
 /* Trip a circuit: `n` clients to a refusing server, then the open line. */
 static const char *
 trip(struct h_daemon *d, const char *lis, int n)
@@ -159,7 +145,8 @@ START_TEST(reload_removes_upstream)
 	int fd;
 
 	fd = h_connect_ok(old);
-	h_assert(echo_on(fd, "before"), "the relay to old before the reload");
+	h_assert(h_echo_on(fd, "before", H_WAIT_MS),
+	    "the relay to old before the reload");
 
 	mark = reload(d, config_api(api, api_srv, ""));
 	h_expect_log_after(d, mark, H_WAIT_MS, "level=info", "event=unlisten",
@@ -176,7 +163,7 @@ START_TEST(reload_removes_upstream)
 	h_assert(h_backend_accepted(old_srv) == 1,
 	    "old's server saw %u clients", h_backend_accepted(old_srv));
 
-	h_assert(echo_on(fd, "after the reload"),
+	h_assert(h_echo_on(fd, "after the reload", H_WAIT_MS),
 	    "the relay opened before the reload stopped relaying");
 	shutdown(fd, SHUT_WR);
 	out = h_recv_all(fd, &rest, &len, H_WAIT_MS);
@@ -572,7 +559,8 @@ START_TEST(sigterm_drains)
 	int fd, st;
 
 	fd = h_connect_ok(lis);
-	h_assert(echo_on(fd, "before"), "the relay before SIGTERM");
+	h_assert(h_echo_on(fd, "before", H_WAIT_MS),
+	    "the relay before SIGTERM");
 
 	nmark = h_notify_mark(d);
 	h_daemon_signal(d, SIGTERM);
@@ -582,7 +570,7 @@ START_TEST(sigterm_drains)
 	    "no STOPPING=1 after SIGTERM");
 
 	through = connect_until_refused(lis);
-	h_assert(echo_on(fd, "during the drain"),
+	h_assert(h_echo_on(fd, "during the drain", H_WAIT_MS),
 	    "the relay stopped relaying during the drain");
 	h_assert(h_daemon_running(d), "the daemon left an open relay behind");
 
@@ -620,7 +608,7 @@ START_TEST(sigterm_shutdown_timeout)
 	int fd, st;
 
 	fd = h_connect_ok(lis);
-	h_assert(echo_on(fd, "idle from now on"), "the relay");
+	h_assert(h_echo_on(fd, "idle from now on", H_WAIT_MS), "the relay");
 
 	t0 = h_now_ms();
 	h_daemon_signal(d, SIGTERM);
@@ -656,7 +644,7 @@ second_signal_exits_at_once(int second)
 	int fd, st;
 
 	fd = h_connect_ok(lis);
-	h_assert(echo_on(fd, "idle from now on"), "the relay");
+	h_assert(h_echo_on(fd, "idle from now on", H_WAIT_MS), "the relay");
 	h_daemon_signal(d, SIGTERM);
 	h_assert_fields_only(h_expect_log(d, H_WAIT_MS, "event=stopping"),
 	    "level=info", "event=stopping", "reason=SIGTERM",
@@ -825,8 +813,8 @@ fill_room(const char *lis, int *fds)
 
 	for (i = 0; i < FD_ROOM; i++) {
 		fds[i] = h_connect_ok(lis);
-		h_assert(echo_on(fds[i], "x"), "relay %d of %d", i + 1,
-		    FD_ROOM);
+		h_assert(h_echo_on(fds[i], "x", H_WAIT_MS), "relay %d of %d",
+		    i + 1, FD_ROOM);
 	}
 }
 

@@ -51,16 +51,6 @@ upstream(const char *name, const char *listen, const struct h_backend *server,
 		keys));
 }
 
-/* Wall-clock milliseconds now, as the daemon's log stamps them. */
-static int64_t
-wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Format wall milliseconds as the file does: "S.mmm". */
 static char *
 secs(int64_t ms)
@@ -100,7 +90,7 @@ START_TEST(state_open_survives_restart)
 
 	/* The server is back: a closed circuit would let the client through. */
 	h_backend_set_kind(srv, H_ECHO);
-	t_start = wall_ms();
+	t_start = h_wall_ms();
 	d2 = h_daemon_start(conf);
 	line =
 	    h_expect_log(d2, H_WAIT_MS, "event=state_file", "result=restored",
@@ -158,7 +148,7 @@ START_TEST(state_forced_and_expired)
 	    h_strf("%s%s%s", upstream("api", l_api, srv, ""),
 		upstream("web", l_web, srv, ""),
 		upstream("db", l_db, srv, "recovery_backoff = 2")));
-	int64_t now = wall_ms(), t0, t_closed;
+	int64_t now = h_wall_ms(), t0, t_closed;
 	struct h_daemon *d;
 	const char *line;
 	size_t mark;
@@ -174,7 +164,7 @@ START_TEST(state_forced_and_expired)
 		secs(now - 5000), secs(now - 5000), secs(now + WEB_LEFT_MS),
 		secs(now - 40000), secs(now - 10000), secs(now - 1000),
 		secs(now + 29000)));
-	t0 = wall_ms();
+	t0 = h_wall_ms();
 	d = h_daemon_start(conf);
 	h_expect_log(d, H_WAIT_MS, "event=state_file", "result=restored",
 	    "upstream=api", "saved=forced_open", "state=forced_open",
@@ -312,7 +302,7 @@ START_TEST(state_open_capped)
 	const char *conf = config(path,
 	    upstream("api", lis, srv,
 		"recovery_timeout = 3s\nrecovery_timeout_max = 10m"));
-	int64_t ahead = wall_ms() + 365LL * 86400 * 1000, t_restored, t_half;
+	int64_t ahead = h_wall_ms() + 365LL * 86400 * 1000, t_restored, t_half;
 	struct h_daemon *d;
 	const char *line;
 	size_t mark;

@@ -149,6 +149,16 @@ h_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* The wall clock in milliseconds, as the daemon's log stamps it. */
+int64_t
+h_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Milliseconds left until a deadline, at least 0. */
 static int
 h_left(uint64_t deadline)
@@ -3331,12 +3341,15 @@ h_client_expect_reset_at(const char *where, const char *addr, int ms,
 	return name;
 }
 
-/* On an open connection, send msg and read the same bytes back, within ms. */
+/*
+ * On an open connection, send msg and read the same bytes back, within ms.
+ * A short message takes no allocation: a thread beside the test may call it.
+ */
 bool
 h_echo_on(int fd, const char *msg, int ms)
 {
 	size_t len = strlen(msg);
-	char *back = h_alloc(len + 1);
+	char stack[256], *back = len <= sizeof(stack) ? stack : h_alloc(len);
 
 	return h_send_all(fd, msg, len, ms) == 0 &&
 	    h_recv_exact(fd, back, len, ms) == H_OUT_DATA &&

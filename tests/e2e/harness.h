@@ -110,6 +110,8 @@ bool h_file_has_within(const char *, const char *, int);
 /* Is the daemon run under a wrapper ($CP_TEST_WRAPPER, e.g. valgrind)? */
 bool h_wrapped(void);
 uint64_t h_now_ms(void);
+/* The wall clock in milliseconds, as the daemon's log stamps it. */
+int64_t h_wall_ms(void);
 int h_slow_ms(int);
 #define H_STR(x) H_STR2(x)
 #define H_STR2(x) #x
