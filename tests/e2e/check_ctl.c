@@ -14,24 +14,6 @@
 
 #include "harness.h"
 
-/* Run circuitproxyctl with up to 9 arguments (the harness runs $CIRCUITPROXYD). */
-static void
-ctl_run_v(struct h_run *r, const char *const *args)
-{
-	const char *a[10] = { NULL };
-	char *daemon = h_strf("%s", getenv("CIRCUITPROXYD"));
-	size_t i;
-
-	for (i = 0; i < 9 && args[i] != NULL; i++)
-		a[i] = args[i];
-	setenv("CIRCUITPROXYD", h_ctl_prog(), 1);
-	h_run_args(r, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
-	    (const char *)NULL);
-	setenv("CIRCUITPROXYD", daemon, 1);
-}
-#define ctl_run(r, ...)                                                        \
-	ctl_run_v((r), (const char *const[]){ __VA_ARGS__, NULL })
-
 /* A config with the given [global] lines and one upstream. */
 static char *
 config_file(const char *global)
@@ -68,19 +50,19 @@ START_TEST(ctl_usage)
 	size_t i;
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		ctl_run(&r, "-c", conf, bad[i][0], bad[i][1], bad[i][2]);
+		h_ctl(&r, "-c", conf, bad[i][0], bad[i][1], bad[i][2]);
 		h_assert(r.status == 64, "case %zu (%s) exited %d", i,
 		    bad[i][0] ? bad[i][0] : "no command", r.status);
 		h_assert(strstr(r.err, "usage: circuitproxyctl") != NULL &&
 			r.out[0] == '\0',
 		    "case %zu: no usage on stderr: %s", i, r.err);
 	}
-	ctl_run(&r, "-h");
+	h_ctl(&r, "-h");
 	h_assert(r.status == 0 && strstr(r.out, "usage: ") == r.out &&
 		strstr(r.out, "force-open NAME [FOR]") != NULL &&
 		strstr(r.out, "reset NAME | reset --all") != NULL,
 	    "-h exited %d and printed %s", r.status, r.out);
-	ctl_run(&r, "--version");
+	h_ctl(&r, "--version");
 	h_assert(r.status == 0 && strcmp(r.out, "circuitproxyctl 0.1.0\n") == 0,
 	    "--version exited %d and printed %s", r.status, r.out);
 }
@@ -94,18 +76,18 @@ START_TEST(ctl_config_unusable)
 	    h_write_file("broken.ini", "[global]\nadmin = x\n");
 	struct h_run r;
 
-	ctl_run(&r, "-c", h_path("missing.ini"), "status");
+	h_ctl(&r, "-c", h_path("missing.ini"), "status");
 	h_assert(r.status == 78 &&
 		strstr(r.err, "missing.ini: cannot open") != NULL,
 	    "a missing config: exit %d, %s", r.status, r.err);
-	ctl_run(&r, "-c", noadmin, "status");
+	h_ctl(&r, "-c", noadmin, "status");
 	h_assert(r.status == 78 && strstr(r.err, "sets no admin") != NULL &&
 		strstr(r.err, noadmin) != NULL,
 	    "a config without admin: exit %d, %s", r.status, r.err);
-	ctl_run(&r, "-c", broken, "status");
+	h_ctl(&r, "-c", broken, "status");
 	h_assert(r.status == 78 && strstr(r.err, "broken.ini:2: ") != NULL,
 	    "a broken config: exit %d, %s", r.status, r.err);
-	ctl_run(&r, "-c", config_file("admin = 127.0.0.1:9"), "-T",
+	h_ctl(&r, "-c", config_file("admin = 127.0.0.1:9"), "-T",
 	    h_path("no-token"), "status");
 	h_assert(r.status == 78 &&
 		strstr(r.err, "no-token: cannot open") != NULL,
@@ -119,11 +101,11 @@ START_TEST(ctl_daemon_down)
 	char *tcp = h_free_addr4(), *unix_addr = h_free_addr(AF_UNIX);
 	struct h_run r;
 
-	ctl_run(&r, "-c", config_file(h_strf("admin = %s", tcp)), "status");
+	h_ctl(&r, "-c", config_file(h_strf("admin = %s", tcp)), "status");
 	h_assert(r.status == 1 && strstr(r.err, "no answer from") != NULL &&
 		strstr(r.err, tcp) != NULL && r.out[0] == '\0',
 	    "TCP: exit %d, %s", r.status, r.err);
-	ctl_run(&r, "-a", unix_addr, "reset", "--all");
+	h_ctl(&r, "-a", unix_addr, "reset", "--all");
 	h_assert(r.status == 1 && strstr(r.err, unix_addr) != NULL,
 	    "unix: exit %d, %s", r.status, r.err);
 }
@@ -248,7 +230,7 @@ START_TEST(ctl_status)
 	live_start(&lv, NULL, NULL, NULL);
 	live_trip(&lv);
 	h_assert(h_echo_roundtrip(lv.l_web, "hi", H_WAIT_MS), "web relays");
-	ctl_run(&r, "-c", lv.conf, "status");
+	h_ctl(&r, "-c", lv.conf, "status");
 	h_assert(r.status == 0 && r.err[0] == '\0', "status exited %d: %s",
 	    r.status, r.err);
 	h_assert(h_count_lines(r.out) == 3, "status printed:\n%s", r.out);
@@ -276,7 +258,7 @@ START_TEST(ctl_status)
 
 	/* A rejected client shows in REJECTS. */
 	h_client_expect_reset(lv.l_api, H_WAIT_MS, NULL);
-	ctl_run(&r, "-c", lv.conf, "status");
+	h_ctl(&r, "-c", lv.conf, "status");
 	h_assert(strcmp(field(table_row(r.out, "api"), 5), "1") == 0,
 	    "after a reject:\n%s", r.out);
 }
@@ -289,7 +271,7 @@ START_TEST(ctl_status_unix)
 	struct h_run r;
 
 	live_start(&lv, h_free_addr(AF_UNIX), NULL, NULL);
-	ctl_run(&r, "-c", lv.conf, "status");
+	h_ctl(&r, "-c", lv.conf, "status");
 	h_assert(r.status == 0 && table_row(r.out, "api") != NULL &&
 		table_row(r.out, "web") != NULL,
 	    "status over %s exited %d: %s%s", lv.admin, r.status, r.out, r.err);
@@ -307,7 +289,7 @@ START_TEST(ctl_status_json)
 
 	live_start(&lv, NULL, NULL, NULL);
 	live_trip(&lv);
-	ctl_run(&r, "-c", lv.conf, "-j", "status");
+	h_ctl(&r, "-c", lv.conf, "-j", "status");
 	h_assert(r.status == 0 && r.err[0] == '\0', "status -j exited %d: %s",
 	    r.status, r.err);
 	h_assert(strncmp(r.out, "{\"version\":\"", 12) == 0 &&
@@ -341,7 +323,7 @@ START_TEST(ctl_permission_denied)
 	else {
 		h_assert(chmod(lv.admin + strlen("unix:"), 0) == 0, "chmod %s",
 		    lv.admin);
-		ctl_run(&r, "-a", lv.admin, "status");
+		h_ctl(&r, "-a", lv.admin, "status");
 	}
 	h_assert(r.status == 1 && strstr(r.err, "permission denied") != NULL &&
 		strstr(r.err, lv.admin) != NULL &&
@@ -364,7 +346,7 @@ START_TEST(ctl_force_closed_expires)
 	double left;
 
 	live_start(&lv, NULL, NULL, NULL);
-	ctl_run(&r, "-c", lv.conf, "force-closed", "api", "2s");
+	h_ctl(&r, "-c", lv.conf, "force-closed", "api", "2s");
 	h_assert(r.status == 0, "force-closed exited %d: %s", r.status, r.err);
 	row = table_row(r.out, "api");
 	h_assert(row != NULL && strcmp(field(row, 1), "forced_closed") == 0,
@@ -373,14 +355,14 @@ START_TEST(ctl_force_closed_expires)
 	h_assert(left > 1.0 && left <= 2.0 &&
 		field(row, 2)[strlen(field(row, 2)) - 1] == 's',
 	    "the force's end shows as %s", field(row, 2));
-	ctl_run(&r, "-c", lv.conf, "-j", "stats", "api");
+	h_ctl(&r, "-c", lv.conf, "-j", "stats", "api");
 	h_assert(strstr(r.out, "\"retry_after\":null,\"expires_in\":1.") !=
 		    NULL ||
 		strstr(r.out, "\"retry_after\":null,\"expires_in\":0.") != NULL,
 	    "stats: %s", r.out);
 	h_expect_log(lv.d, 2000 + 700, "event=state", "upstream=api",
 	    "from=forced_closed", "to=closed", "reason=expired");
-	ctl_run(&r, "-c", lv.conf, "-j", "stats", "api");
+	h_ctl(&r, "-c", lv.conf, "-j", "stats", "api");
 	h_assert(strstr(r.out, "\"expires_in\":null,") != NULL &&
 		strstr(r.out, "\"reason\":\"expired\"") != NULL,
 	    "after the force: %s", r.out);
@@ -397,20 +379,20 @@ START_TEST(ctl_token)
 	struct h_run r;
 
 	live_start(&lv, NULL, "s3cret-token", NULL);
-	ctl_run(&r, "-c", lv.conf, "status");
+	h_ctl(&r, "-c", lv.conf, "status");
 	h_assert(r.status == 0 && table_row(r.out, "api") != NULL,
 	    "with the config's token: exit %d, %s", r.status, r.err);
-	ctl_run(&r, "-c", lv.conf, "-T", good, "reset", "api");
+	h_ctl(&r, "-c", lv.conf, "-T", good, "reset", "api");
 	h_assert(r.status == 0, "with -T: exit %d, %s", r.status, r.err);
-	ctl_run(&r, "-c", lv.conf, "-T", bad, "status");
+	h_ctl(&r, "-c", lv.conf, "-T", bad, "status");
 	h_assert(r.status == 3 && strstr(r.err, "(401)") != NULL &&
 		strstr(r.err, "wrong token") != NULL && r.out[0] == '\0',
 	    "a wrong token: exit %d, %s", r.status, r.err);
 	notoken = config_file(h_strf("admin = %s", lv.admin));
-	ctl_run(&r, "-c", notoken, "force-open", "api");
+	h_ctl(&r, "-c", notoken, "force-open", "api");
 	h_assert(r.status == 3 && strstr(r.err, "needs a token") != NULL,
 	    "no token: exit %d, %s", r.status, r.err);
-	ctl_run(&r, "-a", lv.admin, "-T", good, "stats", "web");
+	h_ctl(&r, "-a", lv.admin, "-T", good, "stats", "web");
 	h_assert(r.status == 0 &&
 		strstr(r.out, "\"state\": \"closed\"") != NULL,
 	    "-a with -T: exit %d, %s", r.status, r.err);
@@ -432,7 +414,7 @@ START_TEST(ctl_unknown_upstream)
 
 	live_start(&lv, NULL, NULL, NULL);
 	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
-		ctl_run(&r, "-c", lv.conf, cmds[i][0], cmds[i][1], cmds[i][2]);
+		h_ctl(&r, "-c", lv.conf, cmds[i][0], cmds[i][1], cmds[i][2]);
 		h_assert(r.status == 2 &&
 			strstr(r.err, "unknown upstream 'nosuch'") != NULL,
 		    "%s: exit %d, %s", cmds[i][0], r.status, r.err);
@@ -455,7 +437,7 @@ START_TEST(ctl_force_open_lifetime)
 	size_t mark;
 
 	live_start(&lv, NULL, NULL, NULL);
-	ctl_run(&r, "-c", lv.conf, "force-open", "web", "2s");
+	h_ctl(&r, "-c", lv.conf, "force-open", "web", "2s");
 	h_assert(r.status == 0, "force-open exited %d: %s", r.status, r.err);
 	line = h_expect_log(lv.d, H_WAIT_MS, "event=state", "upstream=web",
 	    "to=forced_open", "reason=manual");
@@ -478,7 +460,7 @@ START_TEST(ctl_force_open_lifetime)
 		t_closed - t_forced <= 2000 + 700,
 	    "the force lasted %lld ms, not 2000",
 	    (long long)(t_closed - t_forced));
-	ctl_run(&r, "-c", lv.conf, "status");
+	h_ctl(&r, "-c", lv.conf, "status");
 	h_assert(strcmp(field(table_row(r.out, "web"), 1), "closed") == 0,
 	    "after the lifetime:\n%s", r.out);
 	h_assert(h_echo_roundtrip(lv.l_web, "back", H_WAIT_MS),
@@ -494,19 +476,19 @@ START_TEST(ctl_force_closed_reset_stats)
 
 	live_start(&lv, NULL, NULL, NULL);
 	live_trip(&lv);
-	ctl_run(&r, "-c", lv.conf, "force-closed", "api");
+	h_ctl(&r, "-c", lv.conf, "force-closed", "api");
 	h_assert(r.status == 0 &&
 		strcmp(field(table_row(r.out, "api"), 1), "forced_closed") == 0,
 	    "force-closed: exit %d, %s%s", r.status, r.out, r.err);
-	ctl_run(&r, "-c", lv.conf, "reset", "api");
+	h_ctl(&r, "-c", lv.conf, "reset", "api");
 	h_assert(r.status == 0 &&
 		strcmp(field(table_row(r.out, "api"), 1), "closed") == 0,
 	    "reset: exit %d, %s%s", r.status, r.out, r.err);
 	live_trip(&lv);
-	ctl_run(&r, "-c", lv.conf, "force-open", "web");
+	h_ctl(&r, "-c", lv.conf, "force-open", "web");
 	h_assert(strcmp(field(table_row(r.out, "web"), 2), "-") == 0,
 	    "force-open without a lifetime:\n%s", r.out);
-	ctl_run(&r, "-c", lv.conf, "reset", "--all");
+	h_ctl(&r, "-c", lv.conf, "reset", "--all");
 	h_assert(r.status == 0 && h_count_lines(r.out) == 3 &&
 		strcmp(field(table_row(r.out, "api"), 1), "closed") == 0 &&
 		strcmp(field(table_row(r.out, "web"), 1), "closed") == 0,
@@ -514,12 +496,12 @@ START_TEST(ctl_force_closed_reset_stats)
 	h_expect_log(lv.d, H_WAIT_MS, "event=state", "upstream=web",
 	    "from=forced_open", "to=closed", "reason=manual");
 
-	ctl_run(&r, "-c", lv.conf, "stats");
+	h_ctl(&r, "-c", lv.conf, "stats");
 	h_assert(r.status == 0 &&
 		strncmp(r.out, "{\n  \"version\": ", 15) == 0 &&
 		strstr(r.out, "\n  \"upstreams\": {\n    \"api\": {\n") != NULL,
 	    "stats: exit %d, %.300s", r.status, r.out);
-	ctl_run(&r, "-c", lv.conf, "-j", "stats", "api");
+	h_ctl(&r, "-c", lv.conf, "-j", "stats", "api");
 	h_assert(r.status == 0 && h_count_lines(r.out) == 1 &&
 		strncmp(r.out, "{\"state\":\"closed\",", 18) == 0 &&
 		strstr(r.out, "\"attempts_total\":2,") != NULL,
@@ -542,7 +524,7 @@ START_TEST(ctl_force_survives_restart)
 	double retry;
 
 	live_start(&lv, NULL, NULL, state);
-	ctl_run(&r, "-c", lv.conf, "force-open", "api", "60s");
+	h_ctl(&r, "-c", lv.conf, "force-open", "api", "60s");
 	h_assert(r.status == 0, "force-open exited %d: %s", r.status, r.err);
 	line = h_expect_log(lv.d, H_WAIT_MS, "event=state", "upstream=api",
 	    "to=forced_open");
@@ -552,7 +534,7 @@ START_TEST(ctl_force_survives_restart)
 	d2 = h_daemon_start(lv.text);
 	h_expect_log(d2, H_WAIT_MS, "event=state_file", "result=restored",
 	    "upstream=api", "state=forced_open");
-	ctl_run(&r, "-c", h_daemon_config(d2), "status");
+	h_ctl(&r, "-c", h_daemon_config(d2), "status");
 	line = h_log_line(d2, h_log_mark(d2) - 1);
 	elapsed = h_log_time_ms(line) - t_forced;
 	h_assert(r.status == 0 &&
@@ -584,13 +566,13 @@ START_TEST(ctl_config_half_edited)
 	    h_strf("%s\n[upstream:new]\nlisten = %s\nserver = 127.0.0.1:9\n"
 		   "colour = red ; not a key\n",
 		lv.text, h_free_addr4()));
-	ctl_run(&r, "-c", edited, "status");
+	h_ctl(&r, "-c", edited, "status");
 	h_assert(r.status == 0 && table_row(r.out, "api") != NULL &&
 		strstr(r.err, "edited.ini has errors") != NULL &&
 		strstr(r.err, lv.admin) != NULL,
 	    "a half-edited config: exit %d, %s%s", r.status, r.out, r.err);
-	ctl_run(&r, "-c",
-	    h_write_file("noadmin.ini", "[upstream:x]\nfoo = 1\n"), "status");
+	h_ctl(&r, "-c", h_write_file("noadmin.ini", "[upstream:x]\nfoo = 1\n"),
+	    "status");
 	h_assert(r.status == 78 && strstr(r.err, "noadmin.ini:2: ") != NULL,
 	    "errors and no admin: exit %d, %s", r.status, r.err);
 }

@@ -306,21 +306,6 @@ http_status(const char *addr, const char *path, const char *token)
 	return status;
 }
 
-/* circuitproxyctl with arguments, run to its end. */
-static void
-ctl_run(struct h_run *r, const char *a1, const char *a2, const char *a3)
-{
-	const char *d = getenv("CIRCUITPROXYD"),
-		   *ctl = getenv("CIRCUITPROXYCTL");
-	char *daemon = h_strf("%s", d);
-
-	if (ctl == NULL || *ctl == '\0')
-		ctl = h_strf("%.*sctl", (int)strlen(d) - 1, d);
-	setenv("CIRCUITPROXYD", ctl, 1);
-	h_run(r, a1, a2, a3);
-	setenv("CIRCUITPROXYD", daemon, 1);
-}
-
 /* A file with that text and mode. */
 static char *
 file_mode(const char *name, const char *text, mode_t mode)
@@ -373,7 +358,7 @@ START_TEST(token_file_read_and_reloaded)
 	    "/stats without the token");
 	h_assert(http_status(admin, "/stats", "first-secret") == 200,
 	    "/stats with the file's token");
-	ctl_run(&r, "-c", h_daemon_config(d), "status");
+	h_ctl(&r, "-c", h_daemon_config(d), "status");
 	h_assert(r.status == 0 && strstr(r.out, "api") != NULL,
 	    "circuitproxyctl status exited %d: %s%s", r.status, r.out, r.err);
 
@@ -412,7 +397,7 @@ START_TEST(token_from_credential)
 	    "/stats without the credential's token");
 	h_assert(http_status(admin, "/stats", "from-systemd") == 200,
 	    "/stats with the credential's token");
-	ctl_run(&r, "-c", h_daemon_config(d), "status");
+	h_ctl(&r, "-c", h_daemon_config(d), "status");
 	h_assert(r.status == 0, "circuitproxyctl status exited %d: %s%s",
 	    r.status, r.out, r.err);
 	config_test(h_daemon_config(d), 0, NULL, NULL, true,

@@ -945,11 +945,20 @@ h_wrapped(void)
 	return wrap != NULL && *wrap != '\0';
 }
 
+static size_t h_build_argv_prog(const char **, size_t, const char *, char **);
+
 /* Build argv: optional $CP_TEST_WRAPPER words, the daemon, the arguments. */
 static size_t
 h_build_argv(const char **argv, size_t max, char **wrapbuf)
 {
-	const char *prog = getenv("CIRCUITPROXYD");
+	return h_build_argv_prog(argv, max, getenv("CIRCUITPROXYD"), wrapbuf);
+}
+
+/* The wrapper's words, then prog ($CIRCUITPROXYD, or circuitproxyctl). */
+static size_t
+h_build_argv_prog(const char **argv, size_t max, const char *prog,
+    char **wrapbuf)
+{
 	const char *wrap = getenv("CP_TEST_WRAPPER");
 	size_t n = 0;
 	char *w, *save = NULL;
@@ -2328,24 +2337,43 @@ h_run_argv(struct h_run *r, const char **argv)
 		close(pfd[1].fd);
 }
 
-/* Run the daemon with arguments to its exit, capturing stdout and stderr. */
-void
-h_run_args(struct h_run *r, const char *first, ...)
+/* Run prog (under the wrapper) with arguments to its exit, output captured. */
+static void
+h_run_prog_ap(struct h_run *r, const char *prog, const char *first, va_list ap)
 {
 	const char *argv[H_MAX_ARGS + 8], *a;
 	char *wrap;
 	size_t n;
-	va_list ap;
 
-	n = h_build_argv(argv, H_MAX_ARGS, &wrap);
+	n = h_build_argv_prog(argv, H_MAX_ARGS, prog, &wrap);
 	h_track(wrap);
-	va_start(ap, first);
 	for (a = first; a != NULL && n < H_MAX_ARGS;
 	     a = va_arg(ap, const char *))
 		argv[n++] = a;
-	va_end(ap);
 	argv[n] = NULL;
 	h_run_argv(r, argv);
+}
+
+/* Run the daemon with arguments to its exit, capturing stdout and stderr. */
+void
+h_run_args(struct h_run *r, const char *first, ...)
+{
+	va_list ap;
+
+	va_start(ap, first);
+	h_run_prog_ap(r, getenv("CIRCUITPROXYD"), first, ap);
+	va_end(ap);
+}
+
+/* Run circuitproxyctl with arguments to its exit, capturing its output. */
+void
+h_ctl_args(struct h_run *r, const char *first, ...)
+{
+	va_list ap;
+
+	va_start(ap, first);
+	h_run_prog_ap(r, h_ctl_prog(), first, ap);
+	va_end(ap);
 }
 
 /* Run another program (a path, see h_client) to its exit, output captured. */

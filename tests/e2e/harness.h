@@ -342,6 +342,9 @@ struct h_run {
 };
 void h_run_args(struct h_run *, const char *, ...);
 #define h_run(r, ...) h_run_args((r), __VA_ARGS__, (const char *)NULL)
+/* circuitproxyctl (h_ctl_prog), run the same way. */
+void h_ctl_args(struct h_run *, const char *, ...);
+#define h_ctl(r, ...) h_ctl_args((r), __VA_ARGS__, (const char *)NULL)
 /* Another program: a client found by h_client(), which is NULL if missing. */
 void h_exec_args(struct h_run *, const char *, ...);
 #define h_exec(r, ...) h_exec_args((r), __VA_ARGS__, (const char *)NULL)
