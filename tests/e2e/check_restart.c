@@ -224,20 +224,8 @@ END_TEST
 static void
 admin_post(const char *admin, const char *path)
 {
-	const char *req =
-	    h_strf("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-		   "Content-Length: 0\r\nConnection: close\r\n\r\n",
-		path);
-	char *resp;
-	size_t len;
-	int fd = h_connect_ok(admin);
-
-	h_assert(h_send_all(fd, req, strlen(req), H_WAIT_MS) == 0, "POST %s",
-	    path);
-	h_assert(h_recv_all(fd, &resp, &len, H_WAIT_MS) == H_OUT_EOF &&
-		len >= 12 && strncmp(resp, "HTTP/1.1 200", 12) == 0,
+	h_assert(h_http(admin, "POST", path, NULL, NULL) == 200,
 	    "POST %s was not answered 200", path);
-	close(fd);
 }
 
 /* Wait until state_file holds a line with every piece; that line. */
@@ -487,21 +475,11 @@ END_TEST
 static int64_t
 health_ms(const char *admin)
 {
-	static const char req[] = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-				  "Connection: close\r\n\r\n";
 	uint64_t t0 = h_now_ms();
-	char *resp = NULL;
-	size_t len = 0;
-	int fd = h_connect(admin, H_WAIT_MS);
-	bool ok;
 
-	if (fd < 0)
+	if (h_http(admin, "GET", "/health", NULL, NULL) != 200)
 		return -1;
-	ok = h_send_all(fd, req, sizeof(req) - 1, H_WAIT_MS) == 0 &&
-	    h_recv_all(fd, &resp, &len, H_WAIT_MS) == H_OUT_EOF && len >= 12 &&
-	    strncmp(resp, "HTTP/1.1 200", 12) == 0;
-	h_close(fd);
-	return ok ? (int64_t)(h_now_ms() - t0) : -1;
+	return (int64_t)(h_now_ms() - t0);
 }
 
 /* Read a FIFO to its end (the writer closed it) within ms. */

@@ -286,26 +286,6 @@ START_TEST(activation_restart_refuses_none)
 }
 END_TEST
 
-/* The status of one GET with an optional bearer token (Connection: close). */
-static int
-http_status(const char *addr, const char *path, const char *token)
-{
-	char *req, *raw = NULL;
-	size_t got = 0;
-	int fd = h_connect_ok(addr), status = 0;
-
-	req = h_strf("GET %s HTTP/1.1\r\nHost: %s\r\n%s%s%sConnection: "
-		     "close\r\n\r\n",
-	    path, addr, token != NULL ? "Authorization: Bearer " : "",
-	    token != NULL ? token : "", token != NULL ? "\r\n" : "");
-	h_assert(h_send_all(fd, req, strlen(req), H_WAIT_MS) == 0, "send");
-	h_recv_all(fd, &raw, &got, 2 * H_WAIT_MS);
-	close(fd);
-	if (raw != NULL && got > 12)
-		sscanf(raw, "HTTP/1.%*d %d", &status);
-	return status;
-}
-
 /* A file with that text and mode. */
 static char *
 file_mode(const char *name, const char *text, mode_t mode)
@@ -354,9 +334,10 @@ START_TEST(token_file_read_and_reloaded)
 	struct h_run r;
 	size_t mark;
 
-	h_assert(http_status(admin, "/stats", NULL) == 401,
+	h_assert(h_http(admin, "GET", "/stats", NULL, NULL) == 401,
 	    "/stats without the token");
-	h_assert(http_status(admin, "/stats", "first-secret") == 200,
+	h_assert(h_http(admin, "GET", "/stats",
+		     "Authorization: Bearer first-secret\r\n", NULL) == 200,
 	    "/stats with the file's token");
 	h_ctl(&r, "-c", h_daemon_config(d), "status");
 	h_assert(r.status == 0 && strstr(r.out, "api") != NULL,
@@ -365,9 +346,11 @@ START_TEST(token_file_read_and_reloaded)
 	file_mode("token", "second-secret\n", 0600);
 	mark = h_reload(d, conf);
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
-	h_assert(http_status(admin, "/stats", "first-secret") == 401,
+	h_assert(h_http(admin, "GET", "/stats",
+		     "Authorization: Bearer first-secret\r\n", NULL) == 401,
 	    "the old token still works after the file changed and a reload");
-	h_assert(http_status(admin, "/stats", "second-secret") == 200,
+	h_assert(h_http(admin, "GET", "/stats",
+		     "Authorization: Bearer second-secret\r\n", NULL) == 200,
 	    "the new token does not work after a reload");
 	h_assert(h_daemon_stop(d) == 0, "the daemon did not exit 0");
 }
@@ -393,9 +376,10 @@ START_TEST(token_from_credential)
 	file_mode("credentials/admin_token", "from-systemd\n", 0400);
 	setenv("CREDENTIALS_DIRECTORY", dir, 1);
 	d = h_daemon_start(conf);
-	h_assert(http_status(admin, "/stats", NULL) == 401,
+	h_assert(h_http(admin, "GET", "/stats", NULL, NULL) == 401,
 	    "/stats without the credential's token");
-	h_assert(http_status(admin, "/stats", "from-systemd") == 200,
+	h_assert(h_http(admin, "GET", "/stats",
+		     "Authorization: Bearer from-systemd\r\n", NULL) == 200,
 	    "/stats with the credential's token");
 	h_ctl(&r, "-c", h_daemon_config(d), "status");
 	h_assert(r.status == 0, "circuitproxyctl status exited %d: %s%s",

@@ -1647,26 +1647,39 @@ h_daemon_fds_named(const struct h_daemon *d, const char *prefix)
 	return count;
 }
 
+/* One HTTP/1.1 request to addr: the answer's status (0: none), its body. */
+int
+h_http(const char *addr, const char *method, const char *path,
+    const char *headers, char **body)
+{
+	const char *req = h_strf("%s %s HTTP/1.1\r\nHost: %s\r\n%s%s"
+				 "Connection: close\r\n\r\n",
+	    method, path, addr, headers != NULL ? headers : "",
+	    strcmp(method, "POST") == 0 ? "Content-Length: 0\r\n" : "");
+	char *all = NULL, *end;
+	size_t len = 0;
+	int fd = h_connect(addr, H_WAIT_MS), status = 0;
+
+	if (body != NULL)
+		*body = NULL;
+	if (fd == -1)
+		return 0;
+	if (h_send_all(fd, req, strlen(req), H_WAIT_MS) == 0 &&
+	    h_recv_all(fd, &all, &len, 2 * H_WAIT_MS) == H_OUT_EOF &&
+	    sscanf(all, "HTTP/1.%*d %d", &status) == 1 && body != NULL &&
+	    (end = strstr(all, "\r\n\r\n")) != NULL)
+		*body = end + 4;
+	close(fd);
+	return status;
+}
+
 /* GET a path from an admin endpoint: the body of a 200, else NULL. */
 char *
 h_admin_get(const char *admin, const char *path)
 {
-	const char *req = h_strf("GET %s HTTP/1.1\r\nHost: %s\r\n"
-				 "Connection: close\r\n\r\n",
-	    path, admin);
-	char *all = NULL, *body = NULL;
-	size_t len = 0;
-	int fd = h_connect(admin, H_WAIT_MS);
+	char *body;
 
-	if (fd == -1)
-		return NULL;
-	if (h_send_all(fd, req, strlen(req), H_WAIT_MS) == 0 &&
-	    h_recv_all(fd, &all, &len, H_WAIT_MS) == H_OUT_EOF && all != NULL &&
-	    strncmp(all, "HTTP/1.1 200 ", 13) == 0 &&
-	    (body = strstr(all, "\r\n\r\n")) != NULL)
-		body += 4;
-	close(fd);
-	return body;
+	return h_http(admin, "GET", path, NULL, &body) == 200 ? body : NULL;
 }
 
 /* The number of the first "key": of a JSON document; fails if there is none. */

@@ -191,9 +191,13 @@ void h_daemon_log_allow(struct h_daemon *, size_t);
  */
 int h_daemon_fds_named(const struct h_daemon *, const char *);
 /*
- * GET a path from an admin endpoint, by hand (HTTP/1.1, Connection:
- * close): the body of a 200, or NULL for any other answer or none.
+ * One HTTP/1.1 request by hand (Connection: close) to addr: method, path
+ * and more header lines (each ending "\r\n"; or NULL). The status of an
+ * answer read to its end, or 0 for none; its body in *body if asked.
  */
+int h_http(const char *addr, const char *method, const char *path,
+    const char *headers, char **body);
+/* GET a path from an admin endpoint: the body of a 200, or NULL. */
 char *h_admin_get(const char *, const char *);
 /*
  * The number a JSON document gives a key: the first "key": in it (no
