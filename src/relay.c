@@ -1248,13 +1248,14 @@ relay_connect(struct relay *r)
 	if (errno == EINPROGRESS) {
 		/*
 		 * On loopback the handshake is most often over by the time
-		 * connect() returns: asked again, it says so (0) or how it
-		 * failed, and the relay starts now, reading the client at
-		 * once, without a wakeup for writability. EALREADY: still
-		 * under way.
+		 * connect() returns: asked again, it says so (0 on Linux,
+		 * EISCONN on the BSDs) or how it failed, and the relay starts
+		 * now, reading the client at once, without a wakeup for
+		 * writability. EALREADY: still under way.
 		 */
 		if (connect(r->sfd, (const struct sockaddr *)&sa->ss,
-			sa->len) == 0) {
+			sa->len) == 0 ||
+		    errno == EISCONN) {
 			r->client_ready = true;
 			return relay_connect_done(r, 0, util_now_ms());
 		}
