@@ -223,28 +223,17 @@ turnaway_log_turned(const struct admit *a, const struct turnaway_peer *peer,
 	turnaway_log_conn(a->up, a->pool, peer, &c);
 }
 
-/*
- * A client (relayed or turned away) has ended: its debug event=close line,
- * then its hold on its upstream and pool is let go. Last: once refs is 0
- * the main thread may free a retired upstream or pool, so the caller may
- * not touch them after this.
- */
+/* The debug event=close line of a client (relayed or turned away). */
 void
-turnaway_client_end(struct upstream *up, struct pool *pool,
+turnaway_log_close(struct upstream *up, struct pool *pool,
     const struct turnaway_peer *peer, const char *reason)
 {
-	if (log_enabled(LOG_LEVEL_DEBUG)) {
-		char client[TURNAWAY_PEER_STR_MAX];
+	char client[TURNAWAY_PEER_STR_MAX];
 
-		log_debug("event=close %s=%s client=%s reason=%s",
-		    up != NULL ? "upstream" : "pool",
-		    up != NULL ? up->name : pool->name,
-		    turnaway_peer_str(peer, client), reason);
-	}
-	if (up != NULL)
-		atomic_fetch_sub_explicit(&up->refs, 1, memory_order_release);
-	if (pool != NULL)
-		atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_release);
+	log_debug("event=close %s=%s client=%s reason=%s",
+	    up != NULL ? "upstream" : "pool",
+	    up != NULL ? up->name : pool->name, turnaway_peer_str(peer, client),
+	    reason);
 }
 
 /* The only way out of the room: log, close, release and tell the worker. */

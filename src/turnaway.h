@@ -12,15 +12,18 @@
 
 #include <netinet/in.h>
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "log.h"
+#include "pool.h"
+#include "upstream.h"
 
 struct admit;
 struct event;
 struct event_base;
-struct pool;
 struct turnaway;
-struct upstream;
 
 /*
  * A client's address, kept raw: it is formatted only for a log line, and
@@ -79,12 +82,27 @@ void turnaway_log_conn(struct upstream *, struct pool *,
 /* The event=conn line of a client turned away without a wait. */
 void turnaway_log_turned(const struct admit *, const struct turnaway_peer *,
     const char *end, const char *state);
-/*
- * A client has ended: its debug event=close line, then up's and pool's
- * refs let go (neither may be touched after).
- */
-void turnaway_client_end(struct upstream *, struct pool *,
+/* The debug event=close line of a client (relayed or turned away). */
+void turnaway_log_close(struct upstream *, struct pool *,
     const struct turnaway_peer *, const char *reason);
+
+/*
+ * A client (relayed or turned away) has ended: its debug event=close line,
+ * then its hold on its upstream and pool is let go. Last: once refs is 0
+ * the main thread may free a retired upstream or pool, so the caller may
+ * not touch them after this. Inline: every relay's end passes here.
+ */
+static inline void
+turnaway_client_end(struct upstream *up, struct pool *pool,
+    const struct turnaway_peer *peer, const char *reason)
+{
+	if (log_enabled(LOG_LEVEL_DEBUG))
+		turnaway_log_close(up, pool, peer, reason);
+	if (up != NULL)
+		atomic_fetch_sub_explicit(&up->refs, 1, memory_order_release);
+	if (pool != NULL)
+		atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_release);
+}
 /* Close a socket so the peer sees a reset (RST) rather than a FIN. */
 void turnaway_close_rst(int fd);
 
