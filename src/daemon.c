@@ -399,19 +399,37 @@ daemon_next_prepare(struct daemon *d, struct daemon_next *nx)
 
 /*
  * Name where a listen address that failed to bind is written, as a config
- * error would: "FILE:LINE: upstream 'NAME': " before the cause.
+ * error would: "FILE:LINE: upstream 'NAME': " (or "pool 'NAME': ") before
+ * the cause.
  */
 static void
 daemon_cause_at(const struct config *conf, const struct plan_listen *pl,
     char **cause)
 {
-	const struct upstream_conf *uc = &conf->upstreams[pl->upstream];
-	size_t j = (size_t)(pl->addr - uc->listen);
+	const struct upstream_conf *uc;
+	const struct pool_conf *pc;
+	const char *kind = "upstream", *name;
+	const int *lines;
 	char *why = *cause;
+	size_t j;
+	int line;
 
-	xasprintf(cause, "%s:%d: upstream '%s': %s", conf->path,
-	    uc->listen_line != NULL ? uc->listen_line[j] : uc->line, uc->name,
-	    why);
+	if (pl->upstream != PLAN_NONE) {
+		uc = &conf->upstreams[pl->upstream];
+		name = uc->name;
+		j = (size_t)(pl->addr - uc->listen);
+		lines = uc->listen_line;
+		line = uc->line;
+	} else {
+		pc = &conf->pools[pl->pool];
+		kind = "pool";
+		name = pc->name;
+		j = (size_t)(pl->addr - pc->listen);
+		lines = pc->listen_line;
+		line = pc->line;
+	}
+	xasprintf(cause, "%s:%d: %s '%s': %s", conf->path,
+	    lines != NULL ? lines[j] : line, kind, name, why);
 	free(why);
 }
 
@@ -429,8 +447,7 @@ daemon_next_listen(struct daemon *d, struct daemon_next *nx, size_t i,
 	    pl->upstream != PLAN_NONE ? nx->ups[pl->upstream] : NULL,
 	    d->nworkers, cause);
 	if (l == NULL) {
-		if (pl->upstream != PLAN_NONE)
-			daemon_cause_at(nx->conf, pl, cause);
+		daemon_cause_at(nx->conf, pl, cause);
 		return NULL;
 	}
 	if (pl->pool != PLAN_NONE)

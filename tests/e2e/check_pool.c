@@ -953,6 +953,65 @@ START_TEST(reload_pools_under_load)
 }
 END_TEST
 
+/*
+ * A pool's listen address that another process holds stops the start
+ * with exit 1, and the reason names where it is written, as for an
+ * upstream: "FILE:LINE: pool 'p': listen ADDR: ..." with the line of that
+ * listen key (the second one here, below the header and the first).
+ */
+START_TEST(pool_listen_in_use_at_start)
+{
+	struct h_backend *taken = h_backend(H_ECHO);
+	const char *addr = h_backend_addr(taken);
+	const char *head = h_strf("%s[upstream:e1]\nserver = 127.0.0.1:9\n"
+				  "[pool:p]\nmembers = e1\nlisten = %s\n",
+	    global_section(), h_free_addr4());
+	const char *path = h_write_file("pool_in_use.ini",
+	    h_strf("%slisten = %s\n", head, addr));
+	const char *want = h_strf("%s:%u: pool 'p': listen %s: ", path,
+	    h_count_lines(head) + 1, addr);
+	struct h_run r;
+
+	h_run(&r, "-c", path);
+	h_assert(r.status == 1, "exit status %d, 1 expected; stderr:\n%s",
+	    r.status, r.err);
+	h_assert(strstr(r.err,
+		     h_strf("event=exit status=1 error=\"%s", want)) != NULL &&
+		strcasestr(r.err, "in use") != NULL,
+	    "stderr does not name %s, %s and say it is in use:\n%s", addr, want,
+	    r.err);
+}
+END_TEST
+
+/*
+ * The same at a reload: a pool moved to an address another process holds
+ * is a reload error naming FILE:LINE and the pool; the running config
+ * keeps serving on the old address.
+ */
+START_TEST(pool_listen_in_use_at_reload)
+{
+	struct h_backend *e1 = h_backend(H_ECHO), *taken = h_backend(H_ECHO);
+	const char *lis = h_free_addr4(), *addr = h_backend_addr(taken);
+	const char *head = h_strf("%s[upstream:e1]\nserver = %s\n"
+				  "[pool:p]\nmembers = e1\n",
+	    global_section(), h_backend_addr(e1));
+	struct h_daemon *d;
+	size_t mark;
+
+	d = h_daemon_start(h_strf("%slisten = %s\n", head, lis));
+	h_assert(h_echo_roundtrip(lis, "before", H_WAIT_MS), "pool p");
+	mark = h_reload(d, h_strf("%slisten = %s\n", head, addr));
+	/* Field by field (a log pattern is whole words): FILE:LINE, pool. */
+	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=error",
+	    h_strf("error=\"%s:%u:", h_daemon_config(d),
+		h_count_lines(head) + 1),
+	    "pool", "'p':", "listen", h_strf("%s:", addr));
+	h_assert(h_echo_roundtrip(lis, "after", H_WAIT_MS),
+	    "the old address stopped serving after the failed reload");
+	h_daemon_stop_ok(d);
+}
+END_TEST
+
 /* The suite. */
 static Suite *
 pool_suite(void)
@@ -968,6 +1027,8 @@ pool_suite(void)
 	H_TEST(s, retry_first_skips_the_failed_member);
 	H_TEST(s, retry_into_a_full_member_one_story);
 	H_TEST(s, retry_after_a_member_with_no_address);
+	H_TEST(s, pool_listen_in_use_at_start);
+	H_TEST(s, pool_listen_in_use_at_reload);
 	add_long(s, "status_page_groups_pools", status_page_groups_pools);
 	return s;
 }
