@@ -35,12 +35,24 @@ global_section(const char *level, unsigned rejects_per_second,
 	    level, shutdown_timeout, rejects_per_second);
 }
 
+/*
+ * A config of one upstream "api" to server, with keys: the [global] section
+ * at that log level and reject-line rate.
+ */
+static const char *
+config_api(const char *level, unsigned rejects_per_second, const char *lis,
+    const char *server, const char *keys)
+{
+	return h_strf("%s%s", global_section(level, rejects_per_second, "2s"),
+	    h_upstream("api", lis, server, keys));
+}
+
 /* One upstream "api" at info level, rejects logged up to 100 a second. */
 static struct h_daemon *
 start_api(const char *lis, const struct h_backend *srv, const char *keys)
 {
-	return h_daemon_start(h_strf("%s%s", global_section("info", 100, "2s"),
-	    h_upstream("api", lis, h_backend_addr(srv), keys)));
+	return h_daemon_start(
+	    config_api("info", 100, lis, h_backend_addr(srv), keys));
 }
 
 /* Sum a numeric field over the lines from mark holding every pattern. */
@@ -121,10 +133,9 @@ START_TEST(breaker_unreachable)
 		h_skip("no network namespace of the test's own: %s",
 		    strerror(errno));
 	lis = h_free_addr4();
-	d = h_daemon_start(h_strf("%s%s", global_section("info", 100, "2s"),
-	    h_upstream("api", lis, "192.0.2.1:9",
-		"failure_threshold = 2\n"
-		"recovery_timeout = 30s\n")));
+	d = h_daemon_start(config_api("info", 100, lis, "192.0.2.1:9",
+	    "failure_threshold = 2\n"
+	    "recovery_timeout = 30s\n"));
 	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	line = h_expect_log(d, H_WAIT_MS, "event=connect_fail");
 	h_assert_fields_only(line, "level=warning", "event=connect_fail",
@@ -403,9 +414,8 @@ START_TEST(log_rejects_zero)
 	struct h_backend *srv = h_backend(H_REFUSE);
 	const char *lis = h_free_addr4();
 	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_section("info", 0, "2s"),
-		h_upstream("api", lis, h_backend_addr(srv),
-		    "failure_threshold = 1\nrecovery_timeout = 30s\n")));
+	    h_daemon_start(config_api("info", 0, lis, h_backend_addr(srv),
+		"failure_threshold = 1\nrecovery_timeout = 30s\n"));
 	const char *line;
 	unsigned summed = 0;
 	uint64_t deadline;
@@ -442,9 +452,8 @@ START_TEST(log_journal_prefix)
 	const char *lis = h_free_addr4();
 	struct h_opts opts = { .journal = true };
 	struct h_daemon *d = h_daemon_start_opts(&opts,
-	    h_strf("%s%s", global_section("info", 100, "2s"),
-		h_upstream("api", lis, h_backend_addr(srv),
-		    "failure_threshold = 1\nrecovery_timeout = 30s\n")));
+	    config_api("info", 100, lis, h_backend_addr(srv),
+		"failure_threshold = 1\nrecovery_timeout = 30s\n"));
 	static const struct {
 		const char *event, *prio;
 	} want[] = {
@@ -481,9 +490,8 @@ START_TEST(relay_server_half_close)
 {
 	struct h_backend *srv = h_backend(H_FIN_FIRST);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d =
-	    h_daemon_start(h_strf("%s%s", global_section("debug", 100, "2s"),
-		h_upstream("api", lis, h_backend_addr(srv), "")));
+	struct h_daemon *d = h_daemon_start(
+	    config_api("debug", 100, lis, h_backend_addr(srv), ""));
 	char *got, msg[4096], *client;
 	enum h_outcome out;
 	size_t len;
@@ -610,8 +618,8 @@ START_TEST(reload_resolves_names_again)
 	h_backend_set_banner(a, "A");
 	h_backend_set_banner(b, "B");
 	lis = h_free_addr4();
-	cfg = h_strf("%s%s", global_section("info", 100, "2s"),
-	    h_upstream("api", lis, h_strf("cp-backend.test:%s", port), ""));
+	cfg = config_api("info", 100, lis, h_strf("cp-backend.test:%s", port),
+	    "");
 	d = h_daemon_start(cfg);
 	fd = h_connect_ok(lis);
 	h_assert(h_recv_exact(fd, buf, 1, H_WAIT_MS) == H_OUT_DATA &&
