@@ -514,6 +514,40 @@ START_TEST(breaker_early_close_client_first)
 END_TEST
 
 /*
+ * Trip the circuit: n clients, each reset and logged (at warning, with
+ * those fields only) as connect_fail error=error naming the server and the
+ * client; then the circuit opens after the n-th: that line. The quickest
+ * and slowest reset, from the client's side, in *fastest and *slowest.
+ */
+static const char *
+trip_clients(struct h_daemon *d, const char *lis, const struct h_backend *srv,
+    int n, const char *error, uint64_t *fastest, uint64_t *slowest)
+{
+	const char *line;
+	char *client;
+	uint64_t el;
+	int i;
+
+	*fastest = UINT64_MAX;
+	*slowest = 0;
+	for (i = 0; i < n; i++) {
+		client = h_client_expect_reset(lis, H_WAIT_MS, &el);
+		*fastest = el < *fastest ? el : *fastest;
+		*slowest = el > *slowest ? el : *slowest;
+		line = h_expect_log(d, H_WAIT_MS, "event=connect_fail",
+		    h_strf("client=%s", client));
+		h_assert_fields_only(line, "level=warning",
+		    "event=connect_fail", "upstream=api",
+		    h_strf("server=%s", h_backend_addr(srv)),
+		    h_strf("client=%s", client), h_strf("error=%s", error),
+		    "elapsed_ms=#*");
+	}
+	return h_expect_log(d, H_WAIT_MS, "level=warning", "event=state",
+	    "upstream=api", "from=closed", "to=open",
+	    "reason=consecutive_failures", h_strf("failures=%d", n));
+}
+
+/*
  * A server that refuses: three clients fail, each is reset and logged as
  * connect_fail error=refused; the third opens the circuit.
  */
@@ -524,23 +558,12 @@ START_TEST(breaker_trips_on_refused)
 	struct h_daemon *d = h_daemon_start(config_api(lis, srv,
 	    "failure_threshold = 3\n"
 	    "recovery_timeout = 30s\n"));
+	uint64_t fastest, slowest;
 	const char *line;
-	char *client;
 	double ra;
 	size_t at;
-	int i;
 
-	for (i = 0; i < 3; i++) {
-		client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
-		line = h_expect_log(d, H_WAIT_MS, "event=connect_fail",
-		    h_strf("client=%s", client));
-		h_assert_fields_only(line, "level=warning",
-		    "event=connect_fail", "upstream=api",
-		    h_strf("server=%s", h_backend_addr(srv)),
-		    h_strf("client=%s", client), "error=refused",
-		    "elapsed_ms=#*");
-	}
-	line = h_expect_log(d, H_WAIT_MS, "event=state", "to=open");
+	line = trip_clients(d, lis, srv, 3, "refused", &fastest, &slowest);
 	h_assert_fields_only(line, "level=warning", "event=state",
 	    "upstream=api", "from=closed", "to=open",
 	    "reason=consecutive_failures", "failures=3", "retry_after=##.###");
@@ -570,16 +593,13 @@ START_TEST(breaker_trips_on_timeout)
 	    "connect_timeout = 300ms\n"
 	    "failure_threshold = 2\n"
 	    "recovery_timeout = 30s\n"));
-	uint64_t el;
-	int i;
+	uint64_t fastest, slowest;
 
-	for (i = 0; i < 2; i++) {
-		h_client_expect_reset(lis, H_WAIT_MS, &el);
-		h_assert_between(el, 290, 1000,
-		    "ms to the reset with connect_timeout = 300ms");
-	}
-	h_expect_log(d, H_WAIT_MS, "event=state", "upstream=api", "from=closed",
-	    "to=open", "reason=consecutive_failures", "failures=2");
+	trip_clients(d, lis, srv, 2, "timeout", &fastest, &slowest);
+	h_assert_between(fastest, 290, 1000,
+	    "ms to the quickest reset with connect_timeout = 300ms");
+	h_assert_between(slowest, 290, 1000,
+	    "ms to the slowest reset with connect_timeout = 300ms");
 	h_assert(h_count_log(d, "event=connect_fail", "upstream=api",
 		     "error=timeout") == 2,
 	    "timeout lines: %u",
@@ -602,19 +622,10 @@ START_TEST(breaker_trips_on_unix_backlog_full)
 	struct h_daemon *d = h_daemon_start(config_api(lis, srv,
 	    "failure_threshold = 3\n"
 	    "recovery_timeout = 30s\n"));
+	uint64_t fastest, slowest;
 	char *client;
-	int i;
 
-	for (i = 0; i < 3; i++) {
-		client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
-		h_expect_log(d, H_WAIT_MS, "level=warning",
-		    "event=connect_fail", "upstream=api",
-		    h_strf("server=%s", h_backend_addr(srv)),
-		    h_strf("client=%s", client), "error=other");
-	}
-	h_expect_log(d, H_WAIT_MS, "level=warning", "event=state",
-	    "upstream=api", "from=closed", "to=open",
-	    "reason=consecutive_failures", "failures=3");
+	trip_clients(d, lis, srv, 3, "other", &fastest, &slowest);
 	client = h_client_expect_reset(lis, H_WAIT_MS, NULL);
 	h_expect_log(d, H_WAIT_MS, "event=reject", "upstream=api",
 	    h_strf("client=%s", client), "state=open");
