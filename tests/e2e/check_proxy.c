@@ -50,11 +50,8 @@ global_section(unsigned workers, unsigned rejects_per_second)
 static const char *
 config_api(const char *listen, const struct h_backend *server, const char *keys)
 {
-	return h_strf("%s[upstream:api]\n"
-		      "listen = %s\n"
-		      "server = %s\n"
-		      "%s",
-	    global_section(1, 100), listen, h_backend_addr(server), keys);
+	return h_strf("%s%s", global_section(1, 100),
+	    h_upstream("api", listen, h_backend_addr(server), keys));
 }
 
 /* The harness itself: an echo backend echoes, a client reads it back. */

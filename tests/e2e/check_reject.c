@@ -36,16 +36,14 @@ static const char *
 config_refusing(const char *name, const char *listen,
     const struct h_backend *srv, const char *reject, const char *keys)
 {
-	return h_strf("%s[upstream:%s]\n"
-		      "listen = %s\n"
-		      "server = %s\n"
-		      "failure_threshold = 1\n"
-		      "recovery_timeout = %ds\n"
-		      "connect_timeout = %dms\n"
-		      "reject = %s\n"
-		      "%s",
-	    global_section(), name, listen, h_backend_addr(srv), OPEN_S,
-	    PG_WAIT_MS, reject, keys);
+	return h_strf("%s%s", global_section(),
+	    h_upstream(name, listen, h_backend_addr(srv),
+		h_strf("failure_threshold = 1\n"
+		       "recovery_timeout = %ds\n"
+		       "connect_timeout = %dms\n"
+		       "reject = %s\n"
+		       "%s",
+		    OPEN_S, PG_WAIT_MS, reject, keys)));
 }
 
 /* Open the circuit of an upstream with one refused client. */
@@ -390,18 +388,15 @@ START_TEST(half_open_no_slot_retry_0)
 {
 	struct h_backend *srv = h_backend(H_REFUSE);
 	const char *lis = h_free_addr4();
-	struct h_daemon *d = h_daemon_start(h_strf("%s[upstream:cache]\n"
-						   "listen = %s\n"
-						   "server = %s\n"
-						   "failure_threshold = 1\n"
-						   "recovery_timeout = 300ms\n"
-						   "half_open_max_calls = 1\n"
-						   "success_threshold = 1\n"
-						   "failure_on_early_close = "
-						   "yes\n"
-						   "connect_timeout = 5s\n"
-						   "reject = redis\n",
-	    global_section(), lis, h_backend_addr(srv)));
+	struct h_daemon *d = h_daemon_start(h_strf("%s%s", global_section(),
+	    h_upstream("cache", lis, h_backend_addr(srv),
+		"failure_threshold = 1\n"
+		"recovery_timeout = 300ms\n"
+		"half_open_max_calls = 1\n"
+		"success_threshold = 1\n"
+		"failure_on_early_close = yes\n"
+		"connect_timeout = 5s\n"
+		"reject = redis\n")));
 	enum h_outcome out;
 	size_t len;
 	char *reply;
