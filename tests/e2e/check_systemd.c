@@ -286,6 +286,16 @@ START_TEST(activation_restart_refuses_none)
 }
 END_TEST
 
+/* The status of GET /stats with a bearer token (NULL: none). */
+static int
+stats_status(const char *admin, const char *token)
+{
+	return h_http(admin, "GET", "/stats",
+	    token != NULL ? h_strf("Authorization: Bearer %s\r\n", token)
+			  : NULL,
+	    NULL);
+}
+
 /* A file with that text and mode. */
 static char *
 file_mode(const char *name, const char *text, mode_t mode)
@@ -334,10 +344,8 @@ START_TEST(token_file_read_and_reloaded)
 	struct h_run r;
 	size_t mark;
 
-	h_assert(h_http(admin, "GET", "/stats", NULL, NULL) == 401,
-	    "/stats without the token");
-	h_assert(h_http(admin, "GET", "/stats",
-		     "Authorization: Bearer first-secret\r\n", NULL) == 200,
+	h_assert(stats_status(admin, NULL) == 401, "/stats without the token");
+	h_assert(stats_status(admin, "first-secret") == 200,
 	    "/stats with the file's token");
 	h_ctl(&r, "-c", h_daemon_config(d), "status");
 	h_assert(r.status == 0 && strstr(r.out, "api") != NULL,
@@ -346,11 +354,9 @@ START_TEST(token_file_read_and_reloaded)
 	file_mode("token", "second-secret\n", 0600);
 	mark = h_reload(d, conf);
 	h_expect_log_after(d, mark, H_WAIT_MS, "event=reload", "result=ok");
-	h_assert(h_http(admin, "GET", "/stats",
-		     "Authorization: Bearer first-secret\r\n", NULL) == 401,
+	h_assert(stats_status(admin, "first-secret") == 401,
 	    "the old token still works after the file changed and a reload");
-	h_assert(h_http(admin, "GET", "/stats",
-		     "Authorization: Bearer second-secret\r\n", NULL) == 200,
+	h_assert(stats_status(admin, "second-secret") == 200,
 	    "the new token does not work after a reload");
 	h_assert(h_daemon_stop(d) == 0, "the daemon did not exit 0");
 }
@@ -376,10 +382,9 @@ START_TEST(token_from_credential)
 	file_mode("credentials/admin_token", "from-systemd\n", 0400);
 	setenv("CREDENTIALS_DIRECTORY", dir, 1);
 	d = h_daemon_start(conf);
-	h_assert(h_http(admin, "GET", "/stats", NULL, NULL) == 401,
+	h_assert(stats_status(admin, NULL) == 401,
 	    "/stats without the credential's token");
-	h_assert(h_http(admin, "GET", "/stats",
-		     "Authorization: Bearer from-systemd\r\n", NULL) == 200,
+	h_assert(stats_status(admin, "from-systemd") == 200,
 	    "/stats with the credential's token");
 	h_ctl(&r, "-c", h_daemon_config(d), "status");
 	h_assert(r.status == 0, "circuitproxyctl status exited %d: %s%s",
