@@ -882,6 +882,80 @@ START_TEST(proxy_header_first_both_orders)
 }
 END_TEST
 
+/* Is a connection to 127.0.0.1:port in SYN_SENT (/proc/net/tcp)? */
+static bool
+syn_sent_to(int port)
+{
+	FILE *f = fopen("/proc/net/tcp", "r");
+	char line[256];
+	unsigned rport, st;
+	bool found = false;
+
+	if (f == NULL)
+		return false;
+	while (!found && fgets(line, sizeof(line), f) != NULL)
+		found = sscanf(line, " %*u: %*x:%*x %*x:%x %x", &rport, &st) ==
+			2 &&
+		    rport == (unsigned)port && st == 2;
+	fclose(f);
+	return found;
+}
+
+/*
+ * A client whose request is there before its server connection is made
+ * (the server's accept queue is full, so the connect waits for the SYN's
+ * retransmission, a second later): the request goes in the PROXY
+ * header's send, the header first, and nothing of it is lost.
+ */
+START_TEST(proxy_header_with_early_bytes)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+	const char *lis = h_free_addr4(), *srv, *hdr;
+	static const char req[] = "GET /early HTTP/1.0\r\n\r\n";
+	struct h_daemon *d;
+	char buf[256], *client;
+	uint64_t deadline;
+	int lfd, sfd, fd, filler;
+
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	h_assert(lfd != -1, "socket");
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	h_assert(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) == 0, "bind");
+	/* Room for one connection waiting to be accepted: the filler's. */
+	h_assert(listen(lfd, 0) == 0, "listen");
+	h_assert(getsockname(lfd, (struct sockaddr *)&sin, &sl) == 0, "name");
+	srv = h_strf("127.0.0.1:%d", ntohs(sin.sin_port));
+	filler = h_connect(srv, H_WAIT_MS);
+	h_assert(filler != -1, "filler: %s", strerror(errno));
+	d = h_daemon_start(h_config_api("info", lis, srv,
+	    "send_proxy = v1\nconnect_timeout = 10s\n"));
+	fd = h_connect_name(lis, H_WAIT_MS, &client);
+	h_assert(fd != -1, "connect: %s", strerror(errno));
+	h_assert(h_send_all(fd, req, sizeof(req) - 1, H_WAIT_MS) == 0, "send");
+	/* The daemon's SYN was dropped: the queue may take it next time. */
+	deadline = h_now_ms() + (uint64_t)H_WAIT_MS;
+	while (!syn_sent_to(ntohs(sin.sin_port))) {
+		h_assert(h_now_ms() < deadline, "no connect to the server");
+		poll(NULL, 0, 10);
+	}
+	close(accept_within(lfd, H_WAIT_MS));
+	close(filler);
+	sfd = accept_within(lfd, H_WAIT_MS);
+	hdr = v1_header(client, lis);
+	h_assert(read_exact(sfd, buf, strlen(hdr) + sizeof(req) - 1, H_WAIT_MS),
+	    "the header and the request did not come");
+	h_assert(memcmp(buf, hdr, strlen(hdr)) == 0 &&
+		memcmp(buf + strlen(hdr), req, sizeof(req) - 1) == 0,
+	    "got [%.*s], not the header then the request",
+	    (int)(strlen(hdr) + sizeof(req) - 1), buf);
+	close(sfd);
+	close(fd);
+	close(lfd);
+	h_daemon_stop_ok(d);
+}
+END_TEST
+
 /* Clients of the burst story (fewer under valgrind), how many at once. */
 #define BURST_CLIENTS 10000
 #define BURST_CLIENTS_WRAPPED 2000
@@ -991,6 +1065,7 @@ connlog_suite(void)
 	H_TEST(s, proxy_probe_v2_local);
 	H_TEST(s, proxy_probe_v1_unknown);
 	H_TEST(s, proxy_header_first_both_orders);
+	H_TEST(s, proxy_header_with_early_bytes);
 	return s;
 }
 
