@@ -170,10 +170,9 @@ turnaway_log_conn(struct upstream *up, struct pool *pool,
 	}
 	p = turnaway_put(p, e, " server=");
 	p = turnaway_put(p, e,
-	    c->tries > 0 && up != NULL
-		? log_quote(server, sizeof(server),
-		      upstream_conf(up)->server.text)
-		: "-");
+	    c->tries > 0 && up != NULL ? log_quote(server, sizeof(server),
+					     upstream_conf(up)->server.text)
+				       : "-");
 	p = turnaway_put(p, e, " client=");
 	p = turnaway_put(p, e, turnaway_peer_str(peer, client));
 	p = turnaway_put(p, e, " end=");

@@ -894,8 +894,8 @@ syn_sent_to(int port)
 	if (f == NULL)
 		return false;
 	while (!found && fgets(line, sizeof(line), f) != NULL)
-		found = sscanf(line, " %*u: %*x:%*x %*x:%x %x", &rport, &st) ==
-			2 &&
+		found =
+		    sscanf(line, " %*u: %*x:%*x %*x:%x %x", &rport, &st) == 2 &&
 		    rport == (unsigned)port && st == 2;
 	fclose(f);
 	return found;
@@ -1012,10 +1012,8 @@ START_TEST(conn_burst_all_logged)
 						   "log_connections = yes\n",
 	    lis, h_backend_addr(srv)));
 	uint64_t deadline = h_now_ms() + (uint64_t)h_slow_ms(60000), t0;
-	const char *wrapper = getenv("CP_TEST_WRAPPER");
-	unsigned done = 0, n, total = wrapper != NULL && *wrapper != '\0'
-	    ? BURST_CLIENTS_WRAPPED
-	    : BURST_CLIENTS;
+	unsigned done = 0, n,
+		 total = h_wrapped() ? BURST_CLIENTS_WRAPPED : BURST_CLIENTS;
 	char *client;
 	int fd;
 
@@ -1030,7 +1028,8 @@ START_TEST(conn_burst_all_logged)
 	    (unsigned)(h_now_ms() - t0));
 	close(fd);
 	while (done < total) {
-		h_assert(h_now_ms() < deadline, "only %u clients in time", done);
+		h_assert(h_now_ms() < deadline, "only %u clients in time",
+		    done);
 		n = total - done < BURST_AT_ONCE ? total - done : BURST_AT_ONCE;
 		burst_wave(lis, n);
 		done += n;
