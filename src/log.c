@@ -636,7 +636,12 @@ log_quote(char *buf, size_t len, const char *value)
 	size_t o = 0;
 
 	if (value[0] != '\0' && strpbrk(value, " \t\"=\\\n") == NULL) {
-		snprintf(buf, len, "%s", value);
+		/* As it is (cut to fit), without printf: one per event=conn. */
+		if (len == 0)
+			return buf;
+		o = strnlen(value, len - 1);
+		memcpy(buf, value, o);
+		buf[o] = '\0';
 		return buf;
 	}
 	if (len < 3) {
