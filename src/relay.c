@@ -1251,15 +1251,19 @@ relay_connect(struct relay *r)
 		 * connect() returns: asked again, it says so (0 on Linux,
 		 * EISCONN on the BSDs) or how it failed, and the relay starts
 		 * now, reading the client at once, without a wakeup for
-		 * writability. EALREADY: still under way.
+		 * writability. EALREADY: still under way. A server beyond
+		 * this host is a round trip away: not asked again.
 		 */
-		if (connect(r->sfd, (const struct sockaddr *)&sa->ss,
-			sa->len) == 0 ||
-		    errno == EISCONN) {
-			r->client_ready = true;
-			return relay_connect_done(r, 0, util_now_ms());
+		error = EALREADY;
+		if (addr_is_local(sa)) {
+			if (connect(r->sfd, (const struct sockaddr *)&sa->ss,
+				sa->len) == 0 ||
+			    errno == EISCONN) {
+				r->client_ready = true;
+				return relay_connect_done(r, 0, util_now_ms());
+			}
+			error = errno;
 		}
-		error = errno;
 		if (error != EALREADY && error != EINPROGRESS)
 			return relay_connect_done(r, error, util_now_ms());
 		event_add(&r->sev_w,
