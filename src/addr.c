@@ -422,6 +422,22 @@ addr_is_local(const struct addr *a)
 	return 0;
 }
 
+/* Is this one address of the host (not unix, not *, 0.0.0.0 or ::)? */
+bool
+addr_is_one(const struct addr *a)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+
+	if (a->wildcard)
+		return false;
+	if (a->family == AF_INET)
+		return sin->sin_addr.s_addr != htonl(INADDR_ANY);
+	if (a->family == AF_INET6)
+		return !IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr);
+	return false;
+}
+
 /* Write v in decimal at p; returns the end. */
 static char *
 addr_put_uint(char *p, unsigned v)

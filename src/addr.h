@@ -45,6 +45,8 @@ bool addr_same_port(const struct addr *, const struct addr *);
 const char *addr_format(const struct sockaddr *, socklen_t, char *, size_t);
 /* Is this a loopback address (127.0.0.0/8, ::1) or a unix socket? */
 int addr_is_local(const struct addr *);
+/* Is this one address of the host (not unix, not *, 0.0.0.0 or ::)? */
+bool addr_is_one(const struct addr *);
 
 /* "250ms", "1.5s", "5m", "1h", bare seconds. Milliseconds out; 0 or -1+cause. */
 int parse_duration(const char *, uint64_t *, char **);

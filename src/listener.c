@@ -362,6 +362,7 @@ listener_open(const struct addr *a, struct upstream *up, unsigned nworkers,
 		r->taken = true;
 		l = xcalloc(1, sizeof(*l));
 		l->addr = *a;
+		l->one_addr = addr_is_one(a);
 		atomic_init(&l->up, up);
 		l->received = r->name;
 		l->fds = xcalloc(1, sizeof(*l->fds));
@@ -391,6 +392,7 @@ listener_open(const struct addr *a, struct upstream *up, unsigned nworkers,
 #endif
 	l = xcalloc(1, sizeof(*l));
 	l->addr = *a;
+	l->one_addr = addr_is_one(a);
 	atomic_init(&l->up, up);
 	l->fds = xcalloc(nfds, sizeof(*l->fds));
 	for (i = 0; i < nfds; i++) {
@@ -503,6 +505,7 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener_slot *s = arg;
 	struct sockaddr_storage ss;
+	struct upstream *up;
 	struct pool *p;
 	socklen_t len;
 	int cfd, i, error;
@@ -548,9 +551,9 @@ listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 			}
 		}
 		p = atomic_load(&s->listener->pool);
-		error =
-		    s->accept(p != NULL ? NULL : atomic_load(&s->listener->up),
-			p, cfd, (struct sockaddr *)&ss, len, s->arg);
+		up = p != NULL ? NULL : atomic_load(&s->listener->up);
+		error = s->accept(up, p, cfd, (struct sockaddr *)&ss, len,
+		    s->listener->one_addr ? &s->listener->addr : NULL, s->arg);
 		/* Out of descriptors for the server: wait in the backlog. */
 		if (error != 0) {
 			listener_slot_pause(s, error);

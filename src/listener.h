@@ -19,10 +19,11 @@ struct upstream;
 /*
  * Told of each accepted client, in the thread of the slot's event base:
  * returns 0, or EMFILE/ENFILE when no descriptor was left for its server
- * (the slot's accepts then pause for a moment).
+ * (the slot's accepts then pause for a moment). local is the address the
+ * client reached when the listener is bound to one, else NULL.
  */
 typedef int (*listener_client_cb)(struct upstream *, struct pool *, int fd,
-    const struct sockaddr *, socklen_t, void *);
+    const struct sockaddr *, socklen_t, const struct addr *local, void *);
 
 /* One worker's share of a listener: its accept event and its callback. */
 struct listener_slot {
@@ -44,6 +45,7 @@ struct listener {
 	int *fds; /* one per worker (TCP), or one */
 	unsigned nfds;
 	const char *received; /* the socket came from systemd: its name */
+	bool one_addr;	      /* bound to one address: a client's local one */
 	struct listener_slot *slots; /* one per worker */
 	unsigned nslots;
 };

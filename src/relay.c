@@ -121,6 +121,7 @@ struct relay {
 	struct relay_dir c2s, s2c;
 	struct event cev_r, cev_w, sev_r, sev_w, timer;
 	struct turnaway_peer peer;
+	struct turnaway_peer local; /* the address it reached; len 0: ask */
 };
 
 /* Why a relay ends: the end= of its event=conn line (SPEC 5). */
@@ -1010,7 +1011,10 @@ relay_proxy_send(struct relay *r, enum proxyproto_version v, int *rerr)
 	size_t hlen;
 	ssize_t n = 0, m;
 
-	if (r->peer.u.sa.sa_family != AF_UNIX &&
+	/* A listener bound to one address said it; else the socket says. */
+	if (r->local.len != 0)
+		dst = &r->local.u.sa;
+	else if (r->peer.u.sa.sa_family != AF_UNIX &&
 	    getsockname(r->cfd, (struct sockaddr *)&local, &len) == 0)
 		dst = (const struct sockaddr *)&local;
 	hlen = proxyproto_header_build(v, &r->peer.u.sa, dst, buf);
@@ -1334,7 +1338,8 @@ relay_new(struct relay_room *room, struct upstream *up, struct pool *pool,
  */
 int
 relay_accept(struct relay_room *room, struct upstream *up, struct pool *pool,
-    int fd, const struct sockaddr *sa, socklen_t salen)
+    int fd, const struct sockaddr *sa, socklen_t salen,
+    const struct addr *local)
 {
 	struct admit a;
 	struct relay *r;
@@ -1374,5 +1379,8 @@ relay_accept(struct relay_room *room, struct upstream *up, struct pool *pool,
 	r->adm = a;
 	r->outcome_pending = true;
 	r->start_ms = now;
+	if (local != NULL)
+		turnaway_peer_set(&r->local,
+		    (const struct sockaddr *)&local->ss, local->len);
 	return relay_connect(r);
 }

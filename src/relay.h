@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct addr;
 struct event_base;
 struct pipe_pool;
 struct pool;
@@ -56,9 +57,11 @@ void relay_room_init(struct relay_room *, const struct relay_room_lend *,
 /*
  * Take a client accepted on an upstream's listener (pool NULL) or a pool's
  * (upstream NULL); EMFILE/ENFILE if no descriptor was left for its server.
+ * local: the address it reached, when its listener is bound to one (the
+ * PROXY header's destination, with no question to the socket), or NULL.
  */
 int relay_accept(struct relay_room *, struct upstream *, struct pool *, int fd,
-    const struct sockaddr *, socklen_t);
+    const struct sockaddr *, socklen_t, const struct addr *local);
 /* Reset every relay of a room (shutdown timeout); returns how many. */
 unsigned relay_close_all(struct relay_room *);
 

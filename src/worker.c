@@ -86,11 +86,12 @@ static void worker_client_gone(void *);
 /* A listener of this worker accepted a client: relay it. */
 static int
 worker_accept_cb(struct upstream *up, struct pool *pool, int fd,
-    const struct sockaddr *sa, socklen_t salen, void *arg)
+    const struct sockaddr *sa, socklen_t salen, const struct addr *local,
+    void *arg)
 {
 	struct worker *w = arg;
 
-	return relay_accept(&w->relays, up, pool, fd, sa, salen);
+	return relay_accept(&w->relays, up, pool, fd, sa, salen, local);
 }
 
 /* Accept on a listener from now on. */

@@ -522,8 +522,10 @@ config_proxy(const char *version, const char *lis4, const char *srv4,
 /*
  * nginx with `listen ... proxy_protocol` answers and logs
  * $proxy_protocol_addr:$proxy_protocol_port: the client's address, IPv4
- * and IPv6, as circuitproxyd told it; a unix client's header (UNKNOWN,
- * LOCAL) is accepted and names no address.
+ * and IPv6, as circuitproxyd told it, and the address the client reached
+ * ($proxy_protocol_server_addr:port: the listener's, and on a wildcard
+ * listener the one the client connected to); a unix client's header
+ * (UNKNOWN, LOCAL) is accepted and names no address.
  */
 static void
 proxy_nginx(const char *version)
@@ -532,6 +534,7 @@ proxy_nginx(const char *version)
 	const char *srv4 = h_free_addr(AF_INET), *srv6 = h_free_addr(AF_INET6);
 	const char *lis4 = h_free_addr(AF_INET), *lis6 = h_free_addr(AF_INET6);
 	const char *lisu = h_free_addr(AF_UNIX);
+	const char *portw = h_port_of(h_free_addr(AF_INET));
 	const char *dir = h_path("nginx"), *conf, *alog;
 	const char *argv[8];
 	struct h_daemon *d;
@@ -565,7 +568,9 @@ proxy_nginx(const char *version)
 		   "    listen %s proxy_protocol;\n"
 		   "    listen %s proxy_protocol;\n"
 		   "    location / { return 200 "
-		   "\"pp=$proxy_protocol_addr:$proxy_protocol_port\\n\"; }\n"
+		   "\"pp=$proxy_protocol_addr:$proxy_protocol_port "
+		   "dst=$proxy_protocol_server_addr:"
+		   "$proxy_protocol_server_port\\n\"; }\n"
 		   "  }\n"
 		   "}\n",
 		dir, dir, alog, dir, dir, dir, dir, dir, srv4, srv6));
@@ -580,26 +585,38 @@ proxy_nginx(const char *version)
 	e = ext_start("nginx", argv);
 	ext_wait_port(e, srv4, H_READY_MS);
 	ext_wait_port(e, srv6, H_READY_MS);
-	d = h_daemon_start(config_proxy(version, lis4, srv4, lis6, srv6, lisu));
+	d = h_daemon_start(
+	    h_strf("%s[upstream:apiw]\nlisten = *:%s\nserver = %s\n",
+		config_proxy(version, lis4, srv4, lis6, srv6, lisu), portw,
+		srv4));
 
 	body = http_get_body(lis4, &client);
-	h_assert(strcmp(body, h_strf("pp=%s\n", client)) == 0,
-	    "nginx saw %s, not the IPv4 client %s", body, client);
+	h_assert(strcmp(body, h_strf("pp=%s dst=%s\n", client, lis4)) == 0,
+	    "nginx saw %s, not the IPv4 client %s to %s", body, client, lis4);
 	h_assert(h_file_has_within(alog,
 		     h_strf("pp=%s remote=127.0.0.1", client), H_WAIT_MS),
 	    "nginx did not log pp=%s", client);
 	h_assert_fields(conn_line(d, client, &f), "upstream=api4", "end=done");
 
 	body = http_get_body(lis6, &client);
-	h_assert(strcmp(body, h_strf("pp=%s\n", addr_plain(client))) == 0,
-	    "nginx saw %s, not the IPv6 client %s", body, client);
+	h_assert(strcmp(body,
+		     h_strf("pp=%s dst=%s\n", addr_plain(client),
+			 addr_plain(lis6))) == 0,
+	    "nginx saw %s, not the IPv6 client %s to %s", body, client, lis6);
 	h_assert(h_file_has_within(alog,
 		     h_strf("pp=%s remote=::1", addr_plain(client)), H_WAIT_MS),
 	    "nginx did not log pp=%s", addr_plain(client));
 
 	body = http_get_body(lisu, &client);
-	h_assert(strcmp(body, "pp=:\n") == 0,
+	h_assert(strcmp(body, "pp=: dst=:\n") == 0,
 	    "a unix client must name no address to nginx: %s", body);
+
+	/* A wildcard listener: the address the client reached. */
+	body = http_get_body(h_strf("127.0.0.1:%s", portw), &client);
+	h_assert(strcmp(body,
+		     h_strf("pp=%s dst=127.0.0.1:%s\n", client, portw)) == 0,
+	    "nginx saw %s, not the client %s to 127.0.0.1:%s", body, client,
+	    portw);
 	h_daemon_stop_ok(d);
 }
 
