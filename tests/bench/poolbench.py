@@ -133,7 +133,10 @@ def new_connections(args, tmp, binary, base):
     res = {t[0]: [] for t in targets}
     try:
         for rnd in range(args.rounds):
-            for label, port, proc in targets:
+            # Each round starts with the next target: no one always runs
+            # first (fresh) or last (behind the others' TIME_WAIT sockets).
+            k = rnd % len(targets)
+            for label, port, proc in targets[k:] + targets[:k]:
                 cpu0 = proc.cpu_seconds()
                 with pb.HostMeter([web, iperf, cp, hp]) as hm:
                     w = pb.run_wrk(port, args.duration, True)
