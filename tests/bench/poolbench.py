@@ -221,11 +221,16 @@ def kill_one(args, tmp, binary, base):
 
 
 def render(new, kill, args):
+    shares = [r["others_share"] for runs in new.values() for r in runs]
     lines = ["## Pools (tests/bench/poolbench.py%s)" %
              (" --quick" if args.quick else ""), "",
-             "Measured under load: the machine is shared with other test "
-             "runs; medians of %d round(s) of %d s each." %
-             (args.rounds, args.duration), "",
+             "Medians of %d interleaved round(s) of %d s each, each round "
+             "starting with the next target; processes outside the "
+             "benchmark used a median %.0f%% (at most %.0f%%) of the "
+             "machine's CPU during the runs." %
+             (args.rounds, args.duration,
+              100 * statistics.median(shares or [0]),
+              100 * max(shares or [0])), "",
              "| new connection per request | requests/s | proxy CPU µs/req "
              "| box CPU µs/req | errors |", "|---|---:|---:|---:|---:|"]
     med = {}
