@@ -12,24 +12,29 @@
 #include "log.h"
 #include "util.h"
 
+/* Read a clock in units of 1/per_sec second. */
+static inline uint64_t
+util_clock(clockid_t id, uint64_t per_sec)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (uint64_t)ts.tv_sec * per_sec +
+	    (uint64_t)ts.tv_nsec / (1000000000 / per_sec);
+}
+
 /* Return monotonic time in milliseconds. */
 uint64_t
 util_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return util_clock(CLOCK_MONOTONIC, 1000);
 }
 
 /* Return monotonic time in microseconds. */
 uint64_t
 util_now_us(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+	return util_clock(CLOCK_MONOTONIC, 1000000);
 }
 
 /* Name the errno values of a resource shortage, for log lines. */
@@ -58,10 +63,7 @@ util_errno_name(int error)
 uint64_t
 util_wall_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return util_clock(CLOCK_REALTIME, 1000);
 }
 
 /* Format milliseconds as seconds with three decimals, "none" if negative. */
