@@ -690,16 +690,17 @@ START_TEST(retry_into_a_full_member_one_story)
 	char *client, *ps, c;
 	int held;
 
-	d = h_daemon_start(h_strf("%sadmin = %s\n"
-				  "[upstream:dead]\nserver = %s\n"
-				  "failure_threshold = 50\n"
-				  "[upstream:live]\nlisten = %s\nserver = %s\n"
-				  "max_connections = 1\n"
-				  "[pool:web]\nlisten = %s\nmembers = dead live\n"
-				  "balance = first\nretries = 1\n"
-				  "log_connections = yes\n",
-	    global_section(), admin, h_backend_addr(dead), own,
-	    h_backend_addr(live), pl));
+	d = h_daemon_start(
+	    h_strf("%sadmin = %s\n"
+		   "[upstream:dead]\nserver = %s\n"
+		   "failure_threshold = 50\n"
+		   "[upstream:live]\nlisten = %s\nserver = %s\n"
+		   "max_connections = 1\n"
+		   "[pool:web]\nlisten = %s\nmembers = dead live\n"
+		   "balance = first\nretries = 1\n"
+		   "log_connections = yes\n",
+		global_section(), admin, h_backend_addr(dead), own,
+		h_backend_addr(live), pl));
 	/* The live member's one slot, taken through its own listener. */
 	held = h_connect_ok(own);
 	h_assert(h_send_all(held, "x", 1, H_WAIT_MS) == 0 &&
