@@ -830,6 +830,22 @@ v1_header(const char *client, const char *lis)
 	    client, (int)(lp - lis), lis, cp + 1, lp + 1);
 }
 
+/* The server's first bytes are the v1 header hdr, then the client's req. */
+static void
+expect_header_then(int sfd, const char *hdr, const char *req, size_t rlen)
+{
+	size_t hlen = strlen(hdr);
+	char buf[512];
+
+	h_assert(hlen + rlen <= sizeof(buf), "too long");
+	h_assert(read_exact(sfd, buf, hlen + rlen, H_WAIT_MS),
+	    "the header and the request did not come");
+	h_assert(memcmp(buf, hdr, hlen) == 0 &&
+		memcmp(buf + hlen, req, rlen) == 0,
+	    "got [%.*s], not the header then the request", (int)(hlen + rlen),
+	    buf);
+}
+
 /*
  * send_proxy with a scripted server, in both orders of speaking. A client
  * that talks first (HTTP, redis): the header comes first, then its bytes,
@@ -863,13 +879,7 @@ START_TEST(proxy_header_first_both_orders)
 	h_assert(fd != -1, "connect: %s", strerror(errno));
 	h_assert(h_send_all(fd, req, sizeof(req) - 1, H_WAIT_MS) == 0, "send");
 	sfd = accept_within(lfd, H_WAIT_MS);
-	hdr = v1_header(client, lis);
-	h_assert(read_exact(sfd, buf, strlen(hdr) + sizeof(req) - 1, H_WAIT_MS),
-	    "the header and the request did not come");
-	h_assert(memcmp(buf, hdr, strlen(hdr)) == 0 &&
-		memcmp(buf + strlen(hdr), req, sizeof(req) - 1) == 0,
-	    "got [%.*s], not the header then the request",
-	    (int)(strlen(hdr) + sizeof(req) - 1), buf);
+	expect_header_then(sfd, v1_header(client, lis), req, sizeof(req) - 1);
 	close(sfd);
 	close(fd);
 
@@ -928,10 +938,10 @@ START_TEST(proxy_header_with_early_bytes)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET };
 	socklen_t sl = sizeof(sin);
-	const char *lis = h_free_addr4(), *srv, *hdr;
+	const char *lis = h_free_addr4(), *srv;
 	static const char req[] = "GET /early HTTP/1.0\r\n\r\n";
 	struct h_daemon *d;
-	char buf[256], *client;
+	char *client;
 	uint64_t deadline;
 	int lfd, sfd, fd, filler;
 
@@ -959,13 +969,7 @@ START_TEST(proxy_header_with_early_bytes)
 	close(accept_within(lfd, H_WAIT_MS));
 	close(filler);
 	sfd = accept_within(lfd, H_WAIT_MS);
-	hdr = v1_header(client, lis);
-	h_assert(read_exact(sfd, buf, strlen(hdr) + sizeof(req) - 1, H_WAIT_MS),
-	    "the header and the request did not come");
-	h_assert(memcmp(buf, hdr, strlen(hdr)) == 0 &&
-		memcmp(buf + strlen(hdr), req, sizeof(req) - 1) == 0,
-	    "got [%.*s], not the header then the request",
-	    (int)(strlen(hdr) + sizeof(req) - 1), buf);
+	expect_header_then(sfd, v1_header(client, lis), req, sizeof(req) - 1);
 	close(sfd);
 	close(fd);
 	close(lfd);
